@@ -1,0 +1,693 @@
+//! The public [`Context`] handle.
+
+use crate::after_func::{self, AfterFunc};
+use crate::cancel::{CancelCauseFunc, CancelFunc};
+use crate::error::{Cause, Error};
+use crate::sync::AtomicU64;
+use crate::timer::{self, Timer};
+use crate::tree::node::{
+    CANCEL_CAUSE_VTABLE, CancelPart, DeadlinePart, Detached, Kind, Link, MergePart, NodeRef,
+    Payload, TimerPart, UNREGISTERED, ValuePart,
+};
+use crate::tree::state::{self, Reason, Word};
+use crate::tree::{self as tree};
+use crate::waiter::{self, Done};
+use std::any::TypeId;
+use std::fmt;
+use std::ptr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A cancellation signal, a deadline and a set of values, passed down a call tree.
+///
+/// This is Go's `context.Context`. A `Context` is a cheap handle (one pointer;
+/// cloning it is one reference-count increment) on a node of a tree. Deriving a
+/// context (`with_cancel`, `with_timeout`, `with_value`, …) adds a child node;
+/// canceling a node cancels its whole subtree; a child never outlives the
+/// cancellation, deadline or values of its parent.
+///
+/// All methods are safe to call from any number of threads at once; none of them
+/// takes a lock or waits for another thread, except the explicit waits
+/// ([`wait`](Context::wait) and the [`Done`] future).
+///
+/// # Examples
+///
+/// ```
+/// use ctx_core::{Context, Error};
+/// use std::time::Duration;
+///
+/// /// A library function: takes the context first, gives up when it is done.
+/// fn lookup(ctx: &Context, key: &str) -> Result<String, Error> {
+///     ctx.check()?;
+///     Ok(format!("value of {key}"))
+/// }
+///
+/// let (ctx, cancel) = Context::background().with_timeout(Duration::from_secs(5));
+/// assert_eq!(lookup(&ctx, "a").as_deref(), Ok("value of a"));
+/// cancel.cancel();
+/// assert_eq!(lookup(&ctx, "a"), Err(Error::Canceled));
+/// ```
+///
+/// # Memory ordering
+///
+/// Canceling happens-before every observation of it: when `err()` returns `Some`,
+/// `is_done()` returns true, `Done` completes or `wait` returns, everything the
+/// canceling thread did before calling cancel is visible, and so is the cause.
+pub struct Context {
+    /// A strong reference on the node, or a root sentinel.
+    node: NodeRef,
+}
+
+// SAFETY: all node state shared between handles is atomic or immutable after
+// construction, values are `Send + Sync`, and reference counting is atomic.
+unsafe impl Send for Context {}
+// SAFETY: as above.
+unsafe impl Sync for Context {}
+
+impl Context {
+    /// The empty root: never canceled, no deadline, no values (Go's
+    /// `context.Background()`). Free: no allocation, no reference counting.
+    ///
+    /// ```
+    /// let ctx = ctx_core::Context::background();
+    /// assert_eq!(ctx.err(), None);
+    /// assert_eq!(ctx.deadline(), None);
+    /// assert_eq!(ctx.to_string(), "context.Background");
+    /// ```
+    pub const fn background() -> Context {
+        Context {
+            node: NodeRef::BACKGROUND,
+        }
+    }
+
+    /// Like [`background`](Context::background), for code that has not decided
+    /// which context to use yet (Go's `context.TODO()`); it prints differently.
+    pub const fn todo() -> Context {
+        Context {
+            node: NodeRef::TODO,
+        }
+    }
+
+    /// Takes over one strong reference on `node`.
+    pub(crate) fn from_strong(node: NodeRef) -> Context {
+        Context { node }
+    }
+
+    /// The node, unless this is a root.
+    pub(crate) fn node(&self) -> Option<NodeRef> {
+        self.node.real()
+    }
+
+    /// A new strong reference on our node (or the sentinel), for a child's parent link.
+    fn parent_link(&self) -> NodeRef {
+        if let Some(node) = self.node() {
+            node.inc_strong();
+        }
+        self.node
+    }
+
+    /// The nearest cancelable node at or above this context.
+    #[inline]
+    pub(crate) fn carrier(&self) -> Option<NodeRef> {
+        self.node()?.carrier()
+    }
+
+    fn carrier_ptr(&self) -> *const crate::tree::node::Header {
+        self.carrier().map_or(ptr::null(), NodeRef::as_ptr)
+    }
+
+    // ===== deriving =====
+
+    /// A child that is canceled when the returned [`CancelFunc`] is called or
+    /// dropped, or when this context is (Go's `WithCancel`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ctx_core::{Context, Error};
+    ///
+    /// let (parent, cancel_parent) = Context::background().with_cancel();
+    /// let (child, _cancel_child) = parent.with_cancel();
+    /// cancel_parent.cancel();
+    /// assert_eq!(child.err(), Some(Error::Canceled));
+    /// ```
+    pub fn with_cancel(&self) -> (Context, CancelFunc) {
+        let node = self.derive_cancelable(CancelPart::VTABLE, |part| part);
+        (Context::from_strong(node), CancelFunc::new(node))
+    }
+
+    /// Like [`with_cancel`](Context::with_cancel), but the cancel function takes a
+    /// cause, which [`cause`](Context::cause) then reports for the whole subtree
+    /// (Go's `WithCancelCause`).
+    pub fn with_cancel_cause(&self) -> (Context, CancelCauseFunc) {
+        let node = self.derive_cancelable(&CANCEL_CAUSE_VTABLE, |part| part);
+        (
+            Context::from_strong(node),
+            CancelCauseFunc::new(CancelFunc::new(node)),
+        )
+    }
+
+    /// A child that is also canceled, with [`Error::DeadlineExceeded`], when
+    /// `deadline` passes (Go's `WithDeadline`).
+    ///
+    /// The child's deadline is never later than its parent's: if the parent's
+    /// deadline is earlier, this is just [`with_cancel`](Context::with_cancel) and
+    /// no timer is armed. A deadline that already passed gives a child that is born
+    /// done. The timer is released as soon as the child is done, whatever ended it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ctx_core::{Context, Error};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let (ctx, _cancel) = Context::background().with_deadline(Instant::now() - Duration::from_secs(1));
+    /// assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    /// ```
+    pub fn with_deadline(&self, deadline: Instant) -> (Context, CancelFunc) {
+        self.deadline_child(deadline, None, None)
+    }
+
+    /// Like [`with_deadline`](Context::with_deadline); when the deadline passes,
+    /// [`cause`](Context::cause) reports `cause` (Go's `WithDeadlineCause`).
+    pub fn with_deadline_cause(
+        &self,
+        deadline: Instant,
+        cause: impl Into<Cause>,
+    ) -> (Context, CancelFunc) {
+        self.deadline_child(deadline, Some(cause.into()), None)
+    }
+
+    /// [`with_deadline`](Context::with_deadline) at `timeout` from now, by this
+    /// context's timer clock (Go's `WithTimeout`). A timeout too large to represent
+    /// (`Duration::MAX`) saturates to a deadline centuries away.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ctx_core::Context;
+    /// use std::time::Duration;
+    ///
+    /// let (ctx, cancel) = Context::background().with_timeout(Duration::from_millis(10));
+    /// ctx.wait();
+    /// assert!(ctx.err().unwrap().is_timeout());
+    /// # drop(cancel);
+    /// ```
+    pub fn with_timeout(&self, timeout: Duration) -> (Context, CancelFunc) {
+        let timer = self.timer();
+        let deadline = saturating_add(timer.now(), timeout);
+        self.deadline_child(deadline, None, Some(timer))
+    }
+
+    /// [`with_timeout`](Context::with_timeout) with a cause for the expiry (Go's
+    /// `WithTimeoutCause`).
+    pub fn with_timeout_cause(
+        &self,
+        timeout: Duration,
+        cause: impl Into<Cause>,
+    ) -> (Context, CancelFunc) {
+        let timer = self.timer();
+        let deadline = saturating_add(timer.now(), timeout);
+        self.deadline_child(deadline, Some(cause.into()), Some(timer))
+    }
+
+    /// A child that carries `value`, found again with [`value::<T>()`](Context::value)
+    /// from this child and all its descendants (Go's `WithValue`).
+    ///
+    /// Values are keyed by type, which is Go's "define your own key type" rule
+    /// enforced by the compiler: wrap a value in a newtype of your own so no other
+    /// package can read or shadow it by accident.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ctx_core::Context;
+    ///
+    /// struct RequestId(u64);
+    ///
+    /// let ctx = Context::background().with_value(RequestId(7));
+    /// let (child, _cancel) = ctx.with_cancel();
+    /// assert_eq!(child.value::<RequestId>().map(|id| id.0), Some(7));
+    /// assert!(child.value::<String>().is_none());
+    /// ```
+    pub fn with_value<T: Send + Sync + 'static>(&self, value: T) -> Context {
+        let node = NodeRef::alloc(
+            ValuePart::<T>::VTABLE,
+            self.parent_link(),
+            self.carrier_ptr(),
+            1,
+            ValuePart { value },
+        );
+        Context::from_strong(node)
+    }
+
+    /// The nearest value of type `T` on the way up from this context.
+    pub fn value<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        let wanted = TypeId::of::<ValuePart<T>>();
+        let mut node = self.node();
+        while let Some(current) = node {
+            let header = current.header();
+            if header.vtable.type_id == Some(wanted) {
+                // SAFETY: the vtable's type id says this node carries a `ValuePart<T>`;
+                // `self` keeps the whole chain alive for the borrow.
+                return Some(unsafe { &current.payload::<ValuePart<T>>().value });
+            }
+            node = header.parent.real();
+        }
+        None
+    }
+
+    /// A child that keeps this context's values but is never canceled and has no
+    /// deadline (Go's `WithoutCancel`): for work that must finish even when the
+    /// request that started it is gone.
+    ///
+    /// ```
+    /// use ctx_core::Context;
+    ///
+    /// let (ctx, cancel) = Context::background().with_value(5u8).with_cancel();
+    /// let detached = ctx.without_cancel();
+    /// cancel.cancel();
+    /// assert!(ctx.is_done());
+    /// assert!(!detached.is_done());
+    /// assert_eq!(detached.value::<u8>(), Some(&5));
+    /// ```
+    pub fn without_cancel(&self) -> Context {
+        let node = NodeRef::alloc(
+            Detached::VTABLE,
+            self.parent_link(),
+            ptr::null(),
+            1,
+            Detached,
+        );
+        Context::from_strong(node)
+    }
+
+    /// A child whose subtree uses `timer` for its clock and its deadlines.
+    ///
+    /// Deadlines derived below it read `timer.now()` and are armed on `timer`;
+    /// this context's own cancellation is unchanged. See [`Timer`].
+    pub fn with_timer(&self, timer: Arc<dyn Timer>) -> Context {
+        let node = NodeRef::alloc(
+            TimerPart::VTABLE,
+            self.parent_link(),
+            self.carrier_ptr(),
+            1,
+            TimerPart { timer },
+        );
+        Context::from_strong(node)
+    }
+
+    /// A child canceled as soon as *any* of `parents` is, with that parent's error
+    /// and cause, or when the returned [`CancelFunc`] is called or dropped.
+    ///
+    /// Values come from the first parent; the deadline is the earliest of the
+    /// parents'. With no parents this is `background().with_cancel()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ctx_core::{Context, Error};
+    ///
+    /// let (request, _cancel_request) = Context::background().with_cancel();
+    /// let (shutdown, stop_server) = Context::background().with_cancel();
+    /// let (ctx, _cancel) = Context::with_cancel_any(&[request, shutdown]);
+    /// stop_server.cancel();
+    /// assert_eq!(ctx.err(), Some(Error::Canceled));
+    /// ```
+    pub fn with_cancel_any(parents: &[Context]) -> (Context, CancelFunc) {
+        let Some((first, rest)) = parents.split_first() else {
+            return Context::background().with_cancel();
+        };
+        if rest.is_empty() {
+            return first.with_cancel();
+        }
+        let deadline_src = parents
+            .iter()
+            .filter_map(|p| p.carrier())
+            .filter_map(|c| NodeRef::from_ptr(c.cancel_part().deadline_src))
+            .min_by_key(|d| d.deadline_part().deadline)
+            .map_or(ptr::null(), NodeRef::as_ptr);
+        let extra: Box<[Link]> = rest
+            .iter()
+            .map(|p| Link {
+                parent: p.clone(),
+                slot: crate::sync::AtomicU32::new(UNREGISTERED),
+            })
+            .collect();
+        let payload = MergePart {
+            cancel: CancelPart::new(deadline_src),
+            extra,
+        };
+        let node = NodeRef::alloc(
+            MergePart::VTABLE,
+            first.parent_link(),
+            ptr::null(),
+            2,
+            payload,
+        );
+        let part = node.merge_part();
+        let mut born = first
+            .carrier()
+            .and_then(|c| tree::register(c, node, &part.cancel.slot));
+        for link in part.extra.iter() {
+            if born.is_some() {
+                break;
+            }
+            born = link
+                .parent
+                .carrier()
+                .and_then(|c| tree::register(c, node, &link.slot));
+        }
+        if let Some(reason) = born {
+            tree::cancel(node, reason, true);
+        }
+        (Context::from_strong(node), CancelFunc::new(node))
+    }
+
+    fn derive_cancelable(
+        &self,
+        vtable: &'static crate::tree::node::VTable,
+        payload: impl FnOnce(CancelPart) -> CancelPart,
+    ) -> NodeRef {
+        let parent_carrier = self.carrier();
+        let deadline_src = parent_carrier.map_or(ptr::null(), |c| c.cancel_part().deadline_src);
+        let node = NodeRef::alloc(
+            vtable,
+            self.parent_link(),
+            ptr::null(),
+            2,
+            payload(CancelPart::new(deadline_src)),
+        );
+        self.link(node, parent_carrier);
+        node
+    }
+
+    /// Registers a fresh cancelable node with its parent carrier; cancels it at
+    /// once if the parent is done.
+    fn link(&self, node: NodeRef, parent_carrier: Option<NodeRef>) {
+        if let Some(carrier) = parent_carrier
+            && let Some(reason) = tree::register(carrier, node, &node.cancel_part().slot)
+        {
+            tree::cancel(node, reason, true);
+        }
+    }
+
+    fn deadline_child(
+        &self,
+        deadline: Instant,
+        cause: Option<Cause>,
+        timer: Option<Arc<dyn Timer>>,
+    ) -> (Context, CancelFunc) {
+        if self.deadline().is_some_and(|current| current <= deadline) {
+            return self.with_cancel();
+        }
+        let timer = timer.unwrap_or_else(|| self.timer());
+        let parent_carrier = self.carrier();
+        let payload = DeadlinePart {
+            cancel: CancelPart::new(ptr::null()),
+            deadline,
+            timer,
+            key: AtomicU64::new(0),
+            reason: Reason::new(Error::DeadlineExceeded, cause),
+        };
+        let node = NodeRef::alloc(
+            DeadlinePart::VTABLE,
+            self.parent_link(),
+            ptr::null(),
+            2,
+            payload,
+        );
+        self.link(node, parent_carrier);
+        let part = node.deadline_part();
+        if !state::is_done(node.state()) {
+            if part.timer.now() >= deadline {
+                tree::cancel(node, part.reason.clone(), true);
+            } else {
+                timer::arm(node);
+            }
+        }
+        (Context::from_strong(node), CancelFunc::new(node))
+    }
+
+    // ===== reading =====
+
+    /// The carrier's state word, after the exact-deadline check.
+    #[inline]
+    fn word(&self) -> Option<(NodeRef, Word)> {
+        let carrier = self.carrier()?;
+        let word = carrier.state();
+        if state::is_done(word) || carrier.cancel_part().deadline_src.is_null() {
+            return Some((carrier, word));
+        }
+        Some((carrier, check_deadline(carrier, word)))
+    }
+
+    /// Why this context is done, or `None` while it is live (Go's `Err()`).
+    ///
+    /// Deadlines are exact: once the deadline has passed by the timer's clock, this
+    /// reports [`Error::DeadlineExceeded`] even if the timer has not fired yet (and
+    /// cancels the subtree right away).
+    #[inline]
+    pub fn err(&self) -> Option<Error> {
+        let (_, word) = self.word()?;
+        // SAFETY: `self` keeps the carrier, and so its record, alive.
+        unsafe { state::record(word) }.map(|r| r.err)
+    }
+
+    /// Whether this context is done; `err().is_some()`, as one load on a live
+    /// context without deadline.
+    #[inline]
+    pub fn is_done(&self) -> bool {
+        self.word().is_some_and(|(_, word)| state::is_done(word))
+    }
+
+    /// `Err(e)` if the context is done: the `?`-friendly form of [`err`](Context::err).
+    #[inline]
+    pub fn check(&self) -> Result<(), Error> {
+        match self.err() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    /// Why this context was canceled (Go's `context.Cause`): the cause given to the
+    /// cancel (or deadline) that ended it, inherited from the ancestor that was
+    /// canceled, or the plain [`Error`] when none was given. `None` while live.
+    pub fn cause(&self) -> Option<Cause> {
+        let (_, word) = self.word()?;
+        // SAFETY: `self` keeps the carrier, and so its record, alive.
+        unsafe { state::record(word) }.map(|r| r.cause.clone())
+    }
+
+    /// When this context will be canceled by a deadline, if it has one (Go's
+    /// `Deadline()`).
+    pub fn deadline(&self) -> Option<Instant> {
+        let src = NodeRef::from_ptr(self.carrier()?.cancel_part().deadline_src)?;
+        Some(src.deadline_part().deadline)
+    }
+
+    /// Time left until the deadline by this context's timer clock (zero once it
+    /// passed), or `None` without a deadline.
+    pub fn remaining(&self) -> Option<Duration> {
+        let deadline = self.deadline()?;
+        Some(deadline.saturating_duration_since(self.now()))
+    }
+
+    /// The timer backend of this context's subtree.
+    pub fn timer(&self) -> Arc<dyn Timer> {
+        let mut node = self.node();
+        while let Some(current) = node {
+            match current.kind() {
+                // SAFETY: timer nodes carry a `TimerPart`.
+                Kind::Timer => return unsafe { current.payload::<TimerPart>() }.timer.clone(),
+                Kind::Deadline => return current.deadline_part().timer.clone(),
+                _ => node = current.header().parent.real(),
+            }
+        }
+        timer::default_timer()
+    }
+
+    /// The current time by this context's timer clock.
+    pub fn now(&self) -> Instant {
+        self.timer().now()
+    }
+
+    /// How many cancelable children and `after_func` callbacks are registered with
+    /// the node that carries this context's cancellation (Go's tests read
+    /// `len(children)`). A child leaves the count when it is canceled or dropped.
+    pub fn live_children(&self) -> usize {
+        self.carrier()
+            .and_then(|c| c.cancel_part().children())
+            .map_or(0, |set| set.len())
+    }
+
+    /// Whether both handles are the same context.
+    pub fn same(&self, other: &Context) -> bool {
+        self.node == other.node
+    }
+
+    // ===== waiting =====
+
+    /// A future that completes when this context is done (Go's `Done()`).
+    ///
+    /// It works on any executor; see [`Done`].
+    pub fn done(&self) -> Done {
+        Done::new(self.clone())
+    }
+
+    /// Blocks the current thread until this context is done.
+    ///
+    /// Blocks forever on a context that can never be canceled.
+    #[cfg(not(ctx_loom))]
+    pub fn wait(&self) {
+        waiter::wait_until(self, None);
+    }
+
+    /// Blocks until this context is done or `timeout` elapsed; true if it is done.
+    #[cfg(not(ctx_loom))]
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.wait_deadline(saturating_add(Instant::now(), timeout))
+    }
+
+    /// Blocks until this context is done or `deadline` passed (by the system
+    /// clock); true if it is done.
+    #[cfg(not(ctx_loom))]
+    pub fn wait_deadline(&self, deadline: Instant) -> bool {
+        waiter::wait_until(self, Some(deadline))
+    }
+
+    /// Runs `f` once this context is done (Go's `AfterFunc`).
+    ///
+    /// `f` runs once, on the thread that cancels the context, right after the
+    /// context became done (the adapter crates offer variants that spawn it on
+    /// their executor instead, as Go does). If the context is already done, `f`
+    /// runs at once on this thread. [`AfterFunc::stop`] prevents a pending run.
+    ///
+    /// # Panics
+    ///
+    /// A panicking `f` does not disturb the cancel: the whole subtree is still
+    /// canceled and every other callback still runs; then the first panic is
+    /// resumed on the canceling thread (or dropped, if that thread is already
+    /// unwinding, for example when the cancel came from a `Drop`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ctx_core::Context;
+    /// use std::sync::mpsc;
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let (tx, rx) = mpsc::channel();
+    /// let _registration = ctx.after_func(move || tx.send("closed").unwrap());
+    /// cancel.cancel();
+    /// assert_eq!(rx.recv().unwrap(), "closed");
+    /// ```
+    pub fn after_func<F: FnOnce() + Send + 'static>(&self, f: F) -> AfterFunc {
+        after_func::register(self, Box::new(f))
+    }
+}
+
+/// Cancels the deadline node above `carrier` if its deadline has passed; returns
+/// the carrier's current word.
+#[cold]
+fn check_deadline(carrier: NodeRef, word: Word) -> Word {
+    let src = NodeRef::from_ptr(carrier.cancel_part().deadline_src).expect("checked by the caller");
+    let part = src.deadline_part();
+    if part.timer.now() < part.deadline {
+        return word;
+    }
+    // `carrier` is `src` or registered below it, and the caller keeps it alive.
+    tree::cancel(src, part.reason.clone(), true);
+    let word = carrier.state();
+    debug_assert!(state::is_done(word));
+    word
+}
+
+/// `at + by`, saturating at a far-future instant instead of overflowing.
+pub(crate) fn saturating_add(at: Instant, by: Duration) -> Instant {
+    if let Some(sum) = at.checked_add(by) {
+        return sum;
+    }
+    // About 3000 years, then halving: the largest representable step that fits.
+    let mut step = Duration::from_secs(1 << 36);
+    loop {
+        if let Some(sum) = at.checked_add(step) {
+            return sum;
+        }
+        step /= 2;
+    }
+}
+
+impl Clone for Context {
+    #[inline]
+    fn clone(&self) -> Context {
+        Context {
+            node: self.parent_link(),
+        }
+    }
+}
+
+impl Drop for Context {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(node) = self.node() {
+            node.dec_strong();
+        }
+    }
+}
+
+impl Default for Context {
+    /// [`Context::background`].
+    fn default() -> Context {
+        Context::background()
+    }
+}
+
+impl fmt::Display for Context {
+    /// Go's `String()`: the chain of constructors from the root, such as
+    /// `context.Background.WithValue(u32).WithCancel`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut chain = Vec::new();
+        let mut node = self.node;
+        while let Some(current) = node.real() {
+            chain.push(current);
+            node = current.header().parent;
+        }
+        f.write_str(if node == NodeRef::TODO {
+            "context.TODO"
+        } else {
+            "context.Background"
+        })?;
+        for current in chain.into_iter().rev() {
+            let vtable = current.header().vtable;
+            match vtable.kind {
+                Kind::Cancel => f.write_str(".WithCancel")?,
+                Kind::CancelCause => f.write_str(".WithCancelCause")?,
+                Kind::Deadline => {
+                    let part = current.deadline_part();
+                    let now = part.timer.now();
+                    if part.deadline >= now {
+                        write!(f, ".WithDeadline(in {:?})", part.deadline - now)?
+                    } else {
+                        write!(f, ".WithDeadline({:?} ago)", now - part.deadline)?
+                    }
+                }
+                Kind::Merge => write!(f, ".WithCancelAny(+{})", current.merge_part().extra.len())?,
+                Kind::Value => write!(f, ".WithValue({})", (vtable.type_name)())?,
+                Kind::WithoutCancel => f.write_str(".WithoutCancel")?,
+                Kind::Timer => f.write_str(".WithTimer")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("name", &format_args!("{self}"))
+            .field("err", &self.err())
+            .field("deadline", &self.deadline())
+            .finish()
+    }
+}

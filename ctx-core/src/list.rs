@@ -1,0 +1,305 @@
+//! The lock-free child set: where a cancelable node keeps its children and its
+//! `after_func` callbacks.
+//!
+//! # Shape
+//!
+//! Entries live in slots. Slots come in segments that double in size (4, 8, 16, …
+//! slots), allocated on demand and never moved or freed while the set lives, so a
+//! slot index stays valid and a `&Slot` stays dereferenceable for the set's whole
+//! life. Free slot indices are kept on a Treiber stack threaded through the slots'
+//! `next_free` fields, whose head carries a generation tag against ABA. A set
+//! therefore holds memory proportional to the largest number of entries it held at
+//! once, not to how many it ever held: ten million short-lived children under a
+//! long-lived parent reuse the same few slots.
+//!
+//! An entry is a tagged pointer: a child node (tag 0; the slot owns one *weak*
+//! reference on it) or an `after_func` callback (tag 1; the slot owns one `Arc`
+//! reference on it).
+//!
+//! # Protocol
+//!
+//! The set itself has no "closed" flag: the owner node's state word is the flag.
+//!
+//! * **insert** (creating a child, registering a callback): pop or bump an index,
+//!   store the entry into the slot (`SeqCst`), then load the owner's state
+//!   (`SeqCst`). If the owner is done, try to [`ChildSet::remove`] the entry again
+//!   and act as the canceler would for it.
+//! * **cancel**: CAS the owner's state to done (`SeqCst`), then [`ChildSet::drain`]:
+//!   load every segment pointer and every slot (`SeqCst`), and `swap` each non-empty
+//!   slot to null. What a swap returns, the canceler owns.
+//! * **remove** (a child canceled or dropped, a callback stopped): CAS the slot from
+//!   the entry to null. Success means the entry was still there and its owned
+//!   reference now belongs to the remover, who also returns the index to the free
+//!   stack; failure means a canceler took it first.
+//!
+//! Why no entry is lost (the store-then-load pattern on both sides, a Dekker pair):
+//! all four operations are `SeqCst`, so they sit in one total order. If the
+//! inserter's state load does not see the cancel, it precedes the canceler's state
+//! CAS, so the inserter's slot store (and the segment CAS before it) precede the
+//! canceler's loads of that segment and slot: the canceler finds the entry. If the
+//! inserter does see the cancel, it tries to take the entry back. Either way exactly
+//! one party wins the slot (swap and CAS are atomic on it), and that party handles
+//! the entry once.
+//!
+//! Why a slot is never reused under someone's feet: an index goes back on the free
+//! stack only after the CAS that emptied it succeeded, and only the winner of that
+//! CAS pushes it. A drained slot is never pushed (the owner is done for good, and
+//! anyone inserting later takes its entry back and frees its own index).
+
+use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::ptr;
+
+/// Slots in the first segment.
+const BASE: usize = 4;
+/// Number of segments: room for `BASE * (2^SEGMENTS - 1)` simultaneous entries.
+const SEGMENTS: usize = 28;
+/// Low half of the free-stack head: index + 1 of the top slot, 0 when empty.
+const INDEX_MASK: u64 = 0xffff_ffff;
+/// High half of the free-stack head: a generation that changes on every push/pop.
+const TAG_ONE: u64 = 1 << 32;
+
+/// The set of children and callbacks of one cancelable node.
+pub(crate) struct ChildSet {
+    /// Head of the free-index stack: `generation << 32 | (index + 1)`.
+    free: AtomicU64,
+    /// The next index never handed out.
+    bump: AtomicUsize,
+    /// How many slots hold an entry (for `live_children`).
+    live: AtomicUsize,
+    segments: [AtomicPtr<Slot>; SEGMENTS],
+}
+
+struct Slot {
+    /// A tagged entry pointer, or null.
+    entry: AtomicPtr<()>,
+    /// The next index on the free stack, + 1 (0 = end), while this slot is free.
+    next_free: AtomicU32,
+}
+
+impl ChildSet {
+    pub(crate) fn new() -> ChildSet {
+        ChildSet {
+            free: AtomicU64::new(0),
+            bump: AtomicUsize::new(0),
+            live: AtomicUsize::new(0),
+            segments: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+        }
+    }
+
+    /// Stores `entry` (a non-null tagged pointer) and returns its slot index.
+    ///
+    /// The caller must then load the owner's state with `SeqCst` and, if the owner
+    /// is done, [`remove`](Self::remove) the entry again (see the module docs).
+    pub(crate) fn insert(&self, entry: *mut ()) -> u32 {
+        debug_assert!(!entry.is_null());
+        let index = self.alloc();
+        // Relaxed: only a counter for introspection; nothing is published through it.
+        self.live.fetch_add(1, Ordering::Relaxed);
+        // SeqCst: the store half of the insert side of the Dekker pair (module
+        // docs); also a release that publishes the entry's contents to the canceler.
+        self.slot(index).entry.store(entry, Ordering::SeqCst);
+        index
+    }
+
+    /// Empties slot `index` if it still holds `entry`; true if it did, and then the
+    /// entry's owned reference belongs to the caller.
+    pub(crate) fn remove(&self, index: u32, entry: *mut ()) -> bool {
+        let slot = self.slot(index);
+        // AcqRel: acquire so the winner sees the entry as stored, release so the
+        // emptied slot is published before the index is pushed for reuse.
+        if slot
+            .entry
+            .compare_exchange(entry, ptr::null_mut(), Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        // Relaxed: introspection counter only.
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        self.push_free(index);
+        true
+    }
+
+    /// Takes every entry out of the set; the owner's state must already be done.
+    pub(crate) fn drain(&self, mut each: impl FnMut(*mut ())) {
+        for (k, segment) in self.segments.iter().enumerate() {
+            // SeqCst: the load half of the canceler's side of the Dekker pair.
+            let base = segment.load(Ordering::SeqCst);
+            if base.is_null() {
+                // Segments are allocated in order, so no later one exists either.
+                break;
+            }
+            for offset in 0..segment_len(k) {
+                // SAFETY: `base` points to a live segment of `segment_len(k)` slots;
+                // segments are only freed when the set is dropped.
+                let slot = unsafe { &*base.add(offset) };
+                // SeqCst: pairs with the inserter's SeqCst store (module docs). The
+                // load filters empty slots without a read-modify-write.
+                if slot.entry.load(Ordering::SeqCst).is_null() {
+                    continue;
+                }
+                // AcqRel: acquire the entry's contents; the swap decides ownership.
+                let entry = slot.entry.swap(ptr::null_mut(), Ordering::AcqRel);
+                if !entry.is_null() {
+                    // Relaxed: introspection counter only.
+                    self.live.fetch_sub(1, Ordering::Relaxed);
+                    each(entry);
+                }
+            }
+        }
+    }
+
+    /// How many entries the set holds right now.
+    pub(crate) fn len(&self) -> usize {
+        // Relaxed: a snapshot for introspection; callers synchronise by other means.
+        self.live.load(Ordering::Relaxed)
+    }
+
+    fn alloc(&self) -> u32 {
+        // Acquire: pairs with the Release CAS in `push_free`, so the popped slot's
+        // `next_free` is the one written before it was pushed.
+        let mut head = self.free.load(Ordering::Acquire);
+        while head & INDEX_MASK != 0 {
+            let index = (head & INDEX_MASK) as u32 - 1;
+            // Relaxed: ordered by the Acquire load of `head` above. If the slot was
+            // popped and pushed again meanwhile, the generation changed and the CAS
+            // below fails, so a stale value is never installed.
+            let next = self.slot(index).next_free.load(Ordering::Relaxed) as u64;
+            let new = ((head & !INDEX_MASK).wrapping_add(TAG_ONE)) | next;
+            match self
+                .free
+                .compare_exchange_weak(head, new, Ordering::Acquire, Ordering::Acquire)
+            {
+                Ok(_) => return index,
+                Err(actual) => head = actual,
+            }
+        }
+        // Relaxed: the index is unique by the RMW; nothing is published through it.
+        let index = self.bump.fetch_add(1, Ordering::Relaxed);
+        let (k, _) = locate(index);
+        assert!(
+            k < SEGMENTS && index < u32::MAX as usize,
+            "ctx: more than a billion live children on one context"
+        );
+        self.ensure_segment(k);
+        index as u32
+    }
+
+    fn push_free(&self, index: u32) {
+        let slot = self.slot(index);
+        // Relaxed: the first read of `head` only seeds the CAS loop.
+        let mut head = self.free.load(Ordering::Relaxed);
+        loop {
+            // Relaxed: published by the Release CAS below.
+            slot.next_free
+                .store((head & INDEX_MASK) as u32, Ordering::Relaxed);
+            let new = ((head & !INDEX_MASK).wrapping_add(TAG_ONE)) | (index as u64 + 1);
+            // Release: publishes `next_free` (and the emptied entry) to the popper.
+            match self
+                .free
+                .compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(actual) => head = actual,
+            }
+        }
+    }
+
+    fn ensure_segment(&self, k: usize) {
+        // Acquire: pairs with the SeqCst CAS that published the segment's slots.
+        if !self.segments[k].load(Ordering::Acquire).is_null() {
+            return;
+        }
+        let fresh: Box<[Slot]> = (0..segment_len(k))
+            .map(|_| Slot {
+                entry: AtomicPtr::new(ptr::null_mut()),
+                next_free: AtomicU32::new(0),
+            })
+            .collect();
+        let fresh = Box::into_raw(fresh).cast::<Slot>();
+        // SeqCst: the segment must be visible to a canceler that could miss the
+        // insert's state load (module docs); also publishes the fresh slots.
+        if self.segments[k]
+            .compare_exchange(ptr::null_mut(), fresh, Ordering::SeqCst, Ordering::Acquire)
+            .is_err()
+        {
+            // SAFETY: `fresh` came from `Box::into_raw` of a slice of this length
+            // just above and was never shared: another thread installed its own.
+            drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(fresh, segment_len(k))) });
+        }
+    }
+
+    fn slot(&self, index: u32) -> &Slot {
+        let (k, offset) = locate(index as usize);
+        // Acquire: pairs with the CAS in `ensure_segment`; the index was handed out,
+        // so its segment exists.
+        let base = self.segments[k].load(Ordering::Acquire);
+        debug_assert!(!base.is_null());
+        // SAFETY: the segment holding a handed-out index is allocated, holds
+        // `segment_len(k) > offset` slots and lives as long as `self`.
+        unsafe { &*base.add(offset) }
+    }
+}
+
+impl Drop for ChildSet {
+    fn drop(&mut self) {
+        for (k, segment) in self.segments.iter_mut().enumerate() {
+            let base = *segment.get_mut();
+            if base.is_null() {
+                break;
+            }
+            // SAFETY: allocated by `ensure_segment` as a boxed slice of this length,
+            // and `&mut self` proves nobody else can reach it any more.
+            drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(base, segment_len(k))) });
+        }
+    }
+}
+
+impl std::fmt::Debug for ChildSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildSet")
+            .field("live", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn segment_len(k: usize) -> usize {
+    BASE << k
+}
+
+/// Maps an index to (segment, offset): segment k covers `BASE*(2^k - 1) ..
+/// BASE*(2^(k+1) - 1)`.
+fn locate(index: usize) -> (usize, usize) {
+    let shifted = index + BASE;
+    let k = (usize::BITS - 1 - shifted.leading_zeros()) as usize - BASE.trailing_zeros() as usize;
+    (k, shifted - (BASE << k))
+}
+
+#[cfg(all(test, not(ctx_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locate_covers_indices_without_gaps() {
+        let mut expected = (0, 0);
+        for index in 0..10_000 {
+            assert_eq!(locate(index), expected, "index {index}");
+            expected.1 += 1;
+            if expected.1 == segment_len(expected.0) {
+                expected = (expected.0 + 1, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn freed_indices_are_reused() {
+        let set = ChildSet::new();
+        let entry = std::ptr::dangling_mut::<u64>().cast::<()>();
+        for _ in 0..1000 {
+            let a = set.insert(entry);
+            assert!(set.remove(a, entry));
+        }
+        assert_eq!(set.bump.load(Ordering::Relaxed), 1);
+        assert_eq!(set.len(), 0);
+    }
+}

@@ -1,0 +1,1 @@
+//! White-box tests and loom models of the internal protocols.

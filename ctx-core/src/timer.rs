@@ -1,0 +1,202 @@
+//! Pluggable timers: the [`Timer`] trait, the [`Expiry`] a timer fires, and the
+//! default backend.
+//!
+//! A timer does two things for the tree: it tells the time ([`Timer::now`]), and it
+//! calls [`Expiry::fire`] once a deadline passes. Deadlines, `with_timeout` and the
+//! exact-deadline check all read the backend's clock, so a backend with a virtual
+//! clock (tokio's paused time) drives contexts too. A backend is installed for a
+//! subtree with [`Context::with_timer`]; without one, the built-in [`StdTimer`]
+//! (one lazily started thread per process) serves.
+
+pub(crate) mod std_thread;
+
+use crate::context::Context;
+use crate::sync::Ordering;
+use crate::tree::node::{Kind, NodeRef};
+use std::fmt;
+use std::num::NonZeroU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use std_thread::StdTimer;
+
+/// A timer backend: a clock, and a way to be called back at a deadline.
+///
+/// Implement this to drive contexts from your own clock or timer wheel; the
+/// adapter crates implement it for tokio and async-io.
+///
+/// # Contract
+///
+/// * [`arm`](Timer::arm) must eventually call [`Expiry::fire`] at or after
+///   `deadline` (by this timer's clock), unless the key it returned is disarmed
+///   first. Firing late is allowed (contexts check deadlines exactly anyway);
+///   firing early is not. It must not call `fire` from inside `arm` itself.
+/// * [`disarm`](Timer::disarm) is called at most once per key, when the context is
+///   done (by its deadline or otherwise); it may arrive after the timer already
+///   fired, and must then do nothing harmful.
+/// * `now` must be monotonic.
+///
+/// # Examples
+///
+/// ```
+/// use ctx_core::{Context, Expiry, Timer, TimerKey};
+/// use std::sync::{Arc, Mutex};
+/// use std::time::{Duration, Instant};
+///
+/// /// A manual clock, for tests: time moves only when told to.
+/// #[derive(Debug)]
+/// struct Manual { now: Mutex<Instant>, armed: Mutex<Vec<(Instant, Expiry)>> }
+///
+/// impl Timer for Manual {
+///     fn now(&self) -> Instant { *self.now.lock().unwrap() }
+///     fn arm(&self, deadline: Instant, expiry: Expiry) -> Option<TimerKey> {
+///         self.armed.lock().unwrap().push((deadline, expiry));
+///         None
+///     }
+///     fn disarm(&self, _key: TimerKey) {}
+/// }
+///
+/// impl Manual {
+///     fn advance(&self, by: Duration) {
+///         let now = { let mut n = self.now.lock().unwrap(); *n += by; *n };
+///         let due: Vec<_> = {
+///             let mut armed = self.armed.lock().unwrap();
+///             let (due, rest) = armed.drain(..).partition(|(d, _)| *d <= now);
+///             *armed = rest;
+///             due
+///         };
+///         for (_, expiry) in due { expiry.fire(); }
+///     }
+/// }
+///
+/// let timer = Arc::new(Manual { now: Mutex::new(Instant::now()), armed: Mutex::default() });
+/// let root = Context::background().with_timer(timer.clone());
+/// let (ctx, _cancel) = root.with_timeout(Duration::from_secs(60));
+/// assert!(!ctx.is_done());
+/// timer.advance(Duration::from_secs(61));
+/// assert_eq!(ctx.err(), Some(ctx_core::Error::DeadlineExceeded));
+/// ```
+pub trait Timer: Send + Sync + fmt::Debug + 'static {
+    /// The current time by this timer's clock.
+    fn now(&self) -> Instant;
+
+    /// Arms a timer: call `expiry.fire()` once `deadline` has passed. Returns a key
+    /// to disarm it with, or `None` if there is nothing to disarm (for example when
+    /// the backend watches [`Expiry::context`]'s `done()` itself).
+    fn arm(&self, deadline: Instant, expiry: Expiry) -> Option<TimerKey>;
+
+    /// Disarms a timer armed by this backend (see the contract above).
+    fn disarm(&self, key: TimerKey);
+}
+
+/// Identifies an armed timer within its backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TimerKey(NonZeroU64);
+
+impl TimerKey {
+    /// Makes a key from a backend's own non-zero number.
+    pub fn new(key: NonZeroU64) -> TimerKey {
+        TimerKey(key)
+    }
+
+    /// The backend's number.
+    pub fn get(self) -> NonZeroU64 {
+        self.0
+    }
+}
+
+/// What a timer calls when a deadline passes: it cancels the context with
+/// `DeadlineExceeded` (and the deadline's cause, if one was given).
+///
+/// An `Expiry` holds only a weak reference: a context that was dropped is simply
+/// not canceled, and an armed timer never keeps a context tree alive.
+pub struct Expiry {
+    /// A weak reference on a deadline node.
+    node: NodeRef,
+    deadline: Instant,
+}
+
+// SAFETY: an `Expiry` is a weak reference on a node; nodes are `Send + Sync`, and
+// the reference counts are atomic.
+unsafe impl Send for Expiry {}
+// SAFETY: as above; `&Expiry` only reads through atomics.
+unsafe impl Sync for Expiry {}
+
+impl Expiry {
+    pub(crate) fn new(node: NodeRef) -> Expiry {
+        debug_assert_eq!(node.kind(), Kind::Deadline);
+        node.inc_weak();
+        Expiry {
+            node,
+            deadline: node.deadline_part().deadline,
+        }
+    }
+
+    /// Cancels the context with `DeadlineExceeded`, if it still exists and is live.
+    pub fn fire(self) {
+        if self.node.upgrade() {
+            let reason = self.node.deadline_part().reason.clone();
+            crate::tree::cancel(self.node, reason, true);
+            self.node.dec_strong();
+        }
+    }
+
+    /// The context this expiry cancels, if it still exists.
+    pub fn context(&self) -> Option<Context> {
+        self.node.upgrade().then(|| Context::from_strong(self.node))
+    }
+
+    /// The deadline this expiry belongs to.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Whether the context is already done (or gone): firing would do nothing.
+    pub fn is_done(&self) -> bool {
+        self.context().is_none_or(|ctx| ctx.err().is_some())
+    }
+}
+
+impl Drop for Expiry {
+    fn drop(&mut self) {
+        self.node.dec_weak();
+    }
+}
+
+impl fmt::Debug for Expiry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Expiry")
+            .field("deadline", &self.deadline())
+            .finish()
+    }
+}
+
+/// Arms the timer of a fresh deadline node that is live and whose deadline lies
+/// ahead. Handles the race with a concurrent cancel (which might run before the
+/// key is stored).
+pub(crate) fn arm(node: NodeRef) {
+    let part = node.deadline_part();
+    let Some(key) = part.timer.arm(part.deadline, Expiry::new(node)) else {
+        return;
+    };
+    // SeqCst: pairs with the canceler's swap in `disarm`: either it sees our key,
+    // or we see its done word below.
+    part.key.store(key.get().get(), Ordering::SeqCst);
+    if crate::tree::state::is_done(part.cancel.state.load(Ordering::SeqCst)) {
+        disarm(node);
+    }
+}
+
+/// Disarms the timer of a deadline node, once.
+pub(crate) fn disarm(node: NodeRef) {
+    let part = node.deadline_part();
+    // SeqCst: see `arm`. The swap makes sure only one caller disarms.
+    if let Some(key) = NonZeroU64::new(part.key.swap(0, Ordering::SeqCst)) {
+        part.timer.disarm(TimerKey(key));
+    }
+}
+
+/// The default backend for contexts with no timer installed above them.
+pub(crate) fn default_timer() -> Arc<dyn Timer> {
+    StdTimer::global()
+}

@@ -1,0 +1,256 @@
+//! Cancel propagation, registration with a parent, and dropping nodes.
+//!
+//! All three are iterative: a chain of a million contexts cancels and drops with
+//! constant stack depth. Go's `cancelCtx.cancel` (src/context/context.go) is the
+//! reference for what happens; how it happens here is lock-free (see `list`).
+
+use super::node::{Kind, NodeRef, UNREGISTERED};
+use super::state::{self, Reason, Word};
+use crate::after_func::Callback;
+use crate::sync::{AtomicU32, Ordering};
+use std::any::Any;
+use std::panic::{self, AssertUnwindSafe};
+
+/// The tag of a callback entry in a child set (child nodes have tag 0).
+const CALLBACK_TAG: usize = 1;
+
+/// What a child-set entry is.
+pub(crate) enum Entry {
+    /// A child node; the entry owns a weak reference.
+    Child(NodeRef),
+    /// An `after_func` callback; the entry owns an `Arc` reference.
+    Callback(crate::sync::Arc<Callback>),
+}
+
+impl Entry {
+    pub(crate) fn callback_ptr(callback: &crate::sync::Arc<Callback>) -> *mut () {
+        crate::sync::Arc::as_ptr(callback)
+            .cast_mut()
+            .cast::<()>()
+            .map_addr(|a| a | CALLBACK_TAG)
+    }
+
+    /// Takes ownership of an entry's reference.
+    ///
+    /// # Safety
+    ///
+    /// `raw` must come out of a child set slot by a successful swap or CAS, so the
+    /// caller owns the reference it stands for.
+    pub(crate) unsafe fn from_raw(raw: *mut ()) -> Entry {
+        if raw.addr() & CALLBACK_TAG != 0 {
+            let ptr = raw.map_addr(|a| a & !CALLBACK_TAG).cast::<Callback>();
+            // SAFETY: callback entries are `Arc::into_raw` pointers, owned by the slot.
+            Entry::Callback(unsafe { crate::sync::Arc::from_raw(ptr) })
+        } else {
+            // SAFETY: child entries are node addresses, which are never null.
+            Entry::Child(NodeRef::from_ptr(raw.cast()).expect("null child entry"))
+        }
+    }
+}
+
+/// Releases the reference an entry owns, without acting on it.
+pub(crate) fn release_entry(raw: *mut ()) {
+    // SAFETY: only called on entries taken out of a set whose owner is being dropped.
+    match unsafe { Entry::from_raw(raw) } {
+        Entry::Child(child) => child.dec_weak(),
+        Entry::Callback(callback) => drop(callback),
+    }
+}
+
+/// Registers `child` with `carrier` at `slot`; if the carrier is done, returns the
+/// reason (the child must then be canceled with it).
+///
+/// The caller holds a strong reference on `carrier` (through the child's parent).
+pub(crate) fn register(carrier: NodeRef, child: NodeRef, slot: &AtomicU32) -> Option<Reason> {
+    let part = carrier.cancel_part();
+    let word = carrier.state();
+    if state::is_done(word) {
+        // Fast path: a child of a done parent is born done, nothing to register.
+        return Some(clone_reason(word));
+    }
+    let set = part.children_or_init();
+    child.inc_weak();
+    let entry = child.as_entry();
+    let index = set.insert(entry);
+    // Relaxed: the index is read later by this node's own cancel or drop, which are
+    // ordered after this by the handle hand-off.
+    slot.store(index, Ordering::Relaxed);
+    // SeqCst: the load half of the insert side of the Dekker pair (`list`).
+    let word = part.state.load(Ordering::SeqCst);
+    if !state::is_done(word) {
+        return None;
+    }
+    if set.remove(index, entry) {
+        child.dec_weak();
+        slot.store(UNREGISTERED, Ordering::Relaxed);
+    }
+    // Whether we or the canceler own the slot, cancel the child now, so that it is
+    // born done and every later reader agrees (cancel is idempotent).
+    Some(clone_reason(word))
+}
+
+/// Removes `child` from the carrier's set at `slot`, if it is still there.
+fn deregister(carrier: NodeRef, child: NodeRef, slot: &AtomicU32) {
+    // Relaxed: see `register`.
+    let index = slot.swap(UNREGISTERED, Ordering::Relaxed);
+    if index == UNREGISTERED {
+        return;
+    }
+    let set = carrier
+        .cancel_part()
+        .children()
+        .expect("registered without a set");
+    if set.remove(index, child.as_entry()) {
+        child.dec_weak();
+    }
+}
+
+/// Removes a cancelable node from every parent it is registered with.
+fn detach(node: NodeRef) {
+    let part = node.cancel_part();
+    if let Some(carrier) = node.header().parent.real().and_then(NodeRef::carrier) {
+        deregister(carrier, node, &part.slot);
+    }
+    if node.kind() == Kind::Merge {
+        for link in node.merge_part().extra.iter() {
+            if let Some(carrier) = link.parent.carrier() {
+                deregister(carrier, node, &link.slot);
+            }
+        }
+    }
+}
+
+/// A new owned reason equal to the one stored in a done word.
+fn clone_reason(word: Word) -> Reason {
+    // SAFETY: the word is owned by a node the caller keeps alive; wrapping it without
+    // dropping and cloning only adds a reference.
+    let borrowed = std::mem::ManuallyDrop::new(unsafe { Reason::from_word(word) });
+    (*borrowed).clone()
+}
+
+/// Moves a live node to done with `reason`. Returns the previous (live) word, whose
+/// `WAITERS` bit says whether anyone must be woken, or `None` if it was done.
+fn try_close(node: NodeRef, reason: &Reason) -> Option<Word> {
+    let part = node.cancel_part();
+    // Relaxed: only a first guess for the CAS loop.
+    let mut current = part.state.load(Ordering::Relaxed);
+    loop {
+        if state::is_done(current) {
+            return None;
+        }
+        let waiters = current.addr() & state::WAITERS;
+        let new = reason.word().map_addr(|a| a | waiters);
+        // SeqCst: the store half of the canceler's side of the Dekker pairs with
+        // registration (`list`) and with waiters (`waiter`); its release publishes
+        // the record to readers' Acquire loads.
+        match part
+            .state
+            .compare_exchange_weak(current, new, Ordering::SeqCst, Ordering::Relaxed)
+        {
+            Ok(_) => {
+                // The word now owns a reference of its own.
+                std::mem::forget(reason.clone());
+                return Some(current);
+            }
+            Err(actual) => current = actual,
+        }
+    }
+}
+
+/// Cancels a carrier and its whole subtree with `reason`; `detach` also removes it
+/// from its parents (a direct cancel does; a cancel that came through the parent
+/// does not need to, the parent already emptied the slot).
+///
+/// Returns false if the node was done already (the first cancel wins). The caller
+/// keeps `node` alive for the duration. Callbacks that panic do not stop the
+/// cancel; after the whole subtree is done, the first panic is resumed on this
+/// thread (unless the thread is already panicking, when it is dropped).
+pub(crate) fn cancel(node: NodeRef, reason: Reason, detach_node: bool) -> bool {
+    let Some(previous) = try_close(node, &reason) else {
+        return false;
+    };
+    if detach_node {
+        detach(node);
+    }
+    let mut panic = None;
+    // Strong references on canceled children still to visit, with their old words.
+    let mut stack: Vec<(NodeRef, Word)> = Vec::new();
+    finish(node, previous, &reason, &mut stack, &mut panic);
+    while let Some((child, previous)) = stack.pop() {
+        finish(child, previous, &reason, &mut stack, &mut panic);
+        child.dec_strong();
+    }
+    if let Some(payload) = panic
+        && !std::thread::panicking()
+    {
+        panic::resume_unwind(payload);
+    }
+    true
+}
+
+/// The work after a node's state became done: wake waiters, release the timer,
+/// cancel children, run callbacks.
+fn finish(
+    node: NodeRef,
+    previous: Word,
+    reason: &Reason,
+    stack: &mut Vec<(NodeRef, Word)>,
+    panic: &mut Option<Box<dyn Any + Send>>,
+) {
+    let part = node.cancel_part();
+    if state::has_waiters(previous) {
+        part.waiters.notify_all();
+    }
+    if node.kind() == Kind::Deadline {
+        crate::timer::disarm(node);
+    }
+    let Some(set) = part.children() else {
+        return;
+    };
+    set.drain(|raw| {
+        // SAFETY: `drain` hands us each entry it swapped out; we own its reference.
+        match unsafe { Entry::from_raw(raw) } {
+            Entry::Child(child) => {
+                if child.upgrade() {
+                    match try_close(child, reason) {
+                        Some(previous) => stack.push((child, previous)),
+                        None => child.dec_strong(),
+                    }
+                }
+                child.dec_weak();
+            }
+            Entry::Callback(callback) => {
+                if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| callback.fire())) {
+                    panic.get_or_insert(payload);
+                }
+            }
+        }
+    });
+}
+
+/// Drops a node whose strong count reached zero, then any ancestors whose last
+/// strong reference it held, in a loop.
+///
+/// # Safety
+///
+/// `node`'s strong count must have just reached zero (by this thread).
+pub(crate) unsafe fn drop_node(node: NodeRef) {
+    let mut current = node;
+    loop {
+        let header = current.header();
+        if header.vtable.kind.is_cancelable() {
+            detach(current);
+        }
+        let parent = header.parent;
+        // SAFETY: the strong count is zero: the payload is ours to drop, once.
+        unsafe { (header.vtable.drop_payload)(std::ptr::NonNull::from(header)) };
+        current.dec_weak();
+        let Some(parent) = parent.real() else { return };
+        // Release/Acquire: as in `NodeRef::dec_strong`, written out so that the
+        // ancestor is dropped by this loop rather than by recursion.
+        if !parent.release_strong_is_last() {
+            return;
+        }
+        current = parent;
+    }
+}

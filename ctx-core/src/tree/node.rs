@@ -1,0 +1,507 @@
+//! The node allocation: one per derived context.
+//!
+//! Every node starts with a [`Header`] (reference counts, vtable, parent, carrier);
+//! its payload follows. Cancelable nodes start their payload with a [`CancelPart`],
+//! so a pointer to any carrier reaches its state word at a fixed offset whatever
+//! the node's concrete type. Both structs are `#[repr(C)]` for exactly that reason.
+//!
+//! Reference counting follows `Arc`: `strong` counts handles ([`Context`],
+//! [`CancelFunc`], children through their `parent` link, running cancels); `weak`
+//! counts one for all strong references together plus one per registration in a
+//! parent's child set plus one per armed timer [`Expiry`]. The payload is dropped
+//! when `strong` reaches zero and the memory freed when `weak` does.
+//!
+//! [`Context`]: crate::Context
+//! [`CancelFunc`]: crate::CancelFunc
+//! [`Expiry`]: crate::Expiry
+
+use super::state::{self, Reason, Record, Word};
+use crate::list::ChildSet;
+use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+use crate::timer::Timer;
+use crate::waiter::Waiters;
+use std::any::TypeId;
+use std::ptr::{self, NonNull};
+use std::time::Instant;
+
+/// The slot index of a node that is not registered with any parent.
+pub(crate) const UNREGISTERED: u32 = u32::MAX;
+
+/// Above this many references we abort, as `Arc` does: the count must not wrap.
+const MAX_REFCOUNT: usize = isize::MAX as usize;
+
+/// What kind of context a node is; drives `Display` and which payload follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Cancel,
+    CancelCause,
+    Deadline,
+    Merge,
+    Value,
+    WithoutCancel,
+    Timer,
+}
+
+impl Kind {
+    /// Whether the payload starts with a [`CancelPart`].
+    pub(crate) fn is_cancelable(self) -> bool {
+        matches!(
+            self,
+            Kind::Cancel | Kind::CancelCause | Kind::Deadline | Kind::Merge
+        )
+    }
+}
+
+/// Per-payload-type facts and functions.
+#[derive(Debug)]
+pub(crate) struct VTable {
+    pub(crate) kind: Kind,
+    /// For value nodes: the type of the value.
+    pub(crate) type_id: Option<TypeId>,
+    /// For value nodes: the name of the value's type.
+    pub(crate) type_name: fn() -> &'static str,
+    /// Drops the payload in place (the header stays).
+    pub(crate) drop_payload: unsafe fn(NonNull<Header>),
+    /// Frees the allocation; the payload must already be dropped.
+    pub(crate) dealloc: unsafe fn(NonNull<Header>),
+}
+
+/// The start of every node.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct Header {
+    strong: AtomicUsize,
+    weak: AtomicUsize,
+    pub(crate) vtable: &'static VTable,
+    /// The parent this node was derived from: a strong reference owned by the node,
+    /// or a root sentinel (see [`NodeRef::real`]).
+    pub(crate) parent: NodeRef,
+    /// The nearest cancelable node at or above this one (itself if cancelable); null
+    /// if nothing above can ever cancel this context. Kept alive by `parent`.
+    pub(crate) carrier: *const Header,
+}
+
+/// The first part of every cancelable node's payload.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct CancelPart {
+    /// Live or done and why: see [`state`].
+    pub(crate) state: AtomicPtr<Record>,
+    /// Children and callbacks, allocated on first use.
+    pub(crate) children: AtomicPtr<ChildSet>,
+    /// Where `Done` futures and blocking waits sleep.
+    pub(crate) waiters: Waiters,
+    /// The nearest deadline node at or above this one (itself for a deadline node),
+    /// for the exact-deadline check; kept alive by the parent chain.
+    pub(crate) deadline_src: *const Header,
+    /// Our index in the parent carrier's child set, or [`UNREGISTERED`].
+    pub(crate) slot: AtomicU32,
+}
+
+// SAFETY: `deadline_src` points into the parent chain, which the node keeps alive
+// with a strong reference, and is only read; everything else is atomic.
+unsafe impl Send for CancelPart {}
+// SAFETY: as above.
+unsafe impl Sync for CancelPart {}
+
+/// The payload of a deadline node.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct DeadlinePart {
+    pub(crate) cancel: CancelPart,
+    pub(crate) deadline: Instant,
+    pub(crate) timer: std::sync::Arc<dyn Timer>,
+    /// The armed timer's key, 0 when none is armed (or it was disarmed already).
+    pub(crate) key: AtomicU64,
+    /// What the node ends with when the deadline passes.
+    pub(crate) reason: Reason,
+}
+
+/// The payload of a node with several parents (`with_cancel_any`).
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct MergePart {
+    pub(crate) cancel: CancelPart,
+    /// The parents after the first (the first is `Header::parent`).
+    pub(crate) extra: Box<[Link]>,
+}
+
+/// A further parent of a merge node and our slot in its carrier's set.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub(crate) parent: crate::Context,
+    pub(crate) slot: AtomicU32,
+}
+
+/// The payload of a value node.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct ValuePart<T> {
+    pub(crate) value: T,
+}
+
+/// The payload of a node that installs a timer backend for its subtree.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct TimerPart {
+    pub(crate) timer: std::sync::Arc<dyn Timer>,
+}
+
+/// A node: header, then payload.
+#[repr(C)]
+pub(crate) struct Node<P> {
+    pub(crate) header: Header,
+    pub(crate) payload: P,
+}
+
+/// A payload type, with the vtable describing nodes that carry it.
+pub(crate) trait Payload: Sized + Send + Sync + 'static {
+    const KIND: Kind;
+    fn name() -> &'static str {
+        ""
+    }
+    const VTABLE: &'static VTable = &VTable {
+        kind: Self::KIND,
+        type_id: if matches!(Self::KIND, Kind::Value) {
+            Some(TypeId::of::<Self>())
+        } else {
+            None
+        },
+        type_name: Self::name,
+        drop_payload: drop_payload::<Self>,
+        dealloc: dealloc::<Self>,
+    };
+}
+
+impl Payload for CancelPart {
+    const KIND: Kind = Kind::Cancel;
+}
+impl Payload for DeadlinePart {
+    const KIND: Kind = Kind::Deadline;
+}
+impl Payload for MergePart {
+    const KIND: Kind = Kind::Merge;
+}
+impl Payload for TimerPart {
+    const KIND: Kind = Kind::Timer;
+}
+impl<T: Send + Sync + 'static> Payload for ValuePart<T> {
+    const KIND: Kind = Kind::Value;
+    fn name() -> &'static str {
+        std::any::type_name::<T>()
+    }
+}
+/// The payload of `without_cancel`: nothing but the parent link.
+#[derive(Debug)]
+pub(crate) struct Detached;
+impl Payload for Detached {
+    const KIND: Kind = Kind::WithoutCancel;
+}
+
+/// The vtable of `with_cancel_cause` nodes: a cancel node with another name.
+pub(crate) static CANCEL_CAUSE_VTABLE: VTable = VTable {
+    kind: Kind::CancelCause,
+    type_id: None,
+    type_name: <CancelPart as Payload>::name,
+    drop_payload: drop_payload::<CancelPart>,
+    dealloc: dealloc::<CancelPart>,
+};
+
+unsafe fn drop_payload<P: Payload>(header: NonNull<Header>) {
+    let node = header.cast::<Node<P>>().as_ptr();
+    // SAFETY: called once, when `strong` reached zero: nobody else reads the payload
+    // any more (weak holders only touch the counts).
+    unsafe { ptr::drop_in_place(ptr::addr_of_mut!((*node).payload)) };
+}
+
+unsafe fn dealloc<P: Payload>(header: NonNull<Header>) {
+    // SAFETY: the node was allocated as a `Box<Node<P>>`; `MaybeUninit<P>` has the
+    // same layout as `P`, so this frees it (dropping the header's atomics) without
+    // dropping the payload a second time. `weak` reached zero: nobody else can reach
+    // the allocation.
+    drop(unsafe { Box::from_raw(header.cast::<Node<std::mem::MaybeUninit<P>>>().as_ptr()) });
+}
+
+impl Drop for CancelPart {
+    fn drop(&mut self) {
+        let word = *self.state.get_mut();
+        if state::is_done(word) {
+            // SAFETY: a done word owns one reference on its reason; nobody else can
+            // reach the node any more.
+            drop(unsafe { Reason::from_word(word) });
+        }
+        let set = *self.children.get_mut();
+        if !set.is_null() {
+            // SAFETY: allocated by `CancelPart::children_or_init` with `Box::new`, and
+            // the node is being dropped, so nobody else reaches the set.
+            let set = unsafe { Box::from_raw(set) };
+            // Usually empty: children keep their parent alive, and a canceled node
+            // drained its set. Callbacks of a context that was never canceled remain.
+            set.drain(|entry| crate::tree::release_entry(entry));
+        }
+    }
+}
+
+/// A raw handle on a node. It does not own a reference by itself; the code that
+/// holds it says which reference it stands for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct NodeRef(NonNull<Header>);
+
+// SAFETY: a `NodeRef` is an address; what may be done through it is governed by the
+// reference it stands for, and all shared node state is atomic or immutable.
+unsafe impl Send for NodeRef {}
+// SAFETY: as above.
+unsafe impl Sync for NodeRef {}
+
+impl NodeRef {
+    /// Allocates a node with `strong` strong references and one weak reference (for
+    /// all strong ones). `carrier_self` makes the node its own carrier.
+    /// A deadline node is also its own `deadline_src`.
+    pub(crate) fn alloc<P: Payload>(
+        vtable: &'static VTable,
+        parent: NodeRef,
+        carrier: *const Header,
+        strong: usize,
+        payload: P,
+    ) -> NodeRef {
+        let carrier_self = vtable.kind.is_cancelable();
+        let node = Box::new(Node {
+            header: Header {
+                strong: AtomicUsize::new(strong),
+                weak: AtomicUsize::new(1),
+                vtable,
+                parent,
+                carrier,
+            },
+            payload,
+        });
+        let raw = Box::into_raw(node);
+        if carrier_self {
+            // SAFETY: `raw` is a fresh, unshared allocation.
+            unsafe { (*raw).header.carrier = raw.cast::<Header>() };
+        }
+        if vtable.kind == Kind::Deadline {
+            // SAFETY: fresh and unshared as above; a deadline payload starts with a
+            // `CancelPart` (`repr(C)`).
+            unsafe {
+                (*raw.cast::<Node<CancelPart>>()).payload.deadline_src = raw.cast::<Header>()
+            };
+        }
+        // SAFETY: `Box::into_raw` never returns null.
+        NodeRef(unsafe { NonNull::new_unchecked(raw.cast::<Header>()) })
+    }
+
+    /// The sentinel standing for `Context::background()`.
+    pub(crate) const BACKGROUND: NodeRef = NodeRef::sentinel(8);
+    /// The sentinel standing for `Context::todo()`.
+    pub(crate) const TODO: NodeRef = NodeRef::sentinel(16);
+
+    const fn sentinel(addr: usize) -> NodeRef {
+        // SAFETY: a non-zero address; sentinels are never dereferenced (`is_root`).
+        NodeRef(unsafe { NonNull::new_unchecked(ptr::without_provenance_mut(addr)) })
+    }
+
+    /// Whether this is one of the two root sentinels (no allocation behind it).
+    #[inline]
+    pub(crate) fn is_root(self) -> bool {
+        self.0.as_ptr().addr() <= 16
+    }
+
+    /// `Some(self)` unless this is a root sentinel.
+    #[inline]
+    pub(crate) fn real(self) -> Option<NodeRef> {
+        (!self.is_root()).then_some(self)
+    }
+
+    pub(crate) fn from_ptr(ptr: *const Header) -> Option<NodeRef> {
+        NonNull::new(ptr.cast_mut()).map(NodeRef)
+    }
+
+    pub(crate) fn as_ptr(self) -> *const Header {
+        self.0.as_ptr()
+    }
+
+    pub(crate) fn header<'a>(self) -> &'a Header {
+        // SAFETY: a `NodeRef` is only used while the reference it stands for keeps
+        // the allocation alive; the header is never mutated after publication.
+        unsafe { self.0.as_ref() }
+    }
+
+    pub(crate) fn kind(self) -> Kind {
+        self.header().vtable.kind
+    }
+
+    /// The payload, as type `P`.
+    ///
+    /// # Safety
+    ///
+    /// The node must have been allocated with payload `P`, or with a `#[repr(C)]`
+    /// payload that starts with a `P` (a `CancelPart`), and must be alive.
+    pub(crate) unsafe fn payload<'a, P>(self) -> &'a P {
+        // SAFETY: by the caller's contract, the payload at this fixed offset (both
+        // structs are `repr(C)`, and all our payloads are 8-aligned) is a live `P`.
+        unsafe { &(*self.0.cast::<Node<P>>().as_ptr()).payload }
+    }
+
+    /// The cancel part of a cancelable node.
+    pub(crate) fn cancel_part<'a>(self) -> &'a CancelPart {
+        debug_assert!(self.kind().is_cancelable());
+        // SAFETY: every cancelable payload is `repr(C)` and starts with a `CancelPart`.
+        unsafe { self.payload::<CancelPart>() }
+    }
+
+    /// The deadline part of a deadline node.
+    pub(crate) fn deadline_part<'a>(self) -> &'a DeadlinePart {
+        debug_assert_eq!(self.kind(), Kind::Deadline);
+        // SAFETY: deadline nodes carry a `DeadlinePart`.
+        unsafe { self.payload::<DeadlinePart>() }
+    }
+
+    /// The merge part of a merge node.
+    pub(crate) fn merge_part<'a>(self) -> &'a MergePart {
+        debug_assert_eq!(self.kind(), Kind::Merge);
+        // SAFETY: merge nodes carry a `MergePart`.
+        unsafe { self.payload::<MergePart>() }
+    }
+
+    /// The nearest cancelable node at or above this one.
+    pub(crate) fn carrier(self) -> Option<NodeRef> {
+        NodeRef::from_ptr(self.header().carrier)
+    }
+
+    /// This node's state word (it must be cancelable).
+    #[inline]
+    pub(crate) fn state(self) -> Word {
+        // Acquire: pairs with the SeqCst CAS that stored a done word, so the record
+        // it points to (and everything the canceler did before) is visible.
+        self.cancel_part().state.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn inc_strong(self) {
+        // Relaxed: a new reference is made from an existing one, which already keeps
+        // the node alive; nothing is published (the same argument as `Arc::clone`).
+        if self.header().strong.fetch_add(1, Ordering::Relaxed) > MAX_REFCOUNT {
+            std::process::abort();
+        }
+    }
+
+    /// Releases one strong reference; the last one drops the node (and possibly,
+    /// iteratively, its ancestors).
+    pub(crate) fn dec_strong(self) {
+        if !self.release_strong_is_last() {
+            return;
+        }
+        // SAFETY: the strong count just reached zero.
+        unsafe { super::drop_node(self) };
+    }
+
+    /// Releases one strong reference and says whether it was the last; the caller
+    /// must then drop the node.
+    pub(crate) fn release_strong_is_last(self) -> bool {
+        // Release: everything this handle did happens-before the drop.
+        if self.header().strong.fetch_sub(1, Ordering::Release) != 1 {
+            return false;
+        }
+        // Acquire: pairs with the Release decrements of all other handles.
+        fence(Ordering::Acquire);
+        true
+    }
+
+    pub(crate) fn inc_weak(self) {
+        // Relaxed: as for `inc_strong`.
+        if self.header().weak.fetch_add(1, Ordering::Relaxed) > MAX_REFCOUNT {
+            std::process::abort();
+        }
+    }
+
+    /// Releases one weak reference; the last one frees the memory.
+    pub(crate) fn dec_weak(self) {
+        // Release/Acquire: as for `dec_strong`, so the freeing thread sees all uses.
+        if self.header().weak.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        fence(Ordering::Acquire);
+        // SAFETY: the weak count reached zero, so the payload was dropped already (the
+        // strong references held one weak together) and nobody can reach the node.
+        unsafe { (self.header().vtable.dealloc)(self.0) };
+    }
+
+    /// Turns a weak reference into an additional strong one, unless the node is
+    /// already being dropped.
+    pub(crate) fn upgrade(self) -> bool {
+        let strong = &self.header().strong;
+        // Relaxed: only a first guess for the CAS loop.
+        let mut n = strong.load(Ordering::Relaxed);
+        loop {
+            if n == 0 {
+                return false;
+            }
+            if n > MAX_REFCOUNT {
+                std::process::abort();
+            }
+            // Acquire on success: pairs with the Release of handles dropped before, as
+            // `Weak::upgrade` does.
+            match strong.compare_exchange_weak(n, n + 1, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(actual) => n = actual,
+            }
+        }
+    }
+
+    /// The strong count (for tests and `Debug`).
+    #[cfg(test)]
+    pub(crate) fn strong_count(self) -> usize {
+        self.header().strong.load(Ordering::Relaxed)
+    }
+
+    /// The entry pointer that stands for this node in a child set (tag 0).
+    pub(crate) fn as_entry(self) -> *mut () {
+        self.0.as_ptr().cast::<()>()
+    }
+}
+
+impl CancelPart {
+    pub(crate) fn new(deadline_src: *const Header) -> CancelPart {
+        CancelPart {
+            state: AtomicPtr::new(state::live()),
+            children: AtomicPtr::new(ptr::null_mut()),
+            waiters: Waiters::new(),
+            deadline_src,
+            slot: AtomicU32::new(UNREGISTERED),
+        }
+    }
+
+    /// The child set, if any child or callback was ever registered.
+    pub(crate) fn children(&self) -> Option<&ChildSet> {
+        // SeqCst: the canceler's load pairs with the SeqCst CAS that installs the set
+        // (the Dekker argument in `list`).
+        let set = self.children.load(Ordering::SeqCst);
+        // SAFETY: once installed, the set lives as long as the node.
+        unsafe { set.as_ref() }
+    }
+
+    /// The child set, allocated on first use.
+    pub(crate) fn children_or_init(&self) -> &ChildSet {
+        if let Some(set) = self.children() {
+            return set;
+        }
+        let fresh = Box::into_raw(Box::new(ChildSet::new()));
+        // SeqCst: part of the insert side of the Dekker pair in `list`; also
+        // publishes the fresh set.
+        match self.children.compare_exchange(
+            ptr::null_mut(),
+            fresh,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            // SAFETY: just installed; it lives as long as the node.
+            Ok(_) => unsafe { &*fresh },
+            Err(existing) => {
+                // SAFETY: `fresh` was never shared; another thread installed its set.
+                drop(unsafe { Box::from_raw(fresh) });
+                // SAFETY: installed sets live as long as the node.
+                unsafe { &*existing }
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The state word of a cancelable node: live or done, why, and whether anyone waits.
+//!
+//! One `AtomicPtr<Record>` holds everything a reader needs, so `err()` is one load
+//! and one read of an immutable record:
+//!
+//! | word                    | meaning                                               |
+//! |-------------------------|-------------------------------------------------------|
+//! | null (maybe `WAITERS`)  | live                                                  |
+//! | `&CANCELED_RECORD`      | done, `Error::Canceled`, no explicit cause            |
+//! | `&DEADLINE_RECORD`      | done, `Error::DeadlineExceeded`, no explicit cause    |
+//! | other pointer           | done, with an explicit cause: an owned `Arc<Record>`  |
+//! | `WAITERS` bit           | a waiter registered with the node's event             |
+//!
+//! Records are 8-byte aligned, so the `WAITERS` bit never collides with an address.
+//! The word goes from live to done exactly once, by a CAS, so the first cancel wins,
+//! and the reason never changes afterwards; only the `WAITERS` bit may change while
+//! the node is live.
+
+use crate::error::{Cause, Error};
+use std::sync::Arc;
+
+/// The raw content of a state word.
+pub(crate) type Word = *mut Record;
+
+/// Set by a waiter before it sleeps; tells the canceler to notify the event.
+pub(crate) const WAITERS: usize = 4;
+
+/// Why a node is done: immutable once stored.
+#[derive(Debug)]
+pub(crate) struct Record {
+    pub(crate) err: Error,
+    pub(crate) cause: Cause,
+}
+
+static CANCELED_RECORD: Record = Record {
+    err: Error::Canceled,
+    cause: Cause::plain(Error::Canceled),
+};
+static DEADLINE_RECORD: Record = Record {
+    err: Error::DeadlineExceeded,
+    cause: Cause::plain(Error::DeadlineExceeded),
+};
+
+/// The live word with no waiters.
+pub(crate) fn live() -> Word {
+    std::ptr::null_mut()
+}
+
+/// The word without the `WAITERS` bit.
+#[inline]
+pub(crate) fn reason_of(word: Word) -> Word {
+    word.map_addr(|a| a & !WAITERS)
+}
+
+/// Whether a waiter registered.
+#[inline]
+pub(crate) fn has_waiters(word: Word) -> bool {
+    word.addr() & WAITERS != 0
+}
+
+/// Whether the word says done.
+#[inline]
+pub(crate) fn is_done(word: Word) -> bool {
+    word.addr() & !WAITERS != 0
+}
+
+/// The record of a word, if it is done.
+///
+/// # Safety
+///
+/// The word must come from a node that is still alive: an owned record is kept
+/// alive by the node that stores it.
+#[inline]
+pub(crate) unsafe fn record<'a>(word: Word) -> Option<&'a Record> {
+    // SAFETY: a done word points at a static record or at an `Arc<Record>` that the
+    // node owns, which outlives the borrow by the caller's contract.
+    unsafe { reason_of(word).as_ref() }
+}
+
+/// An owned reason for being done, ready to be stored in a state word.
+///
+/// It owns one reference on its record when the record is shared; cloning it for
+/// each child of a canceled subtree is a reference-count increment at most.
+#[derive(Debug)]
+pub(crate) struct Reason(Word);
+
+// SAFETY: a `Reason` is a counted reference to an immutable `Record`, whose fields
+// are `Send + Sync`; it behaves like an `Arc<Record>`.
+unsafe impl Send for Reason {}
+// SAFETY: as above.
+unsafe impl Sync for Reason {}
+
+impl Reason {
+    /// A reason with an explicit cause; a cause that is just `err` again costs nothing.
+    pub(crate) fn new(err: Error, cause: Option<Cause>) -> Reason {
+        match cause {
+            Some(cause) if cause.as_error() != Some(err) => {
+                Reason(Arc::into_raw(Arc::new(Record { err, cause })).cast_mut())
+            }
+            _ => Reason::plain(err),
+        }
+    }
+
+    /// The reason for a plain error.
+    pub(crate) fn plain(err: Error) -> Reason {
+        let record = match err {
+            Error::Canceled => &CANCELED_RECORD,
+            Error::DeadlineExceeded => &DEADLINE_RECORD,
+        };
+        Reason((record as *const Record).cast_mut())
+    }
+
+    /// The word to store; the reference stays owned by `self` until [`Reason::into_word`].
+    pub(crate) fn word(&self) -> Word {
+        self.0
+    }
+
+    /// Takes back the reference owned by a done state word.
+    ///
+    /// # Safety
+    ///
+    /// `word` must be a done word whose reference nobody else releases.
+    pub(crate) unsafe fn from_word(word: Word) -> Reason {
+        Reason(reason_of(word))
+    }
+
+    fn shared(&self) -> Option<*const Record> {
+        let static_records = [
+            &CANCELED_RECORD as *const Record,
+            &DEADLINE_RECORD as *const Record,
+        ];
+        let ptr = self.0.cast_const();
+        (!ptr.is_null() && !static_records.contains(&ptr)).then_some(ptr)
+    }
+}
+
+impl Clone for Reason {
+    fn clone(&self) -> Reason {
+        if let Some(ptr) = self.shared() {
+            // SAFETY: `self` owns a reference, so the record is alive.
+            unsafe { Arc::increment_strong_count(ptr) };
+        }
+        Reason(self.0)
+    }
+}
+
+impl Drop for Reason {
+    fn drop(&mut self) {
+        if let Some(ptr) = self.shared() {
+            // SAFETY: `self` owns exactly one reference, given back here.
+            unsafe { Arc::decrement_strong_count(ptr) };
+        }
+    }
+}

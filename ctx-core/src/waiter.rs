@@ -1,0 +1,274 @@
+//! Waiting for a context: the [`Done`] future and the blocking waits.
+//!
+//! # No lost wake-up
+//!
+//! A waiter creates a listener on the carrier's event, then sets the `WAITERS`
+//! bit in the state word with a `SeqCst` read-modify-write, and goes to sleep only
+//! if that RMW read a live word. The canceler's CAS to done is an RMW on the same
+//! word; it notifies the event only if the word it replaced had `WAITERS` set.
+//!
+//! RMWs on one atomic are totally ordered. If the waiter's RMW comes after the
+//! cancel CAS, it reads the done word and the waiter does not sleep. If it comes
+//! before, the cancel CAS reads the waiter's `WAITERS` bit (RMWs always read the
+//! latest value) and synchronises with the waiter's release, so the listener's
+//! registration happens-before the notification, and the notification finds it.
+//! This is the "flag, then notify" vs "register, then re-check" race of the
+//! tokio-util history: both sides do an RMW on one word, so neither can miss the
+//! other. When nobody ever waited, cancel does not touch the event at all.
+//!
+//! Waiting itself uses `event-listener` (one primitive for async and blocking
+//! waits). Under `--cfg ctx_loom` a small loom-checked stand-in with the same
+//! contract (register under a lock; notify wakes all registered) replaces it.
+
+use crate::context::Context;
+use crate::sync::Ordering;
+use crate::tree::node::NodeRef;
+use crate::tree::state::{self, WAITERS};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Instant;
+
+#[cfg(not(ctx_loom))]
+mod imp {
+    pub(crate) use event_listener::{Event, EventListener as Listener};
+
+    /// The event a carrier's waiters sleep on.
+    #[derive(Debug)]
+    pub(crate) struct Waiters(Event);
+
+    impl Waiters {
+        pub(crate) fn new() -> Waiters {
+            Waiters(Event::new())
+        }
+
+        pub(crate) fn listen(&self) -> Listener {
+            self.0.listen()
+        }
+
+        pub(crate) fn notify_all(&self) {
+            self.0.notify(usize::MAX);
+        }
+    }
+}
+
+#[cfg(ctx_loom)]
+mod imp {
+    use loom::sync::atomic::{AtomicBool, Ordering};
+    use loom::sync::{Arc, Mutex};
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
+    #[derive(Debug, Default)]
+    struct Entry {
+        notified: AtomicBool,
+        waker: Mutex<Option<Waker>>,
+    }
+
+    /// A loom model of `event_listener::Event`'s contract.
+    #[derive(Debug, Default)]
+    pub(crate) struct Waiters(Mutex<Vec<Arc<Entry>>>);
+
+    /// A registered listener.
+    #[derive(Debug)]
+    pub(crate) struct Listener(Arc<Entry>);
+
+    impl Waiters {
+        pub(crate) fn new() -> Waiters {
+            Waiters::default()
+        }
+
+        pub(crate) fn listen(&self) -> Listener {
+            let entry = Arc::new(Entry::default());
+            self.0.lock().unwrap().push(entry.clone());
+            Listener(entry)
+        }
+
+        pub(crate) fn notify_all(&self) {
+            for entry in self.0.lock().unwrap().drain(..) {
+                entry.notified.store(true, Ordering::SeqCst);
+                if let Some(waker) = entry.waker.lock().unwrap().take() {
+                    waker.wake();
+                }
+            }
+        }
+    }
+
+    impl Future for Listener {
+        type Output = ();
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            if self.0.notified.load(Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            *self.0.waker.lock().unwrap() = Some(cx.waker().clone());
+            if self.0.notified.load(Ordering::SeqCst) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+}
+
+pub(crate) use imp::{Listener, Waiters};
+
+/// Registers interest in `carrier`'s cancellation: returns a listener, or `None`
+/// if the carrier is already done (then there is nothing to wait for).
+fn listen(carrier: NodeRef) -> Option<Listener> {
+    let part = carrier.cancel_part();
+    let listener = part.waiters.listen();
+    // Relaxed: only a first guess for the CAS loop; the RMW below decides.
+    let mut current = part.state.load(Ordering::Relaxed);
+    loop {
+        if state::is_done(current) {
+            return None;
+        }
+        let flagged = current.map_addr(|a| a | WAITERS);
+        // SeqCst: the waiter's RMW of the lost-wake-up argument (module docs); it
+        // is an RMW even when the bit is already set, so it reads the latest word.
+        match part.state.compare_exchange_weak(
+            current,
+            flagged,
+            Ordering::SeqCst,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return Some(listener),
+            Err(actual) => current = actual,
+        }
+    }
+}
+
+/// A future that completes when its context is done.
+///
+/// Returned by [`Context::done`]. It owns a clone of the context, so it is
+/// `'static` and can be moved into tasks and `select!` arms freely. It works on
+/// any executor (or none: see [`Context::wait`] for blocking threads). A context
+/// that can never be canceled (`background()`, `without_cancel()`) gives a `Done`
+/// that never completes.
+///
+/// # Cancellation safety
+///
+/// Dropping a `Done` before it completes loses nothing; a fresh one can be created
+/// at any time and completes as soon as the context is done.
+///
+/// # Examples
+///
+/// ```
+/// use ctx_core::Context;
+///
+/// # futures_lite_block_on(async {
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// let waiter = std::thread::spawn(move || cancel.cancel());
+/// ctx.done().await;
+/// assert!(ctx.is_done());
+/// # waiter.join().unwrap();
+/// # });
+/// # fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     use std::task::{Context, Poll, Wake, Waker};
+/// #     struct T(std::thread::Thread);
+/// #     impl Wake for T { fn wake(self: std::sync::Arc<Self>) { self.0.unpark() } }
+/// #     let waker = Waker::from(std::sync::Arc::new(T(std::thread::current())));
+/// #     let mut f = std::pin::pin!(f);
+/// #     loop {
+/// #         if let Poll::Ready(v) = f.as_mut().poll(&mut Context::from_waker(&waker)) { return v; }
+/// #         std::thread::park();
+/// #     }
+/// # }
+/// ```
+#[must_use = "futures do nothing unless polled"]
+pub struct Done {
+    ctx: Context,
+    listener: Option<Listener>,
+}
+
+impl Done {
+    pub(crate) fn new(ctx: Context) -> Done {
+        Done {
+            ctx,
+            listener: None,
+        }
+    }
+
+    /// The context this future waits for.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+}
+
+impl Future for Done {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let Some(carrier) = this.ctx.carrier() else {
+            return Poll::Pending;
+        };
+        loop {
+            if this.ctx.is_done() {
+                this.listener = None;
+                return Poll::Ready(());
+            }
+            match &mut this.listener {
+                None => match listen(carrier) {
+                    None => return Poll::Ready(()),
+                    Some(listener) => this.listener = Some(listener),
+                },
+                Some(listener) => match Pin::new(listener).poll(cx) {
+                    Poll::Ready(()) => this.listener = None,
+                    Poll::Pending => return Poll::Pending,
+                },
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Done {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Done")
+            .field("ctx", &self.ctx)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Blocks the thread until `ctx` is done or `deadline` passes; true if done.
+#[cfg(not(ctx_loom))]
+pub(crate) fn wait_until(ctx: &Context, deadline: Option<Instant>) -> bool {
+    let Some(carrier) = ctx.carrier() else {
+        if let Some(deadline) = deadline {
+            std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+        } else {
+            loop {
+                std::thread::park();
+            }
+        }
+        return false;
+    };
+    use event_listener::Listener as _;
+    loop {
+        if ctx.is_done() {
+            return true;
+        }
+        let Some(listener) = listen(carrier) else {
+            return true;
+        };
+        // The timer may be late: never sleep past the context's own deadline, so
+        // that the exact-deadline check above gets its turn.
+        let wake = match (deadline, ctx.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match wake {
+            None => listener.wait(),
+            Some(wake) => {
+                if listener.wait_deadline(wake).is_none()
+                    && deadline.is_some_and(|d| Instant::now() >= d)
+                {
+                    return ctx.is_done();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The `miri` command: runs the ctx-core tests under the Miri interpreter.
+//!
+//! Miri detects undefined behaviour such as data races, use after free and
+//! violations of the aliasing model. It needs the nightly toolchain with the
+//! `miri` and `rust-src` components, which this command installs if missing.
+//! With `--tree-borrows` a second pass checks the Tree Borrows aliasing model
+//! after the default Stacked Borrows pass.
+
+use crate::{Error, Result, run, rustup_command, set_rustflags, toolchain_cargo};
+
+/// The Miri flags used for every pass.
+const MIRIFLAGS: &str =
+    "-Zmiri-strict-provenance -Zmiri-symbolic-alignment-check -Zmiri-disable-isolation";
+
+/// Runs the ctx-core tests under Miri, optionally restricted to tests matching `filter`.
+pub(crate) fn run_miri(tree_borrows: bool, filter: Option<&str>) -> Result {
+    // Adding components that are already installed is a quick no-op.
+    run(rustup_command("rustup").args([
+        "component",
+        "add",
+        "--toolchain",
+        "nightly",
+        "miri",
+        "rust-src",
+    ]))?;
+    run(toolchain_cargo("nightly").args(["miri", "setup"]))?;
+    run_pass(MIRIFLAGS, filter)?;
+    if tree_borrows {
+        run_pass(&format!("{MIRIFLAGS} -Zmiri-tree-borrows"), filter)?;
+    }
+    Ok(())
+}
+
+/// Runs one Miri pass with the given `MIRIFLAGS`.
+fn run_pass(miriflags: &str, filter: Option<&str>) -> Result {
+    let mut cmd = toolchain_cargo("nightly");
+    cmd.args([
+        "miri",
+        "test",
+        "-p",
+        "ctx-core",
+        "--target-dir",
+        "target/miri",
+    ])
+    .env("MIRIFLAGS", miriflags);
+    set_rustflags(&mut cmd, "-Zrandomize-layout");
+    if let Some(filter) = filter {
+        cmd.args(["--", filter]);
+    }
+    run(&mut cmd)
+}
+
+/// Parses the arguments of `cargo xtask miri [--tree-borrows] [FILTER]` and runs Miri.
+///
+/// Without a `FILTER` argument the `MIRI_TEST_FILTER` environment variable,
+/// if set and not empty, is passed to the test harness instead.
+pub(crate) fn cli(args: &[String]) -> Result {
+    let mut tree_borrows = false;
+    let mut filter = None;
+    for arg in args {
+        match arg.as_str() {
+            "--tree-borrows" => tree_borrows = true,
+            other if !other.starts_with('-') && filter.is_none() => filter = Some(other.to_owned()),
+            other => {
+                return Err(Error::Usage(format!(
+                    "unexpected argument `{other}` for `miri`"
+                )));
+            }
+        }
+    }
+    let filter = filter.or_else(|| {
+        std::env::var("MIRI_TEST_FILTER")
+            .ok()
+            .filter(|f| !f.is_empty())
+    });
+    run_miri(tree_borrows, filter.as_deref())
+}

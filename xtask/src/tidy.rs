@@ -1,0 +1,363 @@
+//! The `tidy` command: checks source conventions that the compiler cannot.
+//!
+//! The checks are:
+//!
+//! - every Rust file starts with a `//!` module doc comment;
+//! - every `unsafe { ... }` block and `unsafe impl` in ctx-core has a
+//!   `// SAFETY:` comment in the lines just above it;
+//! - in ctx-core, only the `sync` module uses the standard atomics directly,
+//!   so that the loom build can swap them out in one place;
+//! - no `dbg!` calls are left behind;
+//! - the quickstart example in `README.md` is identical to
+//!   `ctx-core/examples/quickstart.rs`, which is compiled and run by the tests.
+//!
+//! All violations are reported with their file and line before the command fails.
+
+use std::fmt;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use crate::{Result, fail, no_more_args, project_root, read_output};
+
+/// How many lines above an `unsafe` block its `// SAFETY:` comment may start.
+const SAFETY_COMMENT_REACH: usize = 6;
+
+/// The marker line that opens the quickstart example in `README.md`.
+const QUICKSTART_START: &str = "<!-- quickstart-example:start -->";
+
+/// The marker line that closes the quickstart example in `README.md`.
+const QUICKSTART_END: &str = "<!-- quickstart-example:end -->";
+
+/// The file the README quickstart example must match.
+const QUICKSTART_FILE: &str = "ctx-core/examples/quickstart.rs";
+
+/// One broken rule, located by file and 1-based line number.
+struct Violation {
+    path: String,
+    line: usize,
+    message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.path, self.line, self.message)
+    }
+}
+
+/// Collects violations as the checks find them.
+#[derive(Default)]
+struct Report {
+    violations: Vec<Violation>,
+}
+
+impl Report {
+    fn add(&mut self, path: &str, line: usize, message: impl Into<String>) {
+        self.violations.push(Violation {
+            path: path.to_owned(),
+            line,
+            message: message.into(),
+        });
+    }
+}
+
+/// Runs every check and fails if any of them found a problem.
+pub(crate) fn check() -> Result {
+    let root = project_root();
+    let files = rust_files(&root)?;
+    let mut report = Report::default();
+    for path in &files {
+        let Ok(text) = fs::read_to_string(root.join(path)) else {
+            // The file is tracked but was deleted from the working tree.
+            continue;
+        };
+        check_module_doc(path, &text, &mut report);
+        check_dbg(path, &text, &mut report);
+        if path.starts_with("ctx-core/src/") {
+            check_safety_comments(path, &text, &mut report);
+            check_atomics(path, &text, &mut report);
+        }
+    }
+    check_readme_quickstart(&root, &mut report);
+
+    if report.violations.is_empty() {
+        println!(
+            "tidy: checked {} Rust files, no problems found.",
+            files.len()
+        );
+        return Ok(());
+    }
+    report
+        .violations
+        .sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
+    for violation in &report.violations {
+        eprintln!("{violation}");
+    }
+    Err(fail(format!(
+        "tidy found {} problem(s)",
+        report.violations.len()
+    )))
+}
+
+/// Lists the Rust files git knows about: tracked ones and new ones that are not ignored.
+fn rust_files(root: &Path) -> Result<Vec<String>> {
+    let mut cmd = Command::new("git");
+    cmd.current_dir(root)
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
+        .args(["--", "*.rs"]);
+    let output = read_output(&mut cmd)?;
+    let mut files: Vec<String> = output
+        .split('\0')
+        .filter(|path| !path.is_empty())
+        .map(str::to_owned)
+        .collect();
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+/// The first non-empty line must be a `//!` module doc comment.
+fn check_module_doc(path: &str, text: &str, report: &mut Report) {
+    let first = text
+        .lines()
+        .enumerate()
+        .find(|(_, line)| !line.trim().is_empty());
+    match first {
+        Some((_, line)) if line.trim_start().starts_with("//!") => {}
+        Some((index, _)) => report.add(
+            path,
+            index + 1,
+            "file must start with a `//!` module doc comment",
+        ),
+        None => report.add(
+            path,
+            1,
+            "file is empty; it must start with a `//!` module doc comment",
+        ),
+    }
+}
+
+/// `dbg!` is for local debugging only. This file is exempt because it names the macro.
+fn check_dbg(path: &str, text: &str, report: &mut Report) {
+    if path == "xtask/src/tidy.rs" {
+        return;
+    }
+    for (index, line) in text.lines().enumerate() {
+        if line.contains("dbg!(") {
+            report.add(path, index + 1, "`dbg!` must not be committed");
+        }
+    }
+}
+
+/// Every `unsafe` block and `unsafe impl` needs a `// SAFETY:` comment just above it.
+fn check_safety_comments(path: &str, text: &str, report: &mut Report) {
+    let lines: Vec<&str> = text.lines().collect();
+    for (index, line) in lines.iter().enumerate() {
+        if is_comment(line) || !(line.contains("unsafe {") || line.contains("unsafe impl")) {
+            continue;
+        }
+        let reach = index.saturating_sub(SAFETY_COMMENT_REACH);
+        let justified = lines[reach..index]
+            .iter()
+            .any(|above| above.trim_start().starts_with("// SAFETY:"));
+        if !justified {
+            report.add(
+                path,
+                index + 1,
+                format!(
+                    "`unsafe` without a `// SAFETY:` comment in the {SAFETY_COMMENT_REACH} lines above"
+                ),
+            );
+        }
+    }
+}
+
+/// Only the `sync` module may name the standard atomics; everything else goes through it.
+fn check_atomics(path: &str, text: &str, report: &mut Report) {
+    if path == "ctx-core/src/sync.rs" || path.starts_with("ctx-core/src/sync/") {
+        return;
+    }
+    for (index, line) in text.lines().enumerate() {
+        if is_comment(line) {
+            continue;
+        }
+        if line.contains("std::sync::atomic") || line.contains("core::sync::atomic") {
+            report.add(
+                path,
+                index + 1,
+                "use the atomics re-exported by `crate::sync` so that loom can replace them",
+            );
+        }
+    }
+}
+
+/// Returns whether `line` is a comment, including doc comments.
+fn is_comment(line: &str) -> bool {
+    line.trim_start().starts_with("//")
+}
+
+/// The README quickstart block must match the quickstart example, which the tests compile.
+fn check_readme_quickstart(root: &Path, report: &mut Report) {
+    let Ok(readme) = fs::read_to_string(root.join("README.md")) else {
+        println!("note: there is no README.md; skipping the quickstart check.");
+        return;
+    };
+    let readme_lines: Vec<&str> = readme.lines().collect();
+    let start = readme_lines
+        .iter()
+        .position(|l| l.trim() == QUICKSTART_START);
+    let end = readme_lines.iter().position(|l| l.trim() == QUICKSTART_END);
+    let (start, end) = match (start, end) {
+        (None, None) => {
+            println!("note: README.md has no quickstart markers; skipping the quickstart check.");
+            return;
+        }
+        (Some(start), Some(end)) if start < end => (start, end),
+        (Some(line), _) | (None, Some(line)) => {
+            report.add(
+                "README.md",
+                line + 1,
+                format!("the quickstart needs both `{QUICKSTART_START}` and `{QUICKSTART_END}`, in that order"),
+            );
+            return;
+        }
+    };
+
+    let block = &readme_lines[start + 1..end];
+    if !block.iter().any(|l| l.trim_start().starts_with("```rust")) {
+        report.add(
+            "README.md",
+            start + 1,
+            "the quickstart must be a ```rust fenced block",
+        );
+        return;
+    }
+    // The README side keeps its line numbers for the error message.
+    let readme_code = normalize(
+        block
+            .iter()
+            .enumerate()
+            .map(|(offset, line)| (start + offset + 2, *line))
+            .filter(|(_, line)| !line.trim_start().starts_with("```")),
+    );
+
+    let Ok(example) = fs::read_to_string(root.join(QUICKSTART_FILE)) else {
+        report.add(
+            "README.md",
+            start + 1,
+            format!("{QUICKSTART_FILE} does not exist"),
+        );
+        return;
+    };
+    let example_code = normalize(
+        example
+            .lines()
+            .enumerate()
+            .map(|(index, line)| (index + 1, line))
+            .filter(|(_, line)| !line.trim_start().starts_with("//!")),
+    );
+
+    for position in 0..readme_code.len().max(example_code.len()) {
+        match (readme_code.get(position), example_code.get(position)) {
+            (Some((_, ours)), Some((_, theirs))) if ours == theirs => continue,
+            (Some((line, ours)), Some((example_line, theirs))) => report.add(
+                "README.md",
+                *line,
+                format!(
+                    "quickstart differs from {QUICKSTART_FILE}:{example_line}: \
+                     README has `{ours}`, the example has `{theirs}`"
+                ),
+            ),
+            (None, Some((example_line, _))) => report.add(
+                "README.md",
+                end + 1,
+                format!(
+                    "quickstart ends early; {QUICKSTART_FILE} continues at line {example_line}"
+                ),
+            ),
+            (Some((line, _)), None) => report.add(
+                "README.md",
+                *line,
+                format!("quickstart has more lines than {QUICKSTART_FILE}"),
+            ),
+            (None, None) => unreachable!("the loop stops at the longer of the two"),
+        }
+        // Once the two are out of step every later line differs, so one report is enough.
+        return;
+    }
+}
+
+/// Trims every line and drops the blank lines at the start and the end.
+fn normalize<'a>(lines: impl Iterator<Item = (usize, &'a str)>) -> Vec<(usize, &'a str)> {
+    let mut lines: Vec<(usize, &str)> = lines.map(|(number, line)| (number, line.trim())).collect();
+    while lines.last().is_some_and(|(_, line)| line.is_empty()) {
+        lines.pop();
+    }
+    let leading = lines.iter().take_while(|(_, line)| line.is_empty()).count();
+    lines.drain(..leading);
+    lines
+}
+
+/// Parses the (empty) arguments of `cargo xtask tidy` and runs the checks.
+pub(crate) fn cli(args: &[String]) -> Result {
+    no_more_args("tidy", args)?;
+    check()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Report, check_atomics, check_module_doc, check_safety_comments, normalize};
+
+    fn messages(report: &Report) -> Vec<String> {
+        report.violations.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn module_doc_must_come_first() {
+        let mut report = Report::default();
+        check_module_doc("a.rs", "\n//! Docs.\nfn main() {}\n", &mut report);
+        check_module_doc("b.rs", "#![allow(dead_code)]\n//! Docs.\n", &mut report);
+        assert_eq!(
+            messages(&report),
+            ["b.rs:1: file must start with a `//!` module doc comment"]
+        );
+    }
+
+    #[test]
+    fn unsafe_needs_a_nearby_safety_comment() {
+        let text = "//! Docs.\n\
+            // SAFETY: the pointer is valid.\n\
+            // It was created just above.\n\
+            let a = unsafe { *p };\n\
+            let b = unsafe { *p };\n\
+            \n\n\n\n\n\n\
+            unsafe impl Send for X {}\n";
+        let mut report = Report::default();
+        check_safety_comments("ctx-core/src/x.rs", text, &mut report);
+        assert_eq!(report.violations.len(), 1);
+        assert_eq!(report.violations[0].line, 12);
+    }
+
+    #[test]
+    fn atomics_only_in_sync() {
+        let text = "use std::sync::atomic::AtomicUsize;\n/// See core::sync::atomic.\n";
+        let mut report = Report::default();
+        check_atomics("ctx-core/src/sync.rs", text, &mut report);
+        check_atomics("ctx-core/src/context.rs", text, &mut report);
+        assert_eq!(report.violations.len(), 1);
+        assert_eq!(report.violations[0].line, 1);
+    }
+
+    #[test]
+    fn normalize_trims_lines_and_blank_edges() {
+        let lines = ["", "  fn main() {", "", "}  ", "", ""];
+        let normalized = normalize(lines.iter().enumerate().map(|(i, l)| (i + 1, *l)));
+        assert_eq!(normalized, [(2, "fn main() {"), (3, ""), (4, "}")]);
+    }
+}
