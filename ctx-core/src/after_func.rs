@@ -28,7 +28,7 @@
 use crate::context::Context;
 use crate::sync::{Arc, AtomicU32, Ordering, UnsafeCell};
 use crate::tree::cancel::Entry;
-use crate::tree::node::{NodeRef, UNREGISTERED};
+use crate::tree::node::NodeRef;
 use std::fmt;
 
 /// Registered, not yet fired or stopped.
@@ -176,6 +176,7 @@ pub(crate) fn register(ctx: &Context, f: Thunk) -> AfterFunc {
     }
     let part = carrier.cancel_part();
     let set = part.children_or_init();
+    // The slot owns a reference of its own: `Entry::from_raw` gives it back.
     let entry = Arc::into_raw(callback.clone()).cast_mut().cast::<()>();
     debug_assert_eq!(entry.map_addr(|a| a | 1), Entry::callback_ptr(&callback));
     let slot = set.insert(Entry::callback_ptr(&callback));
@@ -198,6 +199,3 @@ pub(crate) fn register(ctx: &Context, f: Thunk) -> AfterFunc {
         registration: Some((carrier, slot)),
     }
 }
-
-#[allow(dead_code)]
-const _: u32 = UNREGISTERED;
