@@ -80,6 +80,11 @@ mod waiter;
 #[cfg(test)]
 mod tests;
 
+/// The README's code blocks, compiled and run as doctests so they cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 pub use after_func::AfterFunc;
 pub use cancel::{CancelCauseFunc, CancelFunc};
 pub use context::Context;

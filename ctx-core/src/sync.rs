@@ -37,3 +37,24 @@ impl<T> UnsafeCell<T> {
 
 #[cfg(ctx_loom)]
 pub(crate) use loom::cell::UnsafeCell;
+
+/// Reads an `AtomicPtr` through `&mut` (no other thread can reach it), as
+/// `*atomic.get_mut()` does; loom's atomics only offer `with_mut` for that.
+#[cfg(not(ctx_loom))]
+#[inline]
+pub(crate) fn ptr_get_mut<T>(atomic: &mut AtomicPtr<T>) -> *mut T {
+    *atomic.get_mut()
+}
+
+/// Reads an `AtomicPtr` through `&mut` (no other thread can reach it), as
+/// `*atomic.get_mut()` does; loom's atomics only offer `with_mut` for that.
+#[cfg(ctx_loom)]
+pub(crate) fn ptr_get_mut<T>(atomic: &mut AtomicPtr<T>) -> *mut T {
+    atomic.with_mut(|value| *value)
+}
+
+/// Atomics for code that runs outside every loom model: the built-in timer's own
+/// thread, which loom cannot run (it parks with timeouts).
+pub(crate) mod unmodeled {
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+}
