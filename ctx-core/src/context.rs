@@ -11,7 +11,7 @@ use crate::tree::node::{
 };
 use crate::tree::state::{self, Reason, Word};
 use crate::tree::{self as tree};
-use crate::waiter::{self, Done};
+use crate::waiter::Done;
 use std::any::TypeId;
 use std::fmt;
 use std::ptr;
@@ -540,7 +540,7 @@ impl Context {
     /// Blocks forever on a context that can never be canceled.
     #[cfg(not(ctx_loom))]
     pub fn wait(&self) {
-        waiter::wait_until(self, None);
+        crate::waiter::wait_until(self, None);
     }
 
     /// Blocks until this context is done or `timeout` elapsed; true if it is done.
@@ -553,7 +553,7 @@ impl Context {
     /// clock); true if it is done.
     #[cfg(not(ctx_loom))]
     pub fn wait_deadline(&self, deadline: Instant) -> bool {
-        waiter::wait_until(self, Some(deadline))
+        crate::waiter::wait_until(self, Some(deadline))
     }
 
     /// Runs `f` once this context is done (Go's `AfterFunc`).

@@ -98,6 +98,7 @@ impl ChildSet {
         // SeqCst: the store half of the insert side of the Dekker pair (module
         // docs); also a release that publishes the entry's contents to the canceler.
         self.slot(index).entry.store(entry, Ordering::SeqCst);
+        crate::sync::dekker_point();
         index
     }
 
@@ -153,6 +154,21 @@ impl ChildSet {
     pub(crate) fn len(&self) -> usize {
         // Relaxed: a snapshot for introspection; callers synchronise by other means.
         self.live.load(Ordering::Relaxed)
+    }
+
+    /// The indices on the free stack (top first) and how many indices were ever
+    /// handed out; for the loom models, on a set nobody else is using.
+    #[cfg(all(test, ctx_loom))]
+    pub(crate) fn free_indices(&self) -> (Vec<u32>, usize) {
+        let handed_out = self.bump.load(Ordering::Relaxed);
+        let mut free = Vec::new();
+        let mut next = (self.free.load(Ordering::Acquire) & INDEX_MASK) as u32;
+        while next != 0 {
+            assert!(free.len() < handed_out, "the free stack has a cycle");
+            free.push(next - 1);
+            next = self.slot(next - 1).next_free.load(Ordering::Relaxed);
+        }
+        (free, handed_out)
     }
 
     fn alloc(&self) -> u32 {
@@ -244,7 +260,7 @@ impl ChildSet {
 impl Drop for ChildSet {
     fn drop(&mut self) {
         for (k, segment) in self.segments.iter_mut().enumerate() {
-            let base = *segment.get_mut();
+            let base = crate::sync::ptr_get_mut(segment);
             if base.is_null() {
                 break;
             }

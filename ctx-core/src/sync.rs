@@ -53,6 +53,49 @@ pub(crate) fn ptr_get_mut<T>(atomic: &mut AtomicPtr<T>) -> *mut T {
     atomic.with_mut(|value| *value)
 }
 
+/// Marks the middle of one side of a Dekker pair: a `SeqCst` store or RMW of one
+/// atomic, then a `SeqCst` load of another, where the two sides must not both miss
+/// each other's write.
+///
+/// Compiles to nothing: `SeqCst` accesses already sit in one total order, so at
+/// least one side sees the other's write. Loom, however, treats `SeqCst` accesses
+/// as `AcqRel` (loom's README, "Unsupported features") and would report the
+/// outcome where both sides miss each other, which the memory model forbids.
+/// Under `--cfg ctx_loom` this is a `SeqCst` fence, which loom does model. Both
+/// sides of a pair call it. (Loom's fence also makes the later side see all the
+/// earlier side did before its fence, a little more than the accesses promise;
+/// orderings around a pair are still checked by the acquire/release they use.)
+#[cfg(not(ctx_loom))]
+#[inline(always)]
+pub(crate) fn dekker_point() {}
+
+/// See the non-loom version: a `SeqCst` fence for loom's benefit.
+#[cfg(ctx_loom)]
+pub(crate) fn dekker_point() {
+    fence(Ordering::SeqCst);
+}
+
+/// Stores `value` with `SeqCst` into an atomic that another thread may `swap` at
+/// the same time.
+///
+/// A plain store. Under loom it is a `swap` whose result is dropped: loom lets an
+/// RMW read a value older than a concurrent plain store and then lets that store
+/// land after the RMW's own write (tokio-rs/loom#254, RMW atomicity is not
+/// enforced against plain stores), an outcome the memory model forbids. With RMWs
+/// on both sides loom orders them correctly; the old value is not used, so the
+/// program's possible outcomes are the same.
+#[cfg(not(ctx_loom))]
+#[inline(always)]
+pub(crate) fn store_against_swap(atomic: &AtomicU64, value: u64) {
+    atomic.store(value, Ordering::SeqCst);
+}
+
+/// See the non-loom version: a `swap` for loom's benefit.
+#[cfg(ctx_loom)]
+pub(crate) fn store_against_swap(atomic: &AtomicU64, value: u64) {
+    atomic.swap(value, Ordering::SeqCst);
+}
+
 /// Atomics for code that runs outside every loom model: the built-in timer's own
 /// thread, which loom cannot run (it parks with timeouts).
 pub(crate) mod unmodeled {

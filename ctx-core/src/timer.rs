@@ -181,7 +181,8 @@ pub(crate) fn arm(node: NodeRef) {
     };
     // SeqCst: pairs with the canceler's swap in `disarm`: either it sees our key,
     // or we see its done word below.
-    part.key.store(key.get().get(), Ordering::SeqCst);
+    crate::sync::store_against_swap(&part.key, key.get().get());
+    crate::sync::dekker_point();
     if crate::tree::state::is_done(part.cancel.state.load(Ordering::SeqCst)) {
         disarm(node);
     }

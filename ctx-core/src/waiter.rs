@@ -28,6 +28,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
+#[cfg(not(ctx_loom))]
 use std::time::Instant;
 
 #[cfg(not(ctx_loom))]

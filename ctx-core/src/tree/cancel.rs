@@ -150,6 +150,7 @@ fn try_close(node: NodeRef, reason: &Reason) -> Option<Word> {
             Ok(_) => {
                 // The word now owns a reference of its own.
                 std::mem::forget(reason.clone());
+                crate::sync::dekker_point();
                 return Some(current);
             }
             Err(actual) => current = actual,
@@ -243,7 +244,9 @@ pub(crate) unsafe fn drop_node(node: NodeRef) {
         }
         let parent = header.parent;
         // SAFETY: the strong count is zero: the payload is ours to drop, once.
-        unsafe { (header.vtable.drop_payload)(std::ptr::NonNull::from(header)) };
+        // The pointer must be the node's own (it covers the payload), not one derived
+        // from `&Header` (which would cover the header only).
+        unsafe { (header.vtable.drop_payload)(current.as_non_null()) };
         current.dec_weak();
         let Some(parent) = parent.real() else { return };
         // Release/Acquire: as in `NodeRef::dec_strong`, written out so that the

@@ -220,17 +220,26 @@ unsafe fn dealloc<P: Payload>(header: NonNull<Header>) {
     // dropping the payload a second time. `weak` reached zero: nobody else can reach
     // the allocation.
     drop(unsafe { Box::from_raw(header.cast::<Node<std::mem::MaybeUninit<P>>>().as_ptr()) });
+    #[cfg(all(test, ctx_loom))]
+    LIVE_NODES.with(|live| live.set(live.get() - 1));
+}
+
+// Nodes allocated and not yet freed. Loom runs all threads of a model on one OS
+// thread, so the loom models read this to check that no node leaks.
+#[cfg(all(test, ctx_loom))]
+thread_local! {
+    pub(crate) static LIVE_NODES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 impl Drop for CancelPart {
     fn drop(&mut self) {
-        let word = *self.state.get_mut();
+        let word = crate::sync::ptr_get_mut(&mut self.state);
         if state::is_done(word) {
             // SAFETY: a done word owns one reference on its reason; nobody else can
             // reach the node any more.
             drop(unsafe { Reason::from_word(word) });
         }
-        let set = *self.children.get_mut();
+        let set = crate::sync::ptr_get_mut(&mut self.children);
         if !set.is_null() {
             // SAFETY: allocated by `CancelPart::children_or_init` with `Box::new`, and
             // the node is being dropped, so nobody else reaches the set.
@@ -276,6 +285,8 @@ impl NodeRef {
             payload,
         });
         let raw = Box::into_raw(node);
+        #[cfg(all(test, ctx_loom))]
+        LIVE_NODES.with(|live| live.set(live.get() + 1));
         if carrier_self {
             // SAFETY: `raw` is a fresh, unshared allocation.
             unsafe { (*raw).header.carrier = raw.cast::<Header>() };
@@ -315,6 +326,10 @@ impl NodeRef {
 
     pub(crate) fn from_ptr(ptr: *const Header) -> Option<NodeRef> {
         NonNull::new(ptr.cast_mut()).map(NodeRef)
+    }
+
+    pub(crate) fn as_non_null(self) -> NonNull<Header> {
+        self.0
     }
 
     pub(crate) fn as_ptr(self) -> *const Header {
@@ -448,10 +463,16 @@ impl NodeRef {
         }
     }
 
-    /// The strong count (for tests and `Debug`).
-    #[cfg(test)]
+    /// The strong count (for the loom models).
+    #[cfg(all(test, ctx_loom))]
     pub(crate) fn strong_count(self) -> usize {
         self.header().strong.load(Ordering::Relaxed)
+    }
+
+    /// The weak count (for the loom models).
+    #[cfg(all(test, ctx_loom))]
+    pub(crate) fn weak_count(self) -> usize {
+        self.header().weak.load(Ordering::Relaxed)
     }
 
     /// The entry pointer that stands for this node in a child set (tag 0).

@@ -1,0 +1,165 @@
+//! Loom models of registration, cancel propagation and unlinking (`tree`).
+
+use super::model;
+use crate::{Cause, Context, Error};
+use loom::thread;
+
+/// The text of a context's cause, if it is done.
+fn cause(ctx: &Context) -> Option<String> {
+    ctx.cause().map(|cause| cause.to_string())
+}
+
+/// Asserts that `handles` handles (contexts and cancel functions) are all that
+/// refer to `ctx`'s node: no child holds it, and no registration or timer holds
+/// a weak reference on it.
+fn assert_handles(ctx: &Context, handles: usize) {
+    let node = ctx.node().unwrap();
+    assert_eq!(node.strong_count(), handles);
+    assert_eq!(node.weak_count(), 1);
+}
+
+/// A child is created while its parent is canceled: either the registration sees
+/// the cancel (the child is born done) or the cancel finds the registration (the
+/// parent cancels the child). The child is done either way and nothing stays
+/// registered.
+#[test]
+fn loom_cancel_insert_vs_cancel() {
+    model(|| {
+        let (parent, cancel_parent) = Context::background().with_cancel();
+        let handle = parent.clone();
+        let t = thread::spawn(move || handle.with_cancel());
+        cancel_parent.cancel();
+        let (child, cancel_child) = t.join().unwrap();
+
+        assert_eq!(child.err(), Some(Error::Canceled));
+        assert_eq!(parent.live_children(), 0);
+        assert_handles(&child, 2);
+        drop((child, cancel_child));
+        assert_handles(&parent, 1);
+    });
+}
+
+/// A child is dropped (its cancel function, then its last handle) while its
+/// parent is canceled: the slot is emptied exactly once, by the parent's drain or
+/// by the child's unlink.
+#[test]
+fn loom_cancel_unlink_on_drop_vs_cancel() {
+    model(|| {
+        let (parent, cancel_parent) = Context::background().with_cancel();
+        let (child, cancel_child) = parent.with_cancel();
+        assert_eq!(parent.live_children(), 1);
+        let t = thread::spawn(move || {
+            drop(cancel_child);
+            drop(child);
+        });
+        cancel_parent.cancel();
+        t.join().unwrap();
+
+        assert!(parent.is_done());
+        assert_eq!(parent.live_children(), 0);
+        assert_handles(&parent, 1);
+    });
+}
+
+/// A child is dropped (canceled and unlinked, its index pushed on the parent's
+/// free stack) while a sibling registers with the same parent (popping or bumping
+/// an index): the sibling's registration survives, the child's does not.
+#[test]
+fn loom_cancel_unlink_vs_insert() {
+    model(|| {
+        let (parent, cancel_parent) = Context::background().with_cancel();
+        let (child, cancel_child) = parent.with_cancel();
+        let t = thread::spawn(move || drop((cancel_child, child)));
+        let (sibling, cancel_sibling) = parent.with_cancel();
+        t.join().unwrap();
+
+        assert_eq!(parent.live_children(), 1);
+        assert!(!sibling.is_done());
+        drop(cancel_sibling);
+        assert!(sibling.is_done());
+        assert_eq!(parent.live_children(), 0);
+        drop(sibling);
+        assert_handles(&parent, 2);
+        drop(cancel_parent);
+    });
+}
+
+/// Two cancels with different causes race: the parent's (cause A) reaches the
+/// child through propagation while the child's own (cause B) runs. The first CAS
+/// on the child wins, and the child's subtree agrees with it.
+#[test]
+fn loom_cancel_two_causes() {
+    model(|| {
+        let (parent, cancel_parent) = Context::background().with_cancel_cause();
+        let (child, cancel_child) = parent.with_cancel_cause();
+        let (grandchild, cancel_grandchild) = child.with_cancel();
+        let t = thread::spawn(move || cancel_child.cancel(Cause::msg("B")));
+        cancel_parent.cancel(Cause::msg("A"));
+        t.join().unwrap();
+
+        assert_eq!(cause(&parent).as_deref(), Some("A"));
+        let won = cause(&child).expect("child not done");
+        assert!(won == "A" || won == "B", "unexpected cause {won}");
+        assert_eq!(child.err(), Some(Error::Canceled));
+        assert_eq!(cause(&grandchild), Some(won.clone()));
+        assert_eq!(grandchild.err(), Some(Error::Canceled));
+        // The reason never changes once stored.
+        assert_eq!(cause(&child), Some(won));
+        assert_eq!(parent.live_children(), 0);
+        assert_eq!(child.live_children(), 0);
+
+        drop((grandchild, cancel_grandchild, child));
+        assert_handles(&parent, 1);
+    });
+}
+
+/// A merge node's two parents are canceled concurrently with different causes:
+/// exactly one cause wins, and both parents' sets end up empty.
+#[test]
+fn loom_cancel_merge_two_parents() {
+    model(|| {
+        let (a, cancel_a) = Context::background().with_cancel_cause();
+        let (b, cancel_b) = Context::background().with_cancel_cause();
+        let (merged, cancel_merged) = Context::with_cancel_any(&[a.clone(), b.clone()]);
+        assert_eq!(a.live_children(), 1);
+        assert_eq!(b.live_children(), 1);
+        let t = thread::spawn(move || cancel_b.cancel(Cause::msg("B")));
+        cancel_a.cancel(Cause::msg("A"));
+        t.join().unwrap();
+
+        let won = cause(&merged).expect("merged context not done");
+        assert!(won == "A" || won == "B", "unexpected cause {won}");
+        assert_eq!(merged.err(), Some(Error::Canceled));
+        assert_eq!(cause(&merged), Some(won));
+        assert_eq!(a.live_children(), 0);
+        assert_eq!(b.live_children(), 0);
+
+        drop((merged, cancel_merged));
+        assert_handles(&a, 1);
+        assert_handles(&b, 1);
+    });
+}
+
+/// A merge node is created while its second parent is canceled: it ends up done,
+/// and once it is dropped neither parent keeps a registration.
+#[test]
+fn loom_cancel_merge_insert_vs_cancel() {
+    model(|| {
+        let (a, cancel_a) = Context::background().with_cancel();
+        let (b, cancel_b) = Context::background().with_cancel();
+        let parents = [a.clone(), b.clone()];
+        let t = thread::spawn(move || Context::with_cancel_any(&parents));
+        cancel_b.cancel();
+        let (merged, cancel_merged) = t.join().unwrap();
+
+        assert_eq!(merged.err(), Some(Error::Canceled));
+        assert_eq!(b.live_children(), 0);
+        // Canceled through `b`, the node may stay registered with `a` until dropped.
+        assert!(a.live_children() <= 1);
+        drop((merged, cancel_merged));
+        assert_eq!(a.live_children(), 0);
+        assert_handles(&a, 2);
+        assert_handles(&b, 1);
+        drop(cancel_a);
+    });
+}

@@ -1,0 +1,166 @@
+//! Loom models of the child set (`list`): the free-index stack and the Dekker pair
+//! between an inserter and a canceler.
+
+use crate::list::ChildSet;
+use crate::sync::{Arc, AtomicUsize, Ordering};
+use loom::thread;
+use std::ptr;
+
+/// A distinct, non-null, never dereferenced entry.
+fn entry(n: usize) -> *mut () {
+    ptr::without_provenance_mut(8 * n)
+}
+
+/// Checks a set nobody uses any more: no entries, and every index ever handed
+/// out is on the free stack exactly once.
+fn assert_all_free(set: &ChildSet) {
+    assert_eq!(set.len(), 0);
+    let (mut free, handed_out) = set.free_indices();
+    free.sort_unstable();
+    free.dedup();
+    assert_eq!(
+        free.len(),
+        handed_out,
+        "an index is lost or on the stack twice"
+    );
+}
+
+/// The ABA pattern of a Treiber stack: while one thread pops (it read the head
+/// and the head's successor), another pops both entries and pushes the first back.
+/// Without the generation tag, the first thread's CAS would succeed and install
+/// an index that is in use as the new head.
+#[test]
+fn loom_list_free_stack_aba() {
+    loom::model(|| {
+        let set = Arc::new(ChildSet::new());
+        // Free stack: index 1 on top, then index 0.
+        let a = set.insert(entry(1));
+        let b = set.insert(entry(2));
+        assert!(set.remove(a, entry(1)));
+        assert!(set.remove(b, entry(2)));
+
+        let other = set.clone();
+        let t = thread::spawn(move || {
+            let x = other.insert(entry(3));
+            let y = other.insert(entry(4));
+            assert_ne!(x, y);
+            assert!(other.remove(x, entry(3)));
+            y
+        });
+        let z = set.insert(entry(5));
+        let y = t.join().unwrap();
+
+        assert_ne!(y, z, "one index handed out twice");
+        // Both entries are still where their inserters put them.
+        assert!(set.remove(z, entry(5)));
+        assert!(set.remove(y, entry(4)));
+        assert_all_free(&set);
+    });
+}
+
+/// Three threads insert and remove concurrently, sharing two recycled indices
+/// and growing the set: nobody's entry is overwritten, no index is lost.
+#[test]
+fn loom_list_concurrent_insert_remove() {
+    loom::model(|| {
+        let set = Arc::new(ChildSet::new());
+        let a = set.insert(entry(1));
+        let b = set.insert(entry(2));
+        assert!(set.remove(a, entry(1)));
+        assert!(set.remove(b, entry(2)));
+
+        let threads: Vec<_> = (0..2)
+            .map(|i| {
+                let set = set.clone();
+                thread::spawn(move || {
+                    let e = entry(10 + i);
+                    let index = set.insert(e);
+                    assert!(set.remove(index, e), "entry {i} was overwritten");
+                })
+            })
+            .collect();
+        let index = set.insert(entry(20));
+        assert!(set.remove(index, entry(20)), "entry was overwritten");
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_all_free(&set);
+    });
+}
+
+/// A node's state word and child set, as far as the `list` protocol sees them.
+struct Owner {
+    done: AtomicUsize,
+    set: ChildSet,
+}
+
+/// Insert vs cancel (the Dekker pair), while the insert allocates a new segment:
+/// the entry is handled exactly once, by the canceler's drain or by the inserter
+/// taking it back, and the inserter takes it back only if it saw the cancel.
+#[test]
+fn loom_list_insert_vs_drain() {
+    loom::model(|| {
+        let owner = Arc::new(Owner {
+            done: AtomicUsize::new(0),
+            set: ChildSet::new(),
+        });
+        // Fill the first segment, so the racing insert allocates the second one.
+        for n in 0..4 {
+            owner.set.insert(entry(100 + n));
+        }
+
+        let inserter = owner.clone();
+        let t = thread::spawn(move || {
+            let index = inserter.set.insert(entry(1));
+            // The registrant's SeqCst state load.
+            if inserter.done.load(Ordering::SeqCst) == 0 {
+                return false;
+            }
+            inserter.set.remove(index, entry(1))
+        });
+
+        // The canceler's SeqCst state CAS, then the drain.
+        assert_eq!(owner.done.swap(1, Ordering::SeqCst), 0);
+        crate::sync::dekker_point();
+        let mut drained = Vec::new();
+        owner.set.drain(|e| drained.push(e.addr() / 8));
+        let taken_back = t.join().unwrap();
+
+        let found = drained.contains(&1);
+        assert!(found != taken_back, "entry handled twice or lost");
+        drained.retain(|&n| n != 1);
+        drained.sort_unstable();
+        assert_eq!(drained, [100, 101, 102, 103]);
+        assert_eq!(owner.set.len(), 0);
+    });
+}
+
+/// Remove (a child dropped, a callback stopped) vs drain: exactly one side takes
+/// the entry, and its index goes back on the free stack only if the remover won.
+#[test]
+fn loom_list_remove_vs_drain() {
+    loom::model(|| {
+        let owner = Arc::new(Owner {
+            done: AtomicUsize::new(0),
+            set: ChildSet::new(),
+        });
+        let index = owner.set.insert(entry(1));
+        let other = owner.set.insert(entry(2));
+
+        let remover = owner.clone();
+        let t = thread::spawn(move || remover.set.remove(index, entry(1)));
+
+        owner.done.store(1, Ordering::SeqCst);
+        crate::sync::dekker_point();
+        let mut drained = Vec::new();
+        owner.set.drain(|e| drained.push(e.addr() / 8));
+        let removed = t.join().unwrap();
+
+        assert!(drained.contains(&1) != removed, "entry taken twice or lost");
+        assert!(drained.contains(&2));
+        assert_eq!(owner.set.len(), 0);
+        let (free, _) = owner.set.free_indices();
+        assert_eq!(free, if removed { vec![index] } else { vec![] });
+        assert!(!free.contains(&other));
+    });
+}
