@@ -1,1 +1,111 @@
-//! Placeholder.
+//! The blocking-thread adapter for `ctx` (Go's `context` for Rust): waits,
+//! interruptible sleeps, scoped threads with error-group semantics and a signal
+//! context, for code that runs on plain threads with no async runtime.
+//!
+//! Deadlines are served by ctx-core's own timer thread ([`StdTimer`]), so
+//! [`background`] is simply `Context::background()`. Every wait parks the thread
+//! on the context itself and wakes the moment it is canceled: no polling.
+//!
+//! # Examples
+//!
+//! ```
+//! use ctx_blocking::{scope, sleep};
+//! use ctx_core::{Cause, Error};
+//! use std::time::Duration;
+//!
+//! fn fetch(ctx: &ctx_core::Context, id: u64) -> Result<u64, Error> {
+//!     sleep(ctx, Duration::from_millis(5 * id))?;
+//!     Ok(id * 10)
+//! }
+//!
+//! let root = ctx_blocking::background();
+//!
+//! // A timeout: whatever runs under `ctx` stops after 50 ms.
+//! let (ctx, _cancel) = root.with_timeout(Duration::from_millis(50));
+//! assert_eq!(fetch(&ctx, 1), Ok(10));
+//! assert_eq!(sleep(&ctx, Duration::from_secs(3600)), Err(Error::DeadlineExceeded));
+//!
+//! // Scoped threads: the first failure cancels the others, with itself as cause.
+//! let ids = [1, 2, 3];
+//! let result = scope(&root, |group| {
+//!     for &id in &ids {
+//!         group.spawn(move |ctx| {
+//!             fetch(&ctx, id)?;
+//!             Err(Cause::msg(format!("worker {id} failed")))
+//!         });
+//!     }
+//! });
+//! assert_eq!(result.unwrap_err().to_string(), "worker 1 failed");
+//! ```
+//!
+//! # What is in it
+//!
+//! | item | what it does |
+//! |---|---|
+//! | [`background`], [`StdTimer`] | the root context, and the timer thread behind its deadlines |
+//! | [`wait`], [`wait_timeout`], [`wait_until`] | block until a context is done (or time runs out) |
+//! | [`sleep`], [`sleep_until`] | sleeps that end early, with the context's error |
+//! | [`scope`], [`scope_with_limit`], [`Group`], [`PanicError`] | scoped threads: first error cancels the rest |
+//! | [`signal_context`], [`SignalError`] | Go's `signal.NotifyContext`, with the signal as cause |
+//!
+//! # Cost of a deadline
+//!
+//! An armed deadline lives on [`StdTimer`]'s thread: an entry in its binary heap
+//! (24 bytes) and one in its map of live expiries (32 bytes, plus the hash
+//! table's slack), after a trip through its lock-free command queue. Arming and
+//! disarming never take a lock; the thread is woken only when a new deadline is
+//! earlier than the one it sleeps towards, or when many commands are pending. A
+//! disarmed deadline leaves the map at once and the heap lazily (when it surfaces,
+//! or when the heap is rebuilt because more than half of it is dead).
+//!
+//! # Features
+//!
+//! None.
+
+#![deny(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+
+mod scope;
+mod signal;
+mod sleep;
+mod wait;
+
+pub use ctx_core::StdTimer;
+pub use scope::{Group, PanicError, scope, scope_with_limit};
+pub use signal::{SignalError, signal_context, try_signal_context};
+pub use sleep::{sleep, sleep_until};
+pub use wait::{wait, wait_timeout, wait_until};
+
+use ctx_core::Context;
+
+/// The root context of this adapter: [`Context::background`], whose deadlines
+/// run on ctx-core's timer thread ([`StdTimer::global`]).
+///
+/// Never canceled, no deadline, no values; free (no allocation). For a separate
+/// timer thread, derive from `Context::background().with_timer(StdTimer::new())`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let root = ctx_blocking::background();
+/// let (ctx, _cancel) = root.with_timeout(Duration::from_millis(10));
+/// ctx_blocking::wait(&ctx);
+/// assert!(ctx.err().unwrap().is_timeout());
+/// ```
+pub const fn background() -> Context {
+    Context::background()
+}
+
+#[cfg(test)]
+mod send_sync {
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn public_types() {
+        assert_send_sync::<super::Group<'static, 'static>>();
+        assert_send_sync::<super::PanicError>();
+        assert_send_sync::<super::SignalError>();
+    }
+}

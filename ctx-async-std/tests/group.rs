@@ -1,0 +1,252 @@
+//! The error group: first error wins and is the cause, panics become errors, the
+//! limit holds, and nothing starts after cancel.
+
+use ctx_async_std::{Group, PanicError, background, sleep};
+use ctx_core::{Cause, Error};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Runs an async test body once under async-std and once under smol.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[async_std::test]
+            async fn async_std() {
+                super::$name().await
+            }
+
+            #[test]
+            fn smol() {
+                smol::block_on(super::$name())
+            }
+        }
+    )*};
+}
+
+on_both!(
+    all_ok_then_wait_cancels_the_context,
+    first_error_wins_and_is_the_cause,
+    panicking_task_is_reported_as_an_error,
+    limit_is_respected,
+    no_new_task_after_cancel,
+    queued_tasks_never_start_after_cancel,
+    try_spawn_refuses_at_the_limit,
+    parent_cancel_reaches_the_tasks,
+    stop_cancels_and_waits,
+    stop_still_reports_an_earlier_error,
+    tasks_may_return_any_error_type,
+);
+
+async fn all_ok_then_wait_cancels_the_context() {
+    let (group, _ctx) = Group::new(&background());
+    let count = Arc::new(AtomicUsize::new(0));
+    for _ in 0..10 {
+        let count = count.clone();
+        assert!(group.spawn(move |_ctx| async move {
+            count.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), Cause>(())
+        }));
+    }
+    assert!(group.wait().await.is_ok());
+    assert_eq!(count.load(Ordering::SeqCst), 10);
+    assert_eq!(group.context().err(), Some(Error::Canceled));
+    assert!(group.wait().await.is_ok(), "a second wait returns the same");
+}
+
+async fn first_error_wins_and_is_the_cause() {
+    let (group, _ctx) = Group::new(&background());
+    let (first_failed_tx, first_failed_rx) = smol::channel::bounded::<()>(1);
+    group.spawn(|_ctx| async move {
+        drop(first_failed_tx);
+        Err(Cause::msg("first"))
+    });
+    group.spawn(|ctx| async move {
+        let _ = first_failed_rx.recv().await;
+        ctx.done().await;
+        Err(Cause::msg("second"))
+    });
+    group.spawn(|ctx| async move { sleep(&ctx, Duration::from_secs(3600)).await });
+    let start = Instant::now();
+    let err = group.wait().await.unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "the sleeper was canceled"
+    );
+    assert_eq!(err.to_string(), "first");
+    let ctx = group.context();
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    assert!(
+        ctx.cause().unwrap().same(&err),
+        "the group's cause is the error wait returns"
+    );
+}
+
+async fn panicking_task_is_reported_as_an_error() {
+    let (group, _ctx) = Group::new(&background());
+    group.spawn(|ctx| async move { sleep(&ctx, Duration::from_secs(3600)).await });
+    group.spawn(|_ctx| async {
+        panic!("worker exploded");
+        #[allow(unreachable_code)]
+        Ok::<(), Cause>(())
+    });
+    let err = group.wait().await.unwrap_err();
+    let panicked = err
+        .downcast_ref::<PanicError>()
+        .expect("a PanicError cause");
+    assert_eq!(panicked.message(), "worker exploded");
+    assert_eq!(err.to_string(), "task panicked: worker exploded");
+    assert!(group.context().cause().unwrap().same(&err));
+}
+
+async fn limit_is_respected() {
+    let (group, _ctx) = Group::new(&background());
+    let group = group.with_limit(3);
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    for _ in 0..20 {
+        let (running, peak) = (running.clone(), peak.clone());
+        assert!(group.spawn(move |ctx| async move {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            sleep(&ctx, Duration::from_millis(5)).await?;
+            running.fetch_sub(1, Ordering::SeqCst);
+            Ok::<(), Cause>(())
+        }));
+    }
+    assert!(group.wait().await.is_ok());
+    let peak = peak.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&peak), "peak concurrency {peak}");
+}
+
+async fn no_new_task_after_cancel() {
+    let (group, _ctx) = Group::new(&background());
+    group.spawn(|_ctx| async { Err(Cause::msg("fail")) });
+    group.context().done().await;
+    let ran = Arc::new(AtomicUsize::new(0));
+    let flag = ran.clone();
+    assert!(!group.spawn(move |_ctx| async move {
+        flag.fetch_add(1, Ordering::SeqCst);
+        Ok::<(), Cause>(())
+    }));
+    assert_eq!(group.wait().await.unwrap_err().to_string(), "fail");
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+}
+
+async fn queued_tasks_never_start_after_cancel() {
+    let (group, _ctx) = Group::new(&background());
+    let group = group.with_limit(1);
+    let started = Arc::new(AtomicUsize::new(0));
+    let counter = started.clone();
+    group.spawn(move |ctx| async move {
+        counter.fetch_add(1, Ordering::SeqCst);
+        sleep(&ctx, Duration::from_millis(20)).await?;
+        Err(Cause::msg("the only one"))
+    });
+    for _ in 0..10 {
+        let counter = started.clone();
+        group.spawn(move |_ctx| async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), Cause>(())
+        });
+    }
+    assert_eq!(group.wait().await.unwrap_err().to_string(), "the only one");
+    assert_eq!(started.load(Ordering::SeqCst), 1);
+}
+
+async fn try_spawn_refuses_at_the_limit() {
+    let (group, _ctx) = Group::new(&background());
+    let group = group.with_limit(1);
+    assert!(group.try_spawn(|ctx| async move {
+        ctx.done().await;
+        Ok::<(), Cause>(())
+    }));
+    assert!(!group.try_spawn(|_ctx| async { Ok::<(), Cause>(()) }));
+    assert!(group.stop().await.is_ok());
+    assert!(!group.try_spawn(|_ctx| async { Ok::<(), Cause>(()) }));
+}
+
+async fn parent_cancel_reaches_the_tasks() {
+    let (parent, cancel) = background().with_cancel();
+    let (group, _ctx) = Group::new(&parent);
+    group.spawn(|ctx| async move {
+        ctx.done().await;
+        Ok::<(), Cause>(())
+    });
+    cancel.cancel();
+    assert!(group.wait().await.is_ok());
+    assert_eq!(parent.live_children(), 0);
+}
+
+async fn stop_cancels_and_waits() {
+    let (group, _ctx) = Group::new(&background());
+    let (started_tx, started_rx) = smol::channel::bounded::<()>(1);
+    group.spawn(|ctx| async move {
+        drop(started_tx);
+        sleep(&ctx, Duration::from_secs(3600)).await
+    });
+    let _ = started_rx.recv().await;
+    // The sleeper's `Canceled` is the stop's doing, so it is not reported.
+    assert!(group.stop().await.is_ok());
+    assert_eq!(group.context().err(), Some(Error::Canceled));
+}
+
+async fn stop_still_reports_an_earlier_error() {
+    let (group, ctx) = Group::new(&background());
+    group.spawn(|_ctx| async { Err(Cause::msg("before the stop")) });
+    ctx.done().await;
+    assert_eq!(
+        group.stop().await.unwrap_err().to_string(),
+        "before the stop"
+    );
+}
+
+async fn tasks_may_return_any_error_type() {
+    let (group, ctx) = Group::new(&background());
+    assert!(group.spawn(|_ctx| async { Err(std::io::Error::other("io failed")) }));
+    // Refused if the first task has already failed; either way the io error wins.
+    group.spawn(|ctx| async move {
+        ctx.done().await;
+        Err(ctx.err().unwrap())
+    });
+    let err = group.wait().await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<std::io::Error>().unwrap().to_string(),
+        "io failed"
+    );
+    assert!(ctx.cause().unwrap().same(&err));
+    assert!(group.is_empty());
+}
+
+#[test]
+fn dropping_the_group_cancels_its_context() {
+    let (group, _ctx) = Group::new(&background());
+    let (tx, rx) = smol::channel::bounded(1);
+    let (started_tx, started_rx) = smol::channel::bounded::<()>(1);
+    group.spawn(move |ctx| async move {
+        drop(started_tx);
+        ctx.done().await;
+        tx.send(ctx.err()).await.unwrap();
+        Ok::<(), Cause>(())
+    });
+    let _ = smol::block_on(started_rx.recv());
+    drop(group);
+    assert_eq!(smol::block_on(rx.recv()).unwrap(), Some(Error::Canceled));
+}
+
+#[test]
+#[should_panic(expected = "at least 1")]
+fn zero_limit_panics() {
+    let _ = Group::new(&background()).0.with_limit(0);
+}
+
+#[test]
+#[should_panic(expected = "already spawned")]
+fn limit_after_spawn_panics() {
+    let (group, _ctx) = Group::new(&background());
+    group.spawn(|ctx| async move {
+        ctx.done().await;
+        Ok::<(), ctx_core::Error>(())
+    });
+    let _ = group.with_limit(2);
+}

@@ -1,0 +1,218 @@
+//! `run_until_done`, `sleep`, `spawn` and `after_func_spawn`, on async-std and on
+//! smol.
+
+use ctx_async_std::{
+    after_func_spawn, after_func_spawn_blocking, background, run_until_done, sleep, sleep_until,
+    spawn,
+};
+use ctx_core::{Cause, Error};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Runs an async test body once under async-std and once under smol.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[async_std::test]
+            async fn async_std() {
+                super::$name().await
+            }
+
+            #[test]
+            fn smol() {
+                smol::block_on(super::$name())
+            }
+        }
+    )*};
+}
+
+on_both!(
+    run_until_done_returns_the_output,
+    run_until_done_stops_at_cancel,
+    run_until_done_never_polls_when_already_done,
+    sleep_completes,
+    sleep_is_interrupted_by_cancel,
+    sleep_is_interrupted_by_a_deadline,
+    sleep_duration_max_waits_for_the_context,
+    sleep_until_a_deadline,
+    spawned_task_panic_is_an_error,
+    run_until_done_accepts_into_future,
+    spawned_task_returns_its_output,
+    spawned_task_stops_at_cancel,
+    dropped_join_handle_detaches,
+    after_func_spawn_runs_as_a_task,
+    after_func_spawn_stop_prevents_the_run,
+    after_func_spawn_blocking_runs_off_the_canceling_thread,
+);
+
+async fn run_until_done_returns_the_output() {
+    let (ctx, _cancel) = background().with_cancel();
+    assert_eq!(run_until_done(&ctx, async { 42 }).await, Ok(42));
+}
+
+async fn run_until_done_stops_at_cancel() {
+    let (ctx, cancel) = background().with_cancel();
+    let canceler = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        cancel.cancel();
+    });
+    let result = run_until_done(&ctx, std::future::pending::<()>()).await;
+    assert_eq!(result, Err(Error::Canceled));
+    canceler.join().unwrap();
+}
+
+async fn run_until_done_never_polls_when_already_done() {
+    let (ctx, cancel) = background().with_cancel();
+    cancel.cancel();
+    let polled = AtomicBool::new(false);
+    let result = run_until_done(&ctx, async { polled.store(true, Ordering::SeqCst) }).await;
+    assert_eq!(result, Err(Error::Canceled));
+    assert!(!polled.load(Ordering::SeqCst));
+}
+
+async fn sleep_completes() {
+    let (ctx, _cancel) = background().with_cancel();
+    let start = Instant::now();
+    assert_eq!(sleep(&ctx, Duration::from_millis(20)).await, Ok(()));
+    assert!(start.elapsed() >= Duration::from_millis(20));
+}
+
+async fn sleep_is_interrupted_by_cancel() {
+    let (ctx, cancel) = background().with_cancel_cause();
+    let start = Instant::now();
+    let canceler = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        cancel.cancel(Cause::msg("enough"));
+    });
+    assert_eq!(
+        sleep(&ctx, Duration::from_secs(3600)).await,
+        Err(Error::Canceled)
+    );
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert_eq!(ctx.cause().unwrap().to_string(), "enough");
+    canceler.join().unwrap();
+}
+
+async fn sleep_is_interrupted_by_a_deadline() {
+    let (ctx, _cancel) = background().with_timeout(Duration::from_millis(30));
+    let start = Instant::now();
+    let result = sleep(&ctx, Duration::from_secs(3600)).await;
+    assert_eq!(result, Err(Error::DeadlineExceeded));
+    assert!((Duration::from_millis(30)..Duration::from_secs(2)).contains(&start.elapsed()));
+}
+
+async fn sleep_duration_max_waits_for_the_context() {
+    let (ctx, _cancel) = background().with_timeout(Duration::from_millis(10));
+    assert_eq!(
+        sleep(&ctx, Duration::MAX).await,
+        Err(Error::DeadlineExceeded)
+    );
+}
+
+async fn spawned_task_returns_its_output() {
+    let (ctx, _cancel) = background().with_cancel();
+    let task = spawn(&ctx, async { "done" });
+    assert_eq!(task.await.unwrap(), "done");
+}
+
+async fn spawned_task_stops_at_cancel() {
+    let (ctx, cancel) = background().with_cancel();
+    let task = spawn(&ctx, std::future::pending::<()>());
+    assert!(!task.is_finished());
+    cancel.cancel();
+    let err = task.await.unwrap_err();
+    assert_eq!(err.context_error(), Some(Error::Canceled));
+    assert!(!err.is_panic());
+    assert_eq!(err.to_string(), "task stopped: context canceled");
+}
+
+async fn dropped_join_handle_detaches() {
+    let (ctx, _cancel) = background().with_cancel();
+    let (tx, rx) = smol::channel::bounded(1);
+    drop(spawn(&ctx, async move {
+        smol::Timer::after(Duration::from_millis(10)).await;
+        tx.send(()).await.unwrap();
+    }));
+    rx.recv().await.expect("the detached task ran to the end");
+}
+
+async fn after_func_spawn_runs_as_a_task() {
+    let (ctx, cancel) = background().with_cancel();
+    let (tx, rx) = smol::channel::bounded(1);
+    let canceling = std::thread::current().id();
+    let _registration = after_func_spawn(&ctx, move || async move {
+        tx.send(std::thread::current().id()).await.unwrap();
+    });
+    cancel.cancel();
+    let ran_on = rx.recv().await.unwrap();
+    assert_ne!(
+        ran_on, canceling,
+        "the callback runs as its own task, not inline"
+    );
+}
+
+async fn after_func_spawn_stop_prevents_the_run() {
+    let (ctx, cancel) = background().with_cancel();
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    let registration = after_func_spawn(&ctx, move || async move {
+        flag.store(true, Ordering::SeqCst);
+    });
+    assert!(registration.stop());
+    cancel.cancel();
+    smol::Timer::after(Duration::from_millis(20)).await;
+    assert!(!ran.load(Ordering::SeqCst));
+}
+
+async fn sleep_until_a_deadline() {
+    let (ctx, cancel) = background().with_cancel();
+    let start = Instant::now();
+    assert_eq!(
+        sleep_until(&ctx, start + Duration::from_millis(20)).await,
+        Ok(())
+    );
+    assert!(start.elapsed() >= Duration::from_millis(20));
+    cancel.cancel();
+    assert_eq!(
+        sleep_until(&ctx, start + Duration::from_secs(3600)).await,
+        Err(Error::Canceled)
+    );
+}
+
+async fn spawned_task_panic_is_an_error() {
+    let (ctx, _cancel) = background().with_cancel();
+    let task = spawn(&ctx, async {
+        if true {
+            panic!("task blew up");
+        }
+    });
+    let err = task.await.unwrap_err();
+    assert!(err.is_panic());
+    assert_eq!(err.context_error(), None);
+    assert_eq!(err.to_string(), "task panicked: task blew up");
+}
+
+async fn run_until_done_accepts_into_future() {
+    struct Ready(u8);
+    impl std::future::IntoFuture for Ready {
+        type Output = u8;
+        type IntoFuture = std::future::Ready<u8>;
+        fn into_future(self) -> Self::IntoFuture {
+            std::future::ready(self.0)
+        }
+    }
+    let (ctx, _cancel) = background().with_cancel();
+    assert_eq!(run_until_done(&ctx, Ready(3)).await, Ok(3));
+}
+
+async fn after_func_spawn_blocking_runs_off_the_canceling_thread() {
+    let (ctx, cancel) = background().with_cancel();
+    let (tx, rx) = smol::channel::bounded(1);
+    let canceling = std::thread::current().id();
+    let _registration = after_func_spawn_blocking(&ctx, move || {
+        tx.send_blocking(std::thread::current().id()).unwrap();
+    });
+    cancel.cancel();
+    assert_ne!(rx.recv().await.unwrap(), canceling);
+}

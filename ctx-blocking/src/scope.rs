@@ -1,0 +1,446 @@
+//! [`scope`]: scoped threads with error-group semantics (Go's
+//! `errgroup.WithContext`, on `std::thread::scope`).
+//!
+//! # How it works
+//!
+//! `scope` derives the group's context with `with_cancel_cause` and runs the body
+//! inside `std::thread::scope`, so every thread is joined before `scope` returns
+//! and threads may borrow from the caller's stack. Each thread runs its closure
+//! under `catch_unwind`; the first failure (an `Err` or a panic) is stored in a
+//! `OnceLock` and cancels the context with itself as the cause. Once every thread
+//! is joined, the context is canceled (as Go's `Wait` does) and the first failure
+//! is returned.
+//!
+//! Under a limit, `spawn` blocks the spawning thread until a slot is free (Go's
+//! `SetLimit`): a counter under a mutex, a condition variable, and an
+//! `after_func` on the group's context that wakes the spawners when it is done,
+//! so a spawner never waits for a slot in a canceled group.
+
+use ctx_core::{AfterFunc, CancelCauseFunc, Cause, Context};
+use std::any::Any;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread;
+
+/// Runs `f` with a [`Group`] of scoped threads that share a context; the first
+/// failure cancels them all. Returns `f`'s value, or the first failure.
+///
+/// This is Go's `errgroup.WithContext` on [`std::thread::scope`]: threads can
+/// borrow from the caller's stack, and all of them are joined before `scope`
+/// returns. Each thread gets the group's [`Context`] (a child of `parent`) and
+/// returns `Result<(), E>` for any `E: Into<Cause>`. The first thread that
+/// returns `Err` (or panics) cancels the group's context with that error as its
+/// [cause](Context::cause); `scope` then returns `Err` with that same cause.
+///
+/// * No thread starts after the group's context is done: [`Group::spawn`]
+///   returns `false` and drops the closure.
+/// * Threads are not interrupted; each should return once its context is done
+///   (check [`Context::err`], or block in [`sleep`](crate::sleep) or
+///   [`wait_timeout`](crate::wait_timeout)), as in Go.
+/// * **A panicking thread is caught and reported as an error**, a
+///   [`PanicError`], so it cancels its siblings like any other failure and
+///   `scope` returns it; it is not re-raised. A panic of `f` itself cancels the
+///   group, waits for the threads, and is then resumed (as `std::thread::scope`
+///   does).
+/// * After every thread has finished, the group's context is canceled.
+///
+/// # Errors
+///
+/// The first thread failure (or [`PanicError`]), as a [`Cause`]: the same one
+/// the group's context was canceled with.
+///
+/// # Examples
+///
+/// ```
+/// use ctx_blocking::sleep;
+/// use ctx_core::Cause;
+/// use std::io;
+/// use std::time::Duration;
+///
+/// let inputs = vec![1, 2, 3];
+/// let result = ctx_blocking::scope(&ctx_blocking::background(), |group| {
+///     for &n in &inputs {
+///         group.spawn(move |ctx| {
+///             sleep(&ctx, Duration::from_millis(n))?; // canceled by the failure
+///             if n == 2 {
+///                 return Err(Cause::new(io::Error::other("bad input 2")));
+///             }
+///             sleep(&ctx, Duration::from_secs(3600))?;
+///             Ok(())
+///         });
+///     }
+///     "all spawned"
+/// });
+/// assert_eq!(result.unwrap_err().to_string(), "bad input 2");
+/// ```
+pub fn scope<'env, F, T>(parent: &Context, f: F) -> Result<T, Cause>
+where
+    F: for<'scope> FnOnce(&Group<'scope, 'env>) -> T,
+{
+    run(parent, None, f)
+}
+
+/// Like [`scope`], with at most `limit` threads running at once (Go's
+/// `SetLimit`): [`Group::spawn`] blocks while `limit` threads run.
+///
+/// # Errors
+///
+/// As [`scope`].
+///
+/// # Panics
+///
+/// If `limit` is 0.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+///
+/// let done = AtomicUsize::new(0);
+/// ctx_blocking::scope_with_limit(&ctx_blocking::background(), 2, |group| {
+///     for _ in 0..8 {
+///         group.spawn(|_ctx| {
+///             done.fetch_add(1, Ordering::SeqCst);
+///             Ok::<(), std::io::Error>(())
+///         });
+///     }
+/// })
+/// .unwrap();
+/// assert_eq!(done.load(Ordering::SeqCst), 8);
+/// ```
+pub fn scope_with_limit<'env, F, T>(parent: &Context, limit: usize, f: F) -> Result<T, Cause>
+where
+    F: for<'scope> FnOnce(&Group<'scope, 'env>) -> T,
+{
+    assert!(
+        limit > 0,
+        "ctx_blocking::scope_with_limit: the limit must be at least 1"
+    );
+    run(parent, Some(limit), f)
+}
+
+/// The handle the body of [`scope`] spawns threads with.
+///
+/// Cloning it is cheap; a clone can be moved into a thread to spawn more
+/// threads into the same group.
+pub struct Group<'scope, 'env: 'scope> {
+    scope: &'scope thread::Scope<'scope, 'env>,
+    state: Arc<State>,
+}
+
+/// The error a thread's panic becomes (see [`scope`]): it carries the panic
+/// message.
+///
+/// # Examples
+///
+/// ```
+/// use ctx_blocking::PanicError;
+///
+/// let result = ctx_blocking::scope(&ctx_blocking::background(), |group| {
+///     group.spawn(|_ctx| {
+///         if true {
+///             panic!("boom");
+///         }
+///         Ok::<(), std::io::Error>(())
+///     });
+/// });
+/// let err = result.unwrap_err();
+/// assert_eq!(err.downcast_ref::<PanicError>().unwrap().message(), "boom");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PanicError {
+    message: String,
+}
+
+struct State {
+    ctx: Context,
+    cancel: Mutex<Option<CancelCauseFunc>>,
+    first: OnceLock<Cause>,
+    /// Set by `stop`: later thread errors are its consequences, not failures.
+    stopped: AtomicBool,
+    limit: Option<Arc<Limit>>,
+}
+
+/// Slots for a limited group.
+struct Limit {
+    max: usize,
+    running: Mutex<usize>,
+    /// Signaled when a slot frees up or the group's context is done.
+    changed: Condvar,
+}
+
+fn run<'env, F, T>(parent: &Context, limit: Option<usize>, f: F) -> Result<T, Cause>
+where
+    F: for<'scope> FnOnce(&Group<'scope, 'env>) -> T,
+{
+    let (ctx, cancel) = parent.with_cancel_cause();
+    let limit = limit.map(|max| {
+        Arc::new(Limit {
+            max,
+            running: Mutex::new(0),
+            changed: Condvar::new(),
+        })
+    });
+    // Wakes spawners blocked on a full group once the context is done. Dropping
+    // the handle keeps the registration; it runs at the latest when `run` cancels.
+    let _wake: Option<AfterFunc> = limit.as_ref().map(|limit| {
+        let limit = limit.clone();
+        ctx.after_func(move || {
+            // Under the lock, so a spawner between its check and its wait is not
+            // missed.
+            let _running = limit.lock();
+            limit.changed.notify_all();
+        })
+    });
+    let state = Arc::new(State {
+        ctx,
+        cancel: Mutex::new(Some(cancel)),
+        first: OnceLock::new(),
+        stopped: AtomicBool::new(false),
+        limit,
+    });
+    let value = thread::scope(|scope| {
+        let group = Group {
+            scope,
+            state: state.clone(),
+        };
+        let _on_panic = CancelOnUnwind(&state);
+        f(&group)
+    });
+    state.cancel(None);
+    match state.first.get() {
+        Some(cause) => Err(cause.clone()),
+        None => Ok(value),
+    }
+}
+
+impl<'scope> Group<'scope, '_> {
+    /// The group's context: canceled by the first failure, by
+    /// [`stop`](Group::stop), once every thread is joined, or with its parent.
+    pub fn context(&self) -> &Context {
+        &self.state.ctx
+    }
+
+    /// Spawns a scoped thread running `f(ctx)`.
+    ///
+    /// Returns `false`, without calling `f`, if the group's context is already
+    /// done. Under a limit ([`scope_with_limit`]), blocks until a slot is free;
+    /// if the context is done first, returns `false`.
+    ///
+    /// # Panics
+    ///
+    /// If the OS fails to create a thread (as [`std::thread::Scope::spawn`]).
+    pub fn spawn<F, E>(&self, f: F) -> bool
+    where
+        F: FnOnce(Context) -> Result<(), E> + Send + 'scope,
+        E: Into<Cause>,
+    {
+        if self.state.ctx.is_done() {
+            return false;
+        }
+        if let Some(limit) = &self.state.limit
+            && !limit.acquire(&self.state.ctx)
+        {
+            return false;
+        }
+        self.launch(f);
+        true
+    }
+
+    /// Spawns `f(ctx)` only if it can start at once: the context is live and,
+    /// under a limit, a slot is free (Go's `TryGo`). Returns whether it did.
+    /// Without a limit this is [`spawn`](Group::spawn).
+    pub fn try_spawn<F, E>(&self, f: F) -> bool
+    where
+        F: FnOnce(Context) -> Result<(), E> + Send + 'scope,
+        E: Into<Cause>,
+    {
+        let Some(limit) = &self.state.limit else {
+            return self.spawn(f);
+        };
+        if self.state.ctx.is_done() || !limit.try_acquire() {
+            return false;
+        }
+        self.launch(f);
+        true
+    }
+
+    /// Cancels the group's context. Errors the threads return after the stop are
+    /// its doing and are not reported (panics still are); an error from before the
+    /// stop is. [`scope`] still joins every thread before it returns.
+    pub fn stop(&self) {
+        // SeqCst: the threads read it after the cancel made them return.
+        self.state.stopped.store(true, Ordering::SeqCst);
+        self.state.cancel(None);
+    }
+
+    /// Starts a thread that already holds its slot (if the group is limited).
+    fn launch<F, E>(&self, f: F)
+    where
+        F: FnOnce(Context) -> Result<(), E> + Send + 'scope,
+        E: Into<Cause>,
+    {
+        let state = self.state.clone();
+        self.scope.spawn(move || {
+            let _slot = state.limit.as_deref().map(Slot);
+            state.run(f);
+        });
+    }
+}
+
+impl Clone for Group<'_, '_> {
+    fn clone(&self) -> Self {
+        Group {
+            scope: self.scope,
+            state: self.state.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Group<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Group")
+            .field("ctx", &self.state.ctx)
+            .field("limit", &self.state.limit.as_ref().map(|l| l.max))
+            .field("first_error", &self.state.first.get())
+            .finish_non_exhaustive()
+    }
+}
+
+// ===== impl State =====
+
+impl State {
+    /// Runs one thread's closure, catching its panic, and records its failure.
+    fn run<F, E>(&self, f: F)
+    where
+        F: FnOnce(Context) -> Result<(), E>,
+        E: Into<Cause>,
+    {
+        // Checked again here: the group may have been canceled since `spawn`.
+        if self.ctx.is_done() {
+            return;
+        }
+        let ctx = self.ctx.clone();
+        match catch_unwind(AssertUnwindSafe(move || f(ctx))) {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                // SeqCst: pairs with the store in `stop`.
+                if !self.stopped.load(Ordering::SeqCst) {
+                    self.fail(err.into());
+                }
+            }
+            Err(payload) => self.fail(Cause::new(PanicError::from_payload(payload))),
+        }
+    }
+
+    /// Records the first failure and cancels the group with it.
+    fn fail(&self, cause: Cause) {
+        if self.first.set(cause.clone()).is_ok() {
+            self.cancel(Some(cause));
+        }
+    }
+
+    /// Cancels the group's context once (the first cancel wins): with `cause`, or
+    /// plainly. Outside the lock, since a cancel runs `after_func` callbacks.
+    fn cancel(&self, cause: Option<Cause>) {
+        let cancel = self
+            .cancel
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match (cancel, cause) {
+            (Some(cancel), Some(cause)) => cancel.cancel(cause),
+            (Some(cancel), None) => drop(cancel),
+            (None, _) => {}
+        }
+    }
+}
+
+/// Cancels the group if the body of `scope` panics, before `std::thread::scope`
+/// joins the threads (so they are told to stop instead of being waited for).
+struct CancelOnUnwind<'a>(&'a State);
+
+impl Drop for CancelOnUnwind<'_> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            self.0.cancel(None);
+        }
+    }
+}
+
+// ===== impl Limit =====
+
+impl Limit {
+    fn lock(&self) -> MutexGuard<'_, usize> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes a slot, waiting for one; false if `ctx` is done first.
+    fn acquire(&self, ctx: &Context) -> bool {
+        let mut running = self.lock();
+        loop {
+            if ctx.is_done() {
+                return false;
+            }
+            if *running < self.max {
+                *running += 1;
+                return true;
+            }
+            running = self
+                .changed
+                .wait(running)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Takes a slot if one is free.
+    fn try_acquire(&self) -> bool {
+        let mut running = self.lock();
+        if *running < self.max {
+            *running += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A held slot, given back when its thread ends, however it ends.
+struct Slot<'a>(&'a Limit);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.lock() -= 1;
+        self.0.changed.notify_one();
+    }
+}
+
+// ===== impl PanicError =====
+
+impl PanicError {
+    fn from_payload(payload: Box<dyn Any + Send>) -> PanicError {
+        let message = match payload.downcast::<String>() {
+            Ok(message) => *message,
+            Err(payload) => match payload.downcast::<&'static str>() {
+                Ok(message) => (*message).to_owned(),
+                Err(_) => "Box<dyn Any>".to_owned(),
+            },
+        };
+        PanicError { message }
+    }
+
+    /// The panic message (`"Box<dyn Any>"` when the payload was not a string).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for PanicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task panicked: {}", self.message)
+    }
+}
+
+impl std::error::Error for PanicError {}

@@ -1,0 +1,226 @@
+//! Scoped thread groups: first error wins and is the cause, panics become
+//! errors, the limit holds, and nothing starts after cancel.
+
+use ctx_blocking::{PanicError, background, scope, scope_with_limit, sleep};
+use ctx_core::{Cause, Error};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+#[test]
+fn all_ok_returns_the_body_value_and_borrows_work() {
+    let words = vec!["a", "bb", "ccc"];
+    let total = AtomicUsize::new(0);
+    let mut group_ctx = None;
+    let value = scope(&background(), |group| {
+        group_ctx = Some(group.context().clone());
+        for word in &words {
+            let total = &total;
+            assert!(group.spawn(move |_ctx| {
+                total.fetch_add(word.len(), Ordering::SeqCst);
+                Ok::<(), Cause>(())
+            }));
+        }
+        "spawned"
+    });
+    assert_eq!(value.unwrap(), "spawned");
+    assert_eq!(total.load(Ordering::SeqCst), 6);
+    let ctx = group_ctx.unwrap();
+    assert_eq!(
+        ctx.err(),
+        Some(Error::Canceled),
+        "canceled once all threads joined"
+    );
+}
+
+#[test]
+fn first_error_wins_and_is_the_cause() {
+    let (first_failed_tx, first_failed_rx) = mpsc::channel::<()>();
+    let mut group_ctx = None;
+    let start = Instant::now();
+    let result = scope(&background(), |group| {
+        group_ctx = Some(group.context().clone());
+        group.spawn(move |_ctx| {
+            drop(first_failed_tx);
+            Err(Cause::msg("first"))
+        });
+        group.spawn(move |ctx| {
+            let _ = first_failed_rx.recv();
+            ctx_blocking::wait(&ctx);
+            Err(Cause::msg("second"))
+        });
+        group.spawn(|ctx| sleep(&ctx, Duration::from_secs(3600)));
+    });
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "the sleeper was canceled"
+    );
+    let err = result.unwrap_err();
+    assert_eq!(err.to_string(), "first");
+    let ctx = group_ctx.unwrap();
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    assert!(
+        ctx.cause().unwrap().same(&err),
+        "the group's cause is the error returned"
+    );
+}
+
+#[test]
+fn panicking_thread_is_reported_as_an_error() {
+    let result = scope(&background(), |group| {
+        group.spawn(|ctx| sleep(&ctx, Duration::from_secs(3600)));
+        group.spawn(|_ctx| -> Result<(), Cause> { panic!("worker exploded") });
+    });
+    let err = result.unwrap_err();
+    let panicked = err
+        .downcast_ref::<PanicError>()
+        .expect("a PanicError cause");
+    assert_eq!(panicked.message(), "worker exploded");
+    assert_eq!(err.to_string(), "task panicked: worker exploded");
+}
+
+#[test]
+fn a_panicking_body_cancels_the_threads_then_resumes() {
+    let (tx, rx) = mpsc::channel();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        scope(&background(), |group| {
+            group.spawn(move |ctx| {
+                let result = sleep(&ctx, Duration::from_secs(3600));
+                tx.send(result).unwrap();
+                result
+            });
+            panic!("body failed");
+        })
+    }));
+    assert!(outcome.is_err(), "the body's panic is resumed");
+    assert_eq!(rx.recv().unwrap(), Err(Error::Canceled));
+}
+
+#[test]
+fn limit_is_respected() {
+    let running = AtomicUsize::new(0);
+    let peak = AtomicUsize::new(0);
+    scope_with_limit(&background(), 3, |group| {
+        for _ in 0..20 {
+            assert!(group.spawn(|ctx| {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                sleep(&ctx, Duration::from_millis(5))?;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok::<(), Error>(())
+            }));
+        }
+    })
+    .unwrap();
+    let peak = peak.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&peak), "peak concurrency {peak}");
+}
+
+#[test]
+fn no_new_thread_after_cancel() {
+    let ran = AtomicUsize::new(0);
+    let result = scope(&background(), |group| {
+        group.spawn(|_ctx| Err(Cause::msg("fail")));
+        ctx_blocking::wait(group.context());
+        assert!(!group.spawn(|_ctx| {
+            ran.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), Cause>(())
+        }));
+    });
+    assert_eq!(result.unwrap_err().to_string(), "fail");
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_spawner_blocked_on_the_limit_gives_up_when_canceled() {
+    let result = scope_with_limit(&background(), 1, |group| {
+        group.spawn(|ctx| {
+            sleep(&ctx, Duration::from_millis(20))?;
+            Err(Cause::msg("the only one"))
+        });
+        // Blocks until the first thread fails, then refuses.
+        let started = group.spawn(|_ctx| Ok::<(), Cause>(()));
+        assert!(!started);
+    });
+    assert_eq!(result.unwrap_err().to_string(), "the only one");
+}
+
+#[test]
+fn try_spawn_refuses_at_the_limit() {
+    scope_with_limit(&background(), 1, |group| {
+        assert!(group.try_spawn(|ctx| {
+            ctx_blocking::wait(&ctx);
+            Ok::<(), Cause>(())
+        }));
+        assert!(!group.try_spawn(|_ctx| Ok::<(), Cause>(())));
+        group.stop();
+        assert!(!group.try_spawn(|_ctx| Ok::<(), Cause>(())));
+    })
+    .unwrap();
+}
+
+#[test]
+fn stop_does_not_report_the_errors_it_causes() {
+    let result = scope(&background(), |group| {
+        let (started_tx, started_rx) = mpsc::channel::<()>();
+        group.spawn(move |ctx| {
+            drop(started_tx);
+            sleep(&ctx, Duration::from_secs(3600))
+        });
+        let _ = started_rx.recv();
+        group.stop();
+    });
+    assert!(result.is_ok());
+}
+
+#[test]
+fn threads_can_spawn_more_threads_into_the_group() {
+    let count = AtomicUsize::new(0);
+    scope(&background(), |group| {
+        let inner = group.clone();
+        let count = &count;
+        group.spawn(move |_ctx| {
+            for _ in 0..3 {
+                inner.spawn(move |_ctx| {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    Ok::<(), Cause>(())
+                });
+            }
+            Ok::<(), Cause>(())
+        });
+    })
+    .unwrap();
+    assert_eq!(count.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn parent_cancel_reaches_the_threads() {
+    let (parent, cancel) = background().with_cancel();
+    let result = scope(&parent, |group| {
+        group.spawn(|ctx| {
+            ctx_blocking::wait(&ctx);
+            Ok::<(), Cause>(())
+        });
+        cancel.cancel();
+    });
+    assert!(result.is_ok());
+    assert_eq!(parent.live_children(), 0);
+}
+
+#[test]
+fn any_error_type_converts_into_the_cause() {
+    let result = scope(&background(), |group| {
+        group.spawn(|_ctx| Err(std::io::Error::other("io failed")));
+    });
+    let err = result.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<std::io::Error>().unwrap().to_string(),
+        "io failed"
+    );
+}
+
+#[test]
+#[should_panic(expected = "at least 1")]
+fn zero_limit_panics() {
+    let _ = scope_with_limit(&background(), 0, |_group| ());
+}
