@@ -1,0 +1,390 @@
+//! [`Group`]: an error group in the spirit of Go's `errgroup.WithContext`.
+//!
+//! The semantics are documented on [`Group`].
+
+use crate::task::until_done;
+use ctx_core::{CancelCauseFunc, Cause, Context};
+use std::any::Any;
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::task::Poll;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+/// A set of tasks working on one job: the first error cancels the rest (Go's
+/// `errgroup.WithContext`).
+///
+/// The group owns a child context created with `with_cancel_cause`. Every task gets
+/// a clone of it; the first task to fail cancels it, with its error as the cause,
+/// so the siblings see `err() == Some(Canceled)` and `cause()` names the failure.
+/// [`Group::wait`] joins every task and returns that first error. Beyond Go:
+///
+/// * No task starts after the group's context is done: [`Group::spawn`] refuses
+///   it, and a task still waiting for a slot (under [`Group::with_limit`]) is
+///   dropped without running.
+/// * A panic inside a task is caught and becomes the task's error, a
+///   [`PanicError`] (so it cancels the group like any other failure), instead of
+///   being lost in a detached task.
+/// * [`Group::stop`] cancels and waits; errors that tasks return *because of* the
+///   stop are not reported.
+/// * Dropping a `Group` without waiting cancels its context and aborts its tasks.
+///
+/// Errors are type-erased into a [`Cause`] (as Go's `error`); get the original
+/// back with [`Cause::downcast_ref`].
+///
+/// # Examples
+///
+/// ```
+/// use ctx_core::{Cause, Error};
+/// use std::io;
+/// use std::time::Duration;
+///
+/// #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// async fn main() {
+///     let (mut group, ctx) = ctx_tokio::Group::new(&ctx_tokio::background());
+///     group.spawn(|ctx| async move {
+///         // A worker that runs until the group is canceled.
+///         ctx.done().await;
+///         Err(ctx.err().unwrap())
+///     });
+///     group.spawn(|_ctx| async move {
+///         tokio::time::sleep(Duration::from_millis(10)).await;
+///         Err(io::Error::new(io::ErrorKind::ConnectionReset, "upstream reset"))
+///     });
+///     let err: Cause = group.wait().await.unwrap_err();
+///     assert_eq!(err.to_string(), "upstream reset");
+///     assert_eq!(ctx.err(), Some(Error::Canceled));
+///     assert!(ctx.cause().unwrap().same(&err));
+/// }
+/// ```
+#[must_use = "dropping a Group cancels its context and aborts its tasks; call `wait`"]
+pub struct Group {
+    ctx: Context,
+    shared: Arc<Shared>,
+    tasks: JoinSet<()>,
+    limit: Option<Arc<Semaphore>>,
+}
+
+/// The error a task's panic becomes (see [`Group`]): it carries the panic message.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (mut group, _ctx) = ctx_tokio::Group::new(&ctx_tokio::background());
+/// group.spawn(|_ctx| async move {
+///     if true { panic!("boom"); }
+///     Ok::<(), std::io::Error>(())
+/// });
+/// let err = group.wait().await.unwrap_err();
+/// let panic = err.downcast_ref::<ctx_tokio::PanicError>().unwrap();
+/// assert_eq!(panic.message(), "boom");
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct PanicError {
+    message: String,
+}
+
+struct Shared {
+    /// Taken by whoever cancels first; `None` afterwards.
+    cancel: Mutex<Option<CancelCauseFunc>>,
+    first: OnceLock<Cause>,
+    /// Set by `stop`: later task errors are consequences, not failures.
+    stopped: AtomicBool,
+}
+
+// ===== impl Group =====
+
+impl Group {
+    /// A new group and its context, a child of `parent` canceled by the first
+    /// failing task (or when [`wait`](Group::wait) returns, as in Go).
+    pub fn new(parent: &Context) -> (Group, Context) {
+        let (ctx, cancel) = parent.with_cancel_cause();
+        let group = Group {
+            ctx: ctx.clone(),
+            shared: Arc::new(Shared {
+                cancel: Mutex::new(Some(cancel)),
+                first: OnceLock::new(),
+                stopped: AtomicBool::new(false),
+            }),
+            tasks: JoinSet::new(),
+            limit: None,
+        };
+        (group, ctx)
+    }
+
+    /// Limits the group to `limit` tasks running at once (Go's `SetLimit`). Tasks
+    /// spawned beyond it wait for a slot (and never start if the group is
+    /// canceled meanwhile); see also [`try_spawn`](Group::try_spawn).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `limit` is 0, or if tasks were already spawned.
+    pub fn with_limit(mut self, limit: usize) -> Group {
+        assert!(
+            limit > 0,
+            "ctx_tokio::Group::with_limit: the limit must be at least 1"
+        );
+        assert!(
+            self.tasks.is_empty(),
+            "ctx_tokio::Group::with_limit: call it before spawning tasks"
+        );
+        self.limit = Some(Arc::new(Semaphore::new(limit)));
+        self
+    }
+
+    /// The group's context (the one [`new`](Group::new) returned).
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// How many tasks were spawned and not yet joined (finished tasks are joined
+    /// as new ones are spawned, and by [`wait`](Group::wait)).
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether no task is waiting to be joined.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Spawns `f(ctx)` as a task on the current runtime, with the group's context.
+    ///
+    /// If the task returns `Err(e)` or panics, and it is the first to fail, the
+    /// group's context is canceled with `e` (or a [`PanicError`]) as the cause.
+    /// Under a [limit](Group::with_limit) the task first waits for a slot.
+    ///
+    /// Returns false, and drops `f` without calling it, if the group's context is
+    /// already done.
+    ///
+    /// # Panics
+    ///
+    /// Panics outside a tokio runtime.
+    #[track_caller]
+    pub fn spawn<F, Fut, E>(&mut self, f: F) -> bool
+    where
+        F: FnOnce(Context) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<Cause> + 'static,
+    {
+        if self.ctx.is_done() {
+            return false;
+        }
+        self.reap();
+        let ctx = self.ctx.clone();
+        let shared = self.shared.clone();
+        let limit = self.limit.clone();
+        self.tasks.spawn(async move {
+            let _permit = match limit {
+                None => None,
+                Some(limit) => match until_done(ctx.done(), limit.acquire_owned()).await {
+                    Ok(Ok(permit)) => Some(permit),
+                    // Canceled while waiting for a slot: never start.
+                    _ => return,
+                },
+            };
+            run(ctx, shared, f).await;
+        });
+        true
+    }
+
+    /// Spawns `f(ctx)` only if a slot is free right now and the group's context is
+    /// live (Go's `TryGo`); returns whether it did. Without a limit this is
+    /// [`spawn`](Group::spawn).
+    ///
+    /// # Panics
+    ///
+    /// Panics outside a tokio runtime.
+    #[track_caller]
+    pub fn try_spawn<F, Fut, E>(&mut self, f: F) -> bool
+    where
+        F: FnOnce(Context) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<Cause> + 'static,
+    {
+        let Some(limit) = self.limit.clone() else {
+            return self.spawn(f);
+        };
+        if self.ctx.is_done() {
+            return false;
+        }
+        let Ok(permit) = limit.try_acquire_owned() else {
+            return false;
+        };
+        self.reap();
+        let ctx = self.ctx.clone();
+        let shared = self.shared.clone();
+        self.tasks.spawn(async move {
+            let _permit: OwnedSemaphorePermit = permit;
+            run(ctx, shared, f).await;
+        });
+        true
+    }
+
+    /// Waits for every task, then cancels the group's context (as Go's `Wait`
+    /// does) and returns the first error, if any.
+    ///
+    /// # Errors
+    ///
+    /// The first task error (or [`PanicError`]), as a [`Cause`]: the same one the
+    /// group's context was canceled with.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Dropping this future drops the group: its context is canceled and its
+    /// remaining tasks are aborted.
+    pub async fn wait(mut self) -> Result<(), Cause> {
+        while let Some(joined) = self.tasks.join_next().await {
+            self.shared.joined(joined);
+        }
+        self.shared.cancel_with(None);
+        match self.shared.first.get() {
+            Some(cause) => Err(cause.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Cancels the group's context, then [`wait`](Group::wait)s. Errors the tasks
+    /// return after the stop are the stop's doing and are not reported (panics
+    /// still are); an error from before the stop is.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Group::wait), counting only failures from before the stop (and
+    /// panics).
+    pub async fn stop(self) -> Result<(), Cause> {
+        // SeqCst: the tasks read it after the cancel made them return.
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        self.shared.cancel_with(None);
+        self.wait().await
+    }
+
+    /// Joins the tasks that already finished, so a long-lived group holds only
+    /// its running tasks.
+    fn reap(&mut self) {
+        while let Some(joined) = self.tasks.try_join_next() {
+            self.shared.joined(joined);
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // Cancel first, so the tasks see the context done; the `JoinSet` then
+        // aborts whatever still runs.
+        self.shared.cancel_with(None);
+    }
+}
+
+impl fmt::Debug for Group {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Group")
+            .field("ctx", &self.ctx)
+            .field("tasks", &self.tasks.len())
+            .field("limit", &self.limit.as_ref().map(|s| s.available_permits()))
+            .field("first_error", &self.shared.first.get())
+            .finish()
+    }
+}
+
+/// Runs one task body: calls `f`, catches a panic, records a failure.
+async fn run<F, Fut, E>(ctx: Context, shared: Arc<Shared>, f: F)
+where
+    F: FnOnce(Context) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Into<Cause>,
+{
+    // Checked again here: the group may have been canceled since `spawn`.
+    if ctx.is_done() {
+        return;
+    }
+    let mut body = pin!(async move { f(ctx).await });
+    let outcome = poll_fn(
+        |cx| match catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
+            Err(payload) => Poll::Ready(Err(payload)),
+        },
+    )
+    .await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            // SeqCst: pairs with the store in `stop`.
+            if !shared.stopped.load(Ordering::SeqCst) {
+                shared.fail(err.into());
+            }
+        }
+        Err(payload) => shared.fail(Cause::new(PanicError::from_payload(payload))),
+    }
+}
+
+// ===== impl Shared =====
+
+impl Shared {
+    /// Records the first failure and cancels the group's context with it.
+    fn fail(&self, cause: Cause) {
+        if self.first.set(cause.clone()).is_ok() {
+            self.cancel_with(Some(cause));
+        }
+    }
+
+    /// Cancels the group's context: with `cause`, or plainly.
+    fn cancel_with(&self, cause: Option<Cause>) {
+        let cancel = self
+            .cancel
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        // Outside the lock: the cancel runs `after_func` callbacks inline.
+        match (cancel, cause) {
+            (Some(cancel), Some(cause)) => cancel.cancel(cause),
+            (Some(cancel), None) => drop(cancel),
+            (None, _) => {}
+        }
+    }
+
+    /// Handles a joined task. Panics are caught inside the task; a `JoinError`
+    /// here is an abort (or a panic from outside the body), reported as a panic.
+    fn joined(&self, joined: Result<(), tokio::task::JoinError>) {
+        match joined {
+            Err(join) if join.is_panic() => {
+                self.fail(Cause::new(PanicError::from_payload(join.into_panic())));
+            }
+            _ => {}
+        }
+    }
+}
+
+// ===== impl PanicError =====
+
+impl PanicError {
+    fn from_payload(payload: Box<dyn Any + Send>) -> PanicError {
+        let message = match payload.downcast::<String>() {
+            Ok(message) => *message,
+            Err(payload) => match payload.downcast::<&'static str>() {
+                Ok(message) => (*message).to_owned(),
+                Err(_) => "Box<dyn Any>".to_owned(),
+            },
+        };
+        PanicError { message }
+    }
+
+    /// The panic message (`"Box<dyn Any>"` when the payload was not a string).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for PanicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task panicked: {}", self.message)
+    }
+}
+
+impl std::error::Error for PanicError {}

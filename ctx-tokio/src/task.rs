@@ -1,0 +1,409 @@
+//! Running futures and tasks under a context: [`run_until_done`], [`sleep`],
+//! [`spawn`], [`after_func_spawn`] and [`with_cancel_on`].
+//!
+//! All of them race a future against [`Context::done`]: whichever is ready first
+//! wins, and the context is checked first, so once a context is done no more of
+//! the future runs (the same bias as tokio-util's `run_until_cancelled`). Losing
+//! the race drops the future at its current `.await`, which is what "the task is
+//! canceled" means in async Rust: write the future so that dropping it there is
+//! fine (see each function's *Cancellation safety*).
+
+use ctx_core::{AfterFunc, CancelCauseFunc, CancelFunc, Cause, Context, Done, Error};
+use std::fmt;
+use std::future::{Future, IntoFuture, poll_fn};
+use std::pin::{Pin, pin};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+use tokio::runtime::Handle;
+use tokio::task::{AbortHandle, JoinError};
+
+/// Runs `fut` until it completes or `ctx` is done, whichever comes first.
+///
+/// The returned future owns a clone of `ctx` (it does not borrow it), so it can be
+/// spawned or stored.
+///
+/// Returns the future's output, or the context's error (`Canceled` or
+/// `DeadlineExceeded`) if the context was done first; a context already done
+/// returns its error without polling `fut` at all.
+///
+/// # Errors
+///
+/// The context's [`Error`] if it is done before `fut` completes.
+///
+/// # Cancellation safety
+///
+/// When the context wins, `fut` is dropped at its current `.await`; any partial
+/// work it did (bytes read into its buffer, a message taken off a channel) is lost
+/// unless `fut` itself is cancellation safe.
+///
+/// # Examples
+///
+/// ```
+/// use ctx_core::Error;
+/// use std::time::Duration;
+///
+/// #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// async fn main() {
+///     let (ctx, _cancel) = ctx_tokio::background().with_timeout(Duration::from_secs(1));
+///     let fast = ctx_tokio::run_until_done(&ctx, async { 7 }).await;
+///     assert_eq!(fast, Ok(7));
+///     let slow = ctx_tokio::run_until_done(&ctx, tokio::time::sleep(Duration::from_secs(5))).await;
+///     assert_eq!(slow, Err(Error::DeadlineExceeded));
+/// }
+/// ```
+pub fn run_until_done<F: IntoFuture>(
+    ctx: &Context,
+    fut: F,
+) -> impl Future<Output = Result<F::Output, Error>> + use<F> {
+    until_done(ctx.done(), fut.into_future())
+}
+
+/// Sleeps for `duration` by tokio's clock (counted from this call), or until `ctx`
+/// is done.
+///
+/// Returns `Ok(())` after the full sleep, or the context's error if it was done
+/// first. The context is checked again when the sleep ends, so a sleep that ends
+/// at or after the context's deadline reports `DeadlineExceeded` rather than a
+/// successful sleep.
+///
+/// # Errors
+///
+/// The context's [`Error`] if it is done before or when the sleep ends.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// async fn main() {
+///     let (ctx, cancel) = ctx_tokio::background().with_cancel();
+///     assert_eq!(ctx_tokio::sleep(&ctx, Duration::from_secs(1)).await, Ok(()));
+///     cancel.cancel();
+///     assert!(ctx_tokio::sleep(&ctx, Duration::from_secs(1)).await.is_err());
+/// }
+/// ```
+pub fn sleep(ctx: &Context, duration: Duration) -> impl Future<Output = Result<(), Error>> + use<> {
+    checked_sleep(ctx.done(), tokio::time::sleep(duration))
+}
+
+/// Like [`sleep`], until `deadline` by tokio's clock.
+///
+/// # Errors
+///
+/// The context's [`Error`] if it is done before or when the sleep ends.
+pub fn sleep_until(
+    ctx: &Context,
+    deadline: tokio::time::Instant,
+) -> impl Future<Output = Result<(), Error>> + use<> {
+    checked_sleep(ctx.done(), tokio::time::sleep_until(deadline))
+}
+
+async fn checked_sleep(done: Done, sleep: tokio::time::Sleep) -> Result<(), Error> {
+    let ctx = done.context().clone();
+    until_done(done, sleep).await?;
+    ctx.check()
+}
+
+/// Spawns `fut` on the current runtime as a task bound to `ctx`: when `ctx` is
+/// done, the task drops `fut` (at its current `.await`) and ends with the
+/// context's error.
+///
+/// The returned [`TaskHandle`] resolves to `Ok(output)`, or to a [`TaskError`]:
+/// [`TaskError::Done`] with the context's error, or [`TaskError::Join`] if the
+/// task panicked or was aborted. Dropping the handle detaches the task; it still
+/// ends when `ctx` is done.
+///
+/// # Panics
+///
+/// Panics outside a tokio runtime (as `tokio::spawn` does).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// async fn main() {
+///     let (ctx, cancel) = ctx_tokio::background().with_cancel();
+///     let task = ctx_tokio::spawn(&ctx, async {
+///         tokio::time::sleep(Duration::from_secs(3600)).await;
+///         "finished"
+///     });
+///     cancel.cancel();
+///     let err = task.await.unwrap_err();
+///     assert_eq!(err.context_error(), Some(ctx_core::Error::Canceled));
+/// }
+/// ```
+#[track_caller]
+pub fn spawn<F>(ctx: &Context, fut: F) -> TaskHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    TaskHandle {
+        inner: tokio::spawn(until_done(ctx.done(), fut)),
+    }
+}
+
+/// The handle of a task started by [`spawn`]: a future of its result.
+///
+/// Dropping it detaches the task (it still ends when its context is done).
+#[must_use = "dropping a TaskHandle detaches the task (it still ends when its context is done)"]
+pub struct TaskHandle<T> {
+    inner: tokio::task::JoinHandle<Result<T, Error>>,
+}
+
+/// Why a task started by [`spawn`] has no output.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The context was done first; the task dropped its future. Holds the
+    /// context's error.
+    Done(Error),
+    /// The task panicked, or was aborted (through [`TaskHandle::abort`] or by its
+    /// runtime shutting down): tokio's error, which carries the panic payload.
+    Join(JoinError),
+}
+
+/// Runs `f` as a task on the current runtime once `ctx` is done (Go's
+/// `AfterFunc`, which runs `f` in its own goroutine), unless stopped first.
+///
+/// ctx-core's [`Context::after_func`] runs its callback inline on the canceling
+/// thread; this variant only spawns there, so a slow or async callback never
+/// delays the cancel. If `ctx` is already done, the task is spawned at once.
+/// [`AfterFunc::stop`] prevents a pending spawn. If the runtime has shut down when
+/// `ctx` is done, the callback is dropped without running.
+///
+/// # Panics
+///
+/// Panics outside a tokio runtime (the runtime is captured here, so the cancel
+/// may come from any thread).
+///
+/// # Examples
+///
+/// ```
+/// #[tokio::main(flavor = "current_thread")]
+/// async fn main() {
+///     let (ctx, cancel) = ctx_tokio::background().with_cancel();
+///     let (tx, rx) = tokio::sync::oneshot::channel();
+///     let _registration = ctx_tokio::after_func_spawn(&ctx, move || async move {
+///         tx.send("cleaned up").unwrap();
+///     });
+///     cancel.cancel();
+///     assert_eq!(rx.await.unwrap(), "cleaned up");
+/// }
+/// ```
+#[track_caller]
+pub fn after_func_spawn<F, Fut>(ctx: &Context, f: F) -> AfterFunc
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let handle = Handle::current();
+    ctx.after_func(move || drop(handle.spawn(async move { f().await })))
+}
+
+/// Like [`after_func_spawn`] for a blocking callback: `f` runs on tokio's
+/// blocking thread pool (`spawn_blocking`) once `ctx` is done.
+///
+/// # Panics
+///
+/// Panics outside a tokio runtime.
+#[track_caller]
+pub fn after_func_spawn_blocking<F>(ctx: &Context, f: F) -> AfterFunc
+where
+    F: FnOnce() + Send + 'static,
+{
+    let handle = Handle::current();
+    ctx.after_func(move || drop(handle.spawn_blocking(f)))
+}
+
+/// A child of `parent` that is also canceled when `fut` completes: Go's custom
+/// parent contexts, for anything that can be awaited (a shutdown channel, a
+/// foreign cancellation token, a process exit).
+///
+/// A task on the current runtime watches `fut`; it ends as soon as either `fut`
+/// completes (and cancels the child with [`Error::Canceled`]) or the child is done
+/// for another reason (and drops `fut`). So the child is canceled shortly after
+/// `fut` completes: when the runtime runs that task. If the runtime shuts down
+/// first, the child is canceled too (the watch cannot go on), with a cause saying
+/// so.
+///
+/// # Panics
+///
+/// Panics outside a tokio runtime.
+///
+/// # Examples
+///
+/// ```
+/// #[tokio::main(flavor = "current_thread")]
+/// async fn main() {
+///     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+///     let (ctx, _cancel) = ctx_tokio::with_cancel_on(&ctx_tokio::background(), rx);
+///     tx.send(()).unwrap();
+///     ctx.done().await;
+///     assert_eq!(ctx.err(), Some(ctx_core::Error::Canceled));
+/// }
+/// ```
+#[track_caller]
+pub fn with_cancel_on<F>(parent: &Context, fut: F) -> (Context, CancelFunc)
+where
+    F: Future + Send + 'static,
+{
+    watch(parent, async move {
+        fut.await;
+        Cause::from(Error::Canceled)
+    })
+}
+
+/// Like [`with_cancel_on`], but `fut`'s output becomes the child's
+/// [`cause`](Context::cause).
+///
+/// # Panics
+///
+/// Panics outside a tokio runtime.
+#[track_caller]
+pub fn with_cancel_cause_on<F>(parent: &Context, fut: F) -> (Context, CancelFunc)
+where
+    F: Future + Send + 'static,
+    F::Output: Into<Cause>,
+{
+    watch(parent, async move { fut.await.into() })
+}
+
+/// The machinery of [`with_cancel_on`]: the user's [`CancelFunc`] cancels an outer
+/// node; the watcher holds the [`CancelCauseFunc`] of the inner one, which it
+/// cancels with the cause `fut` yields.
+///
+/// Two nodes, because a plain `CancelFunc` cannot be made for a node created with
+/// `with_cancel_cause`.
+#[track_caller]
+pub(crate) fn watch<F>(parent: &Context, fut: F) -> (Context, CancelFunc)
+where
+    F: Future<Output = Cause> + Send + 'static,
+{
+    let handle = Handle::current();
+    let (outer, cancel) = parent.with_cancel();
+    let (ctx, cancel_cause) = outer.with_cancel_cause();
+    let watcher = Watcher(Some(cancel_cause));
+    drop(handle.spawn(watcher.run(ctx.done(), fut)));
+    (ctx, cancel)
+}
+
+/// Cancels its context with a cause when dropped unfired: the watch ended because
+/// the runtime shut down.
+struct Watcher(Option<CancelCauseFunc>);
+
+impl Watcher {
+    async fn run<F: Future<Output = Cause>>(mut self, done: Done, fut: F) {
+        let outcome = until_done(done, fut).await;
+        // Taken either way: dropping it after the context is done cancels nothing.
+        if let (Ok(cause), Some(cancel)) = (outcome, self.0.take()) {
+            cancel.cancel(cause);
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.0.take() {
+            cancel.cancel(Cause::msg(
+                "ctx-tokio: the runtime watching this context shut down",
+            ));
+        }
+    }
+}
+
+/// Races `fut` against `done`, checking `done` first.
+pub(crate) async fn until_done<F: Future>(mut done: Done, fut: F) -> Result<F::Output, Error> {
+    if let Some(err) = done.context().err() {
+        return Err(err);
+    }
+    let mut fut = pin!(fut);
+    poll_fn(|cx| {
+        if Pin::new(&mut done).poll(cx).is_ready() {
+            return Poll::Ready(Err(done.context().err().unwrap_or(Error::Canceled)));
+        }
+        fut.as_mut().poll(cx).map(Ok)
+    })
+    .await
+}
+
+// ===== impl TaskHandle =====
+
+impl<T> TaskHandle<T> {
+    /// Aborts the task; awaiting the handle then gives [`TaskError::Join`] (unless
+    /// it had already finished).
+    pub fn abort(&self) {
+        self.inner.abort();
+    }
+
+    /// Whether the task has finished (by output, context, panic or abort).
+    pub fn is_finished(&self) -> bool {
+        self.inner.is_finished()
+    }
+
+    /// A handle that can abort the task without owning its result.
+    pub fn abort_handle(&self) -> AbortHandle {
+        self.inner.abort_handle()
+    }
+}
+
+impl<T> Future for TaskHandle<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.inner)
+            .poll(cx)
+            .map(|joined| match joined {
+                Ok(Ok(output)) => Ok(output),
+                Ok(Err(err)) => Err(TaskError::Done(err)),
+                Err(join) => Err(TaskError::Join(join)),
+            })
+    }
+}
+
+impl<T> fmt::Debug for TaskHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("id", &self.inner.id())
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+// ===== impl TaskError =====
+
+impl TaskError {
+    /// The context's error, if the task ended because its context was done.
+    pub fn context_error(&self) -> Option<Error> {
+        match self {
+            TaskError::Done(err) => Some(*err),
+            TaskError::Join(_) => None,
+        }
+    }
+
+    /// Whether the task panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self, TaskError::Join(join) if join.is_panic())
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskError::Done(err) => write!(f, "task stopped: {err}"),
+            TaskError::Join(join) => fmt::Display::fmt(join, f),
+        }
+    }
+}
+
+impl std::error::Error for TaskError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TaskError::Done(err) => Some(err),
+            TaskError::Join(join) => Some(join),
+        }
+    }
+}

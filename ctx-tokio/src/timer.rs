@@ -1,0 +1,619 @@
+//! [`TokioTimer`]: a [`Timer`] backend on tokio's own time driver.
+//!
+//! The design, its cost and what happens when the runtime goes away are
+//! documented on [`TokioTimer`]; this header adds the synchronization.
+//!
+//! # Synchronization
+//!
+//! | atomic / lock | guards | pairing |
+//! |---|---|---|
+//! | `closed` | whether the driver is gone | `SeqCst` store + fence in the driver's drop vs. push + fence + load in `arm`/`disarm` (store buffering): either the driver's drop sees the command, or the caller sees `closed` and applies it itself |
+//! | `wake_at` | the deadline the driver sleeps towards; 0 = a wake-up is already pending | `SeqCst` store + fence + queue check in the driver vs. push + load in `arm`: either the driver sees the command before sleeping, or `arm` sees the target and wakes it |
+//! | `handoff` (mutex) | the map from our keys to the `StdTimer`'s, after the driver is gone | taken only once `closed` is set |
+//! | `armed`, `pending`, `next_key` | statistics and unique keys | `Relaxed` |
+
+use crossbeam_queue::SegQueue;
+use ctx_core::{Context, Expiry, StdTimer, Timer, TimerKey};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::future::poll_fn;
+use std::num::NonZeroU64;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio::time::Sleep;
+
+/// A timer backend on tokio's time driver: contexts below it read tokio's clock
+/// (so paused time drives them) and their deadlines fire on the runtime.
+///
+/// Install it with [`Context::with_timer`], or start from
+/// [`background()`](crate::background), which does that for the current runtime.
+/// The runtime must have its time driver enabled (`enable_time` or `enable_all`,
+/// as `#[tokio::main]` and `#[tokio::test]` do).
+///
+/// # Examples
+///
+/// ```
+/// use ctx_core::Context;
+/// use ctx_tokio::TokioTimer;
+/// use std::time::Duration;
+///
+/// #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// async fn main() {
+///     let timer = TokioTimer::current();
+///     let root = Context::background().with_timer(timer.clone());
+///     let (ctx, _cancel) = root.with_timeout(Duration::from_secs(3600));
+///     assert_eq!(timer.armed(), 1);
+///     ctx.done().await; // paused time auto-advances to the deadline at once
+///     assert!(ctx.err().unwrap().is_timeout());
+/// }
+/// ```
+///
+/// # Design
+///
+/// Each `TokioTimer` owns one *driver task* on its runtime (spawned on the first
+/// armed deadline; no thread of its own). The driver keeps a binary heap of
+/// deadlines and a map from key to [`Expiry`], sleeps on one reusable
+/// [`tokio::time::Sleep`] until the earliest deadline (dropping it while nothing
+/// is armed), fires what is due, and sleeps again. Because it sleeps on tokio's timer, `tokio::time::pause()`,
+/// `advance()` and auto-advance drive contexts exactly as they drive `sleep`.
+///
+/// [`arm`](Timer::arm) and [`disarm`](Timer::disarm) never take a lock and never
+/// wait for the driver: they push a command onto a lock-free queue. `arm` wakes the
+/// driver only when the new deadline is earlier than the one it sleeps towards;
+/// `disarm` decrements [`armed`](TokioTimer::armed) at once and leaves the heap
+/// entry to be dropped lazily, waking the driver only when no timer is left armed
+/// (so that a paused runtime does not auto-advance to a dead deadline) or when many
+/// commands are pending (so that memory stays bounded). This is the design of
+/// ctx-core's `StdTimer`, with a tokio task in place of the thread.
+///
+/// # Cost
+///
+/// Per armed timer: one queued command until the driver runs (48 bytes in a
+/// 56-byte queue slot), then a heap entry (24 bytes) and a map entry (32 bytes
+/// plus hash-table slack): 60 to 100 bytes in all, and no task, no `Sleep` and no
+/// waker of its own. A disarmed timer costs one more queued command until the
+/// driver applies it (the driver is woken after 1024 pending commands, so this
+/// stays bounded while it runs). The [`Expiry`] is a weak reference: it keeps the
+/// context's allocation (not its values) until the driver drops it.
+///
+/// [`now`](Timer::now) enters the runtime's context for the read (a reference
+/// count increment and decrement on the runtime handle), so that it reads *this*
+/// runtime's clock on any thread: tokio's `Instant::now` reads the clock of
+/// whichever runtime the calling thread is in.
+///
+/// # When the runtime goes away
+///
+/// A runtime that shuts down drops its tasks, the driver among them. The driver's
+/// drop hands every timer still armed to ctx-core's process-wide
+/// [`StdTimer`](ctx_core::StdTimer), and so do later `arm` calls: deadlines keep
+/// firing, on the system clock, and `disarm` is forwarded. [`now`](Timer::now)
+/// keeps reading the runtime's clock, so deadlines stay exact for `err()`; a
+/// runtime whose clock was paused (tests only) keeps its frozen clock, while the
+/// handed-over timers fire by the system clock. Nothing panics or blocks.
+pub struct TokioTimer {
+    handle: Handle,
+    shared: Arc<Shared>,
+}
+
+/// Returned by [`TokioTimer::try_current`] and [`try_background`](crate::try_background)
+/// when called outside a tokio runtime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoRuntime;
+
+/// The context for the current tokio runtime: [`Context::background`] with a
+/// [`TokioTimer`] installed, so every deadline below it runs on tokio's timer and
+/// follows paused time.
+///
+/// Create it once (in `main`, or per test) and derive from it: each call makes a
+/// new timer, whose driver task starts with its first deadline.
+///
+/// # Panics
+///
+/// Panics outside a tokio runtime, with a message saying so; use
+/// [`try_background`] to get an error instead.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// #[tokio::main(flavor = "current_thread")]
+/// async fn main() {
+///     let root = ctx_tokio::background();
+///     let (ctx, _cancel) = root.with_timeout(Duration::from_millis(10));
+///     ctx.done().await;
+///     assert_eq!(ctx.err(), Some(ctx_core::Error::DeadlineExceeded));
+/// }
+/// ```
+#[track_caller]
+#[must_use]
+pub fn background() -> Context {
+    match try_background() {
+        Ok(ctx) => ctx,
+        Err(NoRuntime) => panic!(
+            "ctx_tokio::background() called outside a tokio runtime; call it from async code \
+             running on tokio, inside `Handle::enter`, or use `try_background()`"
+        ),
+    }
+}
+
+/// Like [`background`], but returns [`NoRuntime`] outside a tokio runtime.
+///
+/// # Errors
+///
+/// [`NoRuntime`] when the current thread is not inside a tokio runtime.
+pub fn try_background() -> Result<Context, NoRuntime> {
+    let timer: Arc<dyn Timer> = TokioTimer::try_current()?;
+    Ok(Context::background().with_timer(timer))
+}
+
+/// Wake the driver when this many commands wait, so memory stays bounded.
+const PENDING_LIMIT: usize = 1024;
+/// `wake_at` value: the driver sleeps with no deadline to wait for.
+const IDLE: u64 = u64::MAX;
+/// `wake_at` value: a wake-up is already on its way; nobody else needs to send one.
+const WAKING: u64 = 0;
+/// The most commands the driver applies before it yields to other tasks.
+const DRAIN_BATCH: usize = 4096;
+/// The longest single sleep; the driver re-checks after it (tokio's own far future).
+const MAX_SLEEP: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+struct Shared {
+    commands: SegQueue<Command>,
+    /// Commands pushed and not yet applied.
+    pending: AtomicUsize,
+    /// Keys returned by `arm` and not yet disarmed.
+    armed: AtomicUsize,
+    next_key: AtomicU64,
+    /// Nanoseconds after `epoch` the driver sleeps towards, `IDLE` or `WAKING`.
+    wake_at: AtomicU64,
+    epoch: Instant,
+    notify: Notify,
+    /// The driver task was spawned.
+    started: AtomicBool,
+    /// The driver task is gone (its runtime shut down): see the module docs.
+    closed: AtomicBool,
+    /// The `TokioTimer` was dropped: the driver ends without handing anything over.
+    stopping: AtomicBool,
+    /// After `closed`: our keys to the keys of the `StdTimer` that took them over.
+    handoff: Mutex<HashMap<u64, Option<TimerKey>>>,
+}
+
+enum Command {
+    Arm(u64, Instant, Expiry),
+    Disarm(u64),
+}
+
+// ===== impl TokioTimer =====
+
+impl TokioTimer {
+    /// A timer on the runtime behind `handle`.
+    #[must_use]
+    pub fn new(handle: Handle) -> Arc<TokioTimer> {
+        let epoch = {
+            let _enter = handle.enter();
+            tokio::time::Instant::now().into_std()
+        };
+        Arc::new(TokioTimer {
+            handle,
+            shared: Arc::new(Shared {
+                commands: SegQueue::new(),
+                pending: AtomicUsize::new(0),
+                armed: AtomicUsize::new(0),
+                next_key: AtomicU64::new(1),
+                wake_at: AtomicU64::new(IDLE),
+                epoch,
+                notify: Notify::new(),
+                started: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
+                stopping: AtomicBool::new(false),
+                handoff: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// A timer on the current runtime.
+    ///
+    /// # Panics
+    ///
+    /// Panics outside a tokio runtime, with a message saying so; use
+    /// [`try_current`](TokioTimer::try_current) to get an error instead.
+    #[track_caller]
+    #[must_use]
+    pub fn current() -> Arc<TokioTimer> {
+        match TokioTimer::try_current() {
+            Ok(timer) => timer,
+            Err(NoRuntime) => panic!(
+                "ctx_tokio::TokioTimer::current() called outside a tokio runtime; call it from \
+                 async code running on tokio, inside `Handle::enter`, or use `try_current()`"
+            ),
+        }
+    }
+
+    /// A timer on the current runtime, or [`NoRuntime`] outside one.
+    ///
+    /// # Errors
+    ///
+    /// [`NoRuntime`] when the current thread is not inside a tokio runtime.
+    pub fn try_current() -> Result<Arc<TokioTimer>, NoRuntime> {
+        Handle::try_current()
+            .map(TokioTimer::new)
+            .map_err(|_| NoRuntime)
+    }
+
+    /// The runtime this timer runs on.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// How many timers are armed: keys returned by `arm` and not yet disarmed.
+    ///
+    /// A context that is done (by its deadline, a cancel or its parent) disarms
+    /// its timer at once, synchronously, so this is 0 as soon as no deadline
+    /// context of this timer is live; the driver task need not run first.
+    pub fn armed(&self) -> usize {
+        // Relaxed: a statistic; callers synchronise with the contexts by other means.
+        self.shared.armed.load(Ordering::Relaxed)
+    }
+
+    /// Whether the driver task is gone because its runtime shut down; timers are
+    /// then served by ctx-core's `StdTimer` (see [`TokioTimer`]).
+    pub fn is_closed(&self) -> bool {
+        // Relaxed: a snapshot for diagnostics.
+        self.shared.closed.load(Ordering::Relaxed)
+    }
+
+    /// Spawns the driver task on the first armed deadline.
+    fn start(&self) {
+        // Relaxed first check: `swap` below decides.
+        if self.shared.started.load(Ordering::Relaxed)
+            || self.shared.started.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let driver = Driver {
+            shared: self.shared.clone(),
+            heap: BinaryHeap::new(),
+            live: HashMap::new(),
+        };
+        // On a runtime that is shutting down the future is dropped unpolled, and
+        // the driver's `Drop` closes the timer.
+        drop(self.handle.spawn(driver.run()));
+    }
+
+    fn wake_driver(&self) {
+        // SeqCst: claim the wake-up, so concurrent arms do not all notify.
+        if self.shared.wake_at.swap(WAKING, Ordering::SeqCst) != WAKING {
+            self.shared.notify.notify_one();
+        }
+    }
+}
+
+impl Timer for TokioTimer {
+    /// Tokio's clock of this timer's runtime (paused time included), read as a
+    /// `std` instant.
+    fn now(&self) -> Instant {
+        // Enter the runtime so that tokio reads *its* clock even on a foreign thread
+        // (tokio's `Instant::now` uses the clock of the current runtime context).
+        let _enter = self.handle.enter();
+        tokio::time::Instant::now().into_std()
+    }
+
+    fn arm(&self, deadline: Instant, expiry: Expiry) -> Option<TimerKey> {
+        let shared = &*self.shared;
+        // Relaxed: keys only need to be unique.
+        let key = shared.next_key.fetch_add(1, Ordering::Relaxed);
+        // Relaxed: a statistic (see `armed`).
+        shared.armed.fetch_add(1, Ordering::Relaxed);
+        // SeqCst: see `closed` in the module docs.
+        if shared.closed.load(Ordering::SeqCst) {
+            shared.after_close(|handoff| handoff.arm(key, deadline, expiry));
+            return NonZeroU64::new(key).map(TimerKey::new);
+        }
+        let at = shared.nanos(deadline);
+        if shared.push(Command::Arm(key, deadline, expiry)) {
+            self.wake_driver();
+        }
+        self.start();
+        // SeqCst: the fence in `push`, then this load, against the store, fence and
+        // drain in `Driver::drop`: one of us sees the other (module docs).
+        if shared.closed.load(Ordering::SeqCst) {
+            shared.after_close(|_| {});
+        } else if at < shared.wake_at.load(Ordering::SeqCst) {
+            // SeqCst: against the driver's store of `wake_at` and its re-check of
+            // the queue: either it saw our command, or we see its target.
+            self.wake_driver();
+        }
+        NonZeroU64::new(key).map(TimerKey::new)
+    }
+
+    fn disarm(&self, key: TimerKey) {
+        let shared = &*self.shared;
+        let key = key.get().get();
+        // Relaxed: a statistic (see `armed`). Wrapping: a key disarmed twice (a
+        // broken caller) skews the count but must not panic here.
+        let left = shared.armed.fetch_sub(1, Ordering::Relaxed).wrapping_sub(1);
+        // SeqCst: see `arm`.
+        if shared.closed.load(Ordering::SeqCst) {
+            shared.after_close(|handoff| handoff.disarm(key));
+            return;
+        }
+        let many = shared.push(Command::Disarm(key));
+        // SeqCst: see `arm`.
+        if shared.closed.load(Ordering::SeqCst) {
+            shared.after_close(|_| {});
+        } else if many || (left == 0 && shared.wake_at.load(Ordering::SeqCst) != IDLE) {
+            // Either many commands wait (bound the memory), or nothing is armed any
+            // more while the driver sleeps towards a dead deadline: wake it to drop
+            // that sleep, or a paused runtime would auto-advance its clock to it.
+            self.wake_driver();
+        }
+    }
+}
+
+impl Drop for TokioTimer {
+    fn drop(&mut self) {
+        // Relaxed: the notification below is the synchronisation point.
+        self.shared.stopping.store(true, Ordering::Relaxed);
+        self.shared.notify.notify_one();
+    }
+}
+
+impl fmt::Debug for TokioTimer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokioTimer")
+            .field("armed", &self.armed())
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+// ===== impl NoRuntime =====
+
+impl fmt::Display for NoRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not inside a tokio runtime")
+    }
+}
+
+impl std::error::Error for NoRuntime {}
+
+// ===== impl Shared =====
+
+impl Shared {
+    /// Pushes a command; true if the driver should be woken to bound memory.
+    fn push(&self, command: Command) -> bool {
+        // Counted before the push, so that a concurrent pop never takes the count
+        // below zero. Relaxed: the count only decides when to wake the driver early.
+        let pending = self.pending.fetch_add(1, Ordering::Relaxed) + 1;
+        self.commands.push(command);
+        // SeqCst: the caller's half of the store-buffering pair on `closed`.
+        fence(Ordering::SeqCst);
+        pending >= PENDING_LIMIT
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        let nanos = at.saturating_duration_since(self.epoch).as_nanos();
+        u64::try_from(nanos).unwrap_or(IDLE - 1).max(WAKING + 1)
+    }
+
+    /// Runs `f` on the hand-over state once the driver is gone, after applying
+    /// every queued command (so an `Arm` is always seen before its `Disarm`).
+    fn after_close(&self, f: impl FnOnce(&mut Handoff<'_>)) {
+        let mut map = self.handoff.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut handoff = Handoff { map: &mut map };
+        while let Some(command) = self.commands.pop() {
+            // Relaxed: a statistic.
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            handoff.apply(command);
+        }
+        f(&mut handoff);
+    }
+}
+
+/// The state after the driver is gone: our keys, handed over to the `StdTimer`.
+///
+/// Only `StdTimer::arm`/`disarm` are called under the lock: they never call back
+/// into a context, so no cancel (and no `disarm` on us) can run while it is held.
+struct Handoff<'a> {
+    map: &'a mut HashMap<u64, Option<TimerKey>>,
+}
+
+impl Handoff<'_> {
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::Arm(key, at, expiry) => self.arm(key, at, expiry),
+            Command::Disarm(key) => self.disarm(key),
+        }
+    }
+
+    fn arm(&mut self, key: u64, at: Instant, expiry: Expiry) {
+        let theirs = StdTimer::global().arm(at, expiry);
+        self.map.insert(key, theirs);
+    }
+
+    fn disarm(&mut self, key: u64) {
+        if let Some(Some(theirs)) = self.map.remove(&key) {
+            StdTimer::global().disarm(theirs);
+        }
+    }
+}
+
+// ===== the driver task =====
+
+/// The driver task's state. Its `Drop` closes the timer (module docs).
+struct Driver {
+    shared: Arc<Shared>,
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    live: HashMap<u64, Expiry>,
+}
+
+impl Driver {
+    async fn run(mut self) {
+        // Dropped while there is nothing to wait for: a registered `Sleep`, even
+        // one nobody polls, is a timer that a paused runtime auto-advances to.
+        let mut sleep: Option<Pin<Box<Sleep>>> = None;
+        loop {
+            // Relaxed: set before `TokioTimer::drop` notifies us.
+            if self.shared.stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            self.drain();
+            let now = tokio::time::Instant::now().into_std();
+            self.fire_due(now);
+            let next = self.next();
+            let target = next.map_or(IDLE, |at| self.shared.nanos(at));
+            // SeqCst: publish the sleep target, then re-check the queue (see `arm`).
+            self.shared.wake_at.store(target, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if !self.shared.commands.is_empty() {
+                // More work arrived. Yield first: a driver that never returns
+                // `Pending` under a steady stream of commands would starve its
+                // worker and block the runtime's shutdown.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            match next {
+                Some(at) => {
+                    let capped = now.checked_add(MAX_SLEEP).map_or(at, |cap| at.min(cap));
+                    let at = tokio::time::Instant::from_std(capped);
+                    match &mut sleep {
+                        Some(sleep) => sleep.as_mut().reset(at),
+                        None => sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+                    }
+                }
+                None => sleep = None,
+            }
+            let mut notified = pin!(self.shared.notify.notified());
+            poll_fn(|cx| {
+                if notified.as_mut().poll(cx).is_ready()
+                    || sleep
+                        .as_mut()
+                        .is_some_and(|s| s.as_mut().poll(cx).is_ready())
+                {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+        }
+    }
+
+    /// Applies the queued commands, at most `DRAIN_BATCH` at a time (the loop
+    /// yields between batches).
+    fn drain(&mut self) {
+        for _ in 0..DRAIN_BATCH {
+            let Some(command) = self.shared.commands.pop() else {
+                return;
+            };
+            // Relaxed: a statistic.
+            self.shared.pending.fetch_sub(1, Ordering::Relaxed);
+            match command {
+                Command::Arm(key, at, expiry) => {
+                    self.heap.push(Reverse((at, key)));
+                    self.live.insert(key, expiry);
+                }
+                Command::Disarm(key) => {
+                    self.live.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn fire_due(&mut self, now: Instant) {
+        while let Some(&Reverse((at, key))) = self.heap.peek() {
+            if at > now {
+                break;
+            }
+            self.heap.pop();
+            if let Some(expiry) = self.live.remove(&key) {
+                // A panic in user code run by the cancel (an `after_func` callback)
+                // must not take the driver down with it; ctx-core has already
+                // finished the cancel when it resumes the panic.
+                let _ = catch_unwind(AssertUnwindSafe(|| expiry.fire()));
+            }
+        }
+    }
+
+    /// The earliest live deadline, after dropping dead heap entries on top (and
+    /// rebuilding the heap when most of it is dead).
+    fn next(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((_, key))) = self.heap.peek() {
+            if self.live.contains_key(&key) {
+                break;
+            }
+            self.heap.pop();
+        }
+        if self.heap.len() > 64 && self.heap.len() > 2 * self.live.len() {
+            self.heap = self
+                .live
+                .iter()
+                .map(|(key, expiry)| Reverse((expiry.deadline(), *key)))
+                .collect();
+        }
+        self.heap.peek().map(|Reverse((at, _))| *at)
+    }
+}
+
+impl Drop for Driver {
+    /// The driver is gone: its runtime shut down (or the timer was dropped, or a
+    /// runtime without a time driver made `sleep` panic). Hand every live timer
+    /// over to the `StdTimer`, then mark the timer closed.
+    fn drop(&mut self) {
+        let shared = self.shared.clone();
+        // Relaxed: set before the notification that ended the loop (same task).
+        let stopping = shared.stopping.load(Ordering::Relaxed);
+        // Forget timers whose context is gone. Outside the lock: dropping the
+        // last handle of a context may run user code (a value's `Drop`), which
+        // may arm a timer here again.
+        self.live.retain(|_, expiry| expiry.context().is_some());
+        let mut map = shared
+            .handoff
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // SeqCst: the driver's half of the store-buffering pair on `closed`: after
+        // this store and fence, every command pushed by a caller that read
+        // `closed == false` is visible to the drain below.
+        shared.closed.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let mut handoff = Handoff { map: &mut map };
+        self.heap.clear();
+        for (key, expiry) in self.live.drain() {
+            if !stopping {
+                handoff.arm(key, expiry.deadline(), expiry);
+            }
+        }
+        while let Some(command) = shared.commands.pop() {
+            // Relaxed: a statistic.
+            shared.pending.fetch_sub(1, Ordering::Relaxed);
+            if !stopping {
+                handoff.apply(command);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::size_of;
+
+    /// Pins the per-timer cost documented on `TokioTimer` (where `Instant` is a
+    /// 16-byte `timespec`).
+    #[test]
+    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+    fn per_timer_state_sizes() {
+        assert_eq!(size_of::<Expiry>(), 24);
+        assert_eq!(size_of::<Command>(), 48);
+        assert_eq!(size_of::<Reverse<(Instant, u64)>>(), 24);
+        assert_eq!(size_of::<(u64, Expiry)>(), 32);
+    }
+}

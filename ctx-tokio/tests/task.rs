@@ -1,0 +1,294 @@
+//! Task helpers: `run_until_done`, `sleep`, `spawn`, `after_func_spawn`,
+//! `with_cancel_on`.
+
+use ctx_core::{Cause, Error};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Sets its flag when dropped: shows that a future was dropped, not leaked.
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A future that counts its polls and never completes.
+struct Pending(Arc<AtomicUsize>);
+
+impl Future for Pending {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut TaskContext<'_>) -> Poll<()> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Poll::Pending
+    }
+}
+
+async fn settle() {
+    for _ in 0..8 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_until_done_returns_the_output_or_the_context_error() {
+    let (ctx, cancel) = ctx_tokio::background().with_cancel();
+    assert_eq!(ctx_tokio::run_until_done(&ctx, async { 5 }).await, Ok(5));
+
+    let canceler = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cancel.cancel();
+    });
+    let start = Instant::now();
+    let slow = ctx_tokio::run_until_done(&ctx, tokio::time::sleep(Duration::from_secs(60)));
+    assert_eq!(slow.await, Err(Error::Canceled));
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    canceler.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_until_done_on_a_done_context_never_polls() {
+    let (ctx, cancel) = ctx_tokio::background().with_cancel();
+    cancel.cancel();
+    let polls = Arc::new(AtomicUsize::new(0));
+    let result = ctx_tokio::run_until_done(&ctx, Pending(polls.clone())).await;
+    assert_eq!(result, Err(Error::Canceled));
+    assert_eq!(polls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_until_done_reports_the_deadline_and_drops_the_future() {
+    let (ctx, _cancel) = ctx_tokio::background().with_timeout(Duration::from_millis(100));
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = DropFlag(dropped.clone());
+    let work = async move {
+        let _flag = flag;
+        std::future::pending::<()>().await;
+    };
+    // The future owns its context: it can be spawned as is.
+    let result = tokio::spawn(ctx_tokio::run_until_done(&ctx, work))
+        .await
+        .unwrap();
+    assert_eq!(result, Err(Error::DeadlineExceeded));
+    assert!(dropped.load(Ordering::SeqCst));
+}
+
+#[tokio::test(start_paused = true)]
+async fn sleep_completes_or_is_interrupted() {
+    let root = ctx_tokio::background();
+    let start = Instant::now();
+    assert_eq!(
+        ctx_tokio::sleep(&root, Duration::from_secs(5)).await,
+        Ok(())
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
+
+    // Interrupted by a cancel from another task, at the time of the cancel.
+    let (ctx, cancel) = root.with_cancel();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cancel.cancel();
+    });
+    let start = Instant::now();
+    assert_eq!(
+        ctx_tokio::sleep(&ctx, Duration::from_secs(60)).await,
+        Err(Error::Canceled)
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+
+    // Interrupted by the context's deadline.
+    let (ctx, _cancel) = root.with_timeout(Duration::from_secs(3));
+    let start = Instant::now();
+    assert_eq!(
+        ctx_tokio::sleep(&ctx, Duration::from_secs(60)).await,
+        Err(Error::DeadlineExceeded)
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+
+    // A sleep that ends exactly at the deadline reports the deadline.
+    let (ctx, _cancel) = root.with_timeout(Duration::from_secs(3));
+    assert_eq!(
+        ctx_tokio::sleep(&ctx, Duration::from_secs(3)).await,
+        Err(Error::DeadlineExceeded)
+    );
+
+    // sleep_until, and a context already done.
+    let (ctx, cancel) = root.with_cancel();
+    let until = Instant::now() + Duration::from_secs(1);
+    assert_eq!(ctx_tokio::sleep_until(&ctx, until).await, Ok(()));
+    cancel.cancel();
+    assert_eq!(
+        ctx_tokio::sleep_until(&ctx, until).await,
+        Err(Error::Canceled)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn spawned_task_is_dropped_when_its_context_is_done() {
+    let (ctx, cancel) = ctx_tokio::background().with_cancel();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = DropFlag(dropped.clone());
+    let task = ctx_tokio::spawn(&ctx, async move {
+        let _flag = flag;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        "finished"
+    });
+    settle().await;
+    assert!(!task.is_finished());
+    cancel.cancel();
+    let err = task.await.unwrap_err();
+    assert_eq!(err.context_error(), Some(Error::Canceled));
+    assert!(!err.is_panic());
+    assert_eq!(err.to_string(), "task stopped: context canceled");
+    assert!(dropped.load(Ordering::SeqCst));
+}
+
+#[tokio::test(start_paused = true)]
+async fn spawned_task_output_panic_and_abort() {
+    let (ctx, _cancel) = ctx_tokio::background().with_timeout(Duration::from_secs(10));
+    let ok = ctx_tokio::spawn(&ctx, async { 40 + 2 });
+    assert_eq!(ok.await.unwrap(), 42);
+
+    let panicking = ctx_tokio::spawn(&ctx, async {
+        if ctx_core::Context::background().err().is_none() {
+            panic!("task blew up");
+        }
+    });
+    let err = panicking.await.unwrap_err();
+    assert!(err.is_panic());
+    assert_eq!(err.context_error(), None);
+
+    let aborted = ctx_tokio::spawn(&ctx, std::future::pending::<()>());
+    aborted.abort();
+    let err = aborted.await.unwrap_err();
+    assert!(matches!(err, ctx_tokio::TaskError::Join(ref join) if join.is_cancelled()));
+
+    let timed_out = ctx_tokio::spawn(&ctx, std::future::pending::<()>());
+    assert!(format!("{timed_out:?}").starts_with("TaskHandle"));
+    let err = timed_out.await.unwrap_err();
+    assert_eq!(err.context_error(), Some(Error::DeadlineExceeded));
+}
+
+#[tokio::test]
+async fn after_func_spawn_runs_the_callback_as_a_task() {
+    let (ctx, cancel) = ctx_tokio::background().with_cancel();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let canceling_thread = std::thread::current().id();
+    let _registration = ctx_tokio::after_func_spawn(&ctx, move || async move {
+        tokio::task::yield_now().await;
+        tx.send(std::thread::current().id()).unwrap();
+    });
+    // Cancel from a plain thread: the callback still runs on the runtime.
+    std::thread::spawn(move || cancel.cancel()).join().unwrap();
+    let ran_on = rx.await.unwrap();
+    assert_eq!(
+        ran_on, canceling_thread,
+        "current-thread runtime runs it here"
+    );
+}
+
+#[tokio::test]
+async fn after_func_spawn_can_be_stopped_and_fires_at_once_when_done() {
+    let (ctx, cancel) = ctx_tokio::background().with_cancel();
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    let registration = ctx_tokio::after_func_spawn(&ctx, move || async move {
+        flag.store(true, Ordering::SeqCst);
+    });
+    assert!(registration.stop());
+    cancel.cancel();
+    settle().await;
+    assert!(!ran.load(Ordering::SeqCst));
+
+    // Already done: spawned right away.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let _registration = ctx_tokio::after_func_spawn(&ctx, move || async move {
+        tx.send(()).unwrap();
+    });
+    rx.await.unwrap();
+}
+
+#[tokio::test]
+async fn after_func_spawn_blocking_runs_on_the_blocking_pool() {
+    let (ctx, cancel) = ctx_tokio::background().with_cancel();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let _registration = ctx_tokio::after_func_spawn_blocking(&ctx, move || {
+        std::thread::sleep(Duration::from_millis(1));
+        tx.send(std::thread::current().name().map(str::to_owned))
+            .unwrap();
+    });
+    cancel.cancel();
+    let name = rx.await.unwrap();
+    assert_ne!(
+        name.as_deref(),
+        Some("after_func_spawn_blocking_runs_on_the_blocking_pool")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_cancel_on_cancels_when_the_future_completes() {
+    let root = ctx_tokio::background();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (ctx, _cancel) = ctx_tokio::with_cancel_on(&root, rx);
+    settle().await;
+    assert_eq!(ctx.err(), None);
+    tx.send(()).unwrap();
+    ctx.done().await;
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    assert_eq!(ctx.cause().unwrap(), Error::Canceled);
+
+    // With a cause from the future's output.
+    let (ctx, _cancel) = ctx_tokio::with_cancel_cause_on(&root, async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Cause::msg("upstream closed")
+    });
+    ctx.done().await;
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    assert_eq!(ctx.cause().unwrap().to_string(), "upstream closed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_cancel_on_drops_the_watch_when_canceled_otherwise() {
+    let (parent, cancel_parent) = ctx_tokio::background().with_cancel();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = DropFlag(dropped.clone());
+    let (ctx, _cancel) = ctx_tokio::with_cancel_on(&parent, async move {
+        let _flag = flag;
+        std::future::pending::<()>().await;
+    });
+    settle().await;
+    assert!(!dropped.load(Ordering::SeqCst));
+    cancel_parent.cancel();
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    settle().await;
+    assert!(dropped.load(Ordering::SeqCst), "the watching task ended");
+    assert_eq!(parent.live_children(), 0);
+
+    // The returned CancelFunc cancels as usual.
+    let (ctx, cancel) =
+        ctx_tokio::with_cancel_on(&ctx_tokio::background(), std::future::pending::<()>());
+    cancel.cancel();
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+}
+
+#[test]
+fn with_cancel_on_is_canceled_when_its_runtime_shuts_down() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (ctx, _cancel) = runtime.block_on(async {
+        ctx_tokio::with_cancel_on(&ctx_tokio::background(), std::future::pending::<()>())
+    });
+    assert_eq!(ctx.err(), None);
+    drop(runtime);
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    assert!(ctx.cause().unwrap().to_string().contains("shut down"));
+}

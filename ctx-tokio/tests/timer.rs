@@ -1,0 +1,412 @@
+//! The tokio timer backend: paused time, arming and disarming, the clock, and a
+//! runtime that goes away while contexts still use it.
+
+use ctx_core::{Context, Error, Timer};
+use ctx_tokio::{NoRuntime, TokioTimer};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// A root context on a fresh timer of the current runtime, and the timer.
+fn root() -> (Context, Arc<TokioTimer>) {
+    let timer = TokioTimer::current();
+    (Context::background().with_timer(timer.clone()), timer)
+}
+
+/// Lets the driver task (and other spawned tasks) run.
+async fn settle() {
+    for _ in 0..8 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_fires_after_advance() {
+    let (root, timer) = root();
+    let (ctx, _cancel) = root.with_timeout(Duration::from_secs(10));
+    assert_eq!(timer.armed(), 1);
+    tokio::time::advance(Duration::from_secs(9)).await;
+    assert_eq!(ctx.err(), None);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    ctx.done().await;
+    assert_eq!(timer.armed(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn done_completes_by_auto_advance() {
+    let (root, _timer) = root();
+    let start = tokio::time::Instant::now();
+    let (ctx, _cancel) = root.with_timeout(Duration::from_secs(3600));
+    ctx.done().await;
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    assert!(start.elapsed() >= Duration::from_secs(3600));
+    assert!(start.elapsed() < Duration::from_secs(3601));
+}
+
+#[tokio::test(start_paused = true)]
+async fn expiry_runs_after_func_on_the_driver() {
+    let (root, _timer) = root();
+    let (ctx, _cancel) =
+        root.with_timeout_cause(Duration::from_millis(5), ctx_core::Cause::msg("slow"));
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    let _registration = ctx.after_func(move || flag.store(true, Ordering::SeqCst));
+    tokio::time::sleep(Duration::from_millis(6)).await;
+    settle().await;
+    assert!(ran.load(Ordering::SeqCst));
+    assert_eq!(ctx.cause().unwrap().to_string(), "slow");
+}
+
+#[tokio::test(start_paused = true)]
+async fn nested_deadlines_fire_in_order() {
+    let (root, timer) = root();
+    let (outer, _c1) = root.with_timeout(Duration::from_secs(10));
+    let (inner, _c2) = outer.with_timeout(Duration::from_secs(5));
+    // A later child deadline is clamped to the parent's: no timer of its own.
+    let (later, _c3) = outer.with_timeout(Duration::from_secs(20));
+    assert_eq!(later.deadline(), outer.deadline());
+    assert_eq!(timer.armed(), 2);
+    inner.done().await;
+    assert_eq!(outer.err(), None);
+    assert_eq!(timer.armed(), 1);
+    outer.done().await;
+    assert_eq!(later.err(), Some(Error::DeadlineExceeded));
+    assert_eq!(timer.armed(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_timeouts_canceled_before_expiry_leave_nothing_armed() {
+    let (root, timer) = root();
+    let (parent, _cancel_parent) = root.with_cancel();
+    for _ in 0..100_000 {
+        let (ctx, cancel) = parent.with_timeout(Duration::from_secs(60));
+        assert!(!ctx.is_done());
+        cancel.cancel();
+    }
+    assert_eq!(timer.armed(), 0);
+    assert_eq!(parent.live_children(), 0);
+    settle().await;
+    assert_eq!(timer.armed(), 0);
+
+    // Live ones are counted, and dropping their cancel functions releases them.
+    let live: Vec<_> = (0..1000)
+        .map(|_| parent.with_timeout(Duration::from_secs(60)))
+        .collect();
+    assert_eq!(timer.armed(), 1000);
+    assert_eq!(parent.live_children(), 1000);
+    settle().await;
+    drop(live);
+    assert_eq!(timer.armed(), 0);
+    assert_eq!(parent.live_children(), 0);
+    // No timer fires afterwards: the dead deadlines do not move the clock.
+    let start = tokio::time::Instant::now();
+    settle().await;
+    assert_eq!(tokio::time::Instant::now(), start);
+}
+
+#[tokio::test(start_paused = true)]
+async fn disarmed_deadline_does_not_auto_advance_the_clock() {
+    let (root, timer) = root();
+    let start = tokio::time::Instant::now();
+    let (_ctx, cancel) = root.with_timeout(Duration::from_secs(3600));
+    settle().await; // the driver now sleeps towards the deadline
+    cancel.cancel();
+    assert_eq!(timer.armed(), 0);
+    settle().await;
+    // Wait on something that is not a timer: an idle paused runtime auto-advances
+    // to its next timer, and there must be none left.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        tx.send(()).unwrap();
+    });
+    rx.await.unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "clock moved by {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn real_time_timeout_fires_within_tolerance() {
+    let root = ctx_tokio::background();
+    let start = Instant::now();
+    let (ctx, _cancel) = root.with_timeout(Duration::from_millis(50));
+    ctx.done().await;
+    let elapsed = start.elapsed();
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    assert!(
+        elapsed >= Duration::from_millis(50),
+        "fired early: {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_secs(2), "fired late: {elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_thread_runtime_fires_many_deadlines() {
+    let (root, timer) = root();
+    let mut tasks = Vec::new();
+    for i in 0..50u64 {
+        let root = root.clone();
+        tasks.push(tokio::spawn(async move {
+            let (ctx, _cancel) = root.with_timeout(Duration::from_millis(10 + i % 7));
+            ctx.done().await;
+            ctx.err()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), Some(Error::DeadlineExceeded));
+    }
+    assert_eq!(timer.armed(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_and_zero_deadlines_are_born_done_without_arming() {
+    let (root, timer) = root();
+    let now = timer.now();
+    let (past, _c1) = root.with_deadline(now - Duration::from_secs(1));
+    assert_eq!(past.err(), Some(Error::DeadlineExceeded));
+    let (exact, _c2) = root.with_deadline(now);
+    assert_eq!(exact.err(), Some(Error::DeadlineExceeded));
+    let (zero, _c3) = root.with_timeout(Duration::ZERO);
+    assert_eq!(zero.err(), Some(Error::DeadlineExceeded));
+    assert_eq!(timer.armed(), 0);
+    zero.done().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn duration_max_timeout_is_live_and_cancelable() {
+    let (root, timer) = root();
+    let (ctx, cancel) = root.with_timeout(Duration::MAX);
+    assert_eq!(ctx.err(), None);
+    assert!(ctx.deadline().unwrap() > timer.now() + Duration::from_secs(86_400 * 365 * 100));
+    assert_eq!(timer.armed(), 1);
+    tokio::time::advance(Duration::from_secs(86_400 * 365)).await;
+    settle().await;
+    assert_eq!(ctx.err(), None);
+    cancel.cancel();
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    assert_eq!(timer.armed(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn now_reads_the_runtime_clock_on_any_thread() {
+    let (_root, timer) = root();
+    tokio::time::advance(Duration::from_secs(7200)).await;
+    let here = timer.now();
+    assert_eq!(here, tokio::time::Instant::now().into_std());
+    // A plain thread has no runtime context; the timer still reads *its* clock,
+    // which is two hours ahead of the system clock.
+    let there = std::thread::spawn(move || timer.now()).join().unwrap();
+    assert_eq!(there, here);
+    assert!(there > Instant::now() + Duration::from_secs(3600));
+}
+
+#[test]
+fn outside_a_runtime_is_an_error_not_a_hang() {
+    assert_eq!(TokioTimer::try_current().unwrap_err(), NoRuntime);
+    assert_eq!(ctx_tokio::try_background().unwrap_err(), NoRuntime);
+    assert_eq!(NoRuntime.to_string(), "not inside a tokio runtime");
+    let message = panic_message(std::panic::catch_unwind(ctx_tokio::background).unwrap_err());
+    assert!(message.contains("outside a tokio runtime"), "{message}");
+    let message = panic_message(std::panic::catch_unwind(TokioTimer::current).unwrap_err());
+    assert!(message.contains("try_current"), "{message}");
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(message) => *message,
+        Err(payload) => payload.downcast_ref::<&str>().unwrap().to_string(),
+    }
+}
+
+#[test]
+fn a_handle_works_from_plain_threads() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let timer = TokioTimer::new(runtime.handle().clone());
+    let root = Context::background().with_timer(timer.clone());
+    let (ctx, _cancel) = root.with_timeout(Duration::from_millis(20));
+    assert!(ctx.wait_timeout(Duration::from_secs(5)));
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    assert_eq!(timer.armed(), 0);
+}
+
+/// The runtime is dropped while contexts still use its timer: the armed and later
+/// deadlines are handed to ctx-core's `StdTimer` and keep firing on the system
+/// clock; `now()` keeps working; nothing panics or hangs.
+#[test]
+fn runtime_dropped_while_contexts_are_live() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (root, timer, long, cancel_long, short, _cancel_short) = runtime.block_on(async {
+        let (root, timer) = root();
+        let (long, cancel_long) = root.with_timeout(Duration::from_secs(3600));
+        let (short, cancel_short) = root.with_timeout(Duration::from_millis(100));
+        settle().await; // the driver has taken both timers
+        (root, timer, long, cancel_long, short, cancel_short)
+    });
+    assert!(!timer.is_closed());
+    drop(runtime);
+    assert!(timer.is_closed());
+    assert_eq!(timer.armed(), 2);
+    let before = timer.now();
+    assert!(timer.now() >= before);
+
+    // The handed-over timer fires; the blocking wait needs no runtime.
+    assert!(short.wait_timeout(Duration::from_secs(5)));
+    assert_eq!(short.err(), Some(Error::DeadlineExceeded));
+    assert_eq!(long.err(), None);
+
+    // New deadlines after the runtime is gone work too.
+    let (late, _cancel_late) = root.with_timeout(Duration::from_millis(20));
+    assert!(late.wait_timeout(Duration::from_secs(5)));
+    assert_eq!(late.err(), Some(Error::DeadlineExceeded));
+
+    cancel_long.cancel();
+    assert_eq!(long.err(), Some(Error::Canceled));
+    assert_eq!(timer.armed(), 0);
+}
+
+/// A paused runtime dropped: its clock stays frozen where it was, so the
+/// contexts stay live until canceled; nothing panics.
+#[test]
+fn paused_runtime_dropped_keeps_its_frozen_clock() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let (timer, ctx, cancel) = runtime.block_on(async {
+        let (root, timer) = root();
+        let (expired, _cancel) = root.with_timeout(Duration::from_secs(3600));
+        tokio::time::advance(Duration::from_secs(7200 * 24)).await;
+        // The deadline passed by the paused clock, so it is already done.
+        assert_eq!(expired.err(), Some(Error::DeadlineExceeded));
+        let (ctx, cancel) = root.with_timeout(Duration::from_secs(3600));
+        (timer, ctx, cancel)
+    });
+    let frozen = timer.now();
+    drop(runtime);
+    assert_eq!(timer.now(), frozen);
+    assert_eq!(ctx.err(), None);
+    cancel.cancel();
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    assert_eq!(timer.armed(), 0);
+}
+
+#[tokio::test]
+async fn timer_debug_does_not_block() {
+    let (_root, timer) = root();
+    let text = format!("{timer:?}");
+    assert!(text.starts_with("TokioTimer"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_churn_with_expiries_leaves_nothing_armed() {
+    let (root, timer) = root();
+    let mut tasks = Vec::new();
+    for t in 0..4u64 {
+        let root = root.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut expired = 0;
+            for i in 0..2000u64 {
+                if i % 100 == t {
+                    // Some expire for real (a few ms), the rest are canceled early.
+                    let (ctx, _cancel) = root.with_timeout(Duration::from_millis(1 + i % 3));
+                    ctx.done().await;
+                    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+                    expired += 1;
+                } else {
+                    let (ctx, cancel) = root.with_timeout(Duration::from_secs(60 + i));
+                    if i % 7 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                    cancel.cancel();
+                    assert_eq!(ctx.err(), Some(Error::Canceled));
+                }
+            }
+            expired
+        }));
+    }
+    let mut expired = 0;
+    for task in tasks {
+        expired += task.await.unwrap();
+    }
+    assert_eq!(expired, 80);
+    assert_eq!(timer.armed(), 0);
+}
+
+/// Threads keep arming and disarming while the runtime shuts down: every
+/// command lands either with the driver or with the hand-over, nothing panics.
+#[test]
+fn arming_races_with_runtime_shutdown() {
+    for _ in 0..8 {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let timer = TokioTimer::new(runtime.handle().clone());
+        let root = Context::background().with_timer(timer.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let ops = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let (root, stop, ops) = (root.clone(), stop.clone(), ops.clone());
+                std::thread::spawn(move || {
+                    let mut kept = Vec::new();
+                    while !stop.load(Ordering::SeqCst) {
+                        ops.fetch_add(1, Ordering::SeqCst);
+                        let (ctx, cancel) = root.with_timeout(Duration::from_secs(3600));
+                        if kept.len() < 50 {
+                            kept.push((ctx, cancel));
+                        }
+                    }
+                    kept
+                })
+            })
+            .collect();
+        while ops.load(Ordering::SeqCst) < 200 {
+            std::thread::yield_now();
+        }
+        drop(runtime);
+        std::thread::sleep(Duration::from_millis(1));
+        stop.store(true, Ordering::SeqCst);
+        let kept: Vec<_> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        assert!(timer.is_closed());
+        assert_eq!(timer.armed(), kept.len());
+        assert!(kept.iter().all(|(ctx, _)| ctx.err().is_none()));
+        drop(kept);
+        assert_eq!(timer.armed(), 0);
+    }
+}
+
+/// A runtime dropped before its timer ever armed: the first `arm` finds it gone
+/// and hands the deadline straight to the `StdTimer`.
+#[test]
+fn first_arm_after_the_runtime_is_gone() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let timer = TokioTimer::new(runtime.handle().clone());
+    drop(runtime);
+    let root = Context::background().with_timer(timer.clone());
+    let (ctx, _cancel) = root.with_timeout(Duration::from_millis(10));
+    assert!(timer.is_closed());
+    assert_eq!(timer.armed(), 1);
+    assert!(ctx.wait_timeout(Duration::from_secs(5)));
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    assert_eq!(timer.armed(), 0);
+}

@@ -1,0 +1,101 @@
+//! The `CancellationToken` bridge, both ways (feature `tokio-util`).
+
+#![cfg(feature = "tokio-util")]
+
+use ctx_core::{Context, Error};
+use ctx_tokio::{ContextTokenExt, TokenCanceled};
+use tokio_util::sync::CancellationToken;
+
+#[test]
+fn to_token_is_canceled_with_the_context_and_needs_no_runtime() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let token = ctx.to_token();
+    let child = token.child_token();
+    assert!(!token.is_cancelled());
+    assert_eq!(ctx.live_children(), 1);
+    cancel.cancel();
+    assert!(token.is_cancelled());
+    assert!(child.is_cancelled());
+}
+
+#[test]
+fn canceling_the_token_does_not_cancel_the_context() {
+    let (ctx, _cancel) = Context::background().with_cancel();
+    let token = ctx.to_token();
+    token.cancel();
+    assert_eq!(ctx.err(), None);
+}
+
+#[test]
+fn to_token_of_a_done_context_is_canceled_at_once() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    cancel.cancel();
+    assert!(ctx.to_token().is_cancelled());
+    // A context that can never be canceled gives a token that never is.
+    assert!(!Context::background().to_token().is_cancelled());
+}
+
+#[tokio::test(start_paused = true)]
+async fn to_token_follows_a_deadline() {
+    let (ctx, _cancel) = ctx_tokio::background().with_timeout(std::time::Duration::from_secs(5));
+    let token = ctx.to_token();
+    token.cancelled().await;
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+}
+
+#[tokio::test]
+async fn from_token_is_canceled_when_the_token_is() {
+    let token = CancellationToken::new();
+    let (ctx, _cancel) = ctx_tokio::from_token(&ctx_tokio::background(), token.clone());
+    tokio::task::yield_now().await;
+    assert_eq!(ctx.err(), None);
+    token.cancel();
+    ctx.done().await;
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    let cause = ctx.cause().unwrap();
+    assert_eq!(cause.downcast_ref::<TokenCanceled>(), Some(&TokenCanceled));
+    assert_eq!(cause.to_string(), "cancellation token canceled");
+}
+
+#[tokio::test]
+async fn from_a_canceled_token_is_born_canceled() {
+    let token = CancellationToken::new();
+    token.cancel();
+    let (ctx, _cancel) = ctx_tokio::from_token(&ctx_tokio::background(), token);
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    assert!(
+        ctx.cause()
+            .unwrap()
+            .downcast_ref::<TokenCanceled>()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn from_token_cancel_func_and_parent_leave_the_token_alone() {
+    let token = CancellationToken::new();
+    let (ctx, cancel) = ctx_tokio::from_token(&ctx_tokio::background(), token.clone());
+    cancel.cancel();
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    assert!(!token.is_cancelled());
+
+    let (parent, cancel_parent) = ctx_tokio::background().with_cancel();
+    let (ctx, _cancel) = ctx_tokio::from_token(&parent, token.clone());
+    cancel_parent.cancel();
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    assert!(!token.is_cancelled());
+}
+
+#[tokio::test]
+async fn round_trip() {
+    let (ctx, cancel) = ctx_tokio::background().with_cancel();
+    let (back, _cancel_back) = ctx_tokio::from_token(&ctx_tokio::background(), ctx.to_token());
+    cancel.cancel();
+    back.done().await;
+    assert!(
+        back.cause()
+            .unwrap()
+            .downcast_ref::<TokenCanceled>()
+            .is_some()
+    );
+}
