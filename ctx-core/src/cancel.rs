@@ -63,8 +63,9 @@ impl CancelFunc {
 
 impl Drop for CancelFunc {
     fn drop(&mut self) {
+        // Released even if an `after_func` callback's panic resurfaces from the cancel.
+        let _release = self.node.strong_guard();
         self.cancel_with(Reason::plain(Error::Canceled));
-        self.node.dec_strong();
     }
 }
 

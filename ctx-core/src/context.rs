@@ -538,20 +538,20 @@ impl Context {
     /// Blocks the current thread until this context is done.
     ///
     /// Blocks forever on a context that can never be canceled.
-    #[cfg(not(ctx_loom))]
+    #[cfg(not(all(test, ctx_loom)))]
     pub fn wait(&self) {
         crate::waiter::wait_until(self, None);
     }
 
     /// Blocks until this context is done or `timeout` elapsed; true if it is done.
-    #[cfg(not(ctx_loom))]
+    #[cfg(not(all(test, ctx_loom)))]
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         self.wait_deadline(saturating_add(Instant::now(), timeout))
     }
 
     /// Blocks until this context is done or `deadline` passed (by the system
     /// clock); true if it is done.
-    #[cfg(not(ctx_loom))]
+    #[cfg(not(all(test, ctx_loom)))]
     pub fn wait_deadline(&self, deadline: Instant) -> bool {
         crate::waiter::wait_until(self, Some(deadline))
     }
@@ -599,8 +599,14 @@ fn check_deadline(carrier: NodeRef, word: Word) -> Word {
     // `carrier` is `src` or registered below it, and the caller keeps it alive.
     tree::cancel(src, part.reason.clone(), true);
     let word = carrier.state();
-    debug_assert!(state::is_done(word));
-    word
+    if state::is_done(word) {
+        return word;
+    }
+    // Another thread won the cancel of `src` (its timer, or a plain cancel) and is
+    // still on its way down to `carrier`. Do not wait for it: finish the carrier
+    // with the reason `src` ended with, which is what the propagation brings.
+    tree::cancel(carrier, tree::clone_reason(src.state()), true);
+    carrier.state()
 }
 
 /// `at + by`, saturating at a far-future instant instead of overflowing.

@@ -46,7 +46,7 @@
 //! CAS pushes it. A drained slot is never pushed (the owner is done for good, and
 //! anyone inserting later takes its entry back and frees its own index).
 
-use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, StoreRacingRmw};
 use std::ptr;
 
 /// Slots in the first segment.
@@ -96,8 +96,9 @@ impl ChildSet {
         // Relaxed: only a counter for introspection; nothing is published through it.
         self.live.fetch_add(1, Ordering::Relaxed);
         // SeqCst: the store half of the insert side of the Dekker pair (module
-        // docs); also a release that publishes the entry's contents to the canceler.
-        self.slot(index).entry.store(entry, Ordering::SeqCst);
+        // docs); also a release that publishes the entry's contents to the canceler,
+        // whose drain may swap this slot at the same time.
+        self.slot(index).entry.store_racing_rmw(entry);
         crate::sync::dekker_point();
         index
     }

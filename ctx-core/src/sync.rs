@@ -3,27 +3,30 @@
 //! Everything in ctx-core imports its synchronisation primitives from here, so
 //! that `--cfg ctx_loom` swaps the whole crate onto loom's model-checked types at
 //! once. The cfg is named after the crate on purpose: a bare `cfg(loom)` would also
-//! flip event-listener into its own loom mode.
+//! flip event-listener into its own loom mode. The swap happens only in the crate's
+//! own unit-test build (`all(test, ctx_loom)`), where the loom models live and where
+//! the loom dev-dependency is available; any other build with the cfg set (the
+//! library for integration tests, `clippy --lib`) stays on std.
 
-#[cfg(not(ctx_loom))]
+#[cfg(not(all(test, ctx_loom)))]
 pub(crate) use std::sync::Arc;
-#[cfg(not(ctx_loom))]
+#[cfg(not(all(test, ctx_loom)))]
 pub(crate) use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
-#[cfg(ctx_loom)]
+#[cfg(all(test, ctx_loom))]
 pub(crate) use loom::sync::Arc;
-#[cfg(ctx_loom)]
+#[cfg(all(test, ctx_loom))]
 pub(crate) use loom::sync::atomic::{
     AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
 };
 
 /// An `UnsafeCell` with loom's closure-based API, so that loom can check every
 /// access to the cell's contents.
-#[cfg(not(ctx_loom))]
+#[cfg(not(all(test, ctx_loom)))]
 #[derive(Debug)]
 pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
-#[cfg(not(ctx_loom))]
+#[cfg(not(all(test, ctx_loom)))]
 impl<T> UnsafeCell<T> {
     pub(crate) const fn new(value: T) -> Self {
         Self(std::cell::UnsafeCell::new(value))
@@ -35,12 +38,12 @@ impl<T> UnsafeCell<T> {
     }
 }
 
-#[cfg(ctx_loom)]
+#[cfg(all(test, ctx_loom))]
 pub(crate) use loom::cell::UnsafeCell;
 
 /// Reads an `AtomicPtr` through `&mut` (no other thread can reach it), as
 /// `*atomic.get_mut()` does; loom's atomics only offer `with_mut` for that.
-#[cfg(not(ctx_loom))]
+#[cfg(not(all(test, ctx_loom)))]
 #[inline]
 pub(crate) fn ptr_get_mut<T>(atomic: &mut AtomicPtr<T>) -> *mut T {
     *atomic.get_mut()
@@ -48,7 +51,7 @@ pub(crate) fn ptr_get_mut<T>(atomic: &mut AtomicPtr<T>) -> *mut T {
 
 /// Reads an `AtomicPtr` through `&mut` (no other thread can reach it), as
 /// `*atomic.get_mut()` does; loom's atomics only offer `with_mut` for that.
-#[cfg(ctx_loom)]
+#[cfg(all(test, ctx_loom))]
 pub(crate) fn ptr_get_mut<T>(atomic: &mut AtomicPtr<T>) -> *mut T {
     atomic.with_mut(|value| *value)
 }
@@ -65,35 +68,48 @@ pub(crate) fn ptr_get_mut<T>(atomic: &mut AtomicPtr<T>) -> *mut T {
 /// sides of a pair call it. (Loom's fence also makes the later side see all the
 /// earlier side did before its fence, a little more than the accesses promise;
 /// orderings around a pair are still checked by the acquire/release they use.)
-#[cfg(not(ctx_loom))]
+#[cfg(not(all(test, ctx_loom)))]
 #[inline(always)]
 pub(crate) fn dekker_point() {}
 
 /// See the non-loom version: a `SeqCst` fence for loom's benefit.
-#[cfg(ctx_loom)]
+#[cfg(all(test, ctx_loom))]
 pub(crate) fn dekker_point() {
     fence(Ordering::SeqCst);
 }
 
-/// Stores `value` with `SeqCst` into an atomic that another thread may `swap` at
+/// A `SeqCst` store into an atomic that other threads may read-modify-write at
 /// the same time.
 ///
 /// A plain store. Under loom it is a `swap` whose result is dropped: loom lets an
 /// RMW read a value older than a concurrent plain store and then lets that store
-/// land after the RMW's own write (tokio-rs/loom#254, RMW atomicity is not
-/// enforced against plain stores), an outcome the memory model forbids. With RMWs
-/// on both sides loom orders them correctly; the old value is not used, so the
-/// program's possible outcomes are the same.
-#[cfg(not(ctx_loom))]
-#[inline(always)]
-pub(crate) fn store_against_swap(atomic: &AtomicU64, value: u64) {
-    atomic.store(value, Ordering::SeqCst);
+/// land before the RMW's own write (tokio-rs/loom#254: RMW atomicity is not
+/// enforced against plain stores), so a later RMW of the storing thread can miss
+/// its own store, an outcome the memory model forbids. With RMWs on both sides
+/// loom orders them correctly; the old value is not used, so the program's
+/// possible outcomes are the same.
+pub(crate) trait StoreRacingRmw<T> {
+    fn store_racing_rmw(&self, value: T);
 }
 
-/// See the non-loom version: a `swap` for loom's benefit.
-#[cfg(ctx_loom)]
-pub(crate) fn store_against_swap(atomic: &AtomicU64, value: u64) {
-    atomic.swap(value, Ordering::SeqCst);
+impl<T> StoreRacingRmw<*mut T> for AtomicPtr<T> {
+    #[inline(always)]
+    fn store_racing_rmw(&self, value: *mut T) {
+        #[cfg(not(all(test, ctx_loom)))]
+        self.store(value, Ordering::SeqCst);
+        #[cfg(all(test, ctx_loom))]
+        self.swap(value, Ordering::SeqCst);
+    }
+}
+
+impl StoreRacingRmw<u64> for AtomicU64 {
+    #[inline(always)]
+    fn store_racing_rmw(&self, value: u64) {
+        #[cfg(not(all(test, ctx_loom)))]
+        self.store(value, Ordering::SeqCst);
+        #[cfg(all(test, ctx_loom))]
+        self.swap(value, Ordering::SeqCst);
+    }
 }
 
 /// Atomics for code that runs outside every loom model: the built-in timer's own

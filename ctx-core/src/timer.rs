@@ -11,7 +11,7 @@
 pub(crate) mod std_thread;
 
 use crate::context::Context;
-use crate::sync::Ordering;
+use crate::sync::{Ordering, StoreRacingRmw};
 use crate::tree::node::{Kind, NodeRef};
 use std::fmt;
 use std::num::NonZeroU64;
@@ -135,9 +135,10 @@ impl Expiry {
     /// Cancels the context with `DeadlineExceeded`, if it still exists and is live.
     pub fn fire(self) {
         if self.node.upgrade() {
+            // Released even if an `after_func` callback's panic resurfaces.
+            let _release = self.node.strong_guard();
             let reason = self.node.deadline_part().reason.clone();
             crate::tree::cancel(self.node, reason, true);
-            self.node.dec_strong();
         }
     }
 
@@ -152,6 +153,10 @@ impl Expiry {
     }
 
     /// Whether the context is already done (or gone): firing would do nothing.
+    ///
+    /// This reads the context's error, whose exact-deadline check may cancel the
+    /// context and so call back into the backend's [`Timer::disarm`]: do not call it
+    /// while holding a lock that `disarm` takes.
     pub fn is_done(&self) -> bool {
         self.context().is_none_or(|ctx| ctx.err().is_some())
     }
@@ -181,7 +186,7 @@ pub(crate) fn arm(node: NodeRef) {
     };
     // SeqCst: pairs with the canceler's swap in `disarm`: either it sees our key,
     // or we see its done word below.
-    crate::sync::store_against_swap(&part.key, key.get().get());
+    part.key.store_racing_rmw(key.get().get());
     crate::sync::dekker_point();
     if crate::tree::state::is_done(part.cancel.state.load(Ordering::SeqCst)) {
         disarm(node);

@@ -28,10 +28,10 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
-#[cfg(not(ctx_loom))]
+#[cfg(not(all(test, ctx_loom)))]
 use std::time::Instant;
 
-#[cfg(not(ctx_loom))]
+#[cfg(not(all(test, ctx_loom)))]
 mod imp {
     pub(crate) use event_listener::{Event, EventListener as Listener};
 
@@ -54,7 +54,7 @@ mod imp {
     }
 }
 
-#[cfg(ctx_loom)]
+#[cfg(all(test, ctx_loom))]
 mod imp {
     use loom::sync::atomic::{AtomicBool, Ordering};
     use loom::sync::{Arc, Mutex};
@@ -235,7 +235,7 @@ impl fmt::Debug for Done {
 }
 
 /// Blocks the thread until `ctx` is done or `deadline` passes; true if done.
-#[cfg(not(ctx_loom))]
+#[cfg(not(all(test, ctx_loom)))]
 pub(crate) fn wait_until(ctx: &Context, deadline: Option<Instant>) -> bool {
     let Some(carrier) = ctx.carrier() else {
         if let Some(deadline) = deadline {
@@ -256,8 +256,12 @@ pub(crate) fn wait_until(ctx: &Context, deadline: Option<Instant>) -> bool {
             return true;
         };
         // The timer may be late: never sleep past the context's own deadline, so
-        // that the exact-deadline check above gets its turn.
-        let wake = match (deadline, ctx.deadline()) {
+        // that the exact-deadline check above gets its turn. The deadline is on the
+        // timer's clock (maybe a paused virtual one): convert through the time left.
+        let own = ctx
+            .remaining()
+            .map(|left| crate::context::saturating_add(Instant::now(), left));
+        let wake = match (deadline, own) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };

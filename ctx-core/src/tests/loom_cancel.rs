@@ -39,6 +39,30 @@ fn loom_cancel_insert_vs_cancel() {
     });
 }
 
+/// Two children are created concurrently (racing to allocate the parent's child
+/// set) while the parent is canceled: both end up done, nothing stays registered.
+#[test]
+fn loom_cancel_two_inserts_vs_cancel() {
+    model(|| {
+        let (parent, cancel_parent) = Context::background().with_cancel();
+        let spawn_child = |parent: &Context| {
+            let parent = parent.clone();
+            thread::spawn(move || parent.with_cancel())
+        };
+        let first = spawn_child(&parent);
+        let second = spawn_child(&parent);
+        cancel_parent.cancel();
+        for t in [first, second] {
+            let (child, cancel_child) = t.join().unwrap();
+            assert_eq!(child.err(), Some(Error::Canceled));
+            assert_handles(&child, 2);
+            drop(cancel_child);
+        }
+        assert_eq!(parent.live_children(), 0);
+        assert_handles(&parent, 1);
+    });
+}
+
 /// A child is dropped (its cancel function, then its last handle) while its
 /// parent is canceled: the slot is emptied exactly once, by the parent's drain or
 /// by the child's unlink.
@@ -81,6 +105,29 @@ fn loom_cancel_unlink_vs_insert() {
         drop(sibling);
         assert_handles(&parent, 2);
         drop(cancel_parent);
+    });
+}
+
+/// Three threads: a child is dropped (its index goes back on the free stack), a
+/// sibling registers (and may reuse that index) and the parent is canceled (its
+/// drain may meet the slot empty, holding the old child, or the new one).
+#[test]
+fn loom_cancel_unlink_vs_insert_vs_cancel() {
+    model(|| {
+        let (parent, cancel_parent) = Context::background().with_cancel();
+        let (child, cancel_child) = parent.with_cancel();
+        let dropper = thread::spawn(move || drop((cancel_child, child)));
+        let handle = parent.clone();
+        let inserter = thread::spawn(move || handle.with_cancel());
+        cancel_parent.cancel();
+        dropper.join().unwrap();
+        let (sibling, cancel_sibling) = inserter.join().unwrap();
+
+        assert_eq!(sibling.err(), Some(Error::Canceled));
+        assert_handles(&sibling, 2);
+        assert_eq!(parent.live_children(), 0);
+        drop((sibling, cancel_sibling));
+        assert_handles(&parent, 1);
     });
 }
 
@@ -161,5 +208,28 @@ fn loom_cancel_merge_insert_vs_cancel() {
         assert_handles(&a, 2);
         assert_handles(&b, 1);
         drop(cancel_a);
+    });
+}
+
+/// A merge node canceled through one parent stays registered with the other
+/// until dropped. Here its last handles are dropped while that other parent is
+/// canceled: the drain may find it with no strong reference left (its upgrade
+/// fails), or the drop may unlink it first. Either way the slot is emptied once.
+#[test]
+fn loom_cancel_merge_drop_vs_cancel() {
+    model(|| {
+        let (a, cancel_a) = Context::background().with_cancel();
+        let (b, cancel_b) = Context::background().with_cancel();
+        let (merged, cancel_merged) = Context::with_cancel_any(&[a.clone(), b.clone()]);
+        cancel_a.cancel();
+        assert!(merged.is_done());
+        assert_eq!(b.live_children(), 1);
+        let t = thread::spawn(move || drop((cancel_merged, merged)));
+        cancel_b.cancel();
+        t.join().unwrap();
+
+        assert_eq!(b.live_children(), 0);
+        assert_handles(&a, 1);
+        assert_handles(&b, 1);
     });
 }

@@ -6,6 +6,7 @@ use super::model;
 use crate::sync::{AtomicU64, Ordering};
 use crate::{Context, Error, Expiry, Timer, TimerKey};
 use loom::sync::Mutex;
+use loom::sync::atomic::AtomicBool;
 use loom::thread;
 use std::fmt;
 use std::num::NonZeroU64;
@@ -15,6 +16,8 @@ use std::time::{Duration, Instant};
 /// A timer backend that records what the tree asks of it and never fires by itself.
 struct Recorder {
     now: Instant,
+    /// Once set, the clock reads an hour past every deadline in these models.
+    expired: AtomicBool,
     next_key: AtomicU64,
     armed: Mutex<Vec<(u64, Expiry)>>,
     disarmed: Mutex<Vec<u64>>,
@@ -28,7 +31,11 @@ impl fmt::Debug for Recorder {
 
 impl Timer for Recorder {
     fn now(&self) -> Instant {
-        self.now
+        if self.expired.load(Ordering::SeqCst) {
+            self.now + Duration::from_secs(3 * 3600)
+        } else {
+            self.now
+        }
     }
 
     fn arm(&self, _deadline: Instant, expiry: Expiry) -> Option<TimerKey> {
@@ -46,6 +53,7 @@ impl Recorder {
     fn new() -> Arc<Recorder> {
         Arc::new(Recorder {
             now: Instant::now(),
+            expired: AtomicBool::new(false),
             next_key: AtomicU64::new(1),
             armed: Mutex::new(Vec::new()),
             disarmed: Mutex::new(Vec::new()),
@@ -121,5 +129,28 @@ fn loom_timer_fire_vs_cancel() {
         assert!(matches!(err, Error::Canceled | Error::DeadlineExceeded));
         assert_eq!(ctx.err(), Some(err));
         timer.assert_disarmed_once(vec![key]);
+    });
+}
+
+/// The exact-deadline check: a reader finds the deadline passed (by the timer's
+/// clock, before the timer fired) and cancels the context itself, while its
+/// cancel function runs. One cancel wins, and the key is disarmed exactly once.
+#[test]
+fn loom_timer_exact_deadline_vs_cancel() {
+    model(|| {
+        let timer = Recorder::new();
+        let root = Context::background().with_timer(timer.clone());
+        let (ctx, cancel) = root.with_deadline(timer.deadline());
+        let key = timer.armed_keys();
+        timer.expired.store(true, Ordering::SeqCst);
+        let reader = ctx.clone();
+        let t = thread::spawn(move || reader.err());
+        cancel.cancel();
+        let seen = t.join().unwrap().expect("the reader saw a live context");
+
+        assert_eq!(ctx.err(), Some(seen));
+        timer.assert_disarmed_once(key);
+        drop((ctx, root));
+        timer.armed.lock().unwrap().clear();
     });
 }

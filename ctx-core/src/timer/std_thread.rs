@@ -101,13 +101,15 @@ impl StdTimer {
         self.shared.armed.load(Ordering::Relaxed)
     }
 
-    fn push(&self, command: Command, urgent: bool) {
+    fn push(&self, command: Command) {
         let shared = &self.shared;
-        shared.commands.push(command);
-        // SeqCst: pairs with the thread's SeqCst store of `wake_at` and its re-check
-        // of `pending`: either it sees our command, or we see it went to sleep.
+        // Counted before it is pushed, so the thread's decrement after popping it can
+        // never run first (the count would wrap). SeqCst: pairs with the thread's
+        // SeqCst store of `wake_at` and its re-check of `pending`: either it sees our
+        // command coming, or we see (in `arm`) what it went to sleep towards.
         let pending = shared.pending.fetch_add(1, Ordering::SeqCst) + 1;
-        if urgent || pending >= PENDING_LIMIT {
+        shared.commands.push(command);
+        if pending >= PENDING_LIMIT {
             self.thread().unpark();
         }
     }
@@ -141,7 +143,7 @@ impl Timer for StdTimer {
         // Relaxed: a statistic (see `armed`).
         self.shared.armed.fetch_add(1, Ordering::Relaxed);
         let at = self.nanos(deadline);
-        self.push(Command::Arm(key, deadline, expiry), false);
+        self.push(Command::Arm(key, deadline, expiry));
         // SeqCst: see `push`; the thread publishes its sleep target before it parks.
         if at < self.shared.wake_at.load(Ordering::SeqCst) {
             self.thread().unpark();
@@ -152,7 +154,7 @@ impl Timer for StdTimer {
     fn disarm(&self, key: TimerKey) {
         // Relaxed: a statistic (see `armed`).
         self.shared.armed.fetch_sub(1, Ordering::Relaxed);
-        self.push(Command::Disarm(key.get().get()), false);
+        self.push(Command::Disarm(key.get().get()));
     }
 }
 

@@ -121,7 +121,7 @@ fn detach(node: NodeRef) {
 }
 
 /// A new owned reason equal to the one stored in a done word.
-fn clone_reason(word: Word) -> Reason {
+pub(crate) fn clone_reason(word: Word) -> Reason {
     // SAFETY: the word is owned by a node the caller keeps alive; wrapping it without
     // dropping and cloning only adds a reference.
     let borrowed = std::mem::ManuallyDrop::new(unsafe { Reason::from_word(word) });
@@ -214,7 +214,14 @@ fn finish(
             Entry::Child(child) => {
                 if child.upgrade() {
                     match try_close(child, reason) {
-                        Some(previous) => stack.push((child, previous)),
+                        Some(previous) => {
+                            if child.kind() == Kind::Merge {
+                                // Canceled through one parent: leave the others too, or
+                                // they would keep counting (and holding) it.
+                                detach(child);
+                            }
+                            stack.push((child, previous));
+                        }
                         None => child.dec_strong(),
                     }
                 }

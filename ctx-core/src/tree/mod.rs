@@ -35,4 +35,4 @@ pub(crate) mod cancel;
 pub(crate) mod node;
 pub(crate) mod state;
 
-pub(crate) use cancel::{cancel, drop_node, register, release_entry};
+pub(crate) use cancel::{cancel, clone_reason, drop_node, register, release_entry};

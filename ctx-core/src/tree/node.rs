@@ -246,7 +246,7 @@ impl Drop for CancelPart {
             let set = unsafe { Box::from_raw(set) };
             // Usually empty: children keep their parent alive, and a canceled node
             // drained its set. Callbacks of a context that was never canceled remain.
-            set.drain(|entry| crate::tree::release_entry(entry));
+            set.drain(crate::tree::release_entry);
         }
     }
 }
@@ -410,6 +410,12 @@ impl NodeRef {
         unsafe { super::drop_node(self) };
     }
 
+    /// A guard that releases one strong reference when dropped, also when a panic
+    /// unwinds through its scope.
+    pub(crate) fn strong_guard(self) -> StrongGuard {
+        StrongGuard(self)
+    }
+
     /// Releases one strong reference and says whether it was the last; the caller
     /// must then drop the node.
     pub(crate) fn release_strong_is_last(self) -> bool {
@@ -478,6 +484,16 @@ impl NodeRef {
     /// The entry pointer that stands for this node in a child set (tag 0).
     pub(crate) fn as_entry(self) -> *mut () {
         self.0.as_ptr().cast::<()>()
+    }
+}
+
+/// Owns one strong reference on a node and releases it on drop.
+#[derive(Debug)]
+pub(crate) struct StrongGuard(NodeRef);
+
+impl Drop for StrongGuard {
+    fn drop(&mut self) {
+        self.0.dec_strong();
     }
 }
 

@@ -1,0 +1,221 @@
+//! Helpers shared by the integration tests: test timers, a seeded random number
+//! generator, drop and call counters, and iteration counts scaled for Miri.
+//!
+//! Every test binary includes this module with `mod support;` and uses only part
+//! of it, hence the `dead_code` allowance.
+
+#![allow(dead_code)]
+
+use ctx_core::{Context, Expiry, Timer, TimerKey};
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Picks the iteration count for a native run or a Miri run (Miri interprets the
+/// program about a thousand times slower, so loops there must stay short).
+pub(crate) const fn scaled(native: usize, miri: usize) -> usize {
+    if cfg!(miri) { miri } else { native }
+}
+
+/// The root for tests whose deadlines expire in real time.
+///
+/// Natively this is `background()`, so the built-in timer thread does the firing.
+/// Under Miri the built-in thread would outlive the test binary (which Miri
+/// reports), so a clock-only backend is installed instead: it never fires, but
+/// deadlines are exact, so `err()` and `wait()` still see them pass.
+pub(crate) fn real_time_root() -> Context {
+    if cfg!(miri) {
+        Context::background().with_timer(Arc::new(ClockOnlyTimer))
+    } else {
+        Context::background()
+    }
+}
+
+/// A timer backend that tells the real time and never fires anything.
+#[derive(Debug)]
+pub(crate) struct ClockOnlyTimer;
+
+impl Timer for ClockOnlyTimer {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn arm(&self, _deadline: Instant, _expiry: Expiry) -> Option<TimerKey> {
+        None
+    }
+
+    fn disarm(&self, _key: TimerKey) {}
+}
+
+/// A timer backend with a clock that moves only when the test says so.
+///
+/// Armed deadlines are kept in a list; [`ManualTimer::advance`] moves the clock
+/// and fires the ones that became due, earliest first, as a real timer would.
+/// [`ManualTimer::advance_silently`] moves the clock without firing anything, to
+/// play a timer that is late.
+#[derive(Debug)]
+pub(crate) struct ManualTimer {
+    now: Mutex<Instant>,
+    armed: Mutex<Vec<(u64, Instant, Expiry)>>,
+    next_key: AtomicU64,
+    arms: AtomicUsize,
+    disarms: AtomicUsize,
+}
+
+impl ManualTimer {
+    /// A timer whose clock starts an hour after the real clock, so that tests can
+    /// go back in time from it without underflowing `Instant`.
+    pub(crate) fn new() -> Arc<ManualTimer> {
+        Arc::new(ManualTimer {
+            now: Mutex::new(Instant::now() + Duration::from_secs(3600)),
+            armed: Mutex::new(Vec::new()),
+            next_key: AtomicU64::new(1),
+            arms: AtomicUsize::new(0),
+            disarms: AtomicUsize::new(0),
+        })
+    }
+
+    /// `background()` with this timer installed for the whole subtree.
+    pub(crate) fn root(self: &Arc<Self>) -> Context {
+        Context::background().with_timer(self.clone())
+    }
+
+    /// Moves the clock forward by `by` and fires every armed deadline that is now
+    /// due, earliest first; returns how many were fired.
+    pub(crate) fn advance(&self, by: Duration) -> usize {
+        let now = self.advance_silently(by);
+        let mut due: Vec<(u64, Instant, Expiry)> = {
+            let mut armed = self.armed.lock().unwrap();
+            let (due, rest) = armed.drain(..).partition(|(_, at, _)| *at <= now);
+            *armed = rest;
+            due
+        };
+        due.sort_by_key(|(key, at, _)| (*at, *key));
+        let fired = due.len();
+        // The lock is released: firing cancels, and canceling disarms.
+        for (_, _, expiry) in due {
+            expiry.fire();
+        }
+        fired
+    }
+
+    /// Moves the clock forward by `by` without firing anything; returns the new time.
+    pub(crate) fn advance_silently(&self, by: Duration) -> Instant {
+        let mut now = self.now.lock().unwrap();
+        *now += by;
+        *now
+    }
+
+    /// How many deadlines are armed and neither fired nor disarmed.
+    pub(crate) fn armed(&self) -> usize {
+        self.armed.lock().unwrap().len()
+    }
+
+    /// How many times `arm` was called.
+    pub(crate) fn arms(&self) -> usize {
+        self.arms.load(Ordering::SeqCst)
+    }
+
+    /// How many times `disarm` was called.
+    pub(crate) fn disarms(&self) -> usize {
+        self.disarms.load(Ordering::SeqCst)
+    }
+}
+
+impl Timer for ManualTimer {
+    fn now(&self) -> Instant {
+        *self.now.lock().unwrap()
+    }
+
+    fn arm(&self, deadline: Instant, expiry: Expiry) -> Option<TimerKey> {
+        self.arms.fetch_add(1, Ordering::SeqCst);
+        let key = self.next_key.fetch_add(1, Ordering::SeqCst);
+        self.armed.lock().unwrap().push((key, deadline, expiry));
+        Some(TimerKey::new(NonZeroU64::new(key).unwrap()))
+    }
+
+    fn disarm(&self, key: TimerKey) {
+        self.disarms.fetch_add(1, Ordering::SeqCst);
+        let removed = {
+            let mut armed = self.armed.lock().unwrap();
+            armed
+                .iter()
+                .position(|(k, _, _)| *k == key.get().get())
+                .map(|index| armed.remove(index))
+        };
+        // The expiry is dropped outside the lock: dropping it may free a node.
+        drop(removed);
+    }
+}
+
+/// A value that records when it is dropped: stored in a context, it tells whether
+/// the context's node (and so everything it keeps alive) was freed.
+#[derive(Debug)]
+pub(crate) struct DropFlag(pub(crate) Arc<AtomicBool>);
+
+impl DropFlag {
+    /// A fresh flag and the handle that reads it.
+    pub(crate) fn new() -> (DropFlag, Arc<AtomicBool>) {
+        let flag = Arc::new(AtomicBool::new(false));
+        (DropFlag(flag.clone()), flag)
+    }
+}
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A shared call counter for `after_func` callbacks.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Calls(Arc<AtomicUsize>);
+
+impl Calls {
+    pub(crate) fn new() -> Calls {
+        Calls::default()
+    }
+
+    /// A callback that counts one call each time it runs.
+    pub(crate) fn callback(&self) -> impl FnOnce() + Send + 'static {
+        let count = self.0.clone();
+        move || {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// How many times the callbacks made by [`Calls::callback`] ran.
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A small seeded random number generator (SplitMix64): deterministic, so a
+/// failing seed can be replayed.
+#[derive(Clone, Debug)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n` must be positive).
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// True with probability `percent` / 100.
+    pub(crate) fn chance(&mut self, percent: u64) -> bool {
+        self.next_u64() % 100 < percent
+    }
+}

@@ -1,0 +1,311 @@
+//! Waiting for a context: the `Done` future (driven by a tiny executor written
+//! here, so no runtime is involved), the blocking `wait` family, many waiters on
+//! one cancel, and exact deadlines with a timer that never fires.
+
+mod support;
+
+use ctx_core::{Cause, Context, Error};
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+use support::{Calls, ClockOnlyTimer, ManualTimer, scaled};
+
+/// Wakes a parked thread.
+struct Unparker(Thread);
+
+impl Wake for Unparker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs a future to completion on this thread, parking between polls.
+fn block_on<F: Future>(future: F) -> F::Output {
+    let waker = Waker::from(Arc::new(Unparker(thread::current())));
+    let mut task = TaskContext::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut task) {
+            return output;
+        }
+        thread::park();
+    }
+}
+
+/// Counts how often it was woken.
+#[derive(Default)]
+struct CountingWaker(AtomicUsize);
+
+impl Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Polls `future` once with `waker`.
+fn poll_with<F: Future + Unpin>(future: &mut F, waker: &Waker) -> Poll<F::Output> {
+    Pin::new(future).poll(&mut TaskContext::from_waker(waker))
+}
+
+#[test]
+fn done_completes_after_a_cancel_from_another_thread() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let (child, _cancel_child) = ctx.with_value(1u8).with_cancel();
+    let canceler = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(1));
+        cancel.cancel();
+    });
+    block_on(child.done());
+    assert_eq!(child.err(), Some(Error::Canceled));
+    canceler.join().unwrap();
+}
+
+#[test]
+fn done_of_a_context_that_can_never_end_stays_pending() {
+    let (parent, cancel) = Context::background().with_cancel();
+    let detached = parent.without_cancel();
+    cancel.cancel();
+    for ctx in [Context::background(), Context::todo(), detached] {
+        let mut done = ctx.done();
+        assert!(poll_with(&mut done, Waker::noop()).is_pending(), "{ctx}");
+        assert!(poll_with(&mut done, Waker::noop()).is_pending(), "{ctx}");
+    }
+}
+
+#[test]
+fn done_of_a_done_context_is_ready_at_once() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    cancel.cancel();
+    let mut done = ctx.done();
+    assert!(poll_with(&mut done, Waker::noop()).is_ready());
+    assert!(done.context().same(&ctx));
+}
+
+#[test]
+fn done_wakes_its_latest_waker_and_a_dropped_done_loses_nothing() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let first = Arc::new(CountingWaker::default());
+    let second = Arc::new(CountingWaker::default());
+    let mut done = ctx.done();
+    assert!(poll_with(&mut done, &Waker::from(first.clone())).is_pending());
+    assert!(poll_with(&mut done, &Waker::from(second.clone())).is_pending());
+    // A future that registered and was dropped before completion.
+    let mut abandoned = ctx.done();
+    assert!(poll_with(&mut abandoned, Waker::noop()).is_pending());
+    drop(abandoned);
+    cancel.cancel();
+    assert!(
+        second.0.load(Ordering::SeqCst) >= 1,
+        "the latest waker was woken"
+    );
+    assert!(poll_with(&mut done, Waker::noop()).is_ready());
+    let mut fresh = ctx.done();
+    assert!(poll_with(&mut fresh, Waker::noop()).is_ready());
+}
+
+#[test]
+fn wait_returns_after_a_cancel_from_another_thread() {
+    let (ctx, cancel) = Context::background().with_cancel_cause();
+    let waiter = {
+        let ctx = ctx.clone();
+        thread::spawn(move || {
+            ctx.wait();
+            ctx.cause().unwrap().to_string()
+        })
+    };
+    thread::sleep(Duration::from_millis(1));
+    cancel.cancel(Cause::msg("wake up"));
+    assert_eq!(waiter.join().unwrap(), "wake up");
+}
+
+#[test]
+fn wait_timeout_is_false_while_live_and_true_once_done() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    assert!(!ctx.wait_timeout(Duration::from_millis(1)));
+    assert!(!ctx.wait_timeout(Duration::ZERO));
+    assert!(!ctx.wait_deadline(Instant::now()));
+    assert!(!Context::background().wait_timeout(Duration::from_millis(1)));
+    cancel.cancel();
+    assert!(ctx.wait_timeout(Duration::from_millis(1)));
+    assert!(ctx.wait_timeout(Duration::ZERO));
+    assert!(ctx.wait_deadline(Instant::now()));
+    ctx.wait();
+}
+
+#[test]
+fn wait_timeout_wakes_early_when_canceled_meanwhile() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let waiter = {
+        let ctx = ctx.clone();
+        // A timeout far longer than the test: only the cancel can end this wait.
+        thread::spawn(move || ctx.wait_timeout(Duration::from_secs(3600)))
+    };
+    thread::sleep(Duration::from_millis(1));
+    cancel.cancel();
+    assert!(waiter.join().unwrap());
+}
+
+#[test]
+fn many_blocked_waiters_all_wake_on_one_cancel() {
+    let blocking = scaled(8, 2);
+    let futures = scaled(4, 1);
+    let (root, cancel) = Context::background().with_cancel();
+    let (inner, _cancel_inner) = root.with_value(1u8).with_cancel();
+    let barrier = Arc::new(Barrier::new(blocking + futures + 1));
+    let mut waiters = Vec::new();
+    for i in 0..blocking {
+        let ctx = if i.is_multiple_of(2) {
+            root.clone()
+        } else {
+            inner.clone()
+        };
+        let barrier = barrier.clone();
+        waiters.push(thread::spawn(move || {
+            barrier.wait();
+            ctx.wait();
+            ctx.err()
+        }));
+    }
+    for i in 0..futures {
+        let ctx = if i.is_multiple_of(2) {
+            root.clone()
+        } else {
+            inner.clone()
+        };
+        let barrier = barrier.clone();
+        waiters.push(thread::spawn(move || {
+            barrier.wait();
+            block_on(ctx.done());
+            ctx.err()
+        }));
+    }
+    barrier.wait();
+    thread::sleep(Duration::from_millis(2));
+    cancel.cancel();
+    for waiter in waiters {
+        assert_eq!(waiter.join().unwrap(), Some(Error::Canceled));
+    }
+}
+
+#[test]
+fn a_passed_deadline_is_seen_even_if_the_timer_never_fires() {
+    let timer = ManualTimer::new();
+    let slow = Cause::msg("deadline by the manual clock");
+    let (ctx, _cancel) = timer
+        .root()
+        .with_timeout_cause(Duration::from_secs(10), slow.clone());
+    let (child, _cancel_child) = ctx.with_cancel();
+    let grandchild = child.with_value(1u8);
+    let calls = Calls::new();
+    let _registration = child.after_func(calls.callback());
+    assert_eq!(ctx.remaining(), Some(Duration::from_secs(10)));
+    assert_eq!(ctx.live_children(), 1);
+
+    timer.advance_silently(Duration::from_secs(9));
+    assert_eq!(grandchild.err(), None);
+    assert_eq!(ctx.remaining(), Some(Duration::from_secs(1)));
+
+    // The clock passes the deadline; the timer never fires.
+    timer.advance_silently(Duration::from_secs(1));
+    assert_eq!(ctx.remaining(), Some(Duration::ZERO));
+    // The first reader, deep in the subtree, notices and cancels the subtree.
+    assert_eq!(grandchild.err(), Some(Error::DeadlineExceeded));
+    assert!(grandchild.cause().unwrap().same(&slow));
+    assert_eq!(
+        calls.get(),
+        1,
+        "the subtree was canceled, callbacks included"
+    );
+    assert!(ctx.is_done());
+    assert_eq!(ctx.live_children(), 0);
+    assert_eq!(timer.armed(), 0, "the never-fired timer was disarmed");
+    // Waiting on it returns at once.
+    ctx.wait();
+    assert!(poll_with(&mut ctx.done(), Waker::noop()).is_ready());
+}
+
+#[test]
+fn is_done_and_done_notice_a_passed_deadline_without_the_timer() {
+    let timer = ManualTimer::new();
+    let (ctx, _cancel) = timer.root().with_timeout(Duration::from_secs(1));
+    let mut done = ctx.done();
+    assert!(poll_with(&mut done, Waker::noop()).is_pending());
+    timer.advance_silently(Duration::from_secs(1));
+    assert!(poll_with(&mut done, Waker::noop()).is_ready());
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+}
+
+#[test]
+fn a_registration_after_the_deadline_passed_sees_it() {
+    let timer = ManualTimer::new();
+    let (ctx, _cancel) = timer.root().with_timeout(Duration::from_secs(1));
+    timer.advance_silently(Duration::from_secs(2));
+    // Deriving and registering both check the deadline first.
+    let calls = Calls::new();
+    let _registration = ctx.after_func(calls.callback());
+    assert_eq!(calls.get(), 1);
+    let (child, _c) = ctx.with_cancel();
+    assert_eq!(child.err(), Some(Error::DeadlineExceeded));
+}
+
+#[test]
+fn wait_returns_at_an_exact_deadline_even_without_a_timer() {
+    let root = Context::background().with_timer(Arc::new(ClockOnlyTimer));
+    let (ctx, _cancel) = root.with_timeout(Duration::from_millis(5));
+    ctx.wait();
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+
+    let (ctx, _cancel) = root.with_timeout(Duration::from_millis(5));
+    assert!(ctx.wait_timeout(Duration::from_secs(3600)));
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+}
+
+/// Sends on drop, so that a helper thread blocked on the channel is released even
+/// when an assertion fails first.
+struct ReleaseOnDrop(Option<std::sync::mpsc::Sender<()>>);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+#[test]
+fn an_expired_deadline_is_seen_below_a_timer_cancel_still_in_progress() {
+    // The timer fires the deadline on one thread; its cancel is held up in a
+    // callback registered on the deadline node before the child, so the deadline
+    // node is done while the child has not been reached yet. A reader of the child
+    // on another thread, whose clock says the deadline passed, must still see
+    // `DeadlineExceeded`: deadlines are exact.
+    let timer = ManualTimer::new();
+    let (deadline_ctx, _cancel) = timer.root().with_timeout(Duration::from_secs(1));
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let _hold = deadline_ctx.after_func(move || {
+        started_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+    });
+    let (child, _cancel_child) = deadline_ctx.with_cancel();
+    let release = ReleaseOnDrop(Some(release_tx));
+    let firing = {
+        let timer = timer.clone();
+        thread::spawn(move || timer.advance(Duration::from_secs(1)))
+    };
+    started_rx.recv().unwrap();
+    assert!(deadline_ctx.is_done());
+    let seen = child.err();
+    drop(release);
+    assert_eq!(firing.join().unwrap(), 1);
+    assert_eq!(
+        seen,
+        Some(Error::DeadlineExceeded),
+        "the child read as live past its deadline"
+    );
+    assert_eq!(child.err(), Some(Error::DeadlineExceeded));
+}
