@@ -1,0 +1,925 @@
+//! Writes `BENCHMARKS.md` at the workspace root from the last benchmark run.
+//!
+//! `cargo xtask bench` runs this after the criterion benches. It reads
+//!
+//! * criterion's results, `target/criterion/**/new/{benchmark,estimates}.json`
+//!   (the point estimate criterion prints: the slope under linear sampling, else
+//!   the mean; ns, by benchmark id),
+//! * the tail latencies the contention bench left in `target/ctx-bench/tail.txt`,
+//! * the allocation table, measured here and now (this binary installs the
+//!   counting allocator),
+//! * Go's numbers: `benches/go-baseline.txt` (Go 1.27.3 on the 2-core reference
+//!   machine), or, if a `go` toolchain is on `PATH` and `CTX_BENCH_GO` is not `0`,
+//!   a fresh `go test -run XXX -bench . -benchmem context` on this machine,
+//!
+//! and writes the design's performance table (DESIGN §6) with ratios and a
+//! met/missed mark per target, then every result side by side. Rows whose
+//! benchmarks did not run show "—". It never fails on timing.
+
+use benches::alloc::{self, Counting};
+use benches::go::{self, GoBaseline};
+use benches::stats;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+const CORE: &str = "ctx-core";
+const TOKIO_UTIL: &str = "tokio-util";
+
+fn main() {
+    let root = benches::workspace_root();
+    let results = criterion_results(&benches::target_dir().join("criterion"));
+    let tails = stats::read_tails();
+    let allocs = if alloc::installed() {
+        alloc::table()
+    } else {
+        Vec::new()
+    };
+    let reference = go::checked_in();
+    let local = local_go();
+    let go = local
+        .clone()
+        .or_else(|| reference.clone())
+        .unwrap_or_else(|| GoBaseline {
+            provenance: "none (benches/go-baseline.txt is missing)".into(),
+            ..GoBaseline::default()
+        });
+    let report = Report {
+        results: &results,
+        tails: &tails,
+        allocs: &allocs,
+        go: &go,
+        // With Go measured here, the reference machine's numbers get a column too.
+        go_reference: local.and(reference.as_ref()),
+    };
+    let text = report.render();
+    let path = root.join("BENCHMARKS.md");
+    match fs::write(&path, &text) {
+        Ok(()) => println!(
+            "report: wrote BENCHMARKS.md ({} criterion results, {} tail lines, {} allocation rows)",
+            results.len(),
+            tails.len(),
+            allocs.len()
+        ),
+        Err(err) => {
+            eprintln!("report: could not write BENCHMARKS.md: {err}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Go measured on this machine, when a toolchain is on `PATH` and not disabled.
+fn local_go() -> Option<GoBaseline> {
+    if std::env::var_os("CTX_BENCH_GO").is_some_and(|v| v == "0") {
+        return None;
+    }
+    go::run_local(run_mode() == "quick")
+}
+
+/// `quick`, `full` or empty: the mode the benches recorded for their last run.
+fn run_mode() -> String {
+    fs::read_to_string(benches::mode_file())
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// One criterion result.
+#[derive(Debug)]
+struct Measured {
+    mean_ns: f64,
+    modified: Option<SystemTime>,
+}
+
+/// Every `new/` result under criterion's directory, by full benchmark id.
+fn criterion_results(dir: &Path) -> BTreeMap<String, Measured> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            if path.file_name().is_some_and(|n| n == "new") {
+                if let Some((id, measured)) = read_result(&path) {
+                    out.insert(id, measured);
+                }
+            } else {
+                stack.push(path);
+            }
+        }
+    }
+    out
+}
+
+fn read_result(dir: &Path) -> Option<(String, Measured)> {
+    let bench: Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("benchmark.json")).ok()?).ok()?;
+    let estimates_path = dir.join("estimates.json");
+    let estimates: Value = serde_json::from_str(&fs::read_to_string(&estimates_path).ok()?).ok()?;
+    let id = bench.get("full_id")?.as_str()?.to_owned();
+    // Criterion's own headline number: the slope of time over iterations when it
+    // has one (linear sampling: it cancels the fixed per-sample cost, such as the
+    // start and join of the threads of a parallel benchmark), else the mean.
+    let estimate = |name: &str| estimates.get(name)?.get("point_estimate")?.as_f64();
+    let mean_ns = estimate("slope").or_else(|| estimate("mean"))?;
+    let modified = fs::metadata(&estimates_path)
+        .and_then(|m| m.modified())
+        .ok();
+    Some((id, Measured { mean_ns, modified }))
+}
+
+// ===== the design table =====
+
+/// Display unit of a row.
+#[derive(Clone, Copy, Debug)]
+enum Unit {
+    Ns,
+    Us,
+    Ms,
+}
+
+impl Unit {
+    fn scale(self, ns: f64) -> f64 {
+        match self {
+            Unit::Ns => ns,
+            Unit::Us => ns / 1e3,
+            Unit::Ms => ns / 1e6,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Unit::Ns => "ns",
+            Unit::Us => "µs",
+            Unit::Ms => "ms",
+        }
+    }
+}
+
+/// Where a number comes from.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    /// A criterion benchmark id (mean, ns).
+    Bench(&'static str),
+    /// A tail-file id and field (ns).
+    Tail(&'static str, &'static str),
+    /// The workload has no counterpart in that implementation.
+    NotApplicable,
+}
+
+/// A DESIGN §6 target: at most (`≤`) or below (`<`) a value, in the row's unit.
+#[derive(Clone, Copy, Debug)]
+struct Target {
+    strict: bool,
+    value: f64,
+}
+
+impl Target {
+    fn le(value: f64) -> Option<Target> {
+        Some(Target {
+            strict: false,
+            value,
+        })
+    }
+
+    fn lt(value: f64) -> Option<Target> {
+        Some(Target {
+            strict: true,
+            value,
+        })
+    }
+
+    fn met(self, v: f64) -> bool {
+        if self.strict {
+            v < self.value
+        } else {
+            v <= self.value
+        }
+    }
+
+    fn show(self, unit: Unit) -> String {
+        format!(
+            "{} {} {}",
+            if self.strict { "<" } else { "≤" },
+            num(self.value),
+            unit.name()
+        )
+    }
+}
+
+/// One row of the design table.
+struct Headline {
+    workload: &'static str,
+    unit: Unit,
+    core: Source,
+    tokio: Source,
+    /// Go's benchmark name.
+    go: Option<&'static str>,
+    /// The design's target for ctx-core.
+    target: Option<Target>,
+    /// What the design lists for tokio-util (measured on the reference machine).
+    design_tokio: &'static str,
+}
+
+fn headlines() -> Vec<Headline> {
+    use Source::{Bench, NotApplicable, Tail};
+    vec![
+        Headline {
+            workload: "CommonParentCancel (2 threads, shared parent), ns/op",
+            unit: Unit::Ns,
+            core: Bench("CommonParentCancel/ctx-core"),
+            tokio: Bench("CommonParentCancel/tokio-util"),
+            go: Some("CommonParentCancel"),
+            target: Target::le(60.0),
+            design_tokio: "398",
+        },
+        Headline {
+            workload: "child create + drop, 2 threads, shared parent, ns/op",
+            unit: Unit::Ns,
+            core: Bench("ChildCreateDrop/threads=2/ctx-core"),
+            tokio: Bench("ChildCreateDrop/threads=2/tokio-util"),
+            go: None,
+            target: Target::le(80.0),
+            design_tokio: "332",
+        },
+        Headline {
+            workload: "CancelTree depth=1000 Root=OpenCanceler, µs",
+            unit: Unit::Us,
+            core: Bench("CancelTree/depth=1000/Root=OpenCanceler/ctx-core"),
+            tokio: Bench("CancelTree/depth=1000/Root=OpenCanceler/tokio-util"),
+            go: Some("CancelTree/depth=1000/Root=OpenCanceler"),
+            target: Target::le(40.0),
+            design_tokio: "112",
+        },
+        Headline {
+            workload: "ErrOK (live ctx), ns",
+            unit: Unit::Ns,
+            core: Bench("ErrOK/ctx-core"),
+            tokio: Bench("ErrOK/tokio-util"),
+            go: Some("ErrOK"),
+            target: Target::le(1.0),
+            design_tokio: "5.1",
+        },
+        Headline {
+            workload: "CheckCanceled/Err (canceled ctx), ns",
+            unit: Unit::Ns,
+            core: Bench("CheckCanceled/Err/ctx-core"),
+            tokio: Bench("CheckCanceled/Err/tokio-util"),
+            go: Some("CheckCanceled/Err"),
+            target: Target::le(2.0),
+            design_tokio: "5.1",
+        },
+        Headline {
+            workload: "CheckCanceled/Done (canceled ctx; poll a fresh `done()`), ns",
+            unit: Unit::Ns,
+            core: Bench("CheckCanceled/Done/ctx-core"),
+            tokio: Bench("CheckCanceled/Done/tokio-util"),
+            go: Some("CheckCanceled/Done"),
+            target: Target::le(2.0),
+            design_tokio: "11.0",
+        },
+        Headline {
+            workload: "CheckCanceled/IsDone (extra: canceled ctx, `is_done()`), ns",
+            unit: Unit::Ns,
+            core: Bench("CheckCanceled/IsDone/ctx-core"),
+            tokio: Bench("CheckCanceled/IsDone/tokio-util"),
+            go: Some("CheckCanceled/Done"),
+            target: Target::le(2.0),
+            design_tokio: "—",
+        },
+        Headline {
+            workload: "ContextCancelDone (2 threads reading one ctx), ns",
+            unit: Unit::Ns,
+            core: Bench("ContextCancelDone/ctx-core"),
+            tokio: Bench("ContextCancelDone/tokio-util"),
+            go: Some("ContextCancelDone"),
+            target: Target::le(1.0),
+            design_tokio: "23.5",
+        },
+        Headline {
+            workload: "worst single check while another thread churns children (max), µs",
+            unit: Unit::Us,
+            core: Tail("WorstCheck/contention=high/ctx-core", "max_ns"),
+            tokio: Tail("WorstCheck/contention=high/tokio-util", "max_ns"),
+            go: None,
+            target: Target::lt(1.0),
+            design_tokio: "750–4000",
+        },
+        Headline {
+            workload: "… the same, 99.99th percentile (extra), µs",
+            unit: Unit::Us,
+            core: Tail("WorstCheck/contention=high/ctx-core", "p99_99_ns"),
+            tokio: Tail("WorstCheck/contention=high/tokio-util", "p99_99_ns"),
+            go: None,
+            target: Target::lt(1.0),
+            design_tokio: "—",
+        },
+        Headline {
+            workload: "DeepValueSameGoRoutine depth=100, ns",
+            unit: Unit::Ns,
+            core: Bench("DeepValueSameGoRoutine/depth=100/ctx-core"),
+            tokio: NotApplicable,
+            go: Some("DeepValueSameGoRoutine/depth=100"),
+            target: Target::le(150.0),
+            design_tokio: "n/a",
+        },
+        Headline {
+            workload: "WithTimeout concurrency=40 (10 ctx create+cancel per op), tokio backend, ns/op",
+            unit: Unit::Ns,
+            core: Bench("WithTimeout/concurrency=40/timer=tokio/ctx-core"),
+            tokio: NotApplicable,
+            go: Some("WithTimeout/concurrency=40"),
+            target: Target::le(500.0),
+            design_tokio: "n/a",
+        },
+        Headline {
+            workload: "WithTimeout concurrency=40, built-in StdTimer backend (extra), ns/op",
+            unit: Unit::Ns,
+            core: Bench("WithTimeout/concurrency=40/timer=std/ctx-core"),
+            tokio: NotApplicable,
+            go: Some("WithTimeout/concurrency=40"),
+            target: None,
+            design_tokio: "n/a",
+        },
+        Headline {
+            workload: "cancel of 100k children, no waiters, ms",
+            unit: Unit::Ms,
+            core: Bench("CancelFanout/children=100000/waiters=none/ctx-core"),
+            tokio: Bench("CancelFanout/children=100000/waiters=none/tokio-util"),
+            go: None,
+            target: Target::le(0.7),
+            design_tokio: "2.66",
+        },
+        Headline {
+            workload: "cancel → all of 100k awaiting tokio tasks woken, ms",
+            unit: Unit::Ms,
+            core: Bench("CancelFanout/children=100000/waiters=tokio-tasks/ctx-core"),
+            tokio: Bench("CancelFanout/children=100000/waiters=tokio-tasks/tokio-util"),
+            go: None,
+            target: Target::le(25.0),
+            design_tokio: "38",
+        },
+        Headline {
+            workload: "10,000-deep chain, cancel of the root, µs",
+            unit: Unit::Us,
+            core: Bench("CancelChain/depth=10000/ctx-core"),
+            tokio: Bench("CancelChain/depth=10000/tokio-util"),
+            go: None,
+            target: Target::le(150.0),
+            design_tokio: "648",
+        },
+    ]
+}
+
+// ===== rendering =====
+
+struct Report<'a> {
+    results: &'a BTreeMap<String, Measured>,
+    tails: &'a BTreeMap<String, String>,
+    allocs: &'a [alloc::Row],
+    go: &'a GoBaseline,
+    go_reference: Option<&'a GoBaseline>,
+}
+
+impl Report<'_> {
+    fn value_ns(&self, source: Source) -> Option<f64> {
+        match source {
+            Source::Bench(id) => self.results.get(id).map(|m| m.mean_ns),
+            Source::Tail(id, field) => self.tails.get(id).and_then(|l| stats::field(l, field)),
+            Source::NotApplicable => None,
+        }
+    }
+
+    fn show(&self, source: Source, unit: Unit) -> String {
+        match source {
+            Source::NotApplicable => "n/a".into(),
+            _ => self
+                .value_ns(source)
+                .map_or("—".into(), |ns| num(unit.scale(ns))),
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# Benchmarks\n\n");
+        out.push_str(
+            "Generated by `cargo xtask bench` (`benches/src/bin/report.rs`); do not edit by \
+             hand. What each benchmark measures, and how to run one: `benches/README.md`.\n\n",
+        );
+        self.render_provenance(&mut out);
+        self.render_design(&mut out);
+        self.render_allocs(&mut out);
+        self.render_tails(&mut out);
+        self.render_all(&mut out);
+        out
+    }
+
+    fn render_provenance(&self, out: &mut String) {
+        let mode = match run_mode().as_str() {
+            "quick" => {
+                "quick (`cargo xtask bench --quick`: 0.3 s warm-up, 1 s measurement, \
+                 shortened parameter lists) — a smoke test, not numbers to quote"
+            }
+            "full" => {
+                "full (`cargo xtask bench`: criterion's default 3 s warm-up, 5 s measurement)"
+            }
+            _ => "unknown",
+        };
+        let times: Vec<SystemTime> = self.results.values().filter_map(|m| m.modified).collect();
+        let window = match (times.iter().min(), times.iter().max()) {
+            (Some(first), Some(last)) => format!("{} to {}", utc(*first), utc(*last)),
+            _ => "none found".into(),
+        };
+        let _ = writeln!(out, "## Machine and provenance\n");
+        let _ = writeln!(out, "| | |\n|---|---|");
+        let rows = [
+            ("report written", utc(SystemTime::now())),
+            ("criterion results from", window),
+            ("mode of the last bench run", mode.to_owned()),
+            ("git commit", git_commit()),
+            ("CPU", cpu_model()),
+            ("cores", core_count()),
+            ("memory", mem_total()),
+            (
+                "load average (1/5/15 min) when the report was written",
+                load_average(),
+            ),
+            ("rustc", command_line("rustc", &["-V"])),
+            (
+                "crates",
+                lock_versions(&["tokio-util", "tokio", "criterion"]),
+            ),
+            ("Go", self.go.provenance.clone()),
+        ];
+        for (k, v) in rows {
+            let _ = writeln!(out, "| {k} | {v} |");
+        }
+        if let Some(reference) = self.go_reference {
+            let _ = writeln!(out, "| Go, reference column | {} |", reference.provenance);
+        }
+        out.push_str(
+            "\nRead ratios, not absolute times: ctx-core and tokio-util ran on this machine in \
+             the same run; Go's numbers come from the source named above. A ratio below 1 means \
+             ctx-core is faster. The benches share the machine with whatever else runs on it \
+             (the load average above tells), and the worst-case latencies in particular include \
+             the machine's own noise (see the `contention=none` rows).\n\n",
+        );
+    }
+
+    fn render_design(&self, out: &mut String) {
+        out.push_str("## DESIGN §6 targets\n\n");
+        let reference = self.go_reference;
+        let mut header = vec!["workload (Go benchmark name)", "ctx-core", "tokio-util"];
+        if reference.is_some() {
+            header.extend(["Go (this machine)", "Go (reference machine)"]);
+        } else {
+            header.push("Go");
+        }
+        header.extend([
+            "ctx-core / Go",
+            "ctx-core / tokio-util",
+            "target for ctx-core",
+            "met?",
+            "tokio-util in DESIGN",
+        ]);
+        let _ = writeln!(out, "| {} |", header.join(" | "));
+        let aligns: Vec<&str> = header
+            .iter()
+            .enumerate()
+            .map(|(i, h)| match (i, *h) {
+                (0, _) => "---",
+                (_, "met?") => ":-:",
+                _ => "---:",
+            })
+            .collect();
+        let _ = writeln!(out, "|{}|", aligns.join("|"));
+        for row in headlines() {
+            let core = self.value_ns(row.core).map(|ns| row.unit.scale(ns));
+            let tokio = self.value_ns(row.tokio).map(|ns| row.unit.scale(ns));
+            let go_in = |go: &GoBaseline| {
+                row.go
+                    .and_then(|name| go.get(name))
+                    .map(|r| row.unit.scale(r.ns_per_op))
+            };
+            let go = go_in(self.go);
+            let (target, met) = match row.target {
+                None => ("—".into(), "—"),
+                Some(t) => (t.show(row.unit), core.map_or("—", |v| mark(t.met(v)))),
+            };
+            let mut cells = vec![
+                row.workload.to_owned(),
+                self.show(row.core, row.unit),
+                self.show(row.tokio, row.unit),
+                go.map_or("—".into(), num),
+            ];
+            if let Some(reference) = reference {
+                cells.push(go_in(reference).map_or("—".into(), num));
+            }
+            cells.extend([
+                ratio(core, go),
+                ratio(core, tokio),
+                target,
+                met.to_owned(),
+                row.design_tokio.to_owned(),
+            ]);
+            let _ = writeln!(out, "| {} |", cells.join(" | "));
+        }
+        // Memory: one row, from the allocation table.
+        let find =
+            |what: &str, imp: &str| self.allocs.iter().find(|r| r.what == what && r.imp == imp);
+        let core = find("with_cancel", CORE);
+        let tokio = find("child_token", TOKIO_UTIL);
+        let go = self.go.get("CommonParentCancel");
+        let show = |r: Option<&alloc::Row>| {
+            r.map_or("—".into(), |r| {
+                format!("{:.0} B / {:.2}", r.bytes, r.allocs)
+            })
+        };
+        let go_mem = |go: &GoBaseline| {
+            go.get("CommonParentCancel")
+                .and_then(|g| {
+                    Some(format!(
+                        "{:.0} B / {:.0}",
+                        g.bytes_per_op?, g.allocs_per_op?
+                    ))
+                })
+                .unwrap_or_else(|| "—".into())
+        };
+        let met = core.map_or("—", |r| mark(r.bytes <= 64.0 && r.allocs <= 1.0 + 1e-9));
+        let mut cells = vec![
+            "bytes / allocations per WithCancel child (child of a live parent; Go: per \
+             CommonParentCancel op)"
+                .to_owned(),
+            show(core),
+            show(tokio),
+            go_mem(self.go),
+        ];
+        if let Some(reference) = reference {
+            cells.push(go_mem(reference));
+        }
+        cells.extend([
+            ratio(core.map(|r| r.bytes), go.and_then(|g| g.bytes_per_op)),
+            ratio(core.map(|r| r.bytes), tokio.map(|r| r.bytes)),
+            "≤ 64 B / 1".to_owned(),
+            met.to_owned(),
+            "123 B / 1".to_owned(),
+        ]);
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+        let floor = |imp: &str| {
+            self.tails
+                .get(&format!("WorstCheck/contention=none/{imp}"))
+                .and_then(|l| stats::field(l, "max_ns"))
+                .map_or("—".into(), |ns| num(ns / 1e3))
+        };
+        let _ = writeln!(
+            out,
+            "\nFor scale, the machine's noise floor: with no other thread touching the \
+             context at all (`WorstCheck/contention=none`), the slowest \
+             check took {} µs (ctx-core) and {} µs (tokio-util). Compare the tails below.",
+            floor(CORE),
+            floor(TOKIO_UTIL),
+        );
+        out.push_str(
+            "\nRatios compare criterion's estimates (the memory row compares bytes). \"—\": not run (or not \
+             measurable in this run); \"n/a\": tokio-util has no such feature; \
+             \"extra\" rows are not in DESIGN §6. Go's CommonParentCancel \
+             also runs 2 × 100 `x /= x + 1` of busy work per operation, which the Rust \
+             benchmark leaves out; it is a small part of Go's time (about 57 ns/op of 246 \
+             measured on a 2-core Xeon).\n\n",
+        );
+    }
+
+    fn render_allocs(&self, out: &mut String) {
+        out.push_str("## Memory per derived context\n\n");
+        if self.allocs.is_empty() {
+            out.push_str("Not measured (the counting allocator was not installed).\n\n");
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "{} contexts of each kind are created under one fresh parent and kept alive; the \
+             counting global allocator's totals are divided by their number (so the growth of \
+             the parent's child list, or of a timer's queue, is amortized in). \"Retained\" is \
+             what is still allocated while they live. For reference, Go allocates {} per \
+             CommonParentCancel operation (one WithCancel child) and {} per WithTimeout context.\n",
+            alloc::N,
+            self.go
+                .get("CommonParentCancel")
+                .and_then(|g| Some(format!(
+                    "{:.0} B in {:.0} allocations",
+                    g.bytes_per_op?, g.allocs_per_op?
+                )))
+                .unwrap_or_else(|| "—".into()),
+            self.go
+                .get("WithTimeout/concurrency=40")
+                .and_then(|g| Some(format!(
+                    "{:.0} B in {:.0} allocations",
+                    g.bytes_per_op? / 10.0,
+                    g.allocs_per_op? / 10.0
+                )))
+                .unwrap_or_else(|| "—".into()),
+        );
+        out.push_str(&alloc::markdown(self.allocs));
+        out.push('\n');
+    }
+
+    fn render_tails(&self, out: &mut String) {
+        out.push_str("## Check latency under contention (every check timed on its own)\n\n");
+        if self.tails.is_empty() {
+            out.push_str("Not run.\n\n");
+            return;
+        }
+        out.push_str(
+            "`contention=none`: nobody else touches the context (the machine's noise floor); \
+             `low`: another thread churns children of another parent; `high`: it churns \
+             children of the checked context. Times include one clock read.\n\n\
+             | benchmark | checks | mean, ns | p99.9, ns | p99.99, ns | max, µs | checks over 1 µs |\n\
+             |---|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for (id, line) in self.tails {
+            let f = |k: &str| stats::field(line, k);
+            let _ = writeln!(
+                out,
+                "| `{id}` | {} | {} | {} | {} | {} | {} |",
+                f("checks").map_or("—".into(), |v| format!("{v:.0}")),
+                f("mean_ns").map_or("—".into(), num),
+                f("p99_9_ns").map_or("—".into(), num),
+                f("p99_99_ns").map_or("—".into(), num),
+                f("max_ns").map_or("—".into(), |v| num(v / 1e3)),
+                f("over_1us").map_or("—".into(), |v| format!("{v:.0}")),
+            );
+        }
+        out.push('\n');
+    }
+
+    fn render_all(&self, out: &mut String) {
+        out.push_str("## Every result (criterion's estimates)\n\n");
+        if self.results.is_empty() {
+            out.push_str("No criterion results found under `target/criterion`.\n");
+            return;
+        }
+        // Group by the id without its last component (the implementation).
+        let mut rows: BTreeMap<&str, BTreeMap<&str, f64>> = BTreeMap::new();
+        for (id, m) in self.results {
+            let (key, imp) = id.rsplit_once('/').unwrap_or((id.as_str(), ""));
+            rows.entry(key).or_default().insert(imp, m.mean_ns);
+        }
+        out.push_str(
+            "| benchmark | ctx-core | tokio-util | Go | ctx-core / Go | ctx-core / tokio-util |\n\
+             |---|---:|---:|---:|---:|---:|\n",
+        );
+        for (key, imps) in rows {
+            let core = imps.get(CORE).copied();
+            let tokio = imps.get(TOKIO_UTIL).copied();
+            let go = self.go_for(key);
+            let _ = writeln!(
+                out,
+                "| `{key}` | {} | {} | {} | {} | {} |",
+                core.map_or("—".into(), auto),
+                tokio.map_or("—".into(), auto),
+                go.map_or("—".into(), auto),
+                ratio(core, go),
+                ratio(core, tokio),
+            );
+            for (imp, ns) in imps
+                .iter()
+                .filter(|(imp, _)| ![CORE, TOKIO_UTIL].contains(imp))
+            {
+                let _ = writeln!(out, "| `{key}/{imp}` | {} | | | | |", auto(*ns));
+            }
+        }
+    }
+
+    /// Go's number for a row key: the same name, or the name without the parts
+    /// Go does not have (`timer=…`).
+    fn go_for(&self, key: &str) -> Option<f64> {
+        if let Some(r) = self.go.get(key) {
+            return Some(r.ns_per_op);
+        }
+        let trimmed: Vec<&str> = key
+            .split('/')
+            .filter(|part| !part.starts_with("timer="))
+            .collect();
+        self.go.get(&trimmed.join("/")).map(|r| r.ns_per_op)
+    }
+}
+
+// ===== formatting =====
+
+/// Three significant digits, no exponent.
+fn num(v: f64) -> String {
+    if !v.is_finite() {
+        return "—".into();
+    }
+    let a = v.abs();
+    if a >= 100.0 {
+        let s = format!("{v:.0}");
+        group_thousands(&s)
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn group_thousands(s: &str) -> String {
+    let (sign, digits) = s.strip_prefix('-').map_or(("", s), |d| ("-", d));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    format!("{sign}{out}")
+}
+
+/// A duration in ns, in the unit that suits it.
+fn auto(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{} ms", num(ns / 1e6))
+    } else if ns >= 1e3 {
+        format!("{} µs", num(ns / 1e3))
+    } else {
+        format!("{} ns", num(ns))
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{}×", num(a / b)),
+        _ => "—".into(),
+    }
+}
+
+fn mark(met: bool) -> &'static str {
+    if met { "✅ met" } else { "❌ missed" }
+}
+
+// ===== machine information =====
+
+fn read_trim(path: &str) -> String {
+    fs::read_to_string(path).map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())
+}
+
+fn cpu_model() -> String {
+    let info = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|rest| rest.split_once(':'))
+        .map_or_else(|| "unknown".into(), |(_, v)| v.trim().to_owned())
+}
+
+fn core_count() -> String {
+    let info = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let logical = info.lines().filter(|l| l.starts_with("processor")).count();
+    let available = std::thread::available_parallelism().map_or(0, |n| n.get());
+    match (logical, available) {
+        (0, 0) => "unknown".into(),
+        (0, n) => format!("{n} available"),
+        (n, m) if n == m || m == 0 => format!("{n}"),
+        (n, m) => format!("{n} ({m} available to this process)"),
+    }
+}
+
+fn mem_total() -> String {
+    let info = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or_else(
+            || "unknown".into(),
+            |kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0),
+        )
+}
+
+fn load_average() -> String {
+    let text = read_trim("/proc/loadavg");
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+fn command_line(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "unknown".into(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        )
+}
+
+fn git_commit() -> String {
+    let root = benches::workspace_root();
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "HEAD"]) {
+        Some(head) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{head} (plus uncommitted changes)")
+            } else {
+                head
+            }
+        }
+        None => "unknown".into(),
+    }
+}
+
+/// `name version` of the locked crates, from `Cargo.lock`.
+fn lock_versions(names: &[&str]) -> String {
+    let lock = fs::read_to_string(benches::workspace_root().join("Cargo.lock")).unwrap_or_default();
+    let mut found = Vec::new();
+    for name in names {
+        let needle = format!("name = \"{name}\"\nversion = \"");
+        if let Some(at) = lock.find(&needle) {
+            let rest = &lock[at + needle.len()..];
+            if let Some(end) = rest.find('"') {
+                found.push(format!("{name} {}", &rest[..end]));
+            }
+        }
+    }
+    if found.is_empty() {
+        "unknown".into()
+    } else {
+        found.join(", ")
+    }
+}
+
+/// `2026-05-01 12:34 UTC`.
+fn utc(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    let (y, m, d) = civil_from_days(days);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(num(371_793.0), "371,793");
+        assert_eq!(num(2.835), "2.83");
+        assert_eq!(num(0.7), "0.700");
+        assert_eq!(num(16.13), "16.1");
+        assert_eq!(auto(2_660_000.0), "2.66 ms");
+        assert_eq!(ratio(Some(1.0), Some(4.0)), "0.250×");
+        assert_eq!(ratio(None, Some(4.0)), "—");
+    }
+}

@@ -1,0 +1,144 @@
+//! Thread harnesses: run an operation on several threads at once and time the
+//! whole, keep a background thread busy, and wait for many tasks to finish.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Condvar, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Runs `work(thread_index, ops)` on `threads` threads (the caller's thread is
+/// index 0), splitting `iters` operations between them, and returns the wall time
+/// from the common start until the last thread finished.
+///
+/// Dividing the result by `iters` gives what Go's `b.RunParallel` reports: wall
+/// time per operation with all threads busy. Thread start-up is not timed.
+pub fn run_parallel<F>(threads: usize, iters: u64, work: F) -> Duration
+where
+    F: Fn(usize, u64) + Sync,
+{
+    assert!(threads >= 1);
+    let threads_u64 = threads as u64;
+    let share = |index: usize| {
+        let index = index as u64;
+        iters / threads_u64 + u64::from(index < iters % threads_u64)
+    };
+    let barrier = Barrier::new(threads);
+    let mut start = None;
+    thread::scope(|scope| {
+        for index in 1..threads {
+            let (barrier, work) = (&barrier, &work);
+            scope.spawn(move || {
+                barrier.wait();
+                work(index, share(index));
+            });
+        }
+        barrier.wait();
+        start = Some(Instant::now());
+        work(0, share(0));
+    });
+    start.expect("set above").elapsed()
+}
+
+/// A thread that runs `step` in a loop until dropped: the "other thread" of the
+/// contention benchmarks.
+#[derive(Debug)]
+pub struct Busy {
+    stop: Arc<AtomicBool>,
+    steps: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Busy {
+    /// Starts the thread; returns once it has run `step` at least once.
+    pub fn start<F>(mut step: F) -> Busy
+    where
+        F: FnMut() + Send + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let steps = Arc::new(AtomicUsize::new(0));
+        let thread = {
+            let (stop, steps) = (stop.clone(), steps.clone());
+            thread::Builder::new()
+                .name("churn".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        for _ in 0..64 {
+                            step();
+                        }
+                        steps.fetch_add(64, Ordering::Relaxed);
+                    }
+                })
+                .expect("spawn the churn thread")
+        };
+        while steps.load(Ordering::Relaxed) == 0 {
+            thread::yield_now();
+        }
+        Busy {
+            stop,
+            steps,
+            thread: Some(thread),
+        }
+    }
+
+    /// How many steps ran so far.
+    pub fn steps(&self) -> usize {
+        self.steps.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A countdown that wakes one blocked waiter when `arrive` has been called
+/// `target` times: how a benchmark learns that every task or thread observed a
+/// cancel without spinning on a core the tasks need.
+#[derive(Debug, Default)]
+pub struct Latch {
+    count: AtomicUsize,
+    target: AtomicUsize,
+    open: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Latch {
+    /// A latch to reuse across iterations; call [`reset`](Latch::reset) before each.
+    pub fn new() -> Latch {
+        Latch::default()
+    }
+
+    /// Arms the latch for `target` arrivals.
+    pub fn reset(&self, target: usize) {
+        *self.open.lock().unwrap() = false;
+        self.count.store(0, Ordering::SeqCst);
+        self.target.store(target, Ordering::SeqCst);
+    }
+
+    /// One arrival; the last one opens the latch.
+    pub fn arrive(&self) {
+        if self.count.fetch_add(1, Ordering::AcqRel) + 1 == self.target.load(Ordering::Acquire) {
+            *self.open.lock().unwrap() = true;
+            self.cond.notify_all();
+        }
+    }
+
+    /// Blocks until all arrivals happened.
+    pub fn wait(&self) {
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.cond.wait(open).unwrap();
+        }
+    }
+}
+
+/// Sleeps in short steps until `cond` holds.
+pub fn wait_until(mut cond: impl FnMut() -> bool) {
+    while !cond() {
+        thread::sleep(Duration::from_micros(200));
+    }
+}
