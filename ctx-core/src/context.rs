@@ -360,6 +360,16 @@ impl Context {
         }
         if let Some(reason) = born {
             tree::cancel(node, reason, true);
+        } else {
+            // A canceler that reached the node through one parent while we were still
+            // registering with the others may have detached before we stored a slot
+            // index. SeqCst fence: pairs with the one in the canceler's `finish`; either
+            // it saw our indices, or we see the node done here and detach ourselves.
+            crate::sync::fence(crate::sync::Ordering::SeqCst);
+            // Relaxed: ordered by the fence above.
+            if state::is_done(part.cancel.state.load(crate::sync::Ordering::Relaxed)) {
+                tree::cancel::detach(node);
+            }
         }
         (Context::from_strong(node), CancelFunc::new(node))
     }

@@ -98,7 +98,9 @@ impl ChildSet {
         // SeqCst: the store half of the insert side of the Dekker pair (module
         // docs); also a release that publishes the entry's contents to the canceler,
         // whose drain may swap this slot at the same time.
-        self.slot(index).entry.store_racing_rmw(entry);
+        self.slot(index)
+            .entry
+            .store_racing_rmw(entry, Ordering::SeqCst);
         crate::sync::dekker_point();
         index
     }

@@ -78,38 +78,37 @@ pub(crate) fn dekker_point() {
     fence(Ordering::SeqCst);
 }
 
-/// A `SeqCst` store into an atomic that other threads may read-modify-write at
-/// the same time.
+/// A store into an atomic that other threads may read-modify-write at the same
+/// time.
 ///
 /// A plain store. Under loom it is a `swap` whose result is dropped: loom lets an
 /// RMW read a value older than a concurrent plain store and then lets that store
 /// land before the RMW's own write (tokio-rs/loom#254: RMW atomicity is not
-/// enforced against plain stores), so a later RMW of the storing thread can miss
-/// its own store, an outcome the memory model forbids. With RMWs on both sides
-/// loom orders them correctly; the old value is not used, so the program's
-/// possible outcomes are the same.
+/// enforced against plain stores), so a later RMW can miss the store, an outcome
+/// the memory model forbids. With RMWs on both sides loom orders them correctly;
+/// the old value is not used, so the program's possible outcomes are the same.
 pub(crate) trait StoreRacingRmw<T> {
-    fn store_racing_rmw(&self, value: T);
+    fn store_racing_rmw(&self, value: T, order: Ordering);
 }
 
-impl<T> StoreRacingRmw<*mut T> for AtomicPtr<T> {
-    #[inline(always)]
-    fn store_racing_rmw(&self, value: *mut T) {
-        #[cfg(not(all(test, ctx_loom)))]
-        self.store(value, Ordering::SeqCst);
-        #[cfg(all(test, ctx_loom))]
-        self.swap(value, Ordering::SeqCst);
-    }
+macro_rules! store_racing_rmw {
+    ($(impl$(<$param:ident>)? for $atomic:ty, $value:ty;)*) => {$(
+        impl$(<$param>)? StoreRacingRmw<$value> for $atomic {
+            #[inline(always)]
+            fn store_racing_rmw(&self, value: $value, order: Ordering) {
+                #[cfg(not(all(test, ctx_loom)))]
+                self.store(value, order);
+                #[cfg(all(test, ctx_loom))]
+                self.swap(value, order);
+            }
+        }
+    )*};
 }
 
-impl StoreRacingRmw<u64> for AtomicU64 {
-    #[inline(always)]
-    fn store_racing_rmw(&self, value: u64) {
-        #[cfg(not(all(test, ctx_loom)))]
-        self.store(value, Ordering::SeqCst);
-        #[cfg(all(test, ctx_loom))]
-        self.swap(value, Ordering::SeqCst);
-    }
+store_racing_rmw! {
+    impl<T> for AtomicPtr<T>, *mut T;
+    impl for AtomicU32, u32;
+    impl for AtomicU64, u64;
 }
 
 /// Atomics for code that runs outside every loom model: the built-in timer's own

@@ -186,7 +186,7 @@ pub(crate) fn arm(node: NodeRef) {
     };
     // SeqCst: pairs with the canceler's swap in `disarm`: either it sees our key,
     // or we see its done word below.
-    part.key.store_racing_rmw(key.get().get());
+    part.key.store_racing_rmw(key.get().get(), Ordering::SeqCst);
     crate::sync::dekker_point();
     if crate::tree::state::is_done(part.cancel.state.load(Ordering::SeqCst)) {
         disarm(node);

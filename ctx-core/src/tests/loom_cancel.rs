@@ -188,7 +188,7 @@ fn loom_cancel_merge_two_parents() {
 }
 
 /// A merge node is created while its second parent is canceled: it ends up done,
-/// and once it is dropped neither parent keeps a registration.
+/// and (canceled through `b`, or born done) it leaves `a` at once.
 #[test]
 fn loom_cancel_merge_insert_vs_cancel() {
     model(|| {
@@ -201,35 +201,34 @@ fn loom_cancel_merge_insert_vs_cancel() {
 
         assert_eq!(merged.err(), Some(Error::Canceled));
         assert_eq!(b.live_children(), 0);
-        // Canceled through `b`, the node may stay registered with `a` until dropped.
-        assert!(a.live_children() <= 1);
-        drop((merged, cancel_merged));
         assert_eq!(a.live_children(), 0);
+        drop((merged, cancel_merged));
         assert_handles(&a, 2);
         assert_handles(&b, 1);
         drop(cancel_a);
     });
 }
 
-/// A merge node canceled through one parent stays registered with the other
-/// until dropped. Here its last handles are dropped while that other parent is
-/// canceled: the drain may find it with no strong reference left (its upgrade
-/// fails), or the drop may unlink it first. Either way the slot is emptied once.
+/// A merge node is created while its *first* parent is canceled: the cancel can
+/// reach the node (registered with `a`) before the node registers with `b`. It
+/// must end up done and, once canceled through `a`, leave `b` at once.
 #[test]
-fn loom_cancel_merge_drop_vs_cancel() {
+fn loom_cancel_merge_insert_vs_cancel_first_parent() {
     model(|| {
         let (a, cancel_a) = Context::background().with_cancel();
         let (b, cancel_b) = Context::background().with_cancel();
-        let (merged, cancel_merged) = Context::with_cancel_any(&[a.clone(), b.clone()]);
+        let parents = [a.clone(), b.clone()];
+        let t = thread::spawn(move || Context::with_cancel_any(&parents));
         cancel_a.cancel();
-        assert!(merged.is_done());
-        assert_eq!(b.live_children(), 1);
-        let t = thread::spawn(move || drop((cancel_merged, merged)));
-        cancel_b.cancel();
-        t.join().unwrap();
+        let (merged, cancel_merged) = t.join().unwrap();
 
+        assert_eq!(merged.err(), Some(Error::Canceled));
+        assert_eq!(a.live_children(), 0);
+        assert_eq!(b.live_children(), 0, "a canceled merge node stays in `b`");
+        drop((merged, cancel_merged));
         assert_eq!(b.live_children(), 0);
         assert_handles(&a, 1);
-        assert_handles(&b, 1);
+        assert_handles(&b, 2);
+        drop(cancel_b);
     });
 }

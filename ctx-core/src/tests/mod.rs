@@ -14,15 +14,14 @@
 //! ```
 //!
 //! `cargo xtask loom` runs exactly that. On a 2-core machine the 22 models take
-//! about 10 s (three quarters of it in `loom_list_concurrent_insert_remove` and
-//! `loom_waiter_two_waiters_vs_cancel`, the models with three threads), plus about
-//! a minute for a cold release build. With `LOOM_MAX_PREEMPTIONS=3` the suite
-//! takes about 90 s and still passes; with 4, about 5 min for most models.
+//! about 5 s (most of it in the three-thread models), plus under a minute for a
+//! cold release build. With `LOOM_MAX_PREEMPTIONS=3` they take about 40 s; with
+//! 4, over ten minutes (most of it in `loom_waiter_two_waiters_vs_cancel`).
 //!
 //! | model file | protocol |
 //! |---|---|
 //! | `loom_list` | the child set: free-stack ABA, concurrent insert/remove, insert vs drain (the Dekker pair, with a segment allocation), remove vs drain |
-//! | `loom_cancel` | registration vs cancel (one and two registrants), unlink on drop vs cancel and vs insert, racing causes, merge nodes (two parents canceled, creation vs cancel, drop vs cancel) |
+//! | `loom_cancel` | registration vs cancel (one and two registrants), unlink on drop vs cancel and vs insert, racing causes, merge nodes (two parents canceled, creation vs cancel of either parent) |
 //! | `loom_after_func` | stop vs fire, registration vs cancel, registration and stop vs cancel |
 //! | `loom_waiter` | the `WAITERS` bit: no lost wake-up for `Done` (one waiter, a waiter on a child, two waiters) |
 //! | `loom_timer` | arming vs cancel, firing vs cancel, the exact-deadline check vs cancel: every key disarmed exactly once |
@@ -30,11 +29,11 @@
 //! Every model built with [`model`] also checks that each execution frees every
 //! node it allocated; loom itself checks its own `Arc`s (callbacks) for leaks.
 //!
-//! Two places in the crate help loom where its model is weaker than Rust's memory
-//! model, each a no-op in every other build: `sync::dekker_point` (loom treats
-//! `SeqCst` loads and stores as `AcqRel`) and `sync::StoreRacingRmw` (loom lets a
-//! plain store slip between an RMW's read and write). Without them the models
-//! report executions that cannot happen.
+//! Two helpers in `sync` make up for loom's model being weaker than Rust's memory
+//! model, and change nothing in any other build: `dekker_point` (loom treats
+//! `SeqCst` loads and stores as `AcqRel`) and `StoreRacingRmw` (loom lets a plain
+//! store slip between an RMW's read and write). Without them the models report
+//! executions that cannot happen.
 //!
 //! Models never block a thread (no `Context::wait`, no parking) and never use the
 //! built-in timer thread; futures are driven with `loom::future::block_on`.

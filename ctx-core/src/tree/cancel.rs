@@ -7,7 +7,7 @@
 use super::node::{Kind, NodeRef, UNREGISTERED};
 use super::state::{self, Reason, Word};
 use crate::after_func::Callback;
-use crate::sync::{AtomicU32, Ordering};
+use crate::sync::{AtomicU32, Ordering, StoreRacingRmw, fence};
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 
@@ -73,8 +73,9 @@ pub(crate) fn register(carrier: NodeRef, child: NodeRef, slot: &AtomicU32) -> Op
     let entry = child.as_entry();
     let index = set.insert(entry);
     // Relaxed: the index is read later by this node's own cancel or drop, which are
-    // ordered after this by the handle hand-off.
-    slot.store(index, Ordering::Relaxed);
+    // ordered after this by the handle hand-off. (A canceler detaching a merge node
+    // may swap it meanwhile, hence the loom-friendly store.)
+    slot.store_racing_rmw(index, Ordering::Relaxed);
     // SeqCst: the load half of the insert side of the Dekker pair (`list`).
     let word = part.state.load(Ordering::SeqCst);
     if !state::is_done(word) {
@@ -82,7 +83,7 @@ pub(crate) fn register(carrier: NodeRef, child: NodeRef, slot: &AtomicU32) -> Op
     }
     if set.remove(index, entry) {
         child.dec_weak();
-        slot.store(UNREGISTERED, Ordering::Relaxed);
+        slot.store_racing_rmw(UNREGISTERED, Ordering::Relaxed);
     }
     // Whether we or the canceler own the slot, cancel the child now, so that it is
     // born done and every later reader agrees (cancel is idempotent).
@@ -106,7 +107,7 @@ fn deregister(carrier: NodeRef, child: NodeRef, slot: &AtomicU32) {
 }
 
 /// Removes a cancelable node from every parent it is registered with.
-fn detach(node: NodeRef) {
+pub(crate) fn detach(node: NodeRef) {
     let part = node.cancel_part();
     if let Some(carrier) = node.header().parent.real().and_then(NodeRef::carrier) {
         deregister(carrier, node, &part.slot);
@@ -217,7 +218,11 @@ fn finish(
                         Some(previous) => {
                             if child.kind() == Kind::Merge {
                                 // Canceled through one parent: leave the others too, or
-                                // they would keep counting (and holding) it.
+                                // they would keep counting (and holding) it. SeqCst
+                                // fence: pairs with the one in `with_cancel_any` after it
+                                // registered; either it sees this node done, or this
+                                // detach sees every slot index it stored.
+                                fence(Ordering::SeqCst);
                                 detach(child);
                             }
                             stack.push((child, previous));
