@@ -236,6 +236,7 @@ impl Context {
             self.parent_link(),
             self.carrier_ptr(),
             1,
+            1,
             ValuePart { value },
         );
         Context::from_strong(node)
@@ -277,6 +278,7 @@ impl Context {
             self.parent_link(),
             ptr::null(),
             1,
+            1,
             Detached,
         );
         Context::from_strong(node)
@@ -291,6 +293,7 @@ impl Context {
             TimerPart::VTABLE,
             self.parent_link(),
             self.carrier_ptr(),
+            1,
             1,
             TimerPart { timer },
         );
@@ -343,12 +346,13 @@ impl Context {
             first.parent_link(),
             ptr::null(),
             2,
+            1,
             payload,
         );
         let part = node.merge_part();
         let mut born = first
             .carrier()
-            .and_then(|c| tree::register(c, node, &part.cancel.slot));
+            .and_then(|c| tree::register(c, node, &part.cancel.slot, false));
         for link in part.extra.iter() {
             if born.is_some() {
                 break;
@@ -356,7 +360,7 @@ impl Context {
             born = link
                 .parent
                 .carrier()
-                .and_then(|c| tree::register(c, node, &link.slot));
+                .and_then(|c| tree::register(c, node, &link.slot, false));
         }
         if let Some(reason) = born {
             tree::cancel(node, reason, true);
@@ -386,6 +390,8 @@ impl Context {
             self.parent_link(),
             ptr::null(),
             2,
+            // One weak reference for all strong ones, one for the parent's slot.
+            1 + usize::from(parent_carrier.is_some()),
             payload(CancelPart::new(deadline_src)),
         );
         self.link(node, parent_carrier);
@@ -396,7 +402,7 @@ impl Context {
     /// once if the parent is done.
     fn link(&self, node: NodeRef, parent_carrier: Option<NodeRef>) {
         if let Some(carrier) = parent_carrier
-            && let Some(reason) = tree::register(carrier, node, &node.cancel_part().slot)
+            && let Some(reason) = tree::register(carrier, node, &node.cancel_part().slot, true)
         {
             tree::cancel(node, reason, true);
         }
@@ -425,6 +431,8 @@ impl Context {
             self.parent_link(),
             ptr::null(),
             2,
+            // One weak reference for all strong ones, one for the parent's slot.
+            1 + usize::from(parent_carrier.is_some()),
             payload,
         );
         self.link(node, parent_carrier);

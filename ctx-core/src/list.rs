@@ -64,8 +64,6 @@ pub(crate) struct ChildSet {
     free: AtomicU64,
     /// The next index never handed out.
     bump: AtomicUsize,
-    /// How many slots hold an entry (for `live_children`).
-    live: AtomicUsize,
     segments: [AtomicPtr<Slot>; SEGMENTS],
 }
 
@@ -81,7 +79,6 @@ impl ChildSet {
         ChildSet {
             free: AtomicU64::new(0),
             bump: AtomicUsize::new(0),
-            live: AtomicUsize::new(0),
             segments: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
         }
     }
@@ -93,8 +90,6 @@ impl ChildSet {
     pub(crate) fn insert(&self, entry: *mut ()) -> u32 {
         debug_assert!(!entry.is_null());
         let index = self.alloc();
-        // Relaxed: only a counter for introspection; nothing is published through it.
-        self.live.fetch_add(1, Ordering::Relaxed);
         // SeqCst: the store half of the insert side of the Dekker pair (module
         // docs); also a release that publishes the entry's contents to the canceler,
         // whose drain may swap this slot at the same time.
@@ -118,8 +113,6 @@ impl ChildSet {
         {
             return false;
         }
-        // Relaxed: introspection counter only.
-        self.live.fetch_sub(1, Ordering::Relaxed);
         self.push_free(index);
         true
     }
@@ -145,8 +138,6 @@ impl ChildSet {
                 // AcqRel: acquire the entry's contents; the swap decides ownership.
                 let entry = slot.entry.swap(ptr::null_mut(), Ordering::AcqRel);
                 if !entry.is_null() {
-                    // Relaxed: introspection counter only.
-                    self.live.fetch_sub(1, Ordering::Relaxed);
                     each(entry);
                 }
             }
@@ -154,9 +145,27 @@ impl ChildSet {
     }
 
     /// How many entries the set holds right now.
+    ///
+    /// A scan of every slot ever used (the set's peak size), not a counter: keeping
+    /// a shared counter up to date would cost two contended read-modify-writes per
+    /// child, and this is only for introspection.
     pub(crate) fn len(&self) -> usize {
-        // Relaxed: a snapshot for introspection; callers synchronise by other means.
-        self.live.load(Ordering::Relaxed)
+        let mut count = 0;
+        for (k, segment) in self.segments.iter().enumerate() {
+            // Acquire: pairs with the CAS that published the segment's slots.
+            let base = segment.load(Ordering::Acquire);
+            if base.is_null() {
+                break;
+            }
+            for offset in 0..segment_len(k) {
+                // SAFETY: as in `drain`: a live segment of `segment_len(k)` slots.
+                let slot = unsafe { &*base.add(offset) };
+                // Relaxed: a snapshot for introspection; callers synchronise by other
+                // means (joining the threads that created and dropped children).
+                count += usize::from(!slot.entry.load(Ordering::Relaxed).is_null());
+            }
+        }
+        count
     }
 
     /// The indices on the free stack (top first) and how many indices were ever

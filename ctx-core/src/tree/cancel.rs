@@ -61,15 +61,29 @@ pub(crate) fn release_entry(raw: *mut ()) {
 /// reason (the child must then be canceled with it).
 ///
 /// The caller holds a strong reference on `carrier` (through the child's parent).
-pub(crate) fn register(carrier: NodeRef, child: NodeRef, slot: &AtomicU32) -> Option<Reason> {
+///
+/// The slot owns a weak reference on `child`. With `prepaid`, the caller already
+/// counted it when allocating the child (saving a read-modify-write), and it is
+/// released here if it ends up unused.
+pub(crate) fn register(
+    carrier: NodeRef,
+    child: NodeRef,
+    slot: &AtomicU32,
+    prepaid: bool,
+) -> Option<Reason> {
     let part = carrier.cancel_part();
     let word = carrier.state();
     if state::is_done(word) {
         // Fast path: a child of a done parent is born done, nothing to register.
+        if prepaid {
+            child.dec_weak();
+        }
         return Some(clone_reason(word));
     }
     let set = part.children_or_init();
-    child.inc_weak();
+    if !prepaid {
+        child.inc_weak();
+    }
     let entry = child.as_entry();
     let index = set.insert(entry);
     // Relaxed: the index is read later by this node's own cancel or drop, which are
@@ -92,8 +106,22 @@ pub(crate) fn register(carrier: NodeRef, child: NodeRef, slot: &AtomicU32) -> Op
 
 /// Removes `child` from the carrier's set at `slot`, if it is still there.
 fn deregister(carrier: NodeRef, child: NodeRef, slot: &AtomicU32) {
-    // Relaxed: see `register`.
-    let index = slot.swap(UNREGISTERED, Ordering::Relaxed);
+    let index = if child.kind() == Kind::Merge {
+        // A merge node's slots may be detached by a canceler that reached it through
+        // another parent while it is still registering (`with_cancel_any`): the swap
+        // decides which side removes the entry. Relaxed: the SeqCst fences on both
+        // sides order it.
+        slot.swap(UNREGISTERED, Ordering::Relaxed)
+    } else {
+        // Any other node's slot is only touched by its creator and then by the one
+        // cancel that won `try_close` and by its drop, one after the other: no RMW
+        // needed. Relaxed: those steps are ordered by the handle hand-off.
+        let index = slot.load(Ordering::Relaxed);
+        if index != UNREGISTERED {
+            slot.store(UNREGISTERED, Ordering::Relaxed);
+        }
+        index
+    };
     if index == UNREGISTERED {
         return;
     }

@@ -271,13 +271,14 @@ impl NodeRef {
         parent: NodeRef,
         carrier: *const Header,
         strong: usize,
+        weak: usize,
         payload: P,
     ) -> NodeRef {
         let carrier_self = vtable.kind.is_cancelable();
         let node = Box::new(Node {
             header: Header {
                 strong: AtomicUsize::new(strong),
-                weak: AtomicUsize::new(1),
+                weak: AtomicUsize::new(weak),
                 vtable,
                 parent,
                 carrier,
