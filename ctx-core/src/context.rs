@@ -327,7 +327,7 @@ impl Context {
         let deadline_src = parents
             .iter()
             .filter_map(|p| p.carrier())
-            .filter_map(|c| NodeRef::from_ptr(c.cancel_part().deadline_src))
+            .filter_map(NodeRef::deadline_node)
             .min_by_key(|d| d.deadline_part().deadline)
             .map_or(ptr::null(), NodeRef::as_ptr);
         let extra: Box<[Link]> = rest
@@ -338,8 +338,9 @@ impl Context {
             })
             .collect();
         let payload = MergePart {
-            cancel: CancelPart::new(deadline_src),
+            cancel: CancelPart::new(!deadline_src.is_null()),
             extra,
+            deadline_src,
         };
         let node = NodeRef::alloc(
             MergePart::VTABLE,
@@ -384,15 +385,15 @@ impl Context {
         payload: impl FnOnce(CancelPart) -> CancelPart,
     ) -> NodeRef {
         let parent_carrier = self.carrier();
-        let deadline_src = parent_carrier.map_or(ptr::null(), |c| c.cancel_part().deadline_src);
+        let has_deadline = parent_carrier.is_some_and(|c| c.cancel_part().has_deadline);
         let node = NodeRef::alloc(
             vtable,
             self.parent_link(),
             ptr::null(),
             2,
             // One weak reference for all strong ones, one for the parent's slot.
-            1 + usize::from(parent_carrier.is_some()),
-            payload(CancelPart::new(deadline_src)),
+            1 + u32::from(parent_carrier.is_some()),
+            payload(CancelPart::new(has_deadline)),
         );
         self.link(node, parent_carrier);
         node
@@ -420,7 +421,7 @@ impl Context {
         let timer = timer.unwrap_or_else(|| self.timer());
         let parent_carrier = self.carrier();
         let payload = DeadlinePart {
-            cancel: CancelPart::new(ptr::null()),
+            cancel: CancelPart::new(true),
             deadline,
             timer,
             key: AtomicU64::new(0),
@@ -432,7 +433,7 @@ impl Context {
             ptr::null(),
             2,
             // One weak reference for all strong ones, one for the parent's slot.
-            1 + usize::from(parent_carrier.is_some()),
+            1 + u32::from(parent_carrier.is_some()),
             payload,
         );
         self.link(node, parent_carrier);
@@ -454,7 +455,7 @@ impl Context {
     fn word(&self) -> Option<(NodeRef, Word)> {
         let carrier = self.carrier()?;
         let word = carrier.state();
-        if state::is_done(word) || carrier.cancel_part().deadline_src.is_null() {
+        if state::is_done(word) || !carrier.cancel_part().has_deadline {
             return Some((carrier, word));
         }
         Some((carrier, check_deadline(carrier, word)))
@@ -500,7 +501,7 @@ impl Context {
     /// When this context will be canceled by a deadline, if it has one (Go's
     /// `Deadline()`).
     pub fn deadline(&self) -> Option<Instant> {
-        let src = NodeRef::from_ptr(self.carrier()?.cancel_part().deadline_src)?;
+        let src = self.carrier()?.deadline_node()?;
         Some(src.deadline_part().deadline)
     }
 
@@ -609,7 +610,7 @@ impl Context {
 /// the carrier's current word.
 #[cold]
 fn check_deadline(carrier: NodeRef, word: Word) -> Word {
-    let src = NodeRef::from_ptr(carrier.cancel_part().deadline_src).expect("checked by the caller");
+    let src = carrier.deadline_node().expect("checked by the caller");
     let part = src.deadline_part();
     if part.timer.now() < part.deadline {
         return word;

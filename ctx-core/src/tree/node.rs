@@ -17,7 +17,7 @@
 
 use super::state::{self, Reason, Record, Word};
 use crate::list::ChildSet;
-use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering, fence};
 use crate::timer::Timer;
 use crate::waiter::Waiters;
 use std::any::TypeId;
@@ -28,7 +28,7 @@ use std::time::Instant;
 pub(crate) const UNREGISTERED: u32 = u32::MAX;
 
 /// Above this many references we abort, as `Arc` does: the count must not wrap.
-const MAX_REFCOUNT: usize = isize::MAX as usize;
+const MAX_REFCOUNT: u32 = i32::MAX as u32;
 
 /// What kind of context a node is; drives `Display` and which payload follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,8 +70,8 @@ pub(crate) struct VTable {
 #[repr(C)]
 #[derive(Debug)]
 pub(crate) struct Header {
-    strong: AtomicUsize,
-    weak: AtomicUsize,
+    strong: AtomicU32,
+    weak: AtomicU32,
     pub(crate) vtable: &'static VTable,
     /// The parent this node was derived from: a strong reference owned by the node,
     /// or a root sentinel (see [`NodeRef::real`]).
@@ -91,18 +91,12 @@ pub(crate) struct CancelPart {
     pub(crate) children: AtomicPtr<ChildSet>,
     /// Where `Done` futures and blocking waits sleep.
     pub(crate) waiters: Waiters,
-    /// The nearest deadline node at or above this one (itself for a deadline node),
-    /// for the exact-deadline check; kept alive by the parent chain.
-    pub(crate) deadline_src: *const Header,
+    /// Whether a deadline applies here (this node's or an ancestor's): only then do
+    /// readers look for it, walking up (see [`NodeRef::deadline_node`]).
+    pub(crate) has_deadline: bool,
     /// Our index in the parent carrier's child set, or [`UNREGISTERED`].
     pub(crate) slot: AtomicU32,
 }
-
-// SAFETY: `deadline_src` points into the parent chain, which the node keeps alive
-// with a strong reference, and is only read; everything else is atomic.
-unsafe impl Send for CancelPart {}
-// SAFETY: as above.
-unsafe impl Sync for CancelPart {}
 
 /// The payload of a deadline node.
 #[repr(C)]
@@ -124,7 +118,16 @@ pub(crate) struct MergePart {
     pub(crate) cancel: CancelPart,
     /// The parents after the first (the first is `Header::parent`).
     pub(crate) extra: Box<[Link]>,
+    /// The deadline node with the earliest deadline among the parents', or null;
+    /// kept alive by the parent links.
+    pub(crate) deadline_src: *const Header,
 }
+
+// SAFETY: `deadline_src` points into a parent chain that the node keeps alive with
+// strong references, and is only read; everything else is `Send + Sync`.
+unsafe impl Send for MergePart {}
+// SAFETY: as above.
+unsafe impl Sync for MergePart {}
 
 /// A further parent of a merge node and our slot in its carrier's set.
 #[derive(Debug)]
@@ -265,20 +268,19 @@ unsafe impl Sync for NodeRef {}
 impl NodeRef {
     /// Allocates a node with `strong` strong references and one weak reference (for
     /// all strong ones). `carrier_self` makes the node its own carrier.
-    /// A deadline node is also its own `deadline_src`.
     pub(crate) fn alloc<P: Payload>(
         vtable: &'static VTable,
         parent: NodeRef,
         carrier: *const Header,
-        strong: usize,
-        weak: usize,
+        strong: u32,
+        weak: u32,
         payload: P,
     ) -> NodeRef {
         let carrier_self = vtable.kind.is_cancelable();
         let node = Box::new(Node {
             header: Header {
-                strong: AtomicUsize::new(strong),
-                weak: AtomicUsize::new(weak),
+                strong: AtomicU32::new(strong),
+                weak: AtomicU32::new(weak),
                 vtable,
                 parent,
                 carrier,
@@ -291,13 +293,6 @@ impl NodeRef {
         if carrier_self {
             // SAFETY: `raw` is a fresh, unshared allocation.
             unsafe { (*raw).header.carrier = raw.cast::<Header>() };
-        }
-        if vtable.kind == Kind::Deadline {
-            // SAFETY: fresh and unshared as above; a deadline payload starts with a
-            // `CancelPart` (`repr(C)`).
-            unsafe {
-                (*raw.cast::<Node<CancelPart>>()).payload.deadline_src = raw.cast::<Header>()
-            };
         }
         // SAFETY: `Box::into_raw` never returns null.
         NodeRef(unsafe { NonNull::new_unchecked(raw.cast::<Header>()) })
@@ -378,6 +373,26 @@ impl NodeRef {
         debug_assert_eq!(self.kind(), Kind::Merge);
         // SAFETY: merge nodes carry a `MergePart`.
         unsafe { self.payload::<MergePart>() }
+    }
+
+    /// The deadline node whose deadline applies to this carrier (itself, or the
+    /// nearest one above, or a merge node's earliest), if any.
+    ///
+    /// A walk up the parent chain, taken only when `has_deadline` says there is
+    /// something to find: storing the pointer in every node would cost 8 bytes each.
+    pub(crate) fn deadline_node(self) -> Option<NodeRef> {
+        if !self.cancel_part().has_deadline {
+            return None;
+        }
+        let mut node = self;
+        loop {
+            match node.kind() {
+                Kind::Deadline => return Some(node),
+                Kind::Merge => return NodeRef::from_ptr(node.merge_part().deadline_src),
+                Kind::WithoutCancel => return None,
+                _ => node = node.header().parent.real()?,
+            }
+        }
     }
 
     /// The nearest cancelable node at or above this one.
@@ -473,13 +488,13 @@ impl NodeRef {
     /// The strong count (for the loom models).
     #[cfg(all(test, ctx_loom))]
     pub(crate) fn strong_count(self) -> usize {
-        self.header().strong.load(Ordering::Relaxed)
+        self.header().strong.load(Ordering::Relaxed) as usize
     }
 
     /// The weak count (for the loom models).
     #[cfg(all(test, ctx_loom))]
     pub(crate) fn weak_count(self) -> usize {
-        self.header().weak.load(Ordering::Relaxed)
+        self.header().weak.load(Ordering::Relaxed) as usize
     }
 
     /// The entry pointer that stands for this node in a child set (tag 0).
@@ -499,12 +514,12 @@ impl Drop for StrongGuard {
 }
 
 impl CancelPart {
-    pub(crate) fn new(deadline_src: *const Header) -> CancelPart {
+    pub(crate) fn new(has_deadline: bool) -> CancelPart {
         CancelPart {
             state: AtomicPtr::new(state::live()),
             children: AtomicPtr::new(ptr::null_mut()),
             waiters: Waiters::new(),
-            deadline_src,
+            has_deadline,
             slot: AtomicU32::new(UNREGISTERED),
         }
     }
@@ -541,5 +556,18 @@ impl CancelPart {
                 unsafe { &*existing }
             }
         }
+    }
+}
+
+#[cfg(all(test, not(ctx_loom), target_pointer_width = "64"))]
+mod tests {
+    use super::*;
+
+    /// The allocation behind `with_cancel` (and `with_cancel_cause`): one cache line.
+    #[test]
+    fn a_cancel_node_is_64_bytes() {
+        assert_eq!(std::mem::size_of::<Header>(), 32);
+        assert_eq!(std::mem::size_of::<CancelPart>(), 32);
+        assert_eq!(std::mem::size_of::<Node<CancelPart>>(), 64);
     }
 }
