@@ -29,6 +29,15 @@ pub(crate) fn run_ci(full: bool) -> Result {
         set_rustflags(&mut cmd, DENY_WARNINGS);
         run(&mut cmd)
     })?;
+    section("stress (release, with the soak tests)", || {
+        // The ten-million-children memory test is ignored in debug builds, where it
+        // would take minutes; in release it takes seconds.
+        let mut cmd = cargo();
+        cmd.args(["test", "-p", "ctx-core", "--release", "--test", "stress"])
+            .args(["--", "--include-ignored"]);
+        set_rustflags(&mut cmd, DENY_WARNINGS);
+        run(&mut cmd)
+    })?;
     if crate::project_root().join("benches/Cargo.toml").is_file() {
         section("bench (build only)", || {
             let mut cmd = cargo();
