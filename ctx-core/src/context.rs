@@ -165,7 +165,7 @@ impl Context {
     /// assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
     /// ```
     pub fn with_deadline(&self, deadline: Instant) -> (Context, CancelFunc) {
-        self.deadline_child(deadline, None, None)
+        self.deadline_child(deadline, None, None, None)
     }
 
     /// Like [`with_deadline`](Context::with_deadline); when the deadline passes,
@@ -175,7 +175,7 @@ impl Context {
         deadline: Instant,
         cause: impl Into<Cause>,
     ) -> (Context, CancelFunc) {
-        self.deadline_child(deadline, Some(cause.into()), None)
+        self.deadline_child(deadline, Some(cause.into()), None, None)
     }
 
     /// [`with_deadline`](Context::with_deadline) at `timeout` from now, by this
@@ -195,8 +195,8 @@ impl Context {
     /// ```
     pub fn with_timeout(&self, timeout: Duration) -> (Context, CancelFunc) {
         let timer = self.timer();
-        let deadline = saturating_add(timer.now(), timeout);
-        self.deadline_child(deadline, None, Some(timer))
+        let now = timer.now();
+        self.deadline_child(saturating_add(now, timeout), None, Some(timer), Some(now))
     }
 
     /// [`with_timeout`](Context::with_timeout) with a cause for the expiry (Go's
@@ -207,8 +207,13 @@ impl Context {
         cause: impl Into<Cause>,
     ) -> (Context, CancelFunc) {
         let timer = self.timer();
-        let deadline = saturating_add(timer.now(), timeout);
-        self.deadline_child(deadline, Some(cause.into()), Some(timer))
+        let now = timer.now();
+        self.deadline_child(
+            saturating_add(now, timeout),
+            Some(cause.into()),
+            Some(timer),
+            Some(now),
+        )
     }
 
     /// A child that carries `value`, found again with [`value::<T>()`](Context::value)
@@ -414,6 +419,8 @@ impl Context {
         deadline: Instant,
         cause: Option<Cause>,
         timer: Option<Arc<dyn Timer>>,
+        // The timer's clock as the caller already read it (one read per timeout).
+        now: Option<Instant>,
     ) -> (Context, CancelFunc) {
         if self.deadline().is_some_and(|current| current <= deadline) {
             return self.with_cancel();
@@ -439,7 +446,7 @@ impl Context {
         self.link(node, parent_carrier);
         let part = node.deadline_part();
         if !state::is_done(node.state()) {
-            if part.timer.now() >= deadline {
+            if now.unwrap_or_else(|| part.timer.now()) >= deadline {
                 tree::cancel(node, part.reason.clone(), true);
             } else {
                 timer::arm(node);

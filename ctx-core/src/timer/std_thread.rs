@@ -1,28 +1,31 @@
 //! The built-in timer: one background thread, started on first use.
 //!
-//! Arming and disarming never take a lock: they push a command onto a lock-free
-//! queue and, only when the new deadline is earlier than the one the thread sleeps
-//! towards (or many commands are pending), unpark the thread. The thread owns a
-//! binary heap of deadlines and a map of armed expiries; it applies the commands,
-//! fires what is due, and parks until the next deadline.
+//! Arming never takes a lock: it pushes the deadline onto a lock-free queue and,
+//! only when the new deadline is earlier than the one the thread sleeps towards
+//! (or many arms are pending), unparks the thread. The thread owns a binary heap of
+//! deadlines; it takes in the queued arms, fires what is due, and parks until the
+//! next deadline.
 //!
-//! Disarming is lazy for the heap (a disarmed key is skipped when it surfaces) but
-//! immediate for the count and, within a bounded number of commands, for memory:
-//! the thread is woken once 1024 commands are pending, and it rebuilds the heap
-//! when more than half its entries are dead.
-
+//! Disarming is a counter update and nothing else: a disarmed entry stays in the
+//! heap, holding only a weak reference, and does nothing when it surfaces (its
+//! context is done or gone). So that those entries cannot pile up, every 1024th
+//! disarm wakes the thread, which sweeps the heap once more than half of it is
+//! stale. Memory therefore stays proportional to the armed timers, within a
+//! constant, and the common case (a timeout canceled long before it expires)
+//! costs the canceling thread two counter updates and the timer thread nothing.
 use super::{Expiry, Timer, TimerKey};
 use crate::sync::unmodeled::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crossbeam_queue::SegQueue;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::num::NonZeroU64;
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-/// Wake the thread when this many commands wait, so memory stays bounded.
+/// Wake the thread when this many arms wait, or after this many disarms, so
+/// memory stays bounded.
 const PENDING_LIMIT: usize = 1024;
 /// `wake_at` value meaning "parked with nothing to wait for".
 const IDLE: u64 = u64::MAX;
@@ -52,12 +55,14 @@ pub struct StdTimer {
 }
 
 struct Shared {
-    commands: SegQueue<Command>,
-    /// Commands pushed and not yet applied by the thread.
+    /// Deadlines armed and not yet taken into the thread's heap.
+    arms: SegQueue<Entry>,
+    /// How many entries `arms` holds (counted before the push).
     pending: AtomicUsize,
-    /// Keys armed and not yet disarmed.
+    /// Timers armed and not yet disarmed.
     armed: AtomicUsize,
-    next_key: AtomicU64,
+    /// Disarms since the thread last considered a sweep.
+    stale: AtomicUsize,
     /// Nanoseconds after `epoch` that the thread sleeps towards, or `IDLE`.
     wake_at: AtomicU64,
     epoch: Instant,
@@ -65,10 +70,36 @@ struct Shared {
     thread: OnceLock<Thread>,
 }
 
-enum Command {
-    Arm(u64, Instant, Expiry),
-    Disarm(u64),
+/// An armed deadline: ordered so that `BinaryHeap` (a max-heap) yields the
+/// earliest first.
+struct Entry {
+    at: Instant,
+    expiry: Expiry,
 }
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        self.at == other.at
+    }
+}
+
+impl Eq for Entry {}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Entry) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Entry {
+    fn cmp(&self, other: &Entry) -> CmpOrdering {
+        other.at.cmp(&self.at)
+    }
+}
+
+/// The key every arm returns: disarming needs no lookup (see the module docs),
+/// only the promise that `disarm` is called once per armed timer.
+const KEY: TimerKey = TimerKey(NonZeroU64::MIN);
 
 impl StdTimer {
     /// The process-wide timer (its thread starts on the first armed deadline).
@@ -81,10 +112,10 @@ impl StdTimer {
     pub fn new() -> Arc<StdTimer> {
         Arc::new(StdTimer {
             shared: Arc::new(Shared {
-                commands: SegQueue::new(),
+                arms: SegQueue::new(),
                 pending: AtomicUsize::new(0),
                 armed: AtomicUsize::new(0),
-                next_key: AtomicU64::new(1),
+                stale: AtomicUsize::new(0),
                 wake_at: AtomicU64::new(IDLE),
                 epoch: Instant::now(),
                 shutdown: AtomicBool::new(false),
@@ -101,14 +132,14 @@ impl StdTimer {
         self.shared.armed.load(Ordering::Relaxed)
     }
 
-    fn push(&self, command: Command) {
+    fn push(&self, entry: Entry) {
         let shared = &self.shared;
         // Counted before it is pushed, so the thread's decrement after popping it can
         // never run first (the count would wrap). SeqCst: pairs with the thread's
         // SeqCst store of `wake_at` and its re-check of `pending`: either it sees our
-        // command coming, or we see (in `arm`) what it went to sleep towards.
+        // entry coming, or we see (in `arm`) what it went to sleep towards.
         let pending = shared.pending.fetch_add(1, Ordering::SeqCst) + 1;
-        shared.commands.push(command);
+        shared.arms.push(entry);
         if pending >= PENDING_LIMIT {
             self.thread().unpark();
         }
@@ -138,23 +169,27 @@ impl Timer for StdTimer {
     }
 
     fn arm(&self, deadline: Instant, expiry: Expiry) -> Option<TimerKey> {
-        // Relaxed: keys only need to be unique.
-        let key = self.shared.next_key.fetch_add(1, Ordering::Relaxed);
         // Relaxed: a statistic (see `armed`).
         self.shared.armed.fetch_add(1, Ordering::Relaxed);
         let at = self.nanos(deadline);
-        self.push(Command::Arm(key, deadline, expiry));
+        self.push(Entry {
+            at: deadline,
+            expiry,
+        });
         // SeqCst: see `push`; the thread publishes its sleep target before it parks.
         if at < self.shared.wake_at.load(Ordering::SeqCst) {
             self.thread().unpark();
         }
-        NonZeroU64::new(key).map(TimerKey::new)
+        Some(KEY)
     }
 
-    fn disarm(&self, key: TimerKey) {
-        // Relaxed: a statistic (see `armed`).
+    fn disarm(&self, _key: TimerKey) {
+        // Relaxed: statistics; the entry itself stays in the heap until it surfaces
+        // or a sweep drops it (module docs).
         self.shared.armed.fetch_sub(1, Ordering::Relaxed);
-        self.push(Command::Disarm(key.get().get()));
+        if self.shared.stale.fetch_add(1, Ordering::Relaxed) + 1 >= PENDING_LIMIT {
+            self.thread().unpark();
+        }
     }
 }
 
@@ -178,45 +213,32 @@ impl fmt::Debug for StdTimer {
 
 /// The timer thread.
 fn run(shared: &Shared) {
-    let mut heap: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
-    let mut live: HashMap<u64, Expiry> = HashMap::new();
+    let mut heap: BinaryHeap<Entry> = BinaryHeap::new();
     loop {
-        while let Some(command) = shared.commands.pop() {
+        while let Some(entry) = shared.arms.pop() {
             // Relaxed: the count is re-checked with SeqCst before parking.
             shared.pending.fetch_sub(1, Ordering::Relaxed);
-            match command {
-                Command::Arm(key, at, expiry) => {
-                    heap.push(Reverse((at, key)));
-                    live.insert(key, expiry);
-                }
-                Command::Disarm(key) => {
-                    live.remove(&key);
-                }
-            }
+            heap.push(entry);
         }
         // Relaxed: set before the timer's handle unparks us.
         if shared.shutdown.load(Ordering::Relaxed) {
             return;
         }
         let now = Instant::now();
-        while let Some(&Reverse((at, key))) = heap.peek() {
-            if at > now {
-                break;
-            }
-            heap.pop();
-            if let Some(expiry) = live.remove(&key) {
-                // A panic in user code run by the cancel (an after_func callback)
-                // must not take the timer thread down with it.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| expiry.fire()));
-            }
+        while heap.peek().is_some_and(|entry| entry.at <= now) {
+            let entry = heap.pop().expect("peeked");
+            // A disarmed entry does nothing here (its context is done or gone). A
+            // panic in user code run by the cancel (an after_func callback) must not
+            // take the timer thread down with it.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| entry.expiry.fire()));
         }
-        if heap.len() > 64 && heap.len() > 2 * live.len() {
-            heap = live
-                .iter()
-                .map(|(key, expiry)| Reverse((expiry.deadline(), *key)))
-                .collect();
+        // Relaxed: statistics; a sweep a little early or late is harmless. The
+        // reset lets the next 1024 disarms wake us again.
+        shared.stale.store(0, Ordering::Relaxed);
+        if heap.len() > 64 && heap.len() > 2 * shared.armed.load(Ordering::Relaxed) {
+            heap.retain(|entry| !entry.expiry.is_done());
         }
-        let next = heap.peek().map(|Reverse((at, _))| *at);
+        let next = heap.peek().map(|entry| entry.at);
         let target = next.map_or(IDLE, |at| {
             u64::try_from(at.saturating_duration_since(shared.epoch).as_nanos()).unwrap_or(IDLE - 1)
         });
