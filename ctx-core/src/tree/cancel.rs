@@ -228,11 +228,12 @@ fn finish(
     panic: &mut Option<Box<dyn Any + Send>>,
 ) {
     let part = node.cancel_part();
-    if state::has_waiters(previous) {
-        part.waiters.notify_all();
-    }
+    // The timer first: a waiter that wakes up finds it released already.
     if node.kind() == Kind::Deadline {
         crate::timer::disarm(node);
+    }
+    if state::has_waiters(previous) {
+        part.waiters.notify_all();
     }
     let Some(set) = part.children() else {
         return;
