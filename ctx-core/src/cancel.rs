@@ -15,6 +15,16 @@ use std::fmt;
 /// Keep it in a named binding: `let (ctx, _cancel) = …` keeps it to the end of the
 /// scope, while `let (ctx, _) = …` drops it, and so cancels `ctx`, immediately.
 ///
+/// # Caveats
+///
+/// When this cancel is the one that ends the context, it returns only after the
+/// whole subtree is done. When it loses a race (the context was already ended by a
+/// parent, its deadline or another thread), it returns at once, without waiting
+/// for the winner to finish walking the subtree: no cancel ever waits for another
+/// thread. (Go's cancel would block on the winner's lock instead.) Each context
+/// below is done as soon as the winner reaches it; to wait for one, await its
+/// [`done()`](Context::done).
+///
 /// # Examples
 ///
 /// ```
