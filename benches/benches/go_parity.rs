@@ -215,8 +215,10 @@ fn poll_once<F: Future>(fut: F) -> bool {
 }
 
 /// Go's `BenchmarkCheckCanceled`: `Err()` and a non-blocking receive from
-/// `Done()` on a canceled context. `Done` here polls a fresh `done()` future
-/// once (the async form of Go's `select { case <-ctx.Done(): default: }`);
+/// `Done()` on a canceled context. `Done` here polls a fresh borrowing
+/// `done_ref()` future once (the async form of Go's `select { case
+/// <-ctx.Done(): default: }`; tokio-util's `cancelled()` borrows too);
+/// `DoneOwned` polls a fresh owning `done()` (a clone of the context);
 /// `IsDone` is the synchronous check.
 fn check_canceled(c: &mut Criterion) {
     let mut group = c.benchmark_group("CheckCanceled");
@@ -226,6 +228,9 @@ fn check_canceled(c: &mut Criterion) {
         b.iter(|| black_box(&ctx).err())
     });
     group.bench_function(BenchmarkId::new("Done", CORE), |b| {
+        b.iter(|| assert!(poll_once(black_box(&ctx).done_ref())))
+    });
+    group.bench_function(BenchmarkId::new("DoneOwned", CORE), |b| {
         b.iter(|| assert!(poll_once(black_box(&ctx).done())))
     });
     group.bench_function(BenchmarkId::new("IsDone", CORE), |b| {

@@ -561,6 +561,25 @@ impl Context {
         Done::new(self.clone())
     }
 
+    /// Like [`done`](Context::done), but borrowing this context instead of
+    /// cloning it: no reference-count traffic, for a check-and-wait in place
+    /// (`select!` arms inside the function that holds the context).
+    ///
+    /// ```
+    /// use ctx_core::Context;
+    /// use std::future::Future;
+    /// use std::pin::pin;
+    /// use std::task::{Context as Cx, Poll, Waker};
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// cancel.cancel();
+    /// let mut done = pin!(ctx.done_ref());
+    /// assert_eq!(done.as_mut().poll(&mut Cx::from_waker(Waker::noop())), Poll::Ready(()));
+    /// ```
+    pub fn done_ref(&self) -> Done<&Context> {
+        Done::new(self)
+    }
+
     /// Blocks the current thread until this context is done.
     ///
     /// Blocks forever on a context that can never be canceled.

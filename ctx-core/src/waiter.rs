@@ -24,6 +24,7 @@ use crate::context::Context;
 use crate::sync::Ordering;
 use crate::tree::node::NodeRef;
 use crate::tree::state::{self, WAITERS};
+use std::borrow::Borrow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -145,7 +146,9 @@ fn listen(carrier: NodeRef) -> Option<Listener> {
 /// A future that completes when its context is done.
 ///
 /// Returned by [`Context::done`]. It owns a clone of the context, so it is
-/// `'static` and can be moved into tasks and `select!` arms freely. It works on
+/// `'static` and can be moved into tasks and `select!` arms freely.
+/// [`Context::done_ref`] returns a `Done<&Context>` that borrows instead (no
+/// reference counting), for waiting in place. It works on
 /// any executor (or none: see [`Context::wait`] for blocking threads). A context
 /// that can never be canceled (`background()`, `without_cancel()`) gives a `Done`
 /// that never completes.
@@ -180,13 +183,13 @@ fn listen(carrier: NodeRef) -> Option<Listener> {
 /// # }
 /// ```
 #[must_use = "futures do nothing unless polled"]
-pub struct Done {
-    ctx: Context,
+pub struct Done<C: Borrow<Context> = Context> {
+    ctx: C,
     listener: Option<Listener>,
 }
 
-impl Done {
-    pub(crate) fn new(ctx: Context) -> Done {
+impl<C: Borrow<Context>> Done<C> {
+    pub(crate) fn new(ctx: C) -> Done<C> {
         Done {
             ctx,
             listener: None,
@@ -195,20 +198,21 @@ impl Done {
 
     /// The context this future waits for.
     pub fn context(&self) -> &Context {
-        &self.ctx
+        self.ctx.borrow()
     }
 }
 
-impl Future for Done {
+impl<C: Borrow<Context> + Unpin> Future for Done<C> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
         let this = &mut *self;
-        let Some(carrier) = this.ctx.carrier() else {
+        let ctx: &Context = this.ctx.borrow();
+        let Some(carrier) = ctx.carrier() else {
             return Poll::Pending;
         };
         loop {
-            if this.ctx.is_done() {
+            if ctx.is_done() {
                 this.listener = None;
                 return Poll::Ready(());
             }
@@ -226,10 +230,10 @@ impl Future for Done {
     }
 }
 
-impl fmt::Debug for Done {
+impl<C: Borrow<Context>> fmt::Debug for Done<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Done")
-            .field("ctx", &self.ctx)
+            .field("ctx", self.context())
             .finish_non_exhaustive()
     }
 }

@@ -282,13 +282,22 @@ fn headlines() -> Vec<Headline> {
             design_tokio: "5.1",
         },
         Headline {
-            workload: "CheckCanceled/Done (canceled ctx; poll a fresh `done()`), ns",
+            workload: "CheckCanceled/Done (canceled ctx; poll a fresh borrowing `done_ref()`), ns",
             unit: Unit::Ns,
             core: Bench("CheckCanceled/Done/ctx-core"),
             tokio: Bench("CheckCanceled/Done/tokio-util"),
             go: Some("CheckCanceled/Done"),
             target: Target::le(2.0),
             design_tokio: "11.0",
+        },
+        Headline {
+            workload: "CheckCanceled/DoneOwned (extra: poll a fresh owning `done()`), ns",
+            unit: Unit::Ns,
+            core: Bench("CheckCanceled/DoneOwned/ctx-core"),
+            tokio: Bench("CheckCanceled/Done/tokio-util"),
+            go: Some("CheckCanceled/Done"),
+            target: Target::le(2.0),
+            design_tokio: "—",
         },
         Headline {
             workload: "CheckCanceled/IsDone (extra: canceled ctx, `is_done()`), ns",
