@@ -3,10 +3,10 @@
 //!
 //! # Shape
 //!
-//! Entries live in slots. Slots come in segments that double in size (4, 8, 16, …
-//! slots), allocated on demand and never moved or freed while the set lives, so a
-//! slot index stays valid and a `&Slot` stays dereferenceable for the set's whole
-//! life. Free slot indices are kept on a Treiber stack threaded through the slots'
+//! Entries live in slots. Slots come in segments that double in size (4 slots
+//! inline in the set, then 8, 16, … allocated on demand), never moved or freed
+//! while the set lives, so a slot index stays valid and a `&Slot` stays
+//! dereferenceable for the set's whole life. Free slot indices are kept on a Treiber stack threaded through the slots'
 //! `next_free` fields, whose head carries a generation tag against ABA. A set
 //! therefore holds memory proportional to the largest number of entries it held at
 //! once, not to how many it ever held: ten million short-lived children under a
@@ -51,8 +51,10 @@ use std::ptr;
 
 /// Slots in the first segment.
 const BASE: usize = 4;
-/// Number of segments: room for `BASE * (2^SEGMENTS - 1)` simultaneous entries.
-const SEGMENTS: usize = 28;
+/// Number of segments: room for `BASE * (2^SEGMENTS - 1)` (67 million)
+/// simultaneous entries. The first segment lives inline in the set, so a context
+/// with a handful of children costs one allocation for its set, not two.
+const SEGMENTS: usize = 24;
 /// Low half of the free-stack head: index + 1 of the top slot, 0 when empty.
 const INDEX_MASK: u64 = 0xffff_ffff;
 /// High half of the free-stack head: a generation that changes on every push/pop.
@@ -64,7 +66,19 @@ pub(crate) struct ChildSet {
     free: AtomicU64,
     /// The next index never handed out.
     bump: AtomicUsize,
-    segments: [AtomicPtr<Slot>; SEGMENTS],
+    /// Segment 0, inline.
+    first: [Slot; BASE],
+    /// Segments 1.., allocated on demand (`rest[k - 1]` is segment `k`).
+    rest: [AtomicPtr<Slot>; SEGMENTS - 1],
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            entry: AtomicPtr::new(ptr::null_mut()),
+            next_free: AtomicU32::new(0),
+        }
+    }
 }
 
 struct Slot {
@@ -79,7 +93,8 @@ impl ChildSet {
         ChildSet {
             free: AtomicU64::new(0),
             bump: AtomicUsize::new(0),
-            segments: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+            first: std::array::from_fn(|_| Slot::new()),
+            rest: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
         }
     }
 
@@ -119,9 +134,9 @@ impl ChildSet {
 
     /// Takes every entry out of the set; the owner's state must already be done.
     pub(crate) fn drain(&self, mut each: impl FnMut(*mut ())) {
-        for (k, segment) in self.segments.iter().enumerate() {
+        for k in 0..SEGMENTS {
             // SeqCst: the load half of the canceler's side of the Dekker pair.
-            let base = segment.load(Ordering::SeqCst);
+            let base = self.segment(k, Ordering::SeqCst);
             if base.is_null() {
                 // Segments are allocated in order, so no later one exists either.
                 break;
@@ -151,9 +166,9 @@ impl ChildSet {
     /// child, and this is only for introspection.
     pub(crate) fn len(&self) -> usize {
         let mut count = 0;
-        for (k, segment) in self.segments.iter().enumerate() {
+        for k in 0..SEGMENTS {
             // Acquire: pairs with the CAS that published the segment's slots.
-            let base = segment.load(Ordering::Acquire);
+            let base = self.segment(k, Ordering::Acquire);
             if base.is_null() {
                 break;
             }
@@ -233,21 +248,26 @@ impl ChildSet {
         }
     }
 
+    /// The first slot of segment `k`, or null if it is not allocated yet.
+    fn segment(&self, k: usize, order: Ordering) -> *mut Slot {
+        match k {
+            // The inline segment: never written through this pointer, only
+            // turned back into `&Slot`s (all of whose fields are atomics).
+            0 => self.first.as_ptr().cast_mut(),
+            _ => self.rest[k - 1].load(order),
+        }
+    }
+
     fn ensure_segment(&self, k: usize) {
         // Acquire: pairs with the SeqCst CAS that published the segment's slots.
-        if !self.segments[k].load(Ordering::Acquire).is_null() {
+        if k == 0 || !self.rest[k - 1].load(Ordering::Acquire).is_null() {
             return;
         }
-        let fresh: Box<[Slot]> = (0..segment_len(k))
-            .map(|_| Slot {
-                entry: AtomicPtr::new(ptr::null_mut()),
-                next_free: AtomicU32::new(0),
-            })
-            .collect();
+        let fresh: Box<[Slot]> = (0..segment_len(k)).map(|_| Slot::new()).collect();
         let fresh = Box::into_raw(fresh).cast::<Slot>();
         // SeqCst: the segment must be visible to a canceler that could miss the
         // insert's state load (module docs); also publishes the fresh slots.
-        if self.segments[k]
+        if self.rest[k - 1]
             .compare_exchange(ptr::null_mut(), fresh, Ordering::SeqCst, Ordering::Acquire)
             .is_err()
         {
@@ -261,7 +281,7 @@ impl ChildSet {
         let (k, offset) = locate(index as usize);
         // Acquire: pairs with the CAS in `ensure_segment`; the index was handed out,
         // so its segment exists.
-        let base = self.segments[k].load(Ordering::Acquire);
+        let base = self.segment(k, Ordering::Acquire);
         debug_assert!(!base.is_null());
         // SAFETY: the segment holding a handed-out index is allocated, holds
         // `segment_len(k) > offset` slots and lives as long as `self`.
@@ -271,7 +291,7 @@ impl ChildSet {
 
 impl Drop for ChildSet {
     fn drop(&mut self) {
-        for (k, segment) in self.segments.iter_mut().enumerate() {
+        for (k, segment) in (1..).zip(self.rest.iter_mut()) {
             let base = crate::sync::ptr_get_mut(segment);
             if base.is_null() {
                 break;
