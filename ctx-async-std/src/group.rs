@@ -18,12 +18,14 @@ use ctx_core::{CancelCauseFunc, Cause, Context};
 use event_listener::Event;
 use smol::future::{self, FutureExt as _};
 use smol::lock::{Semaphore, SemaphoreGuardArc};
-use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+/// Shared by every adapter (defined in ctx-core, so causes compare across runtimes).
+pub use ctx_core::PanicError;
 
 /// A group of tasks that share a context; the first failure cancels them all.
 ///
@@ -334,58 +336,6 @@ impl Shared {
         }
     }
 }
-
-/// The error a task's panic becomes (in a [`Group`], or from a
-/// [`TaskHandle`](crate::TaskHandle)): it carries the panic message.
-///
-/// # Examples
-///
-/// ```
-/// use ctx_async_std::{Group, PanicError};
-///
-/// smol::block_on(async {
-///     let (group, _ctx) = Group::new(&ctx_async_std::background());
-///     group.spawn(|_ctx| async {
-///         if true {
-///             panic!("boom");
-///         }
-///         Ok::<(), std::io::Error>(())
-///     });
-///     let err = group.wait().await.unwrap_err();
-///     assert_eq!(err.downcast_ref::<PanicError>().unwrap().message(), "boom");
-/// });
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PanicError {
-    message: String,
-}
-
-impl PanicError {
-    /// Turns a panic payload (from `catch_unwind`) into an error.
-    pub(crate) fn from_payload(payload: Box<dyn Any + Send>) -> PanicError {
-        let message = match payload.downcast::<String>() {
-            Ok(message) => *message,
-            Err(payload) => match payload.downcast::<&'static str>() {
-                Ok(message) => (*message).to_owned(),
-                Err(_) => "Box<dyn Any>".to_owned(),
-            },
-        };
-        PanicError { message }
-    }
-
-    /// The panic message (`"Box<dyn Any>"` if the payload was not a string).
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for PanicError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "task panicked: {}", self.message)
-    }
-}
-
-impl std::error::Error for PanicError {}
 
 /// Takes a permit, unless the context is done first.
 async fn acquire(ctx: &Context, limit: &Arc<Semaphore>) -> Option<SemaphoreGuardArc> {

@@ -20,10 +20,12 @@
 use async_signal::{Signal, Signals};
 use ctx_core::{CancelCauseFunc, CancelFunc, Context};
 use smol::stream::StreamExt as _;
-use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+
+/// Shared by every adapter (defined in ctx-core, so causes compare across runtimes).
+pub use ctx_core::SignalError;
 
 #[cfg(unix)]
 const WATCHED: &[Signal] = &[Signal::Int, Signal::Term];
@@ -82,52 +84,18 @@ pub fn try_signal_context(parent: &Context) -> io::Result<(Context, CancelFunc)>
     Ok((ctx, stop))
 }
 
-/// The cause of a context canceled by a signal: which one arrived (the same type
-/// as ctx-tokio's).
-///
-/// # Examples
-///
-/// ```no_run
-/// smol::block_on(async {
-///     let (ctx, _stop) = ctx_async_std::signal_context(&ctx_async_std::background());
-///     ctx.done().await; // on Ctrl-C:
-///     if let Some(cause) = ctx.cause() {
-///         if let Some(signal) = cause.downcast_ref::<ctx_async_std::SignalError>() {
-///             eprintln!("shutting down: {signal}"); // "shutting down: received SIGINT"
-///             assert_eq!(signal.signal, "SIGINT");
-///         }
-///     }
-/// });
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SignalError {
-    /// The signal's name, such as `"SIGINT"` or `"SIGTERM"`.
-    pub signal: &'static str,
-}
-
-impl SignalError {
-    fn from_number(number: i32) -> SignalError {
-        #[cfg(unix)]
-        if number == Signal::Term as i32 {
-            return SignalError { signal: "SIGTERM" };
-        }
-        debug_assert_eq!(
-            number,
-            Signal::Int as i32,
-            "only SIGINT and SIGTERM are watched"
-        );
-        SignalError { signal: "SIGINT" }
+fn signal_error(number: i32) -> SignalError {
+    #[cfg(unix)]
+    if number == Signal::Term as i32 {
+        return SignalError::new("SIGTERM");
     }
+    debug_assert_eq!(
+        number,
+        Signal::Int as i32,
+        "only SIGINT and SIGTERM are watched"
+    );
+    SignalError::new("SIGINT")
 }
-
-impl fmt::Display for SignalError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "received {}", self.signal)
-    }
-}
-
-impl std::error::Error for SignalError {}
 
 // ===== the process-wide watcher =====
 
@@ -231,7 +199,7 @@ impl Registry {
         // Canceled outside the lock: a cancel runs the contexts' `after_func`
         // callbacks, among them `unsubscribe`.
         for (_, cancel) in subscribers {
-            cancel.cancel(SignalError::from_number(number));
+            cancel.cancel(signal_error(number));
         }
     }
 }

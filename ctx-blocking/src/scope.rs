@@ -17,12 +17,14 @@
 //! so a spawner never waits for a slot in a canceled group.
 
 use ctx_core::{AfterFunc, CancelCauseFunc, Cause, Context};
-use std::any::Any;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
+
+/// Shared by every adapter (defined in ctx-core, so causes compare across runtimes).
+pub use ctx_core::PanicError;
 
 /// Runs `f` with a [`Group`] of scoped threads that share a context; the first
 /// failure cancels them all. Returns `f`'s value, or the first failure.
@@ -128,30 +130,6 @@ where
 pub struct Group<'scope, 'env: 'scope> {
     scope: &'scope thread::Scope<'scope, 'env>,
     state: Arc<State>,
-}
-
-/// The error a thread's panic becomes (see [`scope`]): it carries the panic
-/// message.
-///
-/// # Examples
-///
-/// ```
-/// use ctx_blocking::PanicError;
-///
-/// let result = ctx_blocking::scope(&ctx_blocking::background(), |group| {
-///     group.spawn(|_ctx| {
-///         if true {
-///             panic!("boom");
-///         }
-///         Ok::<(), std::io::Error>(())
-///     });
-/// });
-/// let err = result.unwrap_err();
-/// assert_eq!(err.downcast_ref::<PanicError>().unwrap().message(), "boom");
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PanicError {
-    message: String,
 }
 
 struct State {
@@ -416,31 +394,3 @@ impl Drop for Slot<'_> {
         self.0.changed.notify_one();
     }
 }
-
-// ===== impl PanicError =====
-
-impl PanicError {
-    fn from_payload(payload: Box<dyn Any + Send>) -> PanicError {
-        let message = match payload.downcast::<String>() {
-            Ok(message) => *message,
-            Err(payload) => match payload.downcast::<&'static str>() {
-                Ok(message) => (*message).to_owned(),
-                Err(_) => "Box<dyn Any>".to_owned(),
-            },
-        };
-        PanicError { message }
-    }
-
-    /// The panic message (`"Box<dyn Any>"` when the payload was not a string).
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for PanicError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "task panicked: {}", self.message)
-    }
-}
-
-impl std::error::Error for PanicError {}

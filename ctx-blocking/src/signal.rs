@@ -20,8 +20,10 @@
 //! or its parent).
 
 use ctx_core::{CancelFunc, Context};
-use std::fmt;
 use std::io;
+
+/// Shared by every adapter (defined in ctx-core, so causes compare across runtimes).
+pub use ctx_core::SignalError;
 
 /// A child of `parent` that is canceled when the process receives SIGINT or
 /// SIGTERM, with a [`SignalError`] naming the signal as its cause.
@@ -80,36 +82,6 @@ pub fn try_signal_context(parent: &Context) -> io::Result<(Context, CancelFunc)>
         Ok(parent.with_cancel())
     }
 }
-
-/// The cause of a context canceled by a signal: which one arrived (the same type
-/// as the async adapters').
-///
-/// # Examples
-///
-/// ```no_run
-/// let (ctx, _stop) = ctx_blocking::signal_context(&ctx_blocking::background());
-/// ctx_blocking::wait(&ctx); // on Ctrl-C:
-/// if let Some(cause) = ctx.cause() {
-///     if let Some(signal) = cause.downcast_ref::<ctx_blocking::SignalError>() {
-///         eprintln!("shutting down: {signal}"); // "shutting down: received SIGINT"
-///         assert_eq!(signal.signal, "SIGINT");
-///     }
-/// }
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SignalError {
-    /// The signal's name, such as `"SIGINT"` or `"SIGTERM"`.
-    pub signal: &'static str,
-}
-
-impl fmt::Display for SignalError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "received {}", self.signal)
-    }
-}
-
-impl std::error::Error for SignalError {}
 
 // ===== the process-wide watcher =====
 
@@ -227,13 +199,11 @@ mod unix {
                 self.set_idle(true);
                 std::mem::take(&mut *subscribers)
             };
-            let cause = SignalError {
-                signal: if signal == SIGTERM {
-                    "SIGTERM"
-                } else {
-                    "SIGINT"
-                },
-            };
+            let cause = SignalError::new(if signal == SIGTERM {
+                "SIGTERM"
+            } else {
+                "SIGINT"
+            });
             // Canceled outside the lock: a cancel runs the contexts' `after_func`
             // callbacks, among them `unsubscribe`.
             for (_, cancel) in subscribers {

@@ -68,6 +68,7 @@
 
 mod after_func;
 mod cancel;
+mod causes;
 mod context;
 mod error;
 mod header;
@@ -87,6 +88,7 @@ struct ReadmeDoctests;
 
 pub use after_func::AfterFunc;
 pub use cancel::{CancelCauseFunc, CancelFunc};
+pub use causes::{PanicError, SignalError};
 pub use context::Context;
 pub use error::{Cause, Error};
 pub use header::{HeaderError, decode_timeout, encode_timeout};

@@ -4,7 +4,6 @@
 
 use crate::task::until_done;
 use ctx_core::{CancelCauseFunc, Cause, Context};
-use std::any::Any;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -14,6 +13,9 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::Poll;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+
+/// Shared by every adapter (defined in ctx-core, so causes compare across runtimes).
+pub use ctx_core::PanicError;
 
 /// A set of tasks working on one job: the first error cancels the rest (Go's
 /// `errgroup.WithContext`).
@@ -67,26 +69,6 @@ pub struct Group {
     shared: Arc<Shared>,
     tasks: JoinSet<()>,
     limit: Option<Arc<Semaphore>>,
-}
-
-/// The error a task's panic becomes (see [`Group`]): it carries the panic message.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// let (mut group, _ctx) = ctx_tokio::Group::new(&ctx_tokio::background());
-/// group.spawn(|_ctx| async move {
-///     if true { panic!("boom"); }
-///     Ok::<(), std::io::Error>(())
-/// });
-/// let err = group.wait().await.unwrap_err();
-/// let panic = err.downcast_ref::<ctx_tokio::PanicError>().unwrap();
-/// assert_eq!(panic.message(), "boom");
-/// # }
-/// ```
-#[derive(Debug)]
-pub struct PanicError {
-    message: String,
 }
 
 struct Shared {
@@ -360,31 +342,3 @@ impl Shared {
         }
     }
 }
-
-// ===== impl PanicError =====
-
-impl PanicError {
-    fn from_payload(payload: Box<dyn Any + Send>) -> PanicError {
-        let message = match payload.downcast::<String>() {
-            Ok(message) => *message,
-            Err(payload) => match payload.downcast::<&'static str>() {
-                Ok(message) => (*message).to_owned(),
-                Err(_) => "Box<dyn Any>".to_owned(),
-            },
-        };
-        PanicError { message }
-    }
-
-    /// The panic message (`"Box<dyn Any>"` when the payload was not a string).
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for PanicError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "task panicked: {}", self.message)
-    }
-}
-
-impl std::error::Error for PanicError {}

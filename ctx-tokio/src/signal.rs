@@ -20,34 +20,13 @@
 use crate::task::watch;
 use crate::timer::NoRuntime;
 use ctx_core::{CancelFunc, Cause, Context};
-use std::fmt;
 use std::future::poll_fn;
 use std::io;
 use std::task::Poll;
 use tokio::runtime::Handle;
 
-/// The cause of a context canceled by a signal: which one arrived.
-///
-/// # Examples
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// let (ctx, _stop) = ctx_tokio::signal_context(&ctx_tokio::background());
-/// // ... on Ctrl-C:
-/// if let Some(cause) = ctx.cause() {
-///     if let Some(signal) = cause.downcast_ref::<ctx_tokio::SignalError>() {
-///         eprintln!("shutting down: {signal}"); // "shutting down: received SIGINT"
-///     }
-/// }
-/// # }
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SignalError {
-    /// The signal's name, such as `"SIGINT"` or `"SIGTERM"`.
-    pub signal: &'static str,
-}
+/// Shared by every adapter (defined in ctx-core, so causes compare across runtimes).
+pub use ctx_core::SignalError;
 
 /// A child of `parent` canceled, with a [`SignalError`] cause, when the process
 /// receives Ctrl-C (SIGINT) or, on unix, SIGTERM; or when the returned
@@ -105,7 +84,7 @@ pub fn try_signal_context(parent: &Context) -> io::Result<(Context, CancelFunc)>
                 }
             })
             .await;
-            Cause::new(SignalError { signal })
+            Cause::new(SignalError::new(signal))
         };
         Ok(watch(parent, fired))
     }
@@ -154,7 +133,7 @@ pub fn signal_context_with(
             Poll::Pending
         })
         .await;
-        Cause::new(SignalError { signal })
+        Cause::new(SignalError::new(signal))
     };
     Ok(watch(parent, fired))
 }
@@ -185,13 +164,3 @@ fn name(kind: tokio::signal::unix::SignalKind) -> &'static str {
         .find(|(k, _)| *k == kind)
         .map_or("unknown signal", |(_, name)| name)
 }
-
-// ===== impl SignalError =====
-
-impl fmt::Display for SignalError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "received {}", self.signal)
-    }
-}
-
-impl std::error::Error for SignalError {}
