@@ -6,8 +6,8 @@ use crate::error::{Cause, Error};
 use crate::sync::AtomicU64;
 use crate::timer::{self, Timer};
 use crate::tree::node::{
-    CANCEL_CAUSE_VTABLE, CancelPart, DeadlinePart, Detached, Kind, Link, MergePart, NodeRef,
-    Payload, TimerPart, UNREGISTERED, ValuePart,
+    CANCEL_CAUSE_VTABLE, CancelPart, DeadlinePart, Detached, Kind, Links, MergePart, NodeRef,
+    Payload, TimerPart, ValuePart,
 };
 use crate::tree::state::{self, Reason, Word};
 use crate::tree::{self as tree};
@@ -335,13 +335,7 @@ impl Context {
             .filter_map(NodeRef::deadline_node)
             .min_by_key(|d| d.deadline_part().deadline)
             .map_or(ptr::null(), NodeRef::as_ptr);
-        let extra: Box<[Link]> = rest
-            .iter()
-            .map(|p| Link {
-                parent: p.clone(),
-                slot: crate::sync::AtomicU32::new(UNREGISTERED),
-            })
-            .collect();
+        let extra = Links::new(rest);
         let payload = MergePart {
             cancel: CancelPart::new(!deadline_src.is_null()),
             extra,

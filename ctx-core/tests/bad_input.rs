@@ -335,3 +335,20 @@ fn with_cancel_any_of_parents_that_never_end_ends_only_by_its_own_cancel() {
     cancel.cancel();
     assert_eq!(ctx.err(), Some(Error::Canceled));
 }
+
+/// More parents than a merge node keeps inline: every one of them still cancels
+/// it, and every one lets go of it.
+#[test]
+fn with_cancel_any_of_many_parents_is_canceled_by_the_last_one() {
+    let parents: Vec<_> = (0..6)
+        .map(|_| Context::background().with_cancel())
+        .collect();
+    let contexts: Vec<Context> = parents.iter().map(|(ctx, _)| ctx.clone()).collect();
+    let (merged, _cancel) = Context::with_cancel_any(&contexts);
+    assert!(contexts.iter().all(|parent| parent.live_children() == 1));
+    let mut parents = parents;
+    let (_, last) = parents.pop().unwrap();
+    last.cancel();
+    assert_eq!(merged.err(), Some(Error::Canceled));
+    assert!(contexts.iter().all(|parent| parent.live_children() == 0));
+}

@@ -117,7 +117,7 @@ pub(crate) struct DeadlinePart {
 pub(crate) struct MergePart {
     pub(crate) cancel: CancelPart,
     /// The parents after the first (the first is `Header::parent`).
-    pub(crate) extra: Box<[Link]>,
+    pub(crate) extra: Links,
     /// The deadline node with the earliest deadline among the parents', or null;
     /// kept alive by the parent links.
     pub(crate) deadline_src: *const Header,
@@ -134,6 +134,44 @@ unsafe impl Sync for MergePart {}
 pub(crate) struct Link {
     pub(crate) parent: crate::Context,
     pub(crate) slot: AtomicU32,
+}
+
+/// How many further parents a merge node keeps inline; more spill to the heap.
+const INLINE_LINKS: usize = 3;
+
+/// The further parents of a merge node: inline for up to [`INLINE_LINKS`] (so a
+/// merge of up to four contexts is one allocation, like every other context),
+/// on the heap beyond.
+#[derive(Debug)]
+pub(crate) enum Links {
+    Inline([Option<Link>; INLINE_LINKS]),
+    Heap(Box<[Link]>),
+}
+
+impl Links {
+    pub(crate) fn new(parents: &[crate::Context]) -> Links {
+        let link = |parent: &crate::Context| Link {
+            parent: parent.clone(),
+            slot: AtomicU32::new(UNREGISTERED),
+        };
+        if parents.len() <= INLINE_LINKS {
+            Links::Inline(std::array::from_fn(|i| parents.get(i).map(link)))
+        } else {
+            Links::Heap(parents.iter().map(link).collect())
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Link> {
+        let (inline, heap): (&[Option<Link>], &[Link]) = match self {
+            Links::Inline(links) => (links, &[]),
+            Links::Heap(links) => (&[], links),
+        };
+        inline.iter().flatten().chain(heap)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.iter().count()
+    }
 }
 
 /// The payload of a value node.
