@@ -14,15 +14,15 @@
 //! The shape (names, `new` returning the group and its context, `with_limit`,
 //! `PanicError`, `stop`) is the same as ctx-tokio's `Group`.
 
-use ctx_core::{CancelCauseFunc, Cause, Context};
+use ctx_core::{Cause, Context, GroupCancel};
 use event_listener::Event;
 use smol::future::{self, FutureExt as _};
 use smol::lock::{Semaphore, SemaphoreGuardArc};
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 /// Shared by every adapter (defined in ctx-core, so causes compare across runtimes).
 pub use ctx_core::PanicError;
@@ -77,8 +77,7 @@ pub struct Group {
 
 struct Shared {
     ctx: Context,
-    cancel: Mutex<Option<CancelCauseFunc>>,
-    first: OnceLock<Cause>,
+    cancel: GroupCancel,
     /// Set by `stop`: later task errors are its consequences, not failures.
     stopped: AtomicBool,
     /// Tasks spawned and not yet finished.
@@ -97,8 +96,7 @@ impl Group {
         let group = Group {
             shared: Arc::new(Shared {
                 ctx: ctx.clone(),
-                cancel: Mutex::new(Some(cancel)),
-                first: OnceLock::new(),
+                cancel: GroupCancel::new(cancel),
                 stopped: AtomicBool::new(false),
                 running: AtomicUsize::new(0),
                 idle: Event::new(),
@@ -243,8 +241,8 @@ impl Group {
             }
             listener.await;
         }
-        shared.cancel(None);
-        match shared.first.get() {
+        shared.cancel.cancel();
+        match shared.cancel.first() {
             Some(cause) => Err(cause.clone()),
             None => Ok(()),
         }
@@ -261,14 +259,14 @@ impl Group {
     pub async fn stop(&self) -> Result<(), Cause> {
         // SeqCst: the tasks read it after the cancel made them return.
         self.shared.stopped.store(true, Ordering::SeqCst);
-        self.shared.cancel(None);
+        self.shared.cancel.cancel();
         self.wait().await
     }
 }
 
 impl Drop for Group {
     fn drop(&mut self) {
-        self.shared.cancel(None);
+        self.shared.cancel.cancel();
     }
 }
 
@@ -278,7 +276,7 @@ impl fmt::Debug for Group {
             .field("ctx", &self.shared.ctx)
             .field("tasks", &self.len())
             .field("limited", &self.shared.limit.is_some())
-            .field("first_error", &self.shared.first.get())
+            .field("first_error", &self.shared.cancel.first())
             .finish()
     }
 }
@@ -313,27 +311,9 @@ impl Shared {
         }
     }
 
-    /// Records the first failure and cancels the group with it.
+    /// Records a failure; the first one cancels the group with it.
     fn fail(&self, cause: Cause) {
-        if self.first.set(cause.clone()).is_ok() {
-            self.cancel(Some(cause));
-        }
-    }
-
-    /// Cancels the group's context once (the first cancel wins): with `cause`, or
-    /// plainly. The cancel runs outside the lock, since it may run `after_func`
-    /// callbacks.
-    fn cancel(&self, cause: Option<Cause>) {
-        let cancel = self
-            .cancel
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        match (cancel, cause) {
-            (Some(cancel), Some(cause)) => cancel.cancel(cause),
-            (Some(cancel), None) => drop(cancel),
-            (None, _) => {}
-        }
+        self.cancel.fail(cause);
     }
 }
 

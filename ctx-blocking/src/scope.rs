@@ -16,11 +16,11 @@
 //! `after_func` on the group's context that wakes the spawners when it is done,
 //! so a spawner never waits for a slot in a canceled group.
 
-use ctx_core::{AfterFunc, CancelCauseFunc, Cause, Context};
+use ctx_core::{AfterFunc, Cause, Context, GroupCancel};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 
 /// Shared by every adapter (defined in ctx-core, so causes compare across runtimes).
@@ -134,8 +134,7 @@ pub struct Group<'scope, 'env: 'scope> {
 
 struct State {
     ctx: Context,
-    cancel: Mutex<Option<CancelCauseFunc>>,
-    first: OnceLock<Cause>,
+    cancel: GroupCancel,
     /// Set by `stop`: later thread errors are its consequences, not failures.
     stopped: AtomicBool,
     limit: Option<Arc<Limit>>,
@@ -174,8 +173,7 @@ where
     });
     let state = Arc::new(State {
         ctx,
-        cancel: Mutex::new(Some(cancel)),
-        first: OnceLock::new(),
+        cancel: GroupCancel::new(cancel),
         stopped: AtomicBool::new(false),
         limit,
     });
@@ -187,8 +185,8 @@ where
         let _on_panic = CancelOnUnwind(&state);
         f(&group)
     });
-    state.cancel(None);
-    match state.first.get() {
+    state.cancel.cancel();
+    match state.cancel.first() {
         Some(cause) => Err(cause.clone()),
         None => Ok(value),
     }
@@ -251,7 +249,7 @@ impl<'scope> Group<'scope, '_> {
     pub fn stop(&self) {
         // SeqCst: the threads read it after the cancel made them return.
         self.state.stopped.store(true, Ordering::SeqCst);
-        self.state.cancel(None);
+        self.state.cancel.cancel();
     }
 
     /// Starts a thread that already holds its slot (if the group is limited).
@@ -282,7 +280,7 @@ impl fmt::Debug for Group<'_, '_> {
         f.debug_struct("Group")
             .field("ctx", &self.state.ctx)
             .field("limit", &self.state.limit.as_ref().map(|l| l.max))
-            .field("first_error", &self.state.first.get())
+            .field("first_error", &self.state.cancel.first())
             .finish_non_exhaustive()
     }
 }
@@ -313,26 +311,9 @@ impl State {
         }
     }
 
-    /// Records the first failure and cancels the group with it.
+    /// Records a failure; the first one cancels the group with it.
     fn fail(&self, cause: Cause) {
-        if self.first.set(cause.clone()).is_ok() {
-            self.cancel(Some(cause));
-        }
-    }
-
-    /// Cancels the group's context once (the first cancel wins): with `cause`, or
-    /// plainly. Outside the lock, since a cancel runs `after_func` callbacks.
-    fn cancel(&self, cause: Option<Cause>) {
-        let cancel = self
-            .cancel
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        match (cancel, cause) {
-            (Some(cancel), Some(cause)) => cancel.cancel(cause),
-            (Some(cancel), None) => drop(cancel),
-            (None, _) => {}
-        }
+        self.cancel.fail(cause);
     }
 }
 
@@ -343,7 +324,7 @@ struct CancelOnUnwind<'a>(&'a State);
 impl Drop for CancelOnUnwind<'_> {
     fn drop(&mut self) {
         if thread::panicking() {
-            self.0.cancel(None);
+            self.0.cancel.cancel();
         }
     }
 }

@@ -131,3 +131,63 @@ impl fmt::Debug for CancelCauseFunc {
             .finish()
     }
 }
+
+/// Cancels a context once, with the first failure as its cause: the core of an
+/// error group (Go's `errgroup.WithContext`), shared by the adapters' groups.
+///
+/// Every method takes `&self` and never blocks, so it can sit in the state the
+/// group's tasks share.
+///
+/// # Examples
+///
+/// ```
+/// use ctx_core::{Cause, Context, GroupCancel};
+///
+/// let (ctx, cancel) = Context::background().with_cancel_cause();
+/// let group = GroupCancel::new(cancel);
+/// group.fail(Cause::msg("first"));
+/// group.fail(Cause::msg("second"));
+/// assert_eq!(group.first().unwrap().to_string(), "first");
+/// assert_eq!(ctx.cause().unwrap().to_string(), "first");
+/// ```
+#[derive(Debug)]
+pub struct GroupCancel {
+    cancel: CancelCauseFunc,
+    first: std::sync::OnceLock<Cause>,
+}
+
+impl GroupCancel {
+    /// Takes over the function that cancels the group's context.
+    pub fn new(cancel: CancelCauseFunc) -> GroupCancel {
+        GroupCancel {
+            cancel,
+            first: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Records a failure; the first one cancels the context with itself as the
+    /// cause (unless the context was already canceled otherwise). Returns whether
+    /// this was the first failure.
+    pub fn fail(&self, cause: impl Into<Cause>) -> bool {
+        let cause = cause.into();
+        if self.first.set(cause.clone()).is_err() {
+            return false;
+        }
+        self.cancel
+            .inner
+            .cancel_with(Reason::new(Error::Canceled, Some(cause)));
+        true
+    }
+
+    /// Cancels the context with no failure (for `wait` and `stop`).
+    pub fn cancel(&self) {
+        self.cancel
+            .inner
+            .cancel_with(Reason::plain(Error::Canceled));
+    }
+
+    /// The first failure, if any.
+    pub fn first(&self) -> Option<&Cause> {
+        self.first.get()
+    }
+}

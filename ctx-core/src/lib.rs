@@ -87,7 +87,7 @@ mod tests;
 struct ReadmeDoctests;
 
 pub use after_func::AfterFunc;
-pub use cancel::{CancelCauseFunc, CancelFunc};
+pub use cancel::{CancelCauseFunc, CancelFunc, GroupCancel};
 pub use causes::{PanicError, SignalError};
 pub use context::Context;
 pub use error::{Cause, Error};

@@ -3,13 +3,13 @@
 //! The semantics are documented on [`Group`].
 
 use crate::task::until_done;
-use ctx_core::{CancelCauseFunc, Cause, Context};
+use ctx_core::{Cause, Context, GroupCancel};
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::Poll;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -73,8 +73,7 @@ pub struct Group {
 
 struct Shared {
     /// Taken by whoever cancels first; `None` afterwards.
-    cancel: Mutex<Option<CancelCauseFunc>>,
-    first: OnceLock<Cause>,
+    cancel: GroupCancel,
     /// Set by `stop`: later task errors are consequences, not failures.
     stopped: AtomicBool,
 }
@@ -89,8 +88,7 @@ impl Group {
         let group = Group {
             ctx: ctx.clone(),
             shared: Arc::new(Shared {
-                cancel: Mutex::new(Some(cancel)),
-                first: OnceLock::new(),
+                cancel: GroupCancel::new(cancel),
                 stopped: AtomicBool::new(false),
             }),
             tasks: JoinSet::new(),
@@ -224,8 +222,8 @@ impl Group {
         while let Some(joined) = self.tasks.join_next().await {
             self.shared.joined(joined);
         }
-        self.shared.cancel_with(None);
-        match self.shared.first.get() {
+        self.shared.cancel.cancel();
+        match self.shared.cancel.first() {
             Some(cause) => Err(cause.clone()),
             None => Ok(()),
         }
@@ -242,7 +240,7 @@ impl Group {
     pub async fn stop(self) -> Result<(), Cause> {
         // SeqCst: the tasks read it after the cancel made them return.
         self.shared.stopped.store(true, Ordering::SeqCst);
-        self.shared.cancel_with(None);
+        self.shared.cancel.cancel();
         self.wait().await
     }
 
@@ -259,7 +257,7 @@ impl Drop for Group {
     fn drop(&mut self) {
         // Cancel first, so the tasks see the context done; the `JoinSet` then
         // aborts whatever still runs.
-        self.shared.cancel_with(None);
+        self.shared.cancel.cancel();
     }
 }
 
@@ -269,7 +267,7 @@ impl fmt::Debug for Group {
             .field("ctx", &self.ctx)
             .field("tasks", &self.tasks.len())
             .field("limit", &self.limit.as_ref().map(|s| s.available_permits()))
-            .field("first_error", &self.shared.first.get())
+            .field("first_error", &self.shared.cancel.first())
             .finish()
     }
 }
@@ -309,26 +307,9 @@ where
 // ===== impl Shared =====
 
 impl Shared {
-    /// Records the first failure and cancels the group's context with it.
+    /// Records a failure; the first one cancels the group with it.
     fn fail(&self, cause: Cause) {
-        if self.first.set(cause.clone()).is_ok() {
-            self.cancel_with(Some(cause));
-        }
-    }
-
-    /// Cancels the group's context: with `cause`, or plainly.
-    fn cancel_with(&self, cause: Option<Cause>) {
-        let cancel = self
-            .cancel
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        // Outside the lock: the cancel runs `after_func` callbacks inline.
-        match (cancel, cause) {
-            (Some(cancel), Some(cause)) => cancel.cancel(cause),
-            (Some(cancel), None) => drop(cancel),
-            (None, _) => {}
-        }
+        self.cancel.fail(cause);
     }
 
     /// Handles a joined task. Panics are caught inside the task; a `JoinError`
