@@ -17,7 +17,7 @@
 
 use super::state::{self, Reason, Record, Word};
 use crate::list::ChildSet;
-use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering, fence};
+use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use crate::timer::Timer;
 use crate::waiter::Waiters;
 use std::any::TypeId;
@@ -478,7 +478,7 @@ impl NodeRef {
             return false;
         }
         // Acquire: pairs with the Release decrements of all other handles.
-        fence(Ordering::Acquire);
+        crate::sync::acquire_after_last_release(&self.header().strong);
         true
     }
 
@@ -495,7 +495,7 @@ impl NodeRef {
         if self.header().weak.fetch_sub(1, Ordering::Release) != 1 {
             return;
         }
-        fence(Ordering::Acquire);
+        crate::sync::acquire_after_last_release(&self.header().weak);
         // SAFETY: the weak count reached zero, so the payload was dropped already (the
         // strong references held one weak together) and nobody can reach the node.
         unsafe { (self.header().vtable.dealloc)(self.0) };
