@@ -221,6 +221,26 @@ pub(crate) fn run_tee(cmd: &mut Command) -> Result<String> {
 }
 
 /// Runs `cmd` quietly and returns its standard output, failing if it does not succeed.
+/// Installs the nightly toolchain (minimal profile) with `components` if it is
+/// missing, and adds the components otherwise: a fresh machine has only stable.
+/// An installed nightly is never updated here, so runs stay reproducible.
+pub(crate) fn ensure_nightly(components: &[&str]) -> Result {
+    let installed = read_output(rustup_command("rustup").args(["toolchain", "list"]))?;
+    if !installed.lines().any(|line| line.starts_with("nightly")) {
+        run(rustup_command("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    // Adding components that are already installed is a quick no-op.
+    run(rustup_command("rustup")
+        .args(["component", "add", "--toolchain", "nightly"])
+        .args(components))
+}
+
 pub(crate) fn read_output(cmd: &mut Command) -> Result<String> {
     let shown = display(cmd);
     let output = cmd

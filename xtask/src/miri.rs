@@ -6,7 +6,7 @@
 //! With `--tree-borrows` a second pass checks the Tree Borrows aliasing model
 //! after the default Stacked Borrows pass.
 
-use crate::{Error, Result, run, rustup_command, set_rustflags, toolchain_cargo};
+use crate::{Error, Result, run, set_rustflags, toolchain_cargo};
 
 /// The Miri flags used for every pass.
 ///
@@ -20,15 +20,7 @@ const MIRIFLAGS: &str = "-Zmiri-strict-provenance -Zmiri-symbolic-alignment-chec
 
 /// Runs the ctx-core tests under Miri, optionally restricted to tests matching `filter`.
 pub(crate) fn run_miri(tree_borrows: bool, filter: Option<&str>) -> Result {
-    // Adding components that are already installed is a quick no-op.
-    run(rustup_command("rustup").args([
-        "component",
-        "add",
-        "--toolchain",
-        "nightly",
-        "miri",
-        "rust-src",
-    ]))?;
+    crate::ensure_nightly(&["miri", "rust-src"])?;
     run(toolchain_cargo("nightly").args(["miri", "setup"]))?;
     run_pass(MIRIFLAGS, filter)?;
     if tree_borrows {

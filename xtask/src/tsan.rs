@@ -16,7 +16,7 @@ pub(crate) const DEFAULT_RUNS: u32 = 3;
 /// Runs the ctx-core tests `runs` times under the thread sanitizer.
 pub(crate) fn run_tsan(runs: u32) -> Result {
     // Adding a component that is already installed is a quick no-op.
-    run(rustup_command("rustup").args(["component", "add", "--toolchain", "nightly", "rust-src"]))?;
+    crate::ensure_nightly(&["rust-src"])?;
     let target = host_triple()?;
     for round in 1..=runs {
         println!("Thread sanitizer run {round} of {runs}");
