@@ -177,14 +177,13 @@ pub(crate) fn register(ctx: &Context, f: Thunk) -> AfterFunc {
     let part = carrier.cancel_part();
     let set = part.children_or_init();
     // The slot owns a reference of its own: `Entry::from_raw` gives it back.
-    let entry = Arc::into_raw(callback.clone()).cast_mut().cast::<()>();
-    debug_assert_eq!(entry.map_addr(|a| a | 1), Entry::callback_ptr(&callback));
-    let slot = set.insert(Entry::callback_ptr(&callback));
+    let entry = Entry::callback_into_raw(callback.clone());
+    let slot = set.insert(entry);
     // SeqCst: the load half of the insert side of the Dekker pair (`list`).
     if crate::tree::state::is_done(part.state.load(Ordering::SeqCst)) {
-        if set.remove(slot, Entry::callback_ptr(&callback)) {
+        if set.remove(slot, entry) {
             // SAFETY: we emptied the slot, so its reference is ours to release.
-            drop(unsafe { Entry::from_raw(Entry::callback_ptr(&callback)) });
+            drop(unsafe { Entry::from_raw(entry) });
         }
         // Whoever emptied the slot, the closure runs at most once (the CAS).
         callback.fire();

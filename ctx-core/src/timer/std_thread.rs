@@ -70,6 +70,13 @@ struct Shared {
     thread: OnceLock<Thread>,
 }
 
+impl Shared {
+    /// `at` as nanoseconds after `epoch`, saturating below `IDLE`.
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(IDLE - 1)
+    }
+}
+
 /// An armed deadline: ordered so that `BinaryHeap` (a max-heap) yields the
 /// earliest first.
 struct Entry {
@@ -156,11 +163,6 @@ impl StdTimer {
                 .clone()
         })
     }
-
-    fn nanos(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.shared.epoch).as_nanos())
-            .unwrap_or(IDLE - 1)
-    }
 }
 
 impl Timer for StdTimer {
@@ -171,7 +173,7 @@ impl Timer for StdTimer {
     fn arm(&self, deadline: Instant, expiry: Expiry) -> Option<TimerKey> {
         // Relaxed: a statistic (see `armed`).
         self.shared.armed.fetch_add(1, Ordering::Relaxed);
-        let at = self.nanos(deadline);
+        let at = self.shared.nanos(deadline);
         self.push(Entry {
             at: deadline,
             expiry,
@@ -187,7 +189,10 @@ impl Timer for StdTimer {
         // Relaxed: statistics; the entry itself stays in the heap until it surfaces
         // or a sweep drops it (module docs).
         self.shared.armed.fetch_sub(1, Ordering::Relaxed);
-        if self.shared.stale.fetch_add(1, Ordering::Relaxed) + 1 >= PENDING_LIMIT {
+        // `==`: the increments are unique, so exactly one disarm per 1024 wakes the
+        // thread (which resets the count), instead of every disarm after the 1024th
+        // until it runs.
+        if self.shared.stale.fetch_add(1, Ordering::Relaxed) + 1 == PENDING_LIMIT {
             self.thread().unpark();
         }
     }
@@ -239,9 +244,7 @@ fn run(shared: &Shared) {
             heap.retain(|entry| !entry.expiry.is_done());
         }
         let next = heap.peek().map(|entry| entry.at);
-        let target = next.map_or(IDLE, |at| {
-            u64::try_from(at.saturating_duration_since(shared.epoch).as_nanos()).unwrap_or(IDLE - 1)
-        });
+        let target = next.map_or(IDLE, |at| shared.nanos(at));
         // SeqCst: publish the sleep target, then re-check for commands (see `push`).
         shared.wake_at.store(target, Ordering::SeqCst);
         if shared.pending.load(Ordering::SeqCst) > 0 {

@@ -23,6 +23,15 @@ pub(crate) enum Entry {
 }
 
 impl Entry {
+    /// Hands one reference on `callback` over to an entry (for a slot to own).
+    pub(crate) fn callback_into_raw(callback: crate::sync::Arc<Callback>) -> *mut () {
+        crate::sync::Arc::into_raw(callback)
+            .cast_mut()
+            .cast::<()>()
+            .map_addr(|a| a | CALLBACK_TAG)
+    }
+
+    /// The entry that stands for `callback` in a slot (for comparing, not owning).
     pub(crate) fn callback_ptr(callback: &crate::sync::Arc<Callback>) -> *mut () {
         crate::sync::Arc::as_ptr(callback)
             .cast_mut()
