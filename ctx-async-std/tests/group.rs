@@ -1,28 +1,14 @@
 //! The error group: first error wins and is the cause, panics become errors, the
 //! limit holds, and nothing starts after cancel.
 
+#[macro_use]
+mod support;
+
 use ctx_async_std::{Group, PanicError, background, sleep};
 use ctx_core::{Cause, Error};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-/// Runs an async test body once under async-std and once under smol.
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[async_std::test]
-            async fn async_std() {
-                super::$name().await
-            }
-
-            #[test]
-            fn smol() {
-                smol::block_on(super::$name())
-            }
-        }
-    )*};
-}
 
 on_both!(
     all_ok_then_wait_cancels_the_context,

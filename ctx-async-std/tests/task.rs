@@ -1,6 +1,9 @@
 //! `run_until_done`, `sleep`, `spawn` and `after_func_spawn`, on async-std and on
 //! smol.
 
+#[macro_use]
+mod support;
+
 use ctx_async_std::{
     after_func_spawn, after_func_spawn_blocking, background, run_until_done, sleep, sleep_until,
     spawn,
@@ -9,23 +12,6 @@ use ctx_core::{Cause, Error};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// Runs an async test body once under async-std and once under smol.
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[async_std::test]
-            async fn async_std() {
-                super::$name().await
-            }
-
-            #[test]
-            fn smol() {
-                smol::block_on(super::$name())
-            }
-        }
-    )*};
-}
 
 on_both!(
     run_until_done_returns_the_output,
