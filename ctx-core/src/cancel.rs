@@ -2,7 +2,7 @@
 
 use crate::context::Context;
 use crate::error::{Cause, Error};
-use crate::tree::{self, node::NodeRef, state::Reason};
+use crate::tree::{self, Origin, node::NodeRef, state::Reason};
 use std::fmt;
 
 /// Cancels its context when called, or when dropped (Go's `CancelFunc`).
@@ -15,15 +15,16 @@ use std::fmt;
 /// Keep it in a named binding: `let (ctx, _cancel) = …` keeps it to the end of the
 /// scope, while `let (ctx, _) = …` drops it, and so cancels `ctx`, immediately.
 ///
-/// # Caveats
+/// # What a returned cancel guarantees
 ///
-/// When this cancel is the one that ends the context, it returns only after the
-/// whole subtree is done. When it loses a race (the context was already ended by a
-/// parent, its deadline or another thread), it returns at once, without waiting
-/// for the winner to finish walking the subtree: no cancel ever waits for another
-/// thread. (Go's cancel would block on the winner's lock instead.) Each context
-/// below is done as soon as the winner reaches it; to wait for one, await its
-/// [`done()`](Context::done).
+/// When `cancel` returns (or the drop ends), the context and every context
+/// derived from it report done — also when this call lost a race (the context was
+/// already ended by a parent, its deadline or another thread): then it waits for
+/// the winner to finish the subtree, as Go's cancel blocks on the winner's lock.
+/// An uncontended cancel never waits for another thread. The `after_func`
+/// callbacks this cancel set free have run on this thread by then (after the
+/// whole subtree was done); if one of them, or a `Drop` of a value released by
+/// the cancel, panicked, the first panic is resumed here once everything is done.
 ///
 /// # Examples
 ///
@@ -67,7 +68,7 @@ impl CancelFunc {
     }
 
     fn cancel_with(&self, reason: Reason) -> bool {
-        tree::cancel(self.node, reason, true)
+        tree::cancel(self.node, reason, Origin::Explicit)
     }
 }
 

@@ -9,8 +9,9 @@ use crate::tree::node::{
     CANCEL_CAUSE_VTABLE, CancelPart, DeadlinePart, Detached, Kind, Links, MergePart, NodeRef,
     Payload, TimerPart, ValuePart,
 };
+use crate::tree::register::{Outcome, register};
 use crate::tree::state::{self, Reason, Word};
-use crate::tree::{self as tree};
+use crate::tree::{self as tree, Origin};
 use crate::waiter::Done;
 use std::any::TypeId;
 use std::fmt;
@@ -99,7 +100,7 @@ impl Context {
     }
 
     /// A new strong reference on our node (or the sentinel), for a child's parent link.
-    fn parent_link(&self) -> NodeRef {
+    pub(crate) fn parent_link(&self) -> NodeRef {
         if let Some(node) = self.node() {
             node.inc_strong();
         }
@@ -250,17 +251,13 @@ impl Context {
     /// The nearest value of type `T` on the way up from this context.
     pub fn value<T: Send + Sync + 'static>(&self) -> Option<&T> {
         let wanted = TypeId::of::<ValuePart<T>>();
-        let mut node = self.node();
-        while let Some(current) = node {
-            let header = current.header();
-            if header.vtable.type_id == Some(wanted) {
-                // SAFETY: the vtable's type id says this node carries a `ValuePart<T>`;
-                // `self` keeps the whole chain alive for the borrow.
-                return Some(unsafe { &current.payload::<ValuePart<T>>().value });
-            }
-            node = header.parent.real();
-        }
-        None
+        let node = self
+            .node()?
+            .ancestors()
+            .find(|node| node.header().vtable.type_id == Some(wanted))?;
+        // SAFETY: the vtable's type id says this node carries a `ValuePart<T>`;
+        // `self` keeps the whole chain alive for the borrow.
+        Some(unsafe { &node.payload::<ValuePart<T>>().value })
     }
 
     /// A child that keeps this context's values but is never canceled and has no
@@ -341,6 +338,7 @@ impl Context {
             extra,
             deadline_src,
         };
+        // Weak references for the parents' slots are added as it registers.
         let node = NodeRef::alloc(
             MergePart::VTABLE,
             first.parent_link(),
@@ -349,32 +347,7 @@ impl Context {
             1,
             payload,
         );
-        let part = node.merge_part();
-        let mut born = first
-            .carrier()
-            .and_then(|c| tree::register(c, node, &part.cancel.slot, false));
-        for link in part.extra.iter() {
-            if born.is_some() {
-                break;
-            }
-            born = link
-                .parent
-                .carrier()
-                .and_then(|c| tree::register(c, node, &link.slot, false));
-        }
-        if let Some(reason) = born {
-            tree::cancel(node, reason, true);
-        } else {
-            // A canceler that reached the node through one parent while we were still
-            // registering with the others may have detached before we stored a slot
-            // index. SeqCst fence: pairs with the one in the canceler's `finish`; either
-            // it saw our indices, or we see the node done here and detach ourselves.
-            crate::sync::fence(crate::sync::Ordering::SeqCst);
-            // Relaxed: ordered by the fence above.
-            if state::is_done(part.cancel.state.load(crate::sync::Ordering::Relaxed)) {
-                tree::cancel::detach(node);
-            }
-        }
+        tree::merge::register_all(node);
         (Context::from_strong(node), CancelFunc::new(node))
     }
 
@@ -398,13 +371,20 @@ impl Context {
         node
     }
 
-    /// Registers a fresh cancelable node with its parent carrier; cancels it at
-    /// once if the parent is done.
+    /// Registers a fresh cancelable node, whose slot's weak reference was counted
+    /// at allocation, with its parent carrier; cancels it at once (born done) if
+    /// the parent is done.
     fn link(&self, node: NodeRef, parent_carrier: Option<NodeRef>) {
-        if let Some(carrier) = parent_carrier
-            && let Some(reason) = tree::register(carrier, node, &node.cancel_part().slot, true)
+        let Some(carrier) = parent_carrier else {
+            return;
+        };
+        if let Outcome::Done { reason, back } =
+            register(carrier, node.as_entry(), Some(&node.cancel_part().slot))
         {
-            tree::cancel(node, reason, true);
+            if back {
+                node.dec_weak();
+            }
+            tree::cancel(node, reason, Origin::Explicit);
         }
     }
 
@@ -420,6 +400,8 @@ impl Context {
             return self.with_cancel();
         }
         let timer = timer.unwrap_or_else(|| self.timer());
+        // The clock first: if the backend's `now` panics, nothing exists yet.
+        let now = now.unwrap_or_else(|| timer.now());
         let parent_carrier = self.carrier();
         let payload = DeadlinePart {
             cancel: CancelPart::new(true),
@@ -437,16 +419,19 @@ impl Context {
             1 + u32::from(parent_carrier.is_some()),
             payload,
         );
+        // The handles exist before any backend code runs: if `arm` panics, the
+        // unwinding drops them, which cancels and releases the node.
+        let handles = (Context::from_strong(node), CancelFunc::new(node));
         self.link(node, parent_carrier);
-        let part = node.deadline_part();
         if !state::is_done(node.state()) {
-            if now.unwrap_or_else(|| part.timer.now()) >= deadline {
-                tree::cancel(node, part.reason.clone(), true);
+            if now >= deadline {
+                let reason = node.deadline_part().reason.clone();
+                tree::cancel(node, reason, Origin::Explicit);
             } else {
-                timer::arm(node);
+                tree::deadline::arm(node);
             }
         }
-        (Context::from_strong(node), CancelFunc::new(node))
+        handles
     }
 
     // ===== reading =====
@@ -459,14 +444,16 @@ impl Context {
         if state::is_done(word) || !carrier.cancel_part().has_deadline {
             return Some((carrier, word));
         }
-        Some((carrier, check_deadline(carrier, word)))
+        Some((carrier, tree::deadline::check(carrier, word)))
     }
 
     /// Why this context is done, or `None` while it is live (Go's `Err()`).
     ///
     /// Deadlines are exact: once the deadline has passed by the timer's clock, this
-    /// reports [`Error::DeadlineExceeded`] even if the timer has not fired yet (and
-    /// cancels the subtree right away).
+    /// reports [`Error::DeadlineExceeded`] even if the timer has not fired yet, and
+    /// keeps reporting it. A read never runs user code and never walks the
+    /// subtree: the descendants and `after_func` callbacks are reached by the
+    /// timer's expiry (or the next cancel), not by the reader.
     #[inline]
     pub fn err(&self) -> Option<Error> {
         let (_, word) = self.word()?;
@@ -515,13 +502,12 @@ impl Context {
 
     /// The timer backend of this context's subtree.
     pub fn timer(&self) -> Arc<dyn Timer> {
-        let mut node = self.node();
-        while let Some(current) = node {
-            match current.kind() {
+        for node in self.node().into_iter().flat_map(NodeRef::ancestors) {
+            match node.kind() {
                 // SAFETY: timer nodes carry a `TimerPart`.
-                Kind::Timer => return unsafe { current.payload::<TimerPart>() }.timer.clone(),
-                Kind::Deadline => return current.deadline_part().timer.clone(),
-                _ => node = current.header().parent.real(),
+                Kind::Timer => return unsafe { node.payload::<TimerPart>() }.timer.clone(),
+                Kind::Deadline => return node.deadline_part().timer.clone(),
+                _ => {}
             }
         }
         timer::default_timer()
@@ -626,28 +612,6 @@ impl Context {
     }
 }
 
-/// Cancels the deadline node above `carrier` if its deadline has passed; returns
-/// the carrier's current word.
-#[cold]
-fn check_deadline(carrier: NodeRef, word: Word) -> Word {
-    let src = carrier.deadline_node().expect("checked by the caller");
-    let part = src.deadline_part();
-    if part.timer.now() < part.deadline {
-        return word;
-    }
-    // `carrier` is `src` or registered below it, and the caller keeps it alive.
-    tree::cancel(src, part.reason.clone(), true);
-    let word = carrier.state();
-    if state::is_done(word) {
-        return word;
-    }
-    // Another thread won the cancel of `src` (its timer, or a plain cancel) and is
-    // still on its way down to `carrier`. Do not wait for it: finish the carrier
-    // with the reason `src` ended with, which is what the propagation brings.
-    tree::cancel(carrier, tree::clone_reason(src.state()), true);
-    carrier.state()
-}
-
 /// `at + by`, saturating at a far-future instant instead of overflowing.
 pub(crate) fn saturating_add(at: Instant, by: Duration) -> Instant {
     if let Some(sum) = at.checked_add(by) {
@@ -692,13 +656,13 @@ impl fmt::Display for Context {
     /// Go's `String()`: the chain of constructors from the root, such as
     /// `context.Background.WithValue(u32).WithCancel`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut chain = Vec::new();
-        let mut node = self.node;
-        while let Some(current) = node.real() {
-            chain.push(current);
-            node = current.header().parent;
-        }
-        f.write_str(if node == NodeRef::TODO {
+        let chain: Vec<NodeRef> = self
+            .node()
+            .into_iter()
+            .flat_map(NodeRef::ancestors)
+            .collect();
+        let root = chain.last().map_or(self.node, |top| top.header().parent);
+        f.write_str(if root == NodeRef::TODO {
             "context.TODO"
         } else {
             "context.Background"

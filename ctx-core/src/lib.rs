@@ -72,7 +72,7 @@ mod causes;
 mod context;
 mod error;
 mod header;
-mod list;
+mod runner;
 mod sync;
 mod timer;
 mod tree;

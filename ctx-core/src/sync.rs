@@ -134,3 +134,43 @@ pub(crate) fn acquire_after_last_release(counter: &AtomicU32) {
     #[cfg(ctx_sanitize)]
     counter.load(Ordering::Acquire);
 }
+
+/// Waiting for another thread's progress without a lock: spin briefly, then
+/// yield, then sleep in growing steps (up to a millisecond).
+///
+/// Only the contended paths of a cancel wait (a cancel that lost the race for a
+/// node waits for its owner to finish the subtree): the waits are short, and no
+/// waiter holds anything another thread needs. Under loom every step is a
+/// `yield_now`, which loom requires of spin loops.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    step: u32,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Backoff {
+        Backoff::default()
+    }
+
+    /// Waits a little, longer each time.
+    pub(crate) fn snooze(&mut self) {
+        #[cfg(all(test, ctx_loom))]
+        loom::thread::yield_now();
+        #[cfg(not(all(test, ctx_loom)))]
+        {
+            const SPINS: u32 = 6;
+            const YIELDS: u32 = 16;
+            if self.step < SPINS {
+                for _ in 0..1u32 << self.step {
+                    std::hint::spin_loop();
+                }
+            } else if self.step < YIELDS {
+                std::thread::yield_now();
+            } else {
+                let micros = 1u64 << (self.step - YIELDS).min(10);
+                std::thread::sleep(std::time::Duration::from_micros(micros));
+            }
+        }
+        self.step = self.step.saturating_add(1);
+    }
+}

@@ -11,8 +11,8 @@
 pub(crate) mod std_thread;
 
 use crate::context::Context;
-use crate::sync::{Ordering, StoreRacingRmw};
 use crate::tree::node::{Kind, NodeRef};
+use crate::tree::{Origin, state};
 use std::fmt;
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -133,13 +133,22 @@ impl Expiry {
     }
 
     /// Cancels the context with `DeadlineExceeded`, if it still exists and is live.
+    ///
+    /// Cheap and safe to call from a timer's own thread or task: it marks the
+    /// context and its subtree done and wakes their waiters, but runs no user
+    /// code. The `after_func` callbacks it sets free, the `Drop`s of contexts it
+    /// releases last, and any wait for another canceler run on ctx-core's runner
+    /// threads, so a callback that blocks or panics never holds back or stops
+    /// the backend.
     pub fn fire(self) {
-        if self.node.upgrade() {
-            // Released even if an `after_func` callback's panic resurfaces.
-            let _release = self.node.strong_guard();
-            let reason = self.node.deadline_part().reason.clone();
-            crate::tree::cancel(self.node, reason, true);
+        if !self.node.upgrade() {
+            return;
         }
+        let reason = self.node.deadline_part().reason.clone();
+        crate::tree::cancel(self.node, reason, Origin::Timer);
+        // The node's last strong reference may be ours, and its drop user code:
+        // that goes to the runner too.
+        crate::tree::work::release_on_runner(self.node);
     }
 
     /// The context this expiry cancels, if it still exists.
@@ -154,11 +163,17 @@ impl Expiry {
 
     /// Whether the context is already done (or gone): firing would do nothing.
     ///
-    /// This reads the context's error, whose exact-deadline check may cancel the
-    /// context and so call back into the backend's [`Timer::disarm`]: do not call it
-    /// while holding a lock that `disarm` takes.
+    /// A plain read: it takes no reference, runs no user code and never calls back
+    /// into the backend, so a backend may call it under its own locks.
     pub fn is_done(&self) -> bool {
-        self.context().is_none_or(|ctx| ctx.err().is_some())
+        if !self.node.upgrade() {
+            return true;
+        }
+        let done = state::is_done(self.node.state());
+        // If every handle went away meanwhile, this was the last reference: the
+        // drop runs on the runner, not here.
+        crate::tree::work::release_on_runner(self.node);
+        done
     }
 }
 
@@ -173,32 +188,6 @@ impl fmt::Debug for Expiry {
         f.debug_struct("Expiry")
             .field("deadline", &self.deadline())
             .finish()
-    }
-}
-
-/// Arms the timer of a fresh deadline node that is live and whose deadline lies
-/// ahead. Handles the race with a concurrent cancel (which might run before the
-/// key is stored).
-pub(crate) fn arm(node: NodeRef) {
-    let part = node.deadline_part();
-    let Some(key) = part.timer.arm(part.deadline, Expiry::new(node)) else {
-        return;
-    };
-    // SeqCst: pairs with the canceler's swap in `disarm`: either it sees our key,
-    // or we see its done word below.
-    part.key.store_racing_rmw(key.get().get(), Ordering::SeqCst);
-    crate::sync::dekker_point();
-    if crate::tree::state::is_done(part.cancel.state.load(Ordering::SeqCst)) {
-        disarm(node);
-    }
-}
-
-/// Disarms the timer of a deadline node, once.
-pub(crate) fn disarm(node: NodeRef) {
-    let part = node.deadline_part();
-    // SeqCst: see `arm`. The swap makes sure only one caller disarms.
-    if let Some(key) = NonZeroU64::new(part.key.swap(0, Ordering::SeqCst)) {
-        part.timer.disarm(TimerKey(key));
     }
 }
 

@@ -693,6 +693,14 @@ impl World {
                 model.armed()
             ));
         }
+        // Callbacks set free by a timer's expiry run on ctx-core's runner threads,
+        // a moment later: give them time before comparing (a watchdog, not a
+        // timing assertion; counts only ever grow).
+        support::eventually(|| {
+            self.regs
+                .iter()
+                .all(|(reg, _, calls)| calls.get() >= model.runs[*reg])
+        });
         for (reg, _, calls) in &self.regs {
             if calls.get() != model.runs[*reg] {
                 return Err(format!(

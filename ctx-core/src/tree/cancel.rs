@@ -1,174 +1,59 @@
-//! Cancel propagation, registration with a parent, and dropping nodes.
+//! Cancel: closing a node, walking its subtree, and what a returned cancel
+//! guarantees.
 //!
-//! All three are iterative: a chain of a million contexts cancels and drops with
-//! constant stack depth. Go's `cancelCtx.cancel` (src/context/context.go) is the
-//! reference for what happens; how it happens here is lock-free (see `list`).
+//! Go's `cancelCtx.cancel` (src/context/context.go) is the reference for *what*
+//! happens: the node gets its error and cause, every descendant gets the same,
+//! the node leaves its parent, and when any call to cancel returns, the node and
+//! all its descendants are done. *How* it happens here is lock-free on the
+//! uncontended path.
+//!
+//! # Closing and owning
+//!
+//! A node is *closed* by the CAS of its state word from live to done
+//! ([`try_close`]); readers see it done from that instant. The thread whose CAS
+//! won *owns* the node's subtree walk. A reader that finds an expired deadline
+//! closes the node with the `UNCLAIMED` flag instead and walks nothing; the first
+//! canceler that clears the flag ([`claim`]) owns the walk.
+//!
+//! # The walk
+//!
+//! The owner drains the node's child set: each child entry it takes out is closed
+//! with the node's reason (or claimed, if a reader closed it) and walked in turn,
+//! on an explicit stack, so depth costs no native stack. Each callback entry is
+//! claimed and set aside. Leaves (nodes without a child set) are complete as soon
+//! as they are closed. A node with a set becomes *complete* (`COMPLETE` flag) when
+//! its owner has drained it and every child it found is complete.
+//!
+//! A child that another thread closed first (its own cancel, another parent of a
+//! merge node) is that thread's to walk. Its parent cannot become complete before
+//! it does, so the owner keeps such a parent *blocked*, finishes everything else it
+//! owns, and then polls the children it waits for, completing its blocked nodes
+//! bottom-up as they unblock. An owner never waits while it still owns a node it
+//! could complete, and every node waits only for nodes below it, so some owner can
+//! always make progress: the lowest incomplete node has only complete children,
+//! and its owner completes it on its next poll.
+//!
+//! # What a returned cancel guarantees
+//!
+//! A cancel that did not own the node (it lost the race) waits until the node is
+//! complete. So when any `cancel` returns, the node and all its descendants are
+//! done, whoever won — as in Go, where the loser blocks on the winner's lock. Only
+//! then does the node leave its parents, and only then does user code run
+//! ([`Work`]): callbacks and `Drop`s never run in the middle of a walk, and a
+//! callback that cancels anything finds every node it can see in a final state.
+//! The uncontended cancel never waits: it owns everything it walks.
 
-use super::node::{Kind, NodeRef, UNREGISTERED};
-use super::state::{self, Reason, Word};
-use crate::after_func::Callback;
-use crate::sync::{AtomicU32, Ordering, StoreRacingRmw, fence};
-use std::any::Any;
-use std::panic::{self, AssertUnwindSafe};
+use super::drop::merge_leaves_parents;
+use super::node::{Kind, NodeRef};
+use super::register::{self, Entry, clone_reason};
+use super::state::{self, COMPLETE, Reason, UNCLAIMED, WAITERS, Word};
+use super::work::{self, Origin, Panic, Work};
+use crate::sync::{Backoff, Ordering};
 
-/// The tag of a callback entry in a child set (child nodes have tag 0).
-const CALLBACK_TAG: usize = 1;
-
-/// What a child-set entry is.
-pub(crate) enum Entry {
-    /// A child node; the entry owns a weak reference.
-    Child(NodeRef),
-    /// An `after_func` callback; the entry owns an `Arc` reference.
-    Callback(crate::sync::Arc<Callback>),
-}
-
-impl Entry {
-    /// Hands one reference on `callback` over to an entry (for a slot to own).
-    pub(crate) fn callback_into_raw(callback: crate::sync::Arc<Callback>) -> *mut () {
-        crate::sync::Arc::into_raw(callback)
-            .cast_mut()
-            .cast::<()>()
-            .map_addr(|a| a | CALLBACK_TAG)
-    }
-
-    /// The entry that stands for `callback` in a slot (for comparing, not owning).
-    pub(crate) fn callback_ptr(callback: &crate::sync::Arc<Callback>) -> *mut () {
-        crate::sync::Arc::as_ptr(callback)
-            .cast_mut()
-            .cast::<()>()
-            .map_addr(|a| a | CALLBACK_TAG)
-    }
-
-    /// Takes ownership of an entry's reference.
-    ///
-    /// # Safety
-    ///
-    /// `raw` must come out of a child set slot by a successful swap or CAS, so the
-    /// caller owns the reference it stands for.
-    pub(crate) unsafe fn from_raw(raw: *mut ()) -> Entry {
-        if raw.addr() & CALLBACK_TAG != 0 {
-            let ptr = raw.map_addr(|a| a & !CALLBACK_TAG).cast::<Callback>();
-            // SAFETY: callback entries are `Arc::into_raw` pointers, owned by the slot.
-            Entry::Callback(unsafe { crate::sync::Arc::from_raw(ptr) })
-        } else {
-            // SAFETY: child entries are node addresses, which are never null.
-            Entry::Child(NodeRef::from_ptr(raw.cast()).expect("null child entry"))
-        }
-    }
-}
-
-/// Releases the reference an entry owns, without acting on it.
-pub(crate) fn release_entry(raw: *mut ()) {
-    // SAFETY: only called on entries taken out of a set whose owner is being dropped.
-    match unsafe { Entry::from_raw(raw) } {
-        Entry::Child(child) => child.dec_weak(),
-        Entry::Callback(callback) => drop(callback),
-    }
-}
-
-/// Registers `child` with `carrier` at `slot`; if the carrier is done, returns the
-/// reason (the child must then be canceled with it).
-///
-/// The caller holds a strong reference on `carrier` (through the child's parent).
-///
-/// The slot owns a weak reference on `child`. With `prepaid`, the caller already
-/// counted it when allocating the child (saving a read-modify-write), and it is
-/// released here if it ends up unused.
-pub(crate) fn register(
-    carrier: NodeRef,
-    child: NodeRef,
-    slot: &AtomicU32,
-    prepaid: bool,
-) -> Option<Reason> {
-    let part = carrier.cancel_part();
-    let word = carrier.state();
-    if state::is_done(word) {
-        // Fast path: a child of a done parent is born done, nothing to register.
-        if prepaid {
-            child.dec_weak();
-        }
-        return Some(clone_reason(word));
-    }
-    let set = part.children_or_init();
-    if !prepaid {
-        child.inc_weak();
-    }
-    let entry = child.as_entry();
-    let index = set.insert(entry);
-    // Relaxed: the index is read later by this node's own cancel or drop, which are
-    // ordered after this by the handle hand-off. (A canceler detaching a merge node
-    // may swap it meanwhile, hence the loom-friendly store.)
-    slot.store_racing_rmw(index, Ordering::Relaxed);
-    // SeqCst: the load half of the insert side of the Dekker pair (`list`).
-    let word = part.state.load(Ordering::SeqCst);
-    if !state::is_done(word) {
-        return None;
-    }
-    if set.remove(index, entry) {
-        child.dec_weak();
-        slot.store_racing_rmw(UNREGISTERED, Ordering::Relaxed);
-    }
-    // Whether we or the canceler own the slot, cancel the child now, so that it is
-    // born done and every later reader agrees (cancel is idempotent).
-    Some(clone_reason(word))
-}
-
-/// Removes `child` from the carrier's set at `slot`, if it is still there.
-fn deregister(carrier: NodeRef, child: NodeRef, slot: &AtomicU32) {
-    let index = if child.kind() == Kind::Merge {
-        // A merge node's slots may be detached by a canceler that reached it through
-        // another parent while it is still registering (`with_cancel_any`): the swap
-        // decides which side removes the entry. Relaxed: the SeqCst fences on both
-        // sides order it.
-        slot.swap(UNREGISTERED, Ordering::Relaxed)
-    } else {
-        // Any other node's slot is only touched by its creator and then by the one
-        // cancel that won `try_close` and by its drop, one after the other: no RMW
-        // needed. Relaxed: those steps are ordered by the handle hand-off.
-        let index = slot.load(Ordering::Relaxed);
-        if index != UNREGISTERED {
-            slot.store(UNREGISTERED, Ordering::Relaxed);
-        }
-        index
-    };
-    if index == UNREGISTERED {
-        return;
-    }
-    let set = carrier
-        .cancel_part()
-        .children()
-        .expect("registered without a set");
-    if set.remove(index, child.as_entry()) {
-        child.dec_weak();
-    }
-}
-
-/// Removes a cancelable node from every parent it is registered with.
-pub(crate) fn detach(node: NodeRef) {
-    let part = node.cancel_part();
-    if let Some(carrier) = node.header().parent.real().and_then(NodeRef::carrier) {
-        deregister(carrier, node, &part.slot);
-    }
-    if node.kind() == Kind::Merge {
-        for link in node.merge_part().extra.iter() {
-            if let Some(carrier) = link.parent.carrier() {
-                deregister(carrier, node, &link.slot);
-            }
-        }
-    }
-}
-
-/// A new owned reason equal to the one stored in a done word.
-pub(crate) fn clone_reason(word: Word) -> Reason {
-    // SAFETY: the word is owned by a node the caller keeps alive; wrapping it without
-    // dropping and cloning only adds a reference.
-    let borrowed = std::mem::ManuallyDrop::new(unsafe { Reason::from_word(word) });
-    (*borrowed).clone()
-}
-
-/// Moves a live node to done with `reason`. Returns the previous (live) word, whose
-/// `WAITERS` bit says whether anyone must be woken, or `None` if it was done.
-fn try_close(node: NodeRef, reason: &Reason) -> Option<Word> {
+/// Moves a live node to done with `reason` (and `UNCLAIMED` if a reader does it).
+/// Returns the previous (live) word, whose `WAITERS` bit says whether anyone must
+/// be woken, or `None` if the node was done already.
+pub(crate) fn try_close(node: NodeRef, reason: &Reason, unclaimed: bool) -> Option<Word> {
     let part = node.cancel_part();
     // Relaxed: only a first guess for the CAS loop.
     let mut current = part.state.load(Ordering::Relaxed);
@@ -176,11 +61,11 @@ fn try_close(node: NodeRef, reason: &Reason) -> Option<Word> {
         if state::is_done(current) {
             return None;
         }
-        let waiters = current.addr() & state::WAITERS;
-        let new = reason.word().map_addr(|a| a | waiters);
+        let flags = (current.addr() & WAITERS) | if unclaimed { UNCLAIMED } else { 0 };
+        let new = reason.word().map_addr(|a| a | flags);
         // SeqCst: the store half of the canceler's side of the Dekker pairs with
-        // registration (`list`) and with waiters (`waiter`); its release publishes
-        // the record to readers' Acquire loads.
+        // registration (`child_set`) and with waiters (`wait`); its release
+        // publishes the record to readers' Acquire loads.
         match part
             .state
             .compare_exchange_weak(current, new, Ordering::SeqCst, Ordering::Relaxed)
@@ -196,114 +81,342 @@ fn try_close(node: NodeRef, reason: &Reason) -> Option<Word> {
     }
 }
 
-/// Cancels a carrier and its whole subtree with `reason`; `detach` also removes it
-/// from its parents (a direct cancel does; a cancel that came through the parent
-/// does not need to, the parent already emptied the slot).
-///
-/// Returns false if the node was done already (the first cancel wins). The caller
-/// keeps `node` alive for the duration. Callbacks that panic do not stop the
-/// cancel; after the whole subtree is done, the first panic is resumed on this
-/// thread (unless the thread is already panicking, when it is dropped).
-pub(crate) fn cancel(node: NodeRef, reason: Reason, detach_node: bool) -> bool {
-    let Some(previous) = try_close(node, &reason) else {
-        return false;
-    };
-    if detach_node {
-        detach(node);
+/// Takes over the walk of a node that a reader closed: true if this call cleared
+/// its `UNCLAIMED` flag.
+pub(crate) fn claim(node: NodeRef) -> bool {
+    let part = node.cancel_part();
+    // Acquire: a guess for the CAS loop that also sees the reader's record.
+    let mut current = part.state.load(Ordering::Acquire);
+    while state::has(current, UNCLAIMED) {
+        let new = current.map_addr(|a| a & !UNCLAIMED);
+        // AcqRel: the claim decides which canceler owns the walk. SeqCst on
+        // success as for `try_close`: the walk's drain must see every registrant
+        // that missed the reader's close (the Dekker pair in `child_set`).
+        match part
+            .state
+            .compare_exchange_weak(current, new, Ordering::SeqCst, Ordering::Acquire)
+        {
+            Ok(_) => {
+                crate::sync::dekker_point();
+                return true;
+            }
+            Err(actual) => current = actual,
+        }
     }
-    let mut panic = None;
-    // Strong references on canceled children still to visit, with their old words.
-    let mut stack: Vec<(NodeRef, Word)> = Vec::new();
-    finish(node, previous, &reason, &mut stack, &mut panic);
-    while let Some((child, previous)) = stack.pop() {
-        finish(child, previous, &reason, &mut stack, &mut panic);
-        child.dec_strong();
-    }
-    if let Some(payload) = panic
-        && !std::thread::panicking()
-    {
-        panic::resume_unwind(payload);
-    }
-    true
+    false
 }
 
-/// The work after a node's state became done: wake waiters, release the timer,
-/// cancel children, run callbacks.
-fn finish(
-    node: NodeRef,
-    previous: Word,
-    reason: &Reason,
-    stack: &mut Vec<(NodeRef, Word)>,
-    panic: &mut Option<Box<dyn Any + Send>>,
-) {
+/// Whether a node and its whole subtree are done.
+///
+/// A node without a child set has no subtree: once done, it is complete. (A set
+/// created after the close belongs to a late registrant, which sees the node done
+/// and cancels its own child before anyone can see it.)
+pub(crate) fn is_complete(node: NodeRef) -> bool {
+    // SeqCst: the set load below must see a set installed before the close that
+    // this load observes (the Dekker pair in `child_set`); Acquire at least, so
+    // that a `COMPLETE` flag brings everything the owner closed.
+    let word = node.cancel_part().state.load(Ordering::SeqCst);
+    state::is_done(word)
+        && !state::has(word, UNCLAIMED)
+        && (state::has(word, COMPLETE) || node.cancel_part().children().is_none())
+}
+
+/// Sets `COMPLETE` on a node whose subtree its owner finished, and wakes whoever
+/// waits for it.
+fn mark_complete(node: NodeRef) {
     let part = node.cancel_part();
-    // The timer first: a waiter that wakes up finds it released already.
-    if node.kind() == Kind::Deadline {
-        crate::timer::disarm(node);
-    }
-    if state::has_waiters(previous) {
+    // Release: everything the walk closed below happens-before a waiter's Acquire
+    // load that sees the flag (`is_complete`).
+    let previous = part.state.fetch_or(COMPLETE, Ordering::Release);
+    debug_assert!(state::is_done(previous) && !state::has(previous, UNCLAIMED));
+    if state::has(previous, WAITERS) {
         part.waiters.notify_all();
     }
-    let Some(set) = part.children() else {
-        return;
-    };
-    set.drain(|raw| {
-        // SAFETY: `drain` hands us each entry it swapped out; we own its reference.
-        match unsafe { Entry::from_raw(raw) } {
-            Entry::Child(child) => {
-                if child.upgrade() {
-                    match try_close(child, reason) {
-                        Some(previous) => {
-                            if child.kind() == Kind::Merge {
-                                // Canceled through one parent: leave the others too, or
-                                // they would keep counting (and holding) it. SeqCst
-                                // fence: pairs with the one in `with_cancel_any` after it
-                                // registered; either it sees this node done, or this
-                                // detach sees every slot index it stored.
-                                fence(Ordering::SeqCst);
-                                detach(child);
-                            }
-                            stack.push((child, previous));
-                        }
-                        None => child.dec_strong(),
-                    }
-                }
-                child.dec_weak();
-            }
-            Entry::Callback(callback) => {
-                if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| callback.fire())) {
-                    panic.get_or_insert(payload);
-                }
-            }
-        }
-    });
 }
 
-/// Drops a node whose strong count reached zero, then any ancestors whose last
-/// strong reference it held, in a loop.
+/// Cancels `node` with `reason` and returns whether this call closed it (the first
+/// cancel wins; its reason sticks).
 ///
-/// # Safety
-///
-/// `node`'s strong count must have just reached zero (by this thread).
-pub(crate) unsafe fn drop_node(node: NodeRef) {
-    let mut current = node;
-    loop {
-        let header = current.header();
-        if header.vtable.kind.is_cancelable() {
-            detach(current);
+/// The caller keeps `node` alive for the duration. With [`Origin::Explicit`], when
+/// this returns the node and its whole subtree are done, the node has left its
+/// parents, and the callbacks this cancel claimed have run on this thread; then
+/// the first panic of a callback or `Drop` is resumed (unless the thread is
+/// already unwinding). With [`Origin::Timer`], the walk happens here and
+/// everything that could block or run user code goes to the runner.
+pub(crate) fn cancel(node: NodeRef, reason: Reason, origin: Origin) -> bool {
+    let won = try_close(node, &reason, false).is_some();
+    drop(reason);
+    let mut walk = Walk::default();
+    if won || claim(node) {
+        node.inc_strong();
+        walk.run(node);
+    } else if origin == Origin::Timer {
+        // The owner (a cancel function or a parent's cancel) finishes the node and
+        // detaches it; an expiry has nothing to add.
+        return false;
+    }
+    match origin {
+        Origin::Explicit => {
+            let mut panic = None;
+            walk.finish(node, &mut panic);
+            work::resume(panic);
         }
-        let parent = header.parent;
-        // SAFETY: the strong count is zero: the payload is ours to drop, once.
-        // The pointer must be the node's own (it covers the payload), not one derived
-        // from `&Header` (which would cover the header only).
-        unsafe { (header.vtable.drop_payload)(current.as_non_null()) };
-        current.dec_weak();
-        let Some(parent) = parent.real() else { return };
-        // Release/Acquire: as in `NodeRef::dec_strong`, written out so that the
-        // ancestor is dropped by this loop rather than by recursion.
-        if !parent.release_strong_is_last() {
+        Origin::Timer => {
+            // The backend's own `disarm` may run on its own thread; a panic in it
+            // is the backend's, and must not stop the walk's other duties.
+            walk.work.run_disarms(&mut None);
+            if walk.blocked.is_empty() && is_complete(node) {
+                register::detach(node);
+                let work = std::mem::take(&mut walk.work);
+                if !work.is_empty() {
+                    crate::runner::spawn(Box::new(move || work.run(&mut None)));
+                }
+            } else {
+                node.inc_strong();
+                let job = TimerJob { node, walk };
+                crate::runner::spawn(Box::new(move || job.finish()));
+            }
+        }
+    }
+    won
+}
+
+/// What a timer's expiry leaves to the runner: the end of a walk whose nodes wait
+/// for other owners, and the user code it set free.
+struct TimerJob {
+    /// Holds a strong reference.
+    node: NodeRef,
+    walk: Walk,
+}
+
+impl TimerJob {
+    fn finish(self) {
+        let TimerJob { node, walk } = self;
+        let mut panic = None;
+        walk.finish(node, &mut panic);
+        let mut work = Work::default();
+        work.release(node);
+        work.run(&mut panic);
+        // Nobody to resume the panic on: the runner's thread survives it, and
+        // the panic hook has reported it already.
+        drop(panic);
+    }
+}
+
+/// A node whose owner finished draining it while some of its subtree was still
+/// another thread's to walk.
+struct Blocked {
+    node: NodeRef,
+    /// Index of the blocked entry of its parent in this walk, if any.
+    parent: Option<usize>,
+    /// Blocked nodes below it in this walk that are not complete yet.
+    blocked_children: usize,
+    /// Children that other threads own; strong references, checked by polling.
+    foreign: Vec<NodeRef>,
+    done: bool,
+}
+
+/// One step of the walk's explicit stack.
+enum Step {
+    /// Drain a node this walk owns (holding a strong reference on it); `parent`
+    /// is the frame of the node it was found under.
+    Visit {
+        node: NodeRef,
+        parent: Option<usize>,
+    },
+    /// All children found under frame `frame` were walked.
+    Complete { frame: usize },
+}
+
+/// The bookkeeping of a node with a set while its children are walked.
+struct Frame {
+    node: NodeRef,
+    parent: Option<usize>,
+    /// Children another thread owns (not complete when found).
+    foreign: Vec<NodeRef>,
+    /// Frames below this one that ended blocked and are not complete yet.
+    blocked_children: usize,
+    /// Index in `Walk::blocked` once this frame ended blocked.
+    blocked_at: Option<usize>,
+}
+
+/// The state of one canceler's walk.
+#[derive(Default)]
+struct Walk {
+    stack: Vec<Step>,
+    frames: Vec<Frame>,
+    /// Blocked nodes, children before parents.
+    blocked: Vec<Blocked>,
+    work: Work,
+}
+
+impl Walk {
+    /// Walks the subtree of `root`, which this walk owns (a strong reference on it
+    /// was taken for the walk). Never waits for another thread.
+    fn run(&mut self, root: NodeRef) {
+        self.stack.push(Step::Visit {
+            node: root,
+            parent: None,
+        });
+        while let Some(step) = self.stack.pop() {
+            match step {
+                Step::Visit { node, parent } => self.visit(node, parent),
+                Step::Complete { frame } => self.complete(frame),
+            }
+        }
+    }
+
+    fn visit(&mut self, node: NodeRef, parent: Option<usize>) {
+        let part = node.cancel_part();
+        let word = node.state();
+        debug_assert!(state::is_done(word) && !state::has(word, UNCLAIMED));
+        if state::has(word, WAITERS) {
+            part.waiters.notify_all();
+        }
+        if let Some(on_done) = node.header().vtable.on_done {
+            on_done(node, &mut self.work);
+        }
+        let Some(set) = part.children() else {
+            // A leaf: complete now.
+            self.leave(node, true);
+            return;
+        };
+        let frame = self.frames.len();
+        self.frames.push(Frame {
+            node,
+            parent,
+            foreign: Vec::new(),
+            blocked_children: 0,
+            blocked_at: None,
+        });
+        self.stack.push(Step::Complete { frame });
+        // The children get this node's reason: its error and cause, whoever
+        // ended it (Go: a child canceled through its parent has the parent's).
+        let reason = clone_reason(word);
+        set.drain(|raw| {
+            // SAFETY: `drain` hands over each entry it swapped out; we own its
+            // reference.
+            match unsafe { Entry::from_raw(raw) } {
+                Entry::Child(child) => {
+                    if child.upgrade() {
+                        if try_close(child, &reason, false).is_some() || claim(child) {
+                            self.stack.push(Step::Visit {
+                                node: child,
+                                parent: Some(frame),
+                            });
+                        } else if is_complete(child) {
+                            self.work.release(child);
+                        } else {
+                            self.frames[frame].foreign.push(child);
+                        }
+                    }
+                    // No user code: the payload is dropped with the last strong
+                    // reference, never with a weak one.
+                    child.dec_weak();
+                }
+                Entry::Callback(callback) => {
+                    if callback.claim_fire() {
+                        self.work.callback(callback);
+                    }
+                }
+            }
+        });
+    }
+
+    /// All children of `frame` were walked: complete it, or block it on the
+    /// children other threads still walk.
+    fn complete(&mut self, frame: usize) {
+        let f = &self.frames[frame];
+        if f.foreign.iter().all(|&c| is_complete(c)) && f.blocked_children == 0 {
+            let node = f.node;
+            let foreign = std::mem::take(&mut self.frames[frame].foreign);
+            for child in foreign {
+                self.work.release(child);
+            }
+            self.leave(node, false);
             return;
         }
-        current = parent;
+        let parent_blocked = f.parent;
+        if let Some(p) = parent_blocked {
+            self.frames[p].blocked_children += 1;
+        }
+        let f = &mut self.frames[frame];
+        f.blocked_at = Some(self.blocked.len());
+        let blocked = Blocked {
+            node: f.node,
+            // Fixed up to the parent's index in `blocked` when it blocks too.
+            parent: parent_blocked,
+            blocked_children: f.blocked_children,
+            foreign: std::mem::take(&mut f.foreign),
+            done: false,
+        };
+        self.blocked.push(blocked);
+    }
+
+    /// A node this walk owned is complete: flag it (nodes with a set), let a merge
+    /// node leave its other parents, and release the walk's reference.
+    fn leave(&mut self, node: NodeRef, leaf: bool) {
+        if !leaf {
+            mark_complete(node);
+        }
+        if node.kind() == Kind::Merge {
+            merge_leaves_parents(node);
+        }
+        self.work.release(node);
+    }
+
+    /// The end of a cancel of `node`: waits for the blocked nodes (if this walk
+    /// owned any) or for the owner (if it lost), leaves the parents, runs the
+    /// user code.
+    fn finish(mut self, node: NodeRef, panic: &mut Panic) {
+        self.unblock();
+        let mut backoff = Backoff::new();
+        while !is_complete(node) {
+            backoff.snooze();
+        }
+        register::detach(node);
+        std::mem::take(&mut self.work).run(panic);
+    }
+
+    /// Polls the children other owners walk until every blocked node of this walk
+    /// is complete, completing them bottom-up (module docs).
+    fn unblock(&mut self) {
+        if self.blocked.is_empty() {
+            return;
+        }
+        // Parents were recorded as frame indices: map them to `blocked` indices
+        // (a parent always blocks after its children, so it has one by now).
+        for i in 0..self.blocked.len() {
+            if let Some(frame) = self.blocked[i].parent {
+                self.blocked[i].parent = self.frames[frame].blocked_at;
+            }
+        }
+        let mut backoff = Backoff::new();
+        let mut left = self.blocked.len();
+        while left > 0 {
+            let mut progress = false;
+            for i in 0..self.blocked.len() {
+                let b = &self.blocked[i];
+                if b.done || b.blocked_children > 0 || !b.foreign.iter().all(|&c| is_complete(c)) {
+                    continue;
+                }
+                let b = &mut self.blocked[i];
+                b.done = true;
+                let (node, parent) = (b.node, b.parent);
+                for child in std::mem::take(&mut b.foreign) {
+                    self.work.release(child);
+                }
+                if let Some(p) = parent {
+                    self.blocked[p].blocked_children -= 1;
+                }
+                self.leave(node, false);
+                left -= 1;
+                progress = true;
+            }
+            if !progress {
+                backoff.snooze();
+            }
+        }
+        self.blocked.clear();
     }
 }

@@ -1,38 +1,76 @@
-//! The cancellation tree.
+//! The cancellation tree: the one home of every lock-free protocol in the crate.
 //!
-//! A context is a handle on a [`node`](node) (or one of the two roots). Cancelable
-//! nodes ("carriers") keep their children in a lock-free [`ChildSet`](crate::list);
-//! every other node points at the nearest carrier above it, so checking any
-//! context is one load of its carrier's state word.
+//! A context is a handle on a [`node`] (or one of the two roots). Cancelable
+//! nodes ("carriers") keep their children and `after_func` callbacks in a
+//! lock-free [`child_set`]; every other node points at the nearest carrier above
+//! it, so checking any context is one load of its carrier's state word. The public
+//! files (`context`, `cancel`, `after_func`, `waiter`, `timer`) are facades over
+//! the functions here.
+//!
+//! | file | protocol |
+//! |---|---|
+//! | [`state`] | the state word: live/done, reason, `WAITERS`/`UNCLAIMED`/`COMPLETE` |
+//! | [`child_set`] | slots, segments, free stack; the insert/drain Dekker pair |
+//! | [`register`] | the one registration routine (insert → re-check → take back) for children, callbacks and merge parents; detaching |
+//! | [`cancel`] | closing, the subtree walk, and what a returned cancel guarantees |
+//! | [`work`] | the user code a cancel sets free, run after the walk |
+//! | [`drop`] | iterative drop over every kind of link |
+//! | [`callback`] | `after_func`'s stop-versus-fire state machine |
+//! | [`deadline`] | arming and disarming timers; the exact-deadline read |
+//! | [`merge`] | registering a node with several parents |
+//! | [`wait`] | registering a waiter without a lost wake-up |
 //!
 //! # Invariants
 //!
 //! 1. A node's state word goes from live to done exactly once (a CAS); the reason
-//!    stored then never changes ([`state`]).
-//! 2. A registered child is in exactly one slot of its parent carrier's set per
+//!    stored then never changes ([`state`]). So whatever a read reports, every
+//!    later read reports too.
+//! 2. A registered child is in at most one slot of each parent carrier's set per
 //!    parent link, and that slot owns one weak reference on it.
-//! 3. A child holds a strong reference on its parent, so a carrier outlives every
+//! 3. A child holds a strong reference on each parent, so a carrier outlives every
 //!    registration in its set, and a set outlives every index handed out from it.
-//! 4. Whoever empties a slot (canceler's swap, remover's CAS) owns the entry's
+//! 4. Whoever empties a slot (a walk's drain, a remover's CAS) owns the entry's
 //!    reference and releases it exactly once.
-//! 5. When a carrier's cancel returns, every carrier registered under it is done:
-//!    registration and cancel form a Dekker pair (`list` module docs), and a child
-//!    that registers after the cancel sees it and cancels itself.
-//! 6. Cancel and drop never recurse on the tree's shape: cancel keeps an explicit
-//!    stack, drop walks up the parent chain in a loop.
+//! 5. Exactly one thread walks a done node's subtree: the one whose close won, or
+//!    the one that cleared `UNCLAIMED` after a read closed it ([`cancel`]).
+//! 6. `COMPLETE` is set on a node with a child set only after every node below it
+//!    is done; a node without a set is complete once done.
+//! 7. When a cancel returns (whoever won), the node is complete: every descendant
+//!    is done. A child that registers after the close sees it and is born done
+//!    before its creator can hand it out.
+//! 8. Reads (`err`, `is_done`, `check`, `cause`, `deadline`, `value`, polling
+//!    `Done`) are O(1) (values O(depth)) and never run user code: at most, an
+//!    expired deadline is recorded by one CAS per node ([`deadline`]).
+//! 9. User code freed by a cancel (callbacks, `Drop`s, `Timer::disarm`) runs
+//!    after the walk, never inside it; for a timer's expiry, on the runner's
+//!    threads, never on the timer's ([`work`]). A panic in it never stops the
+//!    cancel: everything is finished, then the first panic is resumed.
+//! 10. Cancel and drop never recurse on the tree's shape: cancel keeps an explicit
+//!     stack, drop a worklist, for parent links and merge links alike.
 //!
 //! # Synchronization
 //!
 //! | atomic | written by | ordering | pairs with |
 //! |---|---|---|---|
-//! | `CancelPart::state` | cancel's CAS | `SeqCst` | readers' `Acquire` load (the record); the registrant's `SeqCst` load (Dekker); the waiter's `SeqCst` RMW (lost wake-up) |
-//! | `ChildSet` slots | insert's store, remove's CAS, drain's swap | `SeqCst` / `AcqRel` | each other (`list`) |
-//! | `CancelPart::children` | first insert's CAS | `SeqCst` | the canceler's `SeqCst` load |
+//! | `CancelPart::state` | close (CAS), claim (CAS), `COMPLETE` (`fetch_or`), waiter (CAS) | `SeqCst`, `Release` for `COMPLETE` | readers' `Acquire` load (the record); the registrant's `SeqCst` load (Dekker); the waiter's `SeqCst` RMW (lost wake-up); `is_complete`'s load |
+//! | `ChildSet` slots | insert's store, remove's CAS, drain's swap | `SeqCst` / `AcqRel` | each other (`child_set`) |
+//! | `CancelPart::children`, segment pointers | first insert's CAS | `SeqCst` | the canceler's `SeqCst` loads |
+//! | slot index fields | registrant's store, detacher's swap | `Release` / `AcqRel` | each other (`register`) |
 //! | `Header::strong`/`weak` | clone, drop, upgrade | as `Arc` | as `Arc` |
-//! | `Callback::state` | `stop` and fire | `AcqRel` CAS | each other (`after_func`) |
+//! | `Callback::state` | claims | `AcqRel` CAS | each other (`callback`) |
+//! | `DeadlinePart::key` | arm's store, the walk's swap | `SeqCst` | each other (`deadline`) |
 
+pub(crate) mod callback;
 pub(crate) mod cancel;
+pub(crate) mod child_set;
+pub(crate) mod deadline;
+pub(crate) mod drop;
+pub(crate) mod merge;
 pub(crate) mod node;
+pub(crate) mod register;
 pub(crate) mod state;
+pub(crate) mod wait;
+pub(crate) mod work;
 
-pub(crate) use cancel::{cancel, clone_reason, drop_node, register, release_entry};
+pub(crate) use cancel::cancel;
+pub(crate) use work::Origin;

@@ -15,8 +15,9 @@
 //! [`CancelFunc`]: crate::CancelFunc
 //! [`Expiry`]: crate::Expiry
 
+use super::child_set::ChildSet;
 use super::state::{self, Reason, Record, Word};
-use crate::list::ChildSet;
+use super::work::Work;
 use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use crate::timer::Timer;
 use crate::waiter::Waiters;
@@ -64,6 +65,9 @@ pub(crate) struct VTable {
     pub(crate) drop_payload: unsafe fn(NonNull<Header>),
     /// Frees the allocation; the payload must already be dropped.
     pub(crate) dealloc: unsafe fn(NonNull<Header>),
+    /// Called once by the canceler that walks the node's subtree, right after the
+    /// node became done (a deadline node releases its timer here).
+    pub(crate) on_done: Option<fn(NodeRef, &mut Work)>,
 }
 
 /// The start of every node.
@@ -132,8 +136,17 @@ unsafe impl Sync for MergePart {}
 /// A further parent of a merge node and our slot in its carrier's set.
 #[derive(Debug)]
 pub(crate) struct Link {
-    pub(crate) parent: crate::Context,
+    /// A strong reference on the parent (or a root sentinel), released by
+    /// `drop_node` in its loop, never by a `Drop` (that would recurse).
+    pub(crate) parent: NodeRef,
     pub(crate) slot: AtomicU32,
+}
+
+impl Link {
+    /// The carrier this link registers with, if the parent can be canceled.
+    pub(crate) fn carrier(&self) -> Option<NodeRef> {
+        self.parent.real()?.carrier()
+    }
 }
 
 /// How many further parents a merge node keeps inline; more spill to the heap.
@@ -149,9 +162,10 @@ pub(crate) enum Links {
 }
 
 impl Links {
+    /// Links to `parents`, each taking a strong reference.
     pub(crate) fn new(parents: &[crate::Context]) -> Links {
         let link = |parent: &crate::Context| Link {
-            parent: parent.clone(),
+            parent: parent.parent_link(),
             slot: AtomicU32::new(UNREGISTERED),
         };
         if parents.len() <= INLINE_LINKS {
@@ -211,7 +225,10 @@ pub(crate) trait Payload: Sized + Send + Sync + 'static {
         type_name: Self::name,
         drop_payload: drop_payload::<Self>,
         dealloc: dealloc::<Self>,
+        on_done: Self::ON_DONE,
     };
+    /// See [`VTable::on_done`].
+    const ON_DONE: Option<fn(NodeRef, &mut Work)> = None;
 }
 
 impl Payload for CancelPart {
@@ -219,6 +236,7 @@ impl Payload for CancelPart {
 }
 impl Payload for DeadlinePart {
     const KIND: Kind = Kind::Deadline;
+    const ON_DONE: Option<fn(NodeRef, &mut Work)> = Some(super::deadline::on_done);
 }
 impl Payload for MergePart {
     const KIND: Kind = Kind::Merge;
@@ -246,6 +264,7 @@ pub(crate) static CANCEL_CAUSE_VTABLE: VTable = VTable {
     type_name: <CancelPart as Payload>::name,
     drop_payload: drop_payload::<CancelPart>,
     dealloc: dealloc::<CancelPart>,
+    on_done: None,
 };
 
 unsafe fn drop_payload<P: Payload>(header: NonNull<Header>) {
@@ -286,8 +305,12 @@ impl Drop for CancelPart {
             // the node is being dropped, so nobody else reaches the set.
             let set = unsafe { Box::from_raw(set) };
             // Usually empty: children keep their parent alive, and a canceled node
-            // drained its set. Callbacks of a context that was never canceled remain.
-            set.drain(crate::tree::release_entry);
+            // drained its set. Callbacks of a context that was never canceled remain;
+            // dropping them runs their closures' `Drop`s, each guarded so that one
+            // panic cannot leak the rest (the first is resumed afterwards).
+            let mut panic = None;
+            set.drain(|raw| super::work::catch(&mut panic, || super::register::release_entry(raw)));
+            super::work::resume(panic);
         }
     }
 }
@@ -304,8 +327,9 @@ unsafe impl Send for NodeRef {}
 unsafe impl Sync for NodeRef {}
 
 impl NodeRef {
-    /// Allocates a node with `strong` strong references and one weak reference (for
-    /// all strong ones). `carrier_self` makes the node its own carrier.
+    /// Allocates a node with `strong` strong references and `weak` weak ones (one
+    /// for all strong references together, plus any prepaid registrations). A
+    /// cancelable node is its own carrier; any other gets `carrier`.
     pub(crate) fn alloc<P: Payload>(
         vtable: &'static VTable,
         parent: NodeRef,
@@ -422,15 +446,42 @@ impl NodeRef {
         if !self.cancel_part().has_deadline {
             return None;
         }
-        let mut node = self;
-        loop {
+        for node in self.ancestors() {
             match node.kind() {
                 Kind::Deadline => return Some(node),
                 Kind::Merge => return NodeRef::from_ptr(node.merge_part().deadline_src),
                 Kind::WithoutCancel => return None,
-                _ => node = node.header().parent.real()?,
+                _ => {}
             }
         }
+        None
+    }
+
+    /// This node, then its parent, and so on up to (not including) the root.
+    ///
+    /// The one parent walk of the crate: values, the timer backend, the deadline
+    /// and `Display` all go through it. Valid while the caller keeps `self` alive,
+    /// which keeps every ancestor alive (invariant 3).
+    pub(crate) fn ancestors(self) -> impl Iterator<Item = NodeRef> {
+        std::iter::successors(Some(self), |node| node.header().parent.real())
+    }
+
+    /// The carriers this cancelable node is registered with, each with the field
+    /// holding its slot index there: the parent's, then a merge node's further
+    /// parents'.
+    pub(crate) fn registrations<'a>(self) -> impl Iterator<Item = (NodeRef, &'a AtomicU32)> {
+        let main = self
+            .header()
+            .parent
+            .real()
+            .and_then(NodeRef::carrier)
+            .map(|carrier| (carrier, &self.cancel_part().slot));
+        let extra = (self.kind() == Kind::Merge)
+            .then(|| self.merge_part().extra.iter())
+            .into_iter()
+            .flatten()
+            .filter_map(|link| Some((link.carrier()?, &link.slot)));
+        main.into_iter().chain(extra)
     }
 
     /// The nearest cancelable node at or above this one.
@@ -455,13 +506,16 @@ impl NodeRef {
     }
 
     /// Releases one strong reference; the last one drops the node (and possibly,
-    /// iteratively, its ancestors).
+    /// iteratively, its ancestors). A panicking payload `Drop` does not stop that
+    /// drop; its panic is resumed afterwards.
     pub(crate) fn dec_strong(self) {
         if !self.release_strong_is_last() {
             return;
         }
+        let mut panic = None;
         // SAFETY: the strong count just reached zero.
-        unsafe { super::drop_node(self) };
+        unsafe { super::drop::drop_node(self, &mut panic) };
+        super::work::resume(panic);
     }
 
     /// A guard that releases one strong reference when dropped, also when a panic

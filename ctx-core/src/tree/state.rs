@@ -9,12 +9,16 @@
 //! | `&CANCELED_RECORD`      | done, `Error::Canceled`, no explicit cause            |
 //! | `&DEADLINE_RECORD`      | done, `Error::DeadlineExceeded`, no explicit cause    |
 //! | other pointer           | done, with an explicit cause: an owned `Arc<Record>`  |
-//! | `WAITERS` bit           | a waiter registered with the node's event             |
+//! | `WAITERS` bit (4)       | a waiter registered with the node's event             |
+//! | `UNCLAIMED` bit (1)     | done by a read (an expired deadline), and nobody has taken on the subtree yet |
+//! | `COMPLETE` bit (2)      | done, and so is every node below it                   |
 //!
-//! Records are 8-byte aligned, so the `WAITERS` bit never collides with an address.
-//! The word goes from live to done exactly once, by a CAS, so the first cancel wins,
-//! and the reason never changes afterwards; only the `WAITERS` bit may change while
-//! the node is live.
+//! Records are 8-byte aligned, so the three flag bits never collide with an
+//! address. The word goes from live to done exactly once, by a CAS, so the first
+//! cancel wins, and the reason never changes afterwards. Flags change by
+//! read-modify-writes only: `WAITERS` while live or until complete, `UNCLAIMED`
+//! cleared once by the canceler that takes the subtree over, `COMPLETE` set once
+//! by the canceler that finished the subtree (see `cancel`).
 
 use crate::error::{Cause, Error};
 use std::sync::Arc;
@@ -24,6 +28,15 @@ pub(crate) type Word = *mut Record;
 
 /// Set by a waiter before it sleeps; tells the canceler to notify the event.
 pub(crate) const WAITERS: usize = 4;
+/// Set together with the reason by a reader that found the deadline passed: the
+/// node is done, but no canceler has walked its subtree yet. The first canceler
+/// that clears it (a CAS) owns that walk.
+pub(crate) const UNCLAIMED: usize = 1;
+/// Set once the subtree below a done node is done too: every canceler that lost the
+/// race for the node waits for it before returning.
+pub(crate) const COMPLETE: usize = 2;
+/// All flag bits.
+const FLAGS: usize = WAITERS | UNCLAIMED | COMPLETE;
 
 /// Why a node is done: immutable once stored.
 #[derive(Debug)]
@@ -46,22 +59,22 @@ pub(crate) fn live() -> Word {
     std::ptr::null_mut()
 }
 
-/// The word without the `WAITERS` bit.
+/// The word without its flag bits: the record pointer, or null while live.
 #[inline]
 pub(crate) fn reason_of(word: Word) -> Word {
-    word.map_addr(|a| a & !WAITERS)
+    word.map_addr(|a| a & !FLAGS)
 }
 
-/// Whether a waiter registered.
+/// Whether the word carries `flag`.
 #[inline]
-pub(crate) fn has_waiters(word: Word) -> bool {
-    word.addr() & WAITERS != 0
+pub(crate) fn has(word: Word, flag: usize) -> bool {
+    word.addr() & flag != 0
 }
 
 /// Whether the word says done.
 #[inline]
 pub(crate) fn is_done(word: Word) -> bool {
-    word.addr() & !WAITERS != 0
+    word.addr() & !FLAGS != 0
 }
 
 /// The record of a word, if it is done.

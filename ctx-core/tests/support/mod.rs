@@ -219,3 +219,17 @@ impl Rng {
         self.next_u64() % 100 < percent
     }
 }
+
+/// Polls `condition` until it holds or 30 s pass (a watchdog against hangs, not a
+/// timing assertion); true if it held.
+#[allow(dead_code)]
+pub(crate) fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < give_up {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    condition()
+}

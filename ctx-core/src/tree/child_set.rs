@@ -6,8 +6,13 @@
 //! Entries live in slots. Slots come in segments that double in size (4 slots
 //! inline in the set, then 8, 16, … allocated on demand), never moved or freed
 //! while the set lives, so a slot index stays valid and a `&Slot` stays
-//! dereferenceable for the set's whole life. Free slot indices are kept on a Treiber stack threaded through the slots'
-//! `next_free` fields, whose head carries a generation tag against ABA. A set
+//! dereferenceable for the set's whole life. Segments are allocated by whichever
+//! inserter first needs them, so they can appear out of order (an inserter may
+//! stall inside the allocation of segment 1 while another fills segment 2):
+//! every scan visits all segment pointers and skips the null ones, it never stops
+//! at the first gap. Free slot indices are kept on a Treiber stack threaded
+//! through the slots' `next_free` fields, whose head carries a generation tag
+//! against ABA (see [`TAG_ONE`] for the bound). A set
 //! therefore holds memory proportional to the largest number of entries it held at
 //! once, not to how many it ever held: ten million short-lived children under a
 //! long-lived parent reuse the same few slots.
@@ -51,14 +56,24 @@ use std::ptr;
 
 /// Slots in the first segment.
 const BASE: usize = 4;
-/// Number of segments: room for `BASE * (2^SEGMENTS - 1)` (67 million)
+/// Number of segments: room for `BASE * (2^SEGMENTS - 1)` (67,108,860)
 /// simultaneous entries. The first segment lives inline in the set, so a context
 /// with a handful of children costs one allocation for its set, not two.
 const SEGMENTS: usize = 24;
-/// Low half of the free-stack head: index + 1 of the top slot, 0 when empty.
-const INDEX_MASK: u64 = 0xffff_ffff;
-/// High half of the free-stack head: a generation that changes on every push/pop.
-const TAG_ONE: u64 = 1 << 32;
+/// Low 26 bits of the free-stack head: index + 1 of the top slot, 0 when empty.
+/// Indices stay below `BASE * (2^SEGMENTS - 1) < 2^26`, so they always fit.
+const INDEX_MASK: u64 = (1 << 26) - 1;
+/// The other 38 bits of the free-stack head: a generation that changes on every
+/// push and pop.
+///
+/// # ABA bound
+///
+/// A popper reads the head, then its successor, then CASes. The CAS can succeed
+/// wrongly only if, while it stalls between the two, other threads push and pop
+/// exactly a multiple of 2^38 (2.7 × 10^11) times, so that the generation comes
+/// back to the value it read. At one push or pop per nanosecond that needs a stall
+/// of more than four minutes at exactly the wrong moment.
+const TAG_ONE: u64 = 1 << 26;
 
 /// The set of children and callbacks of one cancelable node.
 pub(crate) struct ChildSet {
@@ -138,8 +153,9 @@ impl ChildSet {
             // SeqCst: the load half of the canceler's side of the Dekker pair.
             let base = self.segment(k, Ordering::SeqCst);
             if base.is_null() {
-                // Segments are allocated in order, so no later one exists either.
-                break;
+                // Not allocated (yet). A later segment may exist all the same: its
+                // inserter may have overtaken the one still allocating this one.
+                continue;
             }
             for offset in 0..segment_len(k) {
                 // SAFETY: `base` points to a live segment of `segment_len(k)` slots;
@@ -170,7 +186,8 @@ impl ChildSet {
             // Acquire: pairs with the CAS that published the segment's slots.
             let base = self.segment(k, Ordering::Acquire);
             if base.is_null() {
-                break;
+                // Segments can be allocated out of order: look at every one.
+                continue;
             }
             for offset in 0..segment_len(k) {
                 // SAFETY: as in `drain`: a live segment of `segment_len(k)` slots.
@@ -221,8 +238,8 @@ impl ChildSet {
         let index = self.bump.fetch_add(1, Ordering::Relaxed);
         let (k, _) = locate(index);
         assert!(
-            k < SEGMENTS && index < u32::MAX as usize,
-            "ctx: more than a billion live children on one context"
+            k < SEGMENTS,
+            "ctx: more than 67 million live children and callbacks on one context"
         );
         self.ensure_segment(k);
         index as u32
@@ -294,7 +311,8 @@ impl Drop for ChildSet {
         for (k, segment) in (1..).zip(self.rest.iter_mut()) {
             let base = crate::sync::ptr_get_mut(segment);
             if base.is_null() {
-                break;
+                // Segments can be allocated out of order: free every one.
+                continue;
             }
             // SAFETY: allocated by `ensure_segment` as a boxed slice of this length,
             // and `&mut self` proves nobody else can reach it any more.

@@ -1,0 +1,120 @@
+//! The runner: threads that run the user code a timer's expiry sets free.
+//!
+//! A timer backend must never wait for user code: one `after_func` callback that
+//! blocks, or a `Drop` that panics, would otherwise hold back (or stop) every
+//! other deadline of the backend. So an expiry walks the subtree on the timer's
+//! thread (state words only) and hands the callbacks, the `Drop`s of nodes it
+//! released last and the rest of its walk to the runner (see `tree::work`).
+//!
+//! The runner is a small pool: a job goes to an idle thread if there is one, and
+//! otherwise starts a new thread, so a callback that blocks delays no other job
+//! (as Go runs each `AfterFunc` on a goroutine of its own). Threads that stay idle
+//! for [`IDLE_EXIT`] end. A panicking job is caught (the panic hook has reported
+//! it) and the thread carries on. If no thread can be started and none exists,
+//! the job runs on the caller's thread rather than being lost.
+//!
+//! The pool's queue sits behind a `Mutex`, held only to push or pop a job; no job
+//! runs under it.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::Duration;
+
+/// A unit of work for the runner.
+pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// How long an idle runner thread waits for work before it ends.
+const IDLE_EXIT: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Threads waiting for a job and not yet promised one.
+    idle: usize,
+    /// Wake-ups promised to idle threads and not yet taken.
+    wakeups: usize,
+    threads: usize,
+}
+
+#[derive(Default)]
+struct Pool {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+}
+
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(Pool::default)
+}
+
+/// Runs `job` on a runner thread (module docs).
+#[cfg(not(all(test, ctx_loom)))]
+pub(crate) fn spawn(job: Job) {
+    let pool = pool();
+    let mut queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
+    queue.jobs.push_back(job);
+    if queue.idle > 0 {
+        queue.idle -= 1;
+        queue.wakeups += 1;
+        drop(queue);
+        pool.ready.notify_one();
+        return;
+    }
+    queue.threads += 1;
+    drop(queue);
+    let started = std::thread::Builder::new()
+        .name("ctx-runner".into())
+        .spawn(move || work(pool));
+    if started.is_err() {
+        let mut queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
+        queue.threads -= 1;
+        if queue.threads == 0
+            && let Some(job) = queue.jobs.pop_front()
+        {
+            drop(queue);
+            run(job);
+        }
+    }
+}
+
+/// Under loom there are no threads to hand off to: the job runs at once.
+#[cfg(all(test, ctx_loom))]
+pub(crate) fn spawn(job: Job) {
+    let _ = pool;
+    run(job);
+}
+
+fn run(job: Job) {
+    // The panic was reported by the hook; the runner survives it.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+}
+
+#[cfg_attr(all(test, ctx_loom), allow(dead_code))]
+fn work(pool: &'static Pool) {
+    let mut queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        if let Some(job) = queue.jobs.pop_front() {
+            drop(queue);
+            run(job);
+            queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
+        queue.idle += 1;
+        loop {
+            let (guard, timeout) = pool
+                .ready
+                .wait_timeout(queue, IDLE_EXIT)
+                .unwrap_or_else(|e| e.into_inner());
+            queue = guard;
+            if queue.wakeups > 0 {
+                queue.wakeups -= 1;
+                break;
+            }
+            if timeout.timed_out() {
+                queue.idle -= 1;
+                queue.threads -= 1;
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Deadline nodes: arming and disarming their timer, and the exact-deadline read.
+//!
+//! # Arm versus cancel
+//!
+//! A fresh deadline node arms its backend, then stores the key (`SeqCst`), then
+//! loads its state (`SeqCst`). The canceler's walk swaps the key out (`SeqCst`)
+//! after its close. One of the two sees the other, and the swap lets exactly one
+//! of them hand the key to [`Timer::disarm`](crate::Timer::disarm).
+//!
+//! # The exact-deadline read
+//!
+//! A read of a context below a deadline whose time has passed reports
+//! `DeadlineExceeded` even if the timer has not fired. To keep that answer (and
+//! `done()`, `wait()` in agreement), the read closes the deadline node and the
+//! context's own carrier with the `UNCLAIMED` flag: one CAS each, no walk, no
+//! callback, no waking. The subtree is walked by the first cancel that claims a
+//! node (the late timer's expiry, a cancel function, a parent's cancel).
+
+use super::node::{Kind, NodeRef};
+use super::register::clone_reason;
+use super::state::{self, Word};
+use super::work::Work;
+use crate::sync::{Ordering, StoreRacingRmw};
+use crate::timer::{Expiry, TimerKey};
+use std::num::NonZeroU64;
+
+/// Arms the timer of a fresh deadline node that is live and whose deadline lies
+/// ahead. Handles the race with a concurrent cancel (which might run before the
+/// key is stored). `arm` is the backend's code: if it panics, the caller's
+/// handles on the node release it.
+pub(crate) fn arm(node: NodeRef) {
+    let part = node.deadline_part();
+    let Some(key) = part.timer.arm(part.deadline, Expiry::new(node)) else {
+        return;
+    };
+    // SeqCst: pairs with the canceler's swap in `take_key`: either it sees our
+    // key, or we see its done word below.
+    part.key.store_racing_rmw(key.get().get(), Ordering::SeqCst);
+    crate::sync::dekker_point();
+    if state::is_done(part.cancel.state.load(Ordering::SeqCst))
+        && let Some(key) = take_key(node)
+    {
+        part.timer.disarm(key);
+    }
+}
+
+/// The armed key of a deadline node, at most once.
+fn take_key(node: NodeRef) -> Option<TimerKey> {
+    let part = node.deadline_part();
+    // SeqCst: see `arm`. The swap makes sure only one caller disarms.
+    NonZeroU64::new(part.key.swap(0, Ordering::SeqCst)).map(TimerKey::new)
+}
+
+/// The deadline node's `on_done` hook: its timer is released (after the walk).
+pub(crate) fn on_done(node: NodeRef, work: &mut Work) {
+    if let Some(key) = take_key(node) {
+        work.disarm(node.deadline_part().timer.clone(), key);
+    }
+}
+
+/// The exact-deadline read of a live `carrier` whose `word` was just loaded:
+/// if the deadline above it has passed, closes it (and the deadline node) with
+/// `UNCLAIMED` and returns its done word; otherwise returns `word`.
+#[cold]
+pub(crate) fn check(carrier: NodeRef, word: Word) -> Word {
+    let Some(src) = carrier.deadline_node() else {
+        return word;
+    };
+    debug_assert_eq!(src.kind(), Kind::Deadline);
+    let part = src.deadline_part();
+    if part.timer.now() < part.deadline {
+        return word;
+    }
+    // `carrier` is `src` or registered below it, and the caller keeps both alive.
+    super::cancel::try_close(src, &part.reason, true);
+    if carrier != src {
+        // The subtree between them is the walk's business; the reason is what
+        // the walk would bring: whatever `src` ended with.
+        super::cancel::try_close(carrier, &clone_reason(src.state()), true);
+    }
+    carrier.state()
+}

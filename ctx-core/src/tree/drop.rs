@@ -1,0 +1,74 @@
+//! Dropping nodes: iterative over every kind of link, and unstoppable by a
+//! panicking `Drop`.
+//!
+//! A node's last strong reference going away drops its payload and releases the
+//! strong references the node holds: its parent link and, for a merge node, its
+//! further parents. Releasing those can make them drop in turn. Rather than
+//! recursing (a chain of a million contexts would overflow the stack, also when
+//! the chain runs through merge nodes' further parents), the references to
+//! release go on an explicit worklist.
+//!
+//! A payload's `Drop` is user code (a `with_value` value, a timer backend). If it
+//! panics, the rest of the drop still happens — the memory is freed and every
+//! ancestor released — and the first panic is handed back to the caller.
+
+use super::node::{Kind, NodeRef};
+use super::work::{Panic, catch};
+use crate::sync::{Ordering, fence};
+
+/// Drops a node whose strong count reached zero, then every node whose last
+/// strong reference it held, in a loop. Panics of payload `Drop`s are caught and
+/// the first is left in `panic`.
+///
+/// # Safety
+///
+/// `node`'s strong count must have just reached zero (by this thread).
+pub(crate) unsafe fn drop_node(node: NodeRef, panic: &mut Panic) {
+    let mut next = Some(node);
+    // Nodes to drop besides `next`; only merge nodes' further parents ever get
+    // here, so the common chain never allocates.
+    let mut more: Vec<NodeRef> = Vec::new();
+    let mut extra: Vec<NodeRef> = Vec::new();
+    while let Some(current) = next.take().or_else(|| more.pop()) {
+        let header = current.header();
+        if header.vtable.kind.is_cancelable() {
+            super::register::detach(current);
+        }
+        // The strong references this node holds, taken out before the payload
+        // goes: the parent link, and a merge node's further parents (whose links
+        // are raw references precisely so that dropping the payload does not
+        // release them by recursion).
+        let parent = header.parent;
+        if header.vtable.kind == Kind::Merge {
+            extra.extend(current.merge_part().extra.iter().map(|link| link.parent));
+        }
+        // SAFETY: the strong count is zero: the payload is ours to drop, once.
+        // The pointer must be the node's own (it covers the payload), not one
+        // derived from `&Header` (which would cover the header only).
+        catch(panic, || unsafe {
+            (header.vtable.drop_payload)(current.as_non_null())
+        });
+        current.dec_weak();
+        if let Some(parent) = parent.real()
+            && parent.release_strong_is_last()
+        {
+            next = Some(parent);
+        }
+        for parent in extra.drain(..).filter_map(NodeRef::real) {
+            if parent.release_strong_is_last() {
+                more.push(parent);
+            }
+        }
+    }
+}
+
+/// A merge node canceled through one parent leaves the others too, or they would
+/// keep counting (and holding a slot for) it.
+pub(crate) fn merge_leaves_parents(node: NodeRef) {
+    debug_assert_eq!(node.kind(), Kind::Merge);
+    // SeqCst fence: pairs with the one in `merge::register` after it registered;
+    // either that registrant sees this node done and detaches it itself, or this
+    // detach sees every slot index it stored.
+    fence(Ordering::SeqCst);
+    super::register::detach(node);
+}

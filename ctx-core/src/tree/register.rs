@@ -1,0 +1,187 @@
+//! The one registration protocol: how a child, an `after_func` callback or a
+//! merge node's further parent joins a carrier's child set, and how it leaves.
+//!
+//! # Register: insert, re-check, take back
+//!
+//! 1. If the carrier is done already, nothing is inserted: the caller still owns
+//!    its entry and acts on the reason (a child is born done, a callback runs).
+//! 2. Otherwise the entry goes into a slot (`SeqCst` store), and the slot index is
+//!    published in the registrant's index field (`Release`, see below).
+//! 3. Then the carrier's state is loaded again (`SeqCst`). Live: registered. Done:
+//!    the canceler may or may not have seen the entry (the Dekker pair in
+//!    `child_set`), so the registrant tries to take it back with a CAS. Whoever
+//!    empties the slot owns the entry's reference; either way the registrant acts
+//!    on the reason itself, which is idempotent for children (the first close
+//!    wins) and for callbacks (the first claim wins).
+//!
+//! # Leave
+//!
+//! [`detach`] swaps each index field to [`UNREGISTERED`] and removes the entry
+//! from that carrier's set if it is still there. The swap makes detaching
+//! idempotent and safe from several threads at once (a node's own cancel, a
+//! canceler that lost the race for it, its drop, a merge node's other parents).
+//!
+//! # The index field's ordering
+//!
+//! A detacher may be another thread than the registrant (a merge node canceled
+//! through another parent, a losing canceler). It reads the index with an
+//! `Acquire` swap that pairs with the registrant's `Release` store, which comes
+//! after the registrant's `insert`, which comes after the segment holding the
+//! index was published (by the registrant's own CAS, or its `Acquire` load of
+//! another inserter's CAS). So the detacher's `ChildSet::slot` finds the segment
+//! pointer published even on weakly ordered CPUs.
+
+use super::callback::Callback;
+use super::node::{NodeRef, UNREGISTERED};
+use super::state::{self, Reason, Word};
+use crate::sync::{Arc, AtomicU32, Ordering, StoreRacingRmw};
+
+/// The tag of a callback entry in a child set (child nodes have tag 0).
+const CALLBACK_TAG: usize = 1;
+
+/// What a child-set entry is, with the reference its slot owned.
+pub(crate) enum Entry {
+    /// A child node; the entry owns a weak reference.
+    Child(NodeRef),
+    /// An `after_func` callback; the entry owns an `Arc` reference.
+    Callback(Arc<Callback>),
+}
+
+impl Entry {
+    /// Hands one reference on `callback` over to an entry (for a slot to own).
+    pub(crate) fn callback_into_raw(callback: Arc<Callback>) -> *mut () {
+        Arc::into_raw(callback)
+            .cast_mut()
+            .cast::<()>()
+            .map_addr(|a| a | CALLBACK_TAG)
+    }
+
+    /// The entry that stands for `callback` in a slot (for comparing, not owning).
+    pub(crate) fn callback_ptr(callback: &Arc<Callback>) -> *mut () {
+        Arc::as_ptr(callback)
+            .cast_mut()
+            .cast::<()>()
+            .map_addr(|a| a | CALLBACK_TAG)
+    }
+
+    /// Takes ownership of an entry's reference.
+    ///
+    /// # Safety
+    ///
+    /// `raw` must come out of a child set slot by a successful swap or CAS (or be
+    /// an entry that was never inserted), so the caller owns its reference.
+    pub(crate) unsafe fn from_raw(raw: *mut ()) -> Entry {
+        if raw.addr() & CALLBACK_TAG != 0 {
+            let ptr = raw.map_addr(|a| a & !CALLBACK_TAG).cast::<Callback>();
+            // SAFETY: callback entries are `Arc::into_raw` pointers, owned by the caller.
+            Entry::Callback(unsafe { Arc::from_raw(ptr) })
+        } else {
+            Entry::Child(NodeRef::from_ptr(raw.cast()).expect("null child entry"))
+        }
+    }
+}
+
+/// Releases the reference an entry owns, without acting on it.
+pub(crate) fn release_entry(raw: *mut ()) {
+    // SAFETY: only called on entries taken out of a set whose owner is being dropped.
+    match unsafe { Entry::from_raw(raw) } {
+        Entry::Child(child) => child.dec_weak(),
+        Entry::Callback(callback) => drop(callback),
+    }
+}
+
+/// How a registration ended.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// In the set at `slot`; the carrier's cancel will find it.
+    Registered { slot: u32 },
+    /// The carrier is done (with this reason). `back` says whether the entry's
+    /// reference came back to the caller (not inserted, or taken back); if not, a
+    /// canceler took it and releases it.
+    Done { reason: Reason, back: bool },
+}
+
+/// Registers `entry` (whose reference the set takes over) with `carrier`, storing
+/// its slot index in `index` (module docs).
+///
+/// The caller keeps `carrier` alive for the duration (a child through its parent
+/// link, a callback through its context).
+pub(crate) fn register(carrier: NodeRef, entry: *mut (), index: Option<&AtomicU32>) -> Outcome {
+    let part = carrier.cancel_part();
+    let word = carrier.state();
+    if state::is_done(word) {
+        // A done carrier never takes new entries.
+        return Outcome::Done {
+            reason: clone_reason(word),
+            back: true,
+        };
+    }
+    let set = part.children_or_init();
+    let slot = set.insert(entry);
+    if let Some(index) = index {
+        // Release: publishes the insert (and the segment it used) to a detacher on
+        // another thread (module docs). The loom-friendly store, because a
+        // detacher may swap the field at the same time.
+        index.store_racing_rmw(slot, Ordering::Release);
+    }
+    // SeqCst: the load half of the insert side of the Dekker pair (`child_set`).
+    let word = part.state.load(Ordering::SeqCst);
+    if !state::is_done(word) {
+        return Outcome::Registered { slot };
+    }
+    let back = match index {
+        // Whoever swaps the field out owns the removal.
+        Some(index) => take_index(index).is_some_and(|slot| set.remove(slot, entry)),
+        None => set.remove(slot, entry),
+    };
+    Outcome::Done {
+        reason: clone_reason(word),
+        back,
+    }
+}
+
+/// Takes a registered slot index out of its field, if nobody did yet.
+fn take_index(index: &AtomicU32) -> Option<u32> {
+    // AcqRel: Acquire pairs with the registrant's Release store (module docs);
+    // Release orders our earlier accesses of the node before the removal.
+    let slot = index.swap(UNREGISTERED, Ordering::AcqRel);
+    (slot != UNREGISTERED).then_some(slot)
+}
+
+/// Removes a cancelable node from every carrier it is registered with; each slot
+/// that still held it gives back its weak reference.
+pub(crate) fn detach(node: NodeRef) {
+    for (carrier, index) in node.registrations() {
+        let Some(slot) = take_index(index) else {
+            continue;
+        };
+        let set = carrier
+            .cancel_part()
+            .children()
+            .expect("registered without a set");
+        if set.remove(slot, node.as_entry()) {
+            node.dec_weak();
+        }
+    }
+}
+
+/// Removes a callback registered with `carrier` at `slot`, if it is still there.
+pub(crate) fn deregister_callback(carrier: NodeRef, slot: u32, callback: &Arc<Callback>) {
+    let set = carrier
+        .cancel_part()
+        .children()
+        .expect("registered without a set");
+    let raw = Entry::callback_ptr(callback);
+    if set.remove(slot, raw) {
+        // SAFETY: we emptied the slot, so its reference is ours to release.
+        drop(unsafe { Entry::from_raw(raw) });
+    }
+}
+
+/// A new owned reason equal to the one stored in a done word.
+pub(crate) fn clone_reason(word: Word) -> Reason {
+    // SAFETY: the word is owned by a node the caller keeps alive; wrapping it without
+    // dropping and cloning only adds a reference.
+    let borrowed = std::mem::ManuallyDrop::new(unsafe { Reason::from_word(word) });
+    (*borrowed).clone()
+}
