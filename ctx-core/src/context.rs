@@ -583,17 +583,20 @@ impl Context {
 
     /// Runs `f` once this context is done (Go's `AfterFunc`).
     ///
-    /// `f` runs once, on the thread that cancels the context, right after the
-    /// context became done (the adapter crates offer variants that spawn it on
-    /// their executor instead, as Go does). If the context is already done, `f`
-    /// runs at once on this thread. [`AfterFunc::stop`] prevents a pending run.
+    /// `f` runs once, after the context and its whole subtree are done: on the
+    /// thread whose cancel function (or parent's cancel) ended it, or on ctx-core's
+    /// runner threads when its deadline ended it (never on a timer's thread). The
+    /// adapter crates offer variants that spawn it on their executor instead, as
+    /// Go does. If the context is already done, `f` runs at once on this thread.
+    /// [`AfterFunc::stop`] prevents a pending run.
     ///
     /// # Panics
     ///
     /// A panicking `f` does not disturb the cancel: the whole subtree is still
     /// canceled and every other callback still runs; then the first panic is
     /// resumed on the canceling thread (or dropped, if that thread is already
-    /// unwinding, for example when the cancel came from a `Drop`).
+    /// unwinding, for example when the cancel came from a `Drop`, or if it is a
+    /// runner thread).
     ///
     /// # Examples
     ///

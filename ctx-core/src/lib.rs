@@ -53,6 +53,34 @@
 //! pluggable [`Timer`] backends, and `grpc-timeout` headers
 //! ([`Context::timeout_header`], [`Context::with_timeout_header`]).
 //!
+//! # Guarantees
+//!
+//! * **Reads are cheap and run no user code.** [`Context::err`],
+//!   [`is_done`](Context::is_done), [`check`](Context::check),
+//!   [`cause`](Context::cause), [`deadline`](Context::deadline) and polling
+//!   [`Done`] are O(1) ([`value`](Context::value) is O(depth)): one atomic load on
+//!   a live context. Deadlines are exact — once the deadline passed by the timer's
+//!   clock, a read reports [`Error::DeadlineExceeded`] even if the timer is late —
+//!   but a read never cancels the subtree or runs a callback: it records the
+//!   expiry with one CAS, and the subtree is walked by the timer (or the next
+//!   cancel). What a read reports never changes afterwards, and `done()` and
+//!   `wait()` agree with it.
+//! * **A returned cancel means a done subtree.** When a [`CancelFunc`] returns (or
+//!   its drop ends), the context and every descendant report done, also when the
+//!   call lost a race with another cancel (it waits for the winner, as Go's
+//!   cancel blocks on the winner's lock). An uncontended cancel never waits.
+//! * **Where user code runs.** `after_func` callbacks run once, after the whole
+//!   subtree is done: on the thread of the cancel function (or parent cancel) that
+//!   ended the context; on ctx-core's runner threads when a deadline ended it
+//!   (never on a timer backend's thread, so one callback that blocks cannot hold
+//!   back other deadlines); at once on the registering thread if the context is
+//!   already done. `Drop`s of values and closures released by a cancel follow the
+//!   same rule.
+//! * **User code cannot break the tree.** A callback or `Drop` that panics never
+//!   leaves a subtree half canceled or a registration leaked: the cancel finishes,
+//!   then resumes the first panic (on a runner thread, the panic is reported by
+//!   the panic hook and dropped).
+//!
 //! # Features
 //!
 //! None: the crate has no optional parts and no executor dependency.

@@ -14,7 +14,7 @@
 //! the job runs on the caller's thread rather than being lost.
 //!
 //! The pool's queue sits behind a `Mutex`, held only to push or pop a job; no job
-//! runs under it.
+//! runs under it. After `fork()`, the child starts its own runner threads.
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, OnceLock};
@@ -28,6 +28,9 @@ const IDLE_EXIT: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct Queue {
+    /// The process the counts below belong to: after `fork()` the child has none
+    /// of the parent's threads, so it starts counting afresh.
+    pid: u32,
     jobs: VecDeque<Job>,
     /// Threads waiting for a job and not yet promised one.
     idle: usize,
@@ -52,6 +55,14 @@ fn pool() -> &'static Pool {
 pub(crate) fn spawn(job: Job) {
     let pool = pool();
     let mut queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    if queue.pid != pid {
+        // A fresh process, or a child after `fork()`: no runner thread exists here.
+        queue.pid = pid;
+        queue.idle = 0;
+        queue.wakeups = 0;
+        queue.threads = 0;
+    }
     queue.jobs.push_back(job);
     if queue.idle > 0 {
         queue.idle -= 1;

@@ -1,13 +1,10 @@
 //! Waiting for a context: the [`Done`] future and the blocking waits.
 //!
-//! Registering a waiter is the tree's business (`tree::wait`, which argues why no
-//! wake-up is lost). Waiting itself uses `event-listener` (one primitive for async
-//! and blocking waits). Under `--cfg ctx_loom` a small loom-checked stand-in with
-//! the same contract (register under a lock; notify wakes all registered)
-//! replaces it.
+//! Registering a waiter, and the event it sleeps on, are the tree's business
+//! (`tree::wait`, which argues why no wake-up is lost); this is the public face.
 
 use crate::context::Context;
-use crate::tree::wait::listen;
+use crate::tree::wait::{Listener, listen};
 use std::borrow::Borrow;
 use std::fmt;
 use std::future::Future;
@@ -15,91 +12,6 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 #[cfg(not(all(test, ctx_loom)))]
 use std::time::Instant;
-
-#[cfg(not(all(test, ctx_loom)))]
-mod imp {
-    pub(crate) use event_listener::{Event, EventListener as Listener};
-
-    /// The event a carrier's waiters sleep on.
-    #[derive(Debug)]
-    pub(crate) struct Waiters(Event);
-
-    impl Waiters {
-        pub(crate) fn new() -> Waiters {
-            Waiters(Event::new())
-        }
-
-        pub(crate) fn listen(&self) -> Listener {
-            self.0.listen()
-        }
-
-        pub(crate) fn notify_all(&self) {
-            self.0.notify(usize::MAX);
-        }
-    }
-}
-
-#[cfg(all(test, ctx_loom))]
-mod imp {
-    use loom::sync::atomic::{AtomicBool, Ordering};
-    use loom::sync::{Arc, Mutex};
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::task::{Context, Poll, Waker};
-
-    #[derive(Debug, Default)]
-    struct Entry {
-        notified: AtomicBool,
-        waker: Mutex<Option<Waker>>,
-    }
-
-    /// A loom model of `event_listener::Event`'s contract.
-    #[derive(Debug, Default)]
-    pub(crate) struct Waiters(Mutex<Vec<Arc<Entry>>>);
-
-    /// A registered listener.
-    #[derive(Debug)]
-    pub(crate) struct Listener(Arc<Entry>);
-
-    impl Waiters {
-        pub(crate) fn new() -> Waiters {
-            Waiters::default()
-        }
-
-        pub(crate) fn listen(&self) -> Listener {
-            let entry = Arc::new(Entry::default());
-            self.0.lock().unwrap().push(entry.clone());
-            Listener(entry)
-        }
-
-        pub(crate) fn notify_all(&self) {
-            for entry in self.0.lock().unwrap().drain(..) {
-                entry.notified.store(true, Ordering::SeqCst);
-                if let Some(waker) = entry.waker.lock().unwrap().take() {
-                    waker.wake();
-                }
-            }
-        }
-    }
-
-    impl Future for Listener {
-        type Output = ();
-
-        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-            if self.0.notified.load(Ordering::SeqCst) {
-                return Poll::Ready(());
-            }
-            *self.0.waker.lock().unwrap() = Some(cx.waker().clone());
-            if self.0.notified.load(Ordering::SeqCst) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        }
-    }
-}
-
-pub(crate) use imp::{Listener, Waiters};
 
 /// A future that completes when its context is done.
 ///

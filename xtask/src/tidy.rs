@@ -7,6 +7,9 @@
 //!   `// SAFETY:` comment in the lines just above it;
 //! - in ctx-core, only the `sync` module uses the standard atomics directly,
 //!   so that the loom build can swap them out in one place;
+//! - in ctx-core, memory orderings and fences appear only in the places that own
+//!   a lock-free protocol: `tree/` (which holds the child set), `sync.rs` and the
+//!   built-in timer's thread; the public files are facades;
 //! - no `dbg!` calls are left behind;
 //! - the quickstart example in `README.md` is identical to
 //!   `ctx-core/examples/quickstart.rs`, which is compiled and run by the tests.
@@ -76,6 +79,7 @@ pub(crate) fn check() -> Result {
         if path.starts_with("ctx-core/src/") {
             check_safety_comments(path, &text, &mut report);
             check_atomics(path, &text, &mut report);
+            check_protocol_home(path, &text, &mut report);
         }
     }
     check_readme_quickstart(&root, &mut report);
@@ -192,6 +196,35 @@ fn check_atomics(path: &str, text: &str, report: &mut Report) {
                 path,
                 index + 1,
                 "use the atomics re-exported by `crate::sync` so that loom can replace them",
+            );
+        }
+    }
+}
+
+/// Where ctx-core may name a memory ordering or a fence: the homes of its
+/// lock-free protocols (and the tests that model them).
+const PROTOCOL_HOMES: &[&str] = &[
+    "ctx-core/src/tree/",
+    "ctx-core/src/sync.rs",
+    "ctx-core/src/timer/std_thread.rs",
+    "ctx-core/src/tests/",
+];
+
+/// Every lock-free protocol lives in `tree/`: no `Ordering` or fence elsewhere.
+fn check_protocol_home(path: &str, text: &str, report: &mut Report) {
+    if PROTOCOL_HOMES.iter().any(|home| path.starts_with(home)) {
+        return;
+    }
+    for (index, line) in text.lines().enumerate() {
+        if is_comment(line) {
+            continue;
+        }
+        if line.contains("Ordering::") || line.contains("fence(") {
+            report.add(
+                path,
+                index + 1,
+                "memory orderings belong in `tree/` (or `sync.rs`, the timer thread): \
+                 move the protocol there and call it",
             );
         }
     }

@@ -13,6 +13,11 @@
 //! stale. Memory therefore stays proportional to the armed timers, within a
 //! constant, and the common case (a timeout canceled long before it expires)
 //! costs the canceling thread two counter updates and the timer thread nothing.
+//!
+//! The thread runs no user code: firing an [`Expiry`] marks the subtree done and
+//! wakes its waiters, and hands the `after_func` callbacks and `Drop`s it sets
+//! free to ctx-core's runner threads; the sweep only reads state words. So a
+//! callback that blocks or panics never delays another deadline.
 use super::{Expiry, Timer, TimerKey};
 use crate::sync::unmodeled::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crossbeam_queue::SegQueue;
@@ -35,6 +40,26 @@ const IDLE: u64 = u64::MAX;
 /// [`StdTimer::global`] is what contexts use when no other [`Timer`] is installed;
 /// [`StdTimer::new`] makes a separate one (with its own thread), which is mostly
 /// useful for tests that want to read [`armed`](StdTimer::armed) in isolation.
+///
+/// # Where user code runs
+///
+/// Never on the timer's thread: `after_func` callbacks of a context ended by its
+/// deadline, and the `Drop`s of contexts the expiry released last, run on
+/// ctx-core's runner threads (a small pool that grows when a callback blocks and
+/// shrinks when idle), as Go runs each `AfterFunc` on a goroutine of its own.
+///
+/// # Caveats: `fork`
+///
+/// After `fork()`, the child process has none of the parent's threads, so the
+/// timer that existed before the fork does not fire in the child, and neither do
+/// the runner's threads run. In the child, reads stay exact (`err()` reports
+/// `DeadlineExceeded` once the deadline passed) and [`Context::wait`] returns at
+/// the deadline (it wakes by itself), but `done()` futures and `after_func`
+/// callbacks of deadline contexts under the global timer are never triggered.
+/// A child that needs them installs a timer of its own, whose thread starts in
+/// the child: `Context::background().with_timer(StdTimer::new())`.
+///
+/// [`Context::wait`]: crate::Context::wait
 ///
 /// # Examples
 ///

@@ -126,8 +126,19 @@ pub(crate) fn is_complete(node: NodeRef) -> bool {
 fn mark_complete(node: NodeRef) {
     let part = node.cancel_part();
     // Release: everything the walk closed below happens-before a waiter's Acquire
-    // load that sees the flag (`is_complete`).
-    let previous = part.state.fetch_or(COMPLETE, Ordering::Release);
+    // load that sees the flag (`is_complete`). A CAS loop rather than `fetch_or`,
+    // which loom's `AtomicPtr` lacks.
+    let mut previous = part.state.load(Ordering::Relaxed);
+    loop {
+        let new = previous.map_addr(|a| a | COMPLETE);
+        match part
+            .state
+            .compare_exchange_weak(previous, new, Ordering::Release, Ordering::Relaxed)
+        {
+            Ok(_) => break,
+            Err(actual) => previous = actual,
+        }
+    }
     debug_assert!(state::is_done(previous) && !state::has(previous, UNCLAIMED));
     if state::has(previous, WAITERS) {
         part.waiters.notify_all();

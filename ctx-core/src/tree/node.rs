@@ -17,10 +17,10 @@
 
 use super::child_set::ChildSet;
 use super::state::{self, Reason, Record, Word};
+use super::wait::Waiters;
 use super::work::Work;
 use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use crate::timer::Timer;
-use crate::waiter::Waiters;
 use std::any::TypeId;
 use std::ptr::{self, NonNull};
 use std::time::Instant;
