@@ -20,6 +20,32 @@ async fn settle() {
     }
 }
 
+/// Polls `condition` from a plain thread until it holds or 30 s pass (a watchdog,
+/// not a timing assertion): for what the driver task or ctx-core's runner threads
+/// do a moment later.
+fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+    let give_up = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < give_up {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    condition()
+}
+
+/// The async form of [`eventually`], yielding to the runtime between polls.
+async fn eventually_async(mut condition: impl FnMut() -> bool) -> bool {
+    for _ in 0..100_000 {
+        if condition() {
+            return true;
+        }
+        tokio::task::yield_now().await;
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    condition()
+}
+
 #[tokio::test(start_paused = true)]
 async fn deadline_fires_after_advance() {
     let (root, timer) = root();
@@ -28,9 +54,10 @@ async fn deadline_fires_after_advance() {
     tokio::time::advance(Duration::from_secs(9)).await;
     assert_eq!(ctx.err(), None);
     tokio::time::advance(Duration::from_secs(1)).await;
+    // The read is exact; the driver's expiry (a moment later) releases the timer.
     assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
     ctx.done().await;
-    assert_eq!(timer.armed(), 0);
+    assert!(eventually_async(|| timer.armed() == 0).await);
 }
 
 #[tokio::test(start_paused = true)]
@@ -45,7 +72,7 @@ async fn done_completes_by_auto_advance() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn expiry_runs_after_func_on_the_driver() {
+async fn expiry_runs_after_func_off_the_driver() {
     let (root, _timer) = root();
     let (ctx, _cancel) =
         root.with_timeout_cause(Duration::from_millis(5), ctx_core::Cause::msg("slow"));
@@ -54,7 +81,8 @@ async fn expiry_runs_after_func_on_the_driver() {
     let _registration = ctx.after_func(move || flag.store(true, Ordering::SeqCst));
     tokio::time::sleep(Duration::from_millis(6)).await;
     settle().await;
-    assert!(ran.load(Ordering::SeqCst));
+    // The callback runs on ctx-core's runner, never on the driver task.
+    assert!(eventually_async(|| ran.load(Ordering::SeqCst)).await);
     assert_eq!(ctx.cause().unwrap().to_string(), "slow");
 }
 
@@ -234,7 +262,7 @@ fn a_handle_works_from_plain_threads() {
     let (ctx, _cancel) = root.with_timeout(Duration::from_millis(20));
     assert!(ctx.wait_timeout(Duration::from_secs(5)));
     assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
-    assert_eq!(timer.armed(), 0);
+    assert!(eventually(|| timer.armed() == 0));
 }
 
 /// The runtime is dropped while contexts still use its timer: the armed and later
@@ -272,7 +300,7 @@ fn runtime_dropped_while_contexts_are_live() {
 
     cancel_long.cancel();
     assert_eq!(long.err(), Some(Error::Canceled));
-    assert_eq!(timer.armed(), 0);
+    assert!(eventually(|| timer.armed() == 0));
 }
 
 /// A paused runtime dropped: its clock stays frozen where it was, so the
@@ -408,5 +436,5 @@ fn first_arm_after_the_runtime_is_gone() {
     assert_eq!(timer.armed(), 1);
     assert!(ctx.wait_timeout(Duration::from_secs(5)));
     assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
-    assert_eq!(timer.armed(), 0);
+    assert!(eventually(|| timer.armed() == 0));
 }
