@@ -10,8 +10,25 @@ use crate::{Error, Result, cargo, run, section, set_rustdocflags, set_rustflags}
 /// The `RUSTFLAGS` used by every ordinary build step.
 const DENY_WARNINGS: &str = "-D warnings";
 
-/// Runs the CI pipeline; `--full` adds the thread sanitizer runs.
-pub(crate) fn run_ci(full: bool) -> Result {
+/// How much of the pipeline to run.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Tier {
+    /// fmt, clippy and the tests: the edit loop.
+    Quick,
+    /// Everything CI runs.
+    Default,
+    /// Also the MSRV check and the thread sanitizer.
+    Full,
+}
+
+/// Runs the CI pipeline up to `tier`.
+pub(crate) fn run_ci(tier: Tier) -> Result {
+    section("toolchain components", || {
+        // A fresh machine may have a minimal stable toolchain; adding components
+        // that are already installed is a quick no-op. Nightly (for loom's
+        // neighbours Miri and the sanitizer) is installed by the steps that need it.
+        run(crate::rustup_command("rustup").args(["component", "add", "rustfmt", "clippy"]))
+    })?;
     section("fmt", || {
         run(cargo().args(["fmt", "--all", "--", "--check"]))
     })?;
@@ -29,6 +46,10 @@ pub(crate) fn run_ci(full: bool) -> Result {
         set_rustflags(&mut cmd, DENY_WARNINGS);
         run(&mut cmd)
     })?;
+    if tier == Tier::Quick {
+        println!("Quick CI checks passed (fmt, clippy, tests).");
+        return Ok(());
+    }
     section("stress (release, with the soak tests)", || {
         // The ten-million-children memory test is ignored in debug builds, where it
         // would take minutes; in release it takes seconds.
@@ -38,14 +59,12 @@ pub(crate) fn run_ci(full: bool) -> Result {
         set_rustflags(&mut cmd, DENY_WARNINGS);
         run(&mut cmd)
     })?;
-    if crate::project_root().join("benches/Cargo.toml").is_file() {
-        section("bench (build only)", || {
-            let mut cmd = cargo();
-            cmd.args(["bench", "--workspace", "--no-run"]);
-            set_rustflags(&mut cmd, DENY_WARNINGS);
-            run(&mut cmd)
-        })?;
-    }
+    section("bench (build only)", || {
+        let mut cmd = cargo();
+        cmd.args(["bench", "--workspace", "--no-run"]);
+        set_rustflags(&mut cmd, DENY_WARNINGS);
+        run(&mut cmd)
+    })?;
     section("doc", || {
         let mut cmd = cargo();
         cmd.args(["doc", "--workspace", "--no-deps", "--all-features"]);
@@ -58,19 +77,21 @@ pub(crate) fn run_ci(full: bool) -> Result {
         crate::loom::run_models(crate::loom::DEFAULT_FILTER)
     })?;
     section("miri", || crate::miri::run_miri(false, None))?;
-    if full {
+    if tier == Tier::Full {
+        section("msrv", crate::msrv::check)?;
         section("tsan", || crate::tsan::run_tsan(crate::tsan::DEFAULT_RUNS))?;
     }
     println!("All CI checks passed.");
     Ok(())
 }
 
-/// Parses the arguments of `cargo xtask ci [--full]` and runs the pipeline.
+/// Parses the arguments of `cargo xtask ci [--quick | --full]` and runs the pipeline.
 pub(crate) fn cli(args: &[String]) -> Result {
-    let mut full = false;
+    let mut tier = Tier::Default;
     for arg in args {
         match arg.as_str() {
-            "--full" => full = true,
+            "--full" => tier = Tier::Full,
+            "--quick" => tier = Tier::Quick,
             other => {
                 return Err(Error::Usage(format!(
                     "unexpected argument `{other}` for `ci`"
@@ -78,5 +99,5 @@ pub(crate) fn cli(args: &[String]) -> Result {
             }
         }
     }
-    run_ci(full)
+    run_ci(tier)
 }

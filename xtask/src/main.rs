@@ -26,7 +26,8 @@ const USAGE: &str = "\
 Usage: cargo xtask <command> [options]
 
 Commands:
-  ci [--full]               Run every check CI runs (--full adds the thread sanitizer).
+  ci [--quick | --full]     Run every check CI runs. --quick: fmt, clippy and tests only
+                            (the edit loop); --full adds the MSRV check and the thread sanitizer.
   loom [FILTER]             Run the loom models (tests whose names contain FILTER, default `loom_`).
   miri [--tree-borrows] [FILTER]
                             Run the ctx-core tests under Miri (FILTER may also come from MIRI_TEST_FILTER).
@@ -34,7 +35,7 @@ Commands:
   bench [--quick] [FILTER]  Run the benchmarks and regenerate BENCHMARKS.md.
   msrv                      Check the workspace with the minimum supported Rust version.
   demo                      Run the ctx-core demo example.
-  tidy                      Check source conventions (module docs, SAFETY comments, README example).
+  tidy                      Check source conventions (module docs, where atomics live, README example).
   help                      Print this message.
 ";
 
@@ -220,7 +221,6 @@ pub(crate) fn run_tee(cmd: &mut Command) -> Result<String> {
     }
 }
 
-/// Runs `cmd` quietly and returns its standard output, failing if it does not succeed.
 /// Installs the nightly toolchain (minimal profile) with `components` if it is
 /// missing, and adds the components otherwise: a fresh machine has only stable.
 /// An installed nightly is never updated here, so runs stay reproducible.
@@ -241,6 +241,7 @@ pub(crate) fn ensure_nightly(components: &[&str]) -> Result {
         .args(components))
 }
 
+/// Runs `cmd` quietly and returns its standard output, failing if it does not succeed.
 pub(crate) fn read_output(cmd: &mut Command) -> Result<String> {
     let shown = display(cmd);
     let output = cmd

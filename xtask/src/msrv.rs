@@ -33,6 +33,12 @@ fn rust_version(manifest: &str) -> Option<String> {
 /// Parses the (empty) arguments of `cargo xtask msrv` and runs the check.
 pub(crate) fn cli(args: &[String]) -> Result {
     no_more_args("msrv", args)?;
+    check()
+}
+
+/// Installs the minimum supported toolchain if needed and checks the workspace
+/// with it.
+pub(crate) fn check() -> Result {
     let path = project_root().join("Cargo.toml");
     let manifest = std::fs::read_to_string(&path)
         .map_err(|err| fail(format!("could not read {}: {err}", path.display())))?;
