@@ -233,3 +233,64 @@ pub(crate) fn eventually(mut condition: impl FnMut() -> bool) -> bool {
     }
     condition()
 }
+
+/// A waker that records whether it was woken, for polling a future by hand.
+#[allow(dead_code)]
+#[derive(Debug, Default)]
+pub(crate) struct WakeFlag(AtomicBool);
+
+#[allow(dead_code)]
+impl WakeFlag {
+    pub(crate) fn new() -> Arc<WakeFlag> {
+        Arc::new(WakeFlag::default())
+    }
+
+    /// Whether any waker made from this flag was woken.
+    pub(crate) fn woken(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Polls `future` once with a waker that sets this flag.
+    pub(crate) fn poll<F: std::future::Future + Unpin>(
+        self: &Arc<Self>,
+        future: &mut F,
+    ) -> std::task::Poll<F::Output> {
+        let waker = std::task::Waker::from(self.clone());
+        std::pin::Pin::new(future).poll(&mut std::task::Context::from_waker(&waker))
+    }
+}
+
+impl std::task::Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Runs `f` on a thread of its own and returns its result, or panics naming
+/// `what` if it has not finished after 30 s (a watchdog against deadlocks, not a
+/// timing assertion; the stuck thread is left behind). A panic in `f` is resumed.
+#[allow(dead_code)]
+pub(crate) fn within_watchdog<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let result = f();
+        let _ = tx.send(());
+        result
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(()) => match worker.join() {
+            Ok(result) => result,
+            Err(payload) => std::panic::resume_unwind(payload),
+        },
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
+            Ok(_) => unreachable!("the worker sends before it returns"),
+            Err(payload) => std::panic::resume_unwind(payload),
+        },
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("watchdog: {what} did not finish within 30 s (deadlock or hang)")
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! User code (callbacks, `Drop`s, timer backends) against the tree: reads never
+//! run it, it never holds back or stops a timer, a panic in it never leaves a
+//! cancel half done or a node leaked, and no shape of links makes a drop recurse.
+
+mod support;
+
+use ctx_core::{CancelFunc, Cause, Context, Error, Expiry, Timer, TimerKey};
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::task::Poll;
+use std::thread;
+use std::time::{Duration, Instant};
+use support::{Calls, DropFlag, ManualTimer, WakeFlag, eventually, scaled, within_watchdog};
+
+/// The text of a panic payload made by `panic!` with a literal or a format.
+fn panic_text(payload: &(dyn Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "<not a string>".to_owned()
+    }
+}
+
+// ===== reads never run user code =====
+
+/// The shared state of the condition-variable example: the lock protects a mask
+/// of the waiters that are parked in `wait`, so the test knows when all are.
+type Cond = Arc<(Mutex<u32>, Condvar)>;
+
+/// Go's `waitOnCond` from `ExampleAfterFunc_cond`: wait on `cond` until the
+/// condition holds (never, here) or `ctx` is done, with an `after_func` that
+/// broadcasts (under the lock) to wake the wait when `ctx` ends. The caller holds
+/// the lock; `ctx.err()` is read with the lock held, as in Go.
+fn wait_on_cond(ctx: &Context, cond: &Cond, me: u32) -> Error {
+    let (lock, cvar) = &**cond;
+    let mut parked = lock.lock().unwrap();
+    let broadcast = {
+        let cond = cond.clone();
+        ctx.after_func(move || {
+            let _guard = cond.0.lock().unwrap();
+            cond.1.notify_all();
+        })
+    };
+    loop {
+        *parked |= 1 << me;
+        parked = cvar.wait(parked).unwrap();
+        if let Some(err) = ctx.err() {
+            // Go's `defer stopf()`: still under the lock.
+            broadcast.stop();
+            return err;
+        }
+    }
+}
+
+/// Go's `ExampleAfterFunc_cond` with a late timer: four threads each hold one
+/// shared mutex while they check `ctx.err()` in a loop around a condition
+/// variable, and each context (a 1 ms timeout) has an `after_func` callback that
+/// takes that mutex to broadcast. The deadlines pass while no timer has fired yet
+/// and the waiters are woken (by someone else's broadcast): each reads its own
+/// context's `err()` with the mutex held. All four must report
+/// `DeadlineExceeded` and return; the old read canceled the context itself and
+/// ran its callback on the reading thread, which then waited for the mutex that
+/// thread holds: a deadlock (the watchdog turns it into a failure).
+#[test]
+#[cfg_attr(miri, ignore)] // real threads parked on a condition variable
+fn go_example_after_func_cond_returns_deadline_exceeded_without_deadlock() {
+    let timer = ManualTimer::new();
+    let root = timer.root();
+    let cond: Cond = Arc::new((Mutex::new(0), Condvar::new()));
+    let results = within_watchdog("four waiters reading err() under the lock", move || {
+        let waiters: Vec<thread::JoinHandle<Error>> = (0..4)
+            .map(|me| {
+                let root = root.clone();
+                let cond = cond.clone();
+                thread::spawn(move || {
+                    let (ctx, _cancel) = root.with_timeout(Duration::from_millis(1));
+                    wait_on_cond(&ctx, &cond, me)
+                })
+            })
+            .collect();
+        assert!(
+            eventually(|| *cond.0.lock().unwrap() == 0b1111),
+            "the four waiters never all parked"
+        );
+        // Every deadline passes; the timer is late and fires none of them.
+        timer.advance_silently(Duration::from_millis(2));
+        // Another broadcast on the same condition variable wakes them all.
+        {
+            let _guard = cond.0.lock().unwrap();
+            cond.1.notify_all();
+        }
+        waiters
+            .into_iter()
+            .map(|w| w.join().expect("a waiter panicked"))
+            .collect::<Vec<Error>>()
+    });
+    assert_eq!(results, vec![Error::DeadlineExceeded; 4]);
+}
+
+/// A read after the deadline passed, while the timer is late (a manual timer that
+/// never fires), reports `DeadlineExceeded` with the deadline's cause, on the
+/// context and below it, and runs nothing on the reading thread: the context's
+/// `after_func` callback is still pending afterwards (the old read canceled the
+/// subtree and ran it there). The report sticks: a later explicit cancel changes
+/// neither `err()` nor `cause()`, and it is that cancel that runs the callback.
+/// `done()` and `wait()` agree with the read.
+#[test]
+fn a_read_past_the_deadline_reports_it_runs_nothing_and_the_report_sticks() {
+    let timer = ManualTimer::new();
+    let root = timer.root();
+    let (ctx, cancel) = root.with_timeout_cause(Duration::from_millis(1), Cause::msg("too slow"));
+    let (child, _cancel_child) = ctx.with_cancel();
+    let ran_on = Arc::new(Mutex::new(Vec::new()));
+    let _registration = {
+        let ran_on = ran_on.clone();
+        ctx.after_func(move || ran_on.lock().unwrap().push(thread::current().id()))
+    };
+    assert_eq!(ctx.err(), None);
+    timer.advance_silently(Duration::from_millis(2));
+    assert_eq!(timer.armed(), 1, "the manual timer fired nothing");
+
+    let reader = {
+        let (ctx, child) = (ctx.clone(), child.clone());
+        thread::spawn(move || {
+            let seen = (
+                ctx.err(),
+                ctx.cause().map(|c| c.to_string()),
+                ctx.is_done(),
+                ctx.check(),
+                child.err(),
+                child.cause().map(|c| c.to_string()),
+            );
+            (seen, thread::current().id())
+        })
+    };
+    let (seen, reader_id) = reader.join().expect("the reader panicked");
+    let expected = (
+        Some(Error::DeadlineExceeded),
+        Some("too slow".to_owned()),
+        true,
+        Err(Error::DeadlineExceeded),
+        Some(Error::DeadlineExceeded),
+        Some("too slow".to_owned()),
+    );
+    assert_eq!(seen, expected);
+    assert!(
+        ran_on.lock().unwrap().is_empty(),
+        "a read ran the after_func callback (on the reading thread: {})",
+        ran_on.lock().unwrap().contains(&reader_id)
+    );
+
+    // `done()` and `wait()` agree with what the read reported.
+    let mut done = ctx.done();
+    assert_eq!(WakeFlag::new().poll(&mut done), Poll::Ready(()));
+    let mut child_done = child.done();
+    assert_eq!(WakeFlag::new().poll(&mut child_done), Poll::Ready(()));
+    assert!(ctx.wait_timeout(Duration::ZERO));
+    assert!(child.wait_timeout(Duration::ZERO));
+    assert!(
+        ctx.wait_timeout(Duration::from_secs(30)),
+        "wait() on a done context blocked"
+    );
+
+    // The report sticks through an explicit cancel, which runs the callback here.
+    cancel.cancel();
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    assert_eq!(
+        ctx.cause().map(|c| c.to_string()),
+        Some("too slow".to_owned())
+    );
+    assert_eq!(child.err(), Some(Error::DeadlineExceeded));
+    assert_eq!(
+        child.cause().map(|c| c.to_string()),
+        Some("too slow".to_owned())
+    );
+    assert_eq!(*ran_on.lock().unwrap(), vec![thread::current().id()]);
+    assert_eq!(ctx.live_children(), 0);
+}
+
+// ===== one callback stops every deadline =====
+
+/// On the built-in timer, one `after_func` callback of a deadline that blocks
+/// (for up to 10 s) and one that panics hold back no other deadline: 1,000
+/// timeouts of 20 ms armed afterwards all fire (their callbacks run) while the
+/// blocked callback is still blocked. The old timer thread ran callbacks itself,
+/// so every later deadline waited for the blocked one to return. The panicking
+/// callback did not kill the timer either: those deadlines fire after it.
+#[test]
+#[cfg_attr(miri, ignore)] // the built-in timer thread and real time
+fn a_blocked_and_a_panicking_callback_hold_back_no_other_deadline() {
+    const BLOCK_FOR: Duration = Duration::from_secs(10);
+    let root = Context::background();
+
+    // A callback that panics, reached from the timer.
+    let panicked = Calls::new();
+    let (panicking, _cancel_panicking) = root.with_timeout(Duration::from_millis(1));
+    let _panicking_registration = {
+        let count = panicked.callback();
+        panicking.after_func(move || {
+            count();
+            panic!("an after_func callback panics on the timer's path");
+        })
+    };
+    assert!(
+        eventually(|| panicked.get() == 1),
+        "the panicking callback never ran"
+    );
+
+    // A callback that blocks until released (or for 10 s), and notes how many of
+    // the other deadlines' callbacks had run by the time it returned.
+    let fired = Calls::new();
+    let (started_tx, started_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let returned = Arc::new(AtomicBool::new(false));
+    let fired_when_it_returned = Arc::new(AtomicUsize::new(0));
+    let (blocking, _cancel_blocking) = root.with_timeout(Duration::from_millis(1));
+    let _blocking_registration = {
+        let (fired, returned, fired_when_it_returned) = (
+            fired.clone(),
+            returned.clone(),
+            fired_when_it_returned.clone(),
+        );
+        blocking.after_func(move || {
+            started_tx.send(()).unwrap();
+            let _ = release_rx.recv_timeout(BLOCK_FOR);
+            fired_when_it_returned.store(fired.get(), Ordering::SeqCst);
+            returned.store(true, Ordering::SeqCst);
+        })
+    };
+    started_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the blocking callback never started");
+
+    let timeouts: Vec<_> = (0..1000)
+        .map(|_| {
+            let (ctx, cancel) = root.with_timeout(Duration::from_millis(20));
+            let registration = ctx.after_func(fired.callback());
+            (ctx, cancel, registration)
+        })
+        .collect();
+    // Until all fired or the blocked callback gave up (a watchdog, not a timing
+    // assertion: the deadlines are 20 ms away, the block 10 s).
+    while fired.get() < 1000 && !returned.load(Ordering::SeqCst) {
+        thread::sleep(Duration::from_millis(1));
+    }
+    // The blocked callback may have given up and gone already.
+    let _ = release_tx.send(());
+    assert!(eventually(|| returned.load(Ordering::SeqCst)));
+    let fired_while_blocked = fired_when_it_returned.load(Ordering::SeqCst);
+    assert_eq!(
+        fired_while_blocked, 1000,
+        "only {fired_while_blocked} of 1000 deadlines fired while one callback was blocked"
+    );
+    assert_eq!(fired.get(), 1000);
+    assert!(
+        timeouts
+            .iter()
+            .all(|(ctx, _, _)| ctx.err() == Some(Error::DeadlineExceeded))
+    );
+    assert_eq!(panicking.err(), Some(Error::DeadlineExceeded));
+}
+
+// ===== a panicking Drop stops a cancel halfway =====
+
+/// A value whose `Drop` panics.
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("a value's Drop panics");
+    }
+}
+
+/// A cancel that releases the last reference on a context holding a value whose
+/// `Drop` panics still finishes the whole subtree — siblings' children are done,
+/// a waiter on a sibling is woken — frees everything above the panicking value,
+/// and then resumes the panic. Here the parent's cancel closes `doomed` and its
+/// sibling, and an `after_func` callback of the parent drops `doomed`'s handles,
+/// so the cancel's own reference on `doomed` is (or would be, in the old walk)
+/// the last one. The old cancel let the panic unwind out of its walk: the sibling's
+/// child stayed live, its waiter asleep, and the value above leaked.
+#[test]
+fn a_panicking_drop_released_by_a_cancel_stops_nothing_and_resurfaces() {
+    let (parent, cancel_parent) = Context::background().with_cancel();
+    // Registered first: the old walk visits it after `doomed`.
+    let (sibling, _cancel_sibling) = parent.with_cancel();
+    let (nephew, _cancel_nephew) = sibling.with_cancel();
+    let (flag, freed) = DropFlag::new();
+    let (doomed, cancel_doomed) = parent
+        .with_value(flag)
+        .with_value(PanicOnDrop)
+        .with_cancel();
+    let _registration = parent.after_func(move || drop((doomed, cancel_doomed)));
+    let woken = WakeFlag::new();
+    let mut sibling_done = sibling.done();
+    assert_eq!(woken.poll(&mut sibling_done), Poll::Pending);
+
+    let result = catch_unwind(AssertUnwindSafe(|| cancel_parent.cancel()));
+    let payload = result.expect_err("the Drop's panic resurfaces from the cancel");
+    assert_eq!(panic_text(&*payload), "a value's Drop panics");
+
+    assert_eq!(
+        nephew.err(),
+        Some(Error::Canceled),
+        "the panicking Drop stopped the cancel before the sibling's child"
+    );
+    assert!(
+        woken.woken(),
+        "the waiter on the canceled sibling was never woken"
+    );
+    assert_eq!(woken.poll(&mut sibling_done), Poll::Ready(()));
+    assert!(
+        freed.load(Ordering::SeqCst),
+        "the value above the panicking one was never freed"
+    );
+    assert_eq!(parent.live_children(), 0);
+    assert_eq!(sibling.live_children(), 0);
+}
+
+// ===== dropping a chain of merge links recursed =====
+
+/// Dropping a chain of `with_cancel_any` nodes linked through their *second*
+/// parents (each merge node's first parent is one long-lived root, its second the
+/// previous merge node) is iterative: 20,000 links drop on a thread with a
+/// 256 KiB stack and free everything. The old drop released a merge node's
+/// further parents by recursion and overflowed the stack (which aborts the whole
+/// test binary).
+#[test]
+fn dropping_a_chain_linked_through_second_parents_does_not_recurse() {
+    let links = scaled(20_000, 200);
+    let (root, _cancel_root) = Context::background().with_cancel();
+    let (flag, freed) = DropFlag::new();
+    let mut previous = Context::background().with_value(flag);
+    let mut cancels: Vec<CancelFunc> = Vec::with_capacity(links);
+    for _ in 0..links {
+        let (merged, cancel) = Context::with_cancel_any(&[root.clone(), previous]);
+        cancels.push(cancel);
+        previous = merged;
+    }
+    assert_eq!(root.live_children(), links);
+    let last = previous;
+    thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            // Each cancel ends its link (and those below); the last handle's drop
+            // then frees the whole chain.
+            drop(cancels);
+            assert_eq!(last.err(), Some(Error::Canceled));
+            drop(last);
+        })
+        .expect("spawn")
+        .join()
+        .expect("dropping the chain panicked");
+    assert!(freed.load(Ordering::SeqCst), "the chain was not freed");
+    assert_eq!(root.live_children(), 0);
+}
+
+// ===== a timer backend that panics leaks the node =====
+
+/// A backend whose `arm` panics.
+#[derive(Debug)]
+struct ArmPanics;
+
+impl Timer for ArmPanics {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn arm(&self, _deadline: Instant, _expiry: Expiry) -> Option<TimerKey> {
+        panic!("Timer::arm panics");
+    }
+
+    fn disarm(&self, _key: TimerKey) {}
+}
+
+/// A backend whose `now` panics.
+#[derive(Debug)]
+struct NowPanics;
+
+impl Timer for NowPanics {
+    fn now(&self) -> Instant {
+        panic!("Timer::now panics");
+    }
+
+    fn arm(&self, _deadline: Instant, _expiry: Expiry) -> Option<TimerKey> {
+        None
+    }
+
+    fn disarm(&self, _key: TimerKey) {}
+}
+
+/// When the backend's `arm` or `now` panics inside `with_timeout` /
+/// `with_deadline`, the panic reaches the caller and the half-made deadline node
+/// is not leaked: it is not left registered with its parent, and it does not keep
+/// the parent alive (a value above the parent is freed when the parent's handles
+/// go). The old code had registered the node and taken its strong reference on the
+/// parent before calling the backend, and lost both.
+#[test]
+fn a_timer_whose_arm_or_now_panics_leaks_no_node() {
+    type Derive = fn(&Context) -> (Context, CancelFunc);
+    let cases: [(&str, Arc<dyn Timer>, Derive, &str); 3] = [
+        (
+            "with_timeout, arm panics",
+            Arc::new(ArmPanics),
+            |p| p.with_timeout(Duration::from_secs(3600)),
+            "Timer::arm panics",
+        ),
+        (
+            "with_deadline, arm panics",
+            Arc::new(ArmPanics),
+            |p| p.with_deadline(Instant::now() + Duration::from_secs(3600)),
+            "Timer::arm panics",
+        ),
+        (
+            "with_deadline, now panics",
+            Arc::new(NowPanics),
+            |p| p.with_deadline(Instant::now() + Duration::from_secs(3600)),
+            "Timer::now panics",
+        ),
+    ];
+    for (case, timer, derive, message) in cases {
+        let (flag, freed) = DropFlag::new();
+        let base = Context::background().with_value(flag).with_timer(timer);
+        let (parent, cancel_parent) = base.with_cancel();
+        drop(base);
+        let result = catch_unwind(AssertUnwindSafe(|| derive(&parent)));
+        let payload = result.map(drop).expect_err(case);
+        assert_eq!(panic_text(&*payload), message, "{case}");
+        assert_eq!(
+            parent.live_children(),
+            0,
+            "{case}: the half-made node is still registered with its parent"
+        );
+        assert_eq!(parent.err(), None, "{case}");
+        drop((parent, cancel_parent));
+        assert!(
+            freed.load(Ordering::SeqCst),
+            "{case}: the half-made node still holds its parent"
+        );
+    }
+}
