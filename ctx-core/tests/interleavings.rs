@@ -462,3 +462,53 @@ fn a_cancel_that_lost_the_race_returns_only_after_the_subtree_is_done() {
          last node of the chain was still live"
     );
 }
+
+/// A registration that reads its parent live, then stalls in the allocation of
+/// the parent's child set while the parent is closed as a leaf, must not make the
+/// parent look unfinished: a later cancel of it that lost the race returns. (A
+/// version of the linearizable cancel inferred "complete" from "no child set" and
+/// waited forever here.)
+#[test]
+#[cfg_attr(miri, ignore = "stalls real threads inside the allocator")]
+fn a_registration_stalled_across_a_leaf_close_does_not_stall_a_losing_cancel() {
+    let _serial = GATE_USERS.lock().unwrap_or_else(|e| e.into_inner());
+    GATE.reset();
+    let _open = OpenGateOnDrop;
+    // The child set's layout: what a parent's first child allocates besides itself.
+    let (probe, _cancel_probe) = Context::background().with_cancel();
+    let (first, layouts) = layouts_allocated_by(|| probe.with_cancel());
+    let (second, node_only) = layouts_allocated_by(|| probe.with_cancel());
+    assert_eq!(node_only.len(), 1);
+    let set_layout = *layouts
+        .iter()
+        .find(|layout| **layout != node_only[0])
+        .expect("the first child allocated no child set");
+    drop((first, second));
+
+    let (root, cancel_root) = Context::background().with_cancel();
+    let (leaf, cancel_leaf) = root.with_cancel();
+    let registrant = {
+        let leaf = leaf.clone();
+        thread::spawn(move || {
+            arm_stall(set_layout.0, set_layout.1);
+            leaf.with_cancel()
+        })
+    };
+    assert!(
+        eventually(|| GATE.arrived() == 1),
+        "the registrant never stalled"
+    );
+    // The leaf closes while its first registrant is inside the set's allocation.
+    cancel_root.cancel();
+    GATE.open();
+    let (late, _cancel_late) = registrant.join().unwrap();
+    assert_eq!(late.err(), Some(Error::Canceled));
+    support::within_watchdog(
+        "a losing cancel of a leaf that got a late child set",
+        move || {
+            cancel_leaf.cancel();
+        },
+    );
+    assert_eq!(leaf.err(), Some(Error::Canceled));
+    assert_eq!(leaf.live_children(), 0);
+}

@@ -20,8 +20,9 @@
 //! The owner drains the node's child set: each child entry it takes out is closed
 //! with the node's reason (or claimed, if a reader closed it) and walked in turn,
 //! on an explicit stack, so depth costs no native stack. Each callback entry is
-//! claimed and set aside. Leaves (nodes without a child set) are complete as soon
-//! as they are closed. A node with a set becomes *complete* (`COMPLETE` flag) when
+//! claimed and set aside. Leaves (nodes closed without `HAS_SET`: nothing was
+//! ever registered with them) are complete at their close: the close sets
+//! `COMPLETE` in the same CAS. A node with a set becomes *complete* (`COMPLETE` flag) when
 //! its owner has drained it and every child it found is complete.
 //!
 //! A child that another thread closed first (its own cancel, another parent of a
@@ -46,7 +47,7 @@
 use super::drop::merge_leaves_parents;
 use super::node::{Kind, NodeRef};
 use super::register::{self, Entry, clone_reason};
-use super::state::{self, COMPLETE, Reason, UNCLAIMED, WAITERS, Word};
+use super::state::{self, COMPLETE, HAS_SET, Reason, UNCLAIMED, WAITERS, Word};
 use super::work::{self, Origin, Panic, Work};
 use crate::sync::{Backoff, Ordering};
 
@@ -61,7 +62,14 @@ pub(crate) fn try_close(node: NodeRef, reason: &Reason, unclaimed: bool) -> Opti
         if state::is_done(current) {
             return None;
         }
-        let flags = (current.addr() & WAITERS) | if unclaimed { UNCLAIMED } else { 0 };
+        let mut flags = current.addr() & (WAITERS | HAS_SET);
+        if unclaimed {
+            flags |= UNCLAIMED;
+        } else if flags & HAS_SET == 0 {
+            // Nothing was ever registered, and nothing can be now (`HAS_SET` is set
+            // by a CAS that fails on a done word): the subtree is empty.
+            flags |= COMPLETE;
+        }
         let new = reason.word().map_addr(|a| a | flags);
         // SeqCst: the store half of the canceler's side of the Dekker pairs with
         // registration (`child_set`) and with waiters (`wait`); its release
@@ -106,24 +114,17 @@ pub(crate) fn claim(node: NodeRef) -> bool {
     false
 }
 
-/// Whether a node and its whole subtree are done.
-///
-/// A node without a child set has no subtree: once done, it is complete. (A set
-/// created after the close belongs to a late registrant, which sees the node done
-/// and cancels its own child before anyone can see it.)
+/// Whether a node and its whole subtree are done (`COMPLETE`).
 pub(crate) fn is_complete(node: NodeRef) -> bool {
-    // SeqCst: the set load below must see a set installed before the close that
-    // this load observes (the Dekker pair in `child_set`); Acquire at least, so
-    // that a `COMPLETE` flag brings everything the owner closed.
-    let word = node.cancel_part().state.load(Ordering::SeqCst);
-    state::is_done(word)
-        && !state::has(word, UNCLAIMED)
-        && (state::has(word, COMPLETE) || node.cancel_part().children().is_none())
+    // Acquire: pairs with the Release that set `COMPLETE` (or the close that set
+    // it on a node without registrations), so everything closed below is seen.
+    let word = node.cancel_part().state.load(Ordering::Acquire);
+    state::has(word, COMPLETE) && !state::has(word, UNCLAIMED)
 }
 
 /// Sets `COMPLETE` on a node whose subtree its owner finished, and wakes whoever
 /// waits for it.
-fn mark_complete(node: NodeRef) {
+fn mark_complete(node: NodeRef, panic: &mut Panic) {
     let part = node.cancel_part();
     // Release: everything the walk closed below happens-before a waiter's Acquire
     // load that sees the flag (`is_complete`). A CAS loop rather than `fetch_or`,
@@ -141,7 +142,7 @@ fn mark_complete(node: NodeRef) {
     }
     debug_assert!(state::is_done(previous) && !state::has(previous, UNCLAIMED));
     if state::has(previous, WAITERS) {
-        part.waiters.notify_all();
+        work::catch(panic, || part.waiters.notify_all());
     }
 }
 
@@ -259,6 +260,8 @@ struct Walk {
     /// Blocked nodes, children before parents.
     blocked: Vec<Blocked>,
     work: Work,
+    /// The first panic of a waker, resumed with the others at the end.
+    panic: Panic,
 }
 
 impl Walk {
@@ -282,14 +285,16 @@ impl Walk {
         let word = node.state();
         debug_assert!(state::is_done(word) && !state::has(word, UNCLAIMED));
         if state::has(word, WAITERS) {
-            part.waiters.notify_all();
+            // Wakers are executor code, but a panicking one must not leave the
+            // walk half done: the panic is resumed after the cancel.
+            work::catch(&mut self.panic, || part.waiters.notify_all());
         }
         if let Some(on_done) = node.header().vtable.on_done {
             on_done(node, &mut self.work);
         }
         let Some(set) = part.children() else {
             // A leaf: complete now.
-            self.leave(node, true);
+            self.leave(node, !state::has(word, COMPLETE));
             return;
         };
         let frame = self.frames.len();
@@ -344,7 +349,7 @@ impl Walk {
             for child in foreign {
                 self.work.release(child);
             }
-            self.leave(node, false);
+            self.leave(node, true);
             return;
         }
         let parent_blocked = f.parent;
@@ -364,11 +369,11 @@ impl Walk {
         self.blocked.push(blocked);
     }
 
-    /// A node this walk owned is complete: flag it (nodes with a set), let a merge
-    /// node leave its other parents, and release the walk's reference.
-    fn leave(&mut self, node: NodeRef, leaf: bool) {
-        if !leaf {
-            mark_complete(node);
+    /// A node this walk owned is complete: flag it (unless its close did), let a
+    /// merge node leave its other parents, and release the walk's reference.
+    fn leave(&mut self, node: NodeRef, flag: bool) {
+        if flag {
+            mark_complete(node, &mut self.panic);
         }
         if node.kind() == Kind::Merge {
             merge_leaves_parents(node);
@@ -380,6 +385,9 @@ impl Walk {
     /// owned any) or for the owner (if it lost), leaves the parents, runs the
     /// user code.
     fn finish(mut self, node: NodeRef, panic: &mut Panic) {
+        if let Some(payload) = self.panic.take() {
+            panic.get_or_insert(payload);
+        }
         self.unblock();
         let mut backoff = Backoff::new();
         while !is_complete(node) {
@@ -420,7 +428,7 @@ impl Walk {
                 if let Some(p) = parent {
                     self.blocked[p].blocked_children -= 1;
                 }
-                self.leave(node, false);
+                self.leave(node, true);
                 left -= 1;
                 progress = true;
             }

@@ -5,6 +5,9 @@
 //!
 //! 1. If the carrier is done already, nothing is inserted: the caller still owns
 //!    its entry and acts on the reason (a child is born done, a callback runs).
+//!    The first registrant of a carrier publishes its child set and then sets
+//!    `HAS_SET` in the state word by a CAS that fails once the carrier is done;
+//!    a close that finds no `HAS_SET` makes the node complete at once.
 //! 2. Otherwise the entry goes into a slot (`SeqCst` store), and the slot index is
 //!    published in the registrant's index field (`Release`, see below).
 //! 3. Then the carrier's state is loaded again (`SeqCst`). Live: registered. Done:
@@ -33,7 +36,7 @@
 
 use super::callback::Callback;
 use super::node::{NodeRef, UNREGISTERED};
-use super::state::{self, Reason, Word};
+use super::state::{self, HAS_SET, Reason, Word};
 use crate::sync::{Arc, AtomicU32, Ordering, StoreRacingRmw};
 
 /// The tag of a callback entry in a child set (child nodes have tag 0).
@@ -108,7 +111,14 @@ pub(crate) enum Outcome {
 /// link, a callback through its context).
 pub(crate) fn register(carrier: NodeRef, entry: *mut (), index: Option<&AtomicU32>) -> Outcome {
     let part = carrier.cancel_part();
-    let word = carrier.state();
+    let mut word = carrier.state();
+    if !state::is_done(word) && !state::has(word, HAS_SET) {
+        // The first registrant publishes the set, then flags it in the state word
+        // by a CAS that fails once the node is done: a close that does not see the
+        // flag makes the node complete at once, and no entry is ever inserted.
+        part.children_or_init();
+        word = publish_set(carrier);
+    }
     if state::is_done(word) {
         // A done carrier never takes new entries.
         return Outcome::Done {
@@ -116,7 +126,7 @@ pub(crate) fn register(carrier: NodeRef, entry: *mut (), index: Option<&AtomicU3
             back: true,
         };
     }
-    let set = part.children_or_init();
+    let set = part.children().expect("flagged without a set");
     let slot = set.insert(entry);
     if let Some(index) = index {
         // Release: publishes the insert (and the segment it used) to a detacher on
@@ -140,8 +150,36 @@ pub(crate) fn register(carrier: NodeRef, entry: *mut (), index: Option<&AtomicU3
     }
 }
 
+/// Sets `HAS_SET` on a carrier unless it is done; returns the word it left.
+fn publish_set(carrier: NodeRef) -> Word {
+    let part = carrier.cancel_part();
+    // Relaxed: only a first guess for the CAS loop.
+    let mut current = part.state.load(Ordering::Relaxed);
+    loop {
+        if state::is_done(current) || state::has(current, HAS_SET) {
+            // Acquire: a done word's record is read by the caller.
+            return part.state.load(Ordering::Acquire);
+        }
+        let new = current.map_addr(|a| a | HAS_SET);
+        // SeqCst: an RMW on the state word, so it is ordered with the close CAS:
+        // either the close sees the flag (and walks the set), or this CAS fails.
+        match part
+            .state
+            .compare_exchange_weak(current, new, Ordering::SeqCst, Ordering::Relaxed)
+        {
+            Ok(_) => return new,
+            Err(actual) => current = actual,
+        }
+    }
+}
+
 /// Takes a registered slot index out of its field, if nobody did yet.
 fn take_index(index: &AtomicU32) -> Option<u32> {
+    // Relaxed: a shortcut for the common case of a node that is not registered
+    // (any more); a stale index is handled by the swap below.
+    if index.load(Ordering::Relaxed) == UNREGISTERED {
+        return None;
+    }
     // AcqRel: Acquire pairs with the registrant's Release store (module docs);
     // Release orders our earlier accesses of the node before the removal.
     let slot = index.swap(UNREGISTERED, Ordering::AcqRel);

@@ -12,8 +12,9 @@
 //! | `WAITERS` bit (4)       | a waiter registered with the node's event             |
 //! | `UNCLAIMED` bit (1)     | done by a read (an expired deadline), and nobody has taken on the subtree yet |
 //! | `COMPLETE` bit (2)      | done, and so is every node below it                   |
+//! | `HAS_SET` bit (8)       | a child set was published: children or callbacks may be registered |
 //!
-//! Records are 8-byte aligned, so the three flag bits never collide with an
+//! Records are 16-byte aligned, so the four flag bits never collide with an
 //! address. The word goes from live to done exactly once, by a CAS, so the first
 //! cancel wins, and the reason never changes afterwards. Flags change by
 //! read-modify-writes only: `WAITERS` while live or until complete, `UNCLAIMED`
@@ -35,11 +36,19 @@ pub(crate) const UNCLAIMED: usize = 1;
 /// Set once the subtree below a done node is done too: every canceler that lost the
 /// race for the node waits for it before returning.
 pub(crate) const COMPLETE: usize = 2;
+/// Set (by a CAS that fails once the node is done) by the first registrant before
+/// it inserts into the node's child set. A node closed without it has no
+/// registration to walk: the close itself sets `COMPLETE`. This is what lets a
+/// leaf be complete at its close, and a late registrant never make a complete
+/// node look incomplete.
+pub(crate) const HAS_SET: usize = 8;
 /// All flag bits.
-const FLAGS: usize = WAITERS | UNCLAIMED | COMPLETE;
+const FLAGS: usize = WAITERS | UNCLAIMED | COMPLETE | HAS_SET;
 
-/// Why a node is done: immutable once stored.
+/// Why a node is done: immutable once stored. Aligned so that a pointer to it
+/// leaves room for the flag bits.
 #[derive(Debug)]
+#[repr(align(16))]
 pub(crate) struct Record {
     pub(crate) err: Error,
     pub(crate) cause: Cause,
