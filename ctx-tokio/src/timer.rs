@@ -11,10 +11,11 @@
 //! 2. `wake_at` is `WAKING`, or `IDLE` with nothing armed, or a time no later than
 //!    every deadline in `core` and in the queue: whoever makes a deadline earlier
 //!    than the published target visible swaps in `WAKING` (`arm`), and a pass that
-//!    leaves work behind stores `WAKING` rather than a target.
-//! 3. `core` is locked for one pass at a time, never across an `.await`, and
-//!    never while an expiry fires (firing may run user code, which may arm or
-//!    disarm here).
+//!    leaves work behind stores `WAKING` rather than a target. The backstop thread
+//!    relies on this to know when to look (module `backstop`).
+//! 3. `core` is locked for one pass at a time, by the driver task or the backstop
+//!    thread; never across an `.await`, and never while an expiry fires (firing
+//!    may run user code, which may arm or disarm here).
 //!
 //! # Synchronization
 //!
@@ -23,8 +24,11 @@
 //! | `closed` | whether the driver is gone | `SeqCst` store + fence in the driver's drop vs. push + fence + load in `arm`/`disarm` (store buffering): either the driver's drop sees the command, or the caller sees `closed` and applies it itself |
 //! | `wake_at` | the deadline the driver sleeps towards; 0 = a wake-up is pending or work is left | `SeqCst` store + fence + queue check in a pass vs. push + load in `arm`: either the pass sees the command, or `arm` sees the target and wakes the driver (invariant 2) |
 //! | `core` (mutex) | the heap and the live map | held for one pass (invariant 3) |
-//! | `handoff` (mutex) | the map from our keys to the `StdTimer`'s, after the driver is gone | taken only once `closed` is set, and with `core` only by the driver's drop |
+//! | `passes` | progress of the driver and the backstop | `SeqCst`, read by the backstop beside `wake_at` |
+//! | `handoff` (mutex) | the map from our keys to the `StdTimer`'s, after the driver is gone | taken only once `closed` is set, and never together with `core` held by anyone but the driver's drop |
 //! | `armed`, `pending`, `next_key`, `stats` | statistics and unique keys | `Relaxed` |
+
+mod backstop;
 
 use crossbeam_queue::SegQueue;
 use ctx_core::{Context, Expiry, StdTimer, Timer, TimerKey};
@@ -39,7 +43,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, Instant};
-use tokio::runtime::Handle;
+use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::Notify;
 use tokio::time::Sleep;
 
@@ -91,20 +95,32 @@ use tokio::time::Sleep;
 /// # Where deadlines fire
 ///
 /// A deadline fires (its context is canceled with `DeadlineExceeded`) on one of
-/// two threads:
+/// three threads:
 ///
-/// * **The runtime**: the driver task fires due deadlines on whichever thread
-///   polls it (a worker of a multi-thread runtime, the thread inside `block_on`
-///   of a current-thread one). It fires at most 128 per poll (tokio's per-task
-///   budget) and yields between batches, so that a burst of deadlines falling
-///   due together cannot starve the runtime's other tasks.
+/// * **The runtime**, normally: the driver task fires due deadlines on whichever
+///   thread polls it (a worker of a multi-thread runtime, the thread inside
+///   `block_on` of a current-thread one). It fires at most 128 per poll (tokio's
+///   per-task budget) and yields between batches, so that a burst of deadlines
+///   falling due together cannot starve the runtime's other tasks.
+/// * **The backstop thread** (`ctx-tokio-timer`, one per process, started with
+///   the first deadline armed on a current-thread runtime): a current-thread
+///   runtime runs its tasks and its time driver only while a thread is inside its
+///   `block_on`. A root made inside one runtime (`#[tokio::main(flavor =
+///   "current_thread")]`, a helper runtime) may be used from another runtime or
+///   from plain threads while nobody drives it, or its one thread may be busy. The
+///   backstop watches such timers: once a deadline is due by the runtime's clock
+///   and the driver has not run for 20 ms, it fires the due deadlines itself (until
+///   the driver runs again) and hands the rest back to the driver. It reads the runtime's clock, so on a
+///   paused clock nothing fires until the runtime advances it (as with
+///   `tokio::time::sleep`). Multi-thread runtimes need no backstop: their workers
+///   drive the timer whenever they are idle.
 /// * **ctx-core's `StdTimer` thread**, after the runtime shut down (see below).
 ///
 /// User code that a deadline's cancel runs, the context's
 /// [`after_func`](Context::after_func) callbacks, runs where ctx-core runs it for
-/// a timer: with this version of ctx-core, inline on the thread that fires. A
-/// panic there is caught and does not disturb the timer. To run a callback as a
-/// task on the runtime instead, register it with
+/// a timer: with this version of ctx-core, inline on the thread that fires, one of
+/// the three above. A panic there is caught and does not disturb the timer. To
+/// run a callback as a task on the runtime instead, register it with
 /// [`after_func_spawn`](crate::after_func_spawn).
 ///
 /// # Cost
@@ -210,6 +226,8 @@ const MAX_SLEEP: Duration = Duration::from_secs(86_400 * 365 * 30);
 
 struct Shared {
     handle: Handle,
+    /// The runtime may go undriven (not multi-thread): the backstop watches it.
+    guarded: bool,
     commands: SegQueue<Command>,
     /// Commands pushed and not yet applied.
     pending: AtomicUsize,
@@ -223,6 +241,8 @@ struct Shared {
     notify: Notify,
     /// The deadlines taken in from the queue (invariant 3).
     core: Mutex<Core>,
+    /// Passes run over `core`, by the driver or the backstop.
+    passes: AtomicU64,
     /// The driver task was spawned.
     started: AtomicBool,
     /// The driver task is gone (its runtime shut down): see the module docs.
@@ -249,16 +269,20 @@ struct Core {
 
 /// What a pass over `core` left behind.
 enum Pass {
-    /// Commands or due deadlines remain: run another pass soon.
-    More,
+    /// Commands or due deadlines remain: run another pass soon. `poke`: the pass
+    /// stored `WAKING` over a target, so the backstop must look within its grace.
+    More { poke: bool },
     /// Nothing left to do before the earliest deadline, if any.
     Sleep(Option<Instant>),
+    /// The driver is gone; the hand-over serves the timers now.
+    Closed,
 }
 
 /// Counters for the crate's tests (see [`TimerStats`]).
 #[derive(Default)]
 struct Stats {
     fired_on_runtime: AtomicU64,
+    fired_by_backstop: AtomicU64,
     driver_polls: AtomicU64,
     fired_this_poll: AtomicUsize,
     max_fired_per_poll: AtomicUsize,
@@ -283,6 +307,8 @@ pub struct TimerStats {
     pub live_capacity: usize,
     /// Deadlines fired by the driver task.
     pub fired_on_runtime: u64,
+    /// Deadlines fired by the backstop thread.
+    pub fired_by_backstop: u64,
     /// Times the driver task was polled.
     pub driver_polls: u64,
     /// The most deadlines the driver fired within one poll.
@@ -301,6 +327,7 @@ impl TokioTimer {
         };
         Arc::new(TokioTimer {
             shared: Arc::new(Shared {
+                guarded: handle.runtime_flavor() != RuntimeFlavor::MultiThread,
                 handle,
                 commands: SegQueue::new(),
                 pending: AtomicUsize::new(0),
@@ -310,6 +337,7 @@ impl TokioTimer {
                 epoch,
                 notify: Notify::new(),
                 core: Mutex::new(Core::default()),
+                passes: AtomicU64::new(0),
                 started: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
@@ -383,6 +411,7 @@ impl TokioTimer {
             live_len: core.live.len(),
             live_capacity: core.live.capacity(),
             fired_on_runtime: shared.stats.fired_on_runtime.load(Ordering::Relaxed),
+            fired_by_backstop: shared.stats.fired_by_backstop.load(Ordering::Relaxed),
             driver_polls: shared.stats.driver_polls.load(Ordering::Relaxed),
             max_fired_per_poll: shared.stats.max_fired_per_poll.load(Ordering::Relaxed),
         }
@@ -395,6 +424,9 @@ impl TokioTimer {
             || self.shared.started.swap(true, Ordering::AcqRel)
         {
             return;
+        }
+        if self.shared.guarded {
+            backstop::watch(&self.shared);
         }
         let driver = Driver {
             shared: self.shared.clone(),
@@ -477,7 +509,8 @@ impl Timer for TokioTimer {
 
 impl Drop for TokioTimer {
     fn drop(&mut self) {
-        // Relaxed: the notification below is the synchronisation point.
+        // Relaxed: the notification below is the synchronisation point (the
+        // backstop reads it only to stop watching, which is never urgent).
         self.shared.stopping.store(true, Ordering::Relaxed);
         self.shared.notify.notify_one();
     }
@@ -529,11 +562,17 @@ impl Shared {
         u64::try_from(nanos).unwrap_or(IDLE - 1).max(WAKING + 1)
     }
 
-    /// Claims the wake-up and sends it to the driver task.
+    /// Claims the wake-up and sends it: to the driver task, and (for a runtime
+    /// that may go undriven) to the backstop, which fires in the driver's stead
+    /// if the runtime does not run it soon.
     fn wake_driver(&self) {
-        // SeqCst: claim the wake-up, so concurrent arms do not all notify.
+        // SeqCst: claim the wake-up, so concurrent arms do not all notify; and the
+        // first half of the backstop's store-buffering pair (see `backstop::poke`).
         if self.wake_at.swap(WAKING, Ordering::SeqCst) != WAKING {
             self.notify.notify_one();
+            if self.guarded {
+                backstop::poke();
+            }
         }
     }
 
@@ -548,6 +587,10 @@ impl Shared {
     /// publishes what to wait for next.
     fn pass(&self, now: Instant, batch: &mut Vec<Expiry>) -> Pass {
         let mut core = self.lock_core();
+        // Relaxed: `closed` is stored under this lock (`Driver::drop`).
+        if self.closed.load(Ordering::Relaxed) {
+            return Pass::Closed;
+        }
         let more_commands = core.drain(self);
         let more_due = core.take_due(now, batch);
         if !more_commands && !more_due {
@@ -564,8 +607,37 @@ impl Shared {
         // Work is left: keep invariant 2 with `WAKING` rather than a target that a
         // command still in the queue may undercut.
         // SeqCst: as in `wake_driver`.
-        self.wake_at.store(WAKING, Ordering::SeqCst);
-        Pass::More
+        let previous = self.wake_at.swap(WAKING, Ordering::SeqCst);
+        Pass::More {
+            poke: previous != WAKING,
+        }
+    }
+
+    /// Runs passes in the driver's stead until nothing is left to do now, or
+    /// until the driver shows signs of life (the backstop's side; see module
+    /// `backstop`).
+    fn take_over(&self, batch: &mut Vec<Expiry>) {
+        // SeqCst: read beside `wake_at` (module `backstop`).
+        let mut ours = self.passes.load(Ordering::SeqCst);
+        loop {
+            let pass = self.pass(self.now(), batch);
+            let fired = fire(batch);
+            // Relaxed: a statistic.
+            self.stats
+                .fired_by_backstop
+                .fetch_add(fired as u64, Ordering::Relaxed);
+            // SeqCst: as above.
+            let before = self.passes.fetch_add(1, Ordering::SeqCst);
+            if !matches!(pass, Pass::More { .. }) || before != ours {
+                // Done, or the driver ran a pass meanwhile: it is being driven
+                // again and finishes the work itself.
+                break;
+            }
+            ours = before + 1;
+        }
+        // When its runtime runs again, the driver re-reads the state and resets
+        // its sleep.
+        self.notify.notify_one();
     }
 
     /// Runs `f` on the hand-over state once the driver is gone, after applying
@@ -580,6 +652,12 @@ impl Shared {
         }
         f(&mut handoff);
     }
+
+    /// The driver is gone or no longer wanted: the backstop stops watching.
+    fn is_finished(&self) -> bool {
+        // Relaxed: a late answer only delays the backstop's clean-up.
+        self.closed.load(Ordering::Relaxed) || self.stopping.load(Ordering::Relaxed)
+    }
 }
 
 /// Fires a batch of expiries; returns how many.
@@ -587,7 +665,7 @@ fn fire(batch: &mut Vec<Expiry>) -> usize {
     let fired = batch.len();
     for expiry in batch.drain(..) {
         // A panic in user code run by the cancel (an `after_func` callback) must
-        // not take the driver down with it; ctx-core has already
+        // not take the driver or the backstop down with it; ctx-core has already
         // finished the cancel when it resumes the panic.
         let _ = catch_unwind(AssertUnwindSafe(|| expiry.fire()));
     }
@@ -749,15 +827,25 @@ impl Driver {
                 .fired_on_runtime
                 .fetch_add(fired as u64, Ordering::Relaxed);
             stats.fired_this_poll.fetch_add(fired, Ordering::Relaxed);
+            // SeqCst: read by the backstop beside `wake_at`.
+            self.shared.passes.fetch_add(1, Ordering::SeqCst);
             let next = match pass {
                 Pass::Sleep(next) => next,
-                Pass::More => {
+                Pass::More { poke } => {
+                    if poke && self.shared.guarded {
+                        backstop::poke();
+                    }
                     // More work is due or queued. Yield first: a driver that never
                     // returns `Pending` under a burst of deadlines or a steady
                     // stream of commands would starve the runtime's other tasks
                     // and block its shutdown.
                     tokio::task::yield_now().await;
                     continue;
+                }
+                Pass::Closed => {
+                    // `closed` is set only by our own drop.
+                    debug_assert!(false, "a live driver found its timer closed");
+                    return;
                 }
             };
             match next {
@@ -814,7 +902,7 @@ impl Drop for Driver {
         shared.closed.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let mut handoff = Handoff { map: &mut map };
-        // Whatever was taken in while the lock was free.
+        // The backstop may have taken in more while the lock was free.
         let rest = std::mem::take(&mut *core);
         for (key, expiry) in live.into_iter().chain(rest.live) {
             if !stopping {
