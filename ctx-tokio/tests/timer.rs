@@ -465,3 +465,26 @@ async fn a_burst_of_expiries_does_not_starve_the_runtime() {
     assert_eq!(stats.fired_on_runtime + stats.fired_by_backstop, N as u64);
     assert!(contexts.iter().all(|(ctx, _)| ctx.is_done()));
 }
+
+/// As documented on `TokioTimer`: on a runtime that is being driven, an expiry
+/// (and so its `after_func` callbacks) runs on the runtime's own thread. A
+/// multi-thread runtime has no backstop, so this is exact.
+#[test]
+fn an_expiry_runs_its_callbacks_on_the_runtime() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("the-runtime")
+        .enable_all()
+        .build()
+        .unwrap();
+    let name = runtime.block_on(async {
+        let (root, _timer) = root();
+        let (ctx, _cancel) = root.with_timeout(Duration::from_millis(5));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _registration = ctx.after_func(move || {
+            let _ = tx.send(std::thread::current().name().map(str::to_owned));
+        });
+        rx.await.unwrap()
+    });
+    assert_eq!(name.as_deref(), Some("the-runtime"));
+}
