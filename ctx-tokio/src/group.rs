@@ -2,15 +2,12 @@
 //!
 //! The semantics are documented on [`Group`].
 
-use crate::task::until_done;
+use crate::task::{catch_panic, until_done};
 use ctx_core::{Cause, Context, GroupCancel};
 use std::fmt;
-use std::future::{Future, poll_fn};
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::pin;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
@@ -283,16 +280,8 @@ where
     if ctx.is_done() {
         return;
     }
-    let mut body = pin!(async move { f(ctx).await });
-    let outcome = poll_fn(
-        |cx| match catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
-            Err(payload) => Poll::Ready(Err(payload)),
-        },
-    )
-    .await;
-    match outcome {
+    // `f` itself is called inside the first poll, so its panic is caught too.
+    match catch_panic(async move { f(ctx).await }).await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => {
             // SeqCst: pairs with the store in `stop`.
@@ -300,7 +289,7 @@ where
                 shared.fail(err.into());
             }
         }
-        Err(payload) => shared.fail(Cause::new(PanicError::from_payload(payload))),
+        Err(panic) => shared.fail(Cause::new(panic)),
     }
 }
 
