@@ -36,8 +36,12 @@ pub use ctx_core::PanicError;
 /// returns `Err` (or panics) cancels the group's context with that error as its
 /// [cause](Context::cause); `scope` then returns `Err` with that same cause.
 ///
-/// * No thread starts after the group's context is done: [`Group::spawn`]
-///   returns `false` and drops the closure.
+/// * No closure is accepted after the group's context is done:
+///   [`Group::spawn`] returns `false` and drops it uncalled. A closure that was
+///   accepted (`true`) is always called, exactly once, even if the group is
+///   canceled before its thread gets to run it: it then gets a context that is
+///   already done, and should return at once. (The same rule holds in every
+///   adapter's group.)
 /// * Threads are not interrupted; each should return once its context is done
 ///   (check [`Context::err`], or block in [`sleep`](crate::sleep) or
 ///   [`wait_timeout`](crate::wait_timeout)), as in Go.
@@ -202,8 +206,11 @@ impl<'scope> Group<'scope, '_> {
     /// Spawns a scoped thread running `f(ctx)`.
     ///
     /// Returns `false`, without calling `f`, if the group's context is already
-    /// done. Under a limit ([`scope_with_limit`]), blocks until a slot is free;
-    /// if the context is done first, returns `false`.
+    /// done. Returns `true` if `f` was accepted: it will be called exactly once,
+    /// with the group's context, even if the group is canceled before the thread
+    /// runs it (then that context is already done). Under a limit
+    /// ([`scope_with_limit`]), blocks until a slot is free; if the context is
+    /// done first, returns `false`.
     ///
     /// # Panics
     ///
@@ -226,8 +233,9 @@ impl<'scope> Group<'scope, '_> {
     }
 
     /// Spawns `f(ctx)` only if it can start at once: the context is live and,
-    /// under a limit, a slot is free (Go's `TryGo`). Returns whether it did.
-    /// Without a limit this is [`spawn`](Group::spawn).
+    /// under a limit, a slot is free (Go's `TryGo`). Returns whether it did
+    /// (`true` means `f` will be called). Without a limit this is
+    /// [`spawn`](Group::spawn).
     pub fn try_spawn<F, E>(&self, f: F) -> bool
     where
         F: FnOnce(Context) -> Result<(), E> + Send + 'scope,
@@ -294,10 +302,8 @@ impl State {
         F: FnOnce(Context) -> Result<(), E>,
         E: Into<Cause>,
     {
-        // Checked again here: the group may have been canceled since `spawn`.
-        if self.ctx.is_done() {
-            return;
-        }
+        // Called even if the group was canceled since `spawn` accepted it: `f`
+        // then sees a done context (the acceptance rule on `scope`).
         let ctx = self.ctx.clone();
         match catch_unwind(AssertUnwindSafe(move || f(ctx))) {
             Ok(Ok(())) => {}

@@ -1,5 +1,6 @@
 //! Scoped thread groups: first error wins and is the cause, panics become
-//! errors, the limit holds, and nothing starts after cancel.
+//! errors, the limit holds, and nothing is accepted after cancel and everything
+//! accepted is called.
 
 use ctx_blocking::{PanicError, background, scope, scope_with_limit, sleep};
 use ctx_core::{Cause, Error};
@@ -223,4 +224,28 @@ fn any_error_type_converts_into_the_cause() {
 #[should_panic(expected = "at least 1")]
 fn zero_limit_panics() {
     let _ = scope_with_limit(&background(), 0, |_group| ());
+}
+
+/// `spawn` returning `true` means the closure will be called, also when the
+/// group is stopped before its thread gets to run it.
+#[test]
+fn an_accepted_closure_is_always_called() {
+    for _ in 0..200 {
+        let called = AtomicUsize::new(0);
+        let accepted = scope(&background(), |group| {
+            let accepted = group.spawn(|_ctx| {
+                called.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), Cause>(())
+            });
+            group.stop();
+            accepted
+        })
+        .unwrap();
+        assert!(accepted);
+        assert_eq!(
+            called.load(Ordering::SeqCst),
+            1,
+            "accepted, then not called"
+        );
+    }
 }
