@@ -1,6 +1,8 @@
 //! The tokio timer backend: paused time, arming and disarming, the clock, and a
 //! runtime that goes away while contexts still use it.
 
+mod support;
+
 use ctx_core::{Context, Error, Timer};
 use ctx_tokio::{NoRuntime, TokioTimer};
 use std::sync::Arc;
@@ -466,11 +468,11 @@ async fn a_burst_of_expiries_does_not_starve_the_runtime() {
     assert!(contexts.iter().all(|(ctx, _)| ctx.is_done()));
 }
 
-/// As documented on `TokioTimer`: on a runtime that is being driven, an expiry
-/// (and so its `after_func` callbacks) runs on the runtime's own thread. A
-/// multi-thread runtime has no backstop, so this is exact.
+/// As documented on `TokioTimer`: on a runtime that is being driven, a
+/// deadline fires on the runtime's own thread. A multi-thread runtime has no
+/// backstop, so this is exact.
 #[test]
-fn an_expiry_runs_its_callbacks_on_the_runtime() {
+fn a_deadline_fires_on_the_runtime() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("the-runtime")
@@ -480,11 +482,9 @@ fn an_expiry_runs_its_callbacks_on_the_runtime() {
     let name = runtime.block_on(async {
         let (root, _timer) = root();
         let (ctx, _cancel) = root.with_timeout(Duration::from_millis(5));
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let _registration = ctx.after_func(move || {
-            let _ = tx.send(std::thread::current().name().map(str::to_owned));
-        });
-        rx.await.unwrap()
+        let (_done, fired_on) = support::firing_thread(&ctx);
+        ctx.done().await;
+        fired_on.recv_timeout(support::WATCHDOG).unwrap()
     });
     assert_eq!(name.as_deref(), Some("the-runtime"));
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
-use support::{WATCHDOG, block_on, within};
+use support::{WATCHDOG, block_on, firing_thread, within};
 
 fn current_thread(paused: bool) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -20,15 +20,6 @@ fn current_thread(paused: bool) -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// The thread an `after_func` callback ran on, sent once the context is done.
-fn report_thread(ctx: &Context) -> mpsc::Receiver<Option<String>> {
-    let (tx, rx) = mpsc::channel();
-    drop(ctx.after_func(move || {
-        let _ = tx.send(thread::current().name().map(str::to_owned));
-    }));
-    rx
-}
-
 /// The root is made inside one `block_on`; afterwards nobody drives the runtime.
 /// A plain thread derives a deadline and waits on `done()` with a plain executor.
 #[test]
@@ -36,14 +27,19 @@ fn a_deadline_fires_for_a_plain_thread_while_nobody_drives_the_runtime() {
     let runtime = current_thread(false);
     let root = runtime.block_on(async { ctx_tokio::background() });
     let (ctx, _cancel) = root.with_timeout(Duration::from_millis(200));
-    let ran_on = report_thread(&ctx);
+    let (_done, fired_on) = firing_thread(&ctx);
+    let (tx, ran) = mpsc::channel();
+    drop(ctx.after_func(move || {
+        let _ = tx.send(());
+    }));
     let waited = ctx.clone();
     within("block_on(ctx.done()) on a plain thread", move || {
         block_on(waited.done());
     });
     assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
-    let thread = ran_on.recv_timeout(WATCHDOG).expect("the after_func ran");
+    let thread = fired_on.recv_timeout(WATCHDOG).expect("the deadline fired");
     assert_eq!(thread.as_deref(), Some("ctx-tokio-timer"));
+    ran.recv_timeout(WATCHDOG).expect("the after_func ran");
     drop(runtime);
 }
 
@@ -69,8 +65,8 @@ fn a_root_from_an_idle_runtime_works_on_another_runtime() {
 }
 
 /// The runtime's only thread is stuck in synchronous code inside `block_on`:
-/// the deadline fires anyway (its `after_func` runs, which a blocking wait alone
-/// would not show: waits check the deadline themselves).
+/// the deadline fires anyway (the context is canceled, which a blocking wait
+/// alone would not show: waits check the deadline themselves).
 #[test]
 fn a_deadline_fires_while_the_runtime_thread_is_blocked() {
     let runtime = current_thread(false);
@@ -78,13 +74,13 @@ fn a_deadline_fires_while_the_runtime_thread_is_blocked() {
         runtime.block_on(async {
             let root = ctx_tokio::background();
             let (ctx, _cancel) = root.with_timeout(Duration::from_millis(20));
-            let ran_on = report_thread(&ctx);
+            let (_done, fired_on) = firing_thread(&ctx);
             // Blocks the runtime's thread: the driver task cannot run.
-            ran_on.recv_timeout(WATCHDOG)
+            fired_on.recv_timeout(WATCHDOG)
         })
     });
     assert_eq!(
-        thread.expect("the after_func ran").as_deref(),
+        thread.expect("the deadline fired").as_deref(),
         Some("ctx-tokio-timer")
     );
 }
