@@ -109,11 +109,11 @@ use tokio::time::Sleep;
 ///   "current_thread")]`, a helper runtime) may be used from another runtime or
 ///   from plain threads while nobody drives it, or its one thread may be busy. The
 ///   backstop watches such timers: once a deadline is due by the runtime's clock
-///   and the driver has not run for 20 ms, it fires the due deadlines itself (until
-///   the driver runs again) and hands the rest back to the driver. It reads the runtime's clock, so on a
-///   paused clock nothing fires until the runtime advances it (as with
-///   `tokio::time::sleep`). Multi-thread runtimes need no backstop: their workers
-///   drive the timer whenever they are idle.
+///   and the driver has not run for 20 ms, it fires the due deadlines itself
+///   (until the driver runs again) and hands the rest back to the driver. It
+///   reads the runtime's clock, so on a paused clock nothing fires until the
+///   runtime advances it (as with `tokio::time::sleep`). Multi-thread runtimes
+///   need no backstop: their workers drive the timer whenever they are idle.
 /// * **ctx-core's `StdTimer` thread**, after the runtime shut down (see below).
 ///
 /// User code that a deadline's cancel runs, the context's
