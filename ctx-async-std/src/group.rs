@@ -8,21 +8,35 @@
 //! sleeps on an event until the count is 0. The first task to fail stores its
 //! cause in a `OnceLock` and cancels the context with it, so the siblings see
 //! `err()` and the group's `cause()` is exactly the error `wait` returns. Under a
-//! limit, each task first takes a permit from a fair semaphore (raced against the
-//! context, so a queued task whose group is canceled never starts).
+//! limit, each task first takes a permit from a fair semaphore, and keeps it in
+//! its `TaskSlot` until it ends.
+//!
+//! # Waiting from inside a task
+//!
+//! While a task of the group is polled, a thread-local names its `TaskSlot` (and
+//! so its group). A `wait` that starts there is an *inner* wait: it counts itself
+//! in `inner`, gives up the task's permit (the tasks queued behind it may need
+//! it, and none can be queued after the wait cancels the group), and waits until
+//! every running task is an inner waiter (`running <= inner`) instead of until
+//! none runs. `Finish` notifies whenever the count drops to `inner` or below, an
+//! inner waiter when it raises `inner`: both sides store (`SeqCst`), then load
+//! the other's count, and a waiter listens before its last check, so either the
+//! waiter sees the new count or the other side sees the waiter and notifies.
 //!
 //! The shape (names, `new` returning the group and its context, `with_limit`,
 //! `PanicError`, `stop`) is the same as ctx-tokio's `Group`.
 
 use ctx_core::{Cause, Context, GroupCancel};
 use event_listener::Event;
-use smol::future::{self, FutureExt as _};
+use smol::future::FutureExt as _;
 use smol::lock::{Semaphore, SemaphoreGuardArc};
+use std::cell::RefCell;
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Shared by every adapter (defined in ctx-core, so causes compare across runtimes).
 pub use ctx_core::PanicError;
@@ -36,9 +50,12 @@ pub use ctx_core::PanicError;
 /// group's context with that error as its [cause](Context::cause), and
 /// [`wait`](Group::wait) returns that same error.
 ///
-/// * No task starts after the group's context is done: [`spawn`](Group::spawn)
-///   returns `false` and drops the closure, and a task still queued for a slot
-///   (under [`with_limit`](Group::with_limit)) never runs.
+/// * No task is accepted after the group's context is done:
+///   [`spawn`](Group::spawn) returns `false` and drops the closure uncalled. A
+///   closure that was accepted (`true`) is always called, exactly once, even if
+///   the group is canceled before its task gets to run or while it is queued for
+///   a slot: it then gets a context that is already done, and should return at
+///   once. (The same rule holds in every adapter's group.)
 /// * Tasks are not aborted; each should return once its context is done (use
 ///   [`run_until_done`](crate::run_until_done), [`sleep`](crate::sleep) or
 ///   `ctx.done()`), as in Go.
@@ -47,6 +64,10 @@ pub use ctx_core::PanicError;
 ///   the stop are not reported.
 /// * Dropping the group cancels its context (as dropping a `CancelFunc` does);
 ///   the tasks are told to stop but not awaited.
+/// * [`wait`](Group::wait) and [`stop`](Group::stop) may be called from one of
+///   the group's own tasks (through an `Arc<Group>`): a task cannot wait for
+///   itself, so they then wait for every *other* task (see
+///   [`wait`](Group::wait)).
 ///
 /// Tasks run on smol's global executor, whatever executor awaits the group.
 ///
@@ -82,9 +103,24 @@ struct Shared {
     stopped: AtomicBool,
     /// Tasks spawned and not yet finished.
     running: AtomicUsize,
-    /// Notified when `running` drops to 0.
+    /// Waits started inside one of the group's tasks and not yet returned.
+    inner: AtomicUsize,
+    /// Notified when `running` drops to `inner` or below, and when `inner` grows.
     idle: Event,
     limit: Option<Arc<Semaphore>>,
+}
+
+/// What a task of the group carries: which group, and its slot under a limit.
+struct TaskSlot {
+    /// The group's `Shared`, by address (for comparison only).
+    group: usize,
+    /// The task's permit, once it has one; given up by an inner wait.
+    permit: Mutex<Option<SemaphoreGuardArc>>,
+}
+
+thread_local! {
+    /// The group task being polled on this thread, if any (module docs).
+    static CURRENT_TASK: RefCell<Option<Arc<TaskSlot>>> = const { RefCell::new(None) };
 }
 
 impl Group {
@@ -99,6 +135,7 @@ impl Group {
                 cancel: GroupCancel::new(cancel),
                 stopped: AtomicBool::new(false),
                 running: AtomicUsize::new(0),
+                inner: AtomicUsize::new(0),
                 idle: Event::new(),
                 limit: None,
             }),
@@ -144,9 +181,12 @@ impl Group {
 
     /// Spawns `f(ctx)` as a task of the group.
     ///
-    /// Returns `false`, without calling `f`, if the group's context is already
-    /// done. Under a [limit](Group::with_limit) the task may be queued first; if
-    /// the context is done before its turn comes, `f` is never called.
+    /// Returns `false`, and drops `f` uncalled, if the group's context is already
+    /// done. Returns `true` if `f` was accepted: it will be called exactly once,
+    /// with the group's context, even if the group is canceled before the task
+    /// starts (then that context is already done, and `f` should return at
+    /// once). Under a [limit](Group::with_limit) the task waits for a slot first,
+    /// in spawn order, also when the group is canceled meanwhile.
     pub fn spawn<F, Fut, E>(&self, f: F) -> bool
     where
         F: FnOnce(Context) -> Fut + Send + 'static,
@@ -157,23 +197,22 @@ impl Group {
             return false;
         }
         let shared = self.shared.clone();
-        self.launch(async move {
-            let _permit = match &shared.limit {
-                Some(limit) => match acquire(&shared.ctx, limit).await {
-                    Some(permit) => Some(permit),
-                    // Canceled while waiting for a slot: never start.
-                    None => return,
-                },
-                None => None,
-            };
+        let slot = self.slot(None);
+        let mine = slot.clone();
+        self.launch(slot, async move {
+            if let Some(limit) = &shared.limit {
+                let permit = limit.acquire_arc().await;
+                *mine.lock() = Some(permit);
+            }
             shared.run(f).await;
         });
         true
     }
 
     /// Spawns `f(ctx)` only if it can start at once: the context is live and,
-    /// under a limit, a slot is free (Go's `TryGo`). Returns whether it did.
-    /// Without a limit this is [`spawn`](Group::spawn).
+    /// under a limit, a slot is free (Go's `TryGo`). Returns whether it did; as
+    /// with [`spawn`](Group::spawn), `true` means `f` will be called. Without a
+    /// limit this is [`spawn`](Group::spawn).
     pub fn try_spawn<F, Fut, E>(&self, f: F) -> bool
     where
         F: FnOnce(Context) -> Fut + Send + 'static,
@@ -190,22 +229,36 @@ impl Group {
             return false;
         };
         let shared = self.shared.clone();
-        self.launch(async move {
-            let _permit = permit;
+        self.launch(self.slot(Some(permit)), async move {
             shared.run(f).await;
         });
         true
     }
 
-    /// Counts and spawns one task.
-    fn launch(&self, task: impl Future<Output = ()> + Send + 'static) {
+    /// A new task's slot.
+    fn slot(&self, permit: Option<SemaphoreGuardArc>) -> Arc<TaskSlot> {
+        Arc::new(TaskSlot {
+            group: Arc::as_ptr(&self.shared) as usize,
+            permit: Mutex::new(permit),
+        })
+    }
+
+    /// Counts and spawns one task, which names its slot while it is polled.
+    fn launch(&self, slot: Arc<TaskSlot>, task: impl Future<Output = ()> + Send + 'static) {
         // Relaxed: the increment happens-before the spawn, and `wait` only needs
         // the decrements ordered (see there).
         self.shared.running.fetch_add(1, Ordering::Relaxed);
         let shared = self.shared.clone();
         smol::spawn(async move {
             let _finish = Finish(&shared);
-            task.await;
+            let mut task = pin!(task);
+            poll_fn(|cx| {
+                let _current = CurrentTask::enter(&slot);
+                task.as_mut().poll(cx)
+            })
+            .await;
+            // The slot is given back before the task is uncounted.
+            drop(slot.lock().take());
         })
         .detach();
     }
@@ -215,6 +268,18 @@ impl Group {
     ///
     /// Can be called more than once; each call returns the same result once no
     /// task is left. Afterwards no task can be spawned any more.
+    ///
+    /// # From inside a task
+    ///
+    /// Called from one of the group's own tasks (which holds the group in an
+    /// `Arc`), `wait` waits for every *other* task (a task cannot wait for its own
+    /// end), then cancels the group and returns the first error so far; the
+    /// calling task goes on. Under a limit the calling task first gives up its
+    /// slot, so that tasks queued behind it can run. Two tasks waiting from
+    /// inside at once do not wait for each other. "Inside" means polled as part
+    /// of the task itself: a `wait` future handed to another task or thread that
+    /// the group's task then awaits is not recognized, and waits for that task
+    /// too, forever.
     ///
     /// # Errors
     ///
@@ -227,20 +292,34 @@ impl Group {
     /// called again.
     pub async fn wait(&self) -> Result<(), Cause> {
         let shared = &self.shared;
+        // Runs at the first poll: inside the calling task, if it is ours.
+        let inner = CurrentTask::of(shared).map(|slot| {
+            // The tasks queued behind this one may need its slot.
+            drop(slot.lock().take());
+            InnerWait::new(shared)
+        });
+        let finished = || {
+            // SeqCst: pairs with the decrement in `Finish` (module docs), and
+            // makes every task's effects (and its recorded error) visible.
+            let running = shared.running.load(Ordering::SeqCst);
+            match inner {
+                None => running == 0,
+                Some(_) => running <= shared.inner.load(Ordering::SeqCst),
+            }
+        };
         loop {
-            // Acquire: pairs with the AcqRel decrement in `Finish`, so every task's
-            // effects (and its recorded error) are visible once we see 0.
-            if shared.running.load(Ordering::Acquire) == 0 {
+            if finished() {
                 break;
             }
             let listener = shared.idle.listen();
             // Re-checked after listening, so a notification sent between the first
             // check and `listen` is not missed.
-            if shared.running.load(Ordering::Acquire) == 0 {
+            if finished() {
                 break;
             }
             listener.await;
         }
+        drop(inner);
         shared.cancel.cancel();
         match shared.cancel.first() {
             Some(cause) => Err(cause.clone()),
@@ -251,6 +330,9 @@ impl Group {
     /// Cancels the group's context, then [`wait`](Group::wait)s. Errors the tasks
     /// return after the stop are the stop's doing and are not reported (panics
     /// still are); an error from before the stop is.
+    ///
+    /// Like `wait`, it may be called from one of the group's own tasks: it then
+    /// waits for every other task.
     ///
     /// # Errors
     ///
@@ -291,10 +373,8 @@ impl Shared {
         Fut: Future<Output = Result<(), E>>,
         E: Into<Cause>,
     {
-        // Checked again here: the group may have been canceled since `spawn`.
-        if self.ctx.is_done() {
-            return;
-        }
+        // Called even if the group was canceled since `spawn` accepted it: `f`
+        // then sees a done context (the acceptance rule on `Group`).
         let ctx = self.ctx.clone();
         let result = AssertUnwindSafe(async move { f(ctx).await })
             .catch_unwind()
@@ -317,13 +397,62 @@ impl Shared {
     }
 }
 
-/// Takes a permit, unless the context is done first.
-async fn acquire(ctx: &Context, limit: &Arc<Semaphore>) -> Option<SemaphoreGuardArc> {
-    let done = async {
-        ctx.done().await;
-        None
-    };
-    future::or(done, async { Some(limit.acquire_arc().await) }).await
+// ===== impl TaskSlot =====
+
+impl TaskSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<SemaphoreGuardArc>> {
+        // Only the task and its own inner wait touch it; no user code runs under it.
+        self.permit.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Names the task being polled on this thread (module docs); restores the
+/// previous name when dropped, so nested polls stay right.
+struct CurrentTask(Option<Arc<TaskSlot>>);
+
+impl CurrentTask {
+    fn enter(slot: &Arc<TaskSlot>) -> CurrentTask {
+        CurrentTask(CURRENT_TASK.with(|current| current.replace(Some(slot.clone()))))
+    }
+
+    /// The slot of the task being polled, if it is one of `shared`'s.
+    fn of(shared: &Shared) -> Option<Arc<TaskSlot>> {
+        let group = std::ptr::from_ref(shared) as usize;
+        CURRENT_TASK.with(|current| {
+            current
+                .borrow()
+                .as_ref()
+                .filter(|slot| slot.group == group)
+                .cloned()
+        })
+    }
+}
+
+impl Drop for CurrentTask {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        CURRENT_TASK.with(|current| *current.borrow_mut() = previous);
+    }
+}
+
+/// Counts a wait started inside one of the group's tasks, while it waits.
+struct InnerWait<'a>(&'a Shared);
+
+impl InnerWait<'_> {
+    fn new(shared: &Shared) -> InnerWait<'_> {
+        // SeqCst: the waiter's half of the pair with `Finish` (module docs).
+        shared.inner.fetch_add(1, Ordering::SeqCst);
+        // Other inner waiters may be done now that this one counts as waiting.
+        shared.idle.notify(usize::MAX);
+        InnerWait(shared)
+    }
+}
+
+impl Drop for InnerWait<'_> {
+    fn drop(&mut self) {
+        // SeqCst: as in `new`. Fewer inner waiters finish nobody's wait.
+        self.0.inner.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Uncounts a task when it ends, however it ends.
@@ -331,9 +460,10 @@ struct Finish<'a>(&'a Shared);
 
 impl Drop for Finish<'_> {
     fn drop(&mut self) {
-        // AcqRel: releases this task's writes to `wait` (see there); acquire so the
-        // last task also sees the others' before it notifies.
-        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // SeqCst: releases this task's writes to `wait`, and is the finisher's
+        // half of the pair with an inner wait (module docs).
+        let left = self.0.running.fetch_sub(1, Ordering::SeqCst) - 1;
+        if left <= self.0.inner.load(Ordering::SeqCst) {
             self.0.idle.notify(usize::MAX);
         }
     }

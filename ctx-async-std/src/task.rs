@@ -1,5 +1,6 @@
-//! Task helpers: run a future until a context is done, sleep, spawn, and
-//! `after_func` with a spawned callback (the same names and shapes as ctx-tokio's).
+//! Task helpers: run a future until a context is done, sleep, spawn,
+//! `after_func` with a spawned callback, and a child canceled when a future
+//! completes (the same names and shapes as ctx-tokio's).
 //!
 //! Everything spawned here goes to smol's global executor (`smol::spawn`), which
 //! runs on its own threads (`SMOL_THREADS`, default 1) and so works the same under
@@ -7,7 +8,7 @@
 //! handles can be awaited from any executor.
 
 use crate::PanicError;
-use ctx_core::{AfterFunc, Context, Error};
+use ctx_core::{AfterFunc, CancelCauseFunc, CancelFunc, Cause, Context, Error};
 use smol::future::{self, FutureExt as _};
 use std::fmt;
 use std::future::{Future, IntoFuture};
@@ -295,4 +296,103 @@ where
     F: FnOnce() + Send + 'static,
 {
     ctx.after_func(move || smol::unblock(f).detach())
+}
+
+/// A child of `parent` that is also canceled when `fut` completes: Go's custom
+/// parent contexts, for anything that can be awaited (a shutdown channel, a
+/// foreign cancellation signal, a process exit).
+///
+/// A task on smol's global executor watches `fut`; it ends as soon as either
+/// `fut` completes (and cancels the child with [`Error::Canceled`]) or the child
+/// is done for another reason (and drops `fut`). If `fut` panics, the panic is
+/// caught and the child is canceled with a [`PanicError`] carrying its message as
+/// the cause.
+///
+/// # Examples
+///
+/// ```
+/// smol::block_on(async {
+///     let (tx, rx) = smol::channel::bounded::<()>(1);
+///     let (ctx, _cancel) = ctx_async_std::with_cancel_on(&ctx_async_std::background(), async move {
+///         let _ = rx.recv().await;
+///     });
+///     drop(tx); // the watched future completes
+///     ctx.done().await;
+///     assert_eq!(ctx.err(), Some(ctx_core::Error::Canceled));
+/// });
+/// ```
+pub fn with_cancel_on<F>(parent: &Context, fut: F) -> (Context, CancelFunc)
+where
+    F: Future + Send + 'static,
+{
+    watch(parent, async move {
+        fut.await;
+        Cause::from(Error::Canceled)
+    })
+}
+
+/// Like [`with_cancel_on`], but `fut`'s output becomes the child's
+/// [`cause`](Context::cause) (a [`PanicError`] if `fut` panics).
+///
+/// # Examples
+///
+/// ```
+/// use ctx_core::Cause;
+///
+/// smol::block_on(async {
+///     let (ctx, _cancel) = ctx_async_std::with_cancel_cause_on(&ctx_async_std::background(), async {
+///         Cause::msg("config reloaded")
+///     });
+///     ctx.done().await;
+///     assert_eq!(ctx.cause().unwrap().to_string(), "config reloaded");
+/// });
+/// ```
+pub fn with_cancel_cause_on<F>(parent: &Context, fut: F) -> (Context, CancelFunc)
+where
+    F: Future + Send + 'static,
+    F::Output: Into<Cause>,
+{
+    watch(parent, async move { fut.await.into() })
+}
+
+/// The machinery of [`with_cancel_on`]: the user's [`CancelFunc`] cancels an outer
+/// node; the watcher holds the [`CancelCauseFunc`] of the inner one, which it
+/// cancels with the cause `fut` yields (two nodes, because a plain `CancelFunc`
+/// cannot be made for a node created with `with_cancel_cause`).
+fn watch<F>(parent: &Context, fut: F) -> (Context, CancelFunc)
+where
+    F: Future<Output = Cause> + Send + 'static,
+{
+    let (outer, cancel) = parent.with_cancel();
+    let (ctx, cancel_cause) = outer.with_cancel_cause();
+    let watcher = Watcher(Some(cancel_cause));
+    smol::spawn(watcher.run(ctx.clone(), fut)).detach();
+    (ctx, cancel)
+}
+
+/// Cancels its context with a cause when dropped unfired: the watching task was
+/// dropped before it finished (smol's global executor does not do that while the
+/// process runs). A panic of the watched future is caught in `run`.
+struct Watcher(Option<CancelCauseFunc>);
+
+impl Watcher {
+    async fn run<F: Future<Output = Cause>>(mut self, ctx: Context, fut: F) {
+        let outcome = run_until_done(&ctx, AssertUnwindSafe(fut).catch_unwind()).await;
+        // Taken either way: dropping it after the context is done cancels nothing.
+        if let (Ok(result), Some(cancel)) = (outcome, self.0.take()) {
+            cancel.cancel(
+                result.unwrap_or_else(|payload| Cause::new(PanicError::from_payload(payload))),
+            );
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.0.take() {
+            cancel.cancel(Cause::msg(
+                "ctx-async-std: the task watching this context was dropped",
+            ));
+        }
+    }
 }

@@ -45,6 +45,8 @@ use std::time::Instant;
 /// Independent locks for the armed-timer map, so that threads arming and
 /// disarming at once rarely meet.
 const SHARDS: usize = 16;
+/// Shard maps with fewer slots than this are never shrunk.
+const SHRINK_FLOOR: usize = 256;
 
 /// A [`Timer`] backend on async-io's reactor: the timers async-std and smol use.
 ///
@@ -52,11 +54,29 @@ const SHARDS: usize = 16;
 /// under any other executor, and with no executor at all (a thread blocked in
 /// [`Context::wait`](ctx_core::Context::wait) is woken on time too): the reactor is
 /// driven by whichever thread runs async-io's `block_on`, or else by async-io's own
-/// fallback thread. Expired deadlines are fired on smol's global executor, so a
-/// task that blocks that executor's threads (`SMOL_THREADS`, default 1) delays
-/// `done()` wake-ups; `err()` and `is_done()` see an expired deadline on time
-/// regardless (ctx-core checks deadlines exactly). Keep blocking work on
-/// `smol::unblock`.
+/// fallback thread.
+///
+/// # Where deadlines fire
+///
+/// The reactor only reports that a deadline passed; the cancel runs as a task on
+/// smol's global executor, on one of its threads (`smol-0`, … as many as
+/// `SMOL_THREADS`, default 1), never on the reactor's thread. User code that the
+/// cancel runs, the context's [`after_func`](ctx_core::Context::after_func)
+/// callbacks, runs where ctx-core runs it for a timer: with this version of
+/// ctx-core, inline in that task, on a `smol-N` thread (a panic there is caught).
+/// [`after_func_spawn`](crate::after_func_spawn) runs a callback as a task of its
+/// own instead.
+///
+/// So a task that blocks the executor's threads delays `done()` wake-ups;
+/// `err()` and `is_done()` see an expired deadline on time regardless (ctx-core
+/// checks deadlines exactly). Keep blocking work on `smol::unblock`.
+///
+/// # Memory
+///
+/// A disarmed or expired deadline leaves the map at once; a shard map that is
+/// less than a quarter full (and holds more than 256 slots) is shrunk to twice its
+/// length, so a spike of a million deadlines does not stay allocated after they
+/// are gone.
 ///
 /// [`AsyncIoTimer::global`] is the instance behind [`background`](crate::background);
 /// [`AsyncIoTimer::new`] makes a separate one, mostly for tests that read
@@ -187,7 +207,7 @@ impl Timer for AsyncIoTimer {
     }
 
     fn disarm(&self, key: TimerKey) {
-        let removed = self.shared.shard(key.get().get()).remove(&key.get().get());
+        let removed = self.shared.remove(key.get().get());
         if let Some(armed) = removed {
             // Relaxed: see `armed`.
             self.shared.armed.fetch_sub(1, Ordering::Relaxed);
@@ -209,6 +229,20 @@ impl fmt::Debug for AsyncIoTimer {
 // ===== impl Shared =====
 
 impl Shared {
+    /// Removes an entry, and gives memory back after a spike: a shard map less
+    /// than a quarter full is shrunk to twice its length (amortized O(1): it must
+    /// have lost three quarters of its entries since it last grew or shrank). The
+    /// entry is returned, to be dropped after the lock (module docs).
+    fn remove(&self, key: u64) -> Option<Armed> {
+        let mut shard = self.shard(key);
+        let removed = shard.remove(&key);
+        if shard.capacity() > SHRINK_FLOOR && shard.len() < shard.capacity() / 4 {
+            let len = shard.len();
+            shard.shrink_to(2 * len);
+        }
+        removed
+    }
+
     fn shard(&self, key: u64) -> MutexGuard<'_, HashMap<u64, Armed>> {
         // The maps stay consistent even if a holder panicked (no user code runs
         // under these locks), so a poisoned lock is taken over.
@@ -234,7 +268,7 @@ impl Slot {
             return;
         };
         if let Some(shared) = self.shared.upgrade() {
-            let removed = shared.shard(self.key).remove(&self.key);
+            let removed = shared.remove(self.key);
             if removed.is_some() {
                 // Relaxed: see `AsyncIoTimer::armed`.
                 shared.armed.fetch_sub(1, Ordering::Relaxed);

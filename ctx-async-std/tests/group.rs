@@ -1,5 +1,6 @@
 //! The error group: first error wins and is the cause, panics become errors, the
-//! limit holds, and nothing starts after cancel.
+//! limit holds, nothing is accepted after cancel and everything accepted runs,
+//! and `wait`/`stop` work from inside the group's own tasks.
 
 #[macro_use]
 mod support;
@@ -9,6 +10,7 @@ use ctx_core::{Cause, Error};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use support::within;
 
 on_both!(
     all_ok_then_wait_cancels_the_context,
@@ -16,7 +18,11 @@ on_both!(
     panicking_task_is_reported_as_an_error,
     limit_is_respected,
     no_new_task_after_cancel,
-    queued_tasks_never_start_after_cancel,
+    queued_tasks_run_with_a_done_context_after_cancel,
+    an_accepted_closure_is_always_called,
+    stop_from_inside_a_task_waits_for_the_others,
+    wait_from_inside_tasks_does_not_wait_for_itself,
+    stop_from_inside_gives_up_the_slot_under_a_limit,
     try_spawn_refuses_at_the_limit,
     parent_cancel_reaches_the_tasks,
     stop_cancels_and_waits,
@@ -119,25 +125,146 @@ async fn no_new_task_after_cancel() {
     assert_eq!(ran.load(Ordering::SeqCst), 0);
 }
 
-async fn queued_tasks_never_start_after_cancel() {
+/// Tasks queued for a slot when the group is canceled still run, one slot at a
+/// time, with a context that is already done (`spawn` returned `true`).
+async fn queued_tasks_run_with_a_done_context_after_cancel() {
     let (group, _ctx) = Group::new(&background());
     let group = group.with_limit(1);
     let started = Arc::new(AtomicUsize::new(0));
+    let saw_done = Arc::new(AtomicUsize::new(0));
     let counter = started.clone();
-    group.spawn(move |ctx| async move {
+    assert!(group.spawn(move |ctx| async move {
         counter.fetch_add(1, Ordering::SeqCst);
         sleep(&ctx, Duration::from_millis(20)).await?;
         Err(Cause::msg("the only one"))
-    });
+    }));
     for _ in 0..10 {
-        let counter = started.clone();
-        group.spawn(move |_ctx| async move {
+        let (counter, saw_done) = (started.clone(), saw_done.clone());
+        assert!(group.spawn(move |ctx| async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            if ctx.is_done() {
+                saw_done.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok::<(), Cause>(())
+        }));
+    }
+    assert_eq!(group.wait().await.unwrap_err().to_string(), "the only one");
+    assert_eq!(started.load(Ordering::SeqCst), 11);
+    assert_eq!(saw_done.load(Ordering::SeqCst), 10);
+}
+
+/// `spawn` returning `true` means the closure will be called, also when the
+/// group is stopped before the task ever runs.
+async fn an_accepted_closure_is_always_called() {
+    for _ in 0..200 {
+        let (group, _ctx) = Group::new(&background());
+        let called = Arc::new(AtomicUsize::new(0));
+        let counter = called.clone();
+        let accepted = group.spawn(move |_ctx| async move {
             counter.fetch_add(1, Ordering::SeqCst);
             Ok::<(), Cause>(())
         });
+        assert!(accepted);
+        assert!(group.stop().await.is_ok());
+        assert_eq!(
+            called.load(Ordering::SeqCst),
+            1,
+            "accepted, then not called"
+        );
     }
-    assert_eq!(group.wait().await.unwrap_err().to_string(), "the only one");
-    assert_eq!(started.load(Ordering::SeqCst), 1);
+}
+
+/// A task that stops its own group (through an `Arc<Group>`): the siblings are
+/// canceled and waited for, and the stop returns instead of waiting for the
+/// task that called it.
+async fn stop_from_inside_a_task_waits_for_the_others() {
+    let (group, ctx) = Group::new(&background());
+    let group = Arc::new(group);
+    let siblings_done = Arc::new(AtomicUsize::new(0));
+    for _ in 0..3 {
+        let siblings_done = siblings_done.clone();
+        group.spawn(move |ctx| async move {
+            ctx.done().await;
+            smol::Timer::after(Duration::from_millis(5)).await;
+            siblings_done.fetch_add(1, Ordering::SeqCst);
+            Err(ctx.err().unwrap())
+        });
+    }
+    let inner = group.clone();
+    let seen = siblings_done.clone();
+    let (tx, rx) = smol::channel::bounded(1);
+    group.spawn(move |_ctx| async move {
+        let stopped = inner.stop().await;
+        tx.send((stopped.is_ok(), seen.load(Ordering::SeqCst)))
+            .await
+            .unwrap();
+        Ok::<(), Cause>(())
+    });
+    let (ok, seen) = within("stop() from inside a task", rx.recv())
+        .await
+        .unwrap();
+    assert!(ok, "the siblings' errors are the stop's doing");
+    assert_eq!(seen, 3, "the stop waited for the siblings");
+    assert!(within("the outer wait", group.wait()).await.is_ok());
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+}
+
+/// Two tasks wait for their group from inside at once: neither waits for itself
+/// or for the other, and both return the group's first error.
+async fn wait_from_inside_tasks_does_not_wait_for_itself() {
+    let (group, _ctx) = Group::new(&background());
+    let group = Arc::new(group);
+    let (release_tx, release_rx) = smol::channel::bounded::<()>(1);
+    group.spawn(|_ctx| async move {
+        let _ = release_rx.recv().await;
+        Err(Cause::msg("failed"))
+    });
+    let returned = Arc::new(AtomicUsize::new(0));
+    for _ in 0..2 {
+        let (inner, returned) = (group.clone(), returned.clone());
+        group.spawn(move |_ctx| async move {
+            let waited = inner.wait().await;
+            assert_eq!(waited.unwrap_err().to_string(), "failed");
+            returned.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), Cause>(())
+        });
+    }
+    drop(release_tx);
+    let err = within("wait() from inside two tasks", group.wait())
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "failed");
+    assert_eq!(returned.load(Ordering::SeqCst), 2);
+}
+
+/// Under `with_limit(1)`, the task holding the only slot stops the group while
+/// others are queued behind it: it gives up its slot, the queued ones run (with
+/// a done context), and nothing hangs.
+async fn stop_from_inside_gives_up_the_slot_under_a_limit() {
+    let (group, _ctx) = Group::new(&background());
+    let group = Arc::new(group.with_limit(1));
+    let (started_tx, started_rx) = smol::channel::bounded::<()>(1);
+    let inner = group.clone();
+    group.spawn(move |_ctx| async move {
+        let _ = started_rx.recv().await;
+        inner.stop().await
+    });
+    let queued = Arc::new(AtomicUsize::new(0));
+    for _ in 0..5 {
+        let queued = queued.clone();
+        assert!(group.spawn(move |ctx| async move {
+            assert!(ctx.is_done());
+            queued.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), Cause>(())
+        }));
+    }
+    drop(started_tx);
+    assert!(
+        within("stop() from inside under a limit", group.wait())
+            .await
+            .is_ok()
+    );
+    assert_eq!(queued.load(Ordering::SeqCst), 5);
 }
 
 async fn try_spawn_refuses_at_the_limit() {

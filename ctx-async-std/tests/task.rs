@@ -1,12 +1,12 @@
-//! `run_until_done`, `sleep`, `spawn` and `after_func_spawn`, on async-std and on
-//! smol.
+//! `run_until_done`, `sleep`, `spawn`, `after_func_spawn` and `with_cancel_on`,
+//! on async-std and on smol.
 
 #[macro_use]
 mod support;
 
 use ctx_async_std::{
     after_func_spawn, after_func_spawn_blocking, background, run_until_done, sleep, sleep_until,
-    spawn,
+    spawn, with_cancel_cause_on, with_cancel_on,
 };
 use ctx_core::{Cause, Error};
 use std::sync::Arc;
@@ -30,6 +30,9 @@ on_both!(
     after_func_spawn_runs_as_a_task,
     after_func_spawn_stop_prevents_the_run,
     after_func_spawn_blocking_runs_off_the_canceling_thread,
+    with_cancel_on_cancels_when_the_future_completes,
+    with_cancel_on_drops_the_future_when_canceled_otherwise,
+    with_cancel_on_reports_a_panicking_future_as_a_panic,
 );
 
 async fn run_until_done_returns_the_output() {
@@ -201,4 +204,68 @@ async fn after_func_spawn_blocking_runs_off_the_canceling_thread() {
     });
     cancel.cancel();
     assert_ne!(rx.recv().await.unwrap(), canceling);
+}
+
+async fn with_cancel_on_cancels_when_the_future_completes() {
+    let (tx, rx) = smol::channel::bounded::<()>(1);
+    let (ctx, _cancel) = with_cancel_on(&background(), async move { rx.recv().await });
+    assert_eq!(ctx.err(), None);
+    tx.send(()).await.unwrap();
+    ctx.done().await;
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    assert_eq!(ctx.cause().unwrap(), Error::Canceled);
+
+    let (ctx, _cancel) = with_cancel_cause_on(&background(), async { Cause::msg("reloaded") });
+    ctx.done().await;
+    assert_eq!(ctx.cause().unwrap().to_string(), "reloaded");
+}
+
+async fn with_cancel_on_drops_the_future_when_canceled_otherwise() {
+    let (parent, cancel_parent) = background().with_cancel();
+    let (dropped_tx, dropped_rx) = smol::channel::bounded::<()>(1);
+    let (ctx, _cancel) = with_cancel_on(&parent, async move {
+        let _dropped = dropped_tx; // closes the channel when the future is dropped
+        std::future::pending::<()>().await;
+    });
+    cancel_parent.cancel();
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    assert!(
+        dropped_rx.recv().await.is_err(),
+        "the watched future was dropped"
+    );
+
+    let (ctx, cancel) = with_cancel_on(&background(), std::future::pending::<()>());
+    cancel.cancel();
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+}
+
+/// A watched future that panics: the child is canceled with a `PanicError`
+/// carrying the panic message.
+async fn with_cancel_on_reports_a_panicking_future_as_a_panic() {
+    let (ctx, _cancel) = with_cancel_on(&background(), async {
+        smol::future::yield_now().await;
+        panic!("watch {} broke", 7);
+    });
+    ctx.done().await;
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    let cause = ctx.cause().unwrap();
+    let panic = cause
+        .downcast_ref::<ctx_async_std::PanicError>()
+        .unwrap_or_else(|| panic!("the cause is a PanicError, not {cause:?}"));
+    assert_eq!(panic.message(), "watch 7 broke");
+
+    let (ctx, _cancel) = with_cancel_cause_on(&background(), async {
+        if Arc::new(1).as_ref() == &1 {
+            panic!("no cause for you");
+        }
+        Cause::msg("unreachable")
+    });
+    ctx.done().await;
+    let cause = ctx.cause().unwrap();
+    assert_eq!(
+        cause
+            .downcast_ref::<ctx_async_std::PanicError>()
+            .map(|p| p.message()),
+        Some("no cause for you")
+    );
 }

@@ -1,6 +1,8 @@
 //! The async-io timer backend: arming, disarming, expiry on any executor, and
 //! the edge cases of deadlines.
 
+mod support;
+
 use ctx_async_std::AsyncIoTimer;
 use ctx_core::{Context, Error};
 use std::sync::Arc;
@@ -181,4 +183,21 @@ fn many_threads_arm_and_disarm_at_once() {
     // Expiries that raced with the cancels are removed before they fire.
     assert_eq!(timer.armed(), 0);
     assert_eq!(parent.live_children(), 0);
+}
+
+/// As documented on `AsyncIoTimer`: an expired deadline's cancel runs on smol's
+/// executor threads, never on the reactor's or the waiting thread.
+#[test]
+fn a_deadline_fires_on_a_smol_thread() {
+    let timer = AsyncIoTimer::new();
+    let (ctx, _cancel) = root(&timer).with_timeout(Duration::from_millis(5));
+    let (_done, fired_on) = support::firing_thread(&ctx);
+    let name = fired_on
+        .recv_timeout(support::WATCHDOG)
+        .expect("the deadline fired");
+    assert!(
+        name.as_deref()
+            .is_some_and(|name| name.starts_with("smol-")),
+        "fired on {name:?}"
+    );
 }

@@ -48,15 +48,21 @@
 //! | [`scope`], [`scope_with_limit`], [`Group`], [`PanicError`] | scoped threads: first error cancels the rest |
 //! | [`signal_context`], [`SignalError`] | Go's `signal.NotifyContext`, with the signal as cause |
 //!
+//! # Where deadlines fire
+//!
+//! Deadlines fire on ctx-core's timer thread ([`StdTimer`]: one thread per
+//! process, named `ctx-timer`, started with the first deadline), never on a thread
+//! that waits: [`wait`] and [`sleep`] only park until the context is done. User
+//! code that a deadline's cancel runs, the context's
+//! [`after_func`](Context::after_func) callbacks, runs where ctx-core runs it for
+//! a timer: with this version of ctx-core, inline on that thread.
+//!
 //! # Cost of a deadline
 //!
-//! An armed deadline lives on [`StdTimer`]'s thread: an entry in its binary heap
-//! (24 bytes) and one in its map of live expiries (32 bytes, plus the hash
-//! table's slack), after a trip through its lock-free command queue. Arming and
-//! disarming never take a lock; the thread is woken only when a new deadline is
-//! earlier than the one it sleeps towards, or when many commands are pending. A
-//! disarmed deadline leaves the map at once and the heap lazily (when it surfaces,
-//! or when the heap is rebuilt because more than half of it is dead).
+//! An armed deadline lives on [`StdTimer`]'s thread: an entry in its binary heap,
+//! after a trip through its lock-free queue. Arming and disarming never take a
+//! lock, and a disarmed deadline is dropped lazily; see [`StdTimer`] for the
+//! details.
 //!
 //! # Features
 //!

@@ -15,8 +15,16 @@
 //! `SetLimit`): a counter under a mutex, a condition variable, and an
 //! `after_func` on the group's context that wakes the spawners when it is done,
 //! so a spawner never waits for a slot in a canceled group.
+//!
+//! A thread of the group holds a slot itself, so it must never wait for one: if
+//! every slot holder did, none would ever be freed. Each thread the group starts
+//! marks itself in a thread-local (with its group's address); `spawn` from a
+//! marked thread of the same group takes a free slot if there is one and
+//! otherwise runs the closure right there, in the caller's slot (Go's
+//! `if !g.TryGo(f) { f() }`).
 
 use ctx_core::{AfterFunc, Cause, Context, GroupCancel};
+use std::cell::Cell;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,8 +44,12 @@ pub use ctx_core::PanicError;
 /// returns `Err` (or panics) cancels the group's context with that error as its
 /// [cause](Context::cause); `scope` then returns `Err` with that same cause.
 ///
-/// * No thread starts after the group's context is done: [`Group::spawn`]
-///   returns `false` and drops the closure.
+/// * No closure is accepted after the group's context is done:
+///   [`Group::spawn`] returns `false` and drops it uncalled. A closure that was
+///   accepted (`true`) is always called, exactly once, even if the group is
+///   canceled before its thread gets to run it: it then gets a context that is
+///   already done, and should return at once. (The same rule holds in every
+///   adapter's group.)
 /// * Threads are not interrupted; each should return once its context is done
 ///   (check [`Context::err`], or block in [`sleep`](crate::sleep) or
 ///   [`wait_timeout`](crate::wait_timeout)), as in Go.
@@ -84,8 +96,10 @@ where
     run(parent, None, f)
 }
 
-/// Like [`scope`], with at most `limit` threads running at once (Go's
-/// `SetLimit`): [`Group::spawn`] blocks while `limit` threads run.
+/// Like [`scope`], with at most `limit` closures running at once (Go's
+/// `SetLimit`): [`Group::spawn`] blocks while `limit` threads run, except on a
+/// thread of the group itself, which runs the closure in its own slot instead
+/// (see [`Group::spawn`]).
 ///
 /// # Errors
 ///
@@ -126,7 +140,8 @@ where
 /// The handle the body of [`scope`] spawns threads with.
 ///
 /// Cloning it is cheap; a clone can be moved into a thread to spawn more
-/// threads into the same group.
+/// threads into the same group (under a limit, see [`Group::spawn`] for what
+/// that does when the group is full).
 pub struct Group<'scope, 'env: 'scope> {
     scope: &'scope thread::Scope<'scope, 'env>,
     state: Arc<State>,
@@ -202,8 +217,22 @@ impl<'scope> Group<'scope, '_> {
     /// Spawns a scoped thread running `f(ctx)`.
     ///
     /// Returns `false`, without calling `f`, if the group's context is already
-    /// done. Under a limit ([`scope_with_limit`]), blocks until a slot is free;
-    /// if the context is done first, returns `false`.
+    /// done. Returns `true` if `f` was accepted: it will be called exactly once,
+    /// with the group's context, even if the group is canceled before the thread
+    /// runs it (then that context is already done).
+    ///
+    /// # Limits and spawning from the group's own threads
+    ///
+    /// Under a limit ([`scope_with_limit`]), `spawn` blocks until a slot is free;
+    /// if the context is done first, it returns `false`. Called from one of the
+    /// group's own threads (a clone of the group moved into it), it never waits:
+    /// that thread already holds a slot, and waiting for another could deadlock
+    /// (with `limit` 1, forever). It takes a free slot if there is one, and
+    /// otherwise runs `f` right there, on the calling thread, in the caller's
+    /// slot, returning `true` once `f` has returned (its error or panic is
+    /// recorded like any thread's). Only the group's own threads count as inside:
+    /// a thread that one of them starts itself, and joins, spawns like an
+    /// outsider and can deadlock a full group.
     ///
     /// # Panics
     ///
@@ -216,18 +245,25 @@ impl<'scope> Group<'scope, '_> {
         if self.state.ctx.is_done() {
             return false;
         }
-        if let Some(limit) = &self.state.limit
-            && !limit.acquire(&self.state.ctx)
-        {
-            return false;
+        if let Some(limit) = &self.state.limit {
+            if self.state.is_current_thread() {
+                if !limit.try_acquire() {
+                    // Full, and this thread holds a slot: run `f` in it.
+                    self.state.run(f);
+                    return true;
+                }
+            } else if !limit.acquire(&self.state.ctx) {
+                return false;
+            }
         }
         self.launch(f);
         true
     }
 
     /// Spawns `f(ctx)` only if it can start at once: the context is live and,
-    /// under a limit, a slot is free (Go's `TryGo`). Returns whether it did.
-    /// Without a limit this is [`spawn`](Group::spawn).
+    /// under a limit, a slot is free (Go's `TryGo`). Returns whether it did
+    /// (`true` means `f` will be called). It never runs `f` on the calling
+    /// thread. Without a limit this is [`spawn`](Group::spawn).
     pub fn try_spawn<F, E>(&self, f: F) -> bool
     where
         F: FnOnce(Context) -> Result<(), E> + Send + 'scope,
@@ -261,6 +297,7 @@ impl<'scope> Group<'scope, '_> {
         let state = self.state.clone();
         self.scope.spawn(move || {
             let _slot = state.limit.as_deref().map(Slot);
+            let _inside = Inside::enter(&state);
             state.run(f);
         });
     }
@@ -294,10 +331,8 @@ impl State {
         F: FnOnce(Context) -> Result<(), E>,
         E: Into<Cause>,
     {
-        // Checked again here: the group may have been canceled since `spawn`.
-        if self.ctx.is_done() {
-            return;
-        }
+        // Called even if the group was canceled since `spawn` accepted it: `f`
+        // then sees a done context (the acceptance rule on `scope`).
         let ctx = self.ctx.clone();
         match catch_unwind(AssertUnwindSafe(move || f(ctx))) {
             Ok(Ok(())) => {}
@@ -314,6 +349,31 @@ impl State {
     /// Records a failure; the first one cancels the group with it.
     fn fail(&self, cause: Cause) {
         self.cancel.fail(cause);
+    }
+
+    /// Whether the calling thread is one this group started (module docs).
+    fn is_current_thread(&self) -> bool {
+        CURRENT_GROUP.get() == std::ptr::from_ref(self) as usize
+    }
+}
+
+thread_local! {
+    /// The address of the group whose thread this is, or 0 (module docs).
+    static CURRENT_GROUP: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the current thread as one of a group's for as long as it lives.
+struct Inside(usize);
+
+impl Inside {
+    fn enter(state: &State) -> Inside {
+        Inside(CURRENT_GROUP.replace(std::ptr::from_ref(state) as usize))
+    }
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        CURRENT_GROUP.set(self.0);
     }
 }
 

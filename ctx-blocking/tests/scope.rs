@@ -1,11 +1,17 @@
 //! Scoped thread groups: first error wins and is the cause, panics become
-//! errors, the limit holds, and nothing starts after cancel.
+//! errors, the limit holds, nothing is accepted after cancel and everything
+//! accepted is called, and threads may spawn into their own full group.
+
+mod support;
 
 use ctx_blocking::{PanicError, background, scope, scope_with_limit, sleep};
 use ctx_core::{Cause, Error};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::thread;
 use std::time::{Duration, Instant};
+use support::within;
 
 #[test]
 fn all_ok_returns_the_body_value_and_borrows_work() {
@@ -223,4 +229,97 @@ fn any_error_type_converts_into_the_cause() {
 #[should_panic(expected = "at least 1")]
 fn zero_limit_panics() {
     let _ = scope_with_limit(&background(), 0, |_group| ());
+}
+
+/// `spawn` returning `true` means the closure will be called, also when the
+/// group is stopped before its thread gets to run it.
+#[test]
+fn an_accepted_closure_is_always_called() {
+    for _ in 0..200 {
+        let called = AtomicUsize::new(0);
+        let accepted = scope(&background(), |group| {
+            let accepted = group.spawn(|_ctx| {
+                called.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), Cause>(())
+            });
+            group.stop();
+            accepted
+        })
+        .unwrap();
+        assert!(accepted);
+        assert_eq!(
+            called.load(Ordering::SeqCst),
+            1,
+            "accepted, then not called"
+        );
+    }
+}
+
+/// With `scope_with_limit(1)`, a thread of the group spawns into its own group:
+/// it holds the only slot, so instead of waiting for it forever, the closure
+/// runs right there, on the spawning thread.
+#[test]
+fn a_thread_spawning_into_its_full_group_runs_the_closure_itself() {
+    let (outer, inner, accepted) = within("spawn into a full group from inside", || {
+        let ran_on = std::sync::Mutex::new(None);
+        let mut outer_thread = None;
+        let mut accepted = false;
+        scope_with_limit(&background(), 1, |group| {
+            let nested = group.clone();
+            let (ran_on, outer_thread, accepted) = (&ran_on, &mut outer_thread, &mut accepted);
+            group.spawn(move |_ctx| {
+                *outer_thread = Some(thread::current().id());
+                *accepted = nested.spawn(|ctx| {
+                    assert!(!ctx.is_done());
+                    *ran_on.lock().unwrap() = Some(thread::current().id());
+                    Ok::<(), Cause>(())
+                });
+                Ok::<(), Cause>(())
+            });
+        })
+        .unwrap();
+        let inner = ran_on.into_inner().unwrap();
+        (outer_thread, inner, accepted)
+    });
+    assert!(accepted);
+    assert!(inner.is_some(), "the nested closure ran");
+    assert_eq!(inner, outer, "on the spawning thread, in its slot");
+}
+
+/// Recursive splitting under a limit (threads spawning into their own group at
+/// every level): it finishes, every node runs once, and the limit holds.
+#[test]
+fn recursive_spawns_under_a_limit_finish_and_respect_it() {
+    fn split<'scope, 'env>(
+        group: &ctx_blocking::Group<'scope, 'env>,
+        depth: u32,
+        counts: &'scope (AtomicUsize, AtomicUsize, AtomicUsize),
+    ) {
+        let inner = group.clone();
+        group.spawn(move |_ctx| {
+            let (nodes, running, peak) = counts;
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            nodes.fetch_add(1, Ordering::SeqCst);
+            thread::sleep(Duration::from_micros(200));
+            running.fetch_sub(1, Ordering::SeqCst);
+            if depth > 0 {
+                split(&inner, depth - 1, counts);
+                split(&inner, depth - 1, counts);
+            }
+            Ok::<(), Cause>(())
+        });
+    }
+    let counts = Arc::new((
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    ));
+    let shared = counts.clone();
+    within("recursive spawns under a limit", move || {
+        scope_with_limit(&background(), 2, |group| split(group, 6, &shared)).unwrap();
+    });
+    assert_eq!(counts.0.load(Ordering::SeqCst), 127);
+    let peak = counts.2.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&peak), "peak concurrency {peak}");
 }

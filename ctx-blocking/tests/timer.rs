@@ -1,6 +1,8 @@
 //! The thread timer (`StdTimer`) as this adapter's backend: arming, disarming,
 //! expiry, and the edge cases of deadlines.
 
+mod support;
+
 use ctx_blocking::{StdTimer, background, wait_timeout};
 use ctx_core::{Context, Error};
 use std::sync::Arc;
@@ -144,4 +146,17 @@ fn many_threads_arm_and_disarm_at_once() {
     });
     assert_eq!(timer.armed(), 0);
     assert_eq!(parent.live_children(), 0);
+}
+
+/// As documented in the crate docs: deadlines fire on ctx-core's timer thread.
+/// (Nothing here reads the context meanwhile: a read that sees the deadline
+/// passed may complete the cancel itself, on the reading thread.)
+#[test]
+fn a_deadline_fires_on_the_timer_thread() {
+    let (ctx, _cancel) = background().with_timeout(Duration::from_millis(5));
+    let (_done, fired_on) = support::firing_thread(&ctx);
+    let name = fired_on
+        .recv_timeout(support::WATCHDOG)
+        .expect("the deadline fired");
+    assert_eq!(name.as_deref(), Some("ctx-timer"));
 }

@@ -2,15 +2,12 @@
 //!
 //! The semantics are documented on [`Group`].
 
-use crate::task::until_done;
+use crate::task::catch_panic;
 use ctx_core::{Cause, Context, GroupCancel};
 use std::fmt;
-use std::future::{Future, poll_fn};
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::pin;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
@@ -25,9 +22,14 @@ pub use ctx_core::PanicError;
 /// so the siblings see `err() == Some(Canceled)` and `cause()` names the failure.
 /// [`Group::wait`] joins every task and returns that first error. Beyond Go:
 ///
-/// * No task starts after the group's context is done: [`Group::spawn`] refuses
-///   it, and a task still waiting for a slot (under [`Group::with_limit`]) is
-///   dropped without running.
+/// * No task is accepted after the group's context is done: [`Group::spawn`]
+///   returns `false` and drops the closure uncalled. A closure that was accepted
+///   (`true`) is called, exactly once, even if the group is canceled before its
+///   task gets to run or while it waits for a slot (under [`Group::with_limit`]):
+///   it then gets a context that is already done, and should return at once.
+///   Only dropping the group unwaited (which aborts its tasks) or the runtime
+///   shutting down can prevent the call. (The same rule holds in every
+///   adapter's group.)
 /// * A panic inside a task is caught and becomes the task's error, a
 ///   [`PanicError`] (so it cancels the group like any other failure), instead of
 ///   being lost in a detached task.
@@ -98,8 +100,9 @@ impl Group {
     }
 
     /// Limits the group to `limit` tasks running at once (Go's `SetLimit`). Tasks
-    /// spawned beyond it wait for a slot (and never start if the group is
-    /// canceled meanwhile); see also [`try_spawn`](Group::try_spawn).
+    /// spawned beyond it wait for a slot, in spawn order (also if the group is
+    /// canceled meanwhile: they then run with a done context); see also
+    /// [`try_spawn`](Group::try_spawn).
     ///
     /// # Panics
     ///
@@ -139,8 +142,12 @@ impl Group {
     /// group's context is canceled with `e` (or a [`PanicError`]) as the cause.
     /// Under a [limit](Group::with_limit) the task first waits for a slot.
     ///
-    /// Returns false, and drops `f` without calling it, if the group's context is
-    /// already done.
+    /// Returns `false`, and drops `f` without calling it, if the group's context
+    /// is already done. Returns `true` if `f` was accepted: it will be called
+    /// exactly once, with the group's context, even if the group is canceled
+    /// before the task starts (then that context is already done), unless the
+    /// group is dropped unwaited or the runtime shuts down first (see
+    /// [`Group`]).
     ///
     /// # Panics
     ///
@@ -161,12 +168,9 @@ impl Group {
         let limit = self.limit.clone();
         self.tasks.spawn(async move {
             let _permit = match limit {
+                // The semaphore is never closed, so this always gets a permit.
+                Some(limit) => limit.acquire_owned().await.ok(),
                 None => None,
-                Some(limit) => match until_done(ctx.done(), limit.acquire_owned()).await {
-                    Ok(Ok(permit)) => Some(permit),
-                    // Canceled while waiting for a slot: never start.
-                    _ => return,
-                },
             };
             run(ctx, shared, f).await;
         });
@@ -174,7 +178,8 @@ impl Group {
     }
 
     /// Spawns `f(ctx)` only if a slot is free right now and the group's context is
-    /// live (Go's `TryGo`); returns whether it did. Without a limit this is
+    /// live (Go's `TryGo`); returns whether it did (`true` means what it means
+    /// for [`spawn`](Group::spawn)). Without a limit this is
     /// [`spawn`](Group::spawn).
     ///
     /// # Panics
@@ -279,20 +284,10 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Into<Cause>,
 {
-    // Checked again here: the group may have been canceled since `spawn`.
-    if ctx.is_done() {
-        return;
-    }
-    let mut body = pin!(async move { f(ctx).await });
-    let outcome = poll_fn(
-        |cx| match catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
-            Err(payload) => Poll::Ready(Err(payload)),
-        },
-    )
-    .await;
-    match outcome {
+    // Called even if the group was canceled since `spawn` accepted it: `f` then
+    // sees a done context (the acceptance rule on `Group`).
+    // `f` itself is called inside the first poll, so its panic is caught too.
+    match catch_panic(async move { f(ctx).await }).await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => {
             // SeqCst: pairs with the store in `stop`.
@@ -300,7 +295,7 @@ where
                 shared.fail(err.into());
             }
         }
-        Err(payload) => shared.fail(Cause::new(PanicError::from_payload(payload))),
+        Err(panic) => shared.fail(Cause::new(panic)),
     }
 }
 

@@ -2,13 +2,15 @@
 //! helpers, error groups and signal contexts.
 //!
 //! [`background()`] gives a root context whose deadlines run on tokio's own time
-//! driver ([`TokioTimer`], no extra thread), so `tokio::time::pause()` and
-//! `advance()` drive contexts exactly as they drive `tokio::time::sleep`, and
-//! deadline tests run instantly. On top of it: [`run_until_done`] and [`sleep`]
-//! race a future against a context, [`spawn`] binds a task to one, [`Group`] is
-//! Go's `errgroup.WithContext`, [`signal_context`] is Go's `signal.NotifyContext`
-//! with the signal as the cause, and [`after_func_spawn`] runs a callback as a
-//! task (Go's `AfterFunc`). Libraries keep depending on `ctx-core` only.
+//! driver ([`TokioTimer`]: a task, no thread of its own; a current-thread runtime
+//! that nobody drives is covered by one backstop thread per process), so
+//! `tokio::time::pause()` and `advance()` drive contexts exactly as they drive
+//! `tokio::time::sleep`, and deadline tests run instantly. On top of it:
+//! [`run_until_done`] and [`sleep`] race a future against a context, [`spawn`]
+//! binds a task to one, [`Group`] is Go's `errgroup.WithContext`,
+//! [`signal_context`] is Go's `signal.NotifyContext` with the signal as the
+//! cause, and [`after_func_spawn`] runs a callback as a task (Go's `AfterFunc`).
+//! Libraries keep depending on `ctx-core` only.
 //!
 //! # Examples
 //!

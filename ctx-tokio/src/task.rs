@@ -8,9 +8,10 @@
 //! canceled" means in async Rust: write the future so that dropping it there is
 //! fine (see each function's *Cancellation safety*).
 
-use ctx_core::{AfterFunc, CancelCauseFunc, CancelFunc, Cause, Context, Done, Error};
+use ctx_core::{AfterFunc, CancelCauseFunc, CancelFunc, Cause, Context, Done, Error, PanicError};
 use std::fmt;
 use std::future::{Future, IntoFuture, poll_fn};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::{Pin, pin};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
@@ -226,9 +227,10 @@ where
 /// A task on the current runtime watches `fut`; it ends as soon as either `fut`
 /// completes (and cancels the child with [`Error::Canceled`]) or the child is done
 /// for another reason (and drops `fut`). So the child is canceled shortly after
-/// `fut` completes: when the runtime runs that task. If the runtime shuts down
-/// first, the child is canceled too (the watch cannot go on), with a cause saying
-/// so.
+/// `fut` completes: when the runtime runs that task. If `fut` panics, the panic
+/// is caught and the child is canceled with a [`PanicError`] carrying its
+/// message as the cause. If the runtime shuts down first, the child is canceled
+/// too (the watch cannot go on), with a cause saying so.
 ///
 /// # Panics
 ///
@@ -258,7 +260,7 @@ where
 }
 
 /// Like [`with_cancel_on`], but `fut`'s output becomes the child's
-/// [`cause`](Context::cause).
+/// [`cause`](Context::cause) (a [`PanicError`] if `fut` panics).
 ///
 /// # Panics
 ///
@@ -292,15 +294,16 @@ where
 }
 
 /// Cancels its context with a cause when dropped unfired: the watch ended because
-/// the runtime shut down.
+/// the runtime shut down. (A panic of the watched future is caught in `run`, so
+/// it never gets here.)
 struct Watcher(Option<CancelCauseFunc>);
 
 impl Watcher {
     async fn run<F: Future<Output = Cause>>(mut self, done: Done, fut: F) {
-        let outcome = until_done(done, fut).await;
+        let outcome = until_done(done, catch_panic(fut)).await;
         // Taken either way: dropping it after the context is done cancels nothing.
-        if let (Ok(cause), Some(cancel)) = (outcome, self.0.take()) {
-            cancel.cancel(cause);
+        if let (Ok(result), Some(cancel)) = (outcome, self.0.take()) {
+            cancel.cancel(result.unwrap_or_else(Cause::new));
         }
     }
 }
@@ -313,6 +316,18 @@ impl Drop for Watcher {
             ));
         }
     }
+}
+
+/// Runs `fut`, catching a panic in any of its polls as a [`PanicError`].
+pub(crate) async fn catch_panic<F: Future>(fut: F) -> Result<F::Output, PanicError> {
+    let mut fut = pin!(fut);
+    poll_fn(
+        |cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(poll) => poll.map(Ok),
+            Err(payload) => Poll::Ready(Err(PanicError::from_payload(payload))),
+        },
+    )
+    .await
 }
 
 /// Races `fut` against `done`, checking `done` first.

@@ -1,5 +1,6 @@
 //! The error group: first error wins and cancels with its cause, panics become
-//! errors, the concurrency limit, no start after cancel, wait/stop/drop.
+//! errors, the concurrency limit, nothing accepted after cancel and everything
+//! accepted called, wait/stop/drop.
 
 use ctx_core::{Cause, Error};
 use ctx_tokio::{Group, PanicError};
@@ -144,20 +145,24 @@ async fn multi_thread_limit_is_respected() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn no_task_starts_after_cancel() {
+async fn nothing_is_accepted_after_cancel_and_queued_tasks_run_with_a_done_context() {
     let (group, ctx) = Group::new(&ctx_tokio::background());
     let mut group = group.with_limit(1);
     let started = Arc::new(AtomicUsize::new(0));
+    let saw_done = Arc::new(AtomicUsize::new(0));
     // The only slot: fails after a while, canceling the group.
     group.spawn(|_ctx| async {
         tokio::time::sleep(Duration::from_millis(10)).await;
         Err(io_error("boom"))
     });
-    // Queued behind it: must never start.
+    // Queued behind it: accepted, so each runs once, with a done context.
     for _ in 0..5 {
-        let started = started.clone();
-        assert!(group.spawn(move |_ctx| async move {
+        let (started, saw_done) = (started.clone(), saw_done.clone());
+        assert!(group.spawn(move |ctx| async move {
             started.fetch_add(1, Ordering::SeqCst);
+            if ctx.is_done() {
+                saw_done.fetch_add(1, Ordering::SeqCst);
+            }
             Ok::<(), Error>(())
         }));
     }
@@ -171,8 +176,30 @@ async fn no_task_starts_after_cancel() {
     }));
     assert!(!group.try_spawn(|_ctx| async { Ok::<(), Error>(()) }));
     assert_eq!(group.wait().await.unwrap_err().to_string(), "boom");
-    assert_eq!(started.load(Ordering::SeqCst), 0);
+    assert_eq!(started.load(Ordering::SeqCst), 5);
+    assert_eq!(saw_done.load(Ordering::SeqCst), 5);
     assert_eq!(called.load(Ordering::SeqCst), 0);
+}
+
+/// `spawn` returning `true` means the closure will be called, also when the
+/// group is stopped before the task ever runs.
+#[tokio::test]
+async fn an_accepted_closure_is_always_called() {
+    for _ in 0..200 {
+        let (mut group, _ctx) = Group::new(&ctx_tokio::background());
+        let called = Arc::new(AtomicUsize::new(0));
+        let counter = called.clone();
+        assert!(group.spawn(move |_ctx| async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), Error>(())
+        }));
+        assert!(group.stop().await.is_ok());
+        assert_eq!(
+            called.load(Ordering::SeqCst),
+            1,
+            "accepted, then not called"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -292,3 +292,40 @@ fn with_cancel_on_is_canceled_when_its_runtime_shuts_down() {
     assert_eq!(ctx.err(), Some(Error::Canceled));
     assert!(ctx.cause().unwrap().to_string().contains("shut down"));
 }
+
+/// A watched future that panics is not a runtime shutdown: the child is canceled
+/// with a `PanicError` carrying the panic message, and the runtime goes on.
+#[tokio::test]
+async fn with_cancel_on_reports_a_panicking_future_as_a_panic() {
+    let root = ctx_tokio::background();
+    let (ctx, _cancel) = ctx_tokio::with_cancel_on(&root, async {
+        tokio::task::yield_now().await;
+        panic!("watch {} broke", 7);
+    });
+    ctx.done().await;
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    let cause = ctx.cause().unwrap();
+    let panic = cause
+        .downcast_ref::<ctx_core::PanicError>()
+        .unwrap_or_else(|| panic!("the cause is a PanicError, not {cause:?}"));
+    assert_eq!(panic.message(), "watch 7 broke");
+
+    // The same through `with_cancel_cause_on`, panicking on the first poll.
+    let (ctx, _cancel) = ctx_tokio::with_cancel_cause_on(&root, async {
+        if Arc::new(1).as_ref() == &1 {
+            panic!("no cause for you");
+        }
+        Cause::msg("unreachable")
+    });
+    ctx.done().await;
+    let cause = ctx.cause().unwrap();
+    assert_eq!(
+        cause
+            .downcast_ref::<ctx_core::PanicError>()
+            .map(|p| p.message()),
+        Some("no cause for you")
+    );
+    // The runtime is fine: its timer still works.
+    let (late, _cancel) = root.with_timeout(Duration::from_millis(1));
+    late.done().await;
+}

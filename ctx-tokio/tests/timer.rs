@@ -1,6 +1,8 @@
 //! The tokio timer backend: paused time, arming and disarming, the clock, and a
 //! runtime that goes away while contexts still use it.
 
+mod support;
+
 use ctx_core::{Context, Error, Timer};
 use ctx_tokio::{NoRuntime, TokioTimer};
 use std::sync::Arc;
@@ -437,4 +439,80 @@ fn first_arm_after_the_runtime_is_gone() {
     assert!(ctx.wait_timeout(Duration::from_secs(5)));
     assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
     assert!(eventually(|| timer.armed() == 0));
+}
+
+/// 200,000 contexts share one deadline: the driver fires them in batches and
+/// yields in between, so another task on the same current-thread runtime runs
+/// while the burst is still being fired (it sees a partial count), instead of
+/// once after all of it.
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_expiries_does_not_starve_the_runtime() {
+    const N: usize = 200_000;
+    let (root, timer) = root();
+    let fired = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let progress = Arc::new(tokio::sync::Notify::new());
+    let contexts: Vec<_> = (0..N)
+        .map(|_| {
+            let (ctx, cancel) = root.with_timeout(Duration::from_secs(1));
+            let (fired, progress) = (fired.clone(), progress.clone());
+            drop(ctx.after_func(move || {
+                fired.fetch_add(1, Ordering::SeqCst);
+                progress.notify_one();
+            }));
+            (ctx, cancel)
+        })
+        .collect();
+    // Another task: each time it runs during the burst, it records the count.
+    let observer = {
+        let fired = fired.clone();
+        tokio::spawn(async move {
+            let mut partial = 0;
+            loop {
+                progress.notified().await;
+                let seen = fired.load(Ordering::SeqCst);
+                if seen == N {
+                    return partial;
+                }
+                partial += 1;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let partial = observer.await.unwrap();
+    assert_eq!(fired.load(Ordering::SeqCst), N);
+    assert!(
+        partial > N / 1024,
+        "the observer ran only {partial} times during the burst"
+    );
+    let stats = timer.__stats();
+    assert!(
+        stats.max_fired_per_poll <= 128,
+        "{} deadlines fired in one poll",
+        stats.max_fired_per_poll
+    );
+    // (On a loaded machine the backstop may step in if this thread is
+    // preempted for long; it fires by the same rule.)
+    assert_eq!(stats.fired_on_runtime + stats.fired_by_backstop, N as u64);
+    assert!(contexts.iter().all(|(ctx, _)| ctx.is_done()));
+}
+
+/// As documented on `TokioTimer`: on a runtime that is being driven, a
+/// deadline fires on the runtime's own thread. A multi-thread runtime has no
+/// backstop, so this is exact.
+#[test]
+fn a_deadline_fires_on_the_runtime() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("the-runtime")
+        .enable_all()
+        .build()
+        .unwrap();
+    let name = runtime.block_on(async {
+        let (root, _timer) = root();
+        let (ctx, _cancel) = root.with_timeout(Duration::from_millis(5));
+        let (_done, fired_on) = support::firing_thread(&ctx);
+        ctx.done().await;
+        fired_on.recv_timeout(support::WATCHDOG).unwrap()
+    });
+    assert_eq!(name.as_deref(), Some("the-runtime"));
 }

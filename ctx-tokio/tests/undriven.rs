@@ -1,0 +1,167 @@
+//! A current-thread runtime that is alive but not being driven (nobody is in its
+//! `block_on`, or its thread is busy): its timer's deadlines still fire, on the
+//! backstop thread, by the runtime's clock.
+
+mod support;
+
+use ctx_core::{Context, Error};
+use ctx_tokio::TokioTimer;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::Duration;
+use support::{WATCHDOG, block_on, firing_thread, within};
+
+fn current_thread(paused: bool) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(paused)
+        .build()
+        .unwrap()
+}
+
+/// The root is made inside one `block_on`; afterwards nobody drives the runtime.
+/// A plain thread derives a deadline and waits on `done()` with a plain executor.
+#[test]
+fn a_deadline_fires_for_a_plain_thread_while_nobody_drives_the_runtime() {
+    let runtime = current_thread(false);
+    let root = runtime.block_on(async { ctx_tokio::background() });
+    let (ctx, _cancel) = root.with_timeout(Duration::from_millis(200));
+    let (_done, fired_on) = firing_thread(&ctx);
+    let (tx, ran) = mpsc::channel();
+    drop(ctx.after_func(move || {
+        let _ = tx.send(());
+    }));
+    let waited = ctx.clone();
+    within("block_on(ctx.done()) on a plain thread", move || {
+        block_on(waited.done());
+    });
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    let thread = fired_on.recv_timeout(WATCHDOG).expect("the deadline fired");
+    assert_eq!(thread.as_deref(), Some("ctx-tokio-timer"));
+    ran.recv_timeout(WATCHDOG).expect("the after_func ran");
+    drop(runtime);
+}
+
+/// A root from a helper runtime used on another (multi-thread) runtime.
+#[test]
+fn a_root_from_an_idle_runtime_works_on_another_runtime() {
+    let helper = current_thread(false);
+    let root = helper.block_on(async { ctx_tokio::background() });
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ctx = within("ctx.done().await on another runtime", move || {
+        main.block_on(async move {
+            let (ctx, _cancel) = root.with_timeout(Duration::from_millis(50));
+            ctx.done().await;
+            ctx
+        })
+    });
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    drop(helper);
+}
+
+/// The runtime's only thread is stuck in synchronous code inside `block_on`:
+/// the deadline fires anyway (the context is canceled, which a blocking wait
+/// alone would not show: waits check the deadline themselves).
+#[test]
+fn a_deadline_fires_while_the_runtime_thread_is_blocked() {
+    let runtime = current_thread(false);
+    let thread = within("a deadline on a blocked runtime", move || {
+        runtime.block_on(async {
+            let root = ctx_tokio::background();
+            let (ctx, _cancel) = root.with_timeout(Duration::from_millis(20));
+            let (_done, fired_on) = firing_thread(&ctx);
+            // Blocks the runtime's thread: the driver task cannot run.
+            fired_on.recv_timeout(WATCHDOG)
+        })
+    });
+    assert_eq!(
+        thread.expect("the deadline fired").as_deref(),
+        Some("ctx-tokio-timer")
+    );
+}
+
+/// Paused time stays paused: with nobody driving the runtime, its clock does not
+/// move and nothing fires; once a `block_on` auto-advances the clock, the driver
+/// fires the deadline on the runtime.
+#[test]
+fn an_undriven_paused_runtime_fires_nothing_until_it_runs() {
+    let runtime = current_thread(true);
+    let (root, timer) = runtime.block_on(async {
+        let timer = TokioTimer::current();
+        (Context::background().with_timer(timer.clone()), timer)
+    });
+    let (ctx, _cancel) = root.with_timeout(Duration::from_millis(10));
+    let fired = Arc::new(AtomicBool::new(false));
+    let flag = fired.clone();
+    drop(ctx.after_func(move || flag.store(true, Ordering::SeqCst)));
+    // Far longer than the deadline and the backstop's grace, in real time.
+    thread::sleep(Duration::from_millis(100));
+    assert!(!fired.load(Ordering::SeqCst), "fired on a paused clock");
+    assert_eq!(ctx.err(), None);
+    assert_eq!(timer.__stats().fired_by_backstop, 0);
+    runtime.block_on(ctx.done());
+    assert!(fired.load(Ordering::SeqCst));
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+}
+
+/// Many deadlines while nobody drives the runtime: all of them fire (their
+/// `after_func`s run), and disarmed ones do not.
+#[test]
+fn many_deadlines_fire_and_canceled_ones_do_not() {
+    const N: usize = 1000;
+    let runtime = current_thread(false);
+    let (root, timer) = runtime.block_on(async {
+        let timer = TokioTimer::current();
+        (Context::background().with_timer(timer.clone()), timer)
+    });
+    let (tx, fired) = mpsc::channel();
+    let contexts: Vec<_> = (0..N as u64)
+        .map(|i| {
+            let (ctx, cancel) = root.with_timeout(Duration::from_millis(10 + i % 50));
+            let tx = tx.clone();
+            drop(ctx.after_func(move || {
+                let _ = tx.send(i);
+            }));
+            (ctx, cancel)
+        })
+        .collect();
+    let canceled: Vec<_> = (0..N)
+        .map(|_| {
+            let (ctx, cancel) = root.with_timeout(Duration::from_millis(30));
+            let tx = tx.clone();
+            drop(ctx.after_func(move || {
+                let _ = tx.send(u64::MAX);
+            }));
+            cancel.cancel();
+            ctx
+        })
+        .collect();
+    // The canceled ones ran their callbacks at once, on this thread.
+    let early: Vec<_> = fired.try_iter().collect();
+    assert_eq!(early, vec![u64::MAX; N]);
+    let mut seen = within("every deadline fires", move || {
+        (0..N)
+            .map(|_| fired.recv_timeout(WATCHDOG).expect("a deadline fired"))
+            .collect::<Vec<_>>()
+    });
+    seen.sort_unstable();
+    assert_eq!(seen, (0..N as u64).collect::<Vec<_>>());
+    assert!(
+        contexts
+            .iter()
+            .all(|(ctx, _)| ctx.err() == Some(Error::DeadlineExceeded))
+    );
+    assert!(
+        canceled
+            .iter()
+            .all(|ctx| ctx.err() == Some(Error::Canceled))
+    );
+    assert_eq!(timer.armed(), 0);
+    assert!(timer.__stats().fired_by_backstop > 0);
+    drop(runtime);
+}
