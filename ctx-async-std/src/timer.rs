@@ -15,9 +15,10 @@
 //! * **expiry**: the reactor calls the slot's waker once the deadline has passed.
 //!   The waker takes the `Expiry`, removes the entry, and spawns `Expiry::fire`
 //!   on smol's global executor. It never cancels on the reactor's thread: the
-//!   reactor wakes wakers while it holds its own lock, and a cancel may run user
-//!   code (`after_func` callbacks) that must not stall every other timer and
-//!   socket of the process. Go runs a timer's cancel on its own goroutine too.
+//!   reactor wakes wakers while it holds its own lock, and a cancel walks the
+//!   whole subtree and wakes its waiters, which must not stall every other timer
+//!   and socket of the process. (The user code a cancel sets free runs on
+//!   ctx-core's runner threads in any case.)
 //!
 //! # Races
 //!
@@ -61,9 +62,9 @@ const SHRINK_FLOOR: usize = 256;
 /// The reactor only reports that a deadline passed; the cancel runs as a task on
 /// smol's global executor, on one of its threads (`smol-0`, … as many as
 /// `SMOL_THREADS`, default 1), never on the reactor's thread. User code that the
-/// cancel runs, the context's [`after_func`](ctx_core::Context::after_func)
-/// callbacks, runs where ctx-core runs it for a timer: with this version of
-/// ctx-core, inline in that task, on a `smol-N` thread (a panic there is caught).
+/// expiry sets free, the context's [`after_func`](ctx_core::Context::after_func)
+/// callbacks and the `Drop`s of contexts it released last, runs on ctx-core's
+/// runner threads (`ctx-runner`), never in that task.
 /// [`after_func_spawn`](crate::after_func_spawn) runs a callback as a task of its
 /// own instead.
 ///
@@ -292,8 +293,7 @@ impl Wake for Slot {
 /// Cancels the expired context on smol's global executor (module docs).
 fn spawn_fire(expiry: Expiry) {
     smol::spawn(async move {
-        // A panic in user code run by the cancel (an `after_func` callback) ends
-        // here; the cancel itself has completed by then.
+        // `fire` runs no user code; the guard is for a panicking waker.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| expiry.fire()));
     })
     .detach();

@@ -52,10 +52,11 @@
 //!
 //! Deadlines fire on ctx-core's timer thread ([`StdTimer`]: one thread per
 //! process, named `ctx-timer`, started with the first deadline), never on a thread
-//! that waits: [`wait`] and [`sleep`] only park until the context is done. User
-//! code that a deadline's cancel runs, the context's
-//! [`after_func`](Context::after_func) callbacks, runs where ctx-core runs it for
-//! a timer: with this version of ctx-core, inline on that thread.
+//! that waits: [`wait`] and [`sleep`] only park until the context is done. Firing
+//! runs no user code there: the context's [`after_func`](Context::after_func)
+//! callbacks, and the `Drop`s of contexts the expiry released last, run on
+//! ctx-core's runner threads (`ctx-runner`), so one callback that blocks never
+//! delays another deadline.
 //!
 //! # Cost of a deadline
 //!

@@ -116,11 +116,11 @@ use tokio::time::Sleep;
 ///   need no backstop: their workers drive the timer whenever they are idle.
 /// * **ctx-core's `StdTimer` thread**, after the runtime shut down (see below).
 ///
-/// User code that a deadline's cancel runs, the context's
-/// [`after_func`](Context::after_func) callbacks, runs where ctx-core runs it for
-/// a timer: with this version of ctx-core, inline on the thread that fires, one of
-/// the three above. A panic there is caught and does not disturb the timer. To
-/// run a callback as a task on the runtime instead, register it with
+/// Firing runs no user code on any of the three: the context's
+/// [`after_func`](Context::after_func) callbacks, and the `Drop`s of contexts the
+/// expiry released last, run on ctx-core's runner threads (`ctx-runner`), so a
+/// callback that blocks or panics never delays another deadline or the runtime.
+/// To run a callback as a task on the runtime instead, register it with
 /// [`after_func_spawn`](crate::after_func_spawn).
 ///
 /// # Cost

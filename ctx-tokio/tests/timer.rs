@@ -8,6 +8,7 @@ use ctx_tokio::{NoRuntime, TokioTimer};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use support::eventually;
 
 /// A root context on a fresh timer of the current runtime, and the timer.
 fn root() -> (Context, Arc<TokioTimer>) {
@@ -20,20 +21,6 @@ async fn settle() {
     for _ in 0..8 {
         tokio::task::yield_now().await;
     }
-}
-
-/// Polls `condition` from a plain thread until it holds or 30 s pass (a watchdog,
-/// not a timing assertion): for what the driver task or ctx-core's runner threads
-/// do a moment later.
-fn eventually(mut condition: impl FnMut() -> bool) -> bool {
-    let give_up = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < give_up {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    condition()
 }
 
 /// The async form of [`eventually`], yielding to the runtime between polls.

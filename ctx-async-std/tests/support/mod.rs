@@ -64,3 +64,18 @@ pub(crate) fn firing_thread(
     assert!(polled.is_pending(), "the context is live");
     (done, rx)
 }
+
+/// Polls `condition` until it holds or [`WATCHDOG`] passes (a watchdog, not a
+/// timing assertion): for what an expiry task or ctx-core's runner threads do a
+/// moment later.
+#[allow(dead_code)] // not every test binary uses it
+pub(crate) fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+    let give_up = std::time::Instant::now() + WATCHDOG;
+    while std::time::Instant::now() < give_up {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    condition()
+}

@@ -72,3 +72,17 @@ pub(crate) fn firing_thread(
     assert!(polled.is_pending(), "the context is live");
     (done, rx)
 }
+
+/// Polls `condition` from a plain thread until it holds or [`WATCHDOG`] passes
+/// (a watchdog, not a timing assertion): for what the driver task or ctx-core's
+/// runner threads do a moment later.
+pub(crate) fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+    let give_up = std::time::Instant::now() + WATCHDOG;
+    while std::time::Instant::now() < give_up {
+        if condition() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    condition()
+}
