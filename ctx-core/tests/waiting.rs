@@ -315,3 +315,26 @@ fn an_expired_deadline_is_seen_below_a_timer_cancel_still_in_progress() {
     );
     assert_eq!(child.err(), Some(Error::DeadlineExceeded));
 }
+
+/// A `Done` future parked before the deadline passed is woken by the read that
+/// first reports the expiry, not only by the late timer: `done()` agrees with
+/// `err()` at once.
+#[test]
+fn a_read_that_reports_an_expiry_wakes_parked_futures() {
+    let timer = ManualTimer::new();
+    let (ctx, _cancel) = timer.root().with_timeout(Duration::from_secs(1));
+    let (child, _cancel_child) = ctx.with_cancel();
+    let (on_ctx, on_child) = (support::WakeFlag::new(), support::WakeFlag::new());
+    let (mut done_ctx, mut done_child) = (ctx.done(), child.done());
+    assert!(on_ctx.poll(&mut done_ctx).is_pending());
+    assert!(on_child.poll(&mut done_child).is_pending());
+    timer.advance_silently(Duration::from_secs(1));
+    // The read closes the deadline node and the reader's own context.
+    assert_eq!(child.err(), Some(Error::DeadlineExceeded));
+    assert!(
+        on_ctx.woken() && on_child.woken(),
+        "a parked future slept on"
+    );
+    assert!(on_ctx.poll(&mut done_ctx).is_ready());
+    assert!(on_child.poll(&mut done_child).is_ready());
+}

@@ -13,8 +13,9 @@
 //! `DeadlineExceeded` even if the timer has not fired. To keep that answer (and
 //! `done()`, `wait()` in agreement), the read closes the deadline node and the
 //! context's own carrier with the `UNCLAIMED` flag: one CAS each, no walk, no
-//! callback, no waking. The subtree is walked by the first cancel that claims a
-//! node (the late timer's expiry, a cancel function, a parent's cancel).
+//! callback; only waiters already parked on those two nodes are woken. The
+//! subtree is walked by the first cancel that claims a node (the late timer's
+//! expiry, a cancel function, a parent's cancel).
 
 use super::node::{Kind, NodeRef};
 use super::register::clone_reason;
@@ -72,11 +73,25 @@ pub(crate) fn check(carrier: NodeRef, word: Word) -> Word {
         return word;
     }
     // `carrier` is `src` or registered below it, and the caller keeps both alive.
-    super::cancel::try_close(src, &part.reason, true);
+    let closed = super::cancel::try_close(src, &part.reason, true);
+    wake_parked(src, closed);
     if carrier != src {
         // The subtree between them is the walk's business; the reason is what
         // the walk would bring: whatever `src` ended with.
-        super::cancel::try_close(carrier, &clone_reason(src.state()), true);
+        let closed = super::cancel::try_close(carrier, &clone_reason(src.state()), true);
+        wake_parked(carrier, closed);
     }
     carrier.state()
+}
+
+/// After a read closed `node` (`closed` is the live word it replaced), wakes the
+/// `Done` futures and blocking waits already parked on it, so that they agree
+/// with the read without waiting for the late timer. Wakers are the executors'
+/// code, not the user's; a panicking one is dropped here (the read's answer
+/// stands, and the walk that follows wakes again).
+fn wake_parked(node: NodeRef, closed: Option<Word>) {
+    if closed.is_some_and(|word| state::has(word, state::WAITERS)) {
+        let mut panic = None;
+        super::work::catch(&mut panic, || node.cancel_part().waiters.notify_all());
+    }
 }
