@@ -332,7 +332,7 @@ impl Walk {
                 }
                 Entry::Callback(callback) => {
                     if callback.claim_fire() {
-                        self.work.callback(callback);
+                        self.work.callback(callback, reason.clone());
                     }
                 }
             }

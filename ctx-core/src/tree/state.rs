@@ -132,6 +132,13 @@ impl Reason {
         Reason((record as *const Record).cast_mut())
     }
 
+    /// The record: why the node is done.
+    pub(crate) fn record(&self) -> &Record {
+        // SAFETY: a reason always points at a static record or at a record it
+        // holds a counted reference on (never at a live word).
+        unsafe { &*self.0 }
+    }
+
     /// The word to store; the reference stays owned by `self` until [`Reason::into_word`].
     pub(crate) fn word(&self) -> Word {
         self.0
