@@ -640,7 +640,7 @@ impl Context {
     /// and cause, as a callback that logs or reports them wants.
     ///
     /// ```
-    /// use ctx_core::{Cause, Context, Error};
+    /// use ctx_core::{Cause, Context};
     /// use std::sync::mpsc;
     ///
     /// let (ctx, cancel) = Context::background().with_cancel_cause();
