@@ -100,12 +100,12 @@ mod causes;
 mod context;
 mod error;
 mod future;
-mod header;
 mod runner;
 mod sync;
-mod timer;
+pub mod timer;
 mod tree;
 mod waiter;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;
@@ -121,6 +121,12 @@ pub use causes::{PanicError, SignalError};
 pub use context::Context;
 pub use error::{Cause, Error};
 pub use future::{FutureExt, StreamExt, WithContext, run_until_done, run_until_done_owned};
-pub use header::{HeaderError, decode_timeout, encode_timeout};
-pub use timer::{Expiry, StdTimer, Timer, TimerKey};
+pub use timer::Timer;
+
+// Earlier homes of names that now live in their audience's module; kept so that
+// code written against them compiles, hidden from the root's docs.
+#[doc(hidden)]
+pub use timer::{Expiry, StdTimer, TimerKey};
 pub use waiter::Done;
+#[doc(hidden)]
+pub use wire::{HeaderError, decode_timeout, encode_timeout};

@@ -1,6 +1,10 @@
 //! Pluggable timers: the [`Timer`] trait, the [`Expiry`] a timer fires, and the
 //! default backend.
 //!
+//! For authors of timer backends (the adapter crates, a test clock) and for code
+//! that installs one with [`Context::with_timer`]; a library that only takes a
+//! `Context` never needs this module.
+//!
 //! A timer does two things for the tree: it tells the time ([`Timer::now`]), and it
 //! calls [`Expiry::fire`] once a deadline passes. Deadlines, `with_timeout` and the
 //! exact-deadline check all read the backend's clock, so a backend with a virtual
