@@ -593,14 +593,22 @@ impl Context {
     /// Blocks until this context is done or `timeout` elapsed; true if it is done.
     #[cfg(not(all(test, ctx_loom)))]
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.wait_deadline(saturating_add(Instant::now(), timeout))
+        self.wait_until(saturating_add(Instant::now(), timeout))
     }
 
     /// Blocks until this context is done or `deadline` passed (by the system
-    /// clock); true if it is done.
+    /// clock); true if it is done. The `_until` suffix marks absolute-time forms
+    /// throughout ctx (`sleep_until` in the adapters too).
+    #[cfg(not(all(test, ctx_loom)))]
+    pub fn wait_until(&self, deadline: Instant) -> bool {
+        crate::waiter::wait_until(self, Some(deadline))
+    }
+
+    /// The old name of [`wait_until`](Context::wait_until).
+    #[doc(hidden)]
     #[cfg(not(all(test, ctx_loom)))]
     pub fn wait_deadline(&self, deadline: Instant) -> bool {
-        crate::waiter::wait_until(self, Some(deadline))
+        self.wait_until(deadline)
     }
 
     /// Runs `f` once this context is done (Go's `AfterFunc`).

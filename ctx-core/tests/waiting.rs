@@ -127,12 +127,12 @@ fn wait_timeout_is_false_while_live_and_true_once_done() {
     let (ctx, cancel) = Context::background().with_cancel();
     assert!(!ctx.wait_timeout(Duration::from_millis(1)));
     assert!(!ctx.wait_timeout(Duration::ZERO));
-    assert!(!ctx.wait_deadline(Instant::now()));
+    assert!(!ctx.wait_until(Instant::now()));
     assert!(!Context::background().wait_timeout(Duration::from_millis(1)));
     cancel.cancel();
     assert!(ctx.wait_timeout(Duration::from_millis(1)));
     assert!(ctx.wait_timeout(Duration::ZERO));
-    assert!(ctx.wait_deadline(Instant::now()));
+    assert!(ctx.wait_until(Instant::now()));
     ctx.wait();
 }
 
