@@ -22,7 +22,7 @@
 //! by the canceler that finished the subtree (see `cancel`).
 
 use crate::error::{Cause, Error};
-use std::sync::Arc;
+use crate::sync::Arc;
 
 /// The raw content of a state word.
 pub(crate) type Word = *mut Record;
