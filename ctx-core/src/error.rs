@@ -226,6 +226,7 @@ impl From<Cause> for Box<dyn StdError + Send + Sync + 'static> {
 /// # }
 /// ```
 #[cfg(feature = "anyhow")]
+#[cfg_attr(docsrs, doc(cfg(feature = "anyhow")))]
 impl From<Cause> for anyhow::Error {
     fn from(cause: Cause) -> Self {
         match cause.0 {

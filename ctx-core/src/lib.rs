@@ -83,7 +83,9 @@
 //!
 //! # Features
 //!
-//! None: the crate has no optional parts and no executor dependency.
+//! * `anyhow`: `?` from a [`Cause`] into `anyhow::Result`.
+//!
+//! Nothing else is optional, and nothing depends on an executor.
 //!
 //! # Memory ordering
 //!
@@ -92,6 +94,7 @@
 //! returning, an `after_func` callback running) on any thread.
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
 mod after_func;
