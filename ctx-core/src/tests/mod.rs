@@ -17,10 +17,10 @@
 //! with other jobs) the 31 models take about 20 s, most of it in three of them
 //! (the `time` column, at `LOOM_MAX_PREEMPTIONS=2`; "< 0.1 s" models explore a few
 //! hundred executions at most), plus under a minute for a cold release build.
-//! With `LOOM_MAX_PREEMPTIONS=3` they take about 6 minutes (`two_waiters` 150 s,
-//! `waiter_vs_unclaimed_read_then_fire` 95 s, `segment_growth_vs_drain` 70 s);
-//! with 4, far longer. A substring filter runs every model whose name contains
-//! it (`loom_timer_unclaimed_read_vs_fire` also runs `…_vs_fire_vs_cancel`).
+//! With `LOOM_MAX_PREEMPTIONS=3` they take about 5 minutes, most of it in the
+//! same three; with 4, far longer. A substring filter runs every model whose
+//! name contains it (`loom_timer_unclaimed_read_vs_fire` also runs
+//! `…_vs_fire_vs_cancel`).
 //!
 //! | model | what it proves | time |
 //! |---|---|---|
