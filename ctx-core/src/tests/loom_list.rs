@@ -136,6 +136,53 @@ fn loom_list_insert_vs_drain() {
     });
 }
 
+/// Segments allocated out of order: one inserter takes the last index of segment
+/// 1 and another the first of segment 2, and either may publish its segment
+/// first, while a drain runs. The drain must visit every segment (not stop at the
+/// first one still unallocated): each entry is drained or taken back, never
+/// neither. (Indices 4..11 are handed to nobody, so that two threads reach
+/// segments 1 and 2.)
+#[test]
+fn loom_list_out_of_order_segments_vs_drain() {
+    loom::model(|| {
+        let owner = Arc::new(Owner {
+            done: AtomicUsize::new(0),
+            set: ChildSet::new(),
+        });
+        for n in 0..4 {
+            owner.set.insert(entry(100 + n));
+        }
+        owner.set.skip_indices(7);
+
+        let inserters: Vec<_> = [1, 2]
+            .into_iter()
+            .map(|n| {
+                let inserter = owner.clone();
+                thread::spawn(move || {
+                    let index = inserter.set.insert(entry(n));
+                    if inserter.done.load(Ordering::SeqCst) == 0 {
+                        return false;
+                    }
+                    inserter.set.remove(index, entry(n))
+                })
+            })
+            .collect();
+
+        assert_eq!(owner.done.swap(1, Ordering::SeqCst), 0);
+        crate::sync::dekker_point();
+        let mut drained = Vec::new();
+        owner.set.drain(|e| drained.push(e.addr() / 8));
+        for (n, inserter) in [1, 2].into_iter().zip(inserters) {
+            let taken_back = inserter.join().unwrap();
+            assert!(
+                drained.contains(&n) != taken_back,
+                "entry {n} handled twice or lost"
+            );
+        }
+        assert_eq!(owner.set.len(), 0);
+    });
+}
+
 /// Remove (a child dropped, a callback stopped) vs drain: exactly one side takes
 /// the entry, and its index goes back on the free stack only if the remover won.
 #[test]
