@@ -5,7 +5,7 @@
 //! Miri and thread sanitizer steps need different flags and therefore build
 //! into their own target directories below `target/`.
 
-use crate::{Error, Result, cargo, run, section, set_rustdocflags, set_rustflags};
+use crate::{CORE_PACKAGE, Error, Result, cargo, run, section, set_rustdocflags, set_rustflags};
 
 /// The `RUSTFLAGS` used by every ordinary build step.
 const DENY_WARNINGS: &str = "-D warnings";
@@ -54,7 +54,7 @@ pub(crate) fn run_ci(tier: Tier) -> Result {
         // The ten-million-children memory test is ignored in debug builds, where it
         // would take minutes; in release it takes seconds.
         let mut cmd = cargo();
-        cmd.args(["test", "-p", "ctx-core", "--release", "--test", "stress"])
+        cmd.args(["test", "-p", CORE_PACKAGE, "--release", "--test", "stress"])
             .args(["--", "--include-ignored"]);
         set_rustflags(&mut cmd, DENY_WARNINGS);
         run(&mut cmd)

@@ -39,6 +39,11 @@ Commands:
   help                      Print this message.
 ";
 
+/// The package name of the core, for `cargo -p`: the directory is `ctx-core/` and
+/// its library is `ctx_core`, but the package is published as `ctx-tree` (the name
+/// `ctx-core` is taken on crates.io).
+pub(crate) const CORE_PACKAGE: &str = "ctx-tree";
+
 /// The error type of every command: a message explaining what went wrong.
 #[derive(Debug)]
 pub(crate) enum Error {
