@@ -6,12 +6,19 @@
 //! use this library, so the workloads, file locations and parsing rules live in one
 //! place. See `README.md` next to this crate for what each benchmark measures.
 
+#![doc(test(attr(deny(warnings))))]
+
 pub mod alloc;
 pub mod go;
 pub mod harness;
 pub mod stats;
 
 use std::path::PathBuf;
+
+/// The workspace README's code blocks, run as doctests so they cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct WorkspaceReadmeDoctests;
 
 /// Whether this is a quick run (`cargo xtask bench --quick` sets `CTX_BENCH_QUICK=1`):
 /// benches then use shorter parameter lists.

@@ -76,6 +76,11 @@ mod signal;
 mod task;
 mod timer;
 
+/// The README's example, compiled and run as a doctest so that it cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use group::{Group, PanicError};
 pub use signal::{SignalError, signal_context, try_signal_context};
 pub use task::{

@@ -150,8 +150,9 @@ fn dropped_backend_lives_on_in_its_contexts() {
     cancel_long.cancel();
     assert_eq!(long.err(), Some(Error::Canceled));
     drop((long, short, _cancel_short));
+    // The last reference may be released a moment later by an expiry task.
     assert!(
-        weak.upgrade().is_none(),
+        support::eventually(|| weak.upgrade().is_none()),
         "the last context frees the backend"
     );
 }
@@ -163,7 +164,7 @@ fn expiry_fires_while_only_the_cancel_func_holds_the_context() {
     drop(ctx);
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(cancel.context().err(), Some(Error::DeadlineExceeded));
-    assert_eq!(timer.armed(), 0);
+    assert!(support::eventually(|| timer.armed() == 0));
 }
 
 #[test]
@@ -183,8 +184,9 @@ fn many_threads_arm_and_disarm_at_once() {
             });
         }
     });
-    // Expiries that raced with the cancels are removed before they fire.
-    assert_eq!(timer.armed(), 0);
+    // Expiries that raced with the cancels are removed before they fire (an
+    // expiry task still running releases its entry a moment later).
+    assert!(support::eventually(|| timer.armed() == 0));
     assert_eq!(parent.live_children(), 0);
 }
 

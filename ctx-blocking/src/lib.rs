@@ -77,6 +77,11 @@ mod signal;
 mod sleep;
 mod wait;
 
+/// The README's example, compiled and run as a doctest so that it cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use ctx_core::StdTimer;
 pub use scope::{Group, PanicError, scope, scope_with_limit};
 pub use signal::{SignalError, signal_context, try_signal_context};

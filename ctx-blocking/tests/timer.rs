@@ -100,7 +100,9 @@ fn duration_max_arms_a_far_deadline() {
     let (short, _cancel_short) = root(&timer).with_timeout(Duration::from_millis(20));
     ctx_blocking::wait(&short);
     assert_eq!(short.err(), Some(Error::DeadlineExceeded));
-    assert_eq!(timer.armed(), 1);
+    // The wait returns at the deadline; the timer thread releases the short
+    // deadline's entry a moment later.
+    assert!(support::eventually(|| timer.armed() == 1));
     cancel.cancel();
     assert_eq!(timer.armed(), 0);
     assert_eq!(ctx.err(), Some(Error::Canceled));

@@ -2,7 +2,7 @@
 //! under one long-lived parent, half canceled and half just dropped, while the
 //! resident set size is printed every million.
 //!
-//! Run it with `cargo run -p ctx-core --release --example churn`.
+//! Run it with `cargo run -p ctx-tree --release --example churn`.
 
 use ctx_core::Context;
 use std::time::Instant;

@@ -2,7 +2,7 @@
 //! values, workers on threads, causes, `after_func` clean-ups, and a large cancel
 //! fan-out, timed.
 //!
-//! Run it with `cargo xtask demo` (or `cargo run -p ctx-core --release --example demo`).
+//! Run it with `cargo xtask demo` (or `cargo run -p ctx-tree --release --example demo`).
 
 use ctx_core::{Cause, Context, Error};
 use std::sync::Arc;

@@ -113,9 +113,10 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
-/// The README's code blocks, compiled and run as doctests so they cannot go stale.
+/// The crate README's code blocks, compiled and run as doctests so they cannot go
+/// stale (the workspace README's run as doctests of the `benches` crate).
 #[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
+#[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
 pub use after_func::AfterFunc;

@@ -88,6 +88,11 @@ mod timer;
 #[cfg(feature = "tokio-util")]
 mod token;
 
+/// The README's example, compiled and run as a doctest so that it cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use group::{Group, PanicError};
 #[cfg(unix)]
 pub use signal::signal_context_with;

@@ -55,3 +55,17 @@ pub(crate) fn firing_thread(
     assert!(polled.is_pending(), "the context is live");
     (done, rx)
 }
+
+/// Polls `condition` until it holds or [`WATCHDOG`] passes (a watchdog, not a
+/// timing assertion): for what the timer thread does a moment later.
+#[allow(dead_code)] // not every test binary uses it
+pub(crate) fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+    let give_up = std::time::Instant::now() + WATCHDOG;
+    while std::time::Instant::now() < give_up {
+        if condition() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    condition()
+}

@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! RUSTFLAGS="--cfg ctx_loom -C debug-assertions" LOOM_MAX_PREEMPTIONS=2 \
-//!     LOOM_MAX_BRANCHES=10000 cargo test -p ctx-core --lib --release \
+//!     LOOM_MAX_BRANCHES=10000 cargo test -p ctx-tree --lib --release \
 //!     --target-dir target/loom -- --test-threads=1 loom_
 //! ```
 //!
