@@ -8,7 +8,7 @@
 //! handles can be awaited from any executor.
 
 use crate::PanicError;
-use ctx_core::{AfterFunc, CancelCauseFunc, CancelFunc, Cause, Context, Error};
+use ctx_core::{AfterFunc, CancelFunc, Canceler, Cause, Context, Error};
 use smol::future::{self, FutureExt as _};
 use std::fmt;
 use std::future::{Future, IntoFuture};
@@ -355,32 +355,30 @@ where
     watch(parent, async move { fut.await.into() })
 }
 
-/// The machinery of [`with_cancel_on`]: the user's [`CancelFunc`] cancels an outer
-/// node; the watcher holds the [`CancelCauseFunc`] of the inner one, which it
-/// cancels with the cause `fut` yields (two nodes, because a plain `CancelFunc`
-/// cannot be made for a node created with `with_cancel_cause`).
+/// The machinery of [`with_cancel_on`]: one node; the user gets its plain
+/// [`CancelFunc`], the watcher a cause-capable [`Canceler`] on it, which it
+/// cancels with the cause `fut` yields.
 fn watch<F>(parent: &Context, fut: F) -> (Context, CancelFunc)
 where
     F: Future<Output = Cause> + Send + 'static,
 {
-    let (outer, cancel) = parent.with_cancel();
-    let (ctx, cancel_cause) = outer.with_cancel_cause();
-    let watcher = Watcher(Some(cancel_cause));
+    let (ctx, cancel) = parent.with_cancel_cause();
+    let watcher = Watcher(Some(cancel.canceler()));
     smol::spawn(watcher.run(ctx.clone(), fut)).detach();
-    (ctx, cancel)
+    (ctx, cancel.into_cancel_func())
 }
 
 /// Cancels its context with a cause when dropped unfired: the watching task was
 /// dropped before it finished (smol's global executor does not do that while the
 /// process runs). A panic of the watched future is caught in `run`.
-struct Watcher(Option<CancelCauseFunc>);
+struct Watcher(Option<Canceler>);
 
 impl Watcher {
     async fn run<F: Future<Output = Cause>>(mut self, ctx: Context, fut: F) {
         let outcome = run_until_done(&ctx, AssertUnwindSafe(fut).catch_unwind()).await;
         // Taken either way: dropping it after the context is done cancels nothing.
         if let (Ok(result), Some(cancel)) = (outcome, self.0.take()) {
-            cancel.cancel(
+            cancel.cancel_with_cause(
                 result.unwrap_or_else(|payload| Cause::new(PanicError::from_payload(payload))),
             );
         }
@@ -390,7 +388,7 @@ impl Watcher {
 impl Drop for Watcher {
     fn drop(&mut self) {
         if let Some(cancel) = self.0.take() {
-            cancel.cancel(Cause::msg(
+            cancel.cancel_with_cause(Cause::msg(
                 "ctx-async-std: the task watching this context was dropped",
             ));
         }

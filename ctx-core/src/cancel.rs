@@ -150,6 +150,13 @@ impl CancelCauseFunc {
     pub fn into_canceler(self) -> Canceler {
         self.inner.into_canceler()
     }
+
+    /// This function as a plain [`CancelFunc`] (dropping it cancels with
+    /// `Canceled` as both error and cause), for an API that hands out a
+    /// `CancelFunc` while keeping a cause-capable [`Canceler`] for itself.
+    pub fn into_cancel_func(self) -> CancelFunc {
+        self.inner
+    }
 }
 
 impl fmt::Debug for CancelCauseFunc {

@@ -8,7 +8,7 @@
 //! canceled" means in async Rust: write the future so that dropping it there is
 //! fine (see each function's *Cancellation safety*).
 
-use ctx_core::{AfterFunc, CancelCauseFunc, CancelFunc, Cause, Context, Done, Error, PanicError};
+use ctx_core::{AfterFunc, CancelFunc, Canceler, Cause, Context, Done, Error, PanicError};
 use std::fmt;
 use std::future::{Future, IntoFuture, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -322,24 +322,25 @@ where
     F: Future<Output = Cause> + Send + 'static,
 {
     let handle = Handle::current();
-    let (outer, cancel) = parent.with_cancel();
-    let (ctx, cancel_cause) = outer.with_cancel_cause();
-    let watcher = Watcher(Some(cancel_cause));
+    // One node: the caller gets a plain cancel function, the watcher a
+    // cause-capable handle on the same context.
+    let (ctx, cancel) = parent.with_cancel_cause();
+    let watcher = Watcher(Some(cancel.canceler()));
     drop(handle.spawn(watcher.run(ctx.done(), fut)));
-    (ctx, cancel)
+    (ctx, cancel.into_cancel_func())
 }
 
 /// Cancels its context with a cause when dropped unfired: the watch ended because
 /// the runtime shut down. (A panic of the watched future is caught in `run`, so
 /// it never gets here.)
-struct Watcher(Option<CancelCauseFunc>);
+struct Watcher(Option<Canceler>);
 
 impl Watcher {
     async fn run<F: Future<Output = Cause>>(mut self, done: Done, fut: F) {
         let outcome = until_done(done, catch_panic(fut)).await;
         // Taken either way: dropping it after the context is done cancels nothing.
         if let (Ok(result), Some(cancel)) = (outcome, self.0.take()) {
-            cancel.cancel(result.unwrap_or_else(Cause::new));
+            cancel.cancel_with_cause(result.unwrap_or_else(Cause::new));
         }
     }
 }
@@ -347,7 +348,7 @@ impl Watcher {
 impl Drop for Watcher {
     fn drop(&mut self) {
         if let Some(cancel) = self.0.take() {
-            cancel.cancel(Cause::msg(
+            cancel.cancel_with_cause(Cause::msg(
                 "ctx-tokio: the runtime watching this context shut down",
             ));
         }
