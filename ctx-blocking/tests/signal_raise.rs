@@ -3,13 +3,12 @@
 //! callback). Each test runs in a child process (see `signal_child`).
 #![cfg(unix)]
 
+#[macro_use]
 mod signal_child;
 
 use ctx_blocking::{SignalOptions, SignalStop, background, signal_context, wait_timeout};
 use ctx_core::{Context, Error};
-use signal_child::{
-    WATCHDOG, assert_canceled_by, in_child, in_child_with, raise, second_signal_exits, stage,
-};
+use signal_child::{WATCHDOG, assert_canceled_by, in_child, in_child_with, raise, stage};
 
 fn wait(ctx: &Context) -> bool {
     wait_timeout(ctx, WATCHDOG)
@@ -22,23 +21,11 @@ fn opted_in() -> (Context, SignalStop) {
         .expect("handlers installed")
 }
 
-#[test]
-fn burst_is_caught_until_stop() {
-    signal_child::burst_is_caught_until_stop(
-        "burst_is_caught_until_stop",
-        || signal_context(&background()),
-        wait,
-    );
-}
-
-#[test]
-fn a_second_sigterm_exits_when_opted_in() {
-    second_signal_exits(
-        "a_second_sigterm_exits_when_opted_in",
-        (libc::SIGTERM, "SIGTERM"),
-        opted_in,
-        wait,
-    );
+every_adapter_runs! {
+    start: || signal_context(&background()),
+    opted_in: opted_in,
+    second: (libc::SIGTERM, "SIGTERM"),
+    wait: wait,
 }
 
 #[test]
@@ -59,41 +46,28 @@ fn caught_after_the_parent_cancels_until_stop() {
 }
 
 #[test]
-fn a_signal_cancels_every_context_and_the_last_stop_restores() {
+fn a_signal_cancels_every_context_and_the_last_catcher_restores() {
     in_child(
-        "a_signal_cancels_every_context_and_the_last_stop_restores",
+        "a_signal_cancels_every_context_and_the_last_catcher_restores",
         || {
             let (first, stop_first) = signal_context(&background());
             let (second, stop_second) = signal_context(&background());
+            let (opted, _stop_opted) = opted_in();
             raise(libc::SIGINT, 1);
-            assert!(wait(&first) && wait(&second), "SIGINT reaches both");
-            assert_canceled_by(&first, "SIGINT");
-            assert_canceled_by(&second, "SIGINT");
+            for ctx in [&first, &second, &opted] {
+                assert!(wait(ctx), "SIGINT did not reach every context");
+                assert_canceled_by(ctx, "SIGINT");
+            }
             stop_first.stop();
             raise(libc::SIGINT, 1);
-            stage("caught while one lives");
+            stage("caught while a plain one lives");
+            // The opted-in context's stop handle still lives, but after its
+            // first signal only the second context kept SIGINT caught.
             stop_second.stop();
             raise(libc::SIGINT, 1);
         },
     )
-    .killed_by(libc::SIGINT, &["caught while one lives"]);
-}
-
-#[test]
-fn an_opted_in_context_defers_to_a_plain_one() {
-    in_child("an_opted_in_context_defers_to_a_plain_one", || {
-        let (opted, _stop_opted) = opted_in();
-        let (plain, stop_plain) = signal_context(&background());
-        raise(libc::SIGINT, 1);
-        assert!(wait(&opted) && wait(&plain), "SIGINT reaches both");
-        raise(libc::SIGINT, 1);
-        stage("second caught by the plain one");
-        // The opted-in context's stop handle still lives: the plain one was all
-        // that kept SIGINT caught.
-        stop_plain.stop();
-        raise(libc::SIGINT, 1);
-    })
-    .killed_by(libc::SIGINT, &["second caught by the plain one"]);
+    .killed_by(libc::SIGINT, &["caught while a plain one lives"]);
 }
 
 #[test]

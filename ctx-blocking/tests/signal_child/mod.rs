@@ -156,12 +156,42 @@ pub(crate) fn assert_canceled_by(ctx: &Context, name: &str) {
 
 // ===== the scenarios every adapter runs =====
 
+/// The tests every adapter runs, for its signal contexts: `start` makes its
+/// default one, `opted_in` one with `exit_on_second_signal`, whose second
+/// signal is `second: (number, name)`; `wait` waits for a context the adapter's
+/// way and tells whether it is done within [`WATCHDOG`].
+macro_rules! every_adapter_runs {
+    (
+        start: $start:expr,
+        opted_in: $opted_in:expr,
+        second: $second:expr,
+        wait: $wait:expr $(,)?
+    ) => {
+        #[test]
+        fn burst_is_caught_until_stop() {
+            signal_child::burst_is_caught_until_stop(
+                stringify!(burst_is_caught_until_stop),
+                $start,
+                $wait,
+            );
+        }
+
+        #[test]
+        fn a_second_signal_exits_when_opted_in() {
+            signal_child::second_signal_exits(
+                stringify!(a_second_signal_exits_when_opted_in),
+                $second,
+                $opted_in,
+                $wait,
+            );
+        }
+    };
+}
+
 /// A burst of ten SIGINTs is caught while the stop handle lives, also once the
 /// context is done; after the stop, SIGINT gets its default action and kills
 /// the process.
 ///
-/// `start` makes the adapter's default signal context; `wait` waits for a
-/// context the adapter's way, and tells whether it is done within [`WATCHDOG`].
 pub(crate) fn burst_is_caught_until_stop(
     test: &str,
     start: impl FnOnce() -> (Context, SignalStop),
@@ -183,9 +213,6 @@ pub(crate) fn burst_is_caught_until_stop(
 
 /// Opted in: the first `signal` cancels the context, the next one kills the
 /// process while the stop handle still lives.
-///
-/// `start` makes a signal context with `exit_on_second_signal`; `wait` as in
-/// [`burst_is_caught_until_stop`].
 pub(crate) fn second_signal_exits(
     test: &str,
     (signal, name): (c_int, &str),
