@@ -68,7 +68,8 @@
 //! # Features
 //!
 //! * `tokio-util` (off by default): a bridge to and from tokio-util's
-//!   `CancellationToken`: `ContextTokenExt::to_token` and `from_token`.
+//!   `CancellationToken`: `ContextTokenExt::to_token` (a `ContextToken` guard)
+//!   and `from_token`.
 //!
 //! # Runtime requirements
 //!
@@ -97,7 +98,7 @@ pub use task::{
 };
 pub use timer::{NoRuntime, TokioTimer, background, try_background};
 #[cfg(feature = "tokio-util")]
-pub use token::{ContextTokenExt, TokenCanceled, from_token};
+pub use token::{ContextToken, ContextTokenExt, TokenCanceled, from_token};
 
 #[cfg(test)]
 mod tests {
@@ -116,5 +117,7 @@ mod tests {
         assert_send_sync::<SignalError>();
         #[cfg(feature = "tokio-util")]
         assert_send_sync::<TokenCanceled>();
+        #[cfg(feature = "tokio-util")]
+        assert_send_sync::<ContextToken>();
     }
 }
