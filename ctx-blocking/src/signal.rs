@@ -75,7 +75,7 @@ pub fn signal_context(parent: &Context) -> (Context, SignalStop) {
 /// # Errors
 ///
 /// The OS error from installing a signal's handlers or starting the watcher
-/// thread (nothing is left half installed: a later call retries).
+/// thread; a later call tries again.
 pub fn try_signal_context(parent: &Context) -> io::Result<(Context, SignalStop)> {
     SignalOptions::new().signal_context(parent)
 }

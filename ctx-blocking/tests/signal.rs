@@ -1,6 +1,6 @@
 //! The signal context, without sending real signals (see `signal_raise.rs`).
 
-use ctx_blocking::{SignalOptions, background, signal_context, try_signal_context};
+use ctx_blocking::{background, signal_context, try_signal_context};
 use ctx_core::Error;
 
 #[test]
@@ -51,7 +51,7 @@ fn try_signal_context_installs_the_handlers() {
 #[test]
 fn signals_that_cannot_be_watched_are_an_error() {
     for signal in [libc::SIGKILL, libc::SIGSTOP, libc::SIGSEGV, 0, 1000] {
-        let err = SignalOptions::new()
+        let err = ctx_blocking::SignalOptions::new()
             .signals(&[libc::SIGHUP, signal])
             .signal_context(&background())
             .expect_err("not a signal to watch");
@@ -66,7 +66,7 @@ fn signals_that_cannot_be_watched_are_an_error() {
 #[cfg(unix)]
 #[test]
 fn an_empty_signal_set_ends_only_through_its_stop() {
-    let (ctx, stop) = SignalOptions::new()
+    let (ctx, stop) = ctx_blocking::SignalOptions::new()
         .signals(&[])
         .signal_context(&background())
         .unwrap();
