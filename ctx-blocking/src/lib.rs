@@ -83,6 +83,14 @@ pub use signal::{SignalError, SignalOptions, SignalStop, signal_context, try_sig
 pub use sleep::{sleep, sleep_until};
 pub use wait::{wait, wait_timeout, wait_until};
 
+/// Semver-exempt, not part of the API: test support that the sibling adapters
+/// (ctx-tokio, ctx-async-std) share with this crate.
+#[cfg(unix)]
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::signal::testing as signal_testing;
+}
+
 use ctx_core::Context;
 
 /// The root context of this adapter: [`Context::background`], whose deadlines

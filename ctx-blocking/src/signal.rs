@@ -26,6 +26,8 @@ use std::ffi::c_int;
 use std::io;
 
 #[cfg(unix)]
+pub mod testing;
+#[cfg(unix)]
 mod watcher;
 
 /// Shared by every adapter (defined in ctx-core, so causes compare across runtimes).

@@ -1,14 +1,14 @@
 //! Real signals: Go's rule for signal contexts, and the watcher's own cases
 //! (several contexts, a parent's cancel, an inherited ignore, a panicking
-//! callback). Each test runs in a child process (see `signal_child`).
+//! callback). Each test runs in a child process (see
+//! `src/signal/testing.rs`).
 #![cfg(unix)]
 
-#[macro_use]
-mod signal_child;
-
+use ctx_blocking::__private::signal_testing::{
+    WATCHDOG, assert_canceled_by, in_child, in_child_with, raise, stage,
+};
 use ctx_blocking::{SignalOptions, SignalStop, background, signal_context, wait_timeout};
 use ctx_core::{Context, Error};
-use signal_child::{WATCHDOG, assert_canceled_by, in_child, in_child_with, raise, stage};
 
 fn wait(ctx: &Context) -> bool {
     wait_timeout(ctx, WATCHDOG)
@@ -21,7 +21,7 @@ fn opted_in() -> (Context, SignalStop) {
         .expect("handlers installed")
 }
 
-every_adapter_runs! {
+ctx_blocking::__every_adapter_runs! {
     start: || signal_context(&background()),
     opted_in: opted_in,
     second: (libc::SIGTERM, "SIGTERM"),

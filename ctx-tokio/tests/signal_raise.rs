@@ -1,15 +1,14 @@
 //! Real signals on tokio: Go's rule for signal contexts, and the signals chosen
 //! with `signal_context_with`. Each test runs in a child process; the harness
-//! and the shared scenarios are ctx-blocking's, as is the watcher.
+//! and the scenarios every adapter runs come from ctx-blocking, as does the
+//! watcher.
 #![cfg(unix)]
 
-#[macro_use]
-#[path = "../../ctx-blocking/tests/signal_child/mod.rs"]
-mod signal_child;
-
+use ctx_blocking::__private::signal_testing::{
+    WATCHDOG, assert_canceled_by, in_child, raise, stage,
+};
 use ctx_core::Context;
 use ctx_tokio::{SignalOptions, SignalStop};
-use signal_child::{WATCHDOG, assert_canceled_by, in_child, raise, stage};
 use std::sync::LazyLock;
 use tokio::runtime::Runtime;
 use tokio::signal::unix::SignalKind;
@@ -29,7 +28,7 @@ fn wait(ctx: &Context) -> bool {
         .is_ok()
 }
 
-every_adapter_runs! {
+ctx_blocking::__every_adapter_runs! {
     start: || {
         let _runtime = RUNTIME.enter();
         ctx_tokio::signal_context(&ctx_tokio::background())

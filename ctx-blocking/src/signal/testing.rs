@@ -1,20 +1,19 @@
-//! Real signals, raised in a child process: the harness and the scenarios that
-//! every adapter runs. The adapters' `tests/signal_raise.rs` include this file
-//! (the signal watcher they share lives in ctx-blocking).
+//! Test support for real signals, shared by every adapter's signal tests
+//! (`ctx-*/tests/signal_raise.rs`): the harness, and the scenarios every adapter
+//! runs. Semver-exempt, not part of the API: it is here, in the crate that
+//! holds the watcher, so that each adapter's package tests it without a file
+//! from outside its own directory. Reached as `ctx_blocking::__private`.
 //!
 //! A signal's disposition is process-wide, and a scenario may end its process
-//! on purpose, so each one runs in a child: this test binary started again to
-//! run only that test, with [`CHILD`] set to its name. The child prints a line
-//! per stage it passed; the parent checks how the child ended (killed by which
-//! signal, or exited) and the stages it printed. A child whose scenario returns
-//! exits with status 0, so a child that should have been killed is seen to
-//! survive.
+//! on purpose, so each one runs in a child: the test binary started again to
+//! run only that test, with `CTX_SIGNAL_TEST_CHILD` set to its name. The child
+//! prints a line per stage it passed; the parent checks how the child ended
+//! (killed by which signal, or exited) and the stages it printed. A child whose
+//! scenario returns exits with status 0, so a child that should have been
+//! killed is seen to survive.
 
-// Each test binary uses a part.
-#![allow(dead_code)]
-
-use ctx_blocking::{SignalError, SignalStop};
-use ctx_core::{Context, Error};
+use crate::SignalStop;
+use ctx_core::{Context, Error, SignalError};
 use std::ffi::c_int;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus, Stdio};
@@ -24,14 +23,15 @@ use std::time::Duration;
 
 /// How long a child or a wait may take before the watchdog calls it hung:
 /// generous, so that only a real hang (never a slow machine) fails a test.
-pub(crate) const WATCHDOG: Duration = Duration::from_secs(60);
+pub const WATCHDOG: Duration = Duration::from_secs(60);
 
 /// Set in a child to the name of the test it runs.
 const CHILD: &str = "CTX_SIGNAL_TEST_CHILD";
 
 /// How a child ended.
 #[must_use]
-pub(crate) struct Ended {
+#[derive(Debug)]
+pub struct Ended {
     test: String,
     status: ExitStatus,
     stdout: String,
@@ -40,12 +40,12 @@ pub(crate) struct Ended {
 
 /// In the child started for `test`: runs `scenario`, then exits with status 0.
 /// In the parent: starts that child and returns how it ended.
-pub(crate) fn in_child(test: &str, scenario: impl FnOnce()) -> Ended {
+pub fn in_child(test: &str, scenario: impl FnOnce()) -> Ended {
     in_child_with(test, |_| {}, scenario)
 }
 
 /// [`in_child`], with `configure` applied to the child's command.
-pub(crate) fn in_child_with(
+pub fn in_child_with(
     test: &str,
     configure: impl FnOnce(&mut Command),
     scenario: impl FnOnce(),
@@ -86,7 +86,7 @@ pub(crate) fn in_child_with(
 
 impl Ended {
     /// Asserts that the child printed `stages`, then was killed by `signal`.
-    pub(crate) fn killed_by(&self, signal: c_int, stages: &[&str]) {
+    pub fn killed_by(&self, signal: c_int, stages: &[&str]) {
         self.passed(stages);
         assert_eq!(
             self.status.signal(),
@@ -98,7 +98,7 @@ impl Ended {
     }
 
     /// Asserts that the child printed `stages`, then exited with status 0.
-    pub(crate) fn survived(&self, stages: &[&str]) {
+    pub fn survived(&self, stages: &[&str]) {
         self.passed(stages);
         assert!(
             self.status.success(),
@@ -132,13 +132,13 @@ impl std::fmt::Display for Ended {
 }
 
 /// Tells the parent that the child passed `stage`.
-pub(crate) fn stage(stage: &str) {
+pub fn stage(stage: &str) {
     println!("stage: {stage}");
 }
 
 /// Sends `signal` to the calling thread `times` times. Each one is handled before
 /// `raise` returns.
-pub(crate) fn raise(signal: c_int, times: usize) {
+pub fn raise(signal: c_int, times: usize) {
     for _ in 0..times {
         // SAFETY: `raise` only sends a signal to the calling thread.
         assert_eq!(unsafe { libc::raise(signal) }, 0);
@@ -146,7 +146,7 @@ pub(crate) fn raise(signal: c_int, times: usize) {
 }
 
 /// Asserts that `ctx` was canceled by the signal named `name`.
-pub(crate) fn assert_canceled_by(ctx: &Context, name: &str) {
+pub fn assert_canceled_by(ctx: &Context, name: &str) {
     assert_eq!(ctx.err(), Some(Error::Canceled));
     let cause = ctx.cause().expect("a done context has a cause");
     let signal = cause.downcast_ref::<SignalError>();
@@ -160,7 +160,9 @@ pub(crate) fn assert_canceled_by(ctx: &Context, name: &str) {
 /// default one, `opted_in` one with `exit_on_second_signal`, whose second
 /// signal is `second: (number, name)`; `wait` waits for a context the adapter's
 /// way and tells whether it is done within [`WATCHDOG`].
-macro_rules! every_adapter_runs {
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __every_adapter_runs {
     (
         start: $start:expr,
         opted_in: $opted_in:expr,
@@ -169,7 +171,7 @@ macro_rules! every_adapter_runs {
     ) => {
         #[test]
         fn burst_is_caught_until_stop() {
-            signal_child::burst_is_caught_until_stop(
+            $crate::__private::signal_testing::burst_is_caught_until_stop(
                 stringify!(burst_is_caught_until_stop),
                 $start,
                 $wait,
@@ -178,7 +180,7 @@ macro_rules! every_adapter_runs {
 
         #[test]
         fn a_second_signal_exits_when_opted_in() {
-            signal_child::second_signal_exits(
+            $crate::__private::signal_testing::second_signal_exits(
                 stringify!(a_second_signal_exits_when_opted_in),
                 $second,
                 $opted_in,
@@ -192,7 +194,7 @@ macro_rules! every_adapter_runs {
 /// context is done; after the stop, SIGINT gets its default action and kills
 /// the process.
 ///
-pub(crate) fn burst_is_caught_until_stop(
+pub fn burst_is_caught_until_stop(
     test: &str,
     start: impl FnOnce() -> (Context, SignalStop),
     wait: impl Fn(&Context) -> bool,
@@ -213,7 +215,7 @@ pub(crate) fn burst_is_caught_until_stop(
 
 /// Opted in: the first `signal` cancels the context, the next one kills the
 /// process while the stop handle still lives.
-pub(crate) fn second_signal_exits(
+pub fn second_signal_exits(
     test: &str,
     (signal, name): (c_int, &str),
     start: impl FnOnce() -> (Context, SignalStop),
