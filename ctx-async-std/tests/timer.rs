@@ -144,7 +144,9 @@ fn dropped_backend_lives_on_in_its_contexts() {
     assert!(short.wait_timeout(Duration::from_secs(5)));
     assert_eq!(short.err(), Some(Error::DeadlineExceeded));
     // The exact read may come before the expiry task releases the timer.
-    assert!(support::eventually(|| weak.upgrade().map(|t| t.armed()) == Some(1)));
+    assert!(support::eventually(
+        || weak.upgrade().map(|t| t.armed()) == Some(1)
+    ));
     cancel_long.cancel();
     assert_eq!(long.err(), Some(Error::Canceled));
     drop((long, short, _cancel_short));

@@ -49,7 +49,7 @@ pub fn sleep(ctx: &Context, duration: Duration) -> Result<(), Error> {
 /// The context's [`Error`] if it is done before or when the sleep ends.
 pub fn sleep_until(ctx: &Context, deadline: Instant) -> Result<(), Error> {
     ctx.check()?;
-    if ctx.wait_deadline(deadline) {
+    if ctx.wait_until(deadline) {
         return Err(ctx.err().unwrap_or(Error::Canceled));
     }
     ctx.check()

@@ -55,5 +55,5 @@ pub fn wait_timeout(ctx: &Context, timeout: Duration) -> bool {
 /// ```
 #[must_use = "the result says whether the context is done or the time ran out"]
 pub fn wait_until(ctx: &Context, deadline: Instant) -> bool {
-    ctx.wait_deadline(deadline)
+    ctx.wait_until(deadline)
 }

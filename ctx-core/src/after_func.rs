@@ -8,6 +8,7 @@ use crate::sync::Arc;
 use crate::tree::callback::{Callback, Thunk};
 use crate::tree::node::NodeRef;
 use crate::tree::register::{self, Entry, Outcome};
+use crate::tree::state::Reason;
 use std::fmt;
 
 /// The handle of an [`after_func`](Context::after_func) registration.
@@ -83,8 +84,9 @@ pub(crate) fn register(ctx: &Context, f: Thunk) -> AfterFunc {
         return unregistered(callback);
     };
     // The exact read: a deadline that passed counts as done.
-    if ctx.is_done() {
-        callback.fire();
+    if let Some(err) = ctx.err() {
+        let cause = ctx.cause().unwrap_or_else(|| err.into());
+        callback.fire(&Reason::new(err, Some(cause)));
         return unregistered(callback);
     }
     // The slot owns a reference of its own: `Entry::from_raw` gives it back.
@@ -97,13 +99,13 @@ pub(crate) fn register(ctx: &Context, f: Thunk) -> AfterFunc {
                 registration: Some((carrier, slot)),
             }
         }
-        Outcome::Done { back, .. } => {
+        Outcome::Done { reason, back } => {
             if back {
                 // SAFETY: the entry came back to us, with its reference.
                 drop(unsafe { Entry::from_raw(entry) });
             }
             // Whoever emptied the slot, the closure runs at most once (the claim).
-            callback.fire();
+            callback.fire(&reason);
             unregistered(callback)
         }
     }

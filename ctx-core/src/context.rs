@@ -1,7 +1,7 @@
 //! The public [`Context`] handle.
 
 use crate::after_func::{self, AfterFunc};
-use crate::cancel::{CancelCauseFunc, CancelFunc};
+use crate::cancel::{CancelCauseFunc, CancelFunc, ContextGuard};
 use crate::error::{Cause, Error};
 use crate::sync::AtomicU64;
 use crate::timer::{self, Timer};
@@ -183,6 +183,10 @@ impl Context {
     /// context's timer clock (Go's `WithTimeout`). A timeout too large to represent
     /// (`Duration::MAX`) saturates to a deadline centuries away.
     ///
+    /// Keep the [`CancelFunc`] in a named binding: `let (ctx, _) = …` drops it at
+    /// once and `ctx` is born canceled. [`with_timeout_guard`](Context::with_timeout_guard)
+    /// returns one value instead, which cannot be dropped by accident.
+    ///
     /// # Examples
     ///
     /// ```
@@ -215,6 +219,24 @@ impl Context {
             Some(timer),
             Some(now),
         )
+    }
+
+    /// [`with_cancel`](Context::with_cancel) as one value that cancels when
+    /// dropped (see [`ContextGuard`]).
+    pub fn with_cancel_guard(&self) -> ContextGuard {
+        ContextGuard::new(self.with_cancel())
+    }
+
+    /// [`with_timeout`](Context::with_timeout) as one value that cancels when
+    /// dropped: no `let (ctx, _) = …` trap (see [`ContextGuard`]).
+    pub fn with_timeout_guard(&self, timeout: Duration) -> ContextGuard {
+        ContextGuard::new(self.with_timeout(timeout))
+    }
+
+    /// [`with_deadline`](Context::with_deadline) as one value that cancels when
+    /// dropped (see [`ContextGuard`]).
+    pub fn with_deadline_guard(&self, deadline: Instant) -> ContextGuard {
+        ContextGuard::new(self.with_deadline(deadline))
     }
 
     /// A child that carries `value`, found again with [`value::<T>()`](Context::value)
@@ -527,9 +549,9 @@ impl Context {
             .map_or(0, |set| set.len())
     }
 
-    /// Whether both handles are the same context.
+    /// Whether both handles are the same context: `self == other`.
     pub fn same(&self, other: &Context) -> bool {
-        self.node == other.node
+        self == other
     }
 
     // ===== waiting =====
@@ -571,14 +593,22 @@ impl Context {
     /// Blocks until this context is done or `timeout` elapsed; true if it is done.
     #[cfg(not(all(test, ctx_loom)))]
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.wait_deadline(saturating_add(Instant::now(), timeout))
+        self.wait_until(saturating_add(Instant::now(), timeout))
     }
 
     /// Blocks until this context is done or `deadline` passed (by the system
-    /// clock); true if it is done.
+    /// clock); true if it is done. The `_until` suffix marks absolute-time forms
+    /// throughout ctx (`sleep_until` in the adapters too).
+    #[cfg(not(all(test, ctx_loom)))]
+    pub fn wait_until(&self, deadline: Instant) -> bool {
+        crate::waiter::wait_until(self, Some(deadline))
+    }
+
+    /// The old name of [`wait_until`](Context::wait_until).
+    #[doc(hidden)]
     #[cfg(not(all(test, ctx_loom)))]
     pub fn wait_deadline(&self, deadline: Instant) -> bool {
-        crate::waiter::wait_until(self, Some(deadline))
+        self.wait_until(deadline)
     }
 
     /// Runs `f` once this context is done (Go's `AfterFunc`).
@@ -611,6 +641,25 @@ impl Context {
     /// assert_eq!(rx.recv().unwrap(), "closed");
     /// ```
     pub fn after_func<F: FnOnce() + Send + 'static>(&self, f: F) -> AfterFunc {
+        after_func::register(self, Box::new(move |_, _| f()))
+    }
+
+    /// Like [`after_func`](Context::after_func), handing `f` the context's error
+    /// and cause, as a callback that logs or reports them wants.
+    ///
+    /// ```
+    /// use ctx_core::{Cause, Context};
+    /// use std::sync::mpsc;
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel_cause();
+    /// let (tx, rx) = mpsc::channel();
+    /// let _registration = ctx.after_func_with(move |err, cause| {
+    ///     tx.send(format!("{err}: {cause}")).unwrap();
+    /// });
+    /// cancel.cancel(Cause::msg("user hung up"));
+    /// assert_eq!(rx.recv().unwrap(), "context canceled: user hung up");
+    /// ```
+    pub fn after_func_with<F: FnOnce(Error, Cause) + Send + 'static>(&self, f: F) -> AfterFunc {
         after_func::register(self, Box::new(f))
     }
 }
@@ -645,6 +694,25 @@ impl Drop for Context {
         if let Some(node) = self.node() {
             node.dec_strong();
         }
+    }
+}
+
+impl PartialEq for Context {
+    /// Identity: two handles are equal when they are clones of one context (as
+    /// tokio-util's tokens compare). Two separately derived children are never
+    /// equal, even with the same parent and values; `background()` equals
+    /// `background()`.
+    fn eq(&self, other: &Context) -> bool {
+        self.node == other.node
+    }
+}
+
+impl Eq for Context {}
+
+impl std::hash::Hash for Context {
+    /// Hashes the identity, consistent with `==`.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.node.as_ptr().hash(state);
     }
 }
 
@@ -695,11 +763,13 @@ impl fmt::Display for Context {
 }
 
 impl fmt::Debug for Context {
+    /// The name (as `Display`), the error, and the time left until the deadline
+    /// by the context's clock (an `Instant` means nothing to a reader).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Context")
             .field("name", &format_args!("{self}"))
             .field("err", &self.err())
-            .field("deadline", &self.deadline())
+            .field("remaining", &self.remaining())
             .finish()
     }
 }

@@ -174,6 +174,120 @@ impl PartialEq<Error> for Cause {
     }
 }
 
+/// `?` from a [`Cause`] (a group's failure, a context's cause) into
+/// `Box<dyn Error + Send + Sync>`.
+///
+/// A plain [`Error`] is boxed as itself (so it downcasts to `ctx_core::Error`); a
+/// custom cause is boxed as a shared handle on it, whose `Display`, `Debug` and
+/// `source` are the original's.
+///
+/// ```
+/// use ctx_core::{Cause, Context};
+/// use std::error::Error;
+///
+/// fn step(ctx: &Context) -> Result<(), Box<dyn Error + Send + Sync>> {
+///     if let Some(cause) = ctx.cause() {
+///         return Err(cause)?;
+///     }
+///     Ok(())
+/// }
+///
+/// let (ctx, cancel) = Context::background().with_cancel_cause();
+/// cancel.cancel(Cause::msg("disk full"));
+/// assert_eq!(step(&ctx).unwrap_err().to_string(), "disk full");
+/// ```
+impl From<Cause> for Box<dyn StdError + Send + Sync + 'static> {
+    fn from(cause: Cause) -> Self {
+        match cause.0 {
+            Repr::Plain(err) => Box::new(err),
+            Repr::Shared(shared) => Box::new(SharedCause(shared)),
+        }
+    }
+}
+
+/// `?` from a [`Cause`] into `anyhow::Result` (feature `anyhow`), as for
+/// `Box<dyn Error + Send + Sync>`.
+///
+/// ```
+/// # fn main() -> anyhow::Result<()> {
+/// use ctx_core::{Cause, Context};
+///
+/// fn step(ctx: &Context) -> anyhow::Result<()> {
+///     if let Some(cause) = ctx.cause() {
+///         return Err(cause.into());
+///     }
+///     Ok(())
+/// }
+///
+/// let (ctx, cancel) = Context::background().with_cancel_cause();
+/// cancel.cancel(Cause::msg("disk full"));
+/// assert_eq!(step(&ctx).unwrap_err().to_string(), "disk full");
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(feature = "anyhow")]
+#[cfg_attr(docsrs, doc(cfg(feature = "anyhow")))]
+impl From<Cause> for anyhow::Error {
+    fn from(cause: Cause) -> Self {
+        match cause.0 {
+            Repr::Plain(err) => anyhow::Error::new(err),
+            Repr::Shared(shared) => anyhow::Error::new(SharedCause(shared)),
+        }
+    }
+}
+
+/// `?` from a context's [`Error`] into `std::io::Result`: `Canceled` becomes
+/// [`ErrorKind::Interrupted`](std::io::ErrorKind::Interrupted),
+/// `DeadlineExceeded` becomes [`ErrorKind::TimedOut`](std::io::ErrorKind::TimedOut),
+/// and the [`Error`] stays inside for downcasting.
+///
+/// ```
+/// use ctx_core::{Context, Error};
+/// use std::io;
+///
+/// fn copy_chunk(ctx: &Context) -> io::Result<usize> {
+///     ctx.check()?;
+///     Ok(4096)
+/// }
+///
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// assert_eq!(copy_chunk(&ctx).unwrap(), 4096);
+/// cancel.cancel();
+/// let err = copy_chunk(&ctx).unwrap_err();
+/// assert_eq!(err.kind(), io::ErrorKind::Interrupted);
+/// assert_eq!(err.get_ref().unwrap().downcast_ref::<Error>(), Some(&Error::Canceled));
+/// ```
+impl From<Error> for std::io::Error {
+    fn from(err: Error) -> std::io::Error {
+        let kind = match err {
+            Error::Canceled => std::io::ErrorKind::Interrupted,
+            Error::DeadlineExceeded => std::io::ErrorKind::TimedOut,
+        };
+        std::io::Error::new(kind, err)
+    }
+}
+
+/// A custom cause as an owned error value: the shared error's own text and source.
+struct SharedCause(Arc<dyn StdError + Send + Sync + 'static>);
+
+impl fmt::Debug for SharedCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for SharedCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl StdError for SharedCause {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0.source()
+    }
+}
+
 /// The error behind [`Cause::msg`].
 #[derive(Debug)]
 struct Message(String);

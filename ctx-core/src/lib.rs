@@ -83,7 +83,9 @@
 //!
 //! # Features
 //!
-//! None: the crate has no optional parts and no executor dependency.
+//! * `anyhow`: `?` from a [`Cause`] into `anyhow::Result`.
+//!
+//! Nothing else is optional, and nothing depends on an executor.
 //!
 //! # Memory ordering
 //!
@@ -92,6 +94,7 @@
 //! returning, an `after_func` callback running) on any thread.
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
 mod after_func;
@@ -99,12 +102,13 @@ mod cancel;
 mod causes;
 mod context;
 mod error;
-mod header;
+mod future;
 mod runner;
 mod sync;
-mod timer;
+pub mod timer;
 mod tree;
 mod waiter;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;
@@ -115,10 +119,17 @@ mod tests;
 struct ReadmeDoctests;
 
 pub use after_func::AfterFunc;
-pub use cancel::{CancelCauseFunc, CancelFunc, GroupCancel};
+pub use cancel::{CancelCauseFunc, CancelFunc, Canceler, ContextGuard, DropGuard, GroupCancel};
 pub use causes::{PanicError, SignalError};
 pub use context::Context;
 pub use error::{Cause, Error};
-pub use header::{HeaderError, decode_timeout, encode_timeout};
-pub use timer::{Expiry, StdTimer, Timer, TimerKey};
+pub use future::{FutureExt, StreamExt, WithContext, run_until_done, run_until_done_owned};
+pub use timer::Timer;
+
+// Earlier homes of names that now live in their audience's module; kept so that
+// code written against them compiles, hidden from the root's docs.
+#[doc(hidden)]
+pub use timer::{Expiry, StdTimer, TimerKey};
 pub use waiter::Done;
+#[doc(hidden)]
+pub use wire::{HeaderError, decode_timeout, encode_timeout};

@@ -27,6 +27,7 @@ pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
 const IDLE_EXIT: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
+#[cfg_attr(all(test, ctx_loom), allow(dead_code))]
 struct Queue {
     /// The process the counts below belong to: after `fork()` the child has none
     /// of the parent's threads, so it starts counting afresh.

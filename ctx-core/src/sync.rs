@@ -1,4 +1,10 @@
-//! The one place that names atomics, `Arc` and `UnsafeCell`.
+//! The one place that names atomics, the internal `Arc`s and `UnsafeCell`.
+//!
+//! Internal reference counts (callbacks, cause records) use this module's `Arc`,
+//! so loom checks them. `std::sync::Arc` appears elsewhere only where it is part
+//! of the public API: a timer backend (`Arc<dyn Timer>`) and a cause's shared
+//! error (`Cause::from_arc`); those are the caller's, and loom does not model
+//! them.
 //!
 //! Everything in ctx-core imports its synchronisation primitives from here, so
 //! that `--cfg ctx_loom` swaps the whole crate onto loom's model-checked types at

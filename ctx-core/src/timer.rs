@@ -1,6 +1,10 @@
 //! Pluggable timers: the [`Timer`] trait, the [`Expiry`] a timer fires, and the
 //! default backend.
 //!
+//! For authors of timer backends (the adapter crates, a test clock) and for code
+//! that installs one with [`Context::with_timer`]; a library that only takes a
+//! `Context` never needs this module.
+//!
 //! A timer does two things for the tree: it tells the time ([`Timer::now`]), and it
 //! calls [`Expiry::fire`] once a deadline passes. Deadlines, `with_timeout` and the
 //! exact-deadline check all read the backend's clock, so a backend with a virtual
@@ -161,7 +165,9 @@ impl Expiry {
         self.deadline
     }
 
-    /// Whether the context is already done (or gone): firing would do nothing.
+    /// Whether the context is already done (or gone) and walked: firing would do
+    /// nothing. A context whose expiry only a read has noticed is not done here,
+    /// since firing still has its subtree to walk.
     ///
     /// A plain read: it takes no reference, runs no user code and never calls back
     /// into the backend, so a backend may call it under its own locks.
@@ -169,7 +175,10 @@ impl Expiry {
         if !self.node.upgrade() {
             return true;
         }
-        let done = state::is_done(self.node.state());
+        // A node a read closed (`UNCLAIMED`) still needs its walk: firing would
+        // do it, so it does not count as done here.
+        let word = self.node.state();
+        let done = state::is_done(word) && !state::has(word, state::UNCLAIMED);
         // If every handle went away meanwhile, this was the last reference: the
         // drop runs on the runner, not here.
         crate::tree::work::release_on_runner(self.node);

@@ -56,6 +56,8 @@ use std::time::Instant;
 pub struct Done<C: Borrow<Context> = Context> {
     ctx: C,
     listener: Option<Listener>,
+    /// Whether this future returned `Ready` (for `FusedFuture`).
+    completed: bool,
 }
 
 impl<C: Borrow<Context>> Done<C> {
@@ -63,6 +65,7 @@ impl<C: Borrow<Context>> Done<C> {
         Done {
             ctx,
             listener: None,
+            completed: false,
         }
     }
 
@@ -84,11 +87,15 @@ impl<C: Borrow<Context> + Unpin> Future for Done<C> {
         loop {
             if ctx.is_done() {
                 this.listener = None;
+                this.completed = true;
                 return Poll::Ready(());
             }
             match &mut this.listener {
                 None => match listen(carrier) {
-                    None => return Poll::Ready(()),
+                    None => {
+                        this.completed = true;
+                        return Poll::Ready(());
+                    }
                     Some(listener) => this.listener = Some(listener),
                 },
                 Some(listener) => match Pin::new(listener).poll(cx) {
@@ -97,6 +104,14 @@ impl<C: Borrow<Context> + Unpin> Future for Done<C> {
                 },
             }
         }
+    }
+}
+
+impl<C: Borrow<Context> + Unpin> futures_core::FusedFuture for Done<C> {
+    /// True once this future returned `Ready` (polling again would return `Ready`
+    /// again; `select!` loops skip it instead).
+    fn is_terminated(&self) -> bool {
+        self.completed
     }
 }
 

@@ -127,12 +127,12 @@ fn wait_timeout_is_false_while_live_and_true_once_done() {
     let (ctx, cancel) = Context::background().with_cancel();
     assert!(!ctx.wait_timeout(Duration::from_millis(1)));
     assert!(!ctx.wait_timeout(Duration::ZERO));
-    assert!(!ctx.wait_deadline(Instant::now()));
+    assert!(!ctx.wait_until(Instant::now()));
     assert!(!Context::background().wait_timeout(Duration::from_millis(1)));
     cancel.cancel();
     assert!(ctx.wait_timeout(Duration::from_millis(1)));
     assert!(ctx.wait_timeout(Duration::ZERO));
-    assert!(ctx.wait_deadline(Instant::now()));
+    assert!(ctx.wait_until(Instant::now()));
     ctx.wait();
 }
 
@@ -337,4 +337,49 @@ fn a_read_that_reports_an_expiry_wakes_parked_futures() {
     );
     assert!(on_ctx.poll(&mut done_ctx).is_ready());
     assert!(on_child.poll(&mut done_child).is_ready());
+}
+
+/// A timer that keeps the one expiry it is given and a clock set by hand.
+#[derive(Debug)]
+struct KeepExpiry {
+    now: std::sync::Mutex<Instant>,
+    expiry: std::sync::Mutex<Option<ctx_core::timer::Expiry>>,
+}
+
+impl ctx_core::Timer for KeepExpiry {
+    fn now(&self) -> Instant {
+        *self.now.lock().unwrap()
+    }
+    fn arm(
+        &self,
+        _deadline: Instant,
+        expiry: ctx_core::timer::Expiry,
+    ) -> Option<ctx_core::timer::TimerKey> {
+        *self.expiry.lock().unwrap() = Some(expiry);
+        None
+    }
+    fn disarm(&self, _key: ctx_core::timer::TimerKey) {}
+}
+
+/// `Expiry::is_done` tells a backend whether firing would do nothing. After a
+/// read noticed the expiry, firing still has the subtree to walk: a backend that
+/// drops "done" expiries (the built-in timer's sweep does) must keep this one.
+#[test]
+fn an_expiry_only_a_read_noticed_is_not_done() {
+    let timer = Arc::new(KeepExpiry {
+        now: std::sync::Mutex::new(Instant::now()),
+        expiry: std::sync::Mutex::new(None),
+    });
+    let root = Context::background().with_timer(timer.clone());
+    let (ctx, _cancel) = root.with_timeout(Duration::from_secs(1));
+    let calls = Calls::new();
+    let (child, _cancel_child) = ctx.with_cancel();
+    let _registration = child.after_func(calls.callback());
+    *timer.now.lock().unwrap() += Duration::from_secs(1);
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    let expiry = timer.expiry.lock().unwrap().take().unwrap();
+    assert!(!expiry.is_done(), "a backend would drop the walk with it");
+    expiry.fire();
+    assert!(support::eventually(|| calls.get() == 1));
+    assert_eq!(child.err(), Some(Error::DeadlineExceeded));
 }

@@ -97,6 +97,9 @@ pub use task::{
     sleep_until, spawn, with_cancel_cause_on, with_cancel_on,
 };
 pub use timer::{NoRuntime, TokioTimer, background, try_background};
+
+#[doc(hidden)]
+pub use task::__mixed_clock_findings;
 #[cfg(feature = "tokio-util")]
 pub use token::{ContextToken, ContextTokenExt, TokenCanceled, from_token};
 

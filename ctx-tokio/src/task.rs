@@ -85,6 +85,7 @@ pub fn run_until_done<F: IntoFuture>(
 /// }
 /// ```
 pub fn sleep(ctx: &Context, duration: Duration) -> impl Future<Output = Result<(), Error>> + use<> {
+    warn_on_mixed_clocks(ctx);
     checked_sleep(ctx.done(), tokio::time::sleep(duration))
 }
 
@@ -97,7 +98,42 @@ pub fn sleep_until(
     ctx: &Context,
     deadline: tokio::time::Instant,
 ) -> impl Future<Output = Result<(), Error>> + use<> {
+    warn_on_mixed_clocks(ctx);
     checked_sleep(ctx.done(), tokio::time::sleep_until(deadline))
+}
+
+/// How far a context's clock and tokio's may drift apart before they count as
+/// two clocks (scheduling alone never gets near it).
+const CLOCK_SKEW: Duration = Duration::from_millis(50);
+
+/// Whether the mixed-clocks warning was given (once per process).
+static MIXED_CLOCKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Two clocks mixed silently give wrong answers: under `tokio::time::pause`, a
+/// context from `Context::background()` (ctx-core's real clock) beside a tokio
+/// sleep (paused time). When a context with a deadline reads a time more than
+/// [`CLOCK_SKEW`] away from tokio's, say so once, through `tracing`.
+fn warn_on_mixed_clocks(ctx: &Context) {
+    if ctx.deadline().is_none() {
+        return;
+    }
+    let ours = ctx.now();
+    let tokio_now = tokio::time::Instant::now().into_std();
+    let skew = ours.max(tokio_now) - ours.min(tokio_now);
+    if skew > CLOCK_SKEW && MIXED_CLOCKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+        tracing::warn!(
+            "ctx-tokio: this context's clock and tokio's differ by {skew:?}: its deadline \
+             follows another clock than tokio's sleeps (under tokio::time::pause, derive \
+             contexts from ctx_tokio::background(), or install TokioTimer::current() \
+             with Context::with_timer)"
+        );
+    }
+}
+
+/// How many times two clocks were found mixed (the warning itself is given once).
+#[doc(hidden)]
+pub fn __mixed_clock_findings() -> usize {
+    MIXED_CLOCKS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 async fn checked_sleep(done: Done, sleep: tokio::time::Sleep) -> Result<(), Error> {

@@ -89,8 +89,9 @@ use tokio::time::Sleep;
 /// `disarm` decrements [`armed`](TokioTimer::armed) at once and leaves the heap
 /// entry to be dropped lazily, waking the driver only when no timer is left armed
 /// (so that a paused runtime does not auto-advance to a dead deadline) or when many
-/// commands are pending (so that memory stays bounded). This is the design of
-/// ctx-core's `StdTimer`, with a tokio task in place of the thread.
+/// commands are pending (so that memory stays bounded). (`StdTimer` shares the
+/// lock-free arm and the lazy disarm; unlike it, this driver keeps a key map and
+/// fires in budgeted batches as a task.)
 ///
 /// # Where deadlines fire
 ///

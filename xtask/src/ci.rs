@@ -3,9 +3,10 @@
 //! The ordinary build steps share one target directory and one set of
 //! `RUSTFLAGS`, so their build cache is reused from step to step. The loom,
 //! Miri and thread sanitizer steps need different flags and therefore build
-//! into their own target directories below `target/`.
+//! into their own target directories below `target/`; so does the package step,
+//! whose crates come from unpacked packages rather than the workspace.
 
-use crate::{Error, Result, cargo, run, section, set_rustdocflags, set_rustflags};
+use crate::{CORE_PACKAGE, Error, Result, cargo, run, section, set_rustdocflags, set_rustflags};
 
 /// The `RUSTFLAGS` used by every ordinary build step.
 const DENY_WARNINGS: &str = "-D warnings";
@@ -54,7 +55,7 @@ pub(crate) fn run_ci(tier: Tier) -> Result {
         // The ten-million-children memory test is ignored in debug builds, where it
         // would take minutes; in release it takes seconds.
         let mut cmd = cargo();
-        cmd.args(["test", "-p", "ctx-core", "--release", "--test", "stress"])
+        cmd.args(["test", "-p", CORE_PACKAGE, "--release", "--test", "stress"])
             .args(["--", "--include-ignored"]);
         set_rustflags(&mut cmd, DENY_WARNINGS);
         run(&mut cmd)
@@ -72,6 +73,9 @@ pub(crate) fn run_ci(tier: Tier) -> Result {
         set_rustdocflags(&mut cmd, DENY_WARNINGS);
         run(&mut cmd)
     })?;
+    // Each publishable crate as crates.io will ship it: packaged, unpacked outside the
+    // workspace, its tests and doctests run there (a section per step).
+    crate::package::check()?;
     section("tidy", crate::tidy::check)?;
     section("loom", || {
         crate::loom::run_models(crate::loom::DEFAULT_FILTER)

@@ -5,7 +5,7 @@
 //! or a missing `cfg` silently runs zero tests, this command fails unless at
 //! least one test actually ran.
 
-use crate::{Error, Result, cargo, fail, run_tee, set_rustflags};
+use crate::{CORE_PACKAGE, Error, Result, cargo, fail, run_tee, set_rustflags};
 
 /// The test name filter that selects every loom model.
 pub(crate) const DEFAULT_FILTER: &str = "loom_";
@@ -19,7 +19,7 @@ const DEFAULT_MAX_BRANCHES: &str = "10000";
 /// Runs the loom models whose names contain `filter`.
 pub(crate) fn run_models(filter: &str) -> Result {
     let mut cmd = cargo();
-    cmd.args(["test", "-p", "ctx-core", "--lib", "--release"])
+    cmd.args(["test", "-p", CORE_PACKAGE, "--lib", "--release"])
         .args(["--target-dir", "target/loom"])
         .args(["--", "--nocapture", "--test-threads=1", filter]);
     set_rustflags(&mut cmd, "--cfg ctx_loom -C debug-assertions");

@@ -11,6 +11,7 @@ mod demo;
 mod loom;
 mod miri;
 mod msrv;
+mod package;
 mod tidy;
 mod tsan;
 
@@ -34,10 +35,17 @@ Commands:
   tsan [--runs N]           Run the ctx-core tests N times under the thread sanitizer (default 3).
   bench [--quick] [FILTER]  Run the benchmarks and regenerate BENCHMARKS.md.
   msrv                      Check the workspace with the minimum supported Rust version.
+  package                   Package every publishable crate, then run each package's tests and
+                            doctests on its own, outside the workspace.
   demo                      Run the ctx-core demo example.
   tidy                      Check source conventions (module docs, where atomics live, README example).
   help                      Print this message.
 ";
+
+/// The package name of the core, for `cargo -p`: the directory is `ctx-core/` and
+/// its library is `ctx_core`, but the package is published as `ctx-tree` (the name
+/// `ctx-core` is taken on crates.io).
+pub(crate) const CORE_PACKAGE: &str = "ctx-tree";
 
 /// The error type of every command: a message explaining what went wrong.
 #[derive(Debug)]
@@ -77,6 +85,7 @@ fn main() -> ExitCode {
         "tsan" => tsan::cli(rest),
         "bench" => bench::cli(rest),
         "msrv" => msrv::cli(rest),
+        "package" => package::cli(rest),
         "demo" => demo::cli(rest),
         "tidy" => tidy::cli(rest),
         "help" | "-h" | "--help" => {

@@ -6,7 +6,7 @@
 //! With `--tree-borrows` a second pass checks the Tree Borrows aliasing model
 //! after the default Stacked Borrows pass.
 
-use crate::{Error, Result, run, set_rustflags, toolchain_cargo};
+use crate::{CORE_PACKAGE, Error, Result, run, set_rustflags, toolchain_cargo};
 
 /// The Miri flags used for every pass.
 ///
@@ -39,7 +39,7 @@ fn run_pass(miriflags: &str, filter: Option<&str>) -> Result {
         "miri",
         "test",
         "-p",
-        "ctx-core",
+        CORE_PACKAGE,
         "--lib",
         "--tests",
         "--target-dir",

@@ -7,7 +7,8 @@
 //! tests run several times.
 
 use crate::{
-    Error, Result, fail, read_output, run, rustup_command, set_rustflags, toolchain_cargo,
+    CORE_PACKAGE, Error, Result, fail, read_output, run, rustup_command, set_rustflags,
+    toolchain_cargo,
 };
 
 /// How many times the tests run unless `--runs` says otherwise.
@@ -22,7 +23,7 @@ pub(crate) fn run_tsan(runs: u32) -> Result {
         println!("Thread sanitizer run {round} of {runs}");
         let mut cmd = toolchain_cargo("nightly");
         cmd.args(["test", "-Zbuild-std", "--target", &target])
-            .args(["-p", "ctx-core", "--tests", "--target-dir", "target/tsan"]);
+            .args(["-p", CORE_PACKAGE, "--tests", "--target-dir", "target/tsan"]);
         set_rustflags(&mut cmd, "-Zsanitizer=thread --cfg ctx_sanitize");
         run(&mut cmd)?;
     }

@@ -20,8 +20,10 @@ fn assert_handles(ctx: &Context, handles: usize) {
 
 /// A child is created while its parent is canceled: either the registration sees
 /// the cancel (the child is born done) or the cancel finds the registration (the
-/// parent cancels the child). The child is done either way and nothing stays
-/// registered.
+/// parent cancels the child). The child is done either way, nothing stays
+/// registered, and the parent's cancel returns: the parent may have had no child
+/// set when its walk looked and get one from this registrant afterwards, which
+/// must not make it look incomplete forever.
 #[test]
 fn loom_cancel_insert_vs_cancel() {
     model(|| {
@@ -230,5 +232,110 @@ fn loom_cancel_merge_insert_vs_cancel_first_parent() {
         assert_handles(&a, 1);
         assert_handles(&b, 2);
         drop(cancel_b);
+    });
+}
+
+/// A merge node registers with three parents while the middle one is canceled.
+/// The cancel can come before its registration with `doomed` (the node is born
+/// done and never joins `late`), between that and its registration with `late`
+/// (the walk closes it and detaches it from the parents it can see, and the
+/// registrant's fence and re-check catch the `late` registration the walk
+/// missed), or after it. In every case the node ends done, no parent keeps a
+/// registration (`live_children() == 0`, no weak reference left behind) and
+/// every node is freed.
+#[test]
+fn loom_cancel_merge_registration_vs_done_parent() {
+    model(|| {
+        let (live, cancel_live) = Context::background().with_cancel();
+        let (doomed, cancel_doomed) = Context::background().with_cancel();
+        let (late, cancel_late) = Context::background().with_cancel();
+        let parents = [live.clone(), doomed.clone(), late.clone()];
+        let t = thread::spawn(move || Context::with_cancel_any(&parents));
+        cancel_doomed.cancel();
+        let (merged, cancel_merged) = t.join().unwrap();
+
+        assert_eq!(merged.err(), Some(Error::Canceled));
+        assert_eq!(live.live_children(), 0, "a done merge node stays in `live`");
+        assert_eq!(doomed.live_children(), 0);
+        assert_eq!(late.live_children(), 0, "a done merge node stays in `late`");
+        assert!(!live.is_done() && !late.is_done());
+        drop((merged, cancel_merged));
+        assert_handles(&live, 2);
+        assert_handles(&doomed, 1);
+        assert_handles(&late, 2);
+        drop((cancel_live, cancel_late));
+    });
+}
+
+/// The linearizable cancel: in a chain `root → a → b`, one thread cancels `root`
+/// while another cancels `a` through its own function. Whichever closes `a`
+/// first, when the cancel of `a` returns, `b` is done (a cancel that lost the
+/// race for `a` waits for the winner's walk), and so is everything else once the
+/// cancel of `root` returns. Nothing stays registered and every node is freed.
+#[test]
+fn loom_cancel_returned_cancel_means_done_subtree() {
+    model(|| {
+        let (root, cancel_root) = Context::background().with_cancel();
+        let (a, cancel_a) = root.with_cancel();
+        let (b, cancel_b) = a.with_cancel();
+        let b_seen = b.clone();
+        let t = thread::spawn(move || {
+            cancel_a.cancel();
+            assert!(
+                b_seen.is_done(),
+                "cancel of `a` returned before `b` was done"
+            );
+        });
+        cancel_root.cancel();
+        assert!(
+            a.is_done() && b.is_done(),
+            "cancel of `root` returned early"
+        );
+        t.join().unwrap();
+
+        assert_eq!(root.live_children(), 0);
+        assert_eq!(a.live_children(), 0);
+        drop((b, cancel_b));
+        assert_handles(&a, 1);
+        drop(a);
+        assert_handles(&root, 1);
+    });
+}
+
+/// Two cancels of the same node race (a group's first failure and its plain
+/// cancel, both through one shared `GroupCancel`): after *each* returns, the
+/// node's child and grandchild are done, and the subtree agrees with the reason
+/// that won the node.
+#[test]
+fn loom_cancel_same_node_twice() {
+    model(|| {
+        let (ctx, cancel) = Context::background().with_cancel_cause();
+        let (child, cancel_child) = ctx.with_cancel();
+        let (grandchild, cancel_grandchild) = child.with_cancel();
+        let group = crate::sync::Arc::new(crate::GroupCancel::new(cancel));
+        let other = group.clone();
+        let seen = grandchild.clone();
+        let t = thread::spawn(move || {
+            other.fail(Cause::msg("failed"));
+            assert!(
+                seen.is_done(),
+                "a racing cancel returned before the grandchild was done"
+            );
+        });
+        group.cancel();
+        assert!(child.is_done() && grandchild.is_done());
+        t.join().unwrap();
+
+        let won = cause(&ctx).expect("not done");
+        assert!(
+            won == "failed" || won == "context canceled",
+            "unexpected cause {won}"
+        );
+        assert_eq!(cause(&child), Some(won.clone()));
+        assert_eq!(cause(&grandchild), Some(won));
+        assert_eq!(ctx.live_children(), 0);
+        assert_eq!(child.live_children(), 0);
+        drop((grandchild, cancel_grandchild, child, cancel_child, group));
+        assert_handles(&ctx, 1);
     });
 }

@@ -1,8 +1,9 @@
-//! Loom models of the child set (`list`): the free-index stack and the Dekker pair
-//! between an inserter and a canceler.
+//! Loom models of the child set (`tree::child_set`), built directly: the
+//! free-index stack, the Dekker pair between an inserter and a canceler, and
+//! segments allocated while a drain runs.
 
-use crate::list::ChildSet;
 use crate::sync::{Arc, AtomicUsize, Ordering};
+use crate::tree::child_set::ChildSet;
 use loom::thread;
 use std::ptr;
 
@@ -135,6 +136,53 @@ fn loom_list_insert_vs_drain() {
     });
 }
 
+/// Segments allocated out of order: one inserter takes the last index of segment
+/// 1 and another the first of segment 2, and either may publish its segment
+/// first, while a drain runs. The drain must visit every segment (not stop at the
+/// first one still unallocated): each entry is drained or taken back, never
+/// neither. (Indices 4..11 are handed to nobody, so that two threads reach
+/// segments 1 and 2.)
+#[test]
+fn loom_list_out_of_order_segments_vs_drain() {
+    loom::model(|| {
+        let owner = Arc::new(Owner {
+            done: AtomicUsize::new(0),
+            set: ChildSet::new(),
+        });
+        for n in 0..4 {
+            owner.set.insert(entry(100 + n));
+        }
+        owner.set.skip_indices(7);
+
+        let inserters: Vec<_> = [1, 2]
+            .into_iter()
+            .map(|n| {
+                let inserter = owner.clone();
+                thread::spawn(move || {
+                    let index = inserter.set.insert(entry(n));
+                    if inserter.done.load(Ordering::SeqCst) == 0 {
+                        return false;
+                    }
+                    inserter.set.remove(index, entry(n))
+                })
+            })
+            .collect();
+
+        assert_eq!(owner.done.swap(1, Ordering::SeqCst), 0);
+        crate::sync::dekker_point();
+        let mut drained = Vec::new();
+        owner.set.drain(|e| drained.push(e.addr() / 8));
+        for (n, inserter) in [1, 2].into_iter().zip(inserters) {
+            let taken_back = inserter.join().unwrap();
+            assert!(
+                drained.contains(&n) != taken_back,
+                "entry {n} handled twice or lost"
+            );
+        }
+        assert_eq!(owner.set.len(), 0);
+    });
+}
+
 /// Remove (a child dropped, a callback stopped) vs drain: exactly one side takes
 /// the entry, and its index goes back on the free stack only if the remover won.
 #[test]
@@ -162,5 +210,81 @@ fn loom_list_remove_vs_drain() {
         let (free, _) = owner.set.free_indices();
         assert_eq!(free, if removed { vec![index] } else { vec![] });
         assert!(!free.contains(&other));
+    });
+}
+
+/// What an inserter that races a cancel ends with: the slot it used, and whether
+/// it took its entry back (it saw the cancel and won the slot).
+fn insert_then_recheck(owner: &Owner, e: *mut ()) -> (u32, bool) {
+    let index = owner.set.insert(e);
+    // The registrant's SeqCst state load.
+    if owner.done.load(Ordering::SeqCst) == 0 {
+        return (index, false);
+    }
+    (index, owner.set.remove(index, e))
+}
+
+/// Three inserters race a drain while the set grows into its third segment:
+/// segments 0 and 1 hold 11 entries (one slot of segment 1 is left), so of the
+/// racing inserts one takes that last slot and the other two race to allocate
+/// segment 2 (the loser of that CAS frees its copy) while the drain may already
+/// be scanning. Every entry is handled exactly once: by the drain, or by its
+/// inserter taking it back, and only an inserter that saw the cancel takes it
+/// back (so a drain that misses an entry in a segment it found null, or that was
+/// allocated late, fails the model). Entries present at the same time never share
+/// a slot.
+///
+/// What this cannot reach: segment 2 allocated while segment 1 is still null
+/// (the drain must skip the gap, not stop at it). That needs all eight inserters
+/// of segment 1 stalled before their segment CAS, more threads than loom runs.
+#[test]
+fn loom_list_segment_growth_vs_drain() {
+    loom::model(|| {
+        let owner = Arc::new(Owner {
+            done: AtomicUsize::new(0),
+            set: ChildSet::new(),
+        });
+        // Segment 0 (4 slots), then 7 of segment 1's 8 slots.
+        for n in 0..11 {
+            assert_eq!(owner.set.insert(entry(100 + n)), n as u32);
+        }
+
+        let inserters: Vec<_> = [1, 2, 3]
+            .into_iter()
+            .map(|n| {
+                let owner = owner.clone();
+                thread::spawn(move || insert_then_recheck(&owner, entry(n)))
+            })
+            .collect();
+
+        // The canceler's SeqCst state CAS, then the drain.
+        assert_eq!(owner.done.swap(1, Ordering::SeqCst), 0);
+        crate::sync::dekker_point();
+        let mut drained = Vec::new();
+        owner.set.drain(|e| drained.push(e.addr() / 8));
+        let outcomes: Vec<_> = inserters.into_iter().map(|t| t.join().unwrap()).collect();
+
+        for (n, &(_, taken_back)) in (1..).zip(&outcomes) {
+            let found = drained.contains(&n);
+            assert!(found != taken_back, "entry {n} handled twice or lost");
+        }
+        // Entries the drain found were all in the set at once: distinct slots.
+        let mut kept: Vec<u32> = outcomes
+            .iter()
+            .filter(|&&(_, taken_back)| !taken_back)
+            .map(|&(index, _)| index)
+            .collect();
+        kept.sort_unstable();
+        kept.dedup();
+        assert_eq!(
+            kept.len(),
+            outcomes.iter().filter(|&&(_, back)| !back).count(),
+            "two entries shared a slot"
+        );
+        assert!(outcomes.iter().all(|&(index, _)| (11..14).contains(&index)));
+        drained.retain(|&n| n >= 100);
+        drained.sort_unstable();
+        assert_eq!(drained, (100..111).collect::<Vec<_>>());
+        assert_eq!(owner.set.len(), 0);
     });
 }

@@ -1,13 +1,15 @@
-//! Loom models of arming and disarming deadline timers (`timer`): every key a
-//! backend hands out is disarmed exactly once, whoever ends the context and
-//! whenever.
+//! Loom models of deadline nodes (`tree::deadline`): every key a backend hands
+//! out is disarmed exactly once, whoever ends the context and whenever; and the
+//! exact-deadline read, which closes an expired node with `UNCLAIMED` and leaves
+//! the walk (callbacks, disarming) to exactly one canceler, never to the reader.
 
 use super::model;
 use crate::sync::{AtomicU64, Ordering};
-use crate::{Context, Error, Expiry, Timer, TimerKey};
+use crate::{AfterFunc, CancelFunc, Context, Error, Expiry, Timer, TimerKey};
+use loom::future::block_on;
 use loom::sync::Mutex;
 use loom::sync::atomic::AtomicBool;
-use loom::thread;
+use loom::thread::{self, ThreadId};
 use std::fmt;
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -21,6 +23,8 @@ struct Recorder {
     next_key: AtomicU64,
     armed: Mutex<Vec<(u64, Expiry)>>,
     disarmed: Mutex<Vec<u64>>,
+    /// The thread of each `disarm` call.
+    disarmed_on: Mutex<Vec<ThreadId>>,
 }
 
 impl fmt::Debug for Recorder {
@@ -46,6 +50,10 @@ impl Timer for Recorder {
 
     fn disarm(&self, key: TimerKey) {
         self.disarmed.lock().unwrap().push(key.get().get());
+        self.disarmed_on
+            .lock()
+            .unwrap()
+            .push(thread::current().id());
     }
 }
 
@@ -57,6 +65,7 @@ impl Recorder {
             next_key: AtomicU64::new(1),
             armed: Mutex::new(Vec::new()),
             disarmed: Mutex::new(Vec::new()),
+            disarmed_on: Mutex::new(Vec::new()),
         })
     }
 
@@ -77,6 +86,14 @@ impl Recorder {
         disarmed.sort_unstable();
         keys.sort_unstable();
         assert_eq!(disarmed, keys, "keys disarmed twice, never, or unknown");
+    }
+
+    /// Asserts that the backend was never asked to disarm on `thread`.
+    fn assert_not_on(&self, thread: ThreadId) {
+        assert!(
+            !self.disarmed_on.lock().unwrap().contains(&thread),
+            "disarm ran on a reader's thread"
+        );
     }
 
     fn armed_keys(&self) -> Vec<u64> {
@@ -132,9 +149,12 @@ fn loom_timer_fire_vs_cancel() {
     });
 }
 
-/// The exact-deadline check: a reader finds the deadline passed (by the timer's
-/// clock, before the timer fired) and cancels the context itself, while its
-/// cancel function runs. One cancel wins, and the key is disarmed exactly once.
+/// The exact-deadline read on the deadline node itself: a reader finds the
+/// deadline passed (by the timer's clock, before the timer fired) while the
+/// node's cancel function runs. The read closes the node with `UNCLAIMED` and
+/// walks nothing; the cancel function closes it or claims it and walks. The first
+/// reason sticks (the reader's answer is what the context reports afterwards), the
+/// key is disarmed exactly once, and never on the reader's thread.
 #[test]
 fn loom_timer_exact_deadline_vs_cancel() {
     model(|| {
@@ -144,13 +164,268 @@ fn loom_timer_exact_deadline_vs_cancel() {
         let key = timer.armed_keys();
         timer.expired.store(true, Ordering::SeqCst);
         let reader = ctx.clone();
-        let t = thread::spawn(move || reader.err());
+        let t = thread::spawn(move || (reader.err(), thread::current().id()));
         cancel.cancel();
-        let seen = t.join().unwrap().expect("the reader saw a live context");
+        let (seen, reader_id) = t.join().unwrap();
+        let seen = seen.expect("the reader saw a live context");
 
         assert_eq!(ctx.err(), Some(seen));
         timer.assert_disarmed_once(key);
+        timer.assert_not_on(reader_id);
         drop((ctx, root));
         timer.armed.lock().unwrap().clear();
+    });
+}
+
+/// An `after_func` callback that records the thread of each of its runs.
+fn recording_callback(ctx: &Context) -> (std::sync::Arc<Mutex<Vec<ThreadId>>>, AfterFunc) {
+    let runs = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let handle = runs.clone();
+    let registration = ctx.after_func(move || handle.lock().unwrap().push(thread::current().id()));
+    (runs, registration)
+}
+
+/// A deadline node `deadline` with a child `child` holding an `after_func`
+/// callback, its timer armed and (after [`Expired::new`]) its clock past the
+/// deadline; nobody has read it yet, so nothing is closed.
+struct Expired {
+    timer: Arc<Recorder>,
+    root: Context,
+    deadline: Context,
+    /// Taken by a model that cancels the deadline node explicitly.
+    cancel: Option<CancelFunc>,
+    child: Context,
+    cancel_child: CancelFunc,
+    runs: std::sync::Arc<Mutex<Vec<ThreadId>>>,
+    registration: AfterFunc,
+}
+
+impl Expired {
+    fn new() -> Expired {
+        let expired = Expired::armed();
+        expired.timer.expired.store(true, Ordering::SeqCst);
+        expired
+    }
+
+    /// The same, with the clock still before the deadline.
+    fn armed() -> Expired {
+        let timer = Recorder::new();
+        let root = Context::background().with_timer(timer.clone());
+        let (deadline, cancel) = root.with_deadline(timer.deadline());
+        let (child, cancel_child) = deadline.with_cancel();
+        // Registered while the clock is still early: its own exact read finds
+        // nothing to close.
+        let (runs, registration) = recording_callback(&child);
+        Expired {
+            timer,
+            root,
+            deadline,
+            cancel: Some(cancel),
+            child,
+            cancel_child,
+            runs,
+            registration,
+        }
+    }
+
+    /// Cancels the deadline node through its cancel function.
+    fn cancel(&mut self) {
+        self.cancel.take().expect("canceled twice").cancel();
+    }
+
+    /// A reader of the child, on a thread of its own: its answer and its thread.
+    fn spawn_reader(&self) -> thread::JoinHandle<(Option<Error>, ThreadId)> {
+        let reader = self.child.clone();
+        thread::spawn(move || (reader.err(), thread::current().id()))
+    }
+
+    /// The threads the callback ran on.
+    fn runs(&self) -> Vec<ThreadId> {
+        self.runs.lock().unwrap().clone()
+    }
+
+    /// Checks the end state once everyone is finished and returns the error the
+    /// subtree reports: the reader's answer stuck, the child agrees with the
+    /// deadline node, exactly one walk ran the callback (never on the reader's
+    /// thread), and the key was disarmed exactly once (never on the reader's
+    /// thread). Then drops everything, which adds nothing (the model checks that
+    /// every node is freed).
+    fn finish(self, seen: Option<Error>, reader_id: ThreadId) -> Error {
+        let seen = seen.expect("the reader saw a live context after the deadline");
+        assert_eq!(
+            self.child.err(),
+            Some(seen),
+            "the reader's answer did not stick"
+        );
+        assert_eq!(self.deadline.err(), Some(seen));
+        let runs = self.runs();
+        assert_eq!(runs.len(), 1, "the callback ran {} times", runs.len());
+        assert_ne!(runs[0], reader_id, "a read ran a callback");
+        assert!(!self.registration.stop());
+        self.timer.assert_disarmed_once(vec![1]);
+        self.timer.assert_not_on(reader_id);
+        assert_eq!(self.deadline.live_children(), 0);
+        assert_eq!(self.child.live_children(), 0);
+        let Expired {
+            timer,
+            root,
+            deadline,
+            cancel,
+            child,
+            cancel_child,
+            runs,
+            registration,
+        } = self;
+        // A cancel function dropped now finds the subtree complete: nothing more
+        // runs or is disarmed.
+        drop((registration, cancel_child, child, cancel, deadline, root));
+        assert_eq!(runs.lock().unwrap().len(), 1);
+        timer.assert_disarmed_once(vec![1]);
+        // The backend still holds the expiry (if it did not fire); it keeps only
+        // a weak reference.
+        timer.armed.lock().unwrap().clear();
+        seen
+    }
+}
+
+/// An exact-deadline read of a child races the deadline node's cancel function.
+/// The read may close the deadline node and the child with `UNCLAIMED` (before,
+/// between or after the cancel's close and walk) but walks nothing: the cancel
+/// closes or claims each node and walks the subtree, once. So when the cancel
+/// returns, the child is done and the callback has run, on the canceling
+/// thread; the reason that reached the child first is the one everyone reports.
+#[test]
+fn loom_timer_unclaimed_read_vs_cancel() {
+    model(|| {
+        let mut expired = Expired::new();
+        let reader = expired.spawn_reader();
+        expired.cancel();
+        assert!(
+            expired.child.is_done(),
+            "a cancel returned before the subtree was done"
+        );
+        assert_eq!(
+            expired.runs(),
+            [thread::current().id()],
+            "the cancel returned before its callback ran"
+        );
+        let (seen, reader_id) = reader.join().unwrap();
+        expired.finish(seen, reader_id);
+    });
+}
+
+/// An exact-deadline read of a child races the timer's expiry: the read closes
+/// with `UNCLAIMED`, the expiry closes or claims and walks. One walk runs the
+/// callback once and disarms the key once; both report `DeadlineExceeded`. The
+/// cancel function called afterwards finds the node complete and adds nothing.
+#[test]
+fn loom_timer_unclaimed_read_vs_fire() {
+    model(|| {
+        let expired = Expired::new();
+        let (_, expiry) = expired.timer.take_expiry();
+        let reader = expired.spawn_reader();
+        expiry.fire();
+        // Under loom the runner runs the expiry's jobs inline, so its walk and
+        // its user code are finished here.
+        assert!(expired.child.is_done());
+        let (seen, reader_id) = reader.join().unwrap();
+        let err = expired.finish(seen, reader_id);
+        assert_eq!(err, Error::DeadlineExceeded);
+    });
+}
+
+/// Three parties: an exact-deadline read, the timer's expiry and the cancel
+/// function. Reads never walk, so one of the two cancels walks the subtree (the
+/// one that closed the deadline node, or claimed it after the read closed it):
+/// the callback runs once and the key is disarmed once, neither on the reader's
+/// thread; the cancel function's return still means a done subtree.
+#[test]
+fn loom_timer_unclaimed_read_vs_fire_vs_cancel() {
+    model(|| {
+        let mut expired = Expired::new();
+        let (_, expiry) = expired.timer.take_expiry();
+        let reader = expired.spawn_reader();
+        let firer = thread::spawn(move || expiry.fire());
+        expired.cancel();
+        assert!(
+            expired.child.is_done(),
+            "a cancel returned before the subtree was done"
+        );
+        firer.join().unwrap();
+        let (seen, reader_id) = reader.join().unwrap();
+        expired.finish(seen, reader_id);
+    });
+}
+
+/// A backend may ask [`Expiry::is_done`] whether firing would do anything and
+/// drop the expiry unfired if not (the built-in timer's sweep does). An
+/// exact-deadline read that closed the node with `UNCLAIMED` walked nothing, so
+/// the expiry still has a walk to do: `is_done` must not say done then, or the
+/// callback below the deadline (and waiters further down, whom only a walk
+/// wakes) wait for the cancel function instead of the deadline. Here the backend
+/// follows that contract while a reader races it; afterwards, before the cancel
+/// function is touched, the subtree must have been walked exactly once.
+///
+/// The reader ends by storing to `read`, which the backend loads (and ignores)
+/// just before it asks: without that pair, loom never runs the whole read before
+/// the backend's plain load (the read's close is a load then a CAS, and loom's
+/// partial-order reduction only relates an access to the last one on the same
+/// atomic, here the reader's own load; tokio-rs/loom#166, #392).
+#[test]
+fn loom_timer_expiry_is_done_vs_unclaimed_read() {
+    model(|| {
+        let expired = Expired::new();
+        let (_, expiry) = expired.timer.take_expiry();
+        let read = std::sync::Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (child, read) = (expired.child.clone(), read.clone());
+            thread::spawn(move || {
+                let seen = child.err();
+                read.store(true, Ordering::Relaxed);
+                (seen, thread::current().id())
+            })
+        };
+        let _ = read.load(Ordering::Relaxed);
+        if expiry.is_done() {
+            // "Firing would do nothing": the backend forgets it.
+            drop(expiry);
+        } else {
+            expiry.fire();
+        }
+        let (seen, reader_id) = reader.join().unwrap();
+        expired.finish(seen, reader_id);
+    });
+}
+
+/// A waiter on the child goes to sleep while the deadline passes; a read then
+/// closes the deadline node and the child with `UNCLAIMED` (waking the waiters
+/// already parked there, but walking nothing), and the timer's expiry closes or
+/// claims and walks (waking whoever the walk finds flagged: the claim keeps the
+/// `WAITERS` bit). However the three interleave, the waiter wakes up; a lost
+/// wake-up leaves it blocked, which loom reports as a deadlock. The waiter may
+/// also find the deadline passed itself before it sleeps: then it is a reader
+/// too. Neither the reader nor the waiter runs the callback or a disarm.
+#[test]
+fn loom_timer_waiter_vs_unclaimed_read_then_fire() {
+    model(|| {
+        let expired = Expired::armed();
+        let (_, expiry) = expired.timer.take_expiry();
+        let waiter = {
+            let child = expired.child.clone();
+            thread::spawn(move || {
+                block_on(child.done());
+                assert!(child.is_done());
+                thread::current().id()
+            })
+        };
+        expired.timer.expired.store(true, Ordering::SeqCst);
+        let reader = expired.spawn_reader();
+        expiry.fire();
+        let waiter_id = waiter.join().unwrap();
+        let (seen, reader_id) = reader.join().unwrap();
+        // The waiter's own reads never run user code either.
+        assert!(!expired.runs().contains(&waiter_id));
+        expired.timer.assert_not_on(waiter_id);
+        expired.finish(seen, reader_id);
     });
 }

@@ -13,18 +13,51 @@
 //!     --target-dir target/loom -- --test-threads=1 loom_
 //! ```
 //!
-//! `cargo xtask loom` runs exactly that. On a 2-core machine the 22 models take
-//! about 5 s (most of it in the three-thread models), plus under a minute for a
-//! cold release build. With `LOOM_MAX_PREEMPTIONS=3` they take about 40 s; with
-//! 4, over ten minutes (most of it in `loom_waiter_two_waiters_vs_cancel`).
+//! `cargo xtask loom` runs exactly that. On the 2-core reference machine (shared
+//! with other jobs) the 31 models take about 20 s, most of it in three of them
+//! (the `time` column, at `LOOM_MAX_PREEMPTIONS=2`; "< 0.1 s" models explore a few
+//! hundred executions at most), plus under a minute for a cold release build.
+//! With `LOOM_MAX_PREEMPTIONS=3` they take about 5 minutes, most of it in the
+//! same three; with 4, far longer. A substring filter runs every model whose
+//! name contains it (`loom_timer_unclaimed_read_vs_fire` also runs
+//! `…_vs_fire_vs_cancel`).
 //!
-//! | model file | protocol |
-//! |---|---|
-//! | `loom_list` | the child set: free-stack ABA, concurrent insert/remove, insert vs drain (the Dekker pair, with a segment allocation), remove vs drain |
-//! | `loom_cancel` | registration vs cancel (one and two registrants), unlink on drop vs cancel and vs insert, racing causes, merge nodes (two parents canceled, creation vs cancel of either parent) |
-//! | `loom_after_func` | stop vs fire, registration vs cancel, registration and stop vs cancel |
-//! | `loom_waiter` | the `WAITERS` bit: no lost wake-up for `Done` (one waiter, a waiter on a child, two waiters) |
-//! | `loom_timer` | arming vs cancel, firing vs cancel, the exact-deadline check vs cancel: every key disarmed exactly once |
+//! | model | what it proves | time |
+//! |---|---|---|
+//! | **`loom_list`** (the child set, built directly) | | |
+//! | `free_stack_aba` | the free stack's generation tag defeats ABA | < 0.1 s |
+//! | `concurrent_insert_remove` | three inserters/removers sharing recycled indices and growing the set: no entry overwritten, no index lost | 0.3 s |
+//! | `insert_vs_drain` | the Dekker pair with a segment allocation: an entry is drained or taken back, once | < 0.1 s |
+//! | `remove_vs_drain` | remove vs drain: one side takes the entry; only a remover frees the index | < 0.1 s |
+//! | `segment_growth_vs_drain` | three inserters grow the set into segment 2 (two race to allocate it) while a drain runs: every entry handled once | 6 s |
+//! | `out_of_order_segments_vs_drain` | segments 1 and 2 allocated by two inserters in either order while a drain runs (indices skipped by a test hook): the drain visits every segment, each entry drained or taken back | < 0.1 s |
+//! | **`loom_cancel`** | | |
+//! | `insert_vs_cancel` | a child created during its parent's cancel ends done; the cancel returns even when the parent's set appears after its walk looked | < 0.1 s |
+//! | `two_inserts_vs_cancel` | two children racing to allocate the set during the cancel | 0.4 s |
+//! | `unlink_on_drop_vs_cancel` | a dropped child's slot is emptied once | < 0.1 s |
+//! | `unlink_vs_insert` | a sibling's registration survives a reused index | < 0.1 s |
+//! | `unlink_vs_insert_vs_cancel` | the three at once | 0.4 s |
+//! | `two_causes` | the first close of a node wins; its subtree agrees | < 0.1 s |
+//! | `merge_two_parents` | a merge node canceled through both parents: one cause, both sets empty | < 0.1 s |
+//! | `merge_insert_vs_cancel`, `…_first_parent` | a merge node created while one parent is canceled leaves the other | < 0.1 s |
+//! | `merge_registration_vs_done_parent` | three parents, the middle one canceled during registration: no parent keeps the node (the fence and re-check in `merge`), every node freed | < 0.1 s |
+//! | `returned_cancel_means_done_subtree` | `root → a → b`: after a losing cancel of `a` returns, `b` is done | < 0.1 s |
+//! | `same_node_twice` | two cancels of one node: after each returns, the grandchild is done | < 0.1 s |
+//! | **`loom_after_func`** | | |
+//! | `stop_vs_fire` | stop returns true iff the callback never runs | < 0.1 s |
+//! | `register_vs_cancel` | a callback registered during the cancel runs once | < 0.1 s |
+//! | `register_stop_vs_cancel` | registration then stop vs cancel: runs iff the stop failed | < 0.1 s |
+//! | **`loom_waiter`** | | |
+//! | `done_vs_cancel`, `child_done_vs_parent_cancel` | the `WAITERS` bit: no lost wake-up | < 0.1 s |
+//! | `two_waiters_vs_cancel` | two waiters, the second setting a set bit | 3.5 s |
+//! | **`loom_timer`** (a `Recorder` backend that never fires by itself) | | |
+//! | `arm_vs_cancel`, `fire_vs_cancel` | every key disarmed exactly once | < 0.1 s |
+//! | `exact_deadline_vs_cancel` | a read closes with `UNCLAIMED` and walks nothing; the cancel walks; the read's answer sticks; no disarm on the reader | < 0.1 s |
+//! | `unclaimed_read_vs_cancel` | the same for a child with a callback: one walk, on the canceler, before its cancel returns | < 0.1 s |
+//! | `unclaimed_read_vs_fire` | the same against the timer's expiry | < 0.1 s |
+//! | `unclaimed_read_vs_fire_vs_cancel` | read, expiry and cancel at once: one walk, one run, one disarm | 0.5 s |
+//! | `expiry_is_done_vs_unclaimed_read` | `Expiry::is_done` does not call an unclaimed node done (a backend may drop an expiry it reports done) | < 0.1 s |
+//! | `waiter_vs_unclaimed_read_then_fire` | a waiter asleep on the child while a read closes it `UNCLAIMED` and the expiry walks is woken (by the read or the walk); no user code on either | 9 s |
 //!
 //! Every model built with [`model`] also checks that each execution frees every
 //! node it allocated; loom itself checks its own `Arc`s (callbacks) for leaks.
@@ -34,6 +67,15 @@
 //! `SeqCst` loads and stores as `AcqRel`) and `StoreRacingRmw` (loom lets a plain
 //! store slip between an RMW's read and write). Without them the models report
 //! executions that cannot happen.
+//!
+//! Loom can also miss executions: its partial-order reduction relates an access
+//! only to the last access of the same atomic, so when a thread loads and then
+//! CASes a word (every CAS loop here), loom never runs that CAS before a plain
+//! load another thread made earlier in the first execution (tokio-rs/loom#166,
+//! #392). A model that needs that order has the racing thread store to a probe
+//! atomic when it is done and the other thread load it (ignoring the value)
+//! right before its own load, which gives loom the dependency to reverse
+//! (`expiry_is_done_vs_unclaimed_read`).
 //!
 //! Models never block a thread (no `Context::wait`, no parking) and never use the
 //! built-in timer thread; futures are driven with `loom::future::block_on`.

@@ -27,6 +27,7 @@
 //! tree and runs the closure afterwards (see `work`), so user code never runs in
 //! the middle of a walk.
 
+use super::state::Reason;
 use crate::sync::{AtomicU32, Ordering, UnsafeCell};
 use std::fmt;
 
@@ -37,8 +38,8 @@ const FIRED: u32 = 1;
 /// Stopped: the closure will never run.
 const STOPPED: u32 = 2;
 
-/// The closure of a registration.
-pub(crate) type Thunk = Box<dyn FnOnce() + Send + 'static>;
+/// The closure of a registration; it gets the context's error and cause.
+pub(crate) type Thunk = Box<dyn FnOnce(crate::Error, crate::Cause) + Send + 'static>;
 
 /// One registered callback.
 pub(crate) struct Callback {
@@ -75,18 +76,20 @@ impl Callback {
         true
     }
 
-    /// Runs the closure of a claimed callback. A panic propagates to the caller.
-    pub(crate) fn run(&self) {
+    /// Runs the closure of a claimed callback with the reason its context ended
+    /// with. A panic propagates to the caller.
+    pub(crate) fn run(&self, reason: &Reason) {
         debug_assert_eq!(self.state.load(Ordering::Relaxed), FIRED);
         if let Some(f) = self.take() {
-            f();
+            let record = reason.record();
+            f(record.err, record.cause.clone());
         }
     }
 
     /// Claims and runs at once (the registrant of a context that is already done).
-    pub(crate) fn fire(&self) {
+    pub(crate) fn fire(&self, reason: &Reason) {
         if self.claim_fire() {
-            self.run();
+            self.run(reason);
         }
     }
 

@@ -159,8 +159,8 @@ pub(crate) fn cancel(node: NodeRef, reason: Reason, origin: Origin) -> bool {
     let won = try_close(node, &reason, false).is_some();
     drop(reason);
     let mut walk = Walk::default();
-    if won || claim(node) {
-        node.inc_strong();
+    let owned = won || claim(node);
+    if owned {
         walk.run(node);
     } else if origin == Origin::Timer {
         // The owner (a cancel function or a parent's cancel) finishes the node and
@@ -170,7 +170,7 @@ pub(crate) fn cancel(node: NodeRef, reason: Reason, origin: Origin) -> bool {
     match origin {
         Origin::Explicit => {
             let mut panic = None;
-            walk.finish(node, &mut panic);
+            walk.finish(node, owned, &mut panic);
             work::resume(panic);
         }
         Origin::Timer => {
@@ -205,7 +205,7 @@ impl TimerJob {
     fn finish(self) {
         let TimerJob { node, walk } = self;
         let mut panic = None;
-        walk.finish(node, &mut panic);
+        walk.finish(node, true, &mut panic);
         let mut work = Work::default();
         work.release(node);
         work.run(&mut panic);
@@ -262,16 +262,18 @@ struct Walk {
     work: Work,
     /// The first panic of a waker, resumed with the others at the end.
     panic: Panic,
+    /// The node the walk started from, on which it holds no reference of its own.
+    root: Option<NodeRef>,
 }
 
 impl Walk {
     /// Walks the subtree of `root`, which this walk owns (a strong reference on it
     /// was taken for the walk). Never waits for another thread.
     fn run(&mut self, root: NodeRef) {
-        self.stack.push(Step::Visit {
-            node: root,
-            parent: None,
-        });
+        // The caller's reference keeps the root alive: the walk takes none on it
+        // (and the stack is touched only if there are children).
+        self.root = Some(root);
+        self.visit(root, None);
         while let Some(step) = self.stack.pop() {
             match step {
                 Step::Visit { node, parent } => self.visit(node, parent),
@@ -332,7 +334,7 @@ impl Walk {
                 }
                 Entry::Callback(callback) => {
                     if callback.claim_fire() {
-                        self.work.callback(callback);
+                        self.work.callback(callback, reason.clone());
                     }
                 }
             }
@@ -378,22 +380,29 @@ impl Walk {
         if node.kind() == Kind::Merge {
             merge_leaves_parents(node);
         }
-        self.work.release(node);
+        if self.root != Some(node) {
+            self.work.release(node);
+        }
     }
 
-    /// The end of a cancel of `node`: waits for the blocked nodes (if this walk
-    /// owned any) or for the owner (if it lost), leaves the parents, runs the
-    /// user code.
-    fn finish(mut self, node: NodeRef, panic: &mut Panic) {
+    /// The end of a cancel of `node`: the owner waits for its blocked nodes and
+    /// takes the node out of its parents; a cancel that lost waits until the
+    /// owner completed the node (the owner detaches it, or its parent's walk
+    /// drained it). Then the user code runs.
+    fn finish(mut self, node: NodeRef, owned: bool, panic: &mut Panic) {
         if let Some(payload) = self.panic.take() {
             panic.get_or_insert(payload);
         }
-        self.unblock();
-        let mut backoff = Backoff::new();
-        while !is_complete(node) {
-            backoff.snooze();
+        if owned {
+            self.unblock();
+            debug_assert!(is_complete(node));
+            register::detach(node);
+        } else {
+            let mut backoff = Backoff::new();
+            while !is_complete(node) {
+                backoff.snooze();
+            }
         }
-        register::detach(node);
         std::mem::take(&mut self.work).run(panic);
     }
 

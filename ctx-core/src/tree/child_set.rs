@@ -215,6 +215,13 @@ impl ChildSet {
         (free, handed_out)
     }
 
+    /// Hands out the next `n` indices to nobody, so that a model can start with
+    /// later segments in play (loom runs too few threads to fill them).
+    #[cfg(all(test, ctx_loom))]
+    pub(crate) fn skip_indices(&self, n: usize) {
+        self.bump.fetch_add(n, Ordering::Relaxed);
+    }
+
     fn alloc(&self) -> u32 {
         // Acquire: pairs with the Release CAS in `push_free`, so the popped slot's
         // `next_free` is the one written before it was pushed.

@@ -13,7 +13,7 @@
 //!   fence and a re-check of its own state, pairing with the fence in
 //!   `merge_leaves_parents`: either the walk's detach sees every index, or the
 //!   registrant sees the node done and cancels it itself — as a loser, which waits
-//!   for the node to complete and then detaches it from everything.
+//!   for the node to complete — and then detaches it from everything.
 
 use super::cancel;
 use super::node::NodeRef;
@@ -48,7 +48,9 @@ pub(crate) fn register_all(node: NodeRef) {
     if born.is_some() || done {
         let reason = born.unwrap_or_else(|| Reason::plain(Error::Canceled));
         // If a parent's walk closed the node already, this loses (the walk's
-        // reason stands) and only waits and detaches.
+        // reason stands) and waits until the node is complete; then it leaves
+        // every parent whose slot the walk's detach may have missed.
         cancel::cancel(node, reason, Origin::Explicit);
+        super::register::detach(node);
     }
 }

@@ -19,10 +19,11 @@
 //!
 //! # Leave
 //!
-//! [`detach`] swaps each index field to [`UNREGISTERED`] and removes the entry
-//! from that carrier's set if it is still there. The swap makes detaching
-//! idempotent and safe from several threads at once (a node's own cancel, a
-//! canceler that lost the race for it, its drop, a merge node's other parents).
+//! [`detach`] takes each index field back to [`UNREGISTERED`] and removes the
+//! entry from that carrier's set if it is still there. Only the thread that owns
+//! a node's cancel, or its drop, detaches it; a merge node's fields may also be
+//! taken by its registrant and by other parents' walks at the same time, so for
+//! merge nodes the take is a swap, which decides who removes.
 //!
 //! # The index field's ordering
 //!
@@ -140,8 +141,9 @@ pub(crate) fn register(carrier: NodeRef, entry: *mut (), index: Option<&AtomicU3
         return Outcome::Registered { slot };
     }
     let back = match index {
-        // Whoever swaps the field out owns the removal.
-        Some(index) => take_index(index).is_some_and(|slot| set.remove(slot, entry)),
+        // Whoever swaps the field out owns the removal (a merge node's may be
+        // detached by another parent's walk meanwhile).
+        Some(index) => take_index(index, true).is_some_and(|slot| set.remove(slot, entry)),
         None => set.remove(slot, entry),
     };
     Outcome::Done {
@@ -174,11 +176,22 @@ fn publish_set(carrier: NodeRef) -> Word {
 }
 
 /// Takes a registered slot index out of its field, if nobody did yet.
-fn take_index(index: &AtomicU32) -> Option<u32> {
-    // Relaxed: a shortcut for the common case of a node that is not registered
-    // (any more); a stale index is handled by the swap below.
-    if index.load(Ordering::Relaxed) == UNREGISTERED {
+///
+/// `shared`: whether another thread may take it at the same time (a merge node's
+/// fields: its registrant and other parents' walks). Any other node's field is
+/// only touched by one thread at a time — its registrant, then the one cancel
+/// that owns it, then its drop, handed over by the strong references they hold —
+/// so a load and a store do.
+fn take_index(index: &AtomicU32, shared: bool) -> Option<u32> {
+    // Acquire: pairs with the registrant's Release store (module docs).
+    let slot = index.load(Ordering::Acquire);
+    if slot == UNREGISTERED {
         return None;
+    }
+    if !shared {
+        // Relaxed: see above; nobody else reads the field meanwhile.
+        index.store(UNREGISTERED, Ordering::Relaxed);
+        return Some(slot);
     }
     // AcqRel: Acquire pairs with the registrant's Release store (module docs);
     // Release orders our earlier accesses of the node before the removal.
@@ -189,8 +202,9 @@ fn take_index(index: &AtomicU32) -> Option<u32> {
 /// Removes a cancelable node from every carrier it is registered with; each slot
 /// that still held it gives back its weak reference.
 pub(crate) fn detach(node: NodeRef) {
+    let shared = node.kind() == super::node::Kind::Merge;
     for (carrier, index) in node.registrations() {
-        let Some(slot) = take_index(index) else {
+        let Some(slot) = take_index(index, shared) else {
             continue;
         };
         let set = carrier

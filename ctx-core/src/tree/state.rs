@@ -22,7 +22,7 @@
 //! by the canceler that finished the subtree (see `cancel`).
 
 use crate::error::{Cause, Error};
-use std::sync::Arc;
+use crate::sync::Arc;
 
 /// The raw content of a state word.
 pub(crate) type Word = *mut Record;
@@ -130,6 +130,13 @@ impl Reason {
             Error::DeadlineExceeded => &DEADLINE_RECORD,
         };
         Reason((record as *const Record).cast_mut())
+    }
+
+    /// The record: why the node is done.
+    pub(crate) fn record(&self) -> &Record {
+        // SAFETY: a reason always points at a static record or at a record it
+        // holds a counted reference on (never at a live word).
+        unsafe { &*self.0 }
     }
 
     /// The word to store; the reference stays owned by `self` until [`Reason::into_word`].

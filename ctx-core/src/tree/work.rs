@@ -17,6 +17,7 @@
 
 use super::callback::Callback;
 use super::node::NodeRef;
+use super::state::Reason;
 use crate::sync::Arc;
 use crate::timer::{Timer, TimerKey};
 use std::any::Any;
@@ -39,7 +40,7 @@ pub(crate) type Panic = Option<Box<dyn Any + Send>>;
 #[derive(Default)]
 pub(crate) struct Work {
     disarms: Vec<(std::sync::Arc<dyn Timer>, TimerKey)>,
-    callbacks: Vec<Arc<Callback>>,
+    callbacks: Vec<(Arc<Callback>, Reason)>,
     /// Nodes whose strong count reached zero: `drop_node` is still to run.
     drops: Vec<NodeRef>,
 }
@@ -60,9 +61,10 @@ impl Work {
         self.disarms.push((timer, key));
     }
 
-    /// A callback whose run was claimed (it moved to `FIRED`).
-    pub(crate) fn callback(&mut self, callback: Arc<Callback>) {
-        self.callbacks.push(callback);
+    /// A callback whose run was claimed (it moved to `FIRED`), and the reason
+    /// its context ended with.
+    pub(crate) fn callback(&mut self, callback: Arc<Callback>, reason: Reason) {
+        self.callbacks.push((callback, reason));
     }
 
     /// Releases one strong reference; if it was the last, the node's drop (and its
@@ -92,8 +94,8 @@ impl Work {
         let Work {
             callbacks, drops, ..
         } = self;
-        for callback in callbacks {
-            catch(panic, || callback.run());
+        for (callback, reason) in callbacks {
+            catch(panic, || callback.run(&reason));
         }
         for node in drops {
             // SAFETY: `release` saw this node's strong count reach zero.

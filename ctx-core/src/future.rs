@@ -1,0 +1,184 @@
+//! Running futures and streams until a context is done, on any executor.
+//!
+//! [`run_until_done`] races a future against its context; the extension traits
+//! [`FutureExt`] and [`StreamExt`] put the same at the end of a method chain. All
+//! of them check the context first, so a context that is already done wins
+//! without polling the future at all; none needs a runtime or allocates.
+
+use crate::context::Context;
+use crate::error::Error;
+use crate::waiter::Done;
+use futures_core::Stream;
+use std::borrow::Borrow;
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
+/// Runs `fut` until it completes or `ctx` is done, whichever comes first: the
+/// runtime-agnostic form of every adapter's `run_until_done`.
+///
+/// Borrows the context; [`run_until_done_owned`] takes it by value for futures
+/// that must be `'static` (spawned tasks).
+///
+/// # Errors
+///
+/// The context's [`Error`] if it is done before `fut` completes (or already at
+/// the first poll, which then does not poll `fut`).
+///
+/// # Cancellation safety
+///
+/// When the context wins, `fut` is dropped at its current `.await`; work it did
+/// is lost unless `fut` itself is cancellation safe.
+///
+/// # Examples
+///
+/// ```
+/// use ctx_core::{Context, Error, run_until_done};
+/// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     let mut f = std::pin::pin!(f);
+/// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+/// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+/// # }
+///
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// assert_eq!(block_on(run_until_done(&ctx, async { 7 })), Ok(7));
+/// cancel.cancel();
+/// assert_eq!(block_on(run_until_done(&ctx, std::future::pending::<()>())), Err(Error::Canceled));
+/// ```
+pub fn run_until_done<F: IntoFuture>(
+    ctx: &Context,
+    fut: F,
+) -> WithContext<F::IntoFuture, &Context> {
+    WithContext::new(fut.into_future(), ctx)
+}
+
+/// [`run_until_done`] owning its context, for `'static` futures.
+pub fn run_until_done_owned<F: IntoFuture>(ctx: Context, fut: F) -> WithContext<F::IntoFuture> {
+    WithContext::new(fut.into_future(), ctx)
+}
+
+/// A future or stream raced against a context: see [`run_until_done`],
+/// [`FutureExt::with_context`] and [`StreamExt::with_context`].
+///
+/// As a future it yields `Ok(output)` or `Err(the context's error)`; as a stream,
+/// it yields the inner stream's items until the context is done, then ends.
+#[must_use = "futures and streams do nothing unless polled"]
+pub struct WithContext<F, C: Borrow<Context> = Context> {
+    inner: F,
+    done: Done<C>,
+    finished: bool,
+}
+
+impl<F, C: Borrow<Context>> WithContext<F, C> {
+    fn new(inner: F, ctx: C) -> WithContext<F, C> {
+        WithContext {
+            inner,
+            done: Done::new(ctx),
+            finished: false,
+        }
+    }
+
+    /// The context this future or stream is raced against.
+    pub fn context(&self) -> &Context {
+        self.done.context()
+    }
+
+    /// Projects the pinned wrapper to its pinned inner future and its `Done`.
+    fn project(self: Pin<&mut Self>) -> (Pin<&mut F>, &mut Done<C>, &mut bool) {
+        // SAFETY: `inner` is structurally pinned: it is never moved out of a
+        // pinned `WithContext` (no method takes it by value, and `Drop` is not
+        // implemented), so pinning the wrapper pins it. `done` and `finished` are
+        // not pinned (`Done<C>` is `Unpin` for the `C` used with `poll`).
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: see above.
+        let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
+        (inner, &mut this.done, &mut this.finished)
+    }
+}
+
+impl<F: Future, C: Borrow<Context> + Unpin> Future for WithContext<F, C> {
+    type Output = Result<F::Output, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let (inner, done, finished) = self.project();
+        if Pin::new(&mut *done).poll(cx).is_ready() {
+            *finished = true;
+            return Poll::Ready(Err(done.context().err().unwrap_or(Error::Canceled)));
+        }
+        let poll = inner.poll(cx).map(Ok);
+        *finished = poll.is_ready();
+        poll
+    }
+}
+
+impl<F: Future, C: Borrow<Context> + Unpin> futures_core::FusedFuture for WithContext<F, C> {
+    fn is_terminated(&self) -> bool {
+        self.finished
+    }
+}
+
+impl<S: Stream, C: Borrow<Context> + Unpin> Stream for WithContext<S, C> {
+    type Item = S::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<S::Item>> {
+        let (inner, done, finished) = self.project();
+        if *finished {
+            return Poll::Ready(None);
+        }
+        if Pin::new(&mut *done).poll(cx).is_ready() {
+            *finished = true;
+            return Poll::Ready(None);
+        }
+        let poll = inner.poll_next(cx);
+        if let Poll::Ready(None) = poll {
+            *finished = true;
+        }
+        poll
+    }
+}
+
+impl<F, C: Borrow<Context>> fmt::Debug for WithContext<F, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WithContext")
+            .field("ctx", self.context())
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `fut.with_context(&ctx)`: [`run_until_done`] at the end of a method chain.
+///
+/// ```
+/// use ctx_core::{Context, Error, FutureExt};
+/// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     let mut f = std::pin::pin!(f);
+/// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+/// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+/// # }
+///
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// let answer = async { 42 }.with_context(&ctx);
+/// assert_eq!(block_on(answer), Ok(42));
+/// cancel.cancel();
+/// assert_eq!(block_on(async { 42 }.with_context(ctx)), Err(Error::Canceled));
+/// ```
+pub trait FutureExt: Future + Sized {
+    /// Races this future against `ctx` (borrowed as `&Context`, or owned).
+    fn with_context<C: Borrow<Context>>(self, ctx: C) -> WithContext<Self, C> {
+        WithContext::new(self, ctx)
+    }
+}
+
+impl<F: Future> FutureExt for F {}
+
+/// `stream.with_context(&ctx)`: the stream's items until the context is done,
+/// then the end of the stream.
+pub trait StreamExt: Stream + Sized {
+    /// Ends this stream as soon as `ctx` is done (borrowed or owned).
+    fn with_context<C: Borrow<Context>>(self, ctx: C) -> WithContext<Self, C> {
+        WithContext::new(self, ctx)
+    }
+}
+
+impl<S: Stream> StreamExt for S {}
