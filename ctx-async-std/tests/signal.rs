@@ -15,7 +15,7 @@ async fn deadlines_below_use_the_async_io_timer() {
     let (ctx, _stop) = try_signal_context(&background()).expect("handlers installed");
     assert_eq!(
         ctx.to_string(),
-        "context.Background.WithTimer.WithCancel.WithCancelCause"
+        "context.Background.WithTimer.WithCancelCause"
     );
     let (child, _cancel) = ctx.with_timeout(Duration::from_millis(10));
     within("the deadline", child.done()).await;

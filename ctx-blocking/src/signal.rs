@@ -20,7 +20,7 @@
 //! non-interactive shell ignores SIGINT) is caught while a context catches it,
 //! as Go's `Notify` does, and stays ignored otherwise.
 
-use ctx_core::{CancelFunc, Context};
+use ctx_core::{CancelCauseFunc, Context};
 #[cfg(unix)]
 use std::ffi::c_int;
 use std::io;
@@ -156,8 +156,8 @@ pub struct SignalStop {
     /// The watcher's name for this context.
     #[cfg(unix)]
     id: u64,
-    /// Cancels the context; taken by `Drop`.
-    cancel: Option<CancelFunc>,
+    /// Cancels the context (with `Canceled`, as Go's `stop`); taken by `Drop`.
+    cancel: Option<CancelCauseFunc>,
 }
 
 // ===== impl SignalOptions =====
@@ -203,31 +203,13 @@ impl SignalOptions {
     /// [`signals`](SignalOptions::signals)); the OS error from installing the
     /// handlers or starting the watcher thread.
     pub fn signal_context(&self, parent: &Context) -> io::Result<(Context, SignalStop)> {
-        let (outer, cancel) = parent.with_cancel();
-        #[cfg(unix)]
-        {
-            // Two nodes: the watcher cancels the inner one with the signal as its
-            // cause; `SignalStop` cancels the outer one, so the context is done
-            // when `stop` returns even if the watcher is canceling it right then.
-            let (ctx, cancel_cause) = outer.with_cancel_cause();
-            let id = watcher::subscribe(&self.signals, self.exit_on_second_signal, cancel_cause)?;
-            Ok((
-                ctx,
-                SignalStop {
-                    id,
-                    cancel: Some(cancel),
-                },
-            ))
-        }
-        #[cfg(not(unix))]
-        {
-            Ok((
-                outer,
-                SignalStop {
-                    cancel: Some(cancel),
-                },
-            ))
-        }
+        let (ctx, cancel) = parent.with_cancel_cause();
+        let stop = SignalStop {
+            #[cfg(unix)]
+            id: watcher::subscribe(&self.signals, self.exit_on_second_signal, cancel.canceler())?,
+            cancel: Some(cancel),
+        };
+        Ok((ctx, stop))
     }
 }
 
@@ -253,8 +235,8 @@ impl Drop for SignalStop {
         // cancel cannot leave them caught.
         #[cfg(unix)]
         watcher::unsubscribe(self.id);
-        // Cancels the context, also if the watcher has just taken its cancel func
-        // to cancel it with the signal and has not done so yet.
+        // Cancels the context with `Canceled` (unless a signal was first). Done
+        // when this returns, also if the watcher is canceling it right now.
         drop(self.cancel.take());
     }
 }

@@ -17,7 +17,7 @@
 //! the process while the flag is set. A signal the process started out ignoring
 //! gets no conditional default, so it stays ignored while nobody catches it.
 
-use ctx_core::{CancelCauseFunc, SignalError};
+use ctx_core::{Canceler, SignalError};
 use signal_hook::consts::FORBIDDEN;
 use signal_hook::iterator::{Handle, Signals};
 use signal_hook::low_level::signal_name;
@@ -27,12 +27,12 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-/// Registers a listener for `signals` that `dispatch` cancels through `cancel`.
-/// Returns its id for [`unsubscribe`].
+/// Registers a listener for `signals` that `dispatch` cancels through
+/// `canceler`. Returns its id for [`unsubscribe`].
 pub(super) fn subscribe(
     signals: &[c_int],
     exit_on_second_signal: bool,
-    cancel: CancelCauseFunc,
+    canceler: Canceler,
 ) -> io::Result<u64> {
     let mut signals = signals.to_vec();
     signals.sort_unstable();
@@ -49,7 +49,8 @@ pub(super) fn subscribe(
     let listener = Listener {
         id,
         signals: signals.into(),
-        cancel: Some(cancel),
+        canceler,
+        fired: false,
         exit_on_second_signal,
     };
     count(&mut state.signals, &listener, Catch::Start);
@@ -69,8 +70,8 @@ pub(super) fn unsubscribe(id: u64) {
         }
         removed
     };
-    // Dropped outside the lock: an unfired `CancelCauseFunc` cancels its context,
-    // which runs the context's `after_func` callbacks.
+    // Dropped outside the lock: dropping its `Canceler` cancels nothing, but a
+    // last reference to a context can release the `Drop`s of values up its chain.
     drop(removed);
 }
 
@@ -109,8 +110,10 @@ struct Listener {
     id: u64,
     /// Sorted, without duplicates.
     signals: Box<[c_int]>,
-    /// Taken by the first of its signals.
-    cancel: Option<CancelCauseFunc>,
+    /// Cancels its context with the signal as the cause.
+    canceler: Canceler,
+    /// Whether one of its signals has arrived.
+    fired: bool,
     exit_on_second_signal: bool,
 }
 
@@ -216,7 +219,7 @@ impl Listener {
     /// Whether its signals are caught for it: until it is removed, and with
     /// `exit_on_second_signal` only until the first one fired it.
     fn catches(&self) -> bool {
-        self.cancel.is_some() || !self.exit_on_second_signal
+        !self.fired || !self.exit_on_second_signal
     }
 }
 
@@ -237,8 +240,9 @@ fn dispatch(signal: c_int) {
             if !listener.signals.contains(&signal) {
                 continue;
             }
-            if let Some(cancel) = listener.cancel.take() {
-                fired.push(cancel);
+            if !listener.fired {
+                listener.fired = true;
+                fired.push(listener.canceler.clone());
                 if listener.exit_on_second_signal {
                     count(signals, listener, Catch::End);
                 }
@@ -248,10 +252,11 @@ fn dispatch(signal: c_int) {
     };
     // Canceled outside the lock: a cancel runs the contexts' `after_func`
     // callbacks, which may make or stop signal contexts themselves.
-    for cancel in fired {
+    for canceler in fired {
         // A panicking callback must not end the thread that delivers every later
         // signal. The panic was reported by the panic hook already.
-        let _ = catch_unwind(AssertUnwindSafe(|| cancel.cancel(SignalError::new(name))));
+        let cause = SignalError::new(name);
+        let _ = catch_unwind(AssertUnwindSafe(|| canceler.cancel_with_cause(cause)));
     }
 }
 
