@@ -52,7 +52,7 @@
 //! | [`after_func_spawn`], [`after_func_spawn_blocking`] | Go's `AfterFunc`: a callback run as its own task |
 //! | [`with_cancel_on`], [`with_cancel_cause_on`] | a child canceled when a future completes (Go's custom parent contexts) |
 //! | [`Group`], [`PanicError`] | an error group: first error cancels the rest, with a limit option |
-//! | [`signal_context`], [`SignalError`] | Go's `signal.NotifyContext`, with the signal as cause |
+//! | [`signal_context`], [`SignalStop`], [`SignalOptions`], [`SignalError`] | Go's `signal.NotifyContext`, with the signal as cause |
 //!
 //! # Cost of a deadline
 //!
@@ -82,7 +82,7 @@ mod timer;
 struct ReadmeDoctests;
 
 pub use group::{Group, PanicError};
-pub use signal::{SignalError, signal_context, try_signal_context};
+pub use signal::{SignalError, SignalOptions, SignalStop, signal_context, try_signal_context};
 pub use task::{
     TaskError, TaskHandle, after_func_spawn, after_func_spawn_blocking, run_until_done, sleep,
     sleep_until, spawn, with_cancel_cause_on, with_cancel_on,

@@ -1,33 +1,21 @@
-//! Real signals, raised in this test process. This file is its own test binary
-//! with a single test, because a signal reaches every signal context of the
-//! process: the handlers are installed before each `raise` and a context listens
-//! at that moment, so the process is never terminated by the signal.
+//! Real signals on async-std and smol: Go's rule for signal contexts. Each test
+//! runs in a child process; the harness and the scenarios every adapter runs
+//! come from ctx-blocking, which holds the watcher and tests its own cases.
 #![cfg(unix)]
 
-use ctx_async_std::{SignalError, background, signal_context};
-use ctx_core::Error;
-use std::time::Duration;
+use ctx_async_std::{SignalOptions, background, signal_context};
+use ctx_blocking::__private::signal_testing::WATCHDOG;
+use ctx_core::Context;
 
-#[test]
-fn sigterm_then_sigint_cancel_with_the_signal_as_cause() {
-    for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
-        let (ctx, _stop) = signal_context(&background());
-        let (other, _stop_other) = signal_context(&background());
-        // SAFETY: `raise` only sends a signal to this thread; the handlers are in
-        // place and a context listens, so the signal cannot end the process.
-        assert_eq!(unsafe { libc::raise(signal) }, 0);
-        assert!(
-            ctx.wait_timeout(Duration::from_secs(10)),
-            "{name} was not delivered"
-        );
-        assert_eq!(ctx.err(), Some(Error::Canceled));
-        let cause = ctx.cause().unwrap();
-        let received = cause.downcast_ref::<SignalError>().expect("a signal cause");
-        assert_eq!(received.signal, name);
-        assert_eq!(cause.to_string(), format!("received {name}"));
-        assert!(
-            other.wait_timeout(Duration::from_secs(10)),
-            "every listener is canceled"
-        );
-    }
+ctx_blocking::__every_adapter_runs! {
+    start: || signal_context(&background()),
+    opted_in: || SignalOptions::new()
+        .exit_on_second_signal(true)
+        .signal_context(&background())
+        .unwrap(),
+    second: (libc::SIGINT, "SIGINT"),
+    wait: |ctx: &Context| {
+        async_std::task::block_on(async_std::future::timeout(WATCHDOG, ctx.done()))
+            .is_ok()
+    },
 }

@@ -46,7 +46,7 @@
 //! | [`wait`], [`wait_timeout`], [`wait_until`] | block until a context is done (or time runs out) |
 //! | [`sleep`], [`sleep_until`] | sleeps that end early, with the context's error |
 //! | [`scope`], [`scope_with_limit`], [`Group`], [`PanicError`] | scoped threads: first error cancels the rest |
-//! | [`signal_context`], [`SignalError`] | Go's `signal.NotifyContext`, with the signal as cause |
+//! | [`signal_context`], [`SignalStop`], [`SignalOptions`], [`SignalError`] | Go's `signal.NotifyContext`, with the signal as cause; the one watcher every adapter uses |
 //!
 //! # Where deadlines fire
 //!
@@ -84,9 +84,17 @@ struct ReadmeDoctests;
 
 pub use ctx_core::StdTimer;
 pub use scope::{Group, PanicError, scope, scope_with_limit};
-pub use signal::{SignalError, signal_context, try_signal_context};
+pub use signal::{SignalError, SignalOptions, SignalStop, signal_context, try_signal_context};
 pub use sleep::{sleep, sleep_until};
 pub use wait::{wait, wait_timeout, wait_until};
+
+/// Semver-exempt, not part of the API: test support that the sibling adapters
+/// (ctx-tokio, ctx-async-std) share with this crate.
+#[cfg(unix)]
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::signal::testing as signal_testing;
+}
 
 use ctx_core::Context;
 
@@ -119,5 +127,7 @@ mod send_sync {
         assert_send_sync::<super::Group<'static, 'static>>();
         assert_send_sync::<super::PanicError>();
         assert_send_sync::<super::SignalError>();
+        assert_send_sync::<super::SignalOptions>();
+        assert_send_sync::<super::SignalStop>();
     }
 }

@@ -1,44 +1,49 @@
-//! [`signal_context`]: a context canceled by SIGINT or SIGTERM (Go's
-//! `signal.NotifyContext`), with a cause that names the signal.
+//! Signal contexts: Go's `signal.NotifyContext`, with a cause that names the
+//! signal. This module is the one implementation for every ctx adapter:
+//! ctx-tokio and ctx-async-std re-export [`SignalOptions`] and [`SignalStop`]
+//! from here, and their `signal_context` is [`signal_context`]. The rule they
+//! follow is documented once, on [`SignalStop`].
 //!
 //! # How it works
 //!
-//! The first call installs, once per process, a watcher: signal-hook's
-//! `iterator::Signals` for SIGINT and SIGTERM (a self-pipe written by the signal
-//! handler), read by one background thread named `ctx-signal`, and a list of live
-//! signal contexts. A signal cancels every context on the list (and empties it),
-//! on that thread; a context leaves the list as soon as it is done, whatever
-//! ended it.
+//! One watcher per process, started by the first signal context: signal-hook's
+//! self-pipe handler for each signal any context has asked for, read by one
+//! thread named `ctx-signal`, which cancels the contexts (so their
+//! [`after_func`](Context::after_func) callbacks run on that thread; one that
+//! panics does not stop the watcher). Each of those signals also gets
+//! signal-hook's conditional default handler, which runs the signal's default
+//! action while no live context catches it. The handlers stay installed for the
+//! life of the process (signal-hook cannot take one back), so a disposition
+//! query (`sigaction`) shows a handler even while the default action is in force.
 //!
-//! While the list is empty, SIGINT and SIGTERM keep their default action (the
-//! process terminates), through signal-hook's signal-safe conditional default; a
-//! signal the process started out ignoring stays ignored. So a second Ctrl-C
-//! during a graceful shutdown ends the program, as in Go once `stop` was called.
-//!
-//! Unix only: on other targets no signal is watched, and [`signal_context`] is a
-//! plain `with_cancel` (the returned context ends only through its `CancelFunc`
-//! or its parent).
+//! A signal the process started out ignoring (a background job of a
+//! non-interactive shell ignores SIGINT) is caught while a context catches it,
+//! as Go's `Notify` does, and stays ignored otherwise.
 
-use ctx_core::{CancelFunc, Context};
+use ctx_core::{CancelCauseFunc, Context};
+#[cfg(unix)]
+use std::ffi::c_int;
 use std::io;
+
+#[cfg(unix)]
+pub mod testing;
+#[cfg(unix)]
+mod watcher;
 
 /// Shared by every adapter (defined in ctx-core, so causes compare across runtimes).
 pub use ctx_core::SignalError;
 
-/// A child of `parent` that is canceled when the process receives SIGINT or
-/// SIGTERM, with a [`SignalError`] naming the signal as its cause.
+/// A child of `parent` canceled by the first SIGINT or SIGTERM, with a
+/// [`SignalError`] naming it as the cause (Go's `signal.NotifyContext`).
 ///
-/// Also canceled, with [`Error::Canceled`](ctx_core::Error::Canceled), when the
-/// returned [`CancelFunc`] is called or dropped (Go's `stop`), or with its parent.
-/// Once the context is done it stops listening. While no signal context listens,
-/// SIGINT and SIGTERM keep their default action (the process terminates; a
-/// signal the process started out ignoring stays ignored), so a second Ctrl-C
-/// during a graceful shutdown ends the program, as in Go once `stop` was called.
-/// Every live signal context is canceled by a signal, not just the newest.
+/// The signals are caught from this call until the returned [`SignalStop`] is
+/// stopped or dropped, even after the context is done; then their default action
+/// is back. To let a second signal end the process, use
+/// [`SignalOptions::exit_on_second_signal`]. The whole rule:
+/// [`SignalStop`](SignalStop#gos-rule).
 ///
-/// Unix only: on other targets no signal is watched and this is a plain
-/// `with_cancel`. The signals are read by one background thread (`ctx-signal`),
-/// started on the first call, which also runs the cancels.
+/// Needs no runtime: the signals are read by one background thread
+/// (`ctx-signal`), started on the first call, which also runs the cancels.
 ///
 /// # Panics
 ///
@@ -50,14 +55,20 @@ pub use ctx_core::SignalError;
 /// ```no_run
 /// use ctx_blocking::{signal_context, SignalError};
 ///
-/// let (ctx, _stop) = signal_context(&ctx_blocking::background());
+/// let (ctx, stop) = signal_context(&ctx_blocking::background());
 /// ctx_blocking::wait(&ctx); // serve until Ctrl-C or SIGTERM
 /// let cause = ctx.cause().unwrap();
 /// eprintln!("shutting down: {cause}"); // "shutting down: received SIGINT"
 /// assert!(cause.downcast_ref::<SignalError>().is_some());
+/// // ... the shutdown: more Ctrl-C are caught until here ...
+/// stop.stop();
 /// ```
-pub fn signal_context(parent: &Context) -> (Context, CancelFunc) {
-    try_signal_context(parent).expect("ctx: cannot install the SIGINT/SIGTERM handlers")
+#[track_caller]
+pub fn signal_context(parent: &Context) -> (Context, SignalStop) {
+    match try_signal_context(parent) {
+        Ok(pair) => pair,
+        Err(err) => panic!("ctx: cannot install the signal handlers: {err}"),
+    }
 }
 
 /// Like [`signal_context`], but returns an error if the signal handlers cannot be
@@ -65,161 +76,167 @@ pub fn signal_context(parent: &Context) -> (Context, CancelFunc) {
 ///
 /// # Errors
 ///
-/// The OS error from installing the handlers or starting the watcher thread
-/// (first call only: a later call retries).
-pub fn try_signal_context(parent: &Context) -> io::Result<(Context, CancelFunc)> {
+/// The OS error from installing a signal's handlers or starting the watcher
+/// thread; a later call tries again.
+pub fn try_signal_context(parent: &Context) -> io::Result<(Context, SignalStop)> {
+    SignalOptions::new().signal_context(parent)
+}
+
+/// How to make a signal context: which signals, and whether a second one ends
+/// the process.
+///
+/// # Examples
+///
+/// ```no_run
+/// use ctx_blocking::SignalOptions;
+///
+/// # fn main() -> std::io::Result<()> {
+/// // A server: Ctrl-C starts the shutdown, a second Ctrl-C ends a stuck one.
+/// let (ctx, stop) = SignalOptions::new()
+///     .exit_on_second_signal(true)
+///     .signal_context(&ctx_blocking::background())?;
+/// ctx_blocking::wait(&ctx);
+/// // ... the shutdown ...
+/// stop.stop();
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct SignalOptions {
     #[cfg(unix)]
-    {
-        let registry = unix::registry()?;
-        let (outer, stop) = parent.with_cancel();
-        let (ctx, cancel) = outer.with_cancel_cause();
-        let id = registry.subscribe(cancel);
-        drop(ctx.after_func(move || registry.unsubscribe(id)));
-        Ok((ctx, stop))
+    signals: Vec<c_int>,
+    #[cfg_attr(not(unix), allow(dead_code))]
+    exit_on_second_signal: bool,
+}
+
+/// The stop handle of a signal context: Go's `stop`. Stopping it, or dropping it,
+/// cancels the context (if it is not done yet) and stops catching its signals.
+///
+/// Keep it until the program's shutdown is over: `let (ctx, _stop) = …` keeps it
+/// to the end of the scope, while `let (ctx, _) = …` drops it at once. When
+/// [`stop`](SignalStop::stop) returns (or the drop ends), the context is done.
+///
+/// This is the one place that documents how every adapter's signal contexts
+/// behave.
+///
+/// # Go's rule
+///
+/// From the call that makes a signal context until its `SignalStop` is stopped
+/// or dropped, the process *catches* the context's signals (SIGINT and SIGTERM,
+/// unless [`SignalOptions::signals`] chose others). The first one cancels the
+/// context with a [`SignalError`] naming it. Every later one is caught too and
+/// does nothing, also once the context is done, whatever ended it: a burst of
+/// Ctrl-C cannot kill the program while its shutdown code runs. After the stop,
+/// the signals have their default action again (SIGINT and SIGTERM end the
+/// process) as soon as no other live signal context catches them. A signal
+/// reaches every signal context that catches it, not just the newest.
+///
+/// # A second signal ends the process (opt-in)
+///
+/// With [`SignalOptions::exit_on_second_signal`], the first signal starts the
+/// graceful shutdown and the next one ends a shutdown that hangs, as operators
+/// expect of a server: such a context catches its signals only until the first
+/// one has canceled it. The next one gets its default action (the process is
+/// killed by it, which a shell reports as status 130 for SIGINT, 143 for
+/// SIGTERM), unless another live signal context still catches it. "The next
+/// one" is a signal that arrives after the watcher thread has handled the first:
+/// signals that arrive together are delivered as one.
+///
+/// # Caveats
+///
+/// Other code that installs a handler for the same signal (tokio's `signal`
+/// module, for example) keeps it, but cannot keep the default action away: once
+/// no signal context catches the signal, it ends the process.
+///
+/// Unix only: on other targets no signal is watched, and a signal context is a
+/// plain `with_cancel` child that only its `SignalStop` or its parent ends.
+#[must_use = "dropping a SignalStop cancels its context and stops catching the signals at once; bind it (`let (ctx, _stop) = ...`)"]
+#[derive(Debug)]
+pub struct SignalStop {
+    /// The watcher's name for this context.
+    #[cfg(unix)]
+    id: u64,
+    /// Cancels the context (with `Canceled`, as Go's `stop`); taken by `Drop`.
+    cancel: Option<CancelCauseFunc>,
+}
+
+// ===== impl SignalOptions =====
+
+impl SignalOptions {
+    /// SIGINT and SIGTERM; a second signal is caught like the first.
+    pub fn new() -> SignalOptions {
+        SignalOptions {
+            #[cfg(unix)]
+            signals: vec![libc::SIGINT, libc::SIGTERM],
+            exit_on_second_signal: false,
+        }
     }
-    #[cfg(not(unix))]
-    {
-        Ok(parent.with_cancel())
+
+    /// Watches `signals` instead (unix only), for example `libc::SIGHUP` for a
+    /// reload. An empty set makes a context that only its [`SignalStop`] or its
+    /// parent ends.
+    ///
+    /// A signal that cannot be caught (SIGKILL, SIGSTOP), one that signal-hook
+    /// refuses to handle (SIGILL, SIGFPE, SIGSEGV) and one it does not know make
+    /// [`signal_context`](SignalOptions::signal_context) fail.
+    #[cfg(unix)]
+    pub fn signals(mut self, signals: &[c_int]) -> SignalOptions {
+        self.signals = signals.to_vec();
+        self
+    }
+
+    /// Whether a signal after the first one ends the process: the context stops
+    /// catching its signals once one has canceled it; see
+    /// [`SignalStop`](SignalStop#a-second-signal-ends-the-process-opt-in).
+    /// Off by default, as in Go.
+    pub fn exit_on_second_signal(mut self, exit: bool) -> SignalOptions {
+        self.exit_on_second_signal = exit;
+        self
+    }
+
+    /// A child of `parent` canceled by the first of the chosen signals, with a
+    /// [`SignalError`] naming it as the cause; see [`signal_context`].
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a signal that cannot be watched (see
+    /// [`signals`](SignalOptions::signals)); the OS error from installing the
+    /// handlers or starting the watcher thread.
+    pub fn signal_context(&self, parent: &Context) -> io::Result<(Context, SignalStop)> {
+        let (ctx, cancel) = parent.with_cancel_cause();
+        let stop = SignalStop {
+            #[cfg(unix)]
+            id: watcher::subscribe(&self.signals, self.exit_on_second_signal, cancel.canceler())?,
+            cancel: Some(cancel),
+        };
+        Ok((ctx, stop))
     }
 }
 
-// ===== the process-wide watcher =====
-
-#[cfg(unix)]
-mod unix {
-    use super::SignalError;
-    use ctx_core::CancelCauseFunc;
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    use signal_hook::iterator::Signals;
-    use std::io;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-
-    const WATCHED: [i32; 2] = [SIGINT, SIGTERM];
-
-    pub(super) struct Registry {
-        /// The cancel functions of the live signal contexts.
-        subscribers: Mutex<Vec<(u64, CancelCauseFunc)>>,
-        next_id: AtomicU64,
-        /// True while `subscribers` is empty: the signals get their default action.
-        idle: Arc<AtomicBool>,
+impl Default for SignalOptions {
+    fn default() -> SignalOptions {
+        SignalOptions::new()
     }
+}
 
-    /// The watcher, installed on first use.
-    pub(super) fn registry() -> io::Result<&'static Registry> {
-        static REGISTRY: OnceLock<Registry> = OnceLock::new();
-        static INSTALL: Mutex<()> = Mutex::new(());
-        if let Some(registry) = REGISTRY.get() {
-            return Ok(registry);
-        }
-        let _installing = INSTALL.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(registry) = REGISTRY.get() {
-            return Ok(registry);
-        }
-        let idle = Arc::new(AtomicBool::new(true));
-        for signal in WATCHED {
-            if !ignored(signal) {
-                signal_hook::flag::register_conditional_default(signal, idle.clone())?;
-            }
-        }
-        let mut signals = Signals::new(WATCHED)?;
-        let handle = signals.handle();
-        let started = std::thread::Builder::new()
-            .name("ctx-signal".into())
-            .spawn(move || {
-                let registry = loop {
-                    if let Some(registry) = REGISTRY.get() {
-                        break registry;
-                    }
-                    std::thread::park();
-                };
-                for signal in signals.forever() {
-                    registry.dispatch(signal);
-                }
-            });
-        let thread = match started {
-            Ok(thread) => thread,
-            Err(err) => {
-                handle.close();
-                return Err(err);
-            }
-        };
-        let registry = REGISTRY.get_or_init(|| Registry {
-            subscribers: Mutex::new(Vec::new()),
-            next_id: AtomicU64::new(0),
-            idle,
-        });
-        thread.thread().unpark();
-        Ok(registry)
+// ===== impl SignalStop =====
+
+impl SignalStop {
+    /// Cancels the context (if it is not done yet) and stops catching its
+    /// signals (Go's `stop`). The same as dropping it.
+    pub fn stop(self) {
+        drop(self);
     }
+}
 
-    impl Registry {
-        fn lock(&self) -> MutexGuard<'_, Vec<(u64, CancelCauseFunc)>> {
-            self.subscribers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-        }
-
-        /// Records whether anyone listens; under the list's lock, so the flag
-        /// always matches the list.
-        fn set_idle(&self, idle: bool) {
-            // SeqCst: read by the signal handler (signal-hook's conditional
-            // default); nothing else is published through it.
-            self.idle.store(idle, Ordering::SeqCst);
-        }
-
-        pub(super) fn subscribe(&self, cancel: CancelCauseFunc) -> u64 {
-            // Relaxed: ids only need to be unique.
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let mut subscribers = self.lock();
-            subscribers.push((id, cancel));
-            self.set_idle(false);
-            id
-        }
-
-        pub(super) fn unsubscribe(&self, id: u64) {
-            let removed = {
-                let mut subscribers = self.lock();
-                let removed = subscribers
-                    .iter()
-                    .position(|(i, _)| *i == id)
-                    .map(|at| subscribers.swap_remove(at));
-                if subscribers.is_empty() {
-                    self.set_idle(true);
-                }
-                removed
-            };
-            // Dropped outside the lock: its context is already done, so this is cheap.
-            drop(removed);
-        }
-
-        fn dispatch(&self, signal: i32) {
-            let subscribers = {
-                let mut subscribers = self.lock();
-                self.set_idle(true);
-                std::mem::take(&mut *subscribers)
-            };
-            let cause = SignalError::new(if signal == SIGTERM {
-                "SIGTERM"
-            } else {
-                "SIGINT"
-            });
-            // Canceled outside the lock: a cancel runs the contexts' `after_func`
-            // callbacks, among them `unsubscribe`.
-            for (_, cancel) in subscribers {
-                cancel.cancel(cause);
-            }
-        }
-    }
-
-    /// Whether the process started with `signal` ignored (`SIG_IGN`), as a
-    /// background job of a non-interactive shell does with SIGINT.
-    fn ignored(signal: i32) -> bool {
-        // SAFETY: an all-zero `sigaction` is a valid value of this plain C struct.
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: with a null new action, `sigaction` only writes the current
-        // disposition into `old`, which we own.
-        let status = unsafe { libc::sigaction(signal, std::ptr::null(), &mut old) };
-        status == 0 && old.sa_sigaction == libc::SIG_IGN
+impl Drop for SignalStop {
+    fn drop(&mut self) {
+        // The signals first, so that a panicking `after_func` callback of the
+        // cancel cannot leave them caught.
+        #[cfg(unix)]
+        watcher::unsubscribe(self.id);
+        // Cancels the context with `Canceled` (unless a signal was first). Done
+        // when this returns, also if the watcher is canceling it right now.
+        drop(self.cancel.take());
     }
 }

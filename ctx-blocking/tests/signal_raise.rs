@@ -1,33 +1,117 @@
-//! Real signals, raised in this test process. This file is its own test binary
-//! with a single test, because a signal reaches every signal context of the
-//! process: the handlers are installed before each `raise` and a context listens
-//! at that moment, so the process is never terminated by the signal.
+//! Real signals: Go's rule for signal contexts, and the watcher's own cases
+//! (several contexts, a parent's cancel, an inherited ignore, a panicking
+//! callback). Each test runs in a child process (see
+//! `src/signal/testing.rs`).
 #![cfg(unix)]
 
-use ctx_blocking::{SignalError, background, signal_context};
-use ctx_core::Error;
-use std::time::Duration;
+use ctx_blocking::__private::signal_testing::{
+    WATCHDOG, assert_canceled_by, in_child, in_child_with, raise, stage,
+};
+use ctx_blocking::{SignalOptions, SignalStop, background, signal_context, wait_timeout};
+use ctx_core::{Context, Error};
+
+fn wait(ctx: &Context) -> bool {
+    wait_timeout(ctx, WATCHDOG)
+}
+
+fn opted_in() -> (Context, SignalStop) {
+    SignalOptions::new()
+        .exit_on_second_signal(true)
+        .signal_context(&background())
+        .expect("handlers installed")
+}
+
+ctx_blocking::__every_adapter_runs! {
+    start: || signal_context(&background()),
+    opted_in: opted_in,
+    second: (libc::SIGTERM, "SIGTERM"),
+    wait: wait,
+}
 
 #[test]
-fn sigterm_then_sigint_cancel_with_the_signal_as_cause() {
-    for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
-        let (ctx, _stop) = signal_context(&background());
-        let (other, _stop_other) = signal_context(&background());
-        // SAFETY: `raise` only sends a signal to this thread; the handlers are in
-        // place and a context listens, so the signal cannot end the process.
-        assert_eq!(unsafe { libc::raise(signal) }, 0);
-        assert!(
-            ctx.wait_timeout(Duration::from_secs(10)),
-            "{name} was not delivered"
-        );
+fn caught_after_the_parent_cancels_until_stop() {
+    in_child("caught_after_the_parent_cancels_until_stop", || {
+        let (parent, cancel_parent) = background().with_cancel();
+        let (ctx, stop) = signal_context(&parent);
+        cancel_parent.cancel();
         assert_eq!(ctx.err(), Some(Error::Canceled));
-        let cause = ctx.cause().unwrap();
-        let received = cause.downcast_ref::<SignalError>().expect("a signal cause");
-        assert_eq!(received.signal, name);
-        assert_eq!(cause.to_string(), format!("received {name}"));
-        assert!(
-            other.wait_timeout(Duration::from_secs(10)),
-            "every listener is canceled"
-        );
-    }
+        raise(libc::SIGTERM, 3);
+        stage("caught after the parent's cancel");
+        // The first cancel won: the signal did not replace the cause.
+        assert_eq!(ctx.cause().unwrap().as_error(), Some(Error::Canceled));
+        stop.stop();
+        raise(libc::SIGTERM, 1);
+    })
+    .killed_by(libc::SIGTERM, &["caught after the parent's cancel"]);
+}
+
+#[test]
+fn a_signal_cancels_every_context_and_the_last_catcher_restores() {
+    in_child(
+        "a_signal_cancels_every_context_and_the_last_catcher_restores",
+        || {
+            let (first, stop_first) = signal_context(&background());
+            let (second, stop_second) = signal_context(&background());
+            let (opted, _stop_opted) = opted_in();
+            raise(libc::SIGINT, 1);
+            for ctx in [&first, &second, &opted] {
+                assert!(wait(ctx), "SIGINT did not reach every context");
+                assert_canceled_by(ctx, "SIGINT");
+            }
+            stop_first.stop();
+            raise(libc::SIGINT, 1);
+            stage("caught while a plain one lives");
+            // The opted-in context's stop handle still lives, but after its
+            // first signal only the second context kept SIGINT caught.
+            stop_second.stop();
+            raise(libc::SIGINT, 1);
+        },
+    )
+    .killed_by(libc::SIGINT, &["caught while a plain one lives"]);
+}
+
+#[test]
+fn a_signal_the_process_started_ignoring_stays_ignored() {
+    let ignore_sigint = |command: &mut std::process::Command| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs in the forked child before `exec`, and only
+        // calls `signal`, which is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_IGN);
+                Ok(())
+            })
+        };
+    };
+    in_child_with(
+        "a_signal_the_process_started_ignoring_stays_ignored",
+        ignore_sigint,
+        || {
+            // Caught while a context listens, as Go's `Notify` does.
+            let (ctx, stop) = signal_context(&background());
+            raise(libc::SIGINT, 1);
+            assert!(wait(&ctx), "SIGINT did not cancel the context");
+            assert_canceled_by(&ctx, "SIGINT");
+            stop.stop();
+            raise(libc::SIGINT, 3);
+            stage("still ignored after stop");
+        },
+    )
+    .survived(&["still ignored after stop"]);
+}
+
+#[test]
+fn a_panicking_callback_does_not_stop_the_watcher() {
+    in_child("a_panicking_callback_does_not_stop_the_watcher", || {
+        let (first, _stop_first) = signal_context(&background());
+        let _registration = first.after_func(|| panic!("a callback that panics"));
+        raise(libc::SIGINT, 1);
+        assert!(wait(&first), "SIGINT did not cancel the context");
+        let (second, _stop_second) = signal_context(&background());
+        raise(libc::SIGINT, 1);
+        assert!(wait(&second), "the watcher died with the callback");
+        assert_canceled_by(&second, "SIGINT");
+        stage("second delivered");
+    })
+    .survived(&["second delivered"]);
 }

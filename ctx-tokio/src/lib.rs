@@ -62,18 +62,19 @@
 //! | `go f(ctx)` that must stop with `ctx` | [`spawn`] → [`TaskHandle`] |
 //! | `context.AfterFunc` (runs `f` in a goroutine) | [`after_func_spawn`], [`after_func_spawn_blocking`] |
 //! | `errgroup.WithContext`, `Go`, `TryGo`, `SetLimit`, `Wait` | [`Group::new`], [`Group::spawn`], [`Group::try_spawn`], [`Group::with_limit`], [`Group::wait`] |
-//! | `signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)` | [`signal_context`] (cause: [`SignalError`]) |
+//! | `signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)`, its `stop` | [`signal_context`] (cause: [`SignalError`]), [`SignalStop`]; [`SignalOptions`] |
 //! | a custom parent `Context` | [`with_cancel_on`], [`with_cancel_cause_on`] |
 //!
 //! # Features
 //!
 //! * `tokio-util` (off by default): a bridge to and from tokio-util's
-//!   `CancellationToken`: `ContextTokenExt::to_token` and `from_token`.
+//!   `CancellationToken`: `ContextTokenExt::to_token` (a `ContextToken` guard)
+//!   and `from_token`.
 //!
 //! # Runtime requirements
 //!
-//! The timer needs tokio's time driver, the signal contexts its I/O driver
-//! (`enable_all`, as `#[tokio::main]` and `#[tokio::test]` set up, covers both).
+//! The timer needs tokio's time driver (`enable_all`, as `#[tokio::main]` and
+//! `#[tokio::test]` set up, covers it); signal contexts need no runtime.
 //! Functions that spawn panic outside a runtime, as `tokio::spawn` does; the root
 //! constructors have `try_` variants that return [`NoRuntime`] instead.
 
@@ -81,7 +82,6 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod group;
-#[cfg(any(unix, windows))]
 mod signal;
 mod task;
 mod timer;
@@ -96,8 +96,7 @@ struct ReadmeDoctests;
 pub use group::{Group, PanicError};
 #[cfg(unix)]
 pub use signal::signal_context_with;
-#[cfg(any(unix, windows))]
-pub use signal::{SignalError, signal_context, try_signal_context};
+pub use signal::{SignalError, SignalOptions, SignalStop, signal_context, try_signal_context};
 pub use task::{
     TaskError, TaskHandle, after_func_spawn, after_func_spawn_blocking, run_until_done, sleep,
     sleep_until, spawn, with_cancel_cause_on, with_cancel_on,
@@ -107,7 +106,7 @@ pub use timer::{NoRuntime, TokioTimer, background, try_background};
 #[doc(hidden)]
 pub use task::__mixed_clock_findings;
 #[cfg(feature = "tokio-util")]
-pub use token::{ContextTokenExt, TokenCanceled, from_token};
+pub use token::{ContextToken, ContextTokenExt, TokenCanceled, from_token};
 
 #[cfg(test)]
 mod tests {
@@ -123,9 +122,10 @@ mod tests {
         assert_send_sync::<PanicError>();
         assert_send_sync::<TaskError>();
         assert_send_sync::<TaskHandle<u32>>();
-        #[cfg(any(unix, windows))]
         assert_send_sync::<SignalError>();
         #[cfg(feature = "tokio-util")]
         assert_send_sync::<TokenCanceled>();
+        #[cfg(feature = "tokio-util")]
+        assert_send_sync::<ContextToken>();
     }
 }

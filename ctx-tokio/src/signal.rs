@@ -1,102 +1,63 @@
-//! Signal contexts in the spirit of Go's `signal.NotifyContext`: a context
-//! canceled by Ctrl-C (SIGINT) or, on unix, SIGTERM, whose
+//! Signal contexts: Go's `signal.NotifyContext`, whose
 //! [`cause`](Context::cause) names the signal ([`SignalError`]), which Go's
 //! version still lacks.
 //!
-//! The signal streams are registered before the function returns, so a signal
-//! that arrives right after it is not missed. A task on the runtime waits for
-//! them and cancels the context; it ends (and drops the streams) as soon as the
-//! context is done for any reason, which is Go's `stop()`.
-//!
-//! # Caveats
-//!
-//! Tokio never unregisters the process-level handler it installs for a signal:
-//! after the first `signal_context`, a SIGINT or SIGTERM no longer terminates the
-//! process by default, even once the context is done. Exit on your own after the
-//! context is canceled (as the example does), or call `signal_context` again for a
-//! second Ctrl-C. The runtime needs its I/O driver (`enable_io` or `enable_all`),
-//! which tokio's signal support runs on.
+//! They do not use tokio's signal handling: tokio never takes its handler back,
+//! so once a tokio signal stream has existed, SIGINT no longer ends the process.
+//! The watcher is ctx-blocking's, the one every ctx adapter shares (one thread
+//! that reads the signals; no runtime needed), which gives the default action
+//! back after the stop. [`SignalStop`] documents the rule it follows.
 
-use crate::task::watch;
-use crate::timer::NoRuntime;
-use ctx_core::{CancelFunc, Cause, Context};
-use std::future::poll_fn;
+use ctx_core::Context;
+#[cfg(unix)]
 use std::io;
-use std::task::Poll;
-use tokio::runtime::Handle;
 
-/// Shared by every adapter (defined in ctx-core, so causes compare across runtimes).
-pub use ctx_core::SignalError;
+// The same items in every adapter, documented once (in ctx-blocking).
+pub use ctx_blocking::{SignalError, SignalOptions, SignalStop, try_signal_context};
 
-/// A child of `parent` canceled, with a [`SignalError`] cause, when the process
-/// receives Ctrl-C (SIGINT) or, on unix, SIGTERM; or when the returned
-/// [`CancelFunc`] is called or dropped, or `parent` is done.
+/// A child of `parent` canceled, with a [`SignalError`] cause, by the first
+/// Ctrl-C (SIGINT) or SIGTERM the process receives (Go's
+/// `signal.NotifyContext`).
+///
+/// Go's rule: the signals stay caught until the returned [`SignalStop`] is
+/// stopped or dropped, also after the context is done, and get their default
+/// action back after it; see [`SignalStop`]. For a second Ctrl-C that ends a
+/// stuck shutdown, opt in with [`SignalOptions::exit_on_second_signal`].
+///
+/// Needs no runtime, and works outside one.
 ///
 /// # Panics
 ///
-/// Panics outside a tokio runtime, or if the signal handlers cannot be
-/// registered; [`try_signal_context`] returns an error instead.
+/// Panics if the signal handlers cannot be installed; [`try_signal_context`]
+/// returns an error instead.
 ///
 /// # Examples
 ///
 /// ```no_run
 /// #[tokio::main]
 /// async fn main() {
-///     let (ctx, _stop) = ctx_tokio::signal_context(&ctx_tokio::background());
+///     let (ctx, stop) = ctx_tokio::signal_context(&ctx_tokio::background());
 ///     // Serve until Ctrl-C or SIGTERM.
 ///     ctx.done().await;
 ///     println!("stopping: {}", ctx.cause().unwrap()); // "stopping: received SIGINT"
+///     // The graceful shutdown: further Ctrl-C are caught until the stop.
+///     stop.stop();
 /// }
 /// ```
 #[track_caller]
-pub fn signal_context(parent: &Context) -> (Context, CancelFunc) {
-    match try_signal_context(parent) {
-        Ok(pair) => pair,
-        Err(err) => panic!("ctx_tokio::signal_context: {err}"),
-    }
-}
-
-/// Like [`signal_context`], with an error instead of a panic.
-///
-/// # Errors
-///
-/// An error wrapping [`NoRuntime`] outside a tokio runtime, or the operating
-/// system's error if a signal handler cannot be registered.
-pub fn try_signal_context(parent: &Context) -> io::Result<(Context, CancelFunc)> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::SignalKind;
-        signal_context_with(parent, &[SignalKind::interrupt(), SignalKind::terminate()])
-    }
-    #[cfg(windows)]
-    {
-        runtime()?;
-        let mut ctrl_c = tokio::signal::windows::ctrl_c()?;
-        let mut ctrl_break = tokio::signal::windows::ctrl_break()?;
-        let fired = async move {
-            let signal = poll_fn(|cx| {
-                if ctrl_c.poll_recv(cx).is_ready() {
-                    Poll::Ready("SIGINT")
-                } else if ctrl_break.poll_recv(cx).is_ready() {
-                    Poll::Ready("SIGBREAK")
-                } else {
-                    Poll::Pending
-                }
-            })
-            .await;
-            Cause::new(SignalError::new(signal))
-        };
-        Ok(watch(parent, fired))
-    }
+pub fn signal_context(parent: &Context) -> (Context, SignalStop) {
+    ctx_blocking::signal_context(parent)
 }
 
 /// Like [`try_signal_context`], for the given signals (unix only): for example
-/// `SignalKind::hangup()` for a reload.
+/// `SignalKind::hangup()` for a reload. The same as
+/// [`SignalOptions::signals`] with their raw values.
 ///
 /// # Errors
 ///
-/// An error wrapping [`NoRuntime`] outside a tokio runtime, or the operating
-/// system's error if a signal handler cannot be registered.
+/// `InvalidInput` for a signal that cannot be watched (SIGKILL, SIGSTOP, SIGILL,
+/// SIGFPE, SIGSEGV, or one signal-hook does not know); the operating system's
+/// error if a signal handler or the watcher thread cannot be installed.
 ///
 /// # Examples
 ///
@@ -106,7 +67,7 @@ pub fn try_signal_context(parent: &Context) -> io::Result<(Context, CancelFunc)>
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> std::io::Result<()> {
 /// let (ctx, stop) = ctx_tokio::signal_context_with(&ctx_tokio::background(), &[SignalKind::hangup()])?;
-/// stop.cancel();
+/// stop.stop();
 /// assert!(ctx.is_done());
 /// # Ok(())
 /// # }
@@ -115,52 +76,9 @@ pub fn try_signal_context(parent: &Context) -> io::Result<(Context, CancelFunc)>
 pub fn signal_context_with(
     parent: &Context,
     signals: &[tokio::signal::unix::SignalKind],
-) -> io::Result<(Context, CancelFunc)> {
-    use tokio::signal::unix::signal;
-    let handle = runtime()?;
-    let _enter = handle.enter();
-    let mut streams = signals
-        .iter()
-        .map(|&kind| Ok((signal(kind)?, name(kind))))
-        .collect::<io::Result<Vec<_>>>()?;
-    let fired = async move {
-        let signal = poll_fn(|cx| {
-            for (stream, name) in &mut streams {
-                if stream.poll_recv(cx).is_ready() {
-                    return Poll::Ready(*name);
-                }
-            }
-            Poll::Pending
-        })
-        .await;
-        Cause::new(SignalError::new(signal))
-    };
-    Ok(watch(parent, fired))
-}
-
-fn runtime() -> io::Result<Handle> {
-    Handle::try_current().map_err(|_| io::Error::other(NoRuntime))
-}
-
-/// The conventional name of a signal.
-#[cfg(unix)]
-fn name(kind: tokio::signal::unix::SignalKind) -> &'static str {
-    use tokio::signal::unix::SignalKind as K;
-    let names = [
-        (K::interrupt(), "SIGINT"),
-        (K::terminate(), "SIGTERM"),
-        (K::hangup(), "SIGHUP"),
-        (K::quit(), "SIGQUIT"),
-        (K::user_defined1(), "SIGUSR1"),
-        (K::user_defined2(), "SIGUSR2"),
-        (K::alarm(), "SIGALRM"),
-        (K::child(), "SIGCHLD"),
-        (K::io(), "SIGIO"),
-        (K::pipe(), "SIGPIPE"),
-        (K::window_change(), "SIGWINCH"),
-    ];
-    names
-        .iter()
-        .find(|(k, _)| *k == kind)
-        .map_or("unknown signal", |(_, name)| name)
+) -> io::Result<(Context, SignalStop)> {
+    let signals: Vec<_> = signals.iter().map(|kind| kind.as_raw_value()).collect();
+    SignalOptions::new()
+        .signals(&signals)
+        .signal_context(parent)
 }

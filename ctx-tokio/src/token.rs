@@ -1,27 +1,29 @@
 //! A bridge to and from tokio-util's [`CancellationToken`] (feature `tokio-util`).
 //!
-//! * [`ContextTokenExt::to_token`]: a token canceled when a context is done. It is
-//!   an [`after_func`](Context::after_func) registration, no task: the token is
-//!   canceled inline by whoever cancels the context.
+//! * [`ContextTokenExt::to_token`]: a token canceled when a context is done,
+//!   held by a [`ContextToken`] guard. It is an
+//!   [`after_func`](Context::after_func) registration, no task: the token is
+//!   canceled inline by whoever cancels the context. Dropping the guard takes the
+//!   registration back, so a long-lived context does not collect one per call.
 //! * [`from_token`]: a context canceled when a token is, through
 //!   [`with_cancel_cause_on`](crate::with_cancel_cause_on) (one watching task).
 
 use crate::task::with_cancel_cause_on;
-use ctx_core::{CancelFunc, Context};
+use ctx_core::{AfterFunc, CancelFunc, Context};
 use std::fmt;
+use std::ops::Deref;
 use tokio_util::sync::CancellationToken;
 
 /// Converts a [`Context`] into a [`CancellationToken`], for APIs that take one.
 pub trait ContextTokenExt {
     /// A token canceled as soon as this context is done (at once if it already
-    /// is). Canceling the token does not cancel the context.
+    /// is), for as long as the returned guard lives. Canceling the token does not
+    /// cancel the context.
     ///
-    /// # Caveats
-    ///
-    /// The registration behind the token stays on the context until the context
-    /// is done, even if every clone of the token is dropped earlier. On a
-    /// long-lived context, make the token from a short-lived child
-    /// (`ctx.with_cancel()`) so that it goes away with the child.
+    /// The guard dereferences to the token: pass `token.clone()` to an API that
+    /// takes a `CancellationToken`, and keep the guard while that API runs.
+    /// Dropping the guard takes its registration off the context (see
+    /// [`ContextToken`]).
     ///
     /// # Examples
     ///
@@ -30,20 +32,63 @@ pub trait ContextTokenExt {
     ///
     /// let (ctx, cancel) = ctx_core::Context::background().with_cancel();
     /// let token = ctx.to_token();
-    /// assert!(!token.is_cancelled());
+    /// let for_an_api = token.clone(); // a plain `CancellationToken`
+    /// assert!(!for_an_api.is_cancelled());
     /// cancel.cancel();
-    /// assert!(token.is_cancelled());
+    /// assert!(token.is_cancelled() && for_an_api.is_cancelled());
     /// ```
-    fn to_token(&self) -> CancellationToken;
+    fn to_token(&self) -> ContextToken;
+}
+
+/// A [`CancellationToken`] that follows a context, from
+/// [`ContextTokenExt::to_token`]; it dereferences to the token.
+///
+/// While the guard lives, the token (and every clone and child of it) is
+/// canceled when the context is done. Dropping the guard takes its
+/// [`after_func`](Context::after_func) registration off the context, so calling
+/// `to_token` again and again on a long-lived context leaves nothing behind;
+/// from then on, a token that is not canceled yet no longer follows the context.
+#[must_use = "dropping a ContextToken disconnects its token from the context at once"]
+#[derive(Debug)]
+pub struct ContextToken {
+    token: CancellationToken,
+    registration: AfterFunc,
 }
 
 impl ContextTokenExt for Context {
-    fn to_token(&self) -> CancellationToken {
+    fn to_token(&self) -> ContextToken {
         let token = CancellationToken::new();
         let canceler = token.clone();
-        // Dropping the registration handle keeps the callback registered.
-        drop(self.after_func(move || canceler.cancel()));
-        token
+        let registration = self.after_func(move || canceler.cancel());
+        ContextToken {
+            token,
+            registration,
+        }
+    }
+}
+
+// ===== impl ContextToken =====
+
+impl ContextToken {
+    /// The token.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+}
+
+impl Deref for ContextToken {
+    type Target = CancellationToken;
+
+    fn deref(&self) -> &CancellationToken {
+        &self.token
+    }
+}
+
+impl Drop for ContextToken {
+    fn drop(&mut self) {
+        // False if the context is already done (the token is canceled) or has
+        // never been cancelable: nothing to take back then.
+        self.registration.stop();
     }
 }
 

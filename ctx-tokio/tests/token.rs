@@ -19,6 +19,38 @@ fn to_token_is_canceled_with_the_context_and_needs_no_runtime() {
 }
 
 #[test]
+fn dropped_tokens_leave_no_registration_behind() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let tokens: Vec<_> = (0..10_000).map(|_| ctx.to_token()).collect();
+    assert_eq!(ctx.live_children(), 10_000);
+    drop(tokens);
+    assert_eq!(ctx.live_children(), 0);
+    // One at a time, as a long-lived context sees them.
+    for _ in 0..10_000 {
+        let token = ctx.to_token();
+        assert!(!token.is_cancelled());
+    }
+    assert_eq!(ctx.live_children(), 0);
+    // The context still works, and so does a token taken now.
+    let token = ctx.to_token();
+    cancel.cancel();
+    assert!(token.is_cancelled());
+}
+
+#[test]
+fn a_clone_follows_the_context_while_the_guard_lives() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let kept = ctx.to_token();
+    let followed = kept.clone();
+    let disconnected = ctx.to_token().clone();
+    cancel.cancel();
+    assert!(followed.is_cancelled());
+    assert!(kept.token().is_cancelled());
+    // Its guard was dropped at the end of its statement.
+    assert!(!disconnected.is_cancelled());
+}
+
+#[test]
 fn canceling_the_token_does_not_cancel_the_context() {
     let (ctx, _cancel) = Context::background().with_cancel();
     let token = ctx.to_token();
@@ -89,7 +121,8 @@ async fn from_token_cancel_func_and_parent_leave_the_token_alone() {
 #[tokio::test]
 async fn round_trip() {
     let (ctx, cancel) = ctx_tokio::background().with_cancel();
-    let (back, _cancel_back) = ctx_tokio::from_token(&ctx_tokio::background(), ctx.to_token());
+    let token = ctx.to_token();
+    let (back, _cancel_back) = ctx_tokio::from_token(&ctx_tokio::background(), token.clone());
     cancel.cancel();
     back.done().await;
     assert!(

@@ -1,0 +1,272 @@
+//! The process-wide signal watcher behind every signal context (unix).
+//!
+//! All its state sits in [`STATE`], under one lock: the live *listeners* (one per
+//! signal context whose `SignalStop` lives) and, for every signal any listener
+//! ever asked for, how many listeners *catch* it and the flag its conditional
+//! default handler reads. The flag is true exactly while no listener catches the
+//! signal (the count is zero), and it is only written under the lock, so it
+//! always matches the list.
+//!
+//! A listener catches its signals from `subscribe` to `unsubscribe`; one with
+//! `exit_on_second_signal` only until the first of them fired it (`dispatch`).
+//!
+//! Handlers, per signal, installed once and never removed (signal-hook cannot
+//! remove them): first `register_conditional_default` with the flag, then the
+//! self-pipe of one `Signals` instance, read by the `ctx-signal` thread, which
+//! calls `dispatch`. Both run on every delivery, in that order; the first ends
+//! the process while the flag is set. A signal the process started out ignoring
+//! gets no conditional default, so it stays ignored while nobody catches it.
+
+use ctx_core::{Canceler, SignalError};
+use signal_hook::consts::FORBIDDEN;
+use signal_hook::iterator::{Handle, Signals};
+use signal_hook::low_level::signal_name;
+use std::ffi::c_int;
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// Registers a listener for `signals` that `dispatch` cancels through
+/// `canceler`. Returns its id for [`unsubscribe`].
+pub(super) fn subscribe(
+    signals: &[c_int],
+    exit_on_second_signal: bool,
+    canceler: Canceler,
+) -> io::Result<u64> {
+    let mut signals = signals.to_vec();
+    signals.sort_unstable();
+    signals.dedup();
+    for &signal in &signals {
+        check(signal)?;
+    }
+    let mut state = lock();
+    for &signal in &signals {
+        state.watch(signal)?;
+    }
+    let id = state.next_id;
+    state.next_id += 1;
+    let listener = Listener {
+        id,
+        signals: signals.into(),
+        canceler,
+        fired: false,
+        exit_on_second_signal,
+    };
+    count(&mut state.signals, &listener, Catch::Start);
+    state.listeners.push(listener);
+    Ok(id)
+}
+
+/// Removes the listener `id`: its signals are no longer caught for it.
+pub(super) fn unsubscribe(id: u64) {
+    let removed = {
+        let mut state = lock();
+        let at = state.listeners.iter().position(|l| l.id == id);
+        let removed = at.map(|at| state.listeners.swap_remove(at));
+        debug_assert!(removed.is_some(), "a listener is removed once");
+        if let Some(listener) = removed.as_ref().filter(|l| l.catches()) {
+            count(&mut state.signals, listener, Catch::End);
+        }
+        removed
+    };
+    // Dropped outside the lock: dropping its `Canceler` cancels nothing, but a
+    // last reference to a context can release the `Drop`s of values up its chain.
+    drop(removed);
+}
+
+// ===== the state =====
+
+static STATE: Mutex<State> = Mutex::new(State {
+    pipe: None,
+    signals: Vec::new(),
+    listeners: Vec::new(),
+    next_id: 0,
+});
+
+struct State {
+    /// Adds signals to the self-pipe that the `ctx-signal` thread reads; `None`
+    /// until the first listener.
+    pipe: Option<Handle>,
+    /// Every signal a listener asked for, in the order of their first use.
+    signals: Vec<Watched>,
+    /// The live signal contexts.
+    listeners: Vec<Listener>,
+    next_id: u64,
+}
+
+struct Watched {
+    signal: c_int,
+    /// Its name, for the [`SignalError`] cause.
+    name: &'static str,
+    /// How many listeners catch it.
+    catchers: usize,
+    /// Read by its conditional default handler: the default action runs while it
+    /// is true. `None` if the process started out ignoring the signal.
+    default_action: Option<Arc<AtomicBool>>,
+}
+
+struct Listener {
+    id: u64,
+    /// Sorted, without duplicates.
+    signals: Box<[c_int]>,
+    /// Cancels its context with the signal as the cause.
+    canceler: Canceler,
+    /// Whether one of its signals has arrived.
+    fired: bool,
+    exit_on_second_signal: bool,
+}
+
+/// Whether a listener starts or ends catching its signals.
+#[derive(Clone, Copy)]
+enum Catch {
+    Start,
+    End,
+}
+
+fn lock() -> MutexGuard<'static, State> {
+    STATE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Rejects what signal-hook would panic on, or could not name.
+fn check(signal: c_int) -> io::Result<()> {
+    let invalid = |why: &str| {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("ctx: signal {signal} {why}"),
+        ))
+    };
+    if FORBIDDEN.contains(&signal) {
+        return invalid("cannot be watched (signal-hook refuses it)");
+    }
+    if signal_name(signal).is_none() {
+        return invalid("is unknown");
+    }
+    Ok(())
+}
+
+impl State {
+    /// Installs the handlers for `signal`, unless a listener had it before.
+    fn watch(&mut self, signal: c_int) -> io::Result<()> {
+        if self.signals.iter().any(|w| w.signal == signal) {
+            return Ok(());
+        }
+        // Read before our first handler for `signal` replaces the disposition.
+        let conditional_default = if started_ignored(signal) {
+            None
+        } else {
+            // True: nobody catches it yet.
+            let flag = Arc::new(AtomicBool::new(true));
+            let id = signal_hook::flag::register_conditional_default(signal, Arc::clone(&flag))?;
+            Some((flag, id))
+        };
+        if let Err(err) = self.pipe().and_then(|pipe| pipe.add_signal(signal)) {
+            if let Some((_, id)) = conditional_default {
+                signal_hook::low_level::unregister(id);
+            }
+            return Err(err);
+        }
+        let name = signal_name(signal).expect("checked in `subscribe`");
+        self.signals.push(Watched {
+            signal,
+            name,
+            catchers: 0,
+            default_action: conditional_default.map(|(flag, _)| flag),
+        });
+        Ok(())
+    }
+
+    /// The self-pipe, and the thread that reads it: started on first use.
+    fn pipe(&mut self) -> io::Result<&Handle> {
+        if self.pipe.is_none() {
+            let mut signals = Signals::new::<[c_int; 0], c_int>([])?;
+            let handle = signals.handle();
+            std::thread::Builder::new()
+                .name("ctx-signal".into())
+                .spawn(move || {
+                    for signal in signals.forever() {
+                        dispatch(signal);
+                    }
+                })?;
+            self.pipe = Some(handle);
+        }
+        Ok(self.pipe.as_ref().expect("set above"))
+    }
+}
+
+/// Counts `listener` in or out of the catchers of each of its signals, and sets
+/// their default-action flags to match.
+fn count(watched: &mut [Watched], listener: &Listener, catch: Catch) {
+    for &signal in &*listener.signals {
+        let watched = watched
+            .iter_mut()
+            .find(|w| w.signal == signal)
+            .expect("a listener's signals are watched");
+        match catch {
+            Catch::Start => watched.catchers += 1,
+            Catch::End => watched.catchers -= 1,
+        }
+        if let Some(flag) = &watched.default_action {
+            // SeqCst: read by the signal handler (signal-hook's conditional
+            // default loads it with SeqCst); nothing else is published through
+            // it.
+            flag.store(watched.catchers == 0, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Listener {
+    /// Whether its signals are caught for it: until it is removed, and with
+    /// `exit_on_second_signal` only until the first one fired it.
+    fn catches(&self) -> bool {
+        !self.fired || !self.exit_on_second_signal
+    }
+}
+
+/// Cancels every listener that waits for `signal`, on the `ctx-signal` thread.
+fn dispatch(signal: c_int) {
+    let (name, fired) = {
+        let mut state = lock();
+        let State {
+            signals, listeners, ..
+        } = &mut *state;
+        let Some(watched) = signals.iter().find(|w| w.signal == signal) else {
+            debug_assert!(false, "only watched signals reach the pipe");
+            return;
+        };
+        let name = watched.name;
+        let mut fired = Vec::new();
+        for listener in listeners.iter_mut() {
+            if !listener.signals.contains(&signal) {
+                continue;
+            }
+            if !listener.fired {
+                listener.fired = true;
+                fired.push(listener.canceler.clone());
+                if listener.exit_on_second_signal {
+                    count(signals, listener, Catch::End);
+                }
+            }
+        }
+        (name, fired)
+    };
+    // Canceled outside the lock: a cancel runs the contexts' `after_func`
+    // callbacks, which may make or stop signal contexts themselves.
+    for canceler in fired {
+        // A panicking callback must not end the thread that delivers every later
+        // signal. The panic was reported by the panic hook already.
+        let cause = SignalError::new(name);
+        let _ = catch_unwind(AssertUnwindSafe(|| canceler.cancel_with_cause(cause)));
+    }
+}
+
+/// Whether the process started with `signal` ignored (`SIG_IGN`), as a
+/// background job of a non-interactive shell does with SIGINT.
+fn started_ignored(signal: c_int) -> bool {
+    // SAFETY: an all-zero `sigaction` is a valid value of this plain C struct.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: with a null new action, `sigaction` only writes the current
+    // disposition into `old`, which we own.
+    let status = unsafe { libc::sigaction(signal, std::ptr::null(), &mut old) };
+    status == 0 && old.sa_sigaction == libc::SIG_IGN
+}
