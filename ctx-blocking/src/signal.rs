@@ -227,6 +227,12 @@ impl SignalStop {
     pub fn stop(self) {
         drop(self);
     }
+
+    /// The same as [`stop`](SignalStop::stop): what a `CancelFunc` in its place
+    /// would be called with (signal contexts used to return one).
+    pub fn cancel(self) {
+        self.stop();
+    }
 }
 
 impl Drop for SignalStop {
