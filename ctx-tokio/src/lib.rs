@@ -79,6 +79,7 @@
 //! constructors have `try_` variants that return [`NoRuntime`] instead.
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
 mod group;
@@ -106,6 +107,7 @@ pub use timer::{NoRuntime, TokioTimer, background, try_background};
 #[doc(hidden)]
 pub use task::__mixed_clock_findings;
 #[cfg(feature = "tokio-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio-util")))]
 pub use token::{ContextToken, ContextTokenExt, TokenCanceled, from_token};
 
 #[cfg(test)]
