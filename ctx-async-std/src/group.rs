@@ -3,13 +3,12 @@
 //!
 //! # How it works
 //!
-//! The group owns a child context made with `with_cancel_cause`. Every task is
-//! counted in `running` before it is spawned and uncounted when it ends; `wait`
-//! sleeps on an event until the count is 0. The first task to fail stores its
-//! cause in a `OnceLock` and cancels the context with it, so the siblings see
-//! `err()` and the group's `cause()` is exactly the error `wait` returns. Under a
-//! limit, each task first takes a permit from a fair semaphore, and keeps it in
-//! its `TaskSlot` until it ends.
+//! What a task's outcome means (acceptance, the first failure as the cause,
+//! panics, stop) is ctx-core's [`GroupCancel`]; this module spawns, limits and
+//! joins. Every task is counted in `running` before it is spawned and uncounted
+//! when it ends; `wait` sleeps on an event until the count is 0, then lets the
+//! core finish. Under a limit, each task first takes a permit from a fair
+//! semaphore, and keeps it in its `TaskSlot` until it ends.
 //!
 //! # Waiting from inside a task
 //!
@@ -28,14 +27,12 @@
 
 use ctx_core::{Cause, Context, GroupCancel};
 use event_listener::Event;
-use smol::future::FutureExt as _;
 use smol::lock::{Semaphore, SemaphoreGuardArc};
 use std::cell::RefCell;
 use std::fmt;
 use std::future::{Future, poll_fn};
-use std::panic::AssertUnwindSafe;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Shared by every adapter (defined in ctx-core, so causes compare across runtimes).
@@ -97,10 +94,8 @@ pub struct Group {
 }
 
 struct Shared {
-    ctx: Context,
-    cancel: GroupCancel,
-    /// Set by `stop`: later task errors are its consequences, not failures.
-    stopped: AtomicBool,
+    /// The group's rules: its context, first failure and stop.
+    core: GroupCancel,
     /// Tasks spawned and not yet finished.
     running: AtomicUsize,
     /// Waits started inside one of the group's tasks and not yet returned.
@@ -129,11 +124,10 @@ impl Group {
     /// returns (as in Go).
     pub fn new(parent: &Context) -> (Group, Context) {
         let (ctx, cancel) = parent.with_cancel_cause();
+        let core = GroupCancel::new(cancel);
         let group = Group {
             shared: Arc::new(Shared {
-                ctx: ctx.clone(),
-                cancel: GroupCancel::new(cancel),
-                stopped: AtomicBool::new(false),
+                core,
                 running: AtomicUsize::new(0),
                 inner: AtomicUsize::new(0),
                 idle: Event::new(),
@@ -165,7 +159,7 @@ impl Group {
 
     /// The group's context (the one [`new`](Group::new) returned).
     pub fn context(&self) -> &Context {
-        &self.shared.ctx
+        self.shared.core.context()
     }
 
     /// How many tasks are spawned and not finished (queued ones included).
@@ -193,7 +187,7 @@ impl Group {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<Cause> + 'static,
     {
-        if self.shared.ctx.is_done() {
+        if !self.shared.core.accepts() {
             return false;
         }
         let shared = self.shared.clone();
@@ -204,7 +198,7 @@ impl Group {
                 let permit = limit.acquire_arc().await;
                 *mine.lock() = Some(permit);
             }
-            shared.run(f).await;
+            shared.core.run_async(f).await;
         });
         true
     }
@@ -222,7 +216,7 @@ impl Group {
         let Some(limit) = &self.shared.limit else {
             return self.spawn(f);
         };
-        if self.shared.ctx.is_done() {
+        if !self.shared.core.accepts() {
             return false;
         }
         let Some(permit) = limit.try_acquire_arc() else {
@@ -230,7 +224,7 @@ impl Group {
         };
         let shared = self.shared.clone();
         self.launch(self.slot(Some(permit)), async move {
-            shared.run(f).await;
+            shared.core.run_async(f).await;
         });
         true
     }
@@ -320,11 +314,7 @@ impl Group {
             listener.await;
         }
         drop(inner);
-        shared.cancel.cancel();
-        match shared.cancel.first() {
-            Some(cause) => Err(cause.clone()),
-            None => Ok(()),
-        }
+        shared.core.finish()
     }
 
     /// Cancels the group's context, then [`wait`](Group::wait)s. Errors the tasks
@@ -339,61 +329,25 @@ impl Group {
     /// As [`wait`](Group::wait), counting only failures from before the stop (and
     /// panics).
     pub async fn stop(&self) -> Result<(), Cause> {
-        // SeqCst: the tasks read it after the cancel made them return.
-        self.shared.stopped.store(true, Ordering::SeqCst);
-        self.shared.cancel.cancel();
+        self.shared.core.stop();
         self.wait().await
     }
 }
 
 impl Drop for Group {
     fn drop(&mut self) {
-        self.shared.cancel.cancel();
+        self.shared.core.cancel();
     }
 }
 
 impl fmt::Debug for Group {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Group")
-            .field("ctx", &self.shared.ctx)
+            .field("ctx", self.context())
             .field("tasks", &self.len())
             .field("limited", &self.shared.limit.is_some())
-            .field("first_error", &self.shared.cancel.first())
+            .field("first_error", &self.shared.core.first())
             .finish()
-    }
-}
-
-// ===== impl Shared =====
-
-impl Shared {
-    /// Runs one task body, catching its panic, and records its failure.
-    async fn run<F, Fut, E>(&self, f: F)
-    where
-        F: FnOnce(Context) -> Fut,
-        Fut: Future<Output = Result<(), E>>,
-        E: Into<Cause>,
-    {
-        // Called even if the group was canceled since `spawn` accepted it: `f`
-        // then sees a done context (the acceptance rule on `Group`).
-        let ctx = self.ctx.clone();
-        let result = AssertUnwindSafe(async move { f(ctx).await })
-            .catch_unwind()
-            .await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                // SeqCst: pairs with the store in `stop`.
-                if !self.stopped.load(Ordering::SeqCst) {
-                    self.fail(err.into());
-                }
-            }
-            Err(payload) => self.fail(Cause::new(PanicError::from_payload(payload))),
-        }
-    }
-
-    /// Records a failure; the first one cancels the group with it.
-    fn fail(&self, cause: Cause) {
-        self.cancel.fail(cause);
     }
 }
 

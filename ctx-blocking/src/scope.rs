@@ -3,13 +3,12 @@
 //!
 //! # How it works
 //!
-//! `scope` derives the group's context with `with_cancel_cause` and runs the body
-//! inside `std::thread::scope`, so every thread is joined before `scope` returns
-//! and threads may borrow from the caller's stack. Each thread runs its closure
-//! under `catch_unwind`; the first failure (an `Err` or a panic) is stored in a
-//! `OnceLock` and cancels the context with itself as the cause. Once every thread
-//! is joined, the context is canceled (as Go's `Wait` does) and the first failure
-//! is returned.
+//! `scope` runs the body inside `std::thread::scope`, so every thread is joined
+//! before `scope` returns and threads may borrow from the caller's stack. What a
+//! thread's outcome means (acceptance, the first failure as the cause, panics,
+//! stop) is ctx-core's [`GroupCancel`]: each thread runs its closure through it,
+//! and once every thread is joined the core finishes the group (cancels the
+//! context, as Go's `Wait` does, and returns the first failure).
 //!
 //! Under a limit, `spawn` blocks the spawning thread until a slot is free (Go's
 //! `SetLimit`): a counter under a mutex, a condition variable, and an
@@ -26,8 +25,6 @@
 use ctx_core::{AfterFunc, Cause, Context, GroupCancel};
 use std::cell::Cell;
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 
@@ -148,10 +145,8 @@ pub struct Group<'scope, 'env: 'scope> {
 }
 
 struct State {
-    ctx: Context,
-    cancel: GroupCancel,
-    /// Set by `stop`: later thread errors are its consequences, not failures.
-    stopped: AtomicBool,
+    /// The group's rules: its context, first failure and stop.
+    core: GroupCancel,
     limit: Option<Arc<Limit>>,
 }
 
@@ -167,7 +162,7 @@ fn run<'env, F, T>(parent: &Context, limit: Option<usize>, f: F) -> Result<T, Ca
 where
     F: for<'scope> FnOnce(&Group<'scope, 'env>) -> T,
 {
-    let (ctx, cancel) = parent.with_cancel_cause();
+    let core = GroupCancel::new(parent.with_cancel_cause().1);
     let limit = limit.map(|max| {
         Arc::new(Limit {
             max,
@@ -179,19 +174,14 @@ where
     // the handle keeps the registration; it runs at the latest when `run` cancels.
     let _wake: Option<AfterFunc> = limit.as_ref().map(|limit| {
         let limit = limit.clone();
-        ctx.after_func(move || {
+        core.context().after_func(move || {
             // Under the lock, so a spawner between its check and its wait is not
             // missed.
             let _running = limit.lock();
             limit.changed.notify_all();
         })
     });
-    let state = Arc::new(State {
-        ctx,
-        cancel: GroupCancel::new(cancel),
-        stopped: AtomicBool::new(false),
-        limit,
-    });
+    let state = Arc::new(State { core, limit });
     let value = thread::scope(|scope| {
         let group = Group {
             scope,
@@ -200,18 +190,14 @@ where
         let _on_panic = CancelOnUnwind(&state);
         f(&group)
     });
-    state.cancel.cancel();
-    match state.cancel.first() {
-        Some(cause) => Err(cause.clone()),
-        None => Ok(value),
-    }
+    state.core.finish().map(|()| value)
 }
 
 impl<'scope> Group<'scope, '_> {
     /// The group's context: canceled by the first failure, by
     /// [`stop`](Group::stop), once every thread is joined, or with its parent.
     pub fn context(&self) -> &Context {
-        &self.state.ctx
+        self.state.core.context()
     }
 
     /// Spawns a scoped thread running `f(ctx)`.
@@ -242,17 +228,17 @@ impl<'scope> Group<'scope, '_> {
         F: FnOnce(Context) -> Result<(), E> + Send + 'scope,
         E: Into<Cause>,
     {
-        if self.state.ctx.is_done() {
+        if !self.state.core.accepts() {
             return false;
         }
         if let Some(limit) = &self.state.limit {
             if self.state.is_current_thread() {
                 if !limit.try_acquire() {
                     // Full, and this thread holds a slot: run `f` in it.
-                    self.state.run(f);
+                    self.state.core.run(f);
                     return true;
                 }
-            } else if !limit.acquire(&self.state.ctx) {
+            } else if !limit.acquire(self.context()) {
                 return false;
             }
         }
@@ -272,7 +258,7 @@ impl<'scope> Group<'scope, '_> {
         let Some(limit) = &self.state.limit else {
             return self.spawn(f);
         };
-        if self.state.ctx.is_done() || !limit.try_acquire() {
+        if !self.state.core.accepts() || !limit.try_acquire() {
             return false;
         }
         self.launch(f);
@@ -283,9 +269,7 @@ impl<'scope> Group<'scope, '_> {
     /// its doing and are not reported (panics still are); an error from before the
     /// stop is. [`scope`] still joins every thread before it returns.
     pub fn stop(&self) {
-        // SeqCst: the threads read it after the cancel made them return.
-        self.state.stopped.store(true, Ordering::SeqCst);
-        self.state.cancel.cancel();
+        self.state.core.stop();
     }
 
     /// Starts a thread that already holds its slot (if the group is limited).
@@ -298,7 +282,7 @@ impl<'scope> Group<'scope, '_> {
         self.scope.spawn(move || {
             let _slot = state.limit.as_deref().map(Slot);
             let _inside = Inside::enter(&state);
-            state.run(f);
+            state.core.run(f);
         });
     }
 }
@@ -315,9 +299,9 @@ impl Clone for Group<'_, '_> {
 impl fmt::Debug for Group<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Group")
-            .field("ctx", &self.state.ctx)
+            .field("ctx", self.context())
             .field("limit", &self.state.limit.as_ref().map(|l| l.max))
-            .field("first_error", &self.state.cancel.first())
+            .field("first_error", &self.state.core.first())
             .finish_non_exhaustive()
     }
 }
@@ -325,32 +309,6 @@ impl fmt::Debug for Group<'_, '_> {
 // ===== impl State =====
 
 impl State {
-    /// Runs one thread's closure, catching its panic, and records its failure.
-    fn run<F, E>(&self, f: F)
-    where
-        F: FnOnce(Context) -> Result<(), E>,
-        E: Into<Cause>,
-    {
-        // Called even if the group was canceled since `spawn` accepted it: `f`
-        // then sees a done context (the acceptance rule on `scope`).
-        let ctx = self.ctx.clone();
-        match catch_unwind(AssertUnwindSafe(move || f(ctx))) {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                // SeqCst: pairs with the store in `stop`.
-                if !self.stopped.load(Ordering::SeqCst) {
-                    self.fail(err.into());
-                }
-            }
-            Err(payload) => self.fail(Cause::new(PanicError::from_payload(payload))),
-        }
-    }
-
-    /// Records a failure; the first one cancels the group with it.
-    fn fail(&self, cause: Cause) {
-        self.cancel.fail(cause);
-    }
-
     /// Whether the calling thread is one this group started (module docs).
     fn is_current_thread(&self) -> bool {
         CURRENT_GROUP.get() == std::ptr::from_ref(self) as usize
@@ -384,7 +342,7 @@ struct CancelOnUnwind<'a>(&'a State);
 impl Drop for CancelOnUnwind<'_> {
     fn drop(&mut self) {
         if thread::panicking() {
-            self.0.cancel.cancel();
+            self.0.core.cancel();
         }
     }
 }

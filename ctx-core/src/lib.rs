@@ -103,6 +103,7 @@ mod causes;
 mod context;
 mod error;
 mod future;
+mod group;
 mod runner;
 mod sync;
 pub mod timer;
@@ -120,11 +121,12 @@ mod tests;
 struct ReadmeDoctests;
 
 pub use after_func::AfterFunc;
-pub use cancel::{CancelCauseFunc, CancelFunc, Canceler, ContextGuard, DropGuard, GroupCancel};
+pub use cancel::{CancelCauseFunc, CancelFunc, Canceler, ContextGuard, DropGuard};
 pub use causes::{PanicError, SignalError};
 pub use context::Context;
 pub use error::{Cause, Error};
 pub use future::{FutureExt, StreamExt, WithContext, run_until_done, run_until_done_owned};
+pub use group::GroupCancel;
 pub use timer::Timer;
 
 // Earlier homes of names that now live in their audience's module; kept so that

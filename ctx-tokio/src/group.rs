@@ -1,13 +1,13 @@
 //! [`Group`]: an error group in the spirit of Go's `errgroup.WithContext`.
 //!
-//! The semantics are documented on [`Group`].
+//! The semantics are documented on [`Group`]; the rules themselves (acceptance,
+//! the first failure, panics, stop) are ctx-core's [`GroupCancel`], which this
+//! type only spawns, limits and joins for.
 
-use crate::task::catch_panic;
 use ctx_core::{Cause, Context, GroupCancel};
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
@@ -67,17 +67,10 @@ pub use ctx_core::PanicError;
 /// ```
 #[must_use = "dropping a Group cancels its context and aborts its tasks; call `wait`"]
 pub struct Group {
-    ctx: Context,
-    shared: Arc<Shared>,
+    /// The group's rules: its context, first failure and stop.
+    core: Arc<GroupCancel>,
     tasks: JoinSet<()>,
     limit: Option<Arc<Semaphore>>,
-}
-
-struct Shared {
-    /// Taken by whoever cancels first; `None` afterwards.
-    cancel: GroupCancel,
-    /// Set by `stop`: later task errors are consequences, not failures.
-    stopped: AtomicBool,
 }
 
 // ===== impl Group =====
@@ -87,12 +80,9 @@ impl Group {
     /// failing task (or when [`wait`](Group::wait) returns, as in Go).
     pub fn new(parent: &Context) -> (Group, Context) {
         let (ctx, cancel) = parent.with_cancel_cause();
+        let core = GroupCancel::new(cancel);
         let group = Group {
-            ctx: ctx.clone(),
-            shared: Arc::new(Shared {
-                cancel: GroupCancel::new(cancel),
-                stopped: AtomicBool::new(false),
-            }),
+            core: Arc::new(core),
             tasks: JoinSet::new(),
             limit: None,
         };
@@ -122,7 +112,7 @@ impl Group {
 
     /// The group's context (the one [`new`](Group::new) returned).
     pub fn context(&self) -> &Context {
-        &self.ctx
+        self.core.context()
     }
 
     /// How many tasks were spawned and not yet joined (finished tasks are joined
@@ -159,21 +149,20 @@ impl Group {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<Cause> + 'static,
     {
-        if self.ctx.is_done() {
+        if !self.core.accepts() {
             return false;
         }
-        self.reap();
-        let ctx = self.ctx.clone();
-        let shared = self.shared.clone();
         let limit = self.limit.clone();
-        self.tasks.spawn(async move {
-            let _permit = match limit {
-                // The semaphore is never closed, so this always gets a permit.
-                Some(limit) => limit.acquire_owned().await.ok(),
-                None => None,
-            };
-            run(ctx, shared, f).await;
-        });
+        self.launch(
+            async move {
+                match limit {
+                    // The semaphore is never closed, so this always gets a permit.
+                    Some(limit) => limit.acquire_owned().await.ok(),
+                    None => None,
+                }
+            },
+            f,
+        );
         true
     }
 
@@ -192,23 +181,35 @@ impl Group {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<Cause> + 'static,
     {
-        let Some(limit) = self.limit.clone() else {
+        let Some(limit) = &self.limit else {
             return self.spawn(f);
         };
-        if self.ctx.is_done() {
+        if !self.core.accepts() {
             return false;
         }
-        let Ok(permit) = limit.try_acquire_owned() else {
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
             return false;
         };
-        self.reap();
-        let ctx = self.ctx.clone();
-        let shared = self.shared.clone();
-        self.tasks.spawn(async move {
-            let _permit: OwnedSemaphorePermit = permit;
-            run(ctx, shared, f).await;
-        });
+        self.launch(std::future::ready(Some(permit)), f);
         true
+    }
+
+    /// Spawns an accepted task: it first gets its slot (`slot`), then runs `f`
+    /// by the group's rules, holding the slot until it ends.
+    #[track_caller]
+    fn launch<S, F, Fut, E>(&mut self, slot: S, f: F)
+    where
+        S: Future<Output = Option<OwnedSemaphorePermit>> + Send + 'static,
+        F: FnOnce(Context) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<Cause> + 'static,
+    {
+        self.reap();
+        let core = self.core.clone();
+        self.tasks.spawn(async move {
+            let _permit = slot.await;
+            core.run_async(f).await;
+        });
     }
 
     /// Waits for every task, then cancels the group's context (as Go's `Wait`
@@ -225,13 +226,9 @@ impl Group {
     /// remaining tasks are aborted.
     pub async fn wait(mut self) -> Result<(), Cause> {
         while let Some(joined) = self.tasks.join_next().await {
-            self.shared.joined(joined);
+            self.joined(joined);
         }
-        self.shared.cancel.cancel();
-        match self.shared.cancel.first() {
-            Some(cause) => Err(cause.clone()),
-            None => Ok(()),
-        }
+        self.core.finish()
     }
 
     /// Cancels the group's context, then [`wait`](Group::wait)s. Errors the tasks
@@ -243,9 +240,7 @@ impl Group {
     /// As [`wait`](Group::wait), counting only failures from before the stop (and
     /// panics).
     pub async fn stop(self) -> Result<(), Cause> {
-        // SeqCst: the tasks read it after the cancel made them return.
-        self.shared.stopped.store(true, Ordering::SeqCst);
-        self.shared.cancel.cancel();
+        self.core.stop();
         self.wait().await
     }
 
@@ -253,7 +248,17 @@ impl Group {
     /// its running tasks.
     fn reap(&mut self) {
         while let Some(joined) = self.tasks.try_join_next() {
-            self.shared.joined(joined);
+            self.joined(joined);
+        }
+    }
+
+    /// Handles a joined task. Panics are caught inside the task; a `JoinError`
+    /// here is an abort (or a panic from outside the body), reported as a panic.
+    fn joined(&self, joined: Result<(), tokio::task::JoinError>) {
+        if let Err(join) = joined
+            && join.is_panic()
+        {
+            self.core.record_panic(join.into_panic());
         }
     }
 }
@@ -262,59 +267,17 @@ impl Drop for Group {
     fn drop(&mut self) {
         // Cancel first, so the tasks see the context done; the `JoinSet` then
         // aborts whatever still runs.
-        self.shared.cancel.cancel();
+        self.core.cancel();
     }
 }
 
 impl fmt::Debug for Group {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Group")
-            .field("ctx", &self.ctx)
+            .field("ctx", self.context())
             .field("tasks", &self.tasks.len())
             .field("limit", &self.limit.as_ref().map(|s| s.available_permits()))
-            .field("first_error", &self.shared.cancel.first())
+            .field("first_error", &self.core.first())
             .finish()
-    }
-}
-
-/// Runs one task body: calls `f`, catches a panic, records a failure.
-async fn run<F, Fut, E>(ctx: Context, shared: Arc<Shared>, f: F)
-where
-    F: FnOnce(Context) -> Fut,
-    Fut: Future<Output = Result<(), E>>,
-    E: Into<Cause>,
-{
-    // Called even if the group was canceled since `spawn` accepted it: `f` then
-    // sees a done context (the acceptance rule on `Group`).
-    // `f` itself is called inside the first poll, so its panic is caught too.
-    match catch_panic(async move { f(ctx).await }).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => {
-            // SeqCst: pairs with the store in `stop`.
-            if !shared.stopped.load(Ordering::SeqCst) {
-                shared.fail(err.into());
-            }
-        }
-        Err(panic) => shared.fail(Cause::new(panic)),
-    }
-}
-
-// ===== impl Shared =====
-
-impl Shared {
-    /// Records a failure; the first one cancels the group with it.
-    fn fail(&self, cause: Cause) {
-        self.cancel.fail(cause);
-    }
-
-    /// Handles a joined task. Panics are caught inside the task; a `JoinError`
-    /// here is an abort (or a panic from outside the body), reported as a panic.
-    fn joined(&self, joined: Result<(), tokio::task::JoinError>) {
-        match joined {
-            Err(join) if join.is_panic() => {
-                self.fail(Cause::new(PanicError::from_payload(join.into_panic())));
-            }
-            _ => {}
-        }
     }
 }

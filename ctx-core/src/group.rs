@@ -1,0 +1,286 @@
+//! [`GroupCancel`]: the rules of an error group (Go's `errgroup.WithContext`), for
+//! the adapters' groups to share.
+//!
+//! An adapter's group spawns, limits and joins its tasks the way its runtime
+//! does; everything a task's outcome means is decided here, once: which tasks are
+//! accepted, what context a task runs with, which failure is *the* failure, and
+//! what waiting for the group returns.
+
+use crate::cancel::CancelCauseFunc;
+use crate::causes::PanicError;
+use crate::context::Context;
+use crate::error::{Cause, Error};
+use crate::tree::{self, Origin, state::Reason};
+use std::any::Any;
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::pin;
+use std::sync::OnceLock;
+use std::task::Poll;
+
+/// The shared state and rules of an error group: its context, its first failure,
+/// and whether it was stopped.
+///
+/// The adapters' groups (`ctx_tokio::Group`, `ctx_async_std::Group`,
+/// `ctx_blocking::scope`) keep one of these where their tasks can reach it, and
+/// only spawn, limit and join; a group for another executor can do the same.
+///
+/// # The rules
+///
+/// * **Acceptance.** A task may be accepted while the group's context is live
+///   ([`accepts`](GroupCancel::accepts)). An accepted task is run exactly once, with
+///   the group's context, even if the group is canceled before it starts (the
+///   context it gets is then already done, and it should return at once):
+///   [`run`](GroupCancel::run) and [`run_async`](GroupCancel::run_async) never skip
+///   the closure.
+/// * **The first failure.** A task that returns `Err(e)` or panics fails the
+///   group; the first failure cancels the group's context with itself as the
+///   [cause](Context::cause) (unless the context was already canceled otherwise),
+///   and is what [`finish`](GroupCancel::finish) returns. A panic is caught and
+///   becomes a [`PanicError`] carrying its message.
+/// * **Stop.** After [`stop`](GroupCancel::stop), errors that tasks return are the
+///   stop's doing and are ignored; panics still count, and so does a failure
+///   from before the stop.
+/// * **Finish.** [`finish`](GroupCancel::finish), called once the adapter has
+///   joined its tasks, cancels the group's context (as Go's `Wait` does) and
+///   returns the first failure.
+///
+/// Every method takes `&self` and none blocks, so the core can sit in the state
+/// the group's tasks share.
+///
+/// # Examples
+///
+/// A group on plain threads, in a few lines:
+///
+/// ```
+/// use ctx_core::{Cause, Context, GroupCancel};
+///
+/// let (ctx, cancel) = Context::background().with_cancel_cause();
+/// let group = GroupCancel::new(cancel);
+/// std::thread::scope(|s| {
+///     for n in 0..4 {
+///         let group = &group;
+///         if group.accepts() {
+///             s.spawn(move || group.run(|ctx| {
+///                 if n == 2 {
+///                     return Err(Cause::msg("item 2 is bad"));
+///                 }
+///                 ctx.wait(); // until the failure cancels the group
+///                 Ok(())
+///             }));
+///         }
+///     }
+/// });
+/// let err = group.finish().unwrap_err();
+/// assert_eq!(err.to_string(), "item 2 is bad");
+/// assert!(ctx.cause().unwrap().same(&err));
+/// ```
+pub struct GroupCancel {
+    ctx: Context,
+    /// Kept for its drop (it cancels); cancels go through the tree directly, so
+    /// that every caller, also a losing one, returns with the subtree done.
+    _cancel: CancelCauseFunc,
+    first: OnceLock<Cause>,
+    /// Set by `stop`. A `OnceLock`: setting it happens-before every read that
+    /// sees it, and a task reads it after the cancel the stop made.
+    stopped: OnceLock<()>,
+}
+
+impl GroupCancel {
+    /// The core of a group whose context is the one `cancel` cancels: make it
+    /// with [`with_cancel_cause`](Context::with_cancel_cause), a child of the
+    /// context the group works for (Go's `errgroup.WithContext`).
+    pub fn new(cancel: CancelCauseFunc) -> GroupCancel {
+        GroupCancel {
+            ctx: cancel.context(),
+            _cancel: cancel,
+            first: OnceLock::new(),
+            stopped: OnceLock::new(),
+        }
+    }
+
+    /// The group's context: canceled by the first failure, by
+    /// [`stop`](GroupCancel::stop), [`cancel`](GroupCancel::cancel) or
+    /// [`finish`](GroupCancel::finish), or with its parent.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Whether a new task may be accepted now: the group's context is live.
+    ///
+    /// An adapter's `spawn` returns `false` (and drops the closure uncalled) when
+    /// this is false; once it accepted a task, it must run it (see the rules).
+    pub fn accepts(&self) -> bool {
+        !self.ctx.is_done()
+    }
+
+    /// Runs one accepted task: calls `f` with the group's context (already done
+    /// if the group was canceled since the task was accepted), catches its panic,
+    /// and records the outcome by the rules.
+    ///
+    /// ```
+    /// use ctx_core::{Cause, Context, GroupCancel, PanicError};
+    ///
+    /// let (_ctx, cancel) = Context::background().with_cancel_cause();
+    /// let group = GroupCancel::new(cancel);
+    /// group.run(|_ctx| -> Result<(), Cause> { panic!("worker {} exploded", 7) });
+    /// let err = group.finish().unwrap_err();
+    /// assert_eq!(err.downcast_ref::<PanicError>().unwrap().message(), "worker 7 exploded");
+    /// ```
+    pub fn run<F, E>(&self, f: F)
+    where
+        F: FnOnce(Context) -> Result<(), E>,
+        E: Into<Cause>,
+    {
+        let ctx = self.ctx.clone();
+        self.record(catch_unwind(AssertUnwindSafe(move || f(ctx))));
+    }
+
+    /// Runs one accepted task that is a future: as [`run`](GroupCancel::run), with
+    /// `f` called inside the first poll and a panic in any poll caught.
+    ///
+    /// The returned future is `Send` when `F` and its future are, so an adapter
+    /// can spawn it (holding the core in an `Arc`).
+    ///
+    /// ```
+    /// use ctx_core::{Context, Error, GroupCancel};
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     use std::task::{Context as Cx, Poll, Waker};
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop {
+    /// #         if let Poll::Ready(v) = f.as_mut().poll(&mut Cx::from_waker(Waker::noop())) {
+    /// #             return v;
+    /// #         }
+    /// #     }
+    /// # }
+    ///
+    /// let (_ctx, cancel) = Context::background().with_cancel_cause();
+    /// let group = GroupCancel::new(cancel);
+    /// group.stop();
+    /// // Accepted before the stop: still called, with a done context, and its
+    /// // error (the stop's doing) is not reported.
+    /// block_on(group.run_async(|ctx| async move { ctx.check() }));
+    /// assert!(group.finish().is_ok());
+    /// assert_eq!(group.context().err(), Some(Error::Canceled));
+    /// ```
+    pub async fn run_async<F, Fut, E>(&self, f: F)
+    where
+        F: FnOnce(Context) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: Into<Cause>,
+    {
+        let ctx = self.ctx.clone();
+        let mut task = pin!(async move { f(ctx).await });
+        let outcome =
+            poll_fn(
+                |cx| match catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
+                    Ok(Poll::Pending) => Poll::Pending,
+                    Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
+                    Err(payload) => Poll::Ready(Err(payload)),
+                },
+            )
+            .await;
+        self.record(outcome);
+    }
+
+    /// Records a task's outcome: `Ok(result)` if it returned, `Err(payload)` if
+    /// it panicked.
+    fn record<E: Into<Cause>>(&self, outcome: Result<Result<(), E>, Box<dyn Any + Send>>) {
+        match outcome {
+            Ok(Ok(())) => {}
+            // After a stop, errors are its doing (the task saw its context done).
+            Ok(Err(_)) if self.is_stopped() => {}
+            Ok(Err(err)) => {
+                self.fail(err);
+            }
+            Err(payload) => self.record_panic(payload),
+        }
+    }
+
+    /// Records a panic caught outside [`run`](GroupCancel::run) (for example one a
+    /// runtime reports when the task is joined) as a [`PanicError`] failure.
+    pub fn record_panic(&self, payload: Box<dyn Any + Send>) {
+        self.fail(PanicError::from_payload(payload));
+    }
+
+    /// Records a failure; the first one cancels the group's context with itself
+    /// as the cause (unless the context was already canceled otherwise). Returns
+    /// whether this was the first failure. Unlike a task's error, this counts
+    /// even after [`stop`](GroupCancel::stop).
+    ///
+    /// ```
+    /// use ctx_core::{Cause, Context, GroupCancel};
+    ///
+    /// let (_ctx, cancel) = Context::background().with_cancel_cause();
+    /// let group = GroupCancel::new(cancel);
+    /// assert!(group.fail(Cause::msg("first")));
+    /// assert!(!group.fail(Cause::msg("second")));
+    /// assert_eq!(group.first().unwrap().to_string(), "first");
+    /// assert_eq!(group.context().cause().unwrap().to_string(), "first");
+    /// ```
+    pub fn fail(&self, cause: impl Into<Cause>) -> bool {
+        let cause = cause.into();
+        if self.first.set(cause.clone()).is_err() {
+            return false;
+        }
+        self.cancel_with(Reason::new(Error::Canceled, Some(cause)));
+        true
+    }
+
+    /// Stops the group: marks it stopped (later task errors are ignored), then
+    /// cancels its context. The adapter then waits for its tasks as usual.
+    pub fn stop(&self) {
+        // Before the cancel: a task that returns because of it sees the mark.
+        let _ = self.stopped.set(());
+        self.cancel();
+    }
+
+    /// Whether [`stop`](GroupCancel::stop) was called.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.get().is_some()
+    }
+
+    /// Cancels the group's context without a failure (a dropped group, a
+    /// panicking body). When it returns, the context and its subtree are done.
+    pub fn cancel(&self) {
+        self.cancel_with(Reason::plain(Error::Canceled));
+    }
+
+    /// Ends the group once the adapter has joined its tasks: cancels its context
+    /// (as Go's `Wait` does) and returns the first failure. May be called again;
+    /// it returns the same.
+    ///
+    /// # Errors
+    ///
+    /// The first failure, as a [`Cause`]: the same one the context was canceled
+    /// with (unless it was canceled otherwise first).
+    pub fn finish(&self) -> Result<(), Cause> {
+        self.cancel();
+        self.first().map_or(Ok(()), |cause| Err(cause.clone()))
+    }
+
+    /// The first failure, if any.
+    pub fn first(&self) -> Option<&Cause> {
+        self.first.get()
+    }
+
+    fn cancel_with(&self, reason: Reason) {
+        let node = self
+            .ctx
+            .node()
+            .expect("a context made by with_cancel_cause has a node of its own");
+        // The node is `_cancel`'s, kept alive by `self.ctx`.
+        tree::cancel(node, reason, Origin::Explicit);
+    }
+}
+
+impl fmt::Debug for GroupCancel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GroupCancel")
+            .field("ctx", &self.ctx)
+            .field("first_error", &self.first())
+            .field("stopped", &self.is_stopped())
+            .finish()
+    }
+}
