@@ -1,6 +1,7 @@
-//! The error group: first error wins and is the cause, panics become errors, the
-//! limit holds, nothing is accepted after cancel and everything accepted runs,
-//! and `wait`/`stop` work from inside the group's own tasks.
+//! The error group: what is this adapter's own (the limit, `try_spawn`, an
+//! accepted closure always run, `wait`/`stop` from inside the group's own
+//! tasks, dropping), and that every outcome goes through ctx-core's
+//! `GroupCancel`, whose rules are tested once in ctx-core's `tests/group.rs`.
 
 #[macro_use]
 mod support;
@@ -9,86 +10,66 @@ use ctx_async_std::{Group, PanicError, background, sleep};
 use ctx_core::{Cause, Error};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::within;
 
 on_both!(
-    all_ok_then_wait_cancels_the_context,
-    first_error_wins_and_is_the_cause,
-    panicking_task_is_reported_as_an_error,
+    outcomes_are_decided_by_the_group_core,
     limit_is_respected,
-    no_new_task_after_cancel,
     queued_tasks_run_with_a_done_context_after_cancel,
     an_accepted_closure_is_always_called,
     stop_from_inside_a_task_waits_for_the_others,
     wait_from_inside_tasks_does_not_wait_for_itself,
     stop_from_inside_gives_up_the_slot_under_a_limit,
     try_spawn_refuses_at_the_limit,
-    parent_cancel_reaches_the_tasks,
-    stop_cancels_and_waits,
-    stop_still_reports_an_earlier_error,
-    tasks_may_return_any_error_type,
 );
 
-async fn all_ok_then_wait_cancels_the_context() {
-    let (group, _ctx) = Group::new(&background());
-    let count = Arc::new(AtomicUsize::new(0));
-    for _ in 0..10 {
-        let count = count.clone();
-        assert!(group.spawn(move |_ctx| async move {
-            count.fetch_add(1, Ordering::SeqCst);
-            Ok::<(), Cause>(())
-        }));
-    }
-    assert!(group.wait().await.is_ok());
-    assert_eq!(count.load(Ordering::SeqCst), 10);
-    assert_eq!(group.context().err(), Some(Error::Canceled));
-    assert!(group.wait().await.is_ok(), "a second wait returns the same");
-}
-
-async fn first_error_wins_and_is_the_cause() {
-    let (group, _ctx) = Group::new(&background());
-    let (first_failed_tx, first_failed_rx) = smol::channel::bounded::<()>(1);
-    group.spawn(|_ctx| async move {
-        drop(first_failed_tx);
-        Err(Cause::msg("first"))
-    });
-    group.spawn(|ctx| async move {
-        let _ = first_failed_rx.recv().await;
+/// The pass-through: a failure is the cause the siblings see and what every
+/// `wait` returns, a panic becomes a `PanicError`, a refused `spawn` never
+/// calls its closure, and errors caused by `stop` are not reported.
+async fn outcomes_are_decided_by_the_group_core() {
+    let (group, ctx) = Group::new(&background());
+    let (cause_tx, cause_rx) = smol::channel::bounded(1);
+    group.spawn(move |ctx| async move {
         ctx.done().await;
-        Err(Cause::msg("second"))
-    });
-    group.spawn(|ctx| async move { sleep(&ctx, Duration::from_secs(3600)).await });
-    let start = Instant::now();
-    let err = group.wait().await.unwrap_err();
-    assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "the sleeper was canceled"
-    );
-    assert_eq!(err.to_string(), "first");
-    let ctx = group.context();
-    assert_eq!(ctx.err(), Some(Error::Canceled));
-    assert!(
-        ctx.cause().unwrap().same(&err),
-        "the group's cause is the error wait returns"
-    );
-}
-
-async fn panicking_task_is_reported_as_an_error() {
-    let (group, _ctx) = Group::new(&background());
-    group.spawn(|ctx| async move { sleep(&ctx, Duration::from_secs(3600)).await });
-    group.spawn(|_ctx| async {
-        panic!("worker exploded");
-        #[allow(unreachable_code)]
+        cause_tx.send(ctx.cause()).await.unwrap();
         Ok::<(), Cause>(())
     });
+    group.spawn(|_ctx| async { Err(std::io::Error::other("disk full")) });
     let err = group.wait().await.unwrap_err();
-    let panicked = err
-        .downcast_ref::<PanicError>()
-        .expect("a PanicError cause");
-    assert_eq!(panicked.message(), "worker exploded");
-    assert_eq!(err.to_string(), "task panicked: worker exploded");
-    assert!(group.context().cause().unwrap().same(&err));
+    assert!(cause_rx.recv().await.unwrap().unwrap().same(&err));
+    assert!(group.wait().await.unwrap_err().same(&err), "wait repeats");
+    assert!(!group.spawn(never_called));
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+
+    let (group, _ctx) = Group::new(&background());
+    group.spawn(|_ctx| explode_in_a_later_poll());
+    let panic = group.wait().await.unwrap_err();
+    assert_eq!(
+        panic.downcast_ref::<PanicError>().unwrap().message(),
+        "exploded"
+    );
+
+    let (group, _ctx) = Group::new(&background());
+    let (started_tx, started_rx) = smol::channel::bounded::<()>(1);
+    group.spawn(|ctx| async move {
+        drop(started_tx);
+        sleep(&ctx, Duration::from_secs(3600)).await
+    });
+    let _ = started_rx.recv().await;
+    assert!(
+        group.stop().await.is_ok(),
+        "the sleeper's error is the stop's doing"
+    );
+}
+
+async fn never_called(_ctx: ctx_core::Context) -> Result<(), Cause> {
+    unreachable!("a refused closure is never called")
+}
+
+async fn explode_in_a_later_poll() -> Result<(), Cause> {
+    smol::future::yield_now().await;
+    panic!("exploded")
 }
 
 async fn limit_is_respected() {
@@ -109,20 +90,6 @@ async fn limit_is_respected() {
     assert!(group.wait().await.is_ok());
     let peak = peak.load(Ordering::SeqCst);
     assert!((1..=3).contains(&peak), "peak concurrency {peak}");
-}
-
-async fn no_new_task_after_cancel() {
-    let (group, _ctx) = Group::new(&background());
-    group.spawn(|_ctx| async { Err(Cause::msg("fail")) });
-    group.context().done().await;
-    let ran = Arc::new(AtomicUsize::new(0));
-    let flag = ran.clone();
-    assert!(!group.spawn(move |_ctx| async move {
-        flag.fetch_add(1, Ordering::SeqCst);
-        Ok::<(), Cause>(())
-    }));
-    assert_eq!(group.wait().await.unwrap_err().to_string(), "fail");
-    assert_eq!(ran.load(Ordering::SeqCst), 0);
 }
 
 /// Tasks queued for a slot when the group is canceled still run, one slot at a
@@ -277,58 +244,6 @@ async fn try_spawn_refuses_at_the_limit() {
     assert!(!group.try_spawn(|_ctx| async { Ok::<(), Cause>(()) }));
     assert!(group.stop().await.is_ok());
     assert!(!group.try_spawn(|_ctx| async { Ok::<(), Cause>(()) }));
-}
-
-async fn parent_cancel_reaches_the_tasks() {
-    let (parent, cancel) = background().with_cancel();
-    let (group, _ctx) = Group::new(&parent);
-    group.spawn(|ctx| async move {
-        ctx.done().await;
-        Ok::<(), Cause>(())
-    });
-    cancel.cancel();
-    assert!(group.wait().await.is_ok());
-    assert_eq!(parent.live_children(), 0);
-}
-
-async fn stop_cancels_and_waits() {
-    let (group, _ctx) = Group::new(&background());
-    let (started_tx, started_rx) = smol::channel::bounded::<()>(1);
-    group.spawn(|ctx| async move {
-        drop(started_tx);
-        sleep(&ctx, Duration::from_secs(3600)).await
-    });
-    let _ = started_rx.recv().await;
-    // The sleeper's `Canceled` is the stop's doing, so it is not reported.
-    assert!(group.stop().await.is_ok());
-    assert_eq!(group.context().err(), Some(Error::Canceled));
-}
-
-async fn stop_still_reports_an_earlier_error() {
-    let (group, ctx) = Group::new(&background());
-    group.spawn(|_ctx| async { Err(Cause::msg("before the stop")) });
-    ctx.done().await;
-    assert_eq!(
-        group.stop().await.unwrap_err().to_string(),
-        "before the stop"
-    );
-}
-
-async fn tasks_may_return_any_error_type() {
-    let (group, ctx) = Group::new(&background());
-    assert!(group.spawn(|_ctx| async { Err(std::io::Error::other("io failed")) }));
-    // Refused if the first task has already failed; either way the io error wins.
-    group.spawn(|ctx| async move {
-        ctx.done().await;
-        Err(ctx.err().unwrap())
-    });
-    let err = group.wait().await.unwrap_err();
-    assert_eq!(
-        err.downcast_ref::<std::io::Error>().unwrap().to_string(),
-        "io failed"
-    );
-    assert!(ctx.cause().unwrap().same(&err));
-    assert!(group.is_empty());
 }
 
 #[test]
