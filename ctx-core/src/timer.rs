@@ -12,6 +12,7 @@
 //! subtree with [`Context::with_timer`]; without one, the built-in [`StdTimer`]
 //! (one lazily started thread per process) serves.
 
+pub mod conformance;
 pub(crate) mod std_thread;
 
 use crate::context::Context;
