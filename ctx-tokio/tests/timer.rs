@@ -1,5 +1,8 @@
-//! The tokio timer backend: paused time, arming and disarming, the clock, and a
-//! runtime that goes away while contexts still use it.
+//! The tokio timer backend: the `Timer` contract (ctx-core's `timer::conformance`
+//! kit, on a runtime that drives itself and on a paused one driven by the
+//! kit), and what is tokio's own: paused time and auto-advance, the runtime's
+//! clock on any thread, where deadlines fire, bursts, and a runtime that goes
+//! away while contexts still use it.
 
 mod support;
 
@@ -9,6 +12,47 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use support::eventually;
+
+/// The contract on a multi-thread runtime, which drives itself: the kit's
+/// thread only sleeps while the runtime's worker fires.
+mod conformance_real_time {
+    use ctx_core::timer::conformance::Harness;
+    use ctx_tokio::TokioTimer;
+    use std::sync::Arc;
+
+    fn harness() -> Harness<TokioTimer> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let runtime = Arc::new(runtime);
+        Harness::new(move || TokioTimer::new(runtime.handle().clone())).armed(TokioTimer::armed)
+    }
+
+    ctx_core::timer_conformance_tests!(harness());
+}
+
+/// The contract on a paused current-thread runtime: its clock moves, and its
+/// driver runs, only when the kit lets time pass with `tokio::time::advance`.
+mod conformance_paused {
+    use ctx_core::timer::conformance::Harness;
+    use ctx_tokio::TokioTimer;
+
+    fn harness() -> Harness<TokioTimer> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let handle = runtime.handle().clone();
+        Harness::new(move || TokioTimer::new(handle.clone()))
+            .pass(move |_, by| runtime.block_on(tokio::time::advance(by)))
+            .armed(TokioTimer::armed)
+    }
+
+    ctx_core::timer_conformance_tests!(harness());
+}
 
 /// A root context on a fresh timer of the current runtime, and the timer.
 fn root() -> (Context, Arc<TokioTimer>) {
@@ -33,20 +77,6 @@ async fn eventually_async(mut condition: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_micros(100));
     }
     condition()
-}
-
-#[tokio::test(start_paused = true)]
-async fn deadline_fires_after_advance() {
-    let (root, timer) = root();
-    let (ctx, _cancel) = root.with_timeout(Duration::from_secs(10));
-    assert_eq!(timer.armed(), 1);
-    tokio::time::advance(Duration::from_secs(9)).await;
-    assert_eq!(ctx.err(), None);
-    tokio::time::advance(Duration::from_secs(1)).await;
-    // The read is exact; the driver's expiry (a moment later) releases the timer.
-    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
-    ctx.done().await;
-    assert!(eventually_async(|| timer.armed() == 0).await);
 }
 
 #[tokio::test(start_paused = true)]
@@ -93,36 +123,6 @@ async fn nested_deadlines_fire_in_order() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn many_timeouts_canceled_before_expiry_leave_nothing_armed() {
-    let (root, timer) = root();
-    let (parent, _cancel_parent) = root.with_cancel();
-    for _ in 0..100_000 {
-        let (ctx, cancel) = parent.with_timeout(Duration::from_secs(60));
-        assert!(!ctx.is_done());
-        cancel.cancel();
-    }
-    assert_eq!(timer.armed(), 0);
-    assert_eq!(parent.live_children(), 0);
-    settle().await;
-    assert_eq!(timer.armed(), 0);
-
-    // Live ones are counted, and dropping their cancel functions releases them.
-    let live: Vec<_> = (0..1000)
-        .map(|_| parent.with_timeout(Duration::from_secs(60)))
-        .collect();
-    assert_eq!(timer.armed(), 1000);
-    assert_eq!(parent.live_children(), 1000);
-    settle().await;
-    drop(live);
-    assert_eq!(timer.armed(), 0);
-    assert_eq!(parent.live_children(), 0);
-    // No timer fires afterwards: the dead deadlines do not move the clock.
-    let start = tokio::time::Instant::now();
-    settle().await;
-    assert_eq!(tokio::time::Instant::now(), start);
-}
-
-#[tokio::test(start_paused = true)]
 async fn disarmed_deadline_does_not_auto_advance_the_clock() {
     let (root, timer) = root();
     let start = tokio::time::Instant::now();
@@ -144,68 +144,6 @@ async fn disarmed_deadline_does_not_auto_advance_the_clock() {
         "clock moved by {:?}",
         start.elapsed()
     );
-}
-
-#[tokio::test]
-async fn real_time_timeout_fires_within_tolerance() {
-    let root = ctx_tokio::background();
-    let start = Instant::now();
-    let (ctx, _cancel) = root.with_timeout(Duration::from_millis(50));
-    ctx.done().await;
-    let elapsed = start.elapsed();
-    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
-    assert!(
-        elapsed >= Duration::from_millis(50),
-        "fired early: {elapsed:?}"
-    );
-    assert!(elapsed < Duration::from_secs(2), "fired late: {elapsed:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn multi_thread_runtime_fires_many_deadlines() {
-    let (root, timer) = root();
-    let mut tasks = Vec::new();
-    for i in 0..50u64 {
-        let root = root.clone();
-        tasks.push(tokio::spawn(async move {
-            let (ctx, _cancel) = root.with_timeout(Duration::from_millis(10 + i % 7));
-            ctx.done().await;
-            ctx.err()
-        }));
-    }
-    for task in tasks {
-        assert_eq!(task.await.unwrap(), Some(Error::DeadlineExceeded));
-    }
-    assert_eq!(timer.armed(), 0);
-}
-
-#[tokio::test(start_paused = true)]
-async fn past_and_zero_deadlines_are_born_done_without_arming() {
-    let (root, timer) = root();
-    let now = timer.now();
-    let (past, _c1) = root.with_deadline(now - Duration::from_secs(1));
-    assert_eq!(past.err(), Some(Error::DeadlineExceeded));
-    let (exact, _c2) = root.with_deadline(now);
-    assert_eq!(exact.err(), Some(Error::DeadlineExceeded));
-    let (zero, _c3) = root.with_timeout(Duration::ZERO);
-    assert_eq!(zero.err(), Some(Error::DeadlineExceeded));
-    assert_eq!(timer.armed(), 0);
-    zero.done().await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn duration_max_timeout_is_live_and_cancelable() {
-    let (root, timer) = root();
-    let (ctx, cancel) = root.with_timeout(Duration::MAX);
-    assert_eq!(ctx.err(), None);
-    assert!(ctx.deadline().unwrap() > timer.now() + Duration::from_secs(86_400 * 365 * 100));
-    assert_eq!(timer.armed(), 1);
-    tokio::time::advance(Duration::from_secs(86_400 * 365)).await;
-    settle().await;
-    assert_eq!(ctx.err(), None);
-    cancel.cancel();
-    assert_eq!(ctx.err(), Some(Error::Canceled));
-    assert_eq!(timer.armed(), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -237,21 +175,6 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         Ok(message) => *message,
         Err(payload) => payload.downcast_ref::<&str>().unwrap().to_string(),
     }
-}
-
-#[test]
-fn a_handle_works_from_plain_threads() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let timer = TokioTimer::new(runtime.handle().clone());
-    let root = Context::background().with_timer(timer.clone());
-    let (ctx, _cancel) = root.with_timeout(Duration::from_millis(20));
-    assert!(ctx.wait_timeout(Duration::from_secs(5)));
-    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
-    assert!(eventually(|| timer.armed() == 0));
 }
 
 /// The runtime is dropped while contexts still use its timer: the armed and later
