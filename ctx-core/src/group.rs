@@ -6,11 +6,10 @@
 //! accepted, what context a task runs with, which failure is *the* failure, and
 //! what waiting for the group returns.
 
-use crate::cancel::CancelCauseFunc;
+use crate::cancel::{CancelCauseFunc, Canceler};
 use crate::causes::PanicError;
 use crate::context::Context;
-use crate::error::{Cause, Error};
-use crate::tree::{self, Origin, state::Reason};
+use crate::error::Cause;
 use std::any::Any;
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -78,9 +77,9 @@ use std::task::Poll;
 /// ```
 pub struct GroupCancel {
     ctx: Context,
-    /// Kept for its drop (it cancels); cancels go through the tree directly, so
-    /// that every caller, also a losing one, returns with the subtree done.
-    _cancel: CancelCauseFunc,
+    /// Cancels `ctx` through `&self`; when any cancel returns (also a losing
+    /// one), the context and its subtree are done.
+    canceler: Canceler,
     first: OnceLock<Cause>,
     /// Set by `stop`. A `OnceLock`: setting it happens-before every read that
     /// sees it, and a task reads it after the cancel the stop made.
@@ -94,7 +93,7 @@ impl GroupCancel {
     pub fn new(cancel: CancelCauseFunc) -> GroupCancel {
         GroupCancel {
             ctx: cancel.context(),
-            _cancel: cancel,
+            canceler: cancel.into_canceler(),
             first: OnceLock::new(),
             stopped: OnceLock::new(),
         }
@@ -224,7 +223,7 @@ impl GroupCancel {
         if self.first.set(cause.clone()).is_err() {
             return false;
         }
-        self.cancel_with(Reason::new(Error::Canceled, Some(cause)));
+        self.canceler.cancel_with_cause(cause);
         true
     }
 
@@ -244,7 +243,7 @@ impl GroupCancel {
     /// Cancels the group's context without a failure (a dropped group, a
     /// panicking body). When it returns, the context and its subtree are done.
     pub fn cancel(&self) {
-        self.cancel_with(Reason::plain(Error::Canceled));
+        self.canceler.cancel();
     }
 
     /// Ends the group once the adapter has joined its tasks: cancels its context
@@ -264,15 +263,6 @@ impl GroupCancel {
     pub fn first(&self) -> Option<&Cause> {
         self.first.get()
     }
-
-    fn cancel_with(&self, reason: Reason) {
-        let node = self
-            .ctx
-            .node()
-            .expect("a context made by with_cancel_cause has a node of its own");
-        // The node is `_cancel`'s, kept alive by `self.ctx`.
-        tree::cancel(node, reason, Origin::Explicit);
-    }
 }
 
 impl fmt::Debug for GroupCancel {
@@ -282,5 +272,13 @@ impl fmt::Debug for GroupCancel {
             .field("first_error", &self.first())
             .field("stopped", &self.is_stopped())
             .finish()
+    }
+}
+
+impl Drop for GroupCancel {
+    /// Cancels the group's context, as dropping the [`CancelCauseFunc`] it was
+    /// made from would have.
+    fn drop(&mut self) {
+        self.canceler.cancel();
     }
 }
