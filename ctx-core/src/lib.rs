@@ -84,8 +84,10 @@
 //! # Features
 //!
 //! * `anyhow`: `?` from a [`Cause`] into `anyhow::Result`.
+//! * `test-util` (a testing hook, exempt from semver): `timer::conformance`, the
+//!   [`Timer`] contract as a test kit for backends.
 //!
-//! Nothing else is optional, and nothing depends on an executor.
+//! Nothing depends on an executor.
 //!
 //! # Memory ordering
 //!
