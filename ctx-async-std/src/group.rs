@@ -25,7 +25,7 @@
 //! The shape (names, `new` returning the group and its context, `with_limit`,
 //! `PanicError`, `stop`) is the same as ctx-tokio's `Group`.
 
-use ctx_core::{Cause, Context, GroupCancel};
+use ctx_core::{BoxError, Cause, Context, GroupCancel};
 use event_listener::Event;
 use smol::lock::{Semaphore, SemaphoreGuardArc};
 use std::cell::RefCell;
@@ -42,8 +42,9 @@ pub use ctx_core::PanicError;
 ///
 /// This is Go's `errgroup.WithContext`, with Rust's types: [`Group::new`] returns
 /// the group and its context, each task gets that [`Context`] and returns
-/// `Result<(), E>` for any `E: Into<Cause>` (any `std::error::Error`, or a
-/// [`Cause`] itself). The first task that returns `Err` (or panics) cancels the
+/// `Result<(), E>` for any `E: Into<BoxError>` (any `std::error::Error`,
+/// `anyhow::Error`, `Box<dyn Error + Send + Sync>`, a `String`, or a [`Cause`]
+/// itself, which is kept as it is). The first task that returns `Err` (or panics) cancels the
 /// group's context with that error as its [cause](Context::cause), and
 /// [`wait`](Group::wait) returns that same error.
 ///
@@ -185,7 +186,7 @@ impl Group {
     where
         F: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Into<Cause> + 'static,
+        E: Into<BoxError> + 'static,
     {
         if !self.shared.core.accepts() {
             return false;
@@ -211,7 +212,7 @@ impl Group {
     where
         F: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Into<Cause> + 'static,
+        E: Into<BoxError> + 'static,
     {
         let Some(limit) = &self.shared.limit else {
             return self.spawn(f);

@@ -9,7 +9,7 @@
 
 use crate::PanicError;
 use ctx_core::{AfterFunc, CancelFunc, Canceler, Cause, Context, Error};
-use smol::future::{self, FutureExt as _};
+use smol::future::FutureExt as _;
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::panic::AssertUnwindSafe;
@@ -45,6 +45,19 @@ use std::time::{Duration, Instant};
 /// });
 /// ```
 ///
+/// The same race as ctx-core's [`ctx_core::run_until_done_owned`]; ctx-core's
+/// borrowing [`ctx_core::run_until_done`] works on smol (and async-std) as well:
+///
+/// ```
+/// smol::block_on(async {
+///     let (ctx, cancel) = ctx_async_std::background().with_cancel();
+///     assert_eq!(ctx_core::run_until_done(&ctx, async { 1 }).await, Ok(1));
+///     cancel.cancel();
+///     let never = std::future::pending::<()>();
+///     assert!(ctx_core::run_until_done(&ctx, never).await.is_err());
+/// });
+/// ```
+///
 /// # Cancellation safety
 ///
 /// As cancellation safe as `fut` itself: dropping the returned future drops `fut`.
@@ -52,18 +65,8 @@ pub fn run_until_done<F: IntoFuture>(
     ctx: &Context,
     fut: F,
 ) -> impl Future<Output = Result<F::Output, Error>> + use<F> {
-    let ctx = ctx.clone();
-    let fut = fut.into_future();
-    async move {
-        if let Some(err) = ctx.err() {
-            return Err(err);
-        }
-        let done = async {
-            ctx.done().await;
-            Err(ctx.err().unwrap_or(Error::Canceled))
-        };
-        future::or(done, async { Ok(fut.await) }).await
-    }
+    // ctx-core's, which needs no executor; owned, so the future is `'static`.
+    ctx_core::run_until_done_owned(ctx.clone(), fut)
 }
 
 /// Sleeps for `duration`, or until `ctx` is done.

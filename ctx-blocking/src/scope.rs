@@ -22,7 +22,7 @@
 //! otherwise runs the closure right there, in the caller's slot (Go's
 //! `if !g.TryGo(f) { f() }`).
 
-use ctx_core::{AfterFunc, Cause, Context, GroupCancel};
+use ctx_core::{AfterFunc, BoxError, Cause, Context, GroupCancel};
 use std::cell::Cell;
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -37,7 +37,9 @@ pub use ctx_core::PanicError;
 /// This is Go's `errgroup.WithContext` on [`std::thread::scope`]: threads can
 /// borrow from the caller's stack, and all of them are joined before `scope`
 /// returns. Each thread gets the group's [`Context`] (a child of `parent`) and
-/// returns `Result<(), E>` for any `E: Into<Cause>`. The first thread that
+/// returns `Result<(), E>` for any `E: Into<BoxError>` (any `std::error::Error`,
+/// `anyhow::Error`, `Box<dyn Error + Send + Sync>`, a `String`, or a [`Cause`]
+/// itself, which is kept as it is). The first thread that
 /// returns `Err` (or panics) cancels the group's context with that error as its
 /// [cause](Context::cause); `scope` then returns `Err` with that same cause.
 ///
@@ -85,6 +87,39 @@ pub use ctx_core::PanicError;
 ///     "all spawned"
 /// });
 /// assert_eq!(result.unwrap_err().to_string(), "bad input 2");
+/// ```
+///
+/// Tasks return whatever error type the program uses, and the group's error goes
+/// on with `?` — into `Box<dyn Error + Send + Sync>`:
+///
+/// ```
+/// use std::error::Error;
+///
+/// fn import() -> Result<usize, Box<dyn Error + Send + Sync>> {
+///     let rows = ctx_blocking::scope(&ctx_blocking::background(), |group| {
+///         group.spawn(|_ctx| -> Result<(), Box<dyn Error + Send + Sync>> {
+///             Err("row 7 is corrupt".into())
+///         });
+///         10
+///     })?;
+///     Ok(rows)
+/// }
+///
+/// assert_eq!(import().unwrap_err().to_string(), "row 7 is corrupt");
+/// ```
+///
+/// or into `anyhow::Result` (with ctx-core's `anyhow` feature):
+///
+/// ```
+/// fn import() -> anyhow::Result<usize> {
+///     let rows = ctx_blocking::scope(&ctx_blocking::background(), |group| {
+///         group.spawn(|_ctx| -> anyhow::Result<()> { anyhow::bail!("row 7 is corrupt") });
+///         10
+///     })?;
+///     Ok(rows)
+/// }
+///
+/// assert_eq!(import().unwrap_err().to_string(), "row 7 is corrupt");
 /// ```
 pub fn scope<'env, F, T>(parent: &Context, f: F) -> Result<T, Cause>
 where
@@ -226,7 +261,7 @@ impl<'scope> Group<'scope, '_> {
     pub fn spawn<F, E>(&self, f: F) -> bool
     where
         F: FnOnce(Context) -> Result<(), E> + Send + 'scope,
-        E: Into<Cause>,
+        E: Into<BoxError>,
     {
         if !self.state.core.accepts() {
             return false;
@@ -253,7 +288,7 @@ impl<'scope> Group<'scope, '_> {
     pub fn try_spawn<F, E>(&self, f: F) -> bool
     where
         F: FnOnce(Context) -> Result<(), E> + Send + 'scope,
-        E: Into<Cause>,
+        E: Into<BoxError>,
     {
         let Some(limit) = &self.state.limit else {
             return self.spawn(f);
@@ -276,7 +311,7 @@ impl<'scope> Group<'scope, '_> {
     fn launch<F, E>(&self, f: F)
     where
         F: FnOnce(Context) -> Result<(), E> + Send + 'scope,
-        E: Into<Cause>,
+        E: Into<BoxError>,
     {
         let state = self.state.clone();
         self.scope.spawn(move || {

@@ -101,6 +101,34 @@ impl Cause {
         Cause(Repr::Shared(error))
     }
 
+    /// A cause from a boxed error, as groups receive their tasks' errors (any
+    /// `E: Into<BoxError>`: a `std::error::Error`, `anyhow::Error`, a `String`,
+    /// a `Cause`).
+    ///
+    /// A box that holds a [`Cause`] or a plain [`Error`] (made by `From<Cause>
+    /// for BoxError`) gives that cause back as it was: no second wrapping, so it
+    /// still downcasts to its original type.
+    ///
+    /// ```
+    /// use ctx_core::{BoxError, Cause};
+    /// use std::io;
+    ///
+    /// let original = Cause::new(io::Error::other("disk"));
+    /// let boxed: BoxError = original.clone().into();
+    /// let back = Cause::from_boxed(boxed);
+    /// assert!(back.same(&original));
+    /// assert!(back.downcast_ref::<io::Error>().is_some());
+    /// ```
+    pub fn from_boxed(error: BoxError) -> Cause {
+        if let Some(plain) = error.downcast_ref::<Error>() {
+            return Cause(Repr::Plain(*plain));
+        }
+        match error.downcast::<SharedCause>() {
+            Ok(shared) => Cause(Repr::Shared(shared.0)),
+            Err(other) => Cause(Repr::Shared(Arc::from(other))),
+        }
+    }
+
     /// A cause that is just a plain message.
     ///
     /// ```
@@ -173,6 +201,10 @@ impl PartialEq<Error> for Cause {
         self.as_error() == Some(*other)
     }
 }
+
+/// A boxed error that can cross threads: what groups accept from their tasks
+/// (`E: Into<BoxError>`), as tower names it.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// `?` from a [`Cause`] (a group's failure, a context's cause) into
 /// `Box<dyn Error + Send + Sync>`.

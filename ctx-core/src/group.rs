@@ -9,7 +9,7 @@
 use crate::cancel::{CancelCauseFunc, Canceler};
 use crate::causes::PanicError;
 use crate::context::Context;
-use crate::error::Cause;
+use crate::error::{BoxError, Cause};
 use std::any::Any;
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -130,7 +130,7 @@ impl GroupCancel {
     pub fn run<F, E>(&self, f: F)
     where
         F: FnOnce(Context) -> Result<(), E>,
-        E: Into<Cause>,
+        E: Into<BoxError>,
     {
         let ctx = self.ctx.clone();
         self.record(catch_unwind(AssertUnwindSafe(move || f(ctx))));
@@ -167,7 +167,7 @@ impl GroupCancel {
     where
         F: FnOnce(Context) -> Fut,
         Fut: Future<Output = Result<(), E>>,
-        E: Into<Cause>,
+        E: Into<BoxError>,
     {
         let ctx = self.ctx.clone();
         let mut task = pin!(async move { f(ctx).await });
@@ -185,13 +185,13 @@ impl GroupCancel {
 
     /// Records a task's outcome: `Ok(result)` if it returned, `Err(payload)` if
     /// it panicked.
-    fn record<E: Into<Cause>>(&self, outcome: Result<Result<(), E>, Box<dyn Any + Send>>) {
+    fn record<E: Into<BoxError>>(&self, outcome: Result<Result<(), E>, Box<dyn Any + Send>>) {
         match outcome {
             Ok(Ok(())) => {}
             // After a stop, errors are its doing (the task saw its context done).
             Ok(Err(_)) if self.is_stopped() => {}
             Ok(Err(err)) => {
-                self.fail(err);
+                self.fail(Cause::from_boxed(err.into()));
             }
             Err(payload) => self.record_panic(payload),
         }

@@ -126,7 +126,7 @@ pub use after_func::AfterFunc;
 pub use cancel::{CancelCauseFunc, CancelFunc, Canceler, ContextGuard, DropGuard};
 pub use causes::{PanicError, SignalError};
 pub use context::Context;
-pub use error::{Cause, Error};
+pub use error::{BoxError, Cause, Error};
 pub use future::{FutureExt, StreamExt, WithContext, run_until_done, run_until_done_owned};
 pub use group::GroupCancel;
 pub use timer::Timer;

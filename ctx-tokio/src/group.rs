@@ -4,7 +4,7 @@
 //! the first failure, panics, stop) are ctx-core's [`GroupCancel`], which this
 //! type only spawns, limits and joins for.
 
-use ctx_core::{Cause, Context, GroupCancel};
+use ctx_core::{BoxError, Cause, Context, GroupCancel};
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -147,7 +147,7 @@ impl Group {
     where
         F: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Into<Cause> + 'static,
+        E: Into<BoxError> + 'static,
     {
         if !self.core.accepts() {
             return false;
@@ -179,7 +179,7 @@ impl Group {
     where
         F: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Into<Cause> + 'static,
+        E: Into<BoxError> + 'static,
     {
         let Some(limit) = &self.limit else {
             return self.spawn(f);
@@ -202,7 +202,7 @@ impl Group {
         S: Future<Output = Option<OwnedSemaphorePermit>> + Send + 'static,
         F: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Into<Cause> + 'static,
+        E: Into<BoxError> + 'static,
     {
         self.reap();
         let core = self.core.clone();

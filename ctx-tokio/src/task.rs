@@ -52,11 +52,26 @@ use tokio::task::{AbortHandle, JoinError};
 ///     assert_eq!(slow, Err(Error::DeadlineExceeded));
 /// }
 /// ```
+///
+/// The same race as ctx-core's [`ctx_core::run_until_done_owned`]; ctx-core's
+/// borrowing [`ctx_core::run_until_done`] works on tokio as well:
+///
+/// ```
+/// #[tokio::main(flavor = "current_thread")]
+/// async fn main() {
+///     let (ctx, cancel) = ctx_tokio::background().with_cancel();
+///     assert_eq!(ctx_core::run_until_done(&ctx, async { 1 }).await, Ok(1));
+///     cancel.cancel();
+///     let never = std::future::pending::<()>();
+///     assert!(ctx_core::run_until_done(&ctx, never).await.is_err());
+/// }
+/// ```
 pub fn run_until_done<F: IntoFuture>(
     ctx: &Context,
     fut: F,
 ) -> impl Future<Output = Result<F::Output, Error>> + use<F> {
-    until_done(ctx.done(), fut.into_future())
+    // ctx-core's, which needs no executor; owned, so the future is `'static`.
+    ctx_core::run_until_done_owned(ctx.clone(), fut)
 }
 
 /// Sleeps for `duration` by tokio's clock (counted from this call), or until `ctx`
