@@ -95,6 +95,13 @@
 //!   `Status` for context errors and a responder that answers with gRPC
 //!   statuses (depends on tonic without its default features).
 
+// The feature-gated items are linked when they exist, and point at the
+// feature list when they do not (a default-features doc build).
+#![doc = ""]
+#![cfg_attr(feature = "axum", doc = "[`RequestContext`]: crate::RequestContext")]
+#![cfg_attr(not(feature = "axum"), doc = "[`RequestContext`]: #features")]
+#![cfg_attr(feature = "tonic", doc = "[`grpc`]: crate::grpc")]
+#![cfg_attr(not(feature = "tonic"), doc = "[`grpc`]: #features")]
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
