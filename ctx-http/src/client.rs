@@ -82,7 +82,16 @@ pub struct ClientLayer {
 }
 
 impl ClientLayer {
-    /// The layer.
+    /// The layer (it has no settings: the context comes with each request).
+    ///
+    /// ```
+    /// let client = tower::ServiceBuilder::new()
+    ///     .layer(ctx_http::ClientLayer::new())
+    ///     .service(tower::service_fn(|_req: http::Request<()>| async {
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(()))
+    ///     }));
+    /// # let _ = client;
+    /// ```
     pub fn new() -> ClientLayer {
         ClientLayer { _private: () }
     }
@@ -115,16 +124,40 @@ pub struct ClientService<S> {
 
 impl<S> ClientService<S> {
     /// The inner service.
+    ///
+    /// ```
+    /// # use tower::Layer;
+    /// let client = ctx_http::ClientLayer::new().layer(tower::service_fn(|_req: http::Request<()>| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(()))
+    /// }));
+    /// let _transport = client.get_ref();
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
     /// The inner service, mutably.
+    ///
+    /// ```
+    /// # use tower::Layer;
+    /// let mut client = ctx_http::ClientLayer::new().layer(tower::service_fn(|_req: http::Request<()>| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(()))
+    /// }));
+    /// let _transport = client.get_mut();
+    /// ```
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
 
     /// The inner service, without the layer.
+    ///
+    /// ```
+    /// # use tower::Layer;
+    /// let client = ctx_http::ClientLayer::new().layer(tower::service_fn(|_req: http::Request<()>| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(()))
+    /// }));
+    /// let _transport = client.into_inner();
+    /// ```
     pub fn into_inner(self) -> S {
         self.inner
     }
@@ -181,6 +214,23 @@ where
 pin_project! {
     /// The response future of [`ClientService`]: the call raced against the
     /// request's context.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ctx_http::ClientFuture;
+    /// use http::{Request, Response};
+    /// use tower::{Layer, Service};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut client = ctx_http::ClientLayer::new().layer(tower::service_fn(|_req: Request<()>| {
+    ///     std::future::ready(Ok::<_, std::convert::Infallible>(Response::new("pong")))
+    /// }));
+    /// let future: ClientFuture<_> = client.call(Request::new(()));
+    /// assert_eq!(*future.await.unwrap().body(), "pong");
+    /// # }
+    /// ```
     #[must_use = "futures do nothing unless polled"]
     pub struct ClientFuture<F> {
         #[pin]
@@ -301,6 +351,11 @@ impl<E> ClientError<E> {
     }
 
     /// The context error, when the context (not the service) ended the call.
+    ///
+    /// ```
+    /// let err = ctx_http::ClientError::Service(std::io::Error::other("reset"));
+    /// assert_eq!(err.context_err(), None);
+    /// ```
     pub fn context_err(&self) -> Option<Error> {
         match self {
             ClientError::NotSent { err, .. } | ClientError::Abandoned { err, .. } => Some(*err),
@@ -309,6 +364,13 @@ impl<E> ClientError<E> {
     }
 
     /// The context's cause, when the context ended the call.
+    ///
+    /// ```
+    /// use ctx_core::{Cause, Error};
+    /// let err: ctx_http::ClientError<std::io::Error> =
+    ///     ctx_http::ClientError::Abandoned { err: Error::Canceled, cause: Cause::msg("user left") };
+    /// assert_eq!(err.cause().unwrap().to_string(), "user left");
+    /// ```
     pub fn cause(&self) -> Option<&Cause> {
         match self {
             ClientError::NotSent { cause, .. } | ClientError::Abandoned { cause, .. } => {
@@ -320,11 +382,21 @@ impl<E> ClientError<E> {
 
     /// Whether the request may have reached the server: false only for
     /// [`ClientError::NotSent`], which is always safe to retry.
+    ///
+    /// ```
+    /// let err = ctx_http::ClientError::Service(std::io::Error::other("reset"));
+    /// assert!(err.was_sent());
+    /// ```
     pub fn was_sent(&self) -> bool {
         !matches!(self, ClientError::NotSent { .. })
     }
 
     /// The inner service's error, if that is what this is.
+    ///
+    /// ```
+    /// let err = ctx_http::ClientError::Service(std::io::Error::other("reset"));
+    /// assert_eq!(err.into_service_error().unwrap().to_string(), "reset");
+    /// ```
     pub fn into_service_error(self) -> Option<E> {
         match self {
             ClientError::Service(err) => Some(err),

@@ -51,6 +51,12 @@ pub enum Rejection {
 
 impl Rejection {
     /// The rejection for a context that ended with `err` and `cause`.
+    ///
+    /// ```
+    /// use ctx_core::{Cause, Error};
+    /// let rejection = ctx_http::Rejection::from_context(Error::Canceled, Cause::msg("bye"));
+    /// assert!(matches!(rejection, ctx_http::Rejection::Canceled(_)));
+    /// ```
     pub fn from_context(err: Error, cause: Cause) -> Rejection {
         match err {
             Error::DeadlineExceeded => Rejection::DeadlineExceeded(cause),
@@ -59,6 +65,11 @@ impl Rejection {
     }
 
     /// The context error behind the rejection; `None` for a malformed header.
+    ///
+    /// ```
+    /// use ctx_http::{ParseTimeoutError, Rejection};
+    /// assert_eq!(Rejection::MalformedTimeout(ParseTimeoutError::NotAscii).context_err(), None);
+    /// ```
     pub fn context_err(&self) -> Option<Error> {
         match self {
             Rejection::DeadlineExceeded(_) => Some(Error::DeadlineExceeded),
@@ -68,6 +79,12 @@ impl Rejection {
     }
 
     /// The cause of the context's end; `None` for a malformed header.
+    ///
+    /// ```
+    /// use ctx_core::{Cause, Error};
+    /// let rejection = ctx_http::Rejection::from_context(Error::DeadlineExceeded, Cause::msg("slow"));
+    /// assert_eq!(rejection.cause().unwrap().to_string(), "slow");
+    /// ```
     pub fn cause(&self) -> Option<&Cause> {
         match self {
             Rejection::DeadlineExceeded(cause) | Rejection::Canceled(cause) => Some(cause),
@@ -123,7 +140,7 @@ pub(crate) fn describe(f: &mut fmt::Formatter<'_>, err: Error, cause: &Cause) ->
 /// assert_eq!(response.body(), r#"{"error":"context canceled: shutting down"}"#);
 /// ```
 pub trait Responder<B> {
-    /// The response for `rejection`.
+    /// The response for `rejection` (see the trait's example).
     fn respond(&self, rejection: Rejection) -> Response<B>;
 }
 
@@ -168,6 +185,12 @@ pub struct TextResponder {
 
 impl TextResponder {
     /// 504, 499 and 400.
+    ///
+    /// ```
+    /// use ctx_http::{CLIENT_CLOSED_REQUEST, Rejection, TextResponder};
+    /// let canceled = Rejection::from_context(ctx_core::Error::Canceled, ctx_core::Cause::msg("bye"));
+    /// assert_eq!(TextResponder::new().status(&canceled), CLIENT_CLOSED_REQUEST);
+    /// ```
     pub const fn new() -> TextResponder {
         TextResponder {
             deadline: StatusCode::GATEWAY_TIMEOUT,
@@ -177,24 +200,46 @@ impl TextResponder {
     }
 
     /// The status for [`Rejection::DeadlineExceeded`] (504 by default).
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// let late = ctx_http::Rejection::from_context(ctx_core::Error::DeadlineExceeded, ctx_core::Cause::msg("late"));
+    /// let responder = ctx_http::TextResponder::new().deadline_status(StatusCode::REQUEST_TIMEOUT);
+    /// assert_eq!(responder.status(&late), StatusCode::REQUEST_TIMEOUT);
+    /// ```
     pub const fn deadline_status(mut self, status: StatusCode) -> TextResponder {
         self.deadline = status;
         self
     }
 
-    /// The status for [`Rejection::Canceled`] (499 by default).
+    /// The status for [`Rejection::Canceled`] (499 by default); see the type's
+    /// example.
     pub const fn canceled_status(mut self, status: StatusCode) -> TextResponder {
         self.canceled = status;
         self
     }
 
     /// The status for [`Rejection::MalformedTimeout`] (400 by default).
+    ///
+    /// ```
+    /// use ctx_http::{ParseTimeoutError, Rejection, TextResponder};
+    /// use http::StatusCode;
+    /// let responder = TextResponder::new().malformed_status(StatusCode::UNPROCESSABLE_ENTITY);
+    /// let bad = Rejection::MalformedTimeout(ParseTimeoutError::NotAscii);
+    /// assert_eq!(responder.status(&bad), StatusCode::UNPROCESSABLE_ENTITY);
+    /// ```
     pub const fn malformed_status(mut self, status: StatusCode) -> TextResponder {
         self.malformed = status;
         self
     }
 
     /// The status this responder gives `rejection`.
+    ///
+    /// ```
+    /// use ctx_http::{ParseTimeoutError, Rejection, TextResponder};
+    /// let bad = Rejection::MalformedTimeout(ParseTimeoutError::NotAscii);
+    /// assert_eq!(TextResponder::default().status(&bad), http::StatusCode::BAD_REQUEST);
+    /// ```
     pub fn status(&self, rejection: &Rejection) -> StatusCode {
         match rejection {
             Rejection::DeadlineExceeded(_) => self.deadline,

@@ -215,6 +215,14 @@ impl ServerLayer {
     /// answered 499 with `parent`'s cause, by default). For a graceful shutdown,
     /// stop accepting connections first and cancel `parent` only when the grace
     /// period is over (the `two_hop` example shows how).
+    ///
+    /// ```
+    /// let (root, shutdown) = ctx_core::Context::background().with_cancel_cause();
+    /// let layer = ctx_http::ServerLayer::new(&root);
+    /// # let _ = layer;
+    /// // ...serve; when the grace period is over:
+    /// shutdown.cancel(ctx_core::Cause::msg("shutting down"));
+    /// ```
     pub fn new(parent: &Context) -> ServerLayer {
         ServerLayer {
             config: Config {
@@ -456,17 +464,37 @@ pub struct ServerService<S, R = TextResponder> {
 }
 
 impl<S, R> ServerService<S, R> {
-    /// The inner service.
+    /// The inner service (see the type's example).
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
     /// The inner service, mutably.
+    ///
+    /// ```
+    /// # use tower::Layer;
+    /// let mut service = ctx_http::ServerLayer::new(&ctx_core::Context::background()).layer(
+    ///     tower::service_fn(|_req: http::Request<String>| async {
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    ///     }),
+    /// );
+    /// let _inner = service.get_mut();
+    /// ```
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
 
     /// The inner service, without the layer.
+    ///
+    /// ```
+    /// # use tower::Layer;
+    /// let service = ctx_http::ServerLayer::new(&ctx_core::Context::background()).layer(
+    ///     tower::service_fn(|_req: http::Request<String>| async {
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    ///     }),
+    /// );
+    /// let _inner = service.into_inner();
+    /// ```
     pub fn into_inner(self) -> S {
         self.inner
     }
@@ -577,6 +605,30 @@ pin_project! {
     ///
     /// Dropping it before it completes ends the request's context with
     /// [`ServerCause::ClientGone`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ctx_core::Context;
+    /// use ctx_http::ServerCause;
+    /// use http::{Request, Response};
+    /// use std::sync::{Arc, Mutex};
+    /// use tower::{Layer, Service};
+    ///
+    /// let seen = Arc::new(Mutex::new(None));
+    /// let keep = seen.clone();
+    /// let mut service = ctx_http::ServerLayer::new(&Context::background()).layer(
+    ///     tower::service_fn(move |req: Request<String>| {
+    ///         *keep.lock().unwrap() = req.extensions().get::<Context>().cloned();
+    ///         std::future::pending::<Result<Response<String>, std::convert::Infallible>>()
+    ///     }),
+    /// );
+    /// let future = service.call(Request::new(String::new()));
+    /// drop(future); // the client hung up
+    /// let ctx = seen.lock().unwrap().take().unwrap();
+    /// let cause = ctx.cause().unwrap();
+    /// assert_eq!(cause.downcast_ref::<ServerCause>(), Some(&ServerCause::ClientGone));
+    /// ```
     #[must_use = "futures do nothing unless polled"]
     pub struct ServerFuture<F, R = TextResponder> {
         // Declared first so that it is dropped first: the context is done
