@@ -7,7 +7,10 @@
 //! [`ServerLayer`](crate::ServerLayer) answer gRPC clients the way they
 //! expect: HTTP 200 with `grpc-status` in the headers (a trailers-only
 //! response). In a tonic handler, the layer's context is in the request's
-//! extensions: `request.extensions().get::<ctx_core::Context>()`.
+//! extensions: `request.extensions().get::<ctx_core::Context>()`. On the
+//! client side, insert the context into the `tonic::Request`'s extensions and
+//! wrap the channel in [`ClientLayer`](crate::ClientLayer); its errors turn
+//! into statuses with `Status::from`.
 //!
 //! # Examples
 //!
