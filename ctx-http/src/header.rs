@@ -2,15 +2,16 @@
 //! or a [`HeaderMap`], and writing a context's remaining time into one.
 //!
 //! The wire format itself (at most eight ASCII digits and a unit, rounded down
-//! when encoded) is ctx-core's: [`ctx_core::encode_timeout`] and
-//! [`ctx_core::decode_timeout`]. What this module adds is what `http` brings
-//! with it: header values are bytes, not text, so a value with bytes outside
-//! visible ASCII is an error of its own here ([`ParseTimeoutError::NotAscii`])
-//! rather than a panic or a lossy conversion.
+//! when encoded) is ctx-core's [`Timeout`]. What this module adds is what `http`
+//! brings with it: header values are bytes, not text, so a value with bytes
+//! outside visible ASCII is an error of its own here
+//! ([`TimeoutHeaderError::NotAscii`]) rather than a panic or a lossy conversion.
 
-use ctx_core::{Context, HeaderError};
+use ctx_core::Context;
+use ctx_core::wire::{HEADER_NAME, ParseTimeoutError, Timeout};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::fmt;
+use std::io::Write;
 use std::time::Duration;
 
 /// The name of the header that carries a request's remaining time,
@@ -22,57 +23,58 @@ use std::time::Duration;
 /// ```
 /// assert_eq!(ctx_http::GRPC_TIMEOUT.as_str(), "grpc-timeout");
 /// ```
-pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static(HEADER_NAME);
 
 /// Why a `grpc-timeout` header value could not be read.
 ///
 /// # Examples
 ///
 /// ```
-/// use ctx_http::{ParseTimeoutError, parse_timeout};
+/// use ctx_core::wire::ParseTimeoutError;
+/// use ctx_http::{TimeoutHeaderError, parse_timeout};
 /// use http::HeaderValue;
 ///
 /// let value = HeaderValue::from_bytes(b"10\xffS").unwrap();
-/// assert_eq!(parse_timeout(&value), Err(ParseTimeoutError::NotAscii));
+/// assert_eq!(parse_timeout(&value), Err(TimeoutHeaderError::NotAscii));
 ///
 /// let err = parse_timeout(&HeaderValue::from_static("-5S")).unwrap_err();
-/// assert_eq!(err, ParseTimeoutError::Invalid(ctx_core::HeaderError::NotANumber));
+/// assert_eq!(err, TimeoutHeaderError::Invalid(ParseTimeoutError::NotANumber));
 /// assert_eq!(err.to_string(), "invalid grpc-timeout header: timeout header value is not a number");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum ParseTimeoutError {
+pub enum TimeoutHeaderError {
     /// The value has bytes outside visible ASCII. HTTP allows them in header
     /// values; a `grpc-timeout` never has them.
     NotAscii,
     /// The value is ASCII but not a timeout: empty, no digits, more than eight
-    /// digits, a sign or a fraction, or an unknown unit.
-    Invalid(HeaderError),
+    /// digits, a sign or a fraction, or an unknown unit (ctx-core's reason).
+    Invalid(ParseTimeoutError),
 }
 
-impl fmt::Display for ParseTimeoutError {
+impl fmt::Display for TimeoutHeaderError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ParseTimeoutError::NotAscii => {
+            TimeoutHeaderError::NotAscii => {
                 f.write_str("invalid grpc-timeout header: the value is not ASCII")
             }
-            ParseTimeoutError::Invalid(err) => write!(f, "invalid grpc-timeout header: {err}"),
+            TimeoutHeaderError::Invalid(err) => write!(f, "invalid grpc-timeout header: {err}"),
         }
     }
 }
 
-impl std::error::Error for ParseTimeoutError {
+impl std::error::Error for TimeoutHeaderError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ParseTimeoutError::NotAscii => None,
-            ParseTimeoutError::Invalid(err) => Some(err),
+            TimeoutHeaderError::NotAscii => None,
+            TimeoutHeaderError::Invalid(err) => Some(err),
         }
     }
 }
 
-impl From<HeaderError> for ParseTimeoutError {
-    fn from(err: HeaderError) -> ParseTimeoutError {
-        ParseTimeoutError::Invalid(err)
+impl From<ParseTimeoutError> for TimeoutHeaderError {
+    fn from(err: ParseTimeoutError) -> TimeoutHeaderError {
+        TimeoutHeaderError::Invalid(err)
     }
 }
 
@@ -80,9 +82,9 @@ impl From<HeaderError> for ParseTimeoutError {
 ///
 /// # Errors
 ///
-/// [`ParseTimeoutError::NotAscii`] for bytes outside visible ASCII, and
-/// [`ParseTimeoutError::Invalid`] for anything ctx-core's
-/// [`decode_timeout`](ctx_core::decode_timeout) rejects.
+/// [`TimeoutHeaderError::NotAscii`] for bytes outside visible ASCII, and
+/// [`TimeoutHeaderError::Invalid`] for anything ctx-core's [`Timeout`] parser
+/// rejects.
 ///
 /// # Examples
 ///
@@ -94,9 +96,9 @@ impl From<HeaderError> for ParseTimeoutError {
 /// assert_eq!(ctx_http::parse_timeout(&value), Ok(Duration::from_millis(250)));
 /// assert!(ctx_http::parse_timeout(&HeaderValue::from_static("123456789S")).is_err());
 /// ```
-pub fn parse_timeout(value: &HeaderValue) -> Result<Duration, ParseTimeoutError> {
-    let text = value.to_str().map_err(|_| ParseTimeoutError::NotAscii)?;
-    Ok(ctx_core::decode_timeout(text)?)
+pub fn parse_timeout(value: &HeaderValue) -> Result<Duration, TimeoutHeaderError> {
+    let text = value.to_str().map_err(|_| TimeoutHeaderError::NotAscii)?;
+    Ok(text.parse::<Timeout>()?.duration())
 }
 
 /// Reads the first `grpc-timeout` header of `headers`: `Ok(None)` when there is
@@ -118,7 +120,7 @@ pub fn parse_timeout(value: &HeaderValue) -> Result<Duration, ParseTimeoutError>
 /// headers.insert(GRPC_TIMEOUT, HeaderValue::from_static("2S"));
 /// assert_eq!(timeout_from_headers(&headers), Ok(Some(Duration::from_secs(2))));
 /// ```
-pub fn timeout_from_headers(headers: &HeaderMap) -> Result<Option<Duration>, ParseTimeoutError> {
+pub fn timeout_from_headers(headers: &HeaderMap) -> Result<Option<Duration>, TimeoutHeaderError> {
     headers.get(GRPC_TIMEOUT).map(parse_timeout).transpose()
 }
 
@@ -174,9 +176,13 @@ pub fn set_timeout_header(headers: &mut HeaderMap, ctx: &Context) -> bool {
 
 /// `timeout` as a header value.
 pub(crate) fn encode(timeout: Duration) -> HeaderValue {
-    let text = ctx_core::encode_timeout(timeout);
-    // The encoding is ASCII digits and a letter, always a valid header value.
-    HeaderValue::try_from(text).expect("an encoded timeout is a valid header value")
+    // At most eight digits and a unit: formatted on the stack, copied once.
+    let mut buf = [0u8; 16];
+    let mut cursor = &mut buf[..];
+    write!(cursor, "{}", Timeout::from(timeout)).expect("a timeout fits in 16 bytes");
+    let len = 16 - cursor.len();
+    // ASCII digits and a letter: always a valid header value.
+    HeaderValue::from_bytes(&buf[..len]).expect("an encoded timeout is a valid header value")
 }
 
 #[cfg(test)]
@@ -185,15 +191,15 @@ mod tests {
 
     #[test]
     fn every_kind_of_bad_value_is_an_error() {
-        let cases: [(&[u8], ParseTimeoutError); 8] = [
-            (b"", HeaderError::Empty.into()),
-            (b"m", HeaderError::Empty.into()),
-            (b"-5m", HeaderError::NotANumber.into()),
-            (b"1.5S", HeaderError::NotANumber.into()),
-            (b"123456789m", HeaderError::TooLong.into()),
-            (b"10d", HeaderError::UnknownUnit('d').into()),
-            (b"10\xc3\xa9", ParseTimeoutError::NotAscii),
-            (b"\x80", ParseTimeoutError::NotAscii),
+        let cases: [(&[u8], TimeoutHeaderError); 8] = [
+            (b"", ParseTimeoutError::Empty.into()),
+            (b"m", ParseTimeoutError::Empty.into()),
+            (b"-5m", ParseTimeoutError::NotANumber.into()),
+            (b"1.5S", ParseTimeoutError::NotANumber.into()),
+            (b"123456789m", ParseTimeoutError::TooLong.into()),
+            (b"10d", ParseTimeoutError::UnknownUnit('d').into()),
+            (b"10\xc3\xa9", TimeoutHeaderError::NotAscii),
+            (b"\x80", TimeoutHeaderError::NotAscii),
         ];
         for (bytes, expected) in cases {
             let value = HeaderValue::from_bytes(bytes).unwrap();

@@ -123,7 +123,7 @@ struct ReadmeDoctests;
 pub use crate::axum::{MissingContext, RequestContext};
 pub use client::{ClientError, ClientFuture, ClientLayer, ClientService};
 pub use header::{
-    GRPC_TIMEOUT, ParseTimeoutError, parse_timeout, set_timeout_header, timeout_from_headers,
+    GRPC_TIMEOUT, TimeoutHeaderError, parse_timeout, set_timeout_header, timeout_from_headers,
     timeout_header_value,
 };
 pub use response::{CLIENT_CLOSED_REQUEST, Rejection, Responder, TextResponder};

@@ -3,7 +3,7 @@
 //! response, [`TextResponder`] is the default (504, 499 and 400 with a plain
 //! text body).
 
-use crate::header::ParseTimeoutError;
+use crate::header::TimeoutHeaderError;
 use ctx_core::{Cause, Error};
 use http::{HeaderValue, Response, StatusCode, header};
 use std::fmt;
@@ -46,7 +46,7 @@ pub enum Rejection {
     Canceled(Cause),
     /// The `grpc-timeout` header could not be read, and the layer is set to
     /// reject such requests ([`Malformed::Reject`](crate::Malformed::Reject)).
-    MalformedTimeout(ParseTimeoutError),
+    MalformedTimeout(TimeoutHeaderError),
 }
 
 impl Rejection {
@@ -67,8 +67,8 @@ impl Rejection {
     /// The context error behind the rejection; `None` for a malformed header.
     ///
     /// ```
-    /// use ctx_http::{ParseTimeoutError, Rejection};
-    /// assert_eq!(Rejection::MalformedTimeout(ParseTimeoutError::NotAscii).context_err(), None);
+    /// use ctx_http::{TimeoutHeaderError, Rejection};
+    /// assert_eq!(Rejection::MalformedTimeout(TimeoutHeaderError::NotAscii).context_err(), None);
     /// ```
     pub fn context_err(&self) -> Option<Error> {
         match self {
@@ -222,10 +222,10 @@ impl TextResponder {
     /// The status for [`Rejection::MalformedTimeout`] (400 by default).
     ///
     /// ```
-    /// use ctx_http::{ParseTimeoutError, Rejection, TextResponder};
+    /// use ctx_http::{TimeoutHeaderError, Rejection, TextResponder};
     /// use http::StatusCode;
     /// let responder = TextResponder::new().malformed_status(StatusCode::UNPROCESSABLE_ENTITY);
-    /// let bad = Rejection::MalformedTimeout(ParseTimeoutError::NotAscii);
+    /// let bad = Rejection::MalformedTimeout(TimeoutHeaderError::NotAscii);
     /// assert_eq!(responder.status(&bad), StatusCode::UNPROCESSABLE_ENTITY);
     /// ```
     pub const fn malformed_status(mut self, status: StatusCode) -> TextResponder {
@@ -236,8 +236,8 @@ impl TextResponder {
     /// The status this responder gives `rejection`.
     ///
     /// ```
-    /// use ctx_http::{ParseTimeoutError, Rejection, TextResponder};
-    /// let bad = Rejection::MalformedTimeout(ParseTimeoutError::NotAscii);
+    /// use ctx_http::{TimeoutHeaderError, Rejection, TextResponder};
+    /// let bad = Rejection::MalformedTimeout(TimeoutHeaderError::NotAscii);
     /// assert_eq!(TextResponder::default().status(&bad), http::StatusCode::BAD_REQUEST);
     /// ```
     pub fn status(&self, rejection: &Rejection) -> StatusCode {

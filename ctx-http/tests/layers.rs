@@ -595,7 +595,7 @@ fn public_types_are_send_and_sync() {
     check::<ClientError<std::io::Error>>();
     check::<Rejection>();
     check::<ServerCause>();
-    check::<ctx_http::ParseTimeoutError>();
+    check::<ctx_http::TimeoutHeaderError>();
     check::<ctx_http::TextResponder>();
 }
 
