@@ -12,8 +12,9 @@
 //!   parse, a deadline child with its cause, and a timer armed and disarmed
 //!   (ctx-core's std-thread timer).
 //! * `HttpLayer/contexts+grpc-timeout`: no service and no layer, only the
-//!   two contexts the layer derives for such a request (a deadline child with
-//!   its cause, a cancel-cause child under it), ended as the layer ends them:
+//!   context the layer derives for such a request (a deadline child with its
+//!   cause, whose cancel function becomes a `Canceler`), ended as the layer
+//!   ends it (with a cause):
 //!   ctx-core's share of the row above, so the layer's own share is that row
 //!   minus this one minus `server=none+grpc-timeout`.
 //! * `HttpLayer/client=none` and `HttpLayer/client=layer`: a request with a
@@ -108,11 +109,10 @@ fn server(c: &mut Criterion) {
                     .unwrap()
                     .unwrap();
                 let cause = ServerCause::ClientDeadline { timeout };
-                let (timed, cancel_timed) = root.with_timeout_cause(timeout, cause);
-                let (ctx, cancel) = timed.with_cancel_cause();
+                let (ctx, cancel) = root.with_timeout_cause(timeout, cause);
+                let canceler = cancel.into_canceler();
                 black_box(&ctx);
-                cancel.cancel(responded.clone());
-                drop(cancel_timed);
+                canceler.cancel_with_cause(responded.clone());
                 req
             },
             BatchSize::SmallInput,

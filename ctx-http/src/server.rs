@@ -12,7 +12,7 @@
 
 use crate::header::timeout_from_headers;
 use crate::response::{Rejection, Responder, TextResponder};
-use ctx_core::{CancelCauseFunc, CancelFunc, Cause, Context, Done, Error};
+use ctx_core::{Canceler, Cause, Context, Done, Error};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
@@ -555,17 +555,19 @@ where
             (None, Some((limit, cause))) => Some((*limit, cause.clone())),
             (None, None) => None,
         };
-        let (ctx, guard) = match limit {
+        // One node per request: a deadline node's cancel function, turned into a
+        // `Canceler`, cancels with a cause as well.
+        let (ctx, canceler) = match limit {
             Some((timeout, cause)) => {
-                let (timed, cancel_timed) = config.parent.with_timeout_cause(timeout, cause);
-                let (ctx, cancel) = timed.with_cancel_cause();
-                (ctx, Guard::new(cancel, Some(cancel_timed)))
+                let (ctx, cancel) = config.parent.with_timeout_cause(timeout, cause);
+                (ctx, cancel.into_canceler())
             }
             None => {
                 let (ctx, cancel) = config.parent.with_cancel_cause();
-                (ctx, Guard::new(cancel, None))
+                (ctx, cancel.into_canceler())
             }
         };
+        let guard = Guard::new(canceler);
         if let Some(err) = ctx.err() {
             // Born done: the parent is done (shutdown) or the budget is zero.
             let rejection = Rejection::from_context(err, cause_of(&ctx, err));
@@ -722,42 +724,38 @@ impl<F, R> fmt::Debug for ServerFuture<F, R> {
     }
 }
 
-/// The request context's cancel functions: cancels with
-/// [`ServerCause::ClientGone`] when dropped armed.
+/// The request context's canceler: cancels with [`ServerCause::ClientGone`]
+/// when dropped armed. (A `Canceler`, unlike a cancel function, does nothing
+/// when dropped, so every way out of the request goes through here.)
 #[derive(Default)]
 struct Guard {
-    cancel: Option<CancelCauseFunc>,
-    // The deadline node above `cancel`'s: dropped (canceled) after it.
-    deadline: Option<CancelFunc>,
+    canceler: Option<Canceler>,
 }
 
 impl Guard {
-    fn new(cancel: CancelCauseFunc, deadline: Option<CancelFunc>) -> Guard {
+    fn new(canceler: Canceler) -> Guard {
         Guard {
-            cancel: Some(cancel),
-            deadline,
+            canceler: Some(canceler),
         }
     }
 
     /// The inner service answered: ends the context with [`ServerCause::Responded`].
     fn finish(&mut self) {
-        if let Some(cancel) = self.cancel.take() {
-            cancel.cancel(shared_cause(&RESPONDED, ServerCause::Responded));
+        if let Some(canceler) = self.canceler.take() {
+            canceler.cancel_with_cause(shared_cause(&RESPONDED, ServerCause::Responded));
         }
-        self.deadline = None;
     }
 
     /// The context is already done: releases it without another cause.
     fn disarm(&mut self) {
-        self.cancel = None;
-        self.deadline = None;
+        self.canceler = None;
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if let Some(cancel) = self.cancel.take() {
-            cancel.cancel(shared_cause(&CLIENT_GONE, ServerCause::ClientGone));
+        if let Some(canceler) = self.canceler.take() {
+            canceler.cancel_with_cause(shared_cause(&CLIENT_GONE, ServerCause::ClientGone));
         }
     }
 }
