@@ -102,6 +102,7 @@
 #![cfg_attr(not(feature = "axum"), doc = "[`RequestContext`]: #features")]
 #![cfg_attr(feature = "tonic", doc = "[`grpc`]: crate::grpc")]
 #![cfg_attr(not(feature = "tonic"), doc = "[`grpc`]: #features")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
@@ -109,6 +110,7 @@
 mod axum;
 mod client;
 #[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod grpc;
 mod header;
 mod response;
@@ -120,6 +122,7 @@ mod server;
 struct ReadmeDoctests;
 
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use crate::axum::{MissingContext, RequestContext};
 pub use client::{ClientError, ClientFuture, ClientLayer, ClientService};
 pub use header::{
