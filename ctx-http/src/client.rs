@@ -1,0 +1,433 @@
+//! The client side: [`ClientLayer`] sends a request's remaining time along as
+//! `grpc-timeout`, refuses to send a request whose context is already done, and
+//! gives up on the call as soon as the context is done.
+//!
+//! The context travels with the request in its extensions, the same place
+//! [`ServerLayer`](crate::ServerLayer) puts it: a handler that builds its
+//! outgoing request from the incoming one's context passes its deadline and
+//! cancellation on to the next hop without another line.
+
+use crate::header::{GRPC_TIMEOUT, encode, parse_timeout};
+use crate::response::describe;
+use ctx_core::{Cause, Context, Done, Error};
+use http::Request;
+use pin_project_lite::pin_project;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll, ready};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// A tower [`Layer`] for HTTP clients that makes calls obey the [`Context`]
+/// found in each request's extensions.
+///
+/// For a request that carries a context (`req.extensions_mut().insert(ctx)`),
+/// [`ClientService`]:
+///
+/// * fails with [`ClientError::NotSent`] without calling the inner service when
+///   the context is already done;
+/// * writes the time left until the context's deadline as `grpc-timeout`
+///   (keeping a value already there if it is shorter), so the server stops
+///   when the caller stops waiting;
+/// * races the call against the context: when the context ends first, the
+///   inner future is dropped (hyper then abandons the request and closes its
+///   connection, which the server sees as a client that went away) and the call
+///   fails with [`ClientError::Abandoned`].
+///
+/// A request without a context passes through untouched.
+///
+/// # Caveats
+///
+/// The race covers the call up to the response's head. A response body read
+/// afterwards is not bounded by the context; read it under
+/// `ctx_tokio::run_until_done` (or similar) if it may be slow.
+///
+/// # Examples
+///
+/// ```
+/// use ctx_core::Context;
+/// use ctx_http::{ClientError, ClientLayer, GRPC_TIMEOUT};
+/// use http::{Request, Response};
+/// use std::convert::Infallible;
+/// use std::time::Duration;
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Stands in for a real HTTP client (hyper-util's `Client` is a tower service).
+/// let transport = tower::service_fn(|req: Request<()>| async move {
+///     let sent = req.headers().get(GRPC_TIMEOUT).cloned();
+///     Ok::<_, Infallible>(Response::new(sent))
+/// });
+/// let client = ServiceBuilder::new().layer(ClientLayer::new()).service(transport);
+///
+/// let (ctx, cancel) = Context::background().with_timeout(Duration::from_secs(2));
+/// let mut request = Request::new(());
+/// request.extensions_mut().insert(ctx.clone());
+/// let response = client.clone().oneshot(request).await.unwrap();
+/// let sent = ctx_http::parse_timeout(response.body().as_ref().unwrap()).unwrap();
+/// assert!(sent <= Duration::from_secs(2));
+///
+/// cancel.cancel();
+/// let mut request = Request::new(());
+/// request.extensions_mut().insert(ctx);
+/// let err = client.oneshot(request).await.unwrap_err();
+/// assert!(matches!(err, ClientError::NotSent { err: ctx_core::Error::Canceled, .. }));
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientLayer {
+    _private: (),
+}
+
+impl ClientLayer {
+    /// The layer (it has no settings: the context comes with each request).
+    ///
+    /// ```
+    /// let client = tower::ServiceBuilder::new()
+    ///     .layer(ctx_http::ClientLayer::new())
+    ///     .service(tower::service_fn(|_req: http::Request<()>| async {
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(()))
+    ///     }));
+    /// # let _ = client;
+    /// ```
+    pub fn new() -> ClientLayer {
+        ClientLayer { _private: () }
+    }
+}
+
+impl<S> Layer<S> for ClientLayer {
+    type Service = ClientService<S>;
+
+    fn layer(&self, inner: S) -> ClientService<S> {
+        ClientService { inner }
+    }
+}
+
+/// The service [`ClientLayer`] wraps around an HTTP client: see there.
+///
+/// # Examples
+///
+/// ```
+/// use tower::Layer;
+///
+/// let client = ctx_http::ClientLayer::new().layer(tower::service_fn(|_req: http::Request<()>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(()))
+/// }));
+/// let _inner = client.into_inner();
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClientService<S> {
+    inner: S,
+}
+
+impl<S> ClientService<S> {
+    /// The inner service.
+    ///
+    /// ```
+    /// # use tower::Layer;
+    /// let client = ctx_http::ClientLayer::new().layer(tower::service_fn(|_req: http::Request<()>| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(()))
+    /// }));
+    /// let _transport = client.get_ref();
+    /// ```
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    ///
+    /// ```
+    /// # use tower::Layer;
+    /// let mut client = ctx_http::ClientLayer::new().layer(tower::service_fn(|_req: http::Request<()>| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(()))
+    /// }));
+    /// let _transport = client.get_mut();
+    /// ```
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, without the layer.
+    ///
+    /// ```
+    /// # use tower::Layer;
+    /// let client = ctx_http::ClientLayer::new().layer(tower::service_fn(|_req: http::Request<()>| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(()))
+    /// }));
+    /// let _transport = client.into_inner();
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for ClientService<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = ClientError<S::Error>;
+    type Future = ClientFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(ClientError::Service)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let Some(ctx) = req.extensions().get::<Context>().cloned() else {
+            return ClientFuture {
+                state: ClientState::Plain {
+                    fut: self.inner.call(req),
+                },
+            };
+        };
+        if let Some(err) = ctx.err() {
+            let cause = ctx.cause().unwrap_or_else(|| Cause::new(err));
+            return ClientFuture {
+                state: ClientState::Refused {
+                    error: Some((err, cause)),
+                },
+            };
+        }
+        if let Some(remaining) = ctx.remaining() {
+            let headers = req.headers_mut();
+            let shorter_there = headers
+                .get(GRPC_TIMEOUT)
+                .and_then(|value| parse_timeout(value).ok())
+                .is_some_and(|there| there <= remaining);
+            if !shorter_there {
+                headers.insert(GRPC_TIMEOUT, encode(remaining));
+            }
+        }
+        ClientFuture {
+            state: ClientState::Racing {
+                fut: self.inner.call(req),
+                ctx,
+                done: None,
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`ClientService`]: the call raced against the
+    /// request's context.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ctx_http::ClientFuture;
+    /// use http::{Request, Response};
+    /// use tower::{Layer, Service};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut client = ctx_http::ClientLayer::new().layer(tower::service_fn(|_req: Request<()>| {
+    ///     std::future::ready(Ok::<_, std::convert::Infallible>(Response::new("pong")))
+    /// }));
+    /// let future: ClientFuture<_> = client.call(Request::new(()));
+    /// assert_eq!(*future.await.unwrap().body(), "pong");
+    /// # }
+    /// ```
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ClientFuture<F> {
+        #[pin]
+        state: ClientState<F>,
+    }
+}
+
+pin_project! {
+    #[project = ClientStateProj]
+    enum ClientState<F> {
+        Plain {
+            #[pin]
+            fut: F,
+        },
+        Racing {
+            #[pin]
+            fut: F,
+            ctx: Context,
+            done: Option<Done>,
+        },
+        Refused {
+            error: Option<(Error, Cause)>,
+        },
+        Finished,
+    }
+}
+
+impl<F, T, E> Future for ClientFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    type Output = Result<T, ClientError<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        let error = match state.as_mut().project() {
+            ClientStateProj::Plain { fut } => return fut.poll(cx).map_err(ClientError::Service),
+            ClientStateProj::Racing { fut, ctx, done } => 'race: {
+                if let Some(err) = ctx.err() {
+                    break 'race ClientError::abandoned(ctx, err);
+                }
+                if let Poll::Ready(result) = fut.poll(cx) {
+                    state.set(ClientState::Finished);
+                    return Poll::Ready(result.map_err(ClientError::Service));
+                }
+                let done = done.get_or_insert_with(|| ctx.done());
+                ready!(Pin::new(done).poll(cx));
+                ClientError::abandoned(ctx, ctx.err().unwrap_or(Error::Canceled))
+            }
+            ClientStateProj::Refused { error } => {
+                let (err, cause) = error
+                    .take()
+                    .expect("a refused ClientFuture holds its error");
+                ClientError::NotSent { err, cause }
+            }
+            ClientStateProj::Finished => panic!("ClientFuture polled after completion"),
+        };
+        // Drop the call now: that is what tells the server the client is gone.
+        state.set(ClientState::Finished);
+        Poll::Ready(Err(error))
+    }
+}
+
+impl<F> fmt::Debug for ClientFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            ClientState::Plain { .. } => "sending without a context".to_owned(),
+            ClientState::Racing { ctx, .. } => format!("sending under {ctx}"),
+            ClientState::Refused { .. } => "refused".to_owned(),
+            ClientState::Finished => "finished".to_owned(),
+        };
+        f.debug_struct("ClientFuture")
+            .field("state", &format_args!("{state}"))
+            .finish()
+    }
+}
+
+/// The error of a call through [`ClientService`].
+///
+/// # Examples
+///
+/// ```
+/// use ctx_core::{Cause, Error};
+/// use ctx_http::ClientError;
+///
+/// let err: ClientError<std::io::Error> =
+///     ClientError::NotSent { err: Error::Canceled, cause: Cause::msg("user pressed stop") };
+/// assert!(!err.was_sent());
+/// assert_eq!(err.context_err(), Some(Error::Canceled));
+/// assert_eq!(err.to_string(), "request not sent: context canceled: user pressed stop");
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ClientError<E> {
+    /// The request's context was already done; the request was not sent.
+    NotSent {
+        /// Why the context is done.
+        err: Error,
+        /// The context's cause.
+        cause: Cause,
+    },
+    /// The request's context ended while the call was in flight; the call was
+    /// dropped, which abandons the request.
+    Abandoned {
+        /// Why the context is done.
+        err: Error,
+        /// The context's cause.
+        cause: Cause,
+    },
+    /// The inner service failed.
+    Service(E),
+}
+
+impl<E> ClientError<E> {
+    fn abandoned(ctx: &Context, err: Error) -> ClientError<E> {
+        let cause = ctx.cause().unwrap_or_else(|| Cause::new(err));
+        ClientError::Abandoned { err, cause }
+    }
+
+    /// The context error, when the context (not the service) ended the call.
+    ///
+    /// ```
+    /// let err = ctx_http::ClientError::Service(std::io::Error::other("reset"));
+    /// assert_eq!(err.context_err(), None);
+    /// ```
+    pub fn context_err(&self) -> Option<Error> {
+        match self {
+            ClientError::NotSent { err, .. } | ClientError::Abandoned { err, .. } => Some(*err),
+            ClientError::Service(_) => None,
+        }
+    }
+
+    /// The context's cause, when the context ended the call.
+    ///
+    /// ```
+    /// use ctx_core::{Cause, Error};
+    /// let err: ctx_http::ClientError<std::io::Error> =
+    ///     ctx_http::ClientError::Abandoned { err: Error::Canceled, cause: Cause::msg("user left") };
+    /// assert_eq!(err.cause().unwrap().to_string(), "user left");
+    /// ```
+    pub fn cause(&self) -> Option<&Cause> {
+        match self {
+            ClientError::NotSent { cause, .. } | ClientError::Abandoned { cause, .. } => {
+                Some(cause)
+            }
+            ClientError::Service(_) => None,
+        }
+    }
+
+    /// Whether the request may have reached the server: false only for
+    /// [`ClientError::NotSent`], which is always safe to retry.
+    ///
+    /// ```
+    /// let err = ctx_http::ClientError::Service(std::io::Error::other("reset"));
+    /// assert!(err.was_sent());
+    /// ```
+    pub fn was_sent(&self) -> bool {
+        !matches!(self, ClientError::NotSent { .. })
+    }
+
+    /// The inner service's error, if that is what this is.
+    ///
+    /// ```
+    /// let err = ctx_http::ClientError::Service(std::io::Error::other("reset"));
+    /// assert_eq!(err.into_service_error().unwrap().to_string(), "reset");
+    /// ```
+    pub fn into_service_error(self) -> Option<E> {
+        match self {
+            ClientError::Service(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for ClientError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::NotSent { err, cause } => {
+                f.write_str("request not sent: ")?;
+                describe(f, *err, cause)
+            }
+            ClientError::Abandoned { err, cause } => {
+                f.write_str("request abandoned: ")?;
+                describe(f, *err, cause)
+            }
+            ClientError::Service(err) => err.fmt(f),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for ClientError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::NotSent { cause, .. } | ClientError::Abandoned { cause, .. } => {
+                Some(&**cause)
+            }
+            ClientError::Service(err) => err.source(),
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! gRPC statuses for context errors, with tonic's types (feature `tonic`).
+//!
+//! A context that ends with [`Error::DeadlineExceeded`] is gRPC's
+//! `DEADLINE_EXCEEDED`, one that ends with [`Error::Canceled`] is `CANCELLED`:
+//! [`code`] and [`error`] map between them, [`status`] builds a [`Status`] whose
+//! message carries the cause, and [`GrpcResponder`] makes
+//! [`ServerLayer`](crate::ServerLayer) answer gRPC clients the way they
+//! expect: HTTP 200 with `grpc-status` in the headers (a trailers-only
+//! response). In a tonic handler, the layer's context is in the request's
+//! extensions: `request.extensions().get::<ctx_core::Context>()`. On the
+//! client side, insert the context into the `tonic::Request`'s extensions and
+//! wrap the channel in [`ClientLayer`](crate::ClientLayer); its errors turn
+//! into statuses with `Status::from`.
+//!
+//! # Examples
+//!
+//! ```
+//! use ctx_core::{Context, Error};
+//! use tonic::Code;
+//!
+//! let (ctx, cancel) = Context::background().with_cancel_cause();
+//! cancel.cancel(ctx_core::Cause::msg("user logged out"));
+//! let status = ctx_http::grpc::context_status(&ctx).unwrap();
+//! assert_eq!(status.code(), Code::Cancelled);
+//! assert_eq!(status.message(), "context canceled: user logged out");
+//! assert_eq!(ctx_http::grpc::error(Code::DeadlineExceeded), Some(Error::DeadlineExceeded));
+//! ```
+
+use crate::client::ClientError;
+use crate::response::{Rejection, Responder};
+use ctx_core::{Cause, Context, Error};
+use http::Response;
+use tonic::{Code, Status};
+
+/// The gRPC code for a context error: `DeadlineExceeded` or `Cancelled`.
+///
+/// ```
+/// use tonic::Code;
+/// assert_eq!(ctx_http::grpc::code(ctx_core::Error::DeadlineExceeded), Code::DeadlineExceeded);
+/// assert_eq!(ctx_http::grpc::code(ctx_core::Error::Canceled), Code::Cancelled);
+/// ```
+pub fn code(err: Error) -> Code {
+    match err {
+        Error::DeadlineExceeded => Code::DeadlineExceeded,
+        Error::Canceled => Code::Cancelled,
+    }
+}
+
+/// The context error a gRPC code stands for, if any: the inverse of [`code`],
+/// for a client that wants to treat a remote `DEADLINE_EXCEEDED` like its own.
+///
+/// ```
+/// use tonic::Code;
+/// assert_eq!(ctx_http::grpc::error(Code::Cancelled), Some(ctx_core::Error::Canceled));
+/// assert_eq!(ctx_http::grpc::error(Code::Unavailable), None);
+/// ```
+pub fn error(code: Code) -> Option<Error> {
+    match code {
+        Code::DeadlineExceeded => Some(Error::DeadlineExceeded),
+        Code::Cancelled => Some(Error::Canceled),
+        _ => None,
+    }
+}
+
+/// A status for a context that ended with `err` and `cause`: the code from
+/// [`code`], the error and the cause as the message.
+///
+/// ```
+/// use ctx_core::{Cause, Error};
+/// let status = ctx_http::grpc::status(Error::DeadlineExceeded, &Cause::msg("budget spent"));
+/// assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+/// assert_eq!(status.message(), "context deadline exceeded: budget spent");
+/// ```
+pub fn status(err: Error, cause: &Cause) -> Status {
+    let rejection = Rejection::from_context(err, cause.clone());
+    Status::new(code(err), rejection.to_string())
+}
+
+/// The status of a context that is done; `None` while it is live.
+///
+/// ```
+/// let ctx = ctx_core::Context::background();
+/// assert!(ctx_http::grpc::context_status(&ctx).is_none());
+/// ```
+pub fn context_status(ctx: &Context) -> Option<Status> {
+    let err = ctx.err()?;
+    let cause = ctx.cause().unwrap_or_else(|| Cause::new(err));
+    Some(status(err, &cause))
+}
+
+impl<E> From<ClientError<E>> for Status
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+{
+    /// A context error becomes [`status`]; a transport error goes through
+    /// [`Status::from_error`], which finds a status (or an h2 reset) inside it.
+    ///
+    /// ```
+    /// use ctx_core::{Cause, Error};
+    /// use ctx_http::ClientError;
+    ///
+    /// let err: ClientError<std::io::Error> =
+    ///     ClientError::Abandoned { err: Error::DeadlineExceeded, cause: Cause::new(Error::DeadlineExceeded) };
+    /// assert_eq!(tonic::Status::from(err).code(), tonic::Code::DeadlineExceeded);
+    /// ```
+    fn from(err: ClientError<E>) -> Status {
+        match err {
+            ClientError::NotSent { err, cause } | ClientError::Abandoned { err, cause } => {
+                status(err, &cause)
+            }
+            ClientError::Service(err) => Status::from_error(err.into()),
+        }
+    }
+}
+
+/// A [`Responder`] for gRPC services (tonic's `Server` takes
+/// [`ServerLayer`](crate::ServerLayer) as a layer): a trailers-only response
+/// with `grpc-status` `DEADLINE_EXCEEDED` (4) or `CANCELLED` (1) and the cause
+/// in `grpc-message`; a malformed `grpc-timeout` (with
+/// [`Malformed::Reject`](crate::Malformed::Reject)) gets `INVALID_ARGUMENT` (3).
+///
+/// # Examples
+///
+/// ```
+/// use ctx_core::{Cause, Error};
+/// use ctx_http::{Rejection, Responder, ServerLayer, grpc::GrpcResponder};
+///
+/// let layer = ServerLayer::new(&ctx_core::Context::background()).responder(GrpcResponder);
+/// # let _ = layer;
+/// let response: http::Response<tonic::body::Body> =
+///     GrpcResponder.respond(Rejection::from_context(Error::DeadlineExceeded, Cause::msg("late")));
+/// assert_eq!(response.status(), http::StatusCode::OK);
+/// assert_eq!(response.headers()["grpc-status"], "4");
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GrpcResponder;
+
+impl<B: Default> Responder<B> for GrpcResponder {
+    fn respond(&self, rejection: Rejection) -> Response<B> {
+        let status = match rejection.context_err() {
+            Some(err) => Status::new(code(err), rejection.to_string()),
+            None => Status::invalid_argument(rejection.to_string()),
+        };
+        status.into_http()
+    }
+}

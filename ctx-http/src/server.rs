@@ -1,0 +1,769 @@
+//! The server side: [`ServerLayer`] gives every request a [`Context`] derived
+//! from the server's root, bounded by the client's `grpc-timeout` and the
+//! server's maximum, and ends it when the client is gone, the deadline passes or
+//! the response is ready.
+//!
+//! This is what Go's `net/http` server does for `r.Context()` (canceled when the
+//! client's connection closes or `ServeHTTP` returns) together with what
+//! grpc-go does with an incoming `grpc-timeout` (the handler's context gets that
+//! deadline), plus what neither does: the cause of every end is recorded
+//! ([`ServerCause`]), and the server answers a request whose context ended
+//! itself, at once, instead of waiting for a handler that may not be watching.
+
+use crate::header::timeout_from_headers;
+use crate::response::{Rejection, Responder, TextResponder};
+use ctx_core::{Canceler, Cause, Context, Done, Error};
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+use pin_project_lite::pin_project;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context as TaskContext, Poll, ready};
+use std::time::Duration;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// What [`ServerLayer`] does with a request whose `grpc-timeout` header cannot
+/// be read (non-ASCII, negative, more than eight digits, unknown unit, ...).
+///
+/// # Examples
+///
+/// ```
+/// use ctx_http::{Malformed, ServerLayer};
+///
+/// let strict = ServerLayer::new(&ctx_core::Context::background()).on_malformed(Malformed::Reject);
+/// # let _ = strict;
+/// assert_eq!(Malformed::default(), Malformed::Ignore);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Malformed {
+    /// Serve the request as if it had no `grpc-timeout` (the server's maximum
+    /// still applies). This is what tonic does, and the default.
+    #[default]
+    Ignore,
+    /// Answer with a [`Rejection::MalformedTimeout`] (400 Bad Request, with the
+    /// reason in the body, from the default responder) without calling the
+    /// inner service.
+    Reject,
+}
+
+/// The causes [`ServerLayer`] ends request contexts with, so that a handler (or
+/// anything it spawned) can tell why its context is done:
+/// `ctx.cause()?.downcast_ref::<ServerCause>()`.
+///
+/// A context can also end through its parent (the server's root, for example
+/// a signal context at shutdown); it then has the parent's cause instead.
+///
+/// # Examples
+///
+/// ```
+/// use ctx_http::ServerCause;
+/// use std::time::Duration;
+///
+/// let cause = ServerCause::ClientDeadline { timeout: Duration::from_millis(50) };
+/// assert_eq!(cause.to_string(), "the client's deadline passed (grpc-timeout 50ms)");
+/// assert_eq!(
+///     ServerCause::ClientGone.to_string(),
+///     "the client went away before the response was ready",
+/// );
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ServerCause {
+    /// The deadline the client sent in `grpc-timeout` passed (the context ends
+    /// with [`Error::DeadlineExceeded`]).
+    ClientDeadline {
+        /// The timeout the client sent.
+        timeout: Duration,
+    },
+    /// The server's maximum time per request passed (the context ends with
+    /// [`Error::DeadlineExceeded`]).
+    ServerDeadline {
+        /// The server's maximum ([`ServerLayer::max_timeout`]).
+        limit: Duration,
+    },
+    /// The response future was dropped before it finished: the client hung up
+    /// (the server dropped the connection), or the server dropped the request
+    /// for its own reasons (a grace period that ran out).
+    ClientGone,
+    /// The inner service returned its response (or an error): the request is
+    /// over, as Go's `r.Context()` is once `ServeHTTP` returns. A body that is
+    /// still streaming must not rely on the request's context.
+    Responded,
+}
+
+impl fmt::Display for ServerCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerCause::ClientDeadline { timeout } => {
+                write!(f, "the client's deadline passed (grpc-timeout {timeout:?})")
+            }
+            ServerCause::ServerDeadline { limit } => {
+                write!(f, "the server's time limit per request passed ({limit:?})")
+            }
+            ServerCause::ClientGone => {
+                f.write_str("the client went away before the response was ready")
+            }
+            ServerCause::Responded => f.write_str("the request was answered"),
+        }
+    }
+}
+
+impl std::error::Error for ServerCause {}
+
+/// A tower [`Layer`] that runs every request under a [`Context`] of its own.
+///
+/// For each request, [`ServerService`]:
+///
+/// 1. reads `grpc-timeout` ([`GRPC_TIMEOUT`](crate::GRPC_TIMEOUT)); a malformed
+///    value is ignored or rejected, as set with [`on_malformed`](Self::on_malformed);
+/// 2. derives the request's context from the parent given to [`new`](Self::new)
+///    (typically the server's root, canceled at shutdown), with the deadline
+///    `min(incoming grpc-timeout, max_timeout)` counted from now, and the cause
+///    [`ServerCause::ClientDeadline`] or [`ServerCause::ServerDeadline`] naming
+///    which one it was;
+/// 3. lets [`map_context`](Self::map_context) attach values (a request id, the
+///    caller's identity) and puts the result in the request's extensions, where
+///    the handler finds it: `req.extensions().get::<Context>()` (with the `axum`
+///    feature, the `RequestContext` extractor);
+/// 4. runs the inner service until it answers or the context is done. A context
+///    that ends first gets an answer from the [`Responder`] (by default 504 for
+///    a deadline, 499 for a cancel; see [`TextResponder`]), and the inner future
+///    is dropped;
+/// 5. ends the context when the request ends, with the reason as its cause:
+///    [`ServerCause::Responded`] once the inner service answered,
+///    [`ServerCause::ClientGone`] if the response future is dropped first (hyper
+///    drops it when the client hangs up).
+///
+/// A parent that is already done (the server is shutting down) gives a context
+/// that is born done: the request is answered at once (499 with the parent's
+/// cause, by default) and the inner service is not called.
+///
+/// # Examples
+///
+/// ```
+/// use ctx_core::Context;
+/// use ctx_http::{GRPC_TIMEOUT, ServerLayer};
+/// use http::{HeaderValue, Request, Response, StatusCode};
+/// use std::convert::Infallible;
+/// use std::time::Duration;
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// struct RequestId(String);
+///
+/// #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// async fn main() {
+///     let root = ctx_tokio::background(); // at shutdown: cancel this (or a signal context)
+///     let service = ServiceBuilder::new()
+///         .layer(
+///             ServerLayer::new(&root)
+///                 .max_timeout(Duration::from_secs(30))
+///                 .map_context(|parts, ctx| {
+///                     let id = parts.headers.get("x-request-id").and_then(|v| v.to_str().ok());
+///                     ctx.with_value(RequestId(id.unwrap_or("-").to_owned()))
+///                 }),
+///         )
+///         .service_fn(|req: Request<String>| async move {
+///             let ctx = req.extensions().get::<Context>().expect("set by ServerLayer");
+///             // A slow backend call; it stops when the request's context is done.
+///             if ctx_tokio::sleep(ctx, Duration::from_secs(1)).await.is_err() {
+///                 assert!(ctx.is_done()); // the layer has already answered
+///             }
+///             let id = &ctx.value::<RequestId>().unwrap().0;
+///             Ok::<_, Infallible>(Response::new(format!("done with {id}")))
+///         });
+///
+///     // The client gives the request 50 ms: it gets 504 after 50 ms, not 1 s.
+///     let mut request = Request::new(String::new());
+///     request.headers_mut().insert(GRPC_TIMEOUT, HeaderValue::from_static("50m"));
+///     request.headers_mut().insert("x-request-id", HeaderValue::from_static("r-1"));
+///     let response = service.clone().oneshot(request).await.unwrap();
+///     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+///     assert_eq!(
+///         response.body(),
+///         "context deadline exceeded: the client's deadline passed (grpc-timeout 50ms)",
+///     );
+///
+///     // Without a header, the request runs to its end (the 30 s maximum is far).
+///     let response = service.oneshot(Request::new(String::new())).await.unwrap();
+///     assert_eq!(response.body(), "done with -");
+/// }
+/// ```
+pub struct ServerLayer<R = TextResponder> {
+    config: Config<R>,
+}
+
+/// Everything a [`ServerService`] and its futures share.
+struct Config<R> {
+    parent: Context,
+    max_timeout: Option<(Duration, Cause)>,
+    malformed: Malformed,
+    map_context: Option<MapContext>,
+    responder: R,
+}
+
+type MapContext = Arc<dyn Fn(&Parts, Context) -> Context + Send + Sync>;
+
+impl ServerLayer {
+    /// A layer whose request contexts are children of `parent`, with no maximum
+    /// time, malformed headers ignored, no values added and the
+    /// [`TextResponder`].
+    ///
+    /// Canceling `parent` ends every request in flight at once (each is
+    /// answered 499 with `parent`'s cause, by default). For a graceful shutdown,
+    /// stop accepting connections first and cancel `parent` only when the grace
+    /// period is over (the `two_hop` example shows how).
+    ///
+    /// ```
+    /// let (root, shutdown) = ctx_core::Context::background().with_cancel_cause();
+    /// let layer = ctx_http::ServerLayer::new(&root);
+    /// # let _ = layer;
+    /// // ...serve; when the grace period is over:
+    /// shutdown.cancel(ctx_core::Cause::msg("shutting down"));
+    /// ```
+    pub fn new(parent: &Context) -> ServerLayer {
+        ServerLayer {
+            config: Config {
+                parent: parent.clone(),
+                max_timeout: None,
+                malformed: Malformed::Ignore,
+                map_context: None,
+                responder: TextResponder::new(),
+            },
+        }
+    }
+
+    /// The status for a request whose deadline passed (504 by default).
+    ///
+    /// ```
+    /// # use ctx_http::ServerLayer;
+    /// let layer = ServerLayer::new(&ctx_core::Context::background())
+    ///     .deadline_status(http::StatusCode::SERVICE_UNAVAILABLE);
+    /// # let _ = layer;
+    /// ```
+    pub fn deadline_status(mut self, status: StatusCode) -> ServerLayer {
+        self.config.responder = self.config.responder.deadline_status(status);
+        self
+    }
+
+    /// The status for a request whose context was canceled before it was
+    /// answered (499 by default).
+    ///
+    /// ```
+    /// # use ctx_http::ServerLayer;
+    /// let layer = ServerLayer::new(&ctx_core::Context::background())
+    ///     .canceled_status(http::StatusCode::SERVICE_UNAVAILABLE);
+    /// # let _ = layer;
+    /// ```
+    pub fn canceled_status(mut self, status: StatusCode) -> ServerLayer {
+        self.config.responder = self.config.responder.canceled_status(status);
+        self
+    }
+
+    /// The status for a rejected malformed `grpc-timeout` (400 by default; only
+    /// with [`Malformed::Reject`]).
+    ///
+    /// ```
+    /// # use ctx_http::{Malformed, ServerLayer};
+    /// let layer = ServerLayer::new(&ctx_core::Context::background())
+    ///     .on_malformed(Malformed::Reject)
+    ///     .malformed_status(http::StatusCode::UNPROCESSABLE_ENTITY);
+    /// # let _ = layer;
+    /// ```
+    pub fn malformed_status(mut self, status: StatusCode) -> ServerLayer {
+        self.config.responder = self.config.responder.malformed_status(status);
+        self
+    }
+}
+
+impl<R> ServerLayer<R> {
+    /// The longest a request may run, whatever the client asks for: the
+    /// deadline is `min(grpc-timeout, limit)` from the request's arrival, or
+    /// `limit` without a header.
+    ///
+    /// ```
+    /// # use ctx_http::ServerLayer;
+    /// # use std::time::Duration;
+    /// let layer = ServerLayer::new(&ctx_core::Context::background()).max_timeout(Duration::from_secs(30));
+    /// # let _ = layer;
+    /// ```
+    pub fn max_timeout(mut self, limit: Duration) -> ServerLayer<R> {
+        let cause = Cause::new(ServerCause::ServerDeadline { limit });
+        self.config.max_timeout = Some((limit, cause));
+        self
+    }
+
+    /// What to do with a malformed `grpc-timeout` ([`Malformed::Ignore`] by
+    /// default).
+    ///
+    /// ```
+    /// # use ctx_http::{Malformed, ServerLayer};
+    /// let layer = ServerLayer::new(&ctx_core::Context::background()).on_malformed(Malformed::Reject);
+    /// # let _ = layer;
+    /// ```
+    pub fn on_malformed(mut self, malformed: Malformed) -> ServerLayer<R> {
+        self.config.malformed = malformed;
+        self
+    }
+
+    /// A hook that gets each request's parts and its new context and returns
+    /// the context the handler sees: the place to attach request-scoped values
+    /// such as a request id or the authenticated caller.
+    ///
+    /// Return the context given, or one derived from it: the layer answers for
+    /// (and ends) the context it created either way, but a context that is not
+    /// its descendant would not see the request end. The hook runs on the
+    /// thread that calls the service, before the inner service is called; a
+    /// request whose context is born done skips it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ctx_core::Context;
+    /// use ctx_http::ServerLayer;
+    /// use http::{Request, Response};
+    /// use tower::{ServiceBuilder, ServiceExt};
+    ///
+    /// struct Caller(String);
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let layer = ServerLayer::new(&Context::background()).map_context(|parts, ctx| {
+    ///     let caller = parts.headers.get("x-caller").and_then(|v| v.to_str().ok());
+    ///     ctx.with_value(Caller(caller.unwrap_or("anonymous").to_owned()))
+    /// });
+    /// let service = ServiceBuilder::new().layer(layer).service_fn(|req: Request<String>| async move {
+    ///     let ctx = req.extensions().get::<Context>().unwrap();
+    ///     let caller = &ctx.value::<Caller>().unwrap().0;
+    ///     Ok::<_, std::convert::Infallible>(Response::new(format!("hello, {caller}")))
+    /// });
+    /// let request = Request::builder().header("x-caller", "ada").body(String::new()).unwrap();
+    /// assert_eq!(service.oneshot(request).await.unwrap().body(), "hello, ada");
+    /// # }
+    /// ```
+    pub fn map_context<F>(mut self, f: F) -> ServerLayer<R>
+    where
+        F: Fn(&Parts, Context) -> Context + Send + Sync + 'static,
+    {
+        self.config.map_context = Some(Arc::new(f));
+        self
+    }
+
+    /// Answers rejected requests with `responder` instead (any
+    /// `Fn(Rejection) -> Response<B>` is one).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ctx_http::{Rejection, ServerLayer};
+    /// use http::{Response, StatusCode};
+    ///
+    /// let layer = ServerLayer::new(&ctx_core::Context::background()).responder(|rejection: Rejection| {
+    ///     let mut response = Response::new(String::new());
+    ///     *response.status_mut() = match rejection.context_err() {
+    ///         Some(err) if err.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+    ///         Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+    ///         None => StatusCode::BAD_REQUEST,
+    ///     };
+    ///     response
+    /// });
+    /// # let _ = layer;
+    /// ```
+    pub fn responder<R2>(self, responder: R2) -> ServerLayer<R2> {
+        let Config {
+            parent,
+            max_timeout,
+            malformed,
+            map_context,
+            responder: _,
+        } = self.config;
+        ServerLayer {
+            config: Config {
+                parent,
+                max_timeout,
+                malformed,
+                map_context,
+                responder,
+            },
+        }
+    }
+}
+
+impl<R: Clone> Clone for ServerLayer<R> {
+    fn clone(&self) -> ServerLayer<R> {
+        ServerLayer {
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<R: Clone> Clone for Config<R> {
+    fn clone(&self) -> Config<R> {
+        Config {
+            parent: self.parent.clone(),
+            max_timeout: self.max_timeout.clone(),
+            malformed: self.malformed,
+            map_context: self.map_context.clone(),
+            responder: self.responder.clone(),
+        }
+    }
+}
+
+impl<S, R: Clone> Layer<S> for ServerLayer<R> {
+    type Service = ServerService<S, R>;
+
+    fn layer(&self, inner: S) -> ServerService<S, R> {
+        ServerService {
+            inner,
+            config: Arc::new(self.config.clone()),
+        }
+    }
+}
+
+impl<R: fmt::Debug> fmt::Debug for ServerLayer<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerLayer")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<R: fmt::Debug> fmt::Debug for Config<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("parent", &self.parent)
+            .field("max_timeout", &self.max_timeout.as_ref().map(|(d, _)| d))
+            .field("malformed", &self.malformed)
+            .field(
+                "map_context",
+                &self.map_context.as_ref().map(|_| format_args!("<fn>")),
+            )
+            .field("responder", &self.responder)
+            .finish()
+    }
+}
+
+/// The service [`ServerLayer`] wraps around an inner service: see there.
+///
+/// # Examples
+///
+/// ```
+/// use ctx_http::ServerLayer;
+/// use tower::Layer;
+///
+/// let service = ServerLayer::new(&ctx_core::Context::background()).layer(tower::service_fn(
+///     |_req: http::Request<String>| async { Ok::<_, std::convert::Infallible>(http::Response::new(String::new())) },
+/// ));
+/// let _inner = service.get_ref();
+/// ```
+pub struct ServerService<S, R = TextResponder> {
+    inner: S,
+    config: Arc<Config<R>>,
+}
+
+impl<S, R> ServerService<S, R> {
+    /// The inner service (see the type's example).
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    ///
+    /// ```
+    /// # use tower::Layer;
+    /// let mut service = ctx_http::ServerLayer::new(&ctx_core::Context::background()).layer(
+    ///     tower::service_fn(|_req: http::Request<String>| async {
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    ///     }),
+    /// );
+    /// let _inner = service.get_mut();
+    /// ```
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, without the layer.
+    ///
+    /// ```
+    /// # use tower::Layer;
+    /// let service = ctx_http::ServerLayer::new(&ctx_core::Context::background()).layer(
+    ///     tower::service_fn(|_req: http::Request<String>| async {
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    ///     }),
+    /// );
+    /// let _inner = service.into_inner();
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, R> Clone for ServerService<S, R> {
+    fn clone(&self) -> ServerService<S, R> {
+        ServerService {
+            inner: self.inner.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, R: fmt::Debug> fmt::Debug for ServerService<S, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerService")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for ServerService<S, R>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    R: Responder<ResBody>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ServerFuture<S::Future, R>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let config = &self.config;
+        let client_timeout = match timeout_from_headers(req.headers()) {
+            Ok(timeout) => timeout,
+            Err(err) => match config.malformed {
+                Malformed::Ignore => None,
+                Malformed::Reject => {
+                    let rejection = Rejection::MalformedTimeout(err);
+                    return ServerFuture::rejected(rejection, Guard::default(), config);
+                }
+            },
+        };
+
+        // The deadline and its cause: the earlier of the client's and the server's.
+        let limit = match (client_timeout, &config.max_timeout) {
+            (Some(timeout), Some((limit, cause))) if *limit < timeout => {
+                Some((*limit, cause.clone()))
+            }
+            (Some(timeout), _) => {
+                Some((timeout, Cause::new(ServerCause::ClientDeadline { timeout })))
+            }
+            (None, Some((limit, cause))) => Some((*limit, cause.clone())),
+            (None, None) => None,
+        };
+        // One node per request: a deadline node's cancel function, turned into a
+        // `Canceler`, cancels with a cause as well.
+        let (ctx, canceler) = match limit {
+            Some((timeout, cause)) => {
+                let (ctx, cancel) = config.parent.with_timeout_cause(timeout, cause);
+                (ctx, cancel.into_canceler())
+            }
+            None => {
+                let (ctx, cancel) = config.parent.with_cancel_cause();
+                (ctx, cancel.into_canceler())
+            }
+        };
+        let guard = Guard::new(canceler);
+        if let Some(err) = ctx.err() {
+            // Born done: the parent is done (shutdown) or the budget is zero.
+            let rejection = Rejection::from_context(err, cause_of(&ctx, err));
+            return ServerFuture::rejected(rejection, guard, config);
+        }
+
+        let handler_ctx = match &config.map_context {
+            Some(map) => {
+                let (parts, body) = req.into_parts();
+                let handler_ctx = map(&parts, ctx.clone());
+                req = Request::from_parts(parts, body);
+                handler_ctx
+            }
+            None => ctx.clone(),
+        };
+        req.extensions_mut().insert(handler_ctx);
+        ServerFuture {
+            guard,
+            state: State::Running {
+                fut: self.inner.call(req),
+                ctx,
+                done: None,
+            },
+            config: config.clone(),
+        }
+    }
+}
+
+/// The cause of a context that is done with `err`.
+fn cause_of(ctx: &Context, err: Error) -> Cause {
+    ctx.cause().unwrap_or_else(|| Cause::new(err))
+}
+
+pin_project! {
+    /// The response future of [`ServerService`]: the inner service's future
+    /// raced against the request's context.
+    ///
+    /// Dropping it before it completes ends the request's context with
+    /// [`ServerCause::ClientGone`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ctx_core::Context;
+    /// use ctx_http::ServerCause;
+    /// use http::{Request, Response};
+    /// use std::sync::{Arc, Mutex};
+    /// use tower::{Layer, Service};
+    ///
+    /// let seen = Arc::new(Mutex::new(None));
+    /// let keep = seen.clone();
+    /// let mut service = ctx_http::ServerLayer::new(&Context::background()).layer(
+    ///     tower::service_fn(move |req: Request<String>| {
+    ///         *keep.lock().unwrap() = req.extensions().get::<Context>().cloned();
+    ///         std::future::pending::<Result<Response<String>, std::convert::Infallible>>()
+    ///     }),
+    /// );
+    /// let future = service.call(Request::new(String::new()));
+    /// drop(future); // the client hung up
+    /// let ctx = seen.lock().unwrap().take().unwrap();
+    /// let cause = ctx.cause().unwrap();
+    /// assert_eq!(cause.downcast_ref::<ServerCause>(), Some(&ServerCause::ClientGone));
+    /// ```
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ServerFuture<F, R = TextResponder> {
+        // Declared first so that it is dropped first: the context is done
+        // before the inner future's own `Drop`s run, which can then see why.
+        guard: Guard,
+        #[pin]
+        state: State<F>,
+        config: Arc<Config<R>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Running {
+            #[pin]
+            fut: F,
+            ctx: Context,
+            // Created on the first `Pending` only: a service that answers at
+            // once never registers a waiter.
+            done: Option<Done>,
+        },
+        Rejected {
+            rejection: Option<Rejection>,
+        },
+        Finished,
+    }
+}
+
+impl<F, R> ServerFuture<F, R> {
+    fn rejected(rejection: Rejection, guard: Guard, config: &Arc<Config<R>>) -> Self {
+        ServerFuture {
+            guard,
+            state: State::Rejected {
+                rejection: Some(rejection),
+            },
+            config: config.clone(),
+        }
+    }
+}
+
+impl<F, R, ResBody, E> Future for ServerFuture<F, R>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+    R: Responder<ResBody>,
+{
+    type Output = Result<Response<ResBody>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let rejection = match this.state.as_mut().project() {
+            StateProj::Running { fut, ctx, done } => 'race: {
+                // Exact deadlines: `err` reports an expired deadline even before
+                // the timer has fired, so a late poll never lets a handler answer
+                // after the deadline.
+                if let Some(err) = ctx.err() {
+                    break 'race Rejection::from_context(err, cause_of(ctx, err));
+                }
+                if let Poll::Ready(result) = fut.poll(cx) {
+                    this.state.set(State::Finished);
+                    this.guard.finish();
+                    return Poll::Ready(result);
+                }
+                let done = done.get_or_insert_with(|| ctx.done());
+                ready!(Pin::new(done).poll(cx));
+                let err = ctx.err().unwrap_or(Error::Canceled);
+                Rejection::from_context(err, cause_of(ctx, err))
+            }
+            StateProj::Rejected { rejection } => rejection
+                .take()
+                .expect("a rejected ServerFuture holds its rejection"),
+            StateProj::Finished => panic!("ServerFuture polled after completion"),
+        };
+        // Drop the inner future now: its context is done and nobody waits for it.
+        this.state.set(State::Finished);
+        this.guard.disarm();
+        Poll::Ready(Ok(this.config.responder.respond(rejection)))
+    }
+}
+
+impl<F, R> fmt::Debug for ServerFuture<F, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Running { ctx, .. } => format!("running under {ctx}"),
+            State::Rejected { .. } => "rejected".to_owned(),
+            State::Finished => "finished".to_owned(),
+        };
+        f.debug_struct("ServerFuture")
+            .field("state", &format_args!("{state}"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The request context's canceler: cancels with [`ServerCause::ClientGone`]
+/// when dropped armed. (A `Canceler`, unlike a cancel function, does nothing
+/// when dropped, so every way out of the request goes through here.)
+#[derive(Default)]
+struct Guard {
+    canceler: Option<Canceler>,
+}
+
+impl Guard {
+    fn new(canceler: Canceler) -> Guard {
+        Guard {
+            canceler: Some(canceler),
+        }
+    }
+
+    /// The inner service answered: ends the context with [`ServerCause::Responded`].
+    fn finish(&mut self) {
+        if let Some(canceler) = self.canceler.take() {
+            canceler.cancel_with_cause(shared_cause(&RESPONDED, ServerCause::Responded));
+        }
+    }
+
+    /// The context is already done: releases it without another cause.
+    fn disarm(&mut self) {
+        self.canceler = None;
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(canceler) = self.canceler.take() {
+            canceler.cancel_with_cause(shared_cause(&CLIENT_GONE, ServerCause::ClientGone));
+        }
+    }
+}
+
+static RESPONDED: OnceLock<Cause> = OnceLock::new();
+static CLIENT_GONE: OnceLock<Cause> = OnceLock::new();
+
+/// One shared allocation per process for the causes every request ends with.
+fn shared_cause(slot: &'static OnceLock<Cause>, cause: ServerCause) -> Cause {
+    slot.get_or_init(|| Cause::new(cause)).clone()
+}

@@ -1,0 +1,739 @@
+//! The layers in memory (no sockets): `tower::ServiceExt::oneshot` on
+//! `service_fn` handlers, on tokio's paused clock where deadlines matter, so
+//! that deadlines are exact and the tests take no real time.
+
+use ctx_core::{Cause, Context, Error};
+use ctx_http::{
+    CLIENT_CLOSED_REQUEST, ClientError, ClientLayer, GRPC_TIMEOUT, Malformed, Rejection,
+    ServerCause, ServerLayer,
+};
+use http::{HeaderValue, Request, Response, StatusCode};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context as TaskContext, Waker};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+/// A boxed handler, so helpers can return one.
+type Handler = tower::util::BoxCloneSyncService<Request<String>, Response<String>, Infallible>;
+
+/// The context `ServerLayer` put in the request.
+fn request_ctx<B>(req: &Request<B>) -> Context {
+    req.extensions()
+        .get::<Context>()
+        .expect("ServerLayer puts the context in the request's extensions")
+        .clone()
+}
+
+/// The paused tokio clock as a std instant (what `TokioTimer` reports).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn request_with_timeout(value: &'static str) -> Request<String> {
+    let mut request = Request::new(String::new());
+    request
+        .headers_mut()
+        .insert(GRPC_TIMEOUT, HeaderValue::from_static(value));
+    request
+}
+
+/// The cause of `ctx` as a `ServerCause`.
+fn server_cause(ctx: &Context) -> ServerCause {
+    let cause = ctx.cause().expect("the context is done");
+    *cause
+        .downcast_ref::<ServerCause>()
+        .unwrap_or_else(|| panic!("cause {cause:?} is not a ServerCause"))
+}
+
+/// A handler that sends its context out and then waits until it is done.
+fn parked_handler(seen: tokio::sync::mpsc::UnboundedSender<Context>) -> Handler {
+    Handler::new(service_fn(move |req: Request<String>| {
+        let seen = seen.clone();
+        async move {
+            let ctx = request_ctx(&req);
+            seen.send(ctx.clone()).unwrap();
+            ctx.done().await;
+            Ok::<_, Infallible>(Response::new("too late".to_owned()))
+        }
+    }))
+}
+
+/// A handler that answers with the deadline it sees, in ms from `start`.
+fn deadline_handler(start: Instant) -> Handler {
+    Handler::new(service_fn(move |req: Request<String>| async move {
+        let ctx = request_ctx(&req);
+        let answer = match ctx.deadline() {
+            Some(deadline) => format!("{}", (deadline - start).as_millis()),
+            None => "none".to_owned(),
+        };
+        Ok::<_, Infallible>(Response::new(answer))
+    }))
+}
+
+// ===== the server layer: deadlines =====
+
+#[tokio::test(start_paused = true)]
+async fn grpc_timeout_sets_the_request_deadline() {
+    let root = ctx_tokio::background();
+    let start = now();
+    let service = ServerLayer::new(&root).layer(deadline_handler(start));
+    let response = service.oneshot(request_with_timeout("250m")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.body(), "250");
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_header_or_maximum_there_is_no_deadline() {
+    let root = ctx_tokio::background();
+    let service = ServerLayer::new(&root).layer(deadline_handler(now()));
+    let response = service.oneshot(Request::new(String::new())).await.unwrap();
+    assert_eq!(response.body(), "none");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_server_maximum_caps_a_longer_client_timeout() {
+    let root = ctx_tokio::background();
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let service = ServerLayer::new(&root)
+        .max_timeout(Duration::from_secs(1))
+        .layer(parked_handler(tx));
+    let start = now();
+    let response = service.oneshot(request_with_timeout("5S")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(now() - start, Duration::from_secs(1));
+    assert_eq!(
+        response.body(),
+        "context deadline exceeded: the server's time limit per request passed (1s)"
+    );
+    let ctx = seen.recv().await.unwrap();
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    assert_eq!(
+        server_cause(&ctx),
+        ServerCause::ServerDeadline {
+            limit: Duration::from_secs(1)
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_timeout_shorter_than_the_maximum_wins() {
+    let root = ctx_tokio::background();
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let service = ServerLayer::new(&root)
+        .max_timeout(Duration::from_secs(10))
+        .layer(parked_handler(tx));
+    let start = now();
+    let response = service.oneshot(request_with_timeout("100m")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(now() - start, Duration::from_millis(100));
+    let ctx = seen.recv().await.unwrap();
+    assert_eq!(ctx.deadline(), Some(start + Duration::from_millis(100)));
+    assert_eq!(
+        server_cause(&ctx),
+        ServerCause::ClientDeadline {
+            timeout: Duration::from_millis(100)
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_timeout_is_answered_at_once_without_calling_the_service() {
+    let root = ctx_tokio::background();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let service = ServerLayer::new(&root).layer(service_fn(move |_req: Request<String>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, Infallible>(Response::new(String::new())) }
+    }));
+    let response = service.oneshot(request_with_timeout("0m")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_valid_timeout_is_capped_by_the_maximum_or_far_away() {
+    let root = ctx_tokio::background();
+    let start = now();
+    // 99,999,999 hours: the largest value the format can say.
+    let capped = ServerLayer::new(&root)
+        .max_timeout(Duration::from_secs(30))
+        .layer(deadline_handler(start));
+    let response = capped
+        .oneshot(request_with_timeout("99999999H"))
+        .await
+        .unwrap();
+    assert_eq!(response.body(), "30000");
+
+    let uncapped = ServerLayer::new(&root).layer(deadline_handler(start));
+    let response = uncapped
+        .oneshot(request_with_timeout("99999999H"))
+        .await
+        .unwrap();
+    let millis: u128 = response.body().parse().unwrap();
+    assert!(millis > 1000 * 3600 * 24 * 365 * 1000, "{millis} ms");
+}
+
+// ===== the server layer: malformed headers =====
+
+/// Bad `grpc-timeout` values: negative, fractional, too many digits, unknown
+/// unit, empty, non-ASCII; each with the reason the 400 body must give.
+const MALFORMED: [(&[u8], &str); 7] = [
+    (b"-5m", "not a number"),
+    (b"1.5S", "not a number"),
+    (b"123456789S", "more than 8 digits"),
+    (b"10d", "unknown timeout unit 'd'"),
+    (b"", "empty"),
+    (b"10\xc3\xa9", "not ASCII"),
+    (b"\xff", "not ASCII"),
+];
+
+#[tokio::test(start_paused = true)]
+async fn malformed_values_are_rejected_with_400_when_so_configured() {
+    let root = ctx_tokio::background();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let service = ServerLayer::new(&root)
+        .on_malformed(Malformed::Reject)
+        .layer(service_fn(move |_req: Request<String>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, Infallible>(Response::new(String::new())) }
+        }));
+    for (value, reason) in MALFORMED {
+        let mut request = Request::new(String::new());
+        request
+            .headers_mut()
+            .insert(GRPC_TIMEOUT, HeaderValue::from_bytes(value).unwrap());
+        let response = service.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{value:?}");
+        assert!(
+            response.body().starts_with("invalid grpc-timeout header: ")
+                && response.body().contains(reason),
+            "{value:?}: {}",
+            response.body()
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn malformed_values_are_ignored_by_default_and_the_maximum_still_applies() {
+    let root = ctx_tokio::background();
+    let start = now();
+    let service = ServerLayer::new(&root)
+        .max_timeout(Duration::from_secs(3))
+        .layer(deadline_handler(start));
+    for (value, _) in MALFORMED {
+        let mut request = Request::new(String::new());
+        request
+            .headers_mut()
+            .insert(GRPC_TIMEOUT, HeaderValue::from_bytes(value).unwrap());
+        let response = service.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{value:?}");
+        assert_eq!(response.body(), "3000", "{value:?}");
+    }
+}
+
+// ===== the server layer: cancellation and causes =====
+
+#[tokio::test]
+async fn a_canceled_parent_answers_499_with_its_cause_without_calling_the_service() {
+    let (root, shutdown) = Context::background().with_cancel_cause();
+    shutdown.cancel(Cause::msg("received SIGTERM"));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let service = ServerLayer::new(&root).layer(service_fn(move |_req: Request<String>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, Infallible>(Response::new(String::new())) }
+    }));
+    let response = service.oneshot(Request::new(String::new())).await.unwrap();
+    assert_eq!(response.status(), CLIENT_CLOSED_REQUEST);
+    assert_eq!(response.body(), "context canceled: received SIGTERM");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_parent_canceled_mid_request_answers_499_and_the_handler_sees_the_cause() {
+    let (root, shutdown) = Context::background().with_cancel_cause();
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let service = ServerLayer::new(&root).layer(parked_handler(tx));
+    let call = tokio::spawn(service.oneshot(Request::new(String::new())));
+    let ctx = seen.recv().await.unwrap();
+    assert!(!ctx.is_done());
+    shutdown.cancel(Cause::msg("grace period over"));
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.status(), CLIENT_CLOSED_REQUEST);
+    assert_eq!(response.body(), "context canceled: grace period over");
+    assert_eq!(ctx.cause().unwrap().to_string(), "grace period over");
+}
+
+#[tokio::test]
+async fn dropping_the_response_future_cancels_with_client_gone() {
+    let root = Context::background();
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let mut service = ServerLayer::new(&root).layer(parked_handler(tx));
+    let mut future = Box::pin(service.call(Request::new(String::new())));
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    assert!(future.as_mut().poll(&mut cx).is_pending());
+    let ctx = seen.recv().await.unwrap();
+    assert!(!ctx.is_done());
+    drop(future);
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    assert_eq!(server_cause(&ctx), ServerCause::ClientGone);
+    assert_eq!(root.live_children(), 0);
+}
+
+#[tokio::test]
+async fn an_answered_request_ends_its_context_with_responded() {
+    let (root, _cancel_root) = Context::background().with_cancel();
+    let (tx, rx) = oneshot::channel();
+    let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
+    let service = ServerLayer::new(&root).layer(service_fn(move |req: Request<String>| {
+        let tx = tx.clone();
+        async move {
+            tx.lock()
+                .unwrap()
+                .take()
+                .unwrap()
+                .send(request_ctx(&req))
+                .unwrap();
+            Ok::<_, Infallible>(Response::new("ok".to_owned()))
+        }
+    }));
+    let response = service.oneshot(Request::new(String::new())).await.unwrap();
+    assert_eq!(response.body(), "ok");
+    let ctx = rx.await.unwrap();
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    assert_eq!(server_cause(&ctx), ServerCause::Responded);
+    assert_eq!(root.live_children(), 0, "the request's node is released");
+}
+
+#[tokio::test]
+async fn an_inner_error_passes_through_and_ends_the_context() {
+    let root = Context::background();
+    let (tx, rx) = oneshot::channel();
+    let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
+    let service = ServerLayer::new(&root).layer(service_fn(move |req: Request<String>| {
+        let tx = tx.clone();
+        async move {
+            tx.lock()
+                .unwrap()
+                .take()
+                .unwrap()
+                .send(request_ctx(&req))
+                .unwrap();
+            Err::<Response<String>, _>(std::io::Error::other("backend exploded"))
+        }
+    }));
+    let err = service
+        .oneshot(Request::new(String::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "backend exploded");
+    assert_eq!(server_cause(&rx.await.unwrap()), ServerCause::Responded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_inner_future_is_dropped_when_the_layer_answers() {
+    struct SetOnDrop(Arc<AtomicUsize>);
+    impl Drop for SetOnDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let root = ctx_tokio::background();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let counted = drops.clone();
+    let mut service = ServerLayer::new(&root).layer(service_fn(move |_req: Request<String>| {
+        let guard = SetOnDrop(counted.clone());
+        async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }
+    }));
+    let mut future = pin!(service.call(request_with_timeout("10m")));
+    let response = future.as_mut().await.unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    // The response future itself is still alive, but the handler is gone.
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn map_context_values_reach_the_handler_and_end_with_the_request() {
+    struct RequestId(String);
+    let root = Context::background();
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let mut service = ServerLayer::new(&root)
+        .map_context(|parts, ctx| {
+            let id = parts.headers["x-request-id"].to_str().unwrap().to_owned();
+            ctx.with_value(RequestId(id))
+        })
+        .layer(parked_handler(tx));
+    let request = Request::builder()
+        .header("x-request-id", "req-7")
+        .body(String::new())
+        .unwrap();
+    let mut future = Box::pin(service.call(request));
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    assert!(future.as_mut().poll(&mut cx).is_pending());
+    let ctx = seen.recv().await.unwrap();
+    assert_eq!(ctx.value::<RequestId>().unwrap().0, "req-7");
+    drop(future);
+    assert_eq!(server_cause(&ctx), ServerCause::ClientGone);
+}
+
+// ===== the server layer: answers =====
+
+#[tokio::test(start_paused = true)]
+async fn statuses_are_configurable() {
+    let (root, shutdown) = Context::background().with_cancel_cause();
+    let (tx, _seen) = tokio::sync::mpsc::unbounded_channel();
+    let service = ServerLayer::new(&ctx_tokio::background())
+        .deadline_status(StatusCode::REQUEST_TIMEOUT)
+        .layer(parked_handler(tx.clone()));
+    let response = service.oneshot(request_with_timeout("5m")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+
+    shutdown.cancel(Cause::msg("draining"));
+    let service = ServerLayer::new(&root)
+        .canceled_status(StatusCode::SERVICE_UNAVAILABLE)
+        .layer(parked_handler(tx.clone()));
+    let response = service.oneshot(Request::new(String::new())).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    let service = ServerLayer::new(&ctx_tokio::background())
+        .on_malformed(Malformed::Reject)
+        .malformed_status(StatusCode::UNPROCESSABLE_ENTITY)
+        .layer(parked_handler(tx));
+    let response = service.oneshot(request_with_timeout("soon")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_custom_responder_builds_the_answer() {
+    let (tx, _seen) = tokio::sync::mpsc::unbounded_channel();
+    let service = ServerLayer::new(&ctx_tokio::background())
+        .responder(|rejection: Rejection| {
+            let mut response = Response::new(format!("{{\"error\":\"{rejection}\"}}"));
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            response
+        })
+        .layer(parked_handler(tx));
+    let response = service.oneshot(request_with_timeout("1m")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response.body(),
+        "{\"error\":\"context deadline exceeded: the client's deadline passed (grpc-timeout 1ms)\"}"
+    );
+}
+
+// ===== the client layer =====
+
+/// A transport that answers with the `grpc-timeout` it was sent, and counts calls.
+fn echo_transport(
+    calls: Arc<AtomicUsize>,
+) -> impl Service<Request<()>, Response = Response<Option<HeaderValue>>, Error = Infallible> + Clone
+{
+    service_fn(move |req: Request<()>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let sent = req.headers().get(GRPC_TIMEOUT).cloned();
+        async move { Ok::<_, Infallible>(Response::new(sent)) }
+    })
+}
+
+fn request_under(ctx: &Context) -> Request<()> {
+    let mut request = Request::new(());
+    request.extensions_mut().insert(ctx.clone());
+    request
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_client_sends_the_remaining_time_as_grpc_timeout() {
+    let root = ctx_tokio::background();
+    let (ctx, _cancel) = root.with_timeout(Duration::from_millis(1500));
+    tokio::time::advance(Duration::from_millis(500)).await;
+    let client = ClientLayer::new().layer(echo_transport(Arc::default()));
+    let response = client.oneshot(request_under(&ctx)).await.unwrap();
+    let sent = ctx_http::parse_timeout(response.body().as_ref().unwrap()).unwrap();
+    assert_eq!(sent, Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_client_keeps_a_shorter_timeout_and_replaces_a_longer_one() {
+    let root = ctx_tokio::background();
+    let (ctx, _cancel) = root.with_timeout(Duration::from_secs(2));
+    let client = ClientLayer::new().layer(echo_transport(Arc::default()));
+    for (there, expected) in [
+        ("1S", Duration::from_secs(1)),
+        ("5S", Duration::from_secs(2)),
+    ] {
+        let mut request = request_under(&ctx);
+        request
+            .headers_mut()
+            .insert(GRPC_TIMEOUT, HeaderValue::from_static(there));
+        let response = client.clone().oneshot(request).await.unwrap();
+        let sent = ctx_http::parse_timeout(response.body().as_ref().unwrap()).unwrap();
+        assert_eq!(sent, expected, "{there} already there");
+    }
+}
+
+#[tokio::test]
+async fn the_client_refuses_to_send_when_the_context_is_done() {
+    let (ctx, cancel) = Context::background().with_cancel_cause();
+    cancel.cancel(Cause::msg("user pressed stop"));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let client = ClientLayer::new().layer(echo_transport(calls.clone()));
+    let err = client.oneshot(request_under(&ctx)).await.unwrap_err();
+    assert!(!err.was_sent());
+    assert_eq!(err.context_err(), Some(Error::Canceled));
+    assert_eq!(err.cause().unwrap().to_string(), "user pressed stop");
+    assert_eq!(
+        err.to_string(),
+        "request not sent: context canceled: user pressed stop"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_client_abandons_the_call_when_the_context_ends() {
+    let root = ctx_tokio::background();
+    let (ctx, _cancel) = root.with_timeout(Duration::from_millis(100));
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let (tx, started) = oneshot::channel::<()>();
+    let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
+    struct SetOnDrop(Arc<AtomicUsize>);
+    impl Drop for SetOnDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let counted = dropped.clone();
+    let transport = service_fn(move |_req: Request<()>| {
+        let guard = SetOnDrop(counted.clone());
+        let tx = tx.clone();
+        async move {
+            let _guard = guard;
+            tx.lock().unwrap().take().unwrap().send(()).unwrap();
+            std::future::pending::<()>().await;
+            Ok::<_, Infallible>(Response::new(()))
+        }
+    });
+    let start = now();
+    let client = ClientLayer::new().layer(transport);
+    let call = tokio::spawn(client.oneshot(request_under(&ctx)));
+    started.await.unwrap();
+    let err = call.await.unwrap().unwrap_err();
+    assert!(err.was_sent());
+    assert!(
+        matches!(
+            err,
+            ClientError::Abandoned {
+                err: Error::DeadlineExceeded,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(now() - start, Duration::from_millis(100));
+    assert_eq!(dropped.load(Ordering::SeqCst), 1, "the call is dropped");
+}
+
+#[tokio::test]
+async fn a_request_without_a_context_passes_through_untouched() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let client = ClientLayer::new().layer(echo_transport(calls.clone()));
+    let response = client.oneshot(Request::new(())).await.unwrap();
+    assert_eq!(response.body(), &None);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_transport_error_is_wrapped_as_a_service_error() {
+    let client = ClientLayer::new().layer(service_fn(|_req: Request<()>| async {
+        Err::<Response<()>, _>(std::io::Error::other("connection refused"))
+    }));
+    let ctx = Context::background();
+    let err = client.oneshot(request_under(&ctx)).await.unwrap_err();
+    assert_eq!(err.context_err(), None);
+    assert_eq!(err.to_string(), "connection refused");
+    assert_eq!(
+        err.into_service_error().unwrap().kind(),
+        std::io::ErrorKind::Other
+    );
+}
+
+// ===== both layers =====
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_crosses_a_client_and_a_server_layer() {
+    let root = ctx_tokio::background();
+    let start = now();
+    let backend = ServerLayer::new(&root).layer(deadline_handler(start));
+    let client = ClientLayer::new().layer(backend);
+    let (ctx, _cancel) = root.with_timeout(Duration::from_millis(750));
+    let mut request = Request::new(String::new());
+    request.extensions_mut().insert(ctx);
+    let response = client.oneshot(request).await.unwrap();
+    assert_eq!(response.body(), "750");
+}
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    type Svc = Handler;
+    check::<ServerLayer>();
+    check::<ctx_http::ServerService<Svc>>();
+    check::<ctx_http::ServerFuture<std::future::Ready<Result<Response<String>, Infallible>>>>();
+    check::<ClientLayer>();
+    check::<ctx_http::ClientService<Svc>>();
+    check::<ctx_http::ClientFuture<std::future::Ready<Result<(), Infallible>>>>();
+    check::<ClientError<std::io::Error>>();
+    check::<Rejection>();
+    check::<ServerCause>();
+    check::<ctx_http::TimeoutHeaderError>();
+    check::<ctx_http::TextResponder>();
+}
+
+// ===== feature `axum` =====
+
+#[cfg(feature = "axum")]
+mod axum_extractor {
+    use super::*;
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use ctx_http::RequestContext;
+    use http_body_util::BodyExt;
+
+    async fn body_text(response: Response<Body>) -> String {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    async fn deadline_ms(RequestContext(ctx): RequestContext) -> String {
+        let left = ctx.remaining().expect("a deadline");
+        left.as_millis().to_string()
+    }
+
+    async fn maybe(ctx: Option<RequestContext>) -> &'static str {
+        if ctx.is_some() { "some" } else { "none" }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_extractor_finds_the_layers_context() {
+        let app = Router::new()
+            .route("/", get(deadline_ms))
+            .layer(ServerLayer::new(&ctx_tokio::background()));
+        let request = Request::get("/")
+            .header(GRPC_TIMEOUT, "2S")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body_text(response).await, "2000");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_layer_answers_for_an_axum_handler() {
+        async fn slow(RequestContext(ctx): RequestContext) -> &'static str {
+            let _ = ctx_tokio::sleep(&ctx, Duration::from_secs(60)).await;
+            "never"
+        }
+        let app = Router::new()
+            .route("/", get(slow))
+            .layer(ServerLayer::new(&ctx_tokio::background()));
+        let request = Request::get("/")
+            .header(GRPC_TIMEOUT, "20m")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert!(body_text(response).await.contains("grpc-timeout 20ms"));
+    }
+
+    #[tokio::test]
+    async fn without_the_layer_the_extractor_fails_with_500_and_option_is_none() {
+        let app = Router::new()
+            .route("/", get(deadline_ms))
+            .route("/maybe", get(maybe));
+        let response = app
+            .clone()
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            body_text(response)
+                .await
+                .contains("ServerLayer is not installed")
+        );
+        let response = app
+            .oneshot(Request::get("/maybe").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(body_text(response).await, "none");
+    }
+}
+
+// ===== feature `tonic` =====
+
+#[cfg(feature = "tonic")]
+mod grpc_statuses {
+    use super::*;
+    use ctx_http::grpc::{self, GrpcResponder};
+    use tonic::{Code, Status};
+
+    #[tokio::test(start_paused = true)]
+    async fn the_grpc_responder_answers_with_trailers_only_statuses() {
+        let (tx, _seen) = tokio::sync::mpsc::unbounded_channel();
+        let service = ServerLayer::new(&ctx_tokio::background())
+            .on_malformed(Malformed::Reject)
+            .responder(GrpcResponder)
+            .layer(parked_handler(tx));
+        let response = service
+            .clone()
+            .oneshot(request_with_timeout("30m"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "application/grpc");
+        let status = Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert_eq!(
+            status.message(),
+            "context deadline exceeded: the client's deadline passed (grpc-timeout 30ms)"
+        );
+
+        let response = service.oneshot(request_with_timeout("-1S")).await.unwrap();
+        let status = Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(status.code(), Code::InvalidArgument);
+    }
+
+    #[test]
+    fn client_errors_become_statuses() {
+        let gone: ClientError<std::io::Error> = ClientError::Abandoned {
+            err: Error::Canceled,
+            cause: Cause::msg("caller left"),
+        };
+        let status = Status::from(gone);
+        assert_eq!(status.code(), Code::Cancelled);
+        assert_eq!(status.message(), "context canceled: caller left");
+
+        let broken: ClientError<std::io::Error> =
+            ClientError::Service(std::io::Error::other("reset"));
+        assert_eq!(Status::from(broken).code(), Code::Unknown);
+    }
+
+    #[test]
+    fn codes_map_both_ways() {
+        for err in [Error::Canceled, Error::DeadlineExceeded] {
+            assert_eq!(grpc::error(grpc::code(err)), Some(err));
+        }
+        assert_eq!(grpc::error(Code::Ok), None);
+    }
+}
