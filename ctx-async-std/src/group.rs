@@ -25,7 +25,8 @@
 //! The shape (names, `new` returning the group and its context, `with_limit`,
 //! `PanicError`, `stop`) is the same as ctx-tokio's `Group`.
 
-use ctx_core::{BoxError, Cause, Context, GroupCancel};
+use ctx_core::adapter::GroupCancel;
+use ctx_core::{BoxError, Cause, Context};
 use event_listener::Event;
 use smol::lock::{Semaphore, SemaphoreGuardArc};
 use std::cell::RefCell;

@@ -43,7 +43,7 @@
 //! | item | what it does |
 //! |---|---|
 //! | [`background`], [`StdTimer`] | the root context, and the timer thread behind its deadlines |
-//! | [`wait`], [`wait_timeout`], [`wait_until`] | block until a context is done (or time runs out) |
+//! | [`Context::wait`], [`Context::wait_timeout`], [`Context::wait_until`] | block until a context is done (or time runs out): ctx-core's methods, for any thread |
 //! | [`sleep`], [`sleep_until`] | sleeps that end early, with the context's error |
 //! | [`scope`], [`scope_with_limit`], [`Group`], [`PanicError`] | scoped threads: first error cancels the rest |
 //! | [`signal_context`], [`SignalStop`], [`SignalOptions`], [`SignalError`] | Go's `signal.NotifyContext`, with the signal as cause; the one watcher every adapter uses |
@@ -52,7 +52,7 @@
 //!
 //! Deadlines fire on ctx-core's timer thread ([`StdTimer`]: one thread per
 //! process, named `ctx-timer`, started with the first deadline), never on a thread
-//! that waits: [`wait`] and [`sleep`] only park until the context is done. Firing
+//! that waits: [`Context::wait`] and [`sleep`] only park until the context is done. Firing
 //! runs no user code there: the context's [`after_func`](Context::after_func)
 //! callbacks, and the `Drop`s of contexts the expiry released last, run on
 //! ctx-core's runner threads (`ctx-runner`), so one callback that blocks never
@@ -86,6 +86,9 @@ pub use ctx_core::StdTimer;
 pub use scope::{Group, PanicError, scope, scope_with_limit};
 pub use signal::{SignalError, SignalOptions, SignalStop, signal_context, try_signal_context};
 pub use sleep::{sleep, sleep_until};
+// The methods on `Context` (`wait`, `wait_timeout`, `wait_until`) are the one
+// spelling; these forwarders stay for code written against them.
+#[doc(hidden)]
 pub use wait::{wait, wait_timeout, wait_until};
 
 /// Semver-exempt, not part of the API: test support that the sibling adapters
@@ -111,7 +114,7 @@ use ctx_core::Context;
 ///
 /// let root = ctx_blocking::background();
 /// let (ctx, _cancel) = root.with_timeout(Duration::from_millis(10));
-/// ctx_blocking::wait(&ctx);
+/// ctx.wait();
 /// assert!(ctx.err().unwrap().is_timeout());
 /// ```
 pub const fn background() -> Context {

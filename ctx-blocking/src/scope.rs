@@ -22,7 +22,8 @@
 //! otherwise runs the closure right there, in the caller's slot (Go's
 //! `if !g.TryGo(f) { f() }`).
 
-use ctx_core::{AfterFunc, BoxError, Cause, Context, GroupCancel};
+use ctx_core::adapter::GroupCancel;
+use ctx_core::{AfterFunc, BoxError, Cause, Context};
 use std::cell::Cell;
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};

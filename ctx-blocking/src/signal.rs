@@ -56,7 +56,7 @@ pub use ctx_core::SignalError;
 /// use ctx_blocking::{signal_context, SignalError};
 ///
 /// let (ctx, stop) = signal_context(&ctx_blocking::background());
-/// ctx_blocking::wait(&ctx); // serve until Ctrl-C or SIGTERM
+/// ctx.wait(); // serve until Ctrl-C or SIGTERM
 /// let cause = ctx.cause().unwrap();
 /// eprintln!("shutting down: {cause}"); // "shutting down: received SIGINT"
 /// assert!(cause.downcast_ref::<SignalError>().is_some());
@@ -95,7 +95,7 @@ pub fn try_signal_context(parent: &Context) -> io::Result<(Context, SignalStop)>
 /// let (ctx, stop) = SignalOptions::new()
 ///     .exit_on_second_signal(true)
 ///     .signal_context(&ctx_blocking::background())?;
-/// ctx_blocking::wait(&ctx);
+/// ctx.wait();
 /// // ... the shutdown ...
 /// stop.stop();
 /// # Ok(())

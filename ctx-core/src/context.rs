@@ -1,7 +1,7 @@
 //! The public [`Context`] handle.
 
 use crate::after_func::{self, AfterFunc};
-use crate::cancel::{CancelCauseFunc, CancelFunc, ContextGuard};
+use crate::cancel_funcs::{CancelCauseFunc, CancelFunc, ContextGuard};
 use crate::error::{Cause, Error};
 use crate::sync::AtomicU64;
 use crate::timer::{self, Timer};

@@ -6,7 +6,7 @@
 //! accepted, what context a task runs with, which failure is *the* failure, and
 //! what waiting for the group returns.
 
-use crate::cancel::{CancelCauseFunc, Canceler};
+use crate::cancel_funcs::{CancelCauseFunc, Canceler};
 use crate::causes::PanicError;
 use crate::context::Context;
 use crate::error::{BoxError, Cause};
@@ -53,7 +53,8 @@ use std::task::Poll;
 /// A group on plain threads, in a few lines:
 ///
 /// ```
-/// use ctx_core::{Cause, Context, GroupCancel};
+/// use ctx_core::adapter::GroupCancel;
+/// use ctx_core::{Cause, Context};
 ///
 /// let (ctx, cancel) = Context::background().with_cancel_cause();
 /// let group = GroupCancel::new(cancel);
@@ -143,7 +144,8 @@ impl GroupCancel {
     /// can spawn it (holding the core in an `Arc`).
     ///
     /// ```
-    /// use ctx_core::{Context, Error, GroupCancel};
+    /// use ctx_core::adapter::GroupCancel;
+    /// use ctx_core::{Context, Error};
     /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
     /// #     use std::task::{Context as Cx, Poll, Waker};
     /// #     let mut f = std::pin::pin!(f);
@@ -209,7 +211,8 @@ impl GroupCancel {
     /// even after [`stop`](GroupCancel::stop).
     ///
     /// ```
-    /// use ctx_core::{Cause, Context, GroupCancel};
+    /// use ctx_core::adapter::GroupCancel;
+    /// use ctx_core::{Cause, Context};
     ///
     /// let (_ctx, cancel) = Context::background().with_cancel_cause();
     /// let group = GroupCancel::new(cancel);

@@ -99,8 +99,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod adapter;
 mod after_func;
-mod cancel;
+mod cancel_funcs;
 mod causes;
 mod context;
 mod error;
@@ -123,16 +124,17 @@ mod tests;
 struct ReadmeDoctests;
 
 pub use after_func::AfterFunc;
-pub use cancel::{CancelCauseFunc, CancelFunc, Canceler, ContextGuard, DropGuard};
+pub use cancel_funcs::{CancelCauseFunc, CancelFunc, Canceler, ContextGuard, DropGuard};
 pub use causes::{PanicError, SignalError};
 pub use context::Context;
 pub use error::{BoxError, Cause, Error};
 pub use future::{FutureExt, StreamExt, WithContext, run_until_done, run_until_done_owned};
-pub use group::GroupCancel;
 pub use timer::Timer;
 
 // Earlier homes of names that now live in their audience's module; kept so that
 // code written against them compiles, hidden from the root's docs.
+#[doc(hidden)]
+pub use group::GroupCancel;
 #[doc(hidden)]
 pub use timer::{Expiry, StdTimer, TimerKey};
 pub use waiter::Done;

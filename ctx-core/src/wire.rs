@@ -20,7 +20,7 @@
 //! assert_eq!("10x".parse::<Timeout>(), Err(ParseTimeoutError::UnknownUnit('x')));
 //! ```
 
-use crate::cancel::CancelFunc;
+use crate::cancel_funcs::CancelFunc;
 use crate::context::Context;
 use std::fmt;
 use std::str::FromStr;

@@ -4,7 +4,8 @@
 //! the first failure, panics, stop) are ctx-core's [`GroupCancel`], which this
 //! type only spawns, limits and joins for.
 
-use ctx_core::{BoxError, Cause, Context, GroupCancel};
+use ctx_core::adapter::GroupCancel;
+use ctx_core::{BoxError, Cause, Context};
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;

@@ -63,7 +63,7 @@
 
 use super::{Expiry, Timer, TimerKey};
 use crate::after_func::AfterFunc;
-use crate::cancel::CancelFunc;
+use crate::cancel_funcs::CancelFunc;
 use crate::context::Context;
 use crate::error::Error;
 use crate::waiter::Done;

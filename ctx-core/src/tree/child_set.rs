@@ -364,6 +364,18 @@ mod tests {
         }
     }
 
+    /// The free stack's head keeps index + 1 in `INDEX_MASK`: every index the
+    /// segments can hold must fit, or the ABA tag would be overwritten.
+    #[test]
+    fn every_index_fits_the_free_stack_head() {
+        let slots = BASE * ((1 << SEGMENTS) - 1);
+        assert!(
+            (slots as u64) < INDEX_MASK,
+            "{slots} slots, mask {INDEX_MASK:#x}"
+        );
+        assert_eq!(slots, 67_108_860, "the capacity the docs state");
+    }
+
     #[test]
     fn freed_indices_are_reused() {
         let set = ChildSet::new();
