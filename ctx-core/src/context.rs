@@ -273,13 +273,19 @@ impl Context {
     /// The nearest value of type `T` on the way up from this context.
     pub fn value<T: Send + Sync + 'static>(&self) -> Option<&T> {
         let wanted = TypeId::of::<ValuePart<T>>();
-        let node = self
-            .node()?
-            .ancestors()
-            .find(|node| node.header().vtable.type_id == Some(wanted))?;
-        // SAFETY: the vtable's type id says this node carries a `ValuePart<T>`;
-        // `self` keeps the whole chain alive for the borrow.
-        Some(unsafe { &node.payload::<ValuePart<T>>().value })
+        // The hot walk of the crate (O(depth) per lookup): written out rather than
+        // through `NodeRef::ancestors`, which costs a few percent here.
+        let mut node = self.node();
+        while let Some(current) = node {
+            let header = current.header();
+            if header.vtable.type_id == Some(wanted) {
+                // SAFETY: the vtable's type id says this node carries a
+                // `ValuePart<T>`; `self` keeps the whole chain alive for the borrow.
+                return Some(unsafe { &current.payload::<ValuePart<T>>().value });
+            }
+            node = header.parent.real();
+        }
+        None
     }
 
     /// A child that keeps this context's values but is never canceled and has no

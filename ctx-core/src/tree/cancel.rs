@@ -50,6 +50,7 @@ use super::register::{self, Entry, clone_reason};
 use super::state::{self, COMPLETE, HAS_SET, Reason, UNCLAIMED, WAITERS, Word};
 use super::work::{self, Origin, Panic, Work};
 use crate::sync::{Backoff, Ordering};
+use smallvec::SmallVec;
 
 /// Moves a live node to done with `reason` (and `UNCLAIMED` if a reader does it).
 /// Returns the previous (live) word, whose `WAITERS` bit says whether anyone must
@@ -156,21 +157,32 @@ fn mark_complete(node: NodeRef, panic: &mut Panic) {
 /// already unwinding). With [`Origin::Timer`], the walk happens here and
 /// everything that could block or run user code goes to the runner.
 pub(crate) fn cancel(node: NodeRef, reason: Reason, origin: Origin) -> bool {
-    let won = try_close(node, &reason, false).is_some();
+    let closed = try_close(node, &reason, false);
     drop(reason);
-    let mut walk = Walk::default();
-    let owned = won || claim(node);
-    if owned {
-        walk.run(node);
-    } else if origin == Origin::Timer {
-        // The owner (a cancel function or a parent's cancel) finishes the node and
-        // detaches it; an expiry has nothing to add.
-        return false;
+    match closed {
+        // Closed as a leaf (nothing was ever registered): complete at once, and
+        // nothing to walk.
+        Some(previous) if !state::has(previous, HAS_SET) => {
+            finish_leaf(node, previous, origin);
+            return true;
+        }
+        Some(_) => {}
+        None if claim(node) => {}
+        None => {
+            // Another thread owns the walk. A cancel function waits for it; an
+            // expiry has nothing to add (the owner finishes and detaches).
+            if origin == Origin::Explicit {
+                wait_complete(node);
+            }
+            return false;
+        }
     }
+    let mut walk = Walk::default();
+    walk.run(node);
     match origin {
         Origin::Explicit => {
             let mut panic = None;
-            walk.finish(node, owned, &mut panic);
+            walk.finish(node, &mut panic);
             work::resume(panic);
         }
         Origin::Timer => {
@@ -179,8 +191,8 @@ pub(crate) fn cancel(node: NodeRef, reason: Reason, origin: Origin) -> bool {
             walk.work.run_disarms(&mut None);
             if walk.blocked.is_empty() && is_complete(node) {
                 register::detach(node);
-                let work = std::mem::take(&mut walk.work);
-                if !work.is_empty() {
+                if !walk.work.is_empty() {
+                    let mut work = std::mem::take(&mut walk.work);
                     crate::runner::spawn(Box::new(move || work.run(&mut None)));
                 }
             } else {
@@ -190,7 +202,51 @@ pub(crate) fn cancel(node: NodeRef, reason: Reason, origin: Origin) -> bool {
             }
         }
     }
-    won
+    closed.is_some()
+}
+
+/// The rest of a cancel that closed a leaf (no registration ever, so no walk):
+/// give the timer back, wake the waiters, leave the parents — the same steps as
+/// a walk of one node, without its bookkeeping.
+fn finish_leaf(node: NodeRef, previous: Word, origin: Origin) {
+    let mut panic = None;
+    if let Some(on_done) = node.header().vtable.on_done {
+        // The timer first: a waiter that wakes up finds it released already.
+        let mut work = Work::default();
+        on_done(node, &mut work);
+        work.run_disarms(&mut panic);
+        if !work.is_empty() {
+            // The disarm's reference was the last one: the drop is user code.
+            match origin {
+                Origin::Explicit => work.run(&mut panic),
+                Origin::Timer => {
+                    crate::runner::spawn(Box::new(move || {
+                        let mut work = work;
+                        work.run(&mut None);
+                    }));
+                }
+            }
+        }
+    }
+    if state::has(previous, WAITERS) {
+        work::catch(&mut panic, || node.cancel_part().waiters.notify_all());
+    }
+    if node.kind() == Kind::Merge {
+        merge_leaves_parents(node);
+    } else {
+        register::detach(node);
+    }
+    if origin == Origin::Explicit {
+        work::resume(panic);
+    }
+}
+
+/// Waits until another thread's walk completed `node` (a cancel that lost).
+fn wait_complete(node: NodeRef) {
+    let mut backoff = Backoff::new();
+    while !is_complete(node) {
+        backoff.snooze();
+    }
 }
 
 /// What a timer's expiry leaves to the runner: the end of a walk whose nodes wait
@@ -203,9 +259,9 @@ struct TimerJob {
 
 impl TimerJob {
     fn finish(self) {
-        let TimerJob { node, walk } = self;
+        let TimerJob { node, mut walk } = self;
         let mut panic = None;
-        walk.finish(node, true, &mut panic);
+        walk.finish(node, &mut panic);
         let mut work = Work::default();
         work.release(node);
         work.run(&mut panic);
@@ -219,44 +275,51 @@ impl TimerJob {
 /// another thread's to walk.
 struct Blocked {
     node: NodeRef,
-    /// Index of the blocked entry of its parent in this walk, if any.
+    /// Index of the blocked entry of its parent in this walk, once known.
     parent: Option<usize>,
+    /// While the parent has not blocked yet: the stack index of its pending
+    /// `Complete` step.
+    parent_step: Option<u32>,
     /// Blocked nodes below it in this walk that are not complete yet.
-    blocked_children: usize,
+    blocked_children: u32,
     /// Children that other threads own; strong references, checked by polling.
     foreign: Vec<NodeRef>,
     done: bool,
 }
 
-/// One step of the walk's explicit stack.
-enum Step {
-    /// Drain a node this walk owns (holding a strong reference on it); `parent`
-    /// is the frame of the node it was found under.
-    Visit {
-        node: NodeRef,
-        parent: Option<usize>,
-    },
-    /// All children found under frame `frame` were walked.
-    Complete { frame: usize },
-}
+/// No parent step: the node is the walk's root.
+const NO_PARENT: u32 = u32::MAX;
 
-/// The bookkeeping of a node with a set while its children are walked.
-struct Frame {
-    node: NodeRef,
-    parent: Option<usize>,
-    /// Children another thread owns (not complete when found).
-    foreign: Vec<NodeRef>,
-    /// Frames below this one that ended blocked and are not complete yet.
-    blocked_children: usize,
-    /// Index in `Walk::blocked` once this frame ended blocked.
-    blocked_at: Option<usize>,
+/// One step of the walk's explicit stack.
+///
+/// A node with children leaves a `Complete` step below the `Visit` steps of its
+/// children; as the stack is last in, first out, it is popped once all of them
+/// were walked. Its index in the stack is therefore stable while its children
+/// run, so they refer to their parent by it.
+enum Step {
+    /// Drain a node this walk owns (holding a strong reference on it).
+    Visit { node: NodeRef, parent: u32 },
+    /// All children of `node` were walked.
+    Complete {
+        node: NodeRef,
+        parent: u32,
+        /// How many entries at the end of `Walk::foreign` are its children that
+        /// other threads own (not complete when found).
+        foreign: u32,
+        /// Children that ended blocked and are not complete yet.
+        blocked_children: u32,
+    },
 }
 
 /// The state of one canceler's walk.
 #[derive(Default)]
 struct Walk {
-    stack: Vec<Step>,
-    frames: Vec<Frame>,
+    /// Inline for a shallow walk: a cancel allocates nothing unless the subtree
+    /// is deep or wide. Leaves never get a step: they are finished in place.
+    stack: SmallVec<[Step; 4]>,
+    /// Children other threads own, found by pending `Complete` steps (theirs are
+    /// at the end: a step's descendants take theirs away before it pops).
+    foreign: Vec<NodeRef>,
     /// Blocked nodes, children before parents.
     blocked: Vec<Blocked>,
     work: Work,
@@ -267,47 +330,47 @@ struct Walk {
 }
 
 impl Walk {
-    /// Walks the subtree of `root`, which this walk owns (a strong reference on it
-    /// was taken for the walk). Never waits for another thread.
+    /// Walks the subtree of `root`, which this walk owns. Never waits for another
+    /// thread.
     fn run(&mut self, root: NodeRef) {
-        // The caller's reference keeps the root alive: the walk takes none on it
-        // (and the stack is touched only if there are children).
+        // The caller's reference keeps the root alive: the walk takes none on it.
         self.root = Some(root);
-        self.visit(root, None);
+        self.visit(root, NO_PARENT);
         while let Some(step) = self.stack.pop() {
             match step {
                 Step::Visit { node, parent } => self.visit(node, parent),
-                Step::Complete { frame } => self.complete(frame),
+                Step::Complete {
+                    node,
+                    parent,
+                    foreign,
+                    blocked_children,
+                } => self.complete(node, parent, foreign, blocked_children),
             }
         }
     }
 
-    fn visit(&mut self, node: NodeRef, parent: Option<usize>) {
+    /// The first part of a node's walk, right after it became done (and this walk
+    /// owns it): wake its waiters, release its timer, and close its children.
+    fn visit(&mut self, node: NodeRef, parent: u32) {
         let part = node.cancel_part();
         let word = node.state();
         debug_assert!(state::is_done(word) && !state::has(word, UNCLAIMED));
-        if state::has(word, WAITERS) {
-            // Wakers are executor code, but a panicking one must not leave the
-            // walk half done: the panic is resumed after the cancel.
-            work::catch(&mut self.panic, || part.waiters.notify_all());
-        }
-        if let Some(on_done) = node.header().vtable.on_done {
-            on_done(node, &mut self.work);
-        }
-        let Some(set) = part.children() else {
-            // A leaf: complete now.
+        self.wake_and_release_timer(node, word);
+        if !state::has(word, HAS_SET) {
+            // A leaf: its close made it complete, unless a reader closed it (then
+            // the claim left the flag to us).
             self.leave(node, !state::has(word, COMPLETE));
             return;
-        };
-        let frame = self.frames.len();
-        self.frames.push(Frame {
+        }
+        let set = part.children().expect("flagged without a set");
+        let step = u32::try_from(self.stack.len()).expect("a walk deeper than 4 billion");
+        self.stack.push(Step::Complete {
             node,
             parent,
-            foreign: Vec::new(),
+            foreign: 0,
             blocked_children: 0,
-            blocked_at: None,
         });
-        self.stack.push(Step::Complete { frame });
+        let mut foreign = 0;
         // The children get this node's reason: its error and cause, whoever
         // ended it (Go: a child canceled through its parent has the parent's).
         let reason = clone_reason(word);
@@ -317,15 +380,26 @@ impl Walk {
             match unsafe { Entry::from_raw(raw) } {
                 Entry::Child(child) => {
                     if child.upgrade() {
-                        if try_close(child, &reason, false).is_some() || claim(child) {
-                            self.stack.push(Step::Visit {
+                        match try_close(child, &reason, false) {
+                            Some(previous) if !state::has(previous, HAS_SET) => {
+                                // A leaf, complete at its close: finished here,
+                                // without a step of its own.
+                                self.wake_and_release_timer(child, previous);
+                                self.leave(child, false);
+                            }
+                            Some(_) => self.stack.push(Step::Visit {
                                 node: child,
-                                parent: Some(frame),
-                            });
-                        } else if is_complete(child) {
-                            self.work.release(child);
-                        } else {
-                            self.frames[frame].foreign.push(child);
+                                parent: step,
+                            }),
+                            None if claim(child) => self.stack.push(Step::Visit {
+                                node: child,
+                                parent: step,
+                            }),
+                            None if is_complete(child) => self.work.release(child),
+                            None => {
+                                self.foreign.push(child);
+                                foreign += 1;
+                            }
                         }
                     }
                     // No user code: the payload is dropped with the last strong
@@ -339,36 +413,61 @@ impl Walk {
                 }
             }
         });
+        if foreign > 0
+            && let Step::Complete { foreign: count, .. } = &mut self.stack[step as usize]
+        {
+            *count = foreign;
+        }
     }
 
-    /// All children of `frame` were walked: complete it, or block it on the
+    /// Wakes a done node's waiters and sets its timer aside for release (the
+    /// timer first: a waiter that wakes up finds it released already).
+    fn wake_and_release_timer(&mut self, node: NodeRef, word: Word) {
+        if let Some(on_done) = node.header().vtable.on_done {
+            on_done(node, &mut self.work);
+        }
+        if state::has(word, WAITERS) {
+            // Wakers are executor code, but a panicking one must not leave the
+            // walk half done: the panic is resumed after the cancel.
+            work::catch(&mut self.panic, || node.cancel_part().waiters.notify_all());
+        }
+    }
+
+    /// All children of `node` were walked: complete it, or block it on the
     /// children other threads still walk.
-    fn complete(&mut self, frame: usize) {
-        let f = &self.frames[frame];
-        if f.foreign.iter().all(|&c| is_complete(c)) && f.blocked_children == 0 {
-            let node = f.node;
-            let foreign = std::mem::take(&mut self.frames[frame].foreign);
-            for child in foreign {
+    fn complete(&mut self, node: NodeRef, parent: u32, foreign: u32, blocked_children: u32) {
+        let mine = self.foreign.len() - foreign as usize;
+        if blocked_children == 0 && self.foreign[mine..].iter().all(|&c| is_complete(c)) {
+            for child in self.foreign.drain(mine..) {
                 self.work.release(child);
             }
             self.leave(node, true);
             return;
         }
-        let parent_blocked = f.parent;
-        if let Some(p) = parent_blocked {
-            self.frames[p].blocked_children += 1;
+        if parent != NO_PARENT
+            && let Step::Complete {
+                blocked_children, ..
+            } = &mut self.stack[parent as usize]
+        {
+            *blocked_children += 1;
         }
-        let f = &mut self.frames[frame];
-        f.blocked_at = Some(self.blocked.len());
-        let blocked = Blocked {
-            node: f.node,
-            // Fixed up to the parent's index in `blocked` when it blocks too.
-            parent: parent_blocked,
-            blocked_children: f.blocked_children,
-            foreign: std::mem::take(&mut f.foreign),
+        // Its blocked children (pushed before it) learn where it is.
+        let index = self.blocked.len();
+        let step = u32::try_from(self.stack.len()).expect("checked at push");
+        for child in self.blocked.iter_mut().rev() {
+            if child.parent.is_none() && child.parent_step == Some(step) {
+                child.parent = Some(index);
+                child.parent_step = None;
+            }
+        }
+        self.blocked.push(Blocked {
+            node,
+            parent: None,
+            parent_step: (parent != NO_PARENT).then_some(parent),
+            blocked_children,
+            foreign: self.foreign.drain(mine..).collect(),
             done: false,
-        };
-        self.blocked.push(blocked);
+        });
     }
 
     /// A node this walk owned is complete: flag it (unless its close did), let a
@@ -385,25 +484,16 @@ impl Walk {
         }
     }
 
-    /// The end of a cancel of `node`: the owner waits for its blocked nodes and
-    /// takes the node out of its parents; a cancel that lost waits until the
-    /// owner completed the node (the owner detaches it, or its parent's walk
-    /// drained it). Then the user code runs.
-    fn finish(mut self, node: NodeRef, owned: bool, panic: &mut Panic) {
+    /// The end of the cancel that owned `node`'s walk: waits for its blocked
+    /// nodes, takes the node out of its parents, then runs the user code.
+    fn finish(&mut self, node: NodeRef, panic: &mut Panic) {
         if let Some(payload) = self.panic.take() {
             panic.get_or_insert(payload);
         }
-        if owned {
-            self.unblock();
-            debug_assert!(is_complete(node));
-            register::detach(node);
-        } else {
-            let mut backoff = Backoff::new();
-            while !is_complete(node) {
-                backoff.snooze();
-            }
-        }
-        std::mem::take(&mut self.work).run(panic);
+        self.unblock();
+        debug_assert!(is_complete(node));
+        register::detach(node);
+        self.work.run(panic);
     }
 
     /// Polls the children other owners walk until every blocked node of this walk
@@ -412,13 +502,8 @@ impl Walk {
         if self.blocked.is_empty() {
             return;
         }
-        // Parents were recorded as frame indices: map them to `blocked` indices
-        // (a parent always blocks after its children, so it has one by now).
-        for i in 0..self.blocked.len() {
-            if let Some(frame) = self.blocked[i].parent {
-                self.blocked[i].parent = self.frames[frame].blocked_at;
-            }
-        }
+        // A parent always blocks after its children, so every link is known.
+        debug_assert!(self.blocked.iter().all(|b| b.parent_step.is_none()));
         let mut backoff = Backoff::new();
         let mut left = self.blocked.len();
         while left > 0 {

@@ -30,8 +30,11 @@
 //!   (`SeqCst`). If the owner is done, try to [`ChildSet::remove`] the entry again
 //!   and act as the canceler would for it.
 //! * **cancel**: CAS the owner's state to done (`SeqCst`), then [`ChildSet::drain`]:
-//!   load every segment pointer and every slot (`SeqCst`), and `swap` each non-empty
-//!   slot to null. What a swap returns, the canceler owns.
+//!   load the count of indices handed out (`SeqCst`), then every segment pointer
+//!   and every slot up to it (`SeqCst`), and `swap` each non-empty slot to null.
+//!   What a swap returns, the canceler owns. (An inserter takes a fresh index by a
+//!   `SeqCst` RMW of that count before it stores, so a drain that must see its
+//!   entry also sees the count that covers it; reused indices are below it.)
 //! * **remove** (a child canceled or dropped, a callback stopped): CAS the slot from
 //!   the entry to null. Success means the entry was still there and its owned
 //!   reference now belongs to the remover, who also returns the index to the free
@@ -149,8 +152,13 @@ impl ChildSet {
 
     /// Takes every entry out of the set; the owner's state must already be done.
     pub(crate) fn drain(&self, mut each: impl FnMut(*mut ())) {
-        for k in 0..SEGMENTS {
-            // SeqCst: the load half of the canceler's side of the Dekker pair.
+        // SeqCst: the load half of the canceler's side of the Dekker pair, for the
+        // count of indices handed out (module docs): an inserter that missed the
+        // close took its index by an RMW sequenced before its slot store, so the
+        // segments up to that index are visited.
+        let segments = segments_in_use(self.bump.load(Ordering::SeqCst));
+        for k in 0..segments {
+            // SeqCst: as above, for the segment pointer.
             let base = self.segment(k, Ordering::SeqCst);
             if base.is_null() {
                 // Not allocated (yet). A later segment may exist all the same: its
@@ -182,7 +190,8 @@ impl ChildSet {
     /// child, and this is only for introspection.
     pub(crate) fn len(&self) -> usize {
         let mut count = 0;
-        for k in 0..SEGMENTS {
+        // Relaxed: a bound for introspection (see below).
+        for k in 0..segments_in_use(self.bump.load(Ordering::Relaxed)) {
             // Acquire: pairs with the CAS that published the segment's slots.
             let base = self.segment(k, Ordering::Acquire);
             if base.is_null() {
@@ -241,8 +250,10 @@ impl ChildSet {
                 Err(actual) => head = actual,
             }
         }
-        // Relaxed: the index is unique by the RMW; nothing is published through it.
-        let index = self.bump.fetch_add(1, Ordering::Relaxed);
+        // SeqCst: the index is unique by the RMW; SeqCst so that a canceler's
+        // drain, which visits the segments up to the last index handed out, sees
+        // it whenever this inserter missed the close (module docs).
+        let index = self.bump.fetch_add(1, Ordering::SeqCst);
         let (k, _) = locate(index);
         assert!(
             k < SEGMENTS,
@@ -315,7 +326,9 @@ impl ChildSet {
 
 impl Drop for ChildSet {
     fn drop(&mut self) {
-        for (k, segment) in (1..).zip(self.rest.iter_mut()) {
+        // Relaxed: `&mut self`, nobody else can reach the set.
+        let in_use = segments_in_use(self.bump.load(Ordering::Relaxed));
+        for (k, segment) in (1..in_use).zip(self.rest.iter_mut()) {
             let base = crate::sync::ptr_get_mut(segment);
             if base.is_null() {
                 // Segments can be allocated out of order: free every one.
@@ -338,6 +351,14 @@ impl std::fmt::Debug for ChildSet {
 
 fn segment_len(k: usize) -> usize {
     BASE << k
+}
+
+/// How many segments hold the first `handed_out` indices.
+fn segments_in_use(handed_out: usize) -> usize {
+    match handed_out {
+        0 => 0,
+        n => (locate(n - 1).0 + 1).min(SEGMENTS),
+    }
 }
 
 /// Maps an index to (segment, offset): segment k covers `BASE*(2^k - 1) ..

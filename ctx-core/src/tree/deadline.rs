@@ -55,7 +55,7 @@ fn take_key(node: NodeRef) -> Option<TimerKey> {
 /// The deadline node's `on_done` hook: its timer is released (after the walk).
 pub(crate) fn on_done(node: NodeRef, work: &mut Work) {
     if let Some(key) = take_key(node) {
-        work.disarm(node.deadline_part().timer.clone(), key);
+        work.disarm(node, key);
     }
 }
 

@@ -202,18 +202,29 @@ fn take_index(index: &AtomicU32, shared: bool) -> Option<u32> {
 /// Removes a cancelable node from every carrier it is registered with; each slot
 /// that still held it gives back its weak reference.
 pub(crate) fn detach(node: NodeRef) {
-    let shared = node.kind() == super::node::Kind::Merge;
-    for (carrier, index) in node.registrations() {
-        let Some(slot) = take_index(index, shared) else {
-            continue;
-        };
-        let set = carrier
-            .cancel_part()
-            .children()
-            .expect("registered without a set");
-        if set.remove(slot, node.as_entry()) {
-            node.dec_weak();
+    if node.kind() != super::node::Kind::Merge {
+        // One parent link, only ever taken by one thread at a time.
+        if let Some(slot) = take_index(&node.cancel_part().slot, false) {
+            let carrier = node.header().parent.real().and_then(NodeRef::carrier);
+            leave(carrier.expect("registered without a parent"), slot, node);
         }
+        return;
+    }
+    for (carrier, index) in node.registrations() {
+        if let Some(slot) = take_index(index, true) {
+            leave(carrier, slot, node);
+        }
+    }
+}
+
+/// Takes `node`'s entry out of `carrier`'s set at `slot`, if it is still there.
+fn leave(carrier: NodeRef, slot: u32, node: NodeRef) {
+    let set = carrier
+        .cancel_part()
+        .children()
+        .expect("registered without a set");
+    if set.remove(slot, node.as_entry()) {
+        node.dec_weak();
     }
 }
 

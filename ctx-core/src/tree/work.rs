@@ -19,7 +19,8 @@ use super::callback::Callback;
 use super::node::NodeRef;
 use super::state::Reason;
 use crate::sync::Arc;
-use crate::timer::{Timer, TimerKey};
+use crate::timer::TimerKey;
+use smallvec::SmallVec;
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 
@@ -39,11 +40,17 @@ pub(crate) type Panic = Option<Box<dyn Any + Send>>;
 /// User code that a cancel still owes.
 #[derive(Default)]
 pub(crate) struct Work {
-    disarms: Vec<(std::sync::Arc<dyn Timer>, TimerKey)>,
-    callbacks: Vec<(Arc<Callback>, Reason)>,
+    /// Deadline nodes (each with a strong reference held for the disarm) and
+    /// the keys to give back to their backends.
+    disarms: SmallVec<[(NodeRef, TimerKey); 1]>,
+    callbacks: SmallVec<[(Arc<Callback>, Reason); 1]>,
     /// Nodes whose strong count reached zero: `drop_node` is still to run.
-    drops: Vec<NodeRef>,
+    drops: SmallVec<[NodeRef; 1]>,
 }
+
+// SAFETY: the node references are counted references on `Send + Sync` nodes;
+// callbacks and reasons are `Send`.
+unsafe impl Send for Work {}
 
 impl std::fmt::Debug for Work {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,9 +63,12 @@ impl std::fmt::Debug for Work {
 }
 
 impl Work {
-    /// A timer key to give back to its backend.
-    pub(crate) fn disarm(&mut self, timer: std::sync::Arc<dyn Timer>, key: TimerKey) {
-        self.disarms.push((timer, key));
+    /// A timer key to give back to the backend of deadline node `node`. The
+    /// work holds a strong reference on the node until then (taken here: the
+    /// node's own line, not the shared backend's refcount).
+    pub(crate) fn disarm(&mut self, node: NodeRef, key: TimerKey) {
+        node.inc_strong();
+        self.disarms.push((node, key));
     }
 
     /// A callback whose run was claimed (it moved to `FIRED`), and the reason
@@ -82,22 +92,28 @@ impl Work {
 
     /// Gives the timer keys back to their backends now.
     pub(crate) fn run_disarms(&mut self, panic: &mut Panic) {
-        for (timer, key) in self.disarms.drain(..) {
-            catch(panic, || timer.disarm(key));
+        if self.disarms.is_empty() {
+            return;
+        }
+        let disarms = std::mem::take(&mut self.disarms);
+        for (node, key) in disarms {
+            catch(panic, || node.deadline_part().timer.disarm(key));
+            self.release(node);
         }
     }
 
     /// Runs everything owed on this thread. Each piece is guarded: a panic in one
     /// never skips the others; the first is returned.
-    pub(crate) fn run(mut self, panic: &mut Panic) {
+    /// (In place, so that the inline storage is not moved around.)
+    pub(crate) fn run(&mut self, panic: &mut Panic) {
+        if self.is_empty() {
+            return;
+        }
         self.run_disarms(panic);
-        let Work {
-            callbacks, drops, ..
-        } = self;
-        for (callback, reason) in callbacks {
+        for (callback, reason) in self.callbacks.drain(..) {
             catch(panic, || callback.run(&reason));
         }
-        for node in drops {
+        for node in self.drops.drain(..) {
             // SAFETY: `release` saw this node's strong count reach zero.
             unsafe { super::drop::drop_node(node, panic) };
         }
