@@ -29,6 +29,10 @@ fn in_forked_child(child: impl FnOnce() -> bool) -> bool {
 
 #[test]
 #[cfg_attr(miri, ignore = "Miri cannot fork")]
+#[cfg_attr(
+    ctx_sanitize,
+    ignore = "ThreadSanitizer cannot start threads after a multi-threaded fork"
+)]
 fn after_fork_reads_waits_and_a_fresh_timer_still_work() {
     // The global timer's thread exists in the parent only.
     let (warm, _cancel) = Context::background().with_timeout(Duration::from_millis(1));
