@@ -222,21 +222,12 @@ fn finish_leaf(node: NodeRef, previous: Word, origin: Origin) {
     let mut panic = None;
     if let Some(on_done) = node.header().vtable.on_done {
         // The timer first: a waiter that wakes up finds it released already.
-        let mut work = Work::default();
+        // The caller holds the node, so the disarm takes no reference and
+        // releases none: nothing else is left to run.
+        let mut work = Work::holding(node);
         on_done(node, &mut work);
         work.run_disarms(&mut panic);
-        if !work.is_empty() {
-            // The disarm's reference was the last one: the drop is user code.
-            match origin {
-                Origin::Explicit => work.run(&mut panic),
-                Origin::Timer => {
-                    crate::runner::spawn(Box::new(move || {
-                        let mut work = work;
-                        work.run(&mut None);
-                    }));
-                }
-            }
-        }
+        debug_assert!(work.is_empty());
     }
     if state::has(previous, WAITERS) {
         work::catch(&mut panic, || node.cancel_part().waiters.notify_all());
@@ -345,6 +336,7 @@ impl Walk {
     fn run(&mut self, root: NodeRef) {
         // The caller's reference keeps the root alive: the walk takes none on it.
         self.root = Some(root);
+        self.work = Work::holding(root);
         self.visit(root, NO_PARENT);
         while let Some(step) = self.stack.pop() {
             match step {

@@ -46,6 +46,9 @@ pub(crate) struct Work {
     callbacks: SmallVec<[(Arc<Callback>, Reason); 1]>,
     /// Nodes whose strong count reached zero: `drop_node` is still to run.
     drops: SmallVec<[NodeRef; 1]>,
+    /// A node the caller keeps alive until this work has run (the root of a
+    /// cancel): it needs no reference of the work's own.
+    held: Option<NodeRef>,
 }
 
 // SAFETY: the node references are counted references on `Send + Sync` nodes;
@@ -63,11 +66,22 @@ impl std::fmt::Debug for Work {
 }
 
 impl Work {
+    /// Work for a cancel whose caller keeps `node` alive until the work has run.
+    pub(crate) fn holding(node: NodeRef) -> Work {
+        Work {
+            held: Some(node),
+            ..Work::default()
+        }
+    }
+
     /// A timer key to give back to the backend of deadline node `node`. The
-    /// work holds a strong reference on the node until then (taken here: the
-    /// node's own line, not the shared backend's refcount).
+    /// work holds a strong reference on the node until then (taken here, unless
+    /// the caller holds the node: the node's own line, not the shared backend's
+    /// refcount).
     pub(crate) fn disarm(&mut self, node: NodeRef, key: TimerKey) {
-        node.inc_strong();
+        if self.held != Some(node) {
+            node.inc_strong();
+        }
         self.disarms.push((node, key));
     }
 
@@ -98,7 +112,9 @@ impl Work {
         let disarms = std::mem::take(&mut self.disarms);
         for (node, key) in disarms {
             catch(panic, || node.deadline_part().timer.disarm(key));
-            self.release(node);
+            if self.held != Some(node) {
+                self.release(node);
+            }
         }
     }
 
