@@ -484,8 +484,18 @@ impl Context {
     /// timer's expiry (or the next cancel), not by the reader.
     #[inline]
     pub fn err(&self) -> Option<Error> {
-        let (_, word) = self.word()?;
+        let carrier = self.carrier()?;
+        let word = carrier.state();
         // SAFETY: `self` keeps the carrier, and so its record, alive.
+        if let Some(record) = unsafe { state::record(word) } {
+            // Done: one load and one test, no deadline to look at.
+            return Some(record.err);
+        }
+        if !carrier.cancel_part().has_deadline {
+            return None;
+        }
+        let word = tree::deadline::check(carrier, word);
+        // SAFETY: as above.
         unsafe { state::record(word) }.map(|r| r.err)
     }
 
@@ -550,9 +560,7 @@ impl Context {
     /// the node that carries this context's cancellation (Go's tests read
     /// `len(children)`). A child leaves the count when it is canceled or dropped.
     pub fn live_children(&self) -> usize {
-        self.carrier()
-            .and_then(|c| c.cancel_part().children())
-            .map_or(0, |set| set.len())
+        self.carrier().map_or(0, |c| c.cancel_part().children.len())
     }
 
     /// Whether both handles are the same context: `self == other`.

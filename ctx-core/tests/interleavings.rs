@@ -199,27 +199,31 @@ struct SetLayouts {
     segment_2: (usize, usize),
 }
 
-/// Finds the [`SetLayouts`] by watching a throwaway parent get its first 13
+/// Finds the [`SetLayouts`] by watching a throwaway parent get its first 14
 /// children, so that the stalls below hit exactly the allocation they mean to
-/// whatever the sizes are.
+/// whatever the sizes are. The first child takes the parent's inline slot; the
+/// second allocates the set and takes its index 0.
 fn set_layouts() -> SetLayouts {
     let (parent, _cancel) = Context::background().with_cancel();
-    let mut children = Vec::with_capacity(13);
+    let mut children = Vec::with_capacity(14);
     // Each child's allocations, in order.
-    let mut allocations = Vec::with_capacity(13);
-    for _ in 0..13 {
+    let mut allocations = Vec::with_capacity(14);
+    for _ in 0..14 {
         let (child, layouts) = layouts_allocated_by(|| parent.with_cancel());
         children.push(child);
         allocations.push(layouts);
     }
-    // The second child allocates its node and nothing else.
-    assert_eq!(
-        allocations[1].len(),
-        1,
-        "a plain child allocated {:?}",
-        allocations[1]
-    );
-    let node = allocations[1][0];
+    // The first child (inline) and the third (set index 1) allocate their node
+    // and nothing else.
+    for plain in [0, 2] {
+        assert_eq!(
+            allocations[plain].len(),
+            1,
+            "a plain child allocated {:?}",
+            allocations[plain]
+        );
+    }
+    let node = allocations[2][0];
     let besides_node = |index: usize| -> (usize, usize) {
         let layouts = &allocations[index];
         let rest: Vec<_> = layouts.iter().filter(|&&l| l != node).collect();
@@ -231,11 +235,11 @@ fn set_layouts() -> SetLayouts {
         *rest[0]
     };
     SetLayouts {
-        // The first child creates the set, the one at index 4 segment 1, the one
-        // at index 12 segment 2.
-        set: besides_node(0),
-        segment_1: besides_node(4),
-        segment_2: besides_node(12),
+        // The second child creates the set, the one at set index 4 segment 1,
+        // the one at set index 12 segment 2.
+        set: besides_node(1),
+        segment_1: besides_node(5),
+        segment_2: besides_node(13),
     }
 }
 
@@ -255,9 +259,9 @@ fn a_cancel_reaches_a_child_registered_past_a_segment_still_being_allocated() {
     let layouts = set_layouts();
 
     let (parent, cancel_parent) = Context::background().with_cancel();
-    // Segment 0: four inline slots, and the set itself.
-    let first: Vec<(Context, CancelFunc)> = (0..4).map(|_| parent.with_cancel()).collect();
-    assert_eq!(parent.live_children(), 4);
+    // The parent's inline slot, then the set with segment 0 (four slots).
+    let first: Vec<(Context, CancelFunc)> = (0..5).map(|_| parent.with_cancel()).collect();
+    assert_eq!(parent.live_children(), 5);
 
     // Eight threads take indices 4..12 (all of segment 1). Each finds the segment
     // missing and allocates it, and all eight stall in that allocation.
@@ -306,7 +310,7 @@ fn a_cancel_reaches_a_child_registered_past_a_segment_still_being_allocated() {
         "the parent's cancel missed the child registered in segment 2 while segment 1 \
          was still being allocated"
     );
-    assert_eq!(first_after_cancel, vec![Some(Error::Canceled); 4]);
+    assert_eq!(first_after_cancel, vec![Some(Error::Canceled); 5]);
     for (child, _) in &stalled {
         assert_eq!(
             child.err(),
@@ -361,9 +365,11 @@ fn a_merge_born_done_leaves_every_live_parent_it_joined() {
 
     // The forced interleaving.
     let (a, cancel_a) = Context::background().with_cancel();
-    // A already has a child set; B gets one when the merge joins it.
-    let (_a_child, _cancel_a_child) = a.with_cancel();
+    // A already has a child set (its inline slot is taken, then one set slot);
+    // B's inline slot is taken, so it gets a set when the merge joins it.
+    let a_children = [a.with_cancel(), a.with_cancel()];
     let (b, _cancel_b) = Context::background().with_cancel();
+    let (_b_child, _cancel_b_child) = b.with_cancel();
     let registrant = {
         let parents = [a.clone(), b.clone(), done.clone()];
         thread::spawn(move || {
@@ -379,7 +385,7 @@ fn a_merge_born_done_leaves_every_live_parent_it_joined() {
     );
     assert_eq!(
         a.live_children(),
-        2,
+        3,
         "the merge had not joined A before it stalled: the interleaving was not forced"
     );
     cancel_a.cancel();
@@ -393,13 +399,14 @@ fn a_merge_born_done_leaves_every_live_parent_it_joined() {
     );
     assert_eq!(
         b.live_children(),
-        0,
+        1,
         "the merge node is done but still registered with its live parent B"
     );
     assert_eq!(a.live_children(), 0);
     assert_eq!(b.err(), None, "B is not canceled by its done child");
     drop((merged, cancel_merged));
-    assert_eq!(b.live_children(), 0);
+    assert_eq!(b.live_children(), 1);
+    drop(a_children);
 }
 
 // ===== defect: a losing cancel returned before the subtree was done =====
@@ -463,34 +470,37 @@ fn a_cancel_that_lost_the_race_returns_only_after_the_subtree_is_done() {
     );
 }
 
-/// A registration that reads its parent live, then stalls in the allocation of
-/// the parent's child set while the parent is closed as a leaf, must not make the
-/// parent look unfinished: a later cancel of it that lost the race returns. (A
-/// version of the linearizable cancel inferred "complete" from "no child set" and
-/// waited forever here.)
+/// A registration racing the close of a leaf must not make the leaf look
+/// unfinished: a later cancel of it that lost the race returns. (A version of
+/// the linearizable cancel inferred "complete" from "no child set" and waited
+/// forever when a registrant read the leaf live, then stalled in the allocation
+/// of its child set across the close. Registration now flags the carrier before
+/// it allocates anything, and the first child takes the inline slot; the
+/// registrant here stalls in the allocation of its own node, the last point at
+/// which it can still stall before it reads the leaf.)
 #[test]
 #[cfg_attr(miri, ignore = "stalls real threads inside the allocator")]
 fn a_registration_stalled_across_a_leaf_close_does_not_stall_a_losing_cancel() {
     let _serial = GATE_USERS.lock().unwrap_or_else(|e| e.into_inner());
     GATE.reset();
     let _open = OpenGateOnDrop;
-    // The child set's layout: what a parent's first child allocates besides itself.
+    // A child node's layout.
     let (probe, _cancel_probe) = Context::background().with_cancel();
-    let (first, layouts) = layouts_allocated_by(|| probe.with_cancel());
-    let (second, node_only) = layouts_allocated_by(|| probe.with_cancel());
-    assert_eq!(node_only.len(), 1);
-    let set_layout = *layouts
-        .iter()
-        .find(|layout| **layout != node_only[0])
-        .expect("the first child allocated no child set");
-    drop((first, second));
+    let (first, node_only) = layouts_allocated_by(|| probe.with_cancel());
+    assert_eq!(
+        node_only.len(),
+        1,
+        "the first child allocated {node_only:?}"
+    );
+    let node_layout = node_only[0];
+    drop(first);
 
     let (root, cancel_root) = Context::background().with_cancel();
     let (leaf, cancel_leaf) = root.with_cancel();
     let registrant = {
         let leaf = leaf.clone();
         thread::spawn(move || {
-            arm_stall(set_layout.0, set_layout.1);
+            arm_stall(node_layout.0, node_layout.1);
             leaf.with_cancel()
         })
     };
@@ -498,13 +508,13 @@ fn a_registration_stalled_across_a_leaf_close_does_not_stall_a_losing_cancel() {
         eventually(|| GATE.arrived() == 1),
         "the registrant never stalled"
     );
-    // The leaf closes while its first registrant is inside the set's allocation.
+    // The leaf closes while its first registrant is inside an allocation.
     cancel_root.cancel();
     GATE.open();
     let (late, _cancel_late) = registrant.join().unwrap();
     assert_eq!(late.err(), Some(Error::Canceled));
     support::within_watchdog(
-        "a losing cancel of a leaf that got a late child set",
+        "a losing cancel of a leaf that a late registrant raced",
         move || {
             cancel_leaf.cancel();
         },

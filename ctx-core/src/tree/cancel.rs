@@ -364,7 +364,6 @@ impl Walk {
             self.leave(node, !state::has(word, COMPLETE));
             return;
         }
-        let set = part.children().expect("flagged without a set");
         let step = u32::try_from(self.stack.len()).expect("a walk deeper than 4 billion");
         self.stack.push(Step::Complete {
             node,
@@ -376,7 +375,7 @@ impl Walk {
         // The children get this node's reason: its error and cause, whoever
         // ended it (Go: a child canceled through its parent has the parent's).
         let reason = clone_reason(word);
-        set.drain(|raw| {
+        part.children.drain(|raw| {
             // SAFETY: `drain` hands over each entry it swapped out; we own its
             // reference.
             match unsafe { Entry::from_raw(raw) } {

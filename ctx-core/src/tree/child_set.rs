@@ -3,7 +3,15 @@
 //!
 //! # Shape
 //!
-//! Entries live in slots. Slots come in segments that double in size (4 slots
+//! A node's [`Children`] are one inline slot and a [`ChildSet`] allocated on
+//! demand. Registrants use the inline slot as long as no set exists: a chain of
+//! contexts, or a parent whose children come and go one at a time, never
+//! allocates a set. The first registrant that finds the inline slot taken
+//! allocates the set, and from then on every registrant uses the set (so the
+//! inline slot, next to the node's state word, is not written by threads that
+//! churn children of a shared parent). The inline slot's index is [`INLINE`].
+//!
+//! In a set, entries live in slots. Slots come in segments that double in size (4 slots
 //! inline in the set, then 8, 16, … allocated on demand), never moved or freed
 //! while the set lives, so a slot index stays valid and a `&Slot` stays
 //! dereferenceable for the set's whole life. Segments are allocated by whichever
@@ -25,12 +33,15 @@
 //!
 //! The set itself has no "closed" flag: the owner node's state word is the flag.
 //!
-//! * **insert** (creating a child, registering a callback): pop or bump an index,
-//!   store the entry into the slot (`SeqCst`), then load the owner's state
+//! * **insert** (creating a child, registering a callback): CAS the inline slot
+//!   from empty to the entry (`SeqCst`) if no set exists yet; otherwise pop or
+//!   bump an index and store the entry into that slot (`SeqCst`). Then load the
+//!   owner's state
 //!   (`SeqCst`). If the owner is done, try to [`ChildSet::remove`] the entry again
 //!   and act as the canceler would for it.
-//! * **cancel**: CAS the owner's state to done (`SeqCst`), then [`ChildSet::drain`]:
-//!   load the count of indices handed out (`SeqCst`), then every segment pointer
+//! * **cancel**: CAS the owner's state to done (`SeqCst`), then [`Children::drain`]:
+//!   load the inline slot (`SeqCst`) and swap it empty if it holds an entry; load
+//!   the set pointer (`SeqCst`) and, if there is a set, load the count of indices handed out (`SeqCst`), then every segment pointer
 //!   and every slot up to it (`SeqCst`), and `swap` each non-empty slot to null.
 //!   What a swap returns, the canceler owns. (An inserter takes a fresh index by a
 //!   `SeqCst` RMW of that count before it stores, so a drain that must see its
@@ -43,7 +54,8 @@
 //! Why no entry is lost (the store-then-load pattern on both sides, a Dekker pair):
 //! all four operations are `SeqCst`, so they sit in one total order. If the
 //! inserter's state load does not see the cancel, it precedes the canceler's state
-//! CAS, so the inserter's slot store (and the segment CAS before it) precede the
+//! CAS, so the inserter's slot store or inline CAS (and the set's and segment's
+//! installing CAS before it) precede the
 //! canceler's loads of that segment and slot: the canceler finds the entry. If the
 //! inserter does see the cancel, it tries to take the entry back. Either way exactly
 //! one party wins the slot (swap and CAS are atomic on it), and that party handles
@@ -346,6 +358,141 @@ impl std::fmt::Debug for ChildSet {
         f.debug_struct("ChildSet")
             .field("live", &self.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// The slot index of an entry held in the inline slot of [`Children`]. Set
+/// indices stay below 2^26, so it never names a set slot.
+pub(crate) const INLINE: u32 = u32::MAX - 1;
+
+/// A node's children and callbacks: one inline slot, then a [`ChildSet`]
+/// allocated on demand (module docs).
+#[derive(Debug)]
+pub(crate) struct Children {
+    /// A tagged entry pointer, or null; used only while `set` is null.
+    inline: AtomicPtr<()>,
+    /// The set, once a registrant found the inline slot taken.
+    set: AtomicPtr<ChildSet>,
+}
+
+impl Children {
+    pub(crate) fn new() -> Children {
+        Children {
+            inline: AtomicPtr::new(ptr::null_mut()),
+            set: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+
+    /// Stores `entry` (a non-null tagged pointer) and returns its slot index
+    /// ([`INLINE`] or an index in the set). The caller's duty afterwards is as
+    /// for [`ChildSet::insert`].
+    pub(crate) fn insert(&self, entry: *mut ()) -> u32 {
+        debug_assert!(!entry.is_null());
+        // Acquire: a set seen here is dereferenced below. A null that is stale
+        // only sends us to the inline slot, which is as correct (just not what
+        // keeps the inline line quiet).
+        if self.set.load(Ordering::Acquire).is_null()
+            // SeqCst: the store half of the insert side of the Dekker pair (module
+            // docs), as the set's slot store; its release publishes the entry.
+            && self
+                .inline
+                .compare_exchange(ptr::null_mut(), entry, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+        {
+            crate::sync::dekker_point();
+            return INLINE;
+        }
+        self.set_or_init().insert(entry)
+    }
+
+    /// Empties slot `index` if it still holds `entry`; true if it did, and then
+    /// the entry's owned reference belongs to the caller.
+    pub(crate) fn remove(&self, index: u32, entry: *mut ()) -> bool {
+        if index == INLINE {
+            // AcqRel: acquire so the winner sees the entry as stored; release so
+            // the emptied slot is published before a later inserter's CAS.
+            return self
+                .inline
+                .compare_exchange(entry, ptr::null_mut(), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok();
+        }
+        self.set()
+            .expect("a set index without a set")
+            .remove(index, entry)
+    }
+
+    /// Takes every entry out; the owner's state must already be done.
+    pub(crate) fn drain(&self, mut each: impl FnMut(*mut ())) {
+        // SeqCst: the load half of the canceler's side of the Dekker pair; the
+        // load filters an empty slot without a read-modify-write.
+        if !self.inline.load(Ordering::SeqCst).is_null() {
+            // AcqRel: acquire the entry's contents; the swap decides ownership.
+            let entry = self.inline.swap(ptr::null_mut(), Ordering::AcqRel);
+            if !entry.is_null() {
+                each(entry);
+            }
+        }
+        if let Some(set) = self.set() {
+            set.drain(each);
+        }
+    }
+
+    /// How many entries are registered right now (introspection; see
+    /// [`ChildSet::len`]).
+    pub(crate) fn len(&self) -> usize {
+        // Relaxed: a snapshot, as in `ChildSet::len`.
+        let inline = usize::from(!self.inline.load(Ordering::Relaxed).is_null());
+        inline + self.set().map_or(0, ChildSet::len)
+    }
+
+    /// Whether nothing was ever left here: no inline entry and no set (for a
+    /// node being dropped, which nobody else can reach).
+    pub(crate) fn is_untouched(&mut self) -> bool {
+        crate::sync::ptr_get_mut(&mut self.inline).is_null()
+            && crate::sync::ptr_get_mut(&mut self.set).is_null()
+    }
+
+    /// The set, if a registrant ever needed one.
+    pub(crate) fn set(&self) -> Option<&ChildSet> {
+        // SeqCst: the canceler's load pairs with the SeqCst CAS that installs the
+        // set (the Dekker argument in the module docs).
+        let set = self.set.load(Ordering::SeqCst);
+        // SAFETY: once installed, the set lives as long as `self`.
+        unsafe { set.as_ref() }
+    }
+
+    /// The set, allocated on first use.
+    fn set_or_init(&self) -> &ChildSet {
+        if let Some(set) = self.set() {
+            return set;
+        }
+        let fresh = Box::into_raw(Box::new(ChildSet::new()));
+        // SeqCst: part of the insert side of the Dekker pair (module docs); also
+        // publishes the fresh set.
+        match self
+            .set
+            .compare_exchange(ptr::null_mut(), fresh, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            // SAFETY: just installed; it lives as long as `self`.
+            Ok(_) => unsafe { &*fresh },
+            Err(existing) => {
+                // SAFETY: `fresh` was never shared; another thread installed its set.
+                drop(unsafe { Box::from_raw(fresh) });
+                // SAFETY: installed sets live as long as `self`.
+                unsafe { &*existing }
+            }
+        }
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        let set = crate::sync::ptr_get_mut(&mut self.set);
+        if !set.is_null() {
+            // SAFETY: allocated by `set_or_init` with `Box::new`, and `&mut self`
+            // proves nobody else can reach it any more.
+            drop(unsafe { Box::from_raw(set) });
+        }
     }
 }
 

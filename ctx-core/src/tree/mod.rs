@@ -1,8 +1,8 @@
 //! The cancellation tree: the one home of every lock-free protocol in the crate.
 //!
 //! A context is a handle on a [`node`] (or one of the two roots). Cancelable
-//! nodes ("carriers") keep their children and `after_func` callbacks in a
-//! lock-free [`child_set`]; every other node points at the nearest carrier above
+//! nodes ("carriers") keep their children and `after_func` callbacks in an
+//! inline slot and a lock-free [`child_set`]; every other node points at the nearest carrier above
 //! it, so checking any context is one load of its carrier's state word. The public
 //! files (`context`, `cancel`, `after_func`, `waiter`, `timer`) are facades over
 //! the functions here.
@@ -10,7 +10,7 @@
 //! | file | protocol |
 //! |---|---|
 //! | [`state`] | the state word: live/done, reason, `WAITERS`/`UNCLAIMED`/`COMPLETE` |
-//! | [`child_set`] | slots, segments, free stack; the insert/drain Dekker pair |
+//! | [`child_set`] | the inline slot, then slots, segments, free stack; the insert/drain Dekker pair |
 //! | [`register`] | the one registration routine (insert → re-check → take back) for children, callbacks and merge parents; detaching |
 //! | [`cancel`] | closing, the subtree walk, and what a returned cancel guarantees |
 //! | [`work`] | the user code a cancel sets free, run after the walk |
@@ -53,8 +53,8 @@
 //! | atomic | written by | ordering | pairs with |
 //! |---|---|---|---|
 //! | `CancelPart::state` | close (CAS), claim (CAS), `COMPLETE` (`fetch_or`), waiter (CAS) | `SeqCst`, `Release` for `COMPLETE` | readers' `Acquire` load (the record); the registrant's `SeqCst` load (Dekker); the waiter's `SeqCst` RMW (lost wake-up); `is_complete`'s load |
-//! | `ChildSet` slots | insert's store, remove's CAS, drain's swap | `SeqCst` / `AcqRel` | each other (`child_set`) |
-//! | `CancelPart::children`, segment pointers | first insert's CAS | `SeqCst` | the canceler's `SeqCst` loads |
+//! | `ChildSet` slots, the inline slot | insert's store (inline: CAS), remove's CAS, drain's swap | `SeqCst` / `AcqRel` | each other (`child_set`) |
+//! | the set pointer in `Children`, segment pointers | first insert's CAS | `SeqCst` | the canceler's `SeqCst` loads |
 //! | slot index fields | registrant's store, detacher's swap | `Release` / `AcqRel` | each other (`register`) |
 //! | `Header::strong`/`weak` | clone, drop, upgrade | as `Arc` | as `Arc` |
 //! | `Callback::state` | claims | `AcqRel` CAS | each other (`callback`) |

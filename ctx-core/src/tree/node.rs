@@ -15,7 +15,7 @@
 //! [`CancelFunc`]: crate::CancelFunc
 //! [`Expiry`]: crate::Expiry
 
-use super::child_set::ChildSet;
+use super::child_set::Children;
 use super::state::{self, Reason, Record, Word};
 use super::wait::Waiters;
 use super::work::Work;
@@ -91,8 +91,8 @@ pub(crate) struct Header {
 pub(crate) struct CancelPart {
     /// Live or done and why: see [`state`].
     pub(crate) state: AtomicPtr<Record>,
-    /// Children and callbacks, allocated on first use.
-    pub(crate) children: AtomicPtr<ChildSet>,
+    /// Children and callbacks: an inline slot, then a set allocated on demand.
+    pub(crate) children: Children,
     /// Where `Done` futures and blocking waits sleep.
     pub(crate) waiters: Waiters,
     /// Whether a deadline applies here (this node's or an ancestor's): only then do
@@ -299,19 +299,17 @@ impl Drop for CancelPart {
             // reach the node any more.
             drop(unsafe { Reason::from_word(word) });
         }
-        let set = crate::sync::ptr_get_mut(&mut self.children);
-        if !set.is_null() {
-            // SAFETY: allocated by `CancelPart::children_or_init` with `Box::new`, and
-            // the node is being dropped, so nobody else reaches the set.
-            let set = unsafe { Box::from_raw(set) };
-            // Usually empty: children keep their parent alive, and a canceled node
-            // drained its set. Callbacks of a context that was never canceled remain;
-            // dropping them runs their closures' `Drop`s, each guarded so that one
-            // panic cannot leak the rest (the first is resumed afterwards).
-            let mut panic = None;
-            set.drain(|raw| super::work::catch(&mut panic, || super::register::release_entry(raw)));
-            super::work::resume(panic);
+        // Usually empty: children keep their parent alive, and a canceled node
+        // drained its set. Callbacks of a context that was never canceled remain;
+        // dropping them runs their closures' `Drop`s, each guarded so that one
+        // panic cannot leak the rest (the first is resumed afterwards).
+        if self.children.is_untouched() {
+            return;
         }
+        let mut panic = None;
+        self.children
+            .drain(|raw| super::work::catch(&mut panic, || super::register::release_entry(raw)));
+        super::work::resume(panic);
     }
 }
 
@@ -609,44 +607,10 @@ impl CancelPart {
     pub(crate) fn new(has_deadline: bool) -> CancelPart {
         CancelPart {
             state: AtomicPtr::new(state::live()),
-            children: AtomicPtr::new(ptr::null_mut()),
+            children: Children::new(),
             waiters: Waiters::new(),
             has_deadline,
             slot: AtomicU32::new(UNREGISTERED),
-        }
-    }
-
-    /// The child set, if any child or callback was ever registered.
-    pub(crate) fn children(&self) -> Option<&ChildSet> {
-        // SeqCst: the canceler's load pairs with the SeqCst CAS that installs the set
-        // (the Dekker argument in `list`).
-        let set = self.children.load(Ordering::SeqCst);
-        // SAFETY: once installed, the set lives as long as the node.
-        unsafe { set.as_ref() }
-    }
-
-    /// The child set, allocated on first use.
-    pub(crate) fn children_or_init(&self) -> &ChildSet {
-        if let Some(set) = self.children() {
-            return set;
-        }
-        let fresh = Box::into_raw(Box::new(ChildSet::new()));
-        // SeqCst: part of the insert side of the Dekker pair in `list`; also
-        // publishes the fresh set.
-        match self.children.compare_exchange(
-            ptr::null_mut(),
-            fresh,
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        ) {
-            // SAFETY: just installed; it lives as long as the node.
-            Ok(_) => unsafe { &*fresh },
-            Err(existing) => {
-                // SAFETY: `fresh` was never shared; another thread installed its set.
-                drop(unsafe { Box::from_raw(fresh) });
-                // SAFETY: installed sets live as long as the node.
-                unsafe { &*existing }
-            }
         }
     }
 }
@@ -655,11 +619,13 @@ impl CancelPart {
 mod tests {
     use super::*;
 
-    /// The allocation behind `with_cancel` (and `with_cancel_cause`): one cache line.
+    /// The allocation behind `with_cancel` (and `with_cancel_cause`): 72 bytes,
+    /// of which 8 are the inline child slot that spares a chain of contexts a
+    /// child set per level.
     #[test]
-    fn a_cancel_node_is_64_bytes() {
+    fn a_cancel_node_is_72_bytes() {
         assert_eq!(std::mem::size_of::<Header>(), 32);
-        assert_eq!(std::mem::size_of::<CancelPart>(), 32);
-        assert_eq!(std::mem::size_of::<Node<CancelPart>>(), 64);
+        assert_eq!(std::mem::size_of::<CancelPart>(), 40);
+        assert_eq!(std::mem::size_of::<Node<CancelPart>>(), 72);
     }
 }

@@ -5,10 +5,11 @@
 //!
 //! 1. If the carrier is done already, nothing is inserted: the caller still owns
 //!    its entry and acts on the reason (a child is born done, a callback runs).
-//!    The first registrant of a carrier publishes its child set and then sets
-//!    `HAS_SET` in the state word by a CAS that fails once the carrier is done;
-//!    a close that finds no `HAS_SET` makes the node complete at once.
-//! 2. Otherwise the entry goes into a slot (`SeqCst` store), and the slot index is
+//!    The first registrant of a carrier sets `HAS_SET` in the state word by a
+//!    CAS that fails once the carrier is done; a close that finds no `HAS_SET`
+//!    makes the node complete at once.
+//! 2. Otherwise the entry goes into a slot (the inline slot's `SeqCst` CAS, or a
+//!    set slot's `SeqCst` store), and the slot index is
 //!    published in the registrant's index field (`Release`, see below).
 //! 3. Then the carrier's state is loaded again (`SeqCst`). Live: registered. Done:
 //!    the canceler may or may not have seen the entry (the Dekker pair in
@@ -114,10 +115,9 @@ pub(crate) fn register(carrier: NodeRef, entry: *mut (), index: Option<&AtomicU3
     let part = carrier.cancel_part();
     let mut word = carrier.state();
     if !state::is_done(word) && !state::has(word, HAS_SET) {
-        // The first registrant publishes the set, then flags it in the state word
-        // by a CAS that fails once the node is done: a close that does not see the
-        // flag makes the node complete at once, and no entry is ever inserted.
-        part.children_or_init();
+        // The first registrant flags the carrier's children as in use by a CAS
+        // that fails once the node is done: a close that does not see the flag
+        // makes the node complete at once, and no entry is ever inserted.
         word = publish_set(carrier);
     }
     if state::is_done(word) {
@@ -127,7 +127,7 @@ pub(crate) fn register(carrier: NodeRef, entry: *mut (), index: Option<&AtomicU3
             back: true,
         };
     }
-    let set = part.children().expect("flagged without a set");
+    let set = &part.children;
     let slot = set.insert(entry);
     if let Some(index) = index {
         // Release: publishes the insert (and the segment it used) to a detacher on
@@ -152,7 +152,8 @@ pub(crate) fn register(carrier: NodeRef, entry: *mut (), index: Option<&AtomicU3
     }
 }
 
-/// Sets `HAS_SET` on a carrier unless it is done; returns the word it left.
+/// Sets `HAS_SET` (children may be registered) on a carrier unless it is done;
+/// returns the word it left.
 fn publish_set(carrier: NodeRef) -> Word {
     let part = carrier.cancel_part();
     // Relaxed: only a first guess for the CAS loop.
@@ -219,23 +220,15 @@ pub(crate) fn detach(node: NodeRef) {
 
 /// Takes `node`'s entry out of `carrier`'s set at `slot`, if it is still there.
 fn leave(carrier: NodeRef, slot: u32, node: NodeRef) {
-    let set = carrier
-        .cancel_part()
-        .children()
-        .expect("registered without a set");
-    if set.remove(slot, node.as_entry()) {
+    if carrier.cancel_part().children.remove(slot, node.as_entry()) {
         node.dec_weak();
     }
 }
 
 /// Removes a callback registered with `carrier` at `slot`, if it is still there.
 pub(crate) fn deregister_callback(carrier: NodeRef, slot: u32, callback: &Arc<Callback>) {
-    let set = carrier
-        .cancel_part()
-        .children()
-        .expect("registered without a set");
     let raw = Entry::callback_ptr(callback);
-    if set.remove(slot, raw) {
+    if carrier.cancel_part().children.remove(slot, raw) {
         // SAFETY: we emptied the slot, so its reference is ours to release.
         drop(unsafe { Entry::from_raw(raw) });
     }

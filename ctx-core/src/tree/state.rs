@@ -12,7 +12,7 @@
 //! | `WAITERS` bit (4)       | a waiter registered with the node's event             |
 //! | `UNCLAIMED` bit (1)     | done by a read (an expired deadline), and nobody has taken on the subtree yet |
 //! | `COMPLETE` bit (2)      | done, and so is every node below it                   |
-//! | `HAS_SET` bit (8)       | a child set was published: children or callbacks may be registered |
+//! | `HAS_SET` bit (8)       | a registrant came: children or callbacks may be registered |
 //!
 //! Records are 16-byte aligned, so the four flag bits never collide with an
 //! address. The word goes from live to done exactly once, by a CAS, so the first

@@ -155,10 +155,16 @@ pub(crate) fn catch(panic: &mut Panic, f: impl FnOnce()) {
 
 /// Resumes a caught panic, unless this thread is unwinding already (then it is
 /// dropped: a second panic would abort the process).
+#[inline]
 pub(crate) fn resume(panic: Panic) {
-    if let Some(payload) = panic
-        && !std::thread::panicking()
-    {
+    if let Some(payload) = panic {
+        resume_payload(payload);
+    }
+}
+
+#[cold]
+fn resume_payload(payload: Box<dyn std::any::Any + Send>) {
+    if !std::thread::panicking() {
         panic::resume_unwind(payload);
     }
 }
