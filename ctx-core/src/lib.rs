@@ -84,8 +84,9 @@
 //! # Features
 //!
 //! * `anyhow`: `?` from a [`Cause`] into `anyhow::Result`.
-//! * `test-util` (a testing hook, exempt from semver): `timer::conformance`, the
-//!   [`Timer`] contract as a test kit for backends.
+//! * `test-util` (testing hooks, exempt from semver): `timer::conformance`, the
+//!   [`Timer`] contract as a test kit for backends; `testing`, hooks that let a
+//!   test force an interleaving inside the tree.
 //!
 //! Nothing depends on an executor.
 //!
@@ -109,6 +110,8 @@ mod future;
 mod group;
 mod runner;
 mod sync;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod timer;
 mod tree;
 mod waiter;

@@ -189,9 +189,10 @@ unsafe impl GlobalAlloc for StallingAllocator {
 
 // ===== defect: a cancel missed a child in a later segment =====
 
-/// The allocations behind a child set, as (size, align): the set itself (with
-/// segment 0, 4 slots, inline), segment 1 (a boxed slice of 8 slots of 16 bytes:
-/// an `AtomicPtr<()>` and an `AtomicU32`, padded) and segment 2 (16 slots).
+/// The allocations behind a child set, as (size, align): the set itself (a
+/// table of shards), a shard (with segment 0, 4 slots, inline), segment 1 (a
+/// boxed slice of 8 slots of 16 bytes: an `AtomicPtr<()>` and an `AtomicU32`,
+/// padded) and segment 2 (16 slots).
 #[derive(Clone, Copy, Debug)]
 struct SetLayouts {
     set: (usize, usize),
@@ -224,22 +225,22 @@ fn set_layouts() -> SetLayouts {
         );
     }
     let node = allocations[2][0];
-    let besides_node = |index: usize| -> (usize, usize) {
+    let besides_node = |index: usize, expected: usize| -> Vec<(usize, usize)> {
         let layouts = &allocations[index];
-        let rest: Vec<_> = layouts.iter().filter(|&&l| l != node).collect();
+        let rest: Vec<_> = layouts.iter().copied().filter(|&l| l != node).collect();
         assert_eq!(
             rest.len(),
-            1,
-            "child {index}: expected one allocation besides its node in {layouts:?}"
+            expected,
+            "child {index}: expected {expected} allocation(s) besides its node in {layouts:?}"
         );
-        *rest[0]
+        rest
     };
     SetLayouts {
-        // The second child creates the set, the one at set index 4 segment 1,
-        // the one at set index 12 segment 2.
-        set: besides_node(1),
-        segment_1: besides_node(5),
-        segment_2: besides_node(13),
+        // The second child creates the set and this thread's shard, the one at
+        // shard index 4 segment 1, the one at shard index 12 segment 2.
+        set: besides_node(1, 2)[0],
+        segment_1: besides_node(5, 1)[0],
+        segment_2: besides_node(13, 1)[0],
     }
 }
 
@@ -259,7 +260,10 @@ fn a_cancel_reaches_a_child_registered_past_a_segment_still_being_allocated() {
     let layouts = set_layouts();
 
     let (parent, cancel_parent) = Context::background().with_cancel();
-    // The parent's inline slot, then the set with segment 0 (four slots).
+    // Every thread here registers in one shard of the parent's set, so that
+    // they race for its segments.
+    ctx_core::testing::pin_child_shard(0);
+    // The parent's inline slot, then the shard with segment 0 (four slots).
     let first: Vec<(Context, CancelFunc)> = (0..5).map(|_| parent.with_cancel()).collect();
     assert_eq!(parent.live_children(), 5);
 
@@ -269,6 +273,7 @@ fn a_cancel_reaches_a_child_registered_past_a_segment_still_being_allocated() {
         .map(|_| {
             let parent = parent.clone();
             thread::spawn(move || {
+                ctx_core::testing::pin_child_shard(0);
                 arm_stall(layouts.segment_1.0, layouts.segment_1.1);
                 let child = parent.with_cancel();
                 // In case the layout was never hit: nothing else may stall later.

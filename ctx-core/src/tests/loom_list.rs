@@ -3,7 +3,7 @@
 //! segments allocated while a drain runs.
 
 use crate::sync::{Arc, AtomicUsize, Ordering};
-use crate::tree::child_set::ChildSet;
+use crate::tree::child_set::{ChildSet, Shard};
 use loom::thread;
 use std::ptr;
 
@@ -14,7 +14,7 @@ fn entry(n: usize) -> *mut () {
 
 /// Checks a set nobody uses any more: no entries, and every index ever handed
 /// out is on the free stack exactly once.
-fn assert_all_free(set: &ChildSet) {
+fn assert_all_free(set: &Shard) {
     assert_eq!(set.len(), 0);
     let (mut free, handed_out) = set.free_indices();
     free.sort_unstable();
@@ -33,7 +33,7 @@ fn assert_all_free(set: &ChildSet) {
 #[test]
 fn loom_list_free_stack_aba() {
     loom::model(|| {
-        let set = Arc::new(ChildSet::new());
+        let set = Arc::new(Shard::new());
         // Free stack: index 1 on top, then index 0.
         let a = set.insert(entry(1));
         let b = set.insert(entry(2));
@@ -64,7 +64,7 @@ fn loom_list_free_stack_aba() {
 #[test]
 fn loom_list_concurrent_insert_remove() {
     loom::model(|| {
-        let set = Arc::new(ChildSet::new());
+        let set = Arc::new(Shard::new());
         let a = set.insert(entry(1));
         let b = set.insert(entry(2));
         assert!(set.remove(a, entry(1)));
@@ -89,10 +89,22 @@ fn loom_list_concurrent_insert_remove() {
     });
 }
 
+/// Joins the inserters of entries 1 and 2, each of which says whether it took
+/// its entry back: each entry was drained or taken back, never both or neither.
+fn assert_drained_or_taken_back(drained: &[usize], inserters: Vec<thread::JoinHandle<bool>>) {
+    for (n, inserter) in [1, 2].into_iter().zip(inserters) {
+        let taken_back = inserter.join().unwrap();
+        assert!(
+            drained.contains(&n) != taken_back,
+            "entry {n} handled twice or lost"
+        );
+    }
+}
+
 /// A node's state word and child set, as far as the `list` protocol sees them.
 struct Owner {
     done: AtomicUsize,
-    set: ChildSet,
+    set: Shard,
 }
 
 /// Insert vs cancel (the Dekker pair), while the insert allocates a new segment:
@@ -103,7 +115,7 @@ fn loom_list_insert_vs_drain() {
     loom::model(|| {
         let owner = Arc::new(Owner {
             done: AtomicUsize::new(0),
-            set: ChildSet::new(),
+            set: Shard::new(),
         });
         // Fill the first segment, so the racing insert allocates the second one.
         for n in 0..4 {
@@ -147,7 +159,7 @@ fn loom_list_out_of_order_segments_vs_drain() {
     loom::model(|| {
         let owner = Arc::new(Owner {
             done: AtomicUsize::new(0),
-            set: ChildSet::new(),
+            set: Shard::new(),
         });
         for n in 0..4 {
             owner.set.insert(entry(100 + n));
@@ -172,13 +184,7 @@ fn loom_list_out_of_order_segments_vs_drain() {
         crate::sync::dekker_point();
         let mut drained = Vec::new();
         owner.set.drain(|e| drained.push(e.addr() / 8));
-        for (n, inserter) in [1, 2].into_iter().zip(inserters) {
-            let taken_back = inserter.join().unwrap();
-            assert!(
-                drained.contains(&n) != taken_back,
-                "entry {n} handled twice or lost"
-            );
-        }
+        assert_drained_or_taken_back(&drained, inserters);
         assert_eq!(owner.set.len(), 0);
     });
 }
@@ -190,7 +196,7 @@ fn loom_list_remove_vs_drain() {
     loom::model(|| {
         let owner = Arc::new(Owner {
             done: AtomicUsize::new(0),
-            set: ChildSet::new(),
+            set: Shard::new(),
         });
         let index = owner.set.insert(entry(1));
         let other = owner.set.insert(entry(2));
@@ -242,7 +248,7 @@ fn loom_list_segment_growth_vs_drain() {
     loom::model(|| {
         let owner = Arc::new(Owner {
             done: AtomicUsize::new(0),
-            set: ChildSet::new(),
+            set: Shard::new(),
         });
         // Segment 0 (4 slots), then 7 of segment 1's 8 slots.
         for n in 0..11 {
@@ -285,6 +291,62 @@ fn loom_list_segment_growth_vs_drain() {
         drained.retain(|&n| n >= 100);
         drained.sort_unstable();
         assert_eq!(drained, (100..111).collect::<Vec<_>>());
+        assert_eq!(owner.set.len(), 0);
+    });
+}
+
+/// A sharded set: two inserters put entries into two different shards, each of
+/// which the inserter allocates itself, while a drain runs, and a remover
+/// takes an entry out of a third shard that exists already. Every entry is
+/// handled exactly once (drained, or taken back by an inserter that saw the
+/// cancel, or removed), whichever shard it is in and whenever that shard was
+/// published.
+#[test]
+fn loom_list_shards_vs_drain() {
+    struct Sharded {
+        done: AtomicUsize,
+        set: ChildSet,
+    }
+    loom::model(|| {
+        let owner = Arc::new(Sharded {
+            done: AtomicUsize::new(0),
+            set: ChildSet::new(),
+        });
+        let standing = owner.set.insert_in(3, entry(100));
+        let removable = owner.set.insert_in(3, entry(101));
+
+        let inserters: Vec<_> = [1usize, 2]
+            .into_iter()
+            .map(|n| {
+                let owner = owner.clone();
+                thread::spawn(move || {
+                    let index = owner.set.insert_in(n, entry(n));
+                    // The registrant's SeqCst state load.
+                    if owner.done.load(Ordering::SeqCst) == 0 {
+                        return false;
+                    }
+                    owner.set.remove(index, entry(n))
+                })
+            })
+            .collect();
+        let remover = {
+            let owner = owner.clone();
+            thread::spawn(move || owner.set.remove(removable, entry(101)))
+        };
+
+        // The canceler's SeqCst state CAS, then the drain.
+        assert_eq!(owner.done.swap(1, Ordering::SeqCst), 0);
+        crate::sync::dekker_point();
+        let mut drained = Vec::new();
+        owner.set.drain(|e| drained.push(e.addr() / 8));
+        assert_drained_or_taken_back(&drained, inserters);
+        let removed = remover.join().unwrap();
+        assert!(
+            drained.contains(&101) != removed,
+            "entry 101 taken twice or lost"
+        );
+        assert!(drained.contains(&100));
+        assert!(!owner.set.remove(standing, entry(100)), "drained twice");
         assert_eq!(owner.set.len(), 0);
     });
 }

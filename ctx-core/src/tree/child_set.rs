@@ -11,8 +11,18 @@
 //! inline slot, next to the node's state word, is not written by threads that
 //! churn children of a shared parent). The inline slot's index is [`INLINE`].
 //!
-//! In a set, entries live in slots. Slots come in segments that double in size (4 slots
-//! inline in the set, then 8, 16, … allocated on demand), never moved or freed
+//! A set is split into shards (up to 16, each allocated by the first thread
+//! that inserts through it, and on cache lines of its own). A thread always
+//! inserts into its own shard (threads are numbered as they first insert and
+//! spread round-robin), so threads creating and dropping children of one
+//! parent do not write each other's free stacks and slots. A slot index names
+//! its shard in its top bits, so a child dropped on another thread finds its
+//! slot. A drain visits every shard. The set's memory is a 128-byte table plus
+//! a shard per thread that ever inserted.
+//!
+//! In a shard, entries live in slots. Slots come in segments that double in
+//! size (4 slots
+//! inline in the shard, then 8, 16, … allocated on demand), never moved or freed
 //! while the set lives, so a slot index stays valid and a `&Slot` stays
 //! dereferenceable for the set's whole life. Segments are allocated by whichever
 //! inserter first needs them, so they can appear out of order (an inserter may
@@ -90,8 +100,10 @@ const INDEX_MASK: u64 = (1 << 26) - 1;
 /// of more than four minutes at exactly the wrong moment.
 const TAG_ONE: u64 = 1 << 26;
 
-/// The set of children and callbacks of one cancelable node.
-pub(crate) struct ChildSet {
+/// One shard of a [`ChildSet`]: its own slots, segments and free stack, on
+/// cache lines of its own.
+#[repr(align(128))]
+pub(crate) struct Shard {
     /// Head of the free-index stack: `generation << 32 | (index + 1)`.
     free: AtomicU64,
     /// The next index never handed out.
@@ -118,9 +130,9 @@ struct Slot {
     next_free: AtomicU32,
 }
 
-impl ChildSet {
-    pub(crate) fn new() -> ChildSet {
-        ChildSet {
+impl Shard {
+    pub(crate) fn new() -> Shard {
+        Shard {
             free: AtomicU64::new(0),
             bump: AtomicUsize::new(0),
             first: std::array::from_fn(|_| Slot::new()),
@@ -336,7 +348,7 @@ impl ChildSet {
     }
 }
 
-impl Drop for ChildSet {
+impl Drop for Shard {
     fn drop(&mut self) {
         // Relaxed: `&mut self`, nobody else can reach the set.
         let in_use = segments_in_use(self.bump.load(Ordering::Relaxed));
@@ -353,6 +365,137 @@ impl Drop for ChildSet {
     }
 }
 
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("live", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many shards a [`ChildSet`] has room for. Threads are spread over them
+/// by a per-thread number; with more threads than shards, some share one.
+const SHARDS: usize = 16;
+/// Where the shard number sits in a slot index (above the shard's own index,
+/// which stays below 2^26).
+const SHARD_SHIFT: u32 = 26;
+
+/// The set of children and callbacks of one cancelable node: up to [`SHARDS`]
+/// shards, each allocated by the first thread that inserts through it, so that
+/// threads creating and dropping children of one parent write lines of their
+/// own (module docs).
+pub(crate) struct ChildSet {
+    shards: [AtomicPtr<Shard>; SHARDS],
+}
+
+impl ChildSet {
+    pub(crate) fn new() -> ChildSet {
+        ChildSet {
+            shards: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+        }
+    }
+
+    /// Stores `entry` (a non-null tagged pointer) in the calling thread's shard
+    /// and returns its slot index; see [`Shard::insert`] for what the caller
+    /// must do next.
+    pub(crate) fn insert(&self, entry: *mut ()) -> u32 {
+        self.insert_in(current_shard(), entry)
+    }
+
+    /// [`insert`](Self::insert) into shard `k`.
+    pub(crate) fn insert_in(&self, k: usize, entry: *mut ()) -> u32 {
+        let index = self.shard_or_init(k).insert(entry);
+        debug_assert!(index < 1 << SHARD_SHIFT);
+        ((k as u32) << SHARD_SHIFT) | index
+    }
+
+    /// Empties slot `index` if it still holds `entry`; true if it did, and then the
+    /// entry's owned reference belongs to the caller.
+    pub(crate) fn remove(&self, index: u32, entry: *mut ()) -> bool {
+        let k = (index >> SHARD_SHIFT) as usize;
+        // Acquire: pairs with the CAS that installed the shard; the index was
+        // handed out by it, so it exists.
+        let shard = self.shards[k].load(Ordering::Acquire);
+        // SAFETY: installed shards live as long as the set.
+        let shard = unsafe { shard.as_ref() }.expect("an index of a shard never installed");
+        shard.remove(index & ((1 << SHARD_SHIFT) - 1), entry)
+    }
+
+    /// Takes every entry out of the set; the owner's state must already be done.
+    pub(crate) fn drain(&self, mut each: impl FnMut(*mut ())) {
+        for shard in &self.shards {
+            // SeqCst: the canceler's side of the Dekker pair (module docs), for
+            // the shard pointer, as for segment pointers.
+            // SAFETY: installed shards live as long as the set.
+            if let Some(shard) = unsafe { shard.load(Ordering::SeqCst).as_ref() } {
+                shard.drain(&mut each);
+            }
+        }
+    }
+
+    /// How many entries the set holds right now (introspection; a scan).
+    pub(crate) fn len(&self) -> usize {
+        self.shards
+            .iter()
+            // Acquire: pairs with the CAS that installed the shard.
+            // SAFETY: installed shards live as long as the set.
+            .filter_map(|shard| unsafe { shard.load(Ordering::Acquire).as_ref() })
+            .map(Shard::len)
+            .sum()
+    }
+
+    fn shard_or_init(&self, k: usize) -> &Shard {
+        // SAFETY: shards are only ever installed by `install`, and freed with the
+        // set.
+        unsafe { install(&self.shards[k], Shard::new) }
+    }
+}
+
+/// The value behind `pointer`, installed (boxed) by this call if there was none:
+/// the loser of a race frees its own copy.
+///
+/// # Safety
+///
+/// `pointer` must be null or point to a boxed `T` that lives as long as the
+/// borrow of `pointer`, and only ever be set by this function.
+unsafe fn install<T>(pointer: &AtomicPtr<T>, make: impl FnOnce() -> T) -> &T {
+    // SeqCst: the canceler's loads of the pointer pair with the installing CAS
+    // (the Dekker argument in the module docs); a plain Acquire would do for
+    // dereferencing alone.
+    let current = pointer.load(Ordering::SeqCst);
+    // SAFETY: installed values live as long as `pointer` (the caller's contract).
+    if let Some(value) = unsafe { current.as_ref() } {
+        return value;
+    }
+    let fresh = Box::into_raw(Box::new(make()));
+    // SeqCst: part of the insert side of the Dekker pair (module docs): the
+    // value must be visible to a canceler that could miss the insert's state
+    // load; also publishes the fresh value.
+    match pointer.compare_exchange(ptr::null_mut(), fresh, Ordering::SeqCst, Ordering::SeqCst) {
+        // SAFETY: just installed; it lives as long as `pointer`.
+        Ok(_) => unsafe { &*fresh },
+        Err(existing) => {
+            // SAFETY: `fresh` was never shared; another thread installed its own.
+            drop(unsafe { Box::from_raw(fresh) });
+            // SAFETY: installed values live as long as `pointer`.
+            unsafe { &*existing }
+        }
+    }
+}
+
+impl Drop for ChildSet {
+    fn drop(&mut self) {
+        for shard in &mut self.shards {
+            let shard = crate::sync::ptr_get_mut(shard);
+            if !shard.is_null() {
+                // SAFETY: allocated by `install` with `Box::new`, and
+                // `&mut self` proves nobody else can reach it any more.
+                drop(unsafe { Box::from_raw(shard) });
+            }
+        }
+    }
+}
+
 impl std::fmt::Debug for ChildSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChildSet")
@@ -360,6 +503,53 @@ impl std::fmt::Debug for ChildSet {
             .finish_non_exhaustive()
     }
 }
+
+/// The shard the calling thread inserts into: threads are numbered in the order
+/// they first insert anywhere, and spread round-robin over the shards.
+#[cfg(not(all(test, ctx_loom)))]
+fn current_shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    SHARD
+        .try_with(|shard| {
+            if shard.get() == UNSET {
+                // Relaxed: only a number; nothing is published through it.
+                shard.set(NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS);
+            }
+            shard.get()
+        })
+        // A thread-local already destroyed (a child created in a thread-local's
+        // `Drop`): any shard is correct.
+        .unwrap_or(0)
+}
+
+#[cfg(not(all(test, ctx_loom)))]
+const UNSET: usize = usize::MAX;
+
+#[cfg(not(all(test, ctx_loom)))]
+thread_local! {
+    /// The calling thread's shard, once it inserted anywhere.
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(UNSET) };
+}
+
+/// Makes the calling thread insert into shard `k` (modulo the shard count) of
+/// every set from now on: a test hook, so that several threads can be made to
+/// share one shard.
+#[cfg(all(feature = "test-util", not(all(test, ctx_loom))))]
+pub(crate) fn pin_current_shard(k: usize) {
+    SHARD.with(|shard| shard.set(k % SHARDS));
+}
+
+/// Under loom every model thread runs on one OS thread: one shard for all, so
+/// that the models of whole contexts stay deterministic. The set's own models
+/// pick shards explicitly with `insert_in`.
+#[cfg(all(test, ctx_loom))]
+fn current_shard() -> usize {
+    0
+}
+
+/// Under loom, every thread uses shard 0 already.
+#[cfg(all(feature = "test-util", test, ctx_loom))]
+pub(crate) fn pin_current_shard(_k: usize) {}
 
 /// The slot index of an entry held in the inline slot of [`Children`]. Set
 /// indices stay below 2^26, so it never names a set slot.
@@ -463,25 +653,9 @@ impl Children {
 
     /// The set, allocated on first use.
     fn set_or_init(&self) -> &ChildSet {
-        if let Some(set) = self.set() {
-            return set;
-        }
-        let fresh = Box::into_raw(Box::new(ChildSet::new()));
-        // SeqCst: part of the insert side of the Dekker pair (module docs); also
-        // publishes the fresh set.
-        match self
-            .set
-            .compare_exchange(ptr::null_mut(), fresh, Ordering::SeqCst, Ordering::SeqCst)
-        {
-            // SAFETY: just installed; it lives as long as `self`.
-            Ok(_) => unsafe { &*fresh },
-            Err(existing) => {
-                // SAFETY: `fresh` was never shared; another thread installed its set.
-                drop(unsafe { Box::from_raw(fresh) });
-                // SAFETY: installed sets live as long as `self`.
-                unsafe { &*existing }
-            }
-        }
+        // SAFETY: the set is only ever installed by `install`, and freed with
+        // `self`.
+        unsafe { install(&self.set, ChildSet::new) }
     }
 }
 
@@ -489,7 +663,7 @@ impl Drop for Children {
     fn drop(&mut self) {
         let set = crate::sync::ptr_get_mut(&mut self.set);
         if !set.is_null() {
-            // SAFETY: allocated by `set_or_init` with `Box::new`, and `&mut self`
+            // SAFETY: allocated by `install` with `Box::new`, and `&mut self`
             // proves nobody else can reach it any more.
             drop(unsafe { Box::from_raw(set) });
         }
@@ -546,7 +720,7 @@ mod tests {
 
     #[test]
     fn freed_indices_are_reused() {
-        let set = ChildSet::new();
+        let set = Shard::new();
         let entry = std::ptr::dangling_mut::<u64>().cast::<()>();
         for _ in 0..1000 {
             let a = set.insert(entry);
@@ -554,5 +728,35 @@ mod tests {
         }
         assert_eq!(set.bump.load(Ordering::Relaxed), 1);
         assert_eq!(set.len(), 0);
+    }
+
+    /// Indices name their shard: entries of several shards live side by side,
+    /// are removed through their own shard, and a drain finds them all.
+    #[test]
+    fn shards_keep_their_own_indices() {
+        let set = ChildSet::new();
+        let entry = |n: usize| std::ptr::without_provenance_mut::<()>(8 * n);
+        let indices: Vec<u32> = (0..SHARDS)
+            .flat_map(|k| (0..3).map(move |i| (k, i)))
+            .map(|(k, i)| set.insert_in(k, entry(10 * k + i + 1)))
+            .collect();
+        assert_eq!(set.len(), 3 * SHARDS);
+        // The second entry of every shard leaves by its index.
+        for k in 0..SHARDS {
+            assert!(set.remove(indices[3 * k + 1], entry(10 * k + 2)));
+            assert!(!set.remove(indices[3 * k + 1], entry(10 * k + 2)));
+        }
+        let mut drained = Vec::new();
+        set.drain(|e| drained.push(e.addr() / 8));
+        drained.sort_unstable();
+        let mut expected: Vec<usize> = (0..SHARDS).flat_map(|k| [10 * k + 1, 10 * k + 3]).collect();
+        expected.sort_unstable();
+        assert_eq!(drained, expected);
+        assert_eq!(set.len(), 0);
+        // Threads spread over the shards.
+        let shards: std::collections::HashSet<usize> = (0..4)
+            .map(|_| std::thread::spawn(current_shard).join().unwrap())
+            .collect();
+        assert_eq!(shards.len(), 4);
     }
 }
