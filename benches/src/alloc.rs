@@ -129,7 +129,10 @@ pub fn per_context<T>(
 ) -> Row {
     let mut keep: Vec<T> = Vec::with_capacity(N);
     // One warm-up value, so lazily started machinery (timer threads) is not counted.
-    drop(black_box(make()));
+    // Kept, not dropped: a chain row's next value derives from it, and dropping
+    // its cancel function would cancel the chain, whose later links would then
+    // be born done and never register.
+    let warm_up = black_box(make());
     if settle {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -142,6 +145,7 @@ pub fn per_context<T>(
     }
     let after = snapshot();
     drop(black_box(keep));
+    drop(warm_up);
     if settle {
         std::thread::sleep(Duration::from_millis(50));
     }
