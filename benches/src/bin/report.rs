@@ -894,7 +894,12 @@ impl Report<'_> {
                 };
                 let predicted: Vec<String> = PREDICT_AT
                     .iter()
-                    .map(|&t| single.map_or("—".into(), |x| mops(MODEL.predict(x, t, lines))))
+                    .map(|&t| match single {
+                        Some(x) => mops(MODEL.predict(x, t, lines)),
+                        // Nothing measured, nothing written: no ceiling to predict.
+                        None if lines == 0 => "linear".into(),
+                        None => "—".into(),
+                    })
                     .collect();
                 let _ = writeln!(
                     out,
