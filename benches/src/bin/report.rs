@@ -846,12 +846,12 @@ impl Report<'_> {
              paths), lines that happen to share a line with hot neighbours (false sharing), \
              the allocator, and NUMA distances. Operations with no shared write (`W` = 0) \
              are predicted to scale linearly.\n",
-            num(MODEL.rmw_ns),
-            num(MODEL.transfer_ns),
-            num(MODEL.transfer_low_ns),
-            num(MODEL.transfer_high_ns),
-            num(MODEL.transfer_ns),
-            num(MODEL.rmw_ns),
+            MODEL.rmw_ns,
+            MODEL.transfer_ns,
+            MODEL.transfer_low_ns,
+            MODEL.transfer_high_ns,
+            MODEL.transfer_ns,
+            MODEL.rmw_ns,
         );
 
         // The prediction per workload.
@@ -861,9 +861,9 @@ impl Report<'_> {
             "### Predicted aggregate throughput, M ops/s\n\n\
              | workload | implementation | RMWs / lines per op | 1 thread | ceiling at {} ns ({}–{} ns) | {} |\n\
              |---|---|---:|---:|---:|{}",
-            num(MODEL.transfer_ns),
-            num(MODEL.transfer_low_ns),
-            num(MODEL.transfer_high_ns),
+            MODEL.transfer_ns,
+            MODEL.transfer_low_ns,
+            MODEL.transfer_high_ns,
             at.join(" | "),
             "---:|".repeat(at.len()),
         );
@@ -932,8 +932,7 @@ impl Report<'_> {
              divided by 100,000 (children created on the canceling thread, so mostly cached).\n\n\
              | implementation | RMWs / lines per child | predicted, children on other cores | measured here |\n\
              |---|---:|---:|---:|",
-            num(MODEL.rmw_ns),
-            num(MODEL.transfer_ns),
+            MODEL.rmw_ns, MODEL.transfer_ns,
         );
         for imp in IMPLEMENTATIONS {
             let count = imp.count(Op::CancelPerChild);
@@ -1049,8 +1048,9 @@ impl Report<'_> {
              gives the thread count). \"ns per line transfer if serialised\": the time between \
              operations, all threads together, divided by the operation's shared lines `W`; \
              where contention limits the throughput this is the transfer cost the model \
-             assumes (50–100 ns), and a much smaller number means the lines are not moving \
-             far (two hardware threads of one core share their caches). With more threads \
+             assumes (50–100 ns); a much smaller number means that contention does not limit \
+             the throughput yet (with two threads, one often writes a line again before \
+             the other asks for it; the two cores may also share a cache). With more threads \
              than cores the numbers measure the scheduler, not the tree. Thread counts: \
              `CTX_BENCH_THREADS`, by default 1, 2 and the machine's available parallelism.\n\n",
         );
