@@ -1210,6 +1210,18 @@ impl Report<'_> {
                 .unwrap_or_else(|| "—".into()),
         );
         out.push_str(&alloc::markdown(self.allocs));
+        let _ = match self.chain {
+            Ok(chain) => writeln!(
+                out,
+                "\nA {}-deep chain of `with_cancel` children, built, canceled and dropped on a \
+                 thread with a {} KiB stack: {:.0} bytes and {:.2} allocations per level.",
+                num(chain.depth as f64),
+                alloc::CHAIN_STACK / 1024,
+                chain.bytes_per_level,
+                chain.allocs_per_level
+            ),
+            Err(why) => writeln!(out, "\nThe deep chain: {why}."),
+        };
         out.push('\n');
     }
 
