@@ -11,16 +11,13 @@
 
 mod common;
 
-use benches::harness::run_parallel;
+use benches::harness::{poll_once, run_parallel};
 use benches::params;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main};
 use ctx_core::{CancelFunc, Context};
 use ctx_tokio::TokioTimer;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context as TaskContext, Waker};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -204,14 +201,6 @@ fn build_tokens(root: &CancellationToken, depth: usize, chain: &mut Vec<Cancella
         let next = chain.last().unwrap_or(root).child_token();
         chain.push(next);
     }
-}
-
-/// Polls `fut` once with a no-op waker; true if it was ready.
-#[inline]
-fn poll_once<F: Future>(fut: F) -> bool {
-    let fut = pin!(fut);
-    let mut cx = TaskContext::from_waker(Waker::noop());
-    fut.poll(&mut cx).is_ready()
 }
 
 /// Go's `BenchmarkCheckCanceled`: `Err()` and a non-blocking receive from

@@ -14,12 +14,19 @@
 //! counters by `N`: bytes and allocations per context, amortizing whatever the
 //! parent's child list or the timer backend allocate as they grow, plus the bytes
 //! still held afterwards ("retained").
+//!
+//! [`deep_chain`] measures a [`CHAIN_DEPTH`]-deep chain of `with_cancel` children,
+//! built, canceled and dropped on a thread with a [`CHAIN_STACK`]-byte stack. A
+//! walk that recursed over the depth would overflow that stack, which aborts the
+//! process, so the binaries measure it in a child process of their own
+//! ([`deep_chain_in_child`]), which survives to report the failure.
 
 use ctx_core::Context;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -129,7 +136,10 @@ pub fn per_context<T>(
 ) -> Row {
     let mut keep: Vec<T> = Vec::with_capacity(N);
     // One warm-up value, so lazily started machinery (timer threads) is not counted.
-    drop(black_box(make()));
+    // Kept, not dropped: a chain row's next value derives from it, and dropping
+    // its cancel function would cancel the chain, whose later links would then
+    // be born done and never register.
+    let warm_up = black_box(make());
     if settle {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -142,6 +152,7 @@ pub fn per_context<T>(
     }
     let after = snapshot();
     drop(black_box(keep));
+    drop(warm_up);
     if settle {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -276,6 +287,118 @@ pub fn table() -> Vec<Row> {
     rows
 }
 
+/// The depth of the deep chain.
+pub const CHAIN_DEPTH: usize = 1_000_000;
+/// The stack size of the thread that builds, cancels and drops the deep chain.
+pub const CHAIN_STACK: usize = 256 * 1024;
+/// The argument with which a binary runs [`deep_chain`] and prints its result.
+pub const CHAIN_ARG: &str = "--deep-chain";
+
+/// What the deep chain cost.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Chain {
+    /// Levels.
+    pub depth: usize,
+    /// Bytes allocated per level while building.
+    pub bytes_per_level: f64,
+    /// Allocations per level while building.
+    pub allocs_per_level: f64,
+}
+
+impl Chain {
+    /// The line a child process prints.
+    pub fn to_line(&self) -> String {
+        format!(
+            "deep-chain depth={} bytes_per_level={} allocs_per_level={}",
+            self.depth, self.bytes_per_level, self.allocs_per_level
+        )
+    }
+
+    /// Parses [`to_line`](Chain::to_line)'s output.
+    pub fn from_line(line: &str) -> Option<Chain> {
+        let rest = line.trim().strip_prefix("deep-chain ")?;
+        let field = |key: &str| {
+            rest.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        };
+        Some(Chain {
+            depth: field("depth")?.parse().ok()?,
+            bytes_per_level: field("bytes_per_level")?.parse().ok()?,
+            allocs_per_level: field("allocs_per_level")?.parse().ok()?,
+        })
+    }
+}
+
+/// Builds a chain of `depth` nested `with_cancel` children under a cancelable
+/// root on a thread with a [`CHAIN_STACK`]-byte stack, counts what the chain
+/// allocated, cancels the root, checks the leaf is done, and drops everything
+/// there. Overflowing that stack aborts the process.
+pub fn deep_chain(depth: usize) -> Chain {
+    std::thread::Builder::new()
+        .name("deep-chain".into())
+        .stack_size(CHAIN_STACK)
+        .spawn(move || {
+            let (root, cancel_root) = Context::background().with_cancel();
+            // Allocated before counting: the harness's vector is not the chain's.
+            let mut cancels = Vec::with_capacity(depth);
+            let before = snapshot();
+            let mut leaf = root.clone();
+            for _ in 0..depth {
+                let (next, cancel) = leaf.with_cancel();
+                cancels.push(cancel);
+                leaf = next;
+            }
+            let after = snapshot();
+            cancel_root.cancel();
+            assert!(leaf.is_done(), "the root's cancel reaches the leaf");
+            drop(leaf);
+            drop(cancels);
+            drop(root);
+            let n = depth.max(1) as f64;
+            Chain {
+                depth,
+                bytes_per_level: (after.bytes - before.bytes) as f64 / n,
+                allocs_per_level: (after.allocs - before.allocs) as f64 / n,
+            }
+        })
+        .expect("spawn the deep-chain thread")
+        .join()
+        .expect("the deep-chain thread panicked")
+}
+
+/// If this process was started with [`CHAIN_ARG`]: measures the deep chain,
+/// prints [`Chain::to_line`] and returns true (the caller then exits).
+pub fn run_deep_chain_if_asked() -> bool {
+    if !std::env::args().any(|a| a == CHAIN_ARG) {
+        return false;
+    }
+    println!("{}", deep_chain(CHAIN_DEPTH).to_line());
+    true
+}
+
+/// Runs this binary again with [`CHAIN_ARG`] and reads its result: the chain's
+/// cost, or why the child process failed (for instance a stack overflow).
+pub fn deep_chain_in_child() -> Result<Chain, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("no executable path: {e}"))?;
+    let output = Command::new(exe)
+        .arg(CHAIN_ARG)
+        .output()
+        .map_err(|e| format!("could not start the child process: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    match stdout.lines().find_map(Chain::from_line) {
+        Some(chain) if output.status.success() => Ok(chain),
+        _ => {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+            Err(format!(
+                "the child process failed ({}){}",
+                output.status,
+                last.map_or(String::new(), |l| format!(": {}", l.trim()))
+            ))
+        }
+    }
+}
+
 /// The table as Markdown.
 pub fn markdown(rows: &[Row]) -> String {
     let mut out = String::from(
@@ -300,6 +423,23 @@ pub fn table_file() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chain_lines_round_trip() {
+        let chain = Chain {
+            depth: 1_000_000,
+            bytes_per_level: 64.5,
+            allocs_per_level: 1.0,
+        };
+        assert_eq!(Chain::from_line(&chain.to_line()), Some(chain));
+        assert_eq!(Chain::from_line("deep-chain depth=x"), None);
+    }
+
+    /// A short chain on the small stack (the full depth is the binaries' job).
+    #[test]
+    fn a_short_chain_cancels_and_drops() {
+        assert_eq!(deep_chain(1000).depth, 1000);
+    }
 
     /// The TokioTimer row really arms tokio's timer (it inherits through the
     /// cancelable parent).

@@ -139,7 +139,7 @@ pub fn run_local(quick: bool) -> Option<GoBaseline> {
     let text = String::from_utf8_lossy(&output.stdout);
     let baseline = GoBaseline::parse(
         &text,
-        format!("{version}, measured on this machine right after the benches (`{command}`)"),
+        format!("{version}, measured on this machine when the report was written (`{command}`)"),
     );
     (!baseline.results.is_empty()).then_some(baseline)
 }

@@ -1,8 +1,12 @@
 //! Thread harnesses: run an operation on several threads at once and time the
-//! whole, keep a background thread busy, and wait for many tasks to finish.
+//! whole, keep a background thread busy, wait for many tasks to finish, and poll
+//! a future once.
 
+use std::future::Future;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Condvar, Mutex};
+use std::task::{Context as TaskContext, Waker};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -141,4 +145,12 @@ pub fn wait_until(mut cond: impl FnMut() -> bool) {
     while !cond() {
         thread::sleep(Duration::from_micros(200));
     }
+}
+
+/// Polls `fut` once with a no-op waker; true if it was ready.
+#[inline]
+pub fn poll_once<F: Future>(fut: F) -> bool {
+    let fut = pin!(fut);
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    fut.poll(&mut cx).is_ready()
 }

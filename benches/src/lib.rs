@@ -1,5 +1,5 @@
 //! Shared pieces of the ctx benchmarks: run modes, thread harnesses, latency
-//! histograms, allocation counting and the Go baseline parser.
+//! histograms, allocation counting, the Go baseline parser and the scaling model.
 //!
 //! The criterion benches (`benches/*.rs`), the allocation report
 //! (`src/bin/alloc_report.rs`) and the report generator (`src/bin/report.rs`) all
@@ -11,6 +11,7 @@
 pub mod alloc;
 pub mod go;
 pub mod harness;
+pub mod scaling;
 pub mod stats;
 
 use std::path::PathBuf;

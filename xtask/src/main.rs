@@ -34,6 +34,7 @@ Commands:
                             Run the ctx-core tests under Miri (FILTER may also come from MIRI_TEST_FILTER).
   tsan [--runs N]           Run the ctx-core tests N times under the thread sanitizer (default 3).
   bench [--quick] [FILTER]  Run the benchmarks and regenerate BENCHMARKS.md.
+  bench --report-only       Regenerate BENCHMARKS.md from the last results in target/criterion.
   msrv                      Check the workspace with the minimum supported Rust version.
   package                   Package every publishable crate, then run each package's tests and
                             doctests on its own, outside the workspace.

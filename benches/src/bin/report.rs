@@ -12,7 +12,13 @@
 //!   machine), or, if a `go` toolchain is on `PATH` and `CTX_BENCH_GO` is not `0`,
 //!   a fresh `go test -run XXX -bench . -benchmem context` on this machine,
 //!
-//! and writes the design's performance table (DESIGN §6) with ratios and a
+//! * the cost of a 1,000,000-deep chain, measured in a child process of this
+//!   binary (`alloc::deep_chain_in_child`: a stack overflow must not end the report),
+//! * the shared-memory counts per operation (`benches::scaling`),
+//!
+//! and writes the targets (each with its measured ratio and met/missed), the
+//! scaling table and its prediction for more cores next to the `Scaling` bench's
+//! measurements, the design's performance table (DESIGN §6) with ratios and a
 //! met/missed mark per target, then every result side by side. Rows whose
 //! benchmarks did not run show "—". It never fails on timing.
 
@@ -34,13 +40,17 @@ const CORE: &str = "ctx-core";
 const TOKIO_UTIL: &str = "tokio-util";
 
 fn main() {
+    // The deep chain runs in a child process of this binary (`alloc::deep_chain_in_child`).
+    if alloc::run_deep_chain_if_asked() {
+        return;
+    }
     let root = benches::workspace_root();
     let results = criterion_results(&benches::target_dir().join("criterion"));
     let tails = stats::read_tails();
-    let allocs = if alloc::installed() {
-        alloc::table()
+    let (allocs, chain) = if alloc::installed() {
+        (alloc::table(), alloc::deep_chain_in_child())
     } else {
-        Vec::new()
+        (Vec::new(), Err("not measured".into()))
     };
     let reference = go::checked_in();
     let local = local_go();
@@ -55,6 +65,7 @@ fn main() {
         results: &results,
         tails: &tails,
         allocs: &allocs,
+        chain: &chain,
         go: &go,
         // With Go measured here, the reference machine's numbers get a column too.
         go_reference: local.and(reference.as_ref()),
@@ -392,12 +403,167 @@ fn headlines() -> Vec<Headline> {
     ]
 }
 
+// ===== the targets =====
+
+/// What a target compares ctx-core with.
+#[derive(Clone, Copy, Debug)]
+enum Peer {
+    /// tokio-util's criterion result with this id.
+    Tokio(&'static str),
+    /// Go's benchmark of this name.
+    Go(&'static str),
+}
+
+impl Peer {
+    fn name(self) -> &'static str {
+        match self {
+            Peer::Tokio(_) => TOKIO_UTIL,
+            Peer::Go(_) => "Go",
+        }
+    }
+}
+
+/// One target of the performance issue.
+#[derive(Clone, Copy, Debug)]
+enum Goal {
+    /// ctx-core (criterion id `core`) at least `factor` times as fast as the
+    /// peer: the peer's time ÷ ctx-core's ≥ `factor`.
+    Faster {
+        core: &'static str,
+        peer: Peer,
+        factor: f64,
+    },
+    /// ctx-core's time at most `factor` times the peer's.
+    NoSlower {
+        core: &'static str,
+        peer: Peer,
+        factor: f64,
+    },
+    /// Aggregate throughput at two threads at least `factor` times one
+    /// thread's. Both ids report wall time per operation over all threads.
+    Scales {
+        one: &'static str,
+        two: &'static str,
+        factor: f64,
+    },
+    /// Bytes and allocations per `with_cancel` child of a live parent (the
+    /// allocation table's `with_cancel` row).
+    ChildMemory { bytes: f64, allocs: f64 },
+    /// Bytes per level of the deep chain, which must cancel and drop on the
+    /// small stack.
+    DeepChain { bytes: f64 },
+}
+
+/// A row of the targets table.
+struct Goalpost {
+    workload: &'static str,
+    goal: Goal,
+}
+
+fn goalposts() -> Vec<Goalpost> {
+    use Goal::{ChildMemory, DeepChain, Faster, NoSlower, Scales};
+    use Peer::{Go, Tokio};
+    let row = |workload, goal| Goalpost { workload, goal };
+    vec![
+        row(
+            "child create + drop, 2 threads, shared parent",
+            Faster {
+                core: "ChildCreateDrop/threads=2/ctx-core",
+                peer: Tokio("ChildCreateDrop/threads=2/tokio-util"),
+                factor: 2.0,
+            },
+        ),
+        row(
+            "child create + drop, 2 threads, shared parent",
+            Scales {
+                one: "ChildCreateDrop/threads=1/ctx-core",
+                two: "ChildCreateDrop/threads=2/ctx-core",
+                factor: 1.6,
+            },
+        ),
+        row(
+            "CommonParentCancel",
+            Faster {
+                core: "CommonParentCancel/ctx-core",
+                peer: Go("CommonParentCancel"),
+                factor: 2.0,
+            },
+        ),
+        row(
+            "CommonParentCancel",
+            Faster {
+                core: "CommonParentCancel/ctx-core",
+                peer: Tokio("CommonParentCancel/tokio-util"),
+                factor: 3.0,
+            },
+        ),
+        row(
+            "CancelTree depth=1000 Root=OpenCanceler",
+            Faster {
+                core: "CancelTree/depth=1000/Root=OpenCanceler/ctx-core",
+                peer: Go("CancelTree/depth=1000/Root=OpenCanceler"),
+                factor: 3.0,
+            },
+        ),
+        row(
+            "CancelTree depth=1000 Root=OpenCanceler",
+            Faster {
+                core: "CancelTree/depth=1000/Root=OpenCanceler/ctx-core",
+                peer: Tokio("CancelTree/depth=1000/Root=OpenCanceler/tokio-util"),
+                factor: 2.0,
+            },
+        ),
+        row(
+            "cancel of 100k children, no waiters",
+            Faster {
+                core: "CancelFanout/children=100000/waiters=none/ctx-core",
+                peer: Tokio("CancelFanout/children=100000/waiters=none/tokio-util"),
+                factor: 3.0,
+            },
+        ),
+        row(
+            "100k tokio tasks awaiting their own child, woken by one cancel",
+            Faster {
+                core: "CancelFanout/children=100000/waiters=tokio-tasks/ctx-core",
+                peer: Tokio("CancelFanout/children=100000/waiters=tokio-tasks/tokio-util"),
+                factor: 1.2,
+            },
+        ),
+        row(
+            "WithTimeout concurrency=40, thread timer",
+            NoSlower {
+                core: "WithTimeout/concurrency=40/timer=std/ctx-core",
+                peer: Go("WithTimeout/concurrency=40"),
+                factor: 1.0,
+            },
+        ),
+        row(
+            "WithTimeout concurrency=40, tokio timer",
+            NoSlower {
+                core: "WithTimeout/concurrency=40/timer=tokio/ctx-core",
+                peer: Go("WithTimeout/concurrency=40"),
+                factor: 1.0,
+            },
+        ),
+        row(
+            "bytes per `with_cancel` child (node + its share of the parent's set)",
+            ChildMemory {
+                bytes: 64.0,
+                allocs: 1.0,
+            },
+        ),
+        row("1,000,000-deep chain", DeepChain { bytes: 120.0 }),
+    ]
+}
+
 // ===== rendering =====
 
 struct Report<'a> {
     results: &'a BTreeMap<String, Measured>,
     tails: &'a BTreeMap<String, String>,
     allocs: &'a [alloc::Row],
+    /// The deep chain's cost, or why it could not be measured.
+    chain: &'a Result<alloc::Chain, String>,
     go: &'a GoBaseline,
     go_reference: Option<&'a GoBaseline>,
 }
@@ -428,6 +594,8 @@ impl Report<'_> {
              hand. What each benchmark measures, and how to run one: `benches/README.md`.\n\n",
         );
         self.render_provenance(&mut out);
+        self.render_targets(&mut out);
+        self.render_scaling(&mut out);
         self.render_design(&mut out);
         self.render_allocs(&mut out);
         self.render_tails(&mut out);
@@ -484,6 +652,407 @@ impl Report<'_> {
              ctx-core is faster. The benches share the machine with whatever else runs on it \
              (the load average above tells), and the worst-case latencies in particular include \
              the machine's own noise (see the `contention=none` rows).\n\n",
+        );
+    }
+
+    /// ns of a criterion result.
+    fn ns(&self, id: &str) -> Option<f64> {
+        self.results.get(id).map(|m| m.mean_ns)
+    }
+
+    /// ns per op of a peer.
+    fn peer_ns(&self, peer: Peer) -> Option<f64> {
+        match peer {
+            Peer::Tokio(id) => self.ns(id),
+            Peer::Go(name) => self.go.get(name).map(|r| r.ns_per_op),
+        }
+    }
+
+    /// The target's text, what was measured, and whether it is met (`None`:
+    /// not measured).
+    fn judge(&self, goal: Goal) -> (String, String, Option<bool>) {
+        let missing = || "not measured".to_owned();
+        match goal {
+            Goal::Faster { core, peer, factor } | Goal::NoSlower { core, peer, factor } => {
+                // Faster: the peer's time over ctx-core's; no slower: the inverse.
+                let faster = matches!(goal, Goal::Faster { .. });
+                let target = format!(
+                    "{} {factor}× {}",
+                    if faster { "≥" } else { "≤" },
+                    peer.name()
+                );
+                match (self.ns(core), self.peer_ns(peer)) {
+                    (Some(c), Some(p)) if c > 0.0 && p > 0.0 => {
+                        let (r, met) = if faster {
+                            (p / c, p / c >= factor)
+                        } else {
+                            (c / p, c / p <= factor)
+                        };
+                        let measured = format!(
+                            "{}× (ctx-core {}, {} {})",
+                            num(r),
+                            auto(c),
+                            peer.name(),
+                            auto(p)
+                        );
+                        (target, measured, Some(met))
+                    }
+                    _ => (target, missing(), None),
+                }
+            }
+            Goal::Scales { one, two, factor } => {
+                let target = format!("2-thread aggregate throughput ≥ {factor}× one thread's");
+                match (self.ns(one), self.ns(two)) {
+                    // Both are wall time per operation over all threads, so the
+                    // aggregate throughputs are their inverses.
+                    (Some(t1), Some(t2)) if t2 > 0.0 => (
+                        target,
+                        format!(
+                            "{}× ({} M ops/s on 1 thread, {} M ops/s on 2)",
+                            num(t1 / t2),
+                            num(1e3 / t1),
+                            num(1e3 / t2)
+                        ),
+                        Some(t1 / t2 >= factor),
+                    ),
+                    _ => (target, missing(), None),
+                }
+            }
+            Goal::ChildMemory { bytes, allocs } => {
+                let target = format!("≤ {bytes} B amortized, {allocs} allocation");
+                let row = self
+                    .allocs
+                    .iter()
+                    .find(|r| r.what == "with_cancel" && r.imp == CORE);
+                match row {
+                    Some(r) => (
+                        target,
+                        format!("{:.0} B, {:.2} allocations", r.bytes, r.allocs),
+                        Some(r.bytes <= bytes && r.allocs <= allocs + 1e-9),
+                    ),
+                    None => (target, missing(), None),
+                }
+            }
+            Goal::DeepChain { bytes } => {
+                let target = format!(
+                    "≤ {bytes} B per level; cancels and drops on a {} KiB stack",
+                    alloc::CHAIN_STACK / 1024
+                );
+                match self.chain {
+                    Ok(chain) => (
+                        target,
+                        format!(
+                            "{:.0} B, {:.2} allocations per level; canceled and dropped on \
+                             the {} KiB stack",
+                            chain.bytes_per_level,
+                            chain.allocs_per_level,
+                            alloc::CHAIN_STACK / 1024
+                        ),
+                        Some(chain.bytes_per_level <= bytes),
+                    ),
+                    Err(why) => (target, why.clone(), Some(false)),
+                }
+            }
+        }
+    }
+
+    fn render_targets(&self, out: &mut String) {
+        out.push_str("## Targets\n\n");
+        out.push_str(
+            "The targets of the performance issue. \"≥ k× X\" is speed: X's time divided by \
+             ctx-core's is at least k; \"≤ k× X\" is time: ctx-core's divided by X's is at \
+             most k. Go's numbers come from the source named under \"Machine and \
+             provenance\", which may be another machine than this one.\n\n\
+             | workload | target | measured | met? |\n|---|---|---|:-:|\n",
+        );
+        let (mut met, mut judged) = (0, 0);
+        for post in goalposts() {
+            let (target, measured, verdict) = self.judge(post.goal);
+            judged += usize::from(verdict.is_some());
+            met += usize::from(verdict == Some(true));
+            let _ = writeln!(
+                out,
+                "| {} | {target} | {measured} | {} |",
+                post.workload,
+                verdict.map_or("—", mark)
+            );
+        }
+        let _ = writeln!(out, "\n{met} of {judged} measured targets met.\n");
+    }
+
+    fn render_scaling(&self, out: &mut String) {
+        use benches::scaling::{self, IMPLEMENTATIONS, MODEL, OPS, Op, PREDICT_AT, WORKLOADS};
+        out.push_str("## Scaling beyond this machine\n\n");
+        out.push_str(
+            "This machine has few cores; users run on many. What limits an operation done \
+             by many threads at once is the memory they share: every write to a cache line \
+             that another core wrote last has to fetch the line first, and one line can only \
+             be fetched by one core at a time. The counts below were read from each \
+             implementation's source (`benches/src/scaling.rs`, where every count says which \
+             instructions and lines it is made of); the prediction applies a simple model to \
+             them. It is a prediction to check on a bigger machine with the `Scaling` bench \
+             (`CTX_BENCH_THREADS=1,2,8,32,64 cargo xtask bench Scaling`), not a measurement.\n\n",
+        );
+
+        // The counts.
+        out.push_str("### Shared-memory writes per operation (from the sources)\n\n");
+        out.push_str(
+            "Each cell: atomic read-modify-writes / cache lines written that another thread \
+             may also be writing (a lock, its unlock and the writes between count as one line \
+             acquisition). Common path: a parent that already has children, no waiters except \
+             for the wait itself.\n\n",
+        );
+        let names: Vec<&str> = IMPLEMENTATIONS.iter().map(|i| i.name).collect();
+        let _ = writeln!(out, "| operation | {} |", names.join(" | "));
+        let _ = writeln!(out, "|---|{}", "---:|".repeat(names.len()));
+        for op in OPS {
+            let cells: Vec<String> = IMPLEMENTATIONS
+                .iter()
+                .map(|imp| {
+                    let c = imp.count(op);
+                    format!("{} / {}", c.rmws, c.shared_lines)
+                })
+                .collect();
+            let _ = writeln!(out, "| {} | {} |", op.label(), cells.join(" | "));
+        }
+        out.push_str("\nSources: ");
+        let sources: Vec<String> = IMPLEMENTATIONS
+            .iter()
+            .map(|imp| format!("{}: {}", imp.name, imp.source))
+            .collect();
+        out.push_str(&sources.join("; "));
+        out.push_str(".\n\n");
+
+        // The model.
+        let _ = writeln!(
+            out,
+            "### The model\n\n\
+             - An uncontended RMW on a line the core already owns costs about {} ns (5–20 ns).\n\
+             - When many threads write the same line, each write first moves the line from \
+             the core that wrote it last: about {} ns per transfer ({}–{} ns; more across \
+             sockets), and transfers of one line are serialised.\n\
+             - So an operation that writes `W` lines every thread writes can complete at most \
+             once per `W` transfers, whatever the core count: a ceiling of \
+             1 / (`W` × {} ns) operations per second, all threads together. Below the \
+             ceiling, threads scale linearly from one thread's throughput. Serialising all \
+             `W` transfers of an operation is pessimistic for lock-free paths (different \
+             lines could move at the same time) and optimistic for mutex paths (everything \
+             under the lock waits for its transfers, and waiters may park).\n\
+             - Predicted aggregate throughput at `T` cores = min(`T` × one thread's, ceiling), \
+             one thread's being measured here (the `Scaling` bench at 1 thread) where this \
+             crate can run the implementation, else the model's bound of `R` RMWs × {} ns \
+             (marked \"model\").\n\
+             - Not modelled: a lock's waiters parking in the kernel (worse for the mutex \
+             paths), lines that happen to share a line with hot neighbours (false sharing), \
+             the allocator, and NUMA distances. Operations with no shared write (`W` = 0) \
+             are predicted to scale linearly.\n",
+            MODEL.rmw_ns,
+            MODEL.transfer_ns,
+            MODEL.transfer_low_ns,
+            MODEL.transfer_high_ns,
+            MODEL.transfer_ns,
+            MODEL.rmw_ns,
+        );
+
+        // The prediction per workload.
+        let at: Vec<String> = PREDICT_AT.iter().map(|t| format!("{t} cores")).collect();
+        let _ = writeln!(
+            out,
+            "### Predicted aggregate throughput, M ops/s\n\n\
+             | workload | implementation | RMWs / lines per op | 1 thread | ceiling at {} ns ({}–{} ns) | {} |\n\
+             |---|---|---:|---:|---:|{}",
+            MODEL.transfer_ns,
+            MODEL.transfer_low_ns,
+            MODEL.transfer_high_ns,
+            at.join(" | "),
+            "---:|".repeat(at.len()),
+        );
+        let mops = |ops: f64| num(ops / 1e6);
+        for workload in WORKLOADS {
+            for imp in IMPLEMENTATIONS {
+                let (rmws, lines) = (workload.rmws(imp), workload.shared_lines(imp));
+                let measured = imp
+                    .measured_as
+                    .and_then(|m| self.ns(&scaling::bench_id(workload.name, 1, m)))
+                    .map(|ns| 1e9 / ns);
+                let (single, single_text) = match measured {
+                    Some(x) => (Some(x), mops(x)),
+                    None => match MODEL.one_thread(rmws) {
+                        Some(x) => (Some(x), format!("≤ {} (model)", mops(x))),
+                        None => (None, "—".into()),
+                    },
+                };
+                let ceiling = match (
+                    MODEL.ceiling(lines, MODEL.transfer_ns),
+                    MODEL.ceiling(lines, MODEL.transfer_high_ns),
+                    MODEL.ceiling(lines, MODEL.transfer_low_ns),
+                ) {
+                    (Some(c), Some(lo), Some(hi)) => {
+                        format!("{} ({}–{})", mops(c), mops(lo), mops(hi))
+                    }
+                    _ => "none".into(),
+                };
+                let predicted: Vec<String> = PREDICT_AT
+                    .iter()
+                    .map(|&t| match single {
+                        Some(x) => mops(MODEL.predict(x, t, lines)),
+                        // Nothing measured, nothing written: no ceiling to predict.
+                        None if lines == 0 => "linear".into(),
+                        None => "—".into(),
+                    })
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {rmws} / {lines} | {single_text} | {ceiling} | {} |",
+                    workload.name,
+                    imp.name,
+                    predicted.join(" | ")
+                );
+            }
+        }
+        out.push_str("\nThe workloads: ");
+        let whats: Vec<String> = WORKLOADS
+            .iter()
+            .map(|w| format!("`{}`: {}", w.name, w.what))
+            .collect();
+        out.push_str(&whats.join("; "));
+        out.push_str(
+            ". Create + cancel counts as create + drop: an explicit cancel does what the drop \
+             of a live child does, and the drop after it only releases counts.\n\n",
+        );
+
+        // Cancel, per child: not a many-thread workload, but its lines move too.
+        let _ = writeln!(
+            out,
+            "### Cancel, per child\n\n\
+             A cancel walks its children on one thread; what scales with the machine is where \
+             the children's lines are. When they were created and last written on other cores \
+             (the usual case on a big machine), each shared line is a transfer: predicted ns \
+             per child = `R` × {} ns + `W` × {} ns. Measured here: `CancelFanout/children=100000/waiters=none` \
+             divided by 100,000 (children created on the canceling thread, so mostly cached).\n\n\
+             | implementation | RMWs / lines per child | predicted, children on other cores | measured here |\n\
+             |---|---:|---:|---:|",
+            MODEL.rmw_ns, MODEL.transfer_ns,
+        );
+        for imp in IMPLEMENTATIONS {
+            let count = imp.count(Op::CancelPerChild);
+            let measured = imp
+                .measured_as
+                .and_then(|m| self.ns(&format!("CancelFanout/children=100000/waiters=none/{m}")))
+                .map_or("—".into(), |ns| auto(ns / 1e5));
+            let _ = writeln!(
+                out,
+                "| {} | {} / {} | {} | {measured} |",
+                imp.name,
+                count.rmws,
+                count.shared_lines,
+                auto(MODEL.per_child_ns(count)),
+            );
+        }
+        out.push('\n');
+
+        self.render_scaling_measured(out);
+
+        // How each count was made.
+        out.push_str("### How the counts were made\n\n");
+        for imp in IMPLEMENTATIONS {
+            let _ = writeln!(out, "**{}** ({}):\n", imp.name, imp.source);
+            for op in OPS {
+                let c = imp.count(op);
+                let _ = writeln!(
+                    out,
+                    "- {} ({} / {}): {}.",
+                    op.label(),
+                    c.rmws,
+                    c.shared_lines,
+                    c.detail
+                );
+            }
+            out.push('\n');
+        }
+    }
+
+    /// A `Scaling` result as aggregate throughput, ops/s: criterion's time is one
+    /// operation on every thread, `threads` operations in all.
+    fn aggregate(&self, workload: &str, threads: usize, implementation: &str) -> Option<f64> {
+        self.ns(&benches::scaling::bench_id(
+            workload,
+            threads,
+            implementation,
+        ))
+        .map(|ns| threads as f64 * 1e9 / ns)
+    }
+
+    /// The `Scaling` bench's results: aggregate throughput per thread count.
+    fn render_scaling_measured(&self, out: &mut String) {
+        use benches::scaling::{GROUP, IMPLEMENTATIONS, WORKLOADS};
+        let prefix = format!("{GROUP}/");
+        let mut threads: Vec<usize> = self
+            .results
+            .keys()
+            .filter_map(|id| id.strip_prefix(&prefix))
+            .filter_map(|rest| {
+                rest.split('/')
+                    .nth(1)?
+                    .strip_prefix("threads=")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        threads.sort_unstable();
+        threads.dedup();
+        out.push_str("### Measured here: the `Scaling` bench, aggregate M ops/s\n\n");
+        if threads.is_empty() {
+            out.push_str("Not run.\n\n");
+            return;
+        }
+        let measured: Vec<_> = IMPLEMENTATIONS
+            .iter()
+            .filter_map(|imp| Some((imp, imp.measured_as?)))
+            .collect();
+        let mut header = vec!["workload".to_owned(), "threads".to_owned()];
+        for (_, m) in &measured {
+            header.extend([
+                (*m).to_owned(),
+                format!("{m}, × 1 thread"),
+                format!("{m}, ns per line transfer if serialised"),
+            ]);
+        }
+        header.push("ctx-core ÷ tokio-util".to_owned());
+        let _ = writeln!(out, "| {} |", header.join(" | "));
+        let _ = writeln!(out, "|---|---:|{}", "---:|".repeat(header.len() - 2));
+        for workload in WORKLOADS {
+            for &t in &threads {
+                let mut cells = vec![workload.name.to_owned(), t.to_string()];
+                for (imp, m) in &measured {
+                    let now = self.aggregate(workload.name, t, m);
+                    cells.push(now.map_or("—".into(), |x| num(x / 1e6)));
+                    cells.push(ratio(now, self.aggregate(workload.name, 1, m)));
+                    // What one transfer would cost if the shared lines were all
+                    // that limited the aggregate: the model's 75 ns, checked.
+                    let lines = workload.shared_lines(imp);
+                    cells.push(match now {
+                        Some(x) if t > 1 && lines > 0 => num(1e9 / (x * f64::from(lines))),
+                        _ => "—".into(),
+                    });
+                }
+                cells.push(ratio(
+                    self.aggregate(workload.name, t, CORE),
+                    self.aggregate(workload.name, t, TOKIO_UTIL),
+                ));
+                let _ = writeln!(out, "| {} |", cells.join(" | "));
+            }
+        }
+        out.push_str(
+            "\n\"× 1 thread\": aggregate throughput divided by one thread's (perfect scaling \
+             gives the thread count). \"ns per line transfer if serialised\": the time between \
+             operations, all threads together, divided by the operation's shared lines `W`; \
+             where contention limits the throughput this is the transfer cost the model \
+             assumes (50–100 ns); a much smaller number means that contention does not limit \
+             the throughput yet (with two threads, one often writes a line again before \
+             the other asks for it; the two cores may also share a cache). With more threads \
+             than cores the numbers measure the scheduler, not the tree. Thread counts: \
+             `CTX_BENCH_THREADS`, by default 1, 2 and the machine's available parallelism.\n\n",
         );
     }
 
@@ -641,6 +1210,18 @@ impl Report<'_> {
                 .unwrap_or_else(|| "—".into()),
         );
         out.push_str(&alloc::markdown(self.allocs));
+        let _ = match self.chain {
+            Ok(chain) => writeln!(
+                out,
+                "\nA {}-deep chain of `with_cancel` children, built, canceled and dropped on a \
+                 thread with a {} KiB stack: {:.0} bytes and {:.2} allocations per level.",
+                num(chain.depth as f64),
+                alloc::CHAIN_STACK / 1024,
+                chain.bytes_per_level,
+                chain.allocs_per_level
+            ),
+            Err(why) => writeln!(out, "\nThe deep chain: {why}."),
+        };
         out.push('\n');
     }
 
