@@ -95,15 +95,65 @@ impl Implementation {
     }
 }
 
+/// ctx-core's first wait today.
+const FIRST_WAIT_NOW: Count = Count {
+    rmws: 9,
+    shared_lines: 4,
+    detail: "the state word's CAS setting `WAITERS` (the node's line); event-listener: \
+             `Arc` +1, mutex lock + unlock to insert, lock + unlock to store the waker on the \
+             first poll, lock + unlock to remove on drop, `Arc` −1 (the event's shared block: \
+             three acquisitions of its line)",
+};
+
 /// Every column. The counts are for the common path: a parent that already has
 /// children (its child set, map or vector exists and has room), no waiters
 /// unless the operation is the wait itself, no contention on the retry loops.
 pub const IMPLEMENTATIONS: &[Implementation] = &[
     Implementation {
-        name: "ctx-core (current)",
+        name: "ctx-core (now)",
         source: "this tree: `ctx-core/src/tree/` (`register.rs`, `child_set.rs`, `cancel.rs`, \
-                 `node.rs`, `drop.rs`, `wait.rs`) and event-listener 5's `Event`",
+                 `node.rs`, `drop.rs`, `wait.rs`)",
         measured_as: Some("ctx-core"),
+        counts: [
+            Count {
+                rmws: 3,
+                shared_lines: 1,
+                detail: "parent's strong count +1 (the parent's node line); a free-stack pop \
+                         (CAS) or a `bump` fetch-add and the slot store (`SeqCst`, an `xchg`), \
+                         both in this thread's own shard of the parent's set (lines of its \
+                         own, 128-byte aligned). A parent without a set takes the child in \
+                         its inline slot instead (a CAS on the parent's line)",
+            },
+            Count {
+                rmws: 8,
+                shared_lines: 1,
+                detail: "own node: the close CAS (a leaf is complete in the same CAS), strong \
+                         −1 twice, weak −1 twice; the slot's remove CAS and the free-stack push \
+                         CAS in this thread's shard (not shared while the child is dropped on \
+                         the thread that made it); parent's strong −1 (the parent's node line, \
+                         which also holds its state word, so checks of the parent see it)",
+            },
+            Count {
+                rmws: 5,
+                shared_lines: 2,
+                detail: "unchanged: the slot's swap (in the creating thread's shard, which its \
+                         removers write); on the child's node line: upgrade CAS, close CAS, \
+                         weak −1, and strong −1 after the walk",
+            },
+            Count {
+                rmws: 0,
+                shared_lines: 0,
+                detail: "one `Acquire` load of the carrier's state word (a deadline adds a \
+                         clock read); no write",
+            },
+            FIRST_WAIT_NOW,
+        ],
+    },
+    Implementation {
+        name: "ctx-core (before)",
+        source: "ctx-core before the sharded child set: one free stack and one slot array \
+                 per parent, and event-listener 5's `Event` for every waiter",
+        measured_as: None,
         counts: [
             Count {
                 rmws: 3,
