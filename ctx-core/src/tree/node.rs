@@ -93,7 +93,8 @@ pub(crate) struct CancelPart {
     pub(crate) state: AtomicPtr<Record>,
     /// Children and callbacks, allocated on first use.
     pub(crate) children: AtomicPtr<ChildSet>,
-    /// Where `Done` futures and blocking waits sleep.
+    /// Where `Done` futures and blocking waits sleep: one inline waker slot, and
+    /// an event for further waiters (see `wait`).
     pub(crate) waiters: Waiters,
     /// Whether a deadline applies here (this node's or an ancestor's): only then do
     /// readers look for it, walking up (see [`NodeRef::deadline_node`]).
@@ -655,11 +656,14 @@ impl CancelPart {
 mod tests {
     use super::*;
 
-    /// The allocation behind `with_cancel` (and `with_cancel_cause`): one cache line.
+    /// The allocation behind `with_cancel` (and `with_cancel_cause`): a header,
+    /// the state and set words, and the waiters (the slot's word, its inline
+    /// waker and the event: 32 bytes).
     #[test]
-    fn a_cancel_node_is_64_bytes() {
+    fn a_cancel_node_is_88_bytes() {
         assert_eq!(std::mem::size_of::<Header>(), 32);
-        assert_eq!(std::mem::size_of::<CancelPart>(), 32);
-        assert_eq!(std::mem::size_of::<Node<CancelPart>>(), 64);
+        assert_eq!(std::mem::size_of::<Waiters>(), 32);
+        assert_eq!(std::mem::size_of::<CancelPart>(), 56);
+        assert_eq!(std::mem::size_of::<Node<CancelPart>>(), 88);
     }
 }
