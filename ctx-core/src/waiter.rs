@@ -1,10 +1,12 @@
 //! Waiting for a context: the [`Done`] future and the blocking waits.
 //!
-//! Registering a waiter, and the event it sleeps on, are the tree's business
-//! (`tree::wait`, which argues why no wake-up is lost); this is the public face.
+//! Registering a waiter, and the slot or event it sleeps on, are the tree's
+//! business (`tree::wait`, which argues why no wake-up is lost); this is the
+//! public face. A blocking wait registers a waker that unparks its thread, and
+//! parks.
 
 use crate::context::Context;
-use crate::tree::wait::{Listener, listen};
+use crate::tree::wait::Waiter;
 use std::borrow::Borrow;
 use std::fmt;
 use std::future::Future;
@@ -55,7 +57,9 @@ use std::time::Instant;
 #[must_use = "futures do nothing unless polled"]
 pub struct Done<C: Borrow<Context> = Context> {
     ctx: C,
-    listener: Option<Listener>,
+    /// The registration with the context's carrier, released on completion and
+    /// on drop.
+    waiter: Waiter,
     /// Whether this future returned `Ready` (for `FusedFuture`).
     completed: bool,
 }
@@ -64,7 +68,7 @@ impl<C: Borrow<Context>> Done<C> {
     pub(crate) fn new(ctx: C) -> Done<C> {
         Done {
             ctx,
-            listener: None,
+            waiter: Waiter::Idle,
             completed: false,
         }
     }
@@ -72,6 +76,12 @@ impl<C: Borrow<Context>> Done<C> {
     /// The context this future waits for.
     pub fn context(&self) -> &Context {
         self.ctx.borrow()
+    }
+
+    /// Whether this future holds its carrier's waker slot (for tests).
+    #[cfg(test)]
+    pub(crate) fn holds_slot(&self) -> bool {
+        self.waiter.holds_slot()
     }
 }
 
@@ -84,25 +94,21 @@ impl<C: Borrow<Context> + Unpin> Future for Done<C> {
         let Some(carrier) = ctx.carrier() else {
             return Poll::Pending;
         };
-        loop {
-            if ctx.is_done() {
-                this.listener = None;
-                this.completed = true;
-                return Poll::Ready(());
-            }
-            match &mut this.listener {
-                None => match listen(carrier) {
-                    None => {
-                        this.completed = true;
-                        return Poll::Ready(());
-                    }
-                    Some(listener) => this.listener = Some(listener),
-                },
-                Some(listener) => match Pin::new(listener).poll(cx) {
-                    Poll::Ready(()) => this.listener = None,
-                    Poll::Pending => return Poll::Pending,
-                },
-            }
+        if ctx.is_done() || this.waiter.poll(carrier, cx.waker()).is_ready() {
+            this.waiter.release(carrier);
+            this.completed = true;
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+impl<C: Borrow<Context>> Drop for Done<C> {
+    fn drop(&mut self) {
+        // A `Done` that is dropped while registered frees the slot for the next
+        // waiter (the context, and so the carrier, is still alive here).
+        if let Some(carrier) = self.ctx.borrow().carrier() {
+            self.waiter.release(carrier);
         }
     }
 }
@@ -136,14 +142,15 @@ pub(crate) fn wait_until(ctx: &Context, deadline: Option<Instant>) -> bool {
         }
         return false;
     };
-    use event_listener::Listener as _;
+    let mut waiter = Blocked {
+        waiter: Waiter::Idle,
+        carrier,
+    };
+    let waker = thread_waker();
     loop {
-        if ctx.is_done() {
+        if ctx.is_done() || waiter.waiter.poll(carrier, &waker).is_ready() {
             return true;
         }
-        let Some(listener) = listen(carrier) else {
-            return true;
-        };
         // The timer may be late: never sleep past the context's own deadline, so
         // that the exact-deadline check above gets its turn. The deadline is on the
         // timer's clock (maybe a paused virtual one): convert through the time left.
@@ -154,15 +161,66 @@ pub(crate) fn wait_until(ctx: &Context, deadline: Option<Instant>) -> bool {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        // Parking may end early (an unpark meant for something else, or none at
+        // all): the loop re-checks, and re-polling with the same waker registers
+        // nothing new.
         match wake {
-            None => listener.wait(),
+            None => std::thread::park(),
             Some(wake) => {
-                if listener.wait_deadline(wake).is_none()
-                    && deadline.is_some_and(|d| Instant::now() >= d)
-                {
+                let now = Instant::now();
+                if now < wake {
+                    std::thread::park_timeout(wake - now);
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
                     return ctx.is_done();
                 }
             }
         }
     }
+}
+
+/// A blocking wait's registration, released however the wait ends.
+#[cfg(not(all(test, ctx_loom)))]
+struct Blocked {
+    waiter: Waiter,
+    carrier: crate::tree::node::NodeRef,
+}
+
+#[cfg(not(all(test, ctx_loom)))]
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        // The waiting thread's context keeps the carrier alive until it returns.
+        self.waiter.release(self.carrier);
+    }
+}
+
+/// Unparks a thread: the waker of a blocking wait.
+#[cfg(not(all(test, ctx_loom)))]
+struct Unparker(std::thread::Thread);
+
+#[cfg(not(all(test, ctx_loom)))]
+impl std::task::Wake for Unparker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// A waker that unparks the current thread: one per thread, cloned for each wait
+/// (a reference count, no allocation after the thread's first wait).
+#[cfg(not(all(test, ctx_loom)))]
+fn thread_waker() -> std::task::Waker {
+    fn fresh() -> std::task::Waker {
+        std::task::Waker::from(std::sync::Arc::new(Unparker(std::thread::current())))
+    }
+    thread_local! {
+        static WAKER: std::task::Waker = fresh();
+    }
+    // During the thread's teardown the cached waker may be gone already.
+    WAKER
+        .try_with(std::task::Waker::clone)
+        .unwrap_or_else(|_| fresh())
 }

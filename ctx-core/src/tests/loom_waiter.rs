@@ -1,11 +1,15 @@
-//! Loom models of the `WAITERS` bit (`waiter`): a `Done` future polled while the
-//! context is canceled always completes. A lost wake-up leaves the waiting thread
-//! blocked forever, which loom reports as a deadlock.
+//! Loom models of waiting (`tree::wait`): the `WAITERS` bit, the inline waker
+//! slot and the event behind it. A `Done` future polled while the context is
+//! canceled always completes. A lost wake-up leaves the waiting thread blocked
+//! forever, which loom reports as a deadlock.
 
 use super::model;
 use crate::Context;
 use loom::future::block_on;
 use loom::thread;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll, Waker};
 
 /// One waiter on the canceled context itself.
 #[test]
@@ -50,5 +54,133 @@ fn loom_waiter_two_waiters_vs_cancel() {
         block_on(ctx.done());
         t.join().unwrap();
         canceler.join().unwrap();
+    });
+}
+
+/// Polls `done` once with a waker that does nothing: it registers (or is ready).
+fn poll_once(done: &mut crate::Done) -> Poll<()> {
+    Pin::new(done).poll(&mut TaskContext::from_waker(Waker::noop()))
+}
+
+/// The slot's owner re-polled with another waker (loom's `block_on`) while the
+/// context is canceled: the new waker is stored or the poll sees the close, and
+/// a notifier that finds the owner storing it does not lose it.
+#[test]
+fn loom_waiter_slot_new_waker_vs_cancel() {
+    model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let waiter = ctx.clone();
+        let t = thread::spawn(move || {
+            let mut done = waiter.done();
+            if poll_once(&mut done).is_pending() {
+                assert!(done.holds_slot());
+                block_on(&mut done);
+            }
+            assert!(!done.holds_slot());
+            assert!(waiter.is_done());
+        });
+        cancel.cancel();
+        t.join().unwrap();
+    });
+}
+
+/// One waiter in the slot, a second on the event: the cancel wakes both.
+#[test]
+fn loom_waiter_slot_and_event_vs_cancel() {
+    model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let mut first = ctx.done();
+        assert!(poll_once(&mut first).is_pending());
+        assert!(first.holds_slot());
+        let waiter = ctx.clone();
+        let t = thread::spawn(move || {
+            let mut second = waiter.done();
+            if poll_once(&mut second).is_pending() {
+                assert!(!second.holds_slot());
+            }
+            block_on(second);
+        });
+        cancel.cancel();
+        block_on(first);
+        t.join().unwrap();
+    });
+}
+
+/// The slot's owner is dropped while another waiter registers (claiming the
+/// freed slot or listening on the event) and the context is canceled: the
+/// second waiter is woken whichever way it registered.
+#[test]
+fn loom_waiter_slot_release_vs_claim_vs_cancel() {
+    model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let mut first = ctx.done();
+        assert!(poll_once(&mut first).is_pending());
+        let dropper = thread::spawn(move || drop(first));
+        let waiter = ctx.clone();
+        let t = thread::spawn(move || block_on(waiter.done()));
+        cancel.cancel();
+        dropper.join().unwrap();
+        t.join().unwrap();
+    });
+}
+
+/// A slot freed by a dropped owner is claimed again by the next waiter.
+#[test]
+fn loom_waiter_slot_reused_after_drop() {
+    model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let mut first = ctx.done();
+        assert!(poll_once(&mut first).is_pending());
+        let dropper = thread::spawn(move || drop(first));
+        dropper.join().unwrap();
+        let mut second = ctx.done();
+        assert!(poll_once(&mut second).is_pending());
+        assert!(second.holds_slot());
+        let t = thread::spawn(move || block_on(second));
+        cancel.cancel();
+        t.join().unwrap();
+    });
+}
+
+/// A waker that raises a flag, for models that wait for a wake-up by hand.
+struct Flag(loom::sync::atomic::AtomicBool);
+
+impl std::task::Wake for Flag {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.0.store(true, loom::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The slot's owner re-polled with the waker it registered while the context is
+/// canceled: the re-poll stores nothing, and a notifier that finds it holding the
+/// cell (and so leaves the cell alone) is not lost: either the waker is woken or
+/// the re-poll sees the close.
+#[test]
+fn loom_waiter_slot_same_waker_vs_cancel() {
+    model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let waiter = ctx.clone();
+        let t = thread::spawn(move || {
+            let flag = std::sync::Arc::new(Flag(loom::sync::atomic::AtomicBool::new(false)));
+            let waker = Waker::from(flag.clone());
+            let mut cx = TaskContext::from_waker(&waker);
+            let mut done = waiter.done();
+            if Pin::new(&mut done).poll(&mut cx).is_ready() {
+                return;
+            }
+            if Pin::new(&mut done).poll(&mut cx).is_ready() {
+                return;
+            }
+            while !flag.0.load(loom::sync::atomic::Ordering::SeqCst) {
+                thread::yield_now();
+            }
+            assert!(Pin::new(&mut done).poll(&mut cx).is_ready());
+        });
+        cancel.cancel();
+        t.join().unwrap();
     });
 }

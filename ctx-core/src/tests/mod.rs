@@ -14,7 +14,7 @@
 //! ```
 //!
 //! `cargo xtask loom` runs exactly that. On the 2-core reference machine (shared
-//! with other jobs) the 31 models take about 20 s, most of it in three of them
+//! with other jobs) the 36 models take about 20 s, most of it in three of them
 //! (the `time` column, at `LOOM_MAX_PREEMPTIONS=2`; "< 0.1 s" models explore a few
 //! hundred executions at most), plus under a minute for a cold release build.
 //! With `LOOM_MAX_PREEMPTIONS=3` they take about 5 minutes, most of it in the
@@ -50,6 +50,11 @@
 //! | **`loom_waiter`** | | |
 //! | `done_vs_cancel`, `child_done_vs_parent_cancel` | the `WAITERS` bit: no lost wake-up | < 0.1 s |
 //! | `two_waiters_vs_cancel` | two waiters, the second setting a set bit | 3.5 s |
+//! | `slot_new_waker_vs_cancel` | the slot's owner stores a new waker during the cancel: woken or sees the close | < 0.1 s |
+//! | `slot_same_waker_vs_cancel` | the owner re-polls with its waker while a notifier skips the cell it holds: not lost | < 0.1 s |
+//! | `slot_and_event_vs_cancel` | one waiter in the slot, one on the event: both woken | < 0.1 s |
+//! | `slot_release_vs_claim_vs_cancel` | the owner dropped while another waiter claims the slot (or listens) and the cancel runs | 1 s |
+//! | `slot_reused_after_drop` | a slot freed by a dropped owner is claimed again, and its new owner woken | < 0.1 s |
 //! | **`loom_timer`** (a `Recorder` backend that never fires by itself) | | |
 //! | `arm_vs_cancel`, `fire_vs_cancel` | every key disarmed exactly once | < 0.1 s |
 //! | `exact_deadline_vs_cancel` | a read closes with `UNCLAIMED` and walks nothing; the cancel walks; the read's answer sticks; no disarm on the reader | < 0.1 s |
@@ -90,6 +95,8 @@ mod loom_list;
 mod loom_timer;
 #[cfg(ctx_loom)]
 mod loom_waiter;
+#[cfg(not(ctx_loom))]
+mod waiting;
 
 /// Runs a loom model and checks after every execution that it freed every node
 /// it allocated (a leaked weak reference leaks the node's memory, which loom's

@@ -93,7 +93,8 @@ pub(crate) struct CancelPart {
     pub(crate) state: AtomicPtr<Record>,
     /// Children and callbacks: an inline slot, then a set allocated on demand.
     pub(crate) children: Children,
-    /// Where `Done` futures and blocking waits sleep.
+    /// Where `Done` futures and blocking waits sleep: one inline waker slot, and
+    /// an event for further waiters (see `wait`).
     pub(crate) waiters: Waiters,
     /// Whether a deadline applies here (this node's or an ancestor's): only then do
     /// readers look for it, walking up (see [`NodeRef::deadline_node`]).
@@ -619,13 +620,15 @@ impl CancelPart {
 mod tests {
     use super::*;
 
-    /// The allocation behind `with_cancel` (and `with_cancel_cause`): 72 bytes,
-    /// of which 8 are the inline child slot that spares a chain of contexts a
-    /// child set per level.
+    /// The allocation behind `with_cancel` (and `with_cancel_cause`): a header,
+    /// the state word, the children (an inline slot and the set pointer: 16
+    /// bytes; the slot spares a chain of contexts a child set per level) and the
+    /// waiters (the slot's word, its inline waker and the event: 32 bytes).
     #[test]
-    fn a_cancel_node_is_72_bytes() {
+    fn a_cancel_node_is_96_bytes() {
         assert_eq!(std::mem::size_of::<Header>(), 32);
-        assert_eq!(std::mem::size_of::<CancelPart>(), 40);
-        assert_eq!(std::mem::size_of::<Node<CancelPart>>(), 72);
+        assert_eq!(std::mem::size_of::<Waiters>(), 32);
+        assert_eq!(std::mem::size_of::<CancelPart>(), 64);
+        assert_eq!(std::mem::size_of::<Node<CancelPart>>(), 96);
     }
 }

@@ -1,37 +1,320 @@
-//! Registering a waiter: the `WAITERS` bit and why no wake-up is lost.
+//! Registering a waiter: the inline waker slot, the event, the `WAITERS` bit, and
+//! why no wake-up is lost.
 //!
-//! A waiter creates a listener on the carrier's event, then sets the `WAITERS`
-//! bit in the state word with a `SeqCst` read-modify-write, and goes to sleep only
-//! if that RMW read a live word. The canceler's CAS to done is an RMW on the same
-//! word; the walk notifies the event if the done word carries `WAITERS`.
+//! # Where a waiter sleeps
+//!
+//! Most carriers have at most one waiter at a time (a task awaiting its own
+//! context), so each carrier's [`Waiters`] keeps one waker inline, in a *slot*,
+//! next to an event for any further waiters:
+//!
+//! * The first waiter *claims* the slot and stores its waker there: two
+//!   read-modify-writes of the slot's word and a waker clone, no lock and no
+//!   allocation. While it holds the slot it may replace its waker (a `Done`
+//!   re-polled by another task); when it completes or is dropped it releases the
+//!   slot, and the next waiter can claim it.
+//! * A waiter that finds the slot taken listens on the event (`event-listener`'s,
+//!   which allocates its list on first use and registers under its lock), after
+//!   setting the sticky `EVENT` bit in the slot's word.
+//! * A notifier (the canceler, after the close) wakes the slot's waker and
+//!   notifies the event only if `EVENT` was ever set: when only the slot was used,
+//!   the event is not touched.
+//!
+//! # The slot's word
+//!
+//! | bit | set by | cleared by | meaning |
+//! |---|---|---|---|
+//! | `CLAIMED` | a claim (CAS from a free word) | the owner's release | a waiter owns the slot |
+//! | `REGISTERING` | the owner (claim, update, release) | the owner | the owner has the waker cell |
+//! | `WAKING` | a notifier (`fetch_or`) | that notifier, or the owner (below) | a notifier has the cell, or skipped it |
+//! | `EVENT` | a waiter that listens on the event | never | the event has (had) listeners |
+//!
+//! It is `AtomicWaker`'s protocol (futures, tokio, the `atomic-waker` crate), plus
+//! ownership. The waker cell is accessed only by whoever holds it: the owner between
+//! setting `REGISTERING` on a word without `WAKING` and clearing it, or a notifier
+//! whose `fetch_or(WAKING)` read neither `REGISTERING` nor `WAKING`, until it
+//! clears `WAKING`. Nobody ever waits for the other side:
+//!
+//! * A notifier that reads `REGISTERING` or `WAKING` leaves the cell alone, and
+//!   leaves its `WAKING` bit set. If `REGISTERING` was set, the owner finds the bit
+//!   when it clears `REGISTERING` (both bits in one RMW) and knows that a notifier
+//!   passed: the node is done, and the owner's own check (below) sees it. If
+//!   `WAKING` was set, the notifier holding the cell wakes the waker that is there.
+//! * An owner that reads `WAKING` when it sets `REGISTERING` leaves the cell to the
+//!   notifier (which takes and wakes the waker in it) and clears its bit again; the
+//!   node is done. An owner that releases the slot in that case just gives up
+//!   `CLAIMED`; the notifier empties the cell.
+//! * A claim needs a word without `CLAIMED`, `REGISTERING` and `WAKING`; a
+//!   waiter that cannot claim listens on the event instead.
+//!
+//! Every change of the word is an RMW, so the accesses to the cell are ordered by
+//! the word's modification order; the RMW that ends an access releases, and the
+//! one that starts the next acquires, so the cell's contents pass from holder to
+//! holder (the owner's waker to the notifier, the emptied cell to the next
+//! claimant).
+//!
+//! A hand-written slot rather than the `atomic-waker` crate: the crate's atomics
+//! are the standard library's, which the loom models could not see (they would
+//! check a stand-in instead of the code that runs), and the slot needs `CLAIMED`
+//! and `EVENT` in the same word as the waker's states, so that a notifier learns
+//! everything from one RMW.
+//!
+//! # No lost wake-up: the `WAITERS` bit
+//!
+//! A waiter first registers (claims the slot and stores its waker, stores a new
+//! waker in a slot it holds, or sets `EVENT` and listens on the event), then sets
+//! the `WAITERS` bit in the node's state word with a `SeqCst` read-modify-write,
+//! and sleeps only if that RMW read a live word. The canceler's CAS to done is an
+//! RMW on the same word; it calls [`Waiters::notify_all`] if the word it replaced
+//! carries `WAITERS`.
 //!
 //! RMWs on one atomic are totally ordered. If the waiter's RMW comes after the
 //! close, it reads the done word and the waiter does not sleep. If it comes
 //! before, the close reads the waiter's `WAITERS` bit (RMWs always read the
 //! latest value) and keeps it, and synchronises with the waiter's release, so the
-//! listener's registration happens-before the notification, and the notification
-//! finds it. This is the "flag, then notify" vs "register, then re-check" race of
-//! the tokio-util history: both sides do an RMW on one word, so neither can miss
-//! the other. When nobody ever waited, a cancel does not touch the event at all.
+//! registration happens-before the notification: the notifier's `fetch_or` on the
+//! slot's word comes after the registration's RMWs, so it finds the waker (or the
+//! owner holding the cell for a newer one, which is then told, as above) and
+//! `EVENT` with the listener behind it. This is the "flag, then notify" vs
+//! "register, then re-check" race of the tokio-util history: both sides do an RMW
+//! on one word, so neither can miss the other. When nobody ever waited, a cancel
+//! touches neither the slot nor the event.
+//!
+//! A waiter that learns from the slot that a notifier passed (it found `WAKING`)
+//! acquired that notifier's RMW, which came after its close: the waiter's own RMW
+//! of the state word then reads the done word. A waiter re-polled with the waker it
+//! already registered changes nothing and needs no RMW: a notification after its
+//! earlier registration wakes that waker.
 //!
 //! The event is `event-listener`'s (one primitive for async and blocking waits).
 //! Under `--cfg ctx_loom` a small loom-checked stand-in with the same contract
-//! (register under a lock; notify wakes all registered) replaces it.
+//! (register under a lock; notify wakes all registered) replaces it; the slot is
+//! the same code in both builds.
 
 use super::node::NodeRef;
 use super::state::{self, WAITERS};
-use crate::sync::Ordering;
+use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll, Waker};
 
-/// Registers interest in `carrier`'s cancellation: returns a listener, or `None`
-/// if the carrier is already done (then there is nothing to wait for).
-pub(crate) fn listen(carrier: NodeRef) -> Option<Listener> {
+/// A waiter owns the slot.
+const CLAIMED: usize = 1;
+/// The owner holds the waker cell.
+const REGISTERING: usize = 2;
+/// A notifier holds the waker cell, or skipped it (see the module docs).
+const WAKING: usize = 4;
+/// A waiter listened on the event (sticky).
+const EVENT: usize = 8;
+
+/// Where a carrier's waiters sleep: the inline slot for one waker, and the event
+/// for the rest.
+pub(crate) struct Waiters {
+    /// `CLAIMED | REGISTERING | WAKING | EVENT`: see the module docs.
+    word: AtomicUsize,
+    /// The slot owner's waker; accessed only by the holder of the cell.
+    waker: UnsafeCell<Option<Waker>>,
+    /// Further waiters; untouched unless `EVENT` is set.
+    event: imp::Event,
+}
+
+// SAFETY: `waker` is the only field that is not `Sync`. It is read or written only
+// by the one thread that holds the cell by the slot's protocol (the module docs),
+// whose acquiring and releasing RMWs of `word` order every access after the
+// previous holder's; a `Waker` is `Send`, so it may be dropped or woken on the
+// holder's thread whichever thread stored it.
+unsafe impl Sync for Waiters {}
+
+impl fmt::Debug for Waiters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Waiters")
+            .field("word", &self.word)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an owner learned from an access to its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    /// The slot's waker is the caller's, as it was before: nothing changed.
+    Unchanged,
+    /// The caller's waker is in the slot now.
+    Stored,
+    /// A notifier passed (the node is done); the caller's waker may not be there.
+    Notified,
+}
+
+impl Waiters {
+    pub(crate) fn new() -> Waiters {
+        Waiters {
+            word: AtomicUsize::new(0),
+            waker: UnsafeCell::new(None),
+            event: imp::Event::new(),
+        }
+    }
+
+    /// Whether a waiter holds the slot (for tests).
+    #[cfg(all(test, not(ctx_loom)))]
+    pub(crate) fn is_claimed(&self) -> bool {
+        self.word.load(Ordering::SeqCst) & CLAIMED != 0
+    }
+
+    /// Claims the slot for `waker`; `None` if another waiter holds it (or a
+    /// notifier is emptying it).
+    fn claim(&self, waker: &Waker) -> Option<Slot> {
+        let mut free = 0;
+        loop {
+            // Acquire: the cell as the previous holder left it (emptied) is ours.
+            match self.word.compare_exchange(
+                free,
+                free | CLAIMED | REGISTERING,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                // Only `EVENT` differs: still free.
+                Err(actual) if actual & (CLAIMED | REGISTERING | WAKING) == 0 => free = actual,
+                Err(_) => return None,
+            }
+        }
+        // SAFETY: the CAS set `REGISTERING` on a word without `WAKING`: we hold the
+        // cell until we clear it.
+        let old = self
+            .waker
+            .with_mut(|cell| unsafe { (*cell).replace(waker.clone()) });
+        debug_assert!(
+            old.is_none(),
+            "the slot's cell is emptied before it is freed"
+        );
+        Some(self.end_registering())
+    }
+
+    /// Stores `waker` in the slot the caller owns (unless it is there already).
+    fn update(&self, waker: &Waker) -> Slot {
+        // Acquire: if a notifier emptied the cell, its releasing RMW came before
+        // this one, and we see the empty cell. Only the owner sets `REGISTERING`,
+        // so a `fetch_or` cannot disturb anyone.
+        let previous = self.word.fetch_or(REGISTERING, Ordering::Acquire);
+        debug_assert!(previous & CLAIMED != 0 && previous & REGISTERING == 0);
+        if previous & WAKING != 0 {
+            // A notifier holds the cell: it wakes what is there. Relaxed: we did not
+            // touch the cell.
+            self.word.fetch_and(!REGISTERING, Ordering::Relaxed);
+            return Slot::Notified;
+        }
+        // SAFETY: we set `REGISTERING` on a word without `WAKING`: we hold the cell.
+        let old = self.waker.with_mut(|cell| unsafe {
+            match &*cell {
+                Some(current) if current.will_wake(waker) => None,
+                _ => Some((*cell).replace(waker.clone())),
+            }
+        });
+        let slot = self.end_registering();
+        match old {
+            // Dropped after the cell was given back: a waker's drop is executor code.
+            Some(old) => {
+                drop(old);
+                if slot == Slot::Unchanged {
+                    Slot::Stored
+                } else {
+                    slot
+                }
+            }
+            None => slot,
+        }
+    }
+
+    /// Gives the cell back after the owner wrote it: `Notified` if a notifier
+    /// skipped the cell meanwhile (it left `WAKING`, cleared here), else `Unchanged`.
+    fn end_registering(&self) -> Slot {
+        // Release: publishes the waker to the next notifier's acquiring `fetch_or`.
+        // Acquire: a `WAKING` read here comes from a notifier that closed the node
+        // before its RMW, so our later read of the state word sees the close.
+        let previous = self
+            .word
+            .fetch_and(!(REGISTERING | WAKING), Ordering::AcqRel);
+        if previous & WAKING != 0 {
+            Slot::Notified
+        } else {
+            Slot::Unchanged
+        }
+    }
+
+    /// Releases the slot the caller owns, dropping its waker.
+    fn release(&self) {
+        // Acquire: as in `update`.
+        let previous = self.word.fetch_or(REGISTERING, Ordering::Acquire);
+        debug_assert!(previous & CLAIMED != 0 && previous & REGISTERING == 0);
+        if previous & WAKING != 0 {
+            // A notifier holds the cell and will empty it (and wake our old waker,
+            // harmlessly); the slot is free again once it clears `WAKING`. Relaxed:
+            // we did not touch the cell.
+            self.word
+                .fetch_and(!(CLAIMED | REGISTERING), Ordering::Relaxed);
+            return;
+        }
+        // SAFETY: we set `REGISTERING` on a word without `WAKING`: we hold the cell.
+        let old = self.waker.with_mut(|cell| unsafe { (*cell).take() });
+        // Release: the emptied cell to the next claimant's acquiring CAS. Also clears
+        // the `WAKING` of notifiers that skipped the cell while we held it.
+        self.word
+            .fetch_and(!(CLAIMED | REGISTERING | WAKING), Ordering::Release);
+        drop(old);
+    }
+
+    /// Listens on the event (the slot is taken).
+    fn listen(&self) -> imp::Listener {
+        // Relaxed: the waiter's `SeqCst` RMW of the state word, after this, is what
+        // orders it before the notifier's `fetch_or` (module docs).
+        self.word.fetch_or(EVENT, Ordering::Relaxed);
+        self.event.listen()
+    }
+
+    /// Wakes every registered waiter: the slot's waker, and the event's listeners
+    /// if the event was ever used. Called only after the node is done; any number
+    /// of times, from any number of threads.
+    pub(crate) fn notify_all(&self) {
+        // AcqRel: acquires the owner's waker (its releasing RMW came before), and
+        // releases our close to an owner that finds our `WAKING` bit.
+        let previous = self.word.fetch_or(WAKING, Ordering::AcqRel);
+        let mut waker = WakeOnDrop(None);
+        if previous & (REGISTERING | WAKING) == 0 {
+            // SAFETY: our `fetch_or` set `WAKING` on a word without `REGISTERING`
+            // or `WAKING`: we hold the cell until we clear it.
+            waker.0 = self.waker.with_mut(|cell| unsafe { (*cell).take() });
+            // Release: the emptied cell to the next holder.
+            self.word.fetch_and(!WAKING, Ordering::Release);
+        }
+        // The slot's waker is woken even if notifying the event panics (executor
+        // code runs in both).
+        if previous & EVENT != 0 {
+            self.event.notify_all();
+        }
+        drop(waker);
+    }
+}
+
+/// Wakes its waker when dropped, also during unwinding.
+struct WakeOnDrop(Option<Waker>);
+
+impl Drop for WakeOnDrop {
+    fn drop(&mut self) {
+        if let Some(waker) = self.0.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// Sets `WAITERS` on `carrier`'s state word after a registration: true if the
+/// carrier is done (then there is nothing to wait for).
+fn mark_waiting(carrier: NodeRef) -> bool {
     let part = carrier.cancel_part();
-    let listener = part.waiters.listen();
-    // Relaxed: only a first guess for the CAS loop; the RMW below decides.
+    // Relaxed: only a first guess for the CAS loop; the RMW below decides. (A
+    // done word seen here is final: the word never goes back to live.)
     let mut current = part.state.load(Ordering::Relaxed);
     loop {
         if state::is_done(current) {
-            return None;
+            return true;
         }
         let flagged = current.map_addr(|a| a | WAITERS);
         // SeqCst: the waiter's RMW of the lost-wake-up argument (module docs); it
@@ -42,23 +325,101 @@ pub(crate) fn listen(carrier: NodeRef) -> Option<Listener> {
             Ordering::SeqCst,
             Ordering::Relaxed,
         ) {
-            Ok(_) => return Some(listener),
+            Ok(_) => return false,
             Err(actual) => current = actual,
         }
     }
 }
 
+/// One waiter's registration with a carrier: nothing yet, the slot, or a
+/// listener on the event. The owner (a `Done`, a blocking wait) calls
+/// [`Waiter::release`] before it forgets the carrier.
+#[derive(Debug, Default)]
+pub(crate) enum Waiter {
+    #[default]
+    Idle,
+    Slot,
+    Event(imp::Listener),
+}
+
+impl Waiter {
+    /// Registers `waker` on `carrier` (or refreshes the registration): `Ready` if
+    /// the carrier is done, `Pending` if `waker` will be woken when it is.
+    pub(crate) fn poll(&mut self, carrier: NodeRef, waker: &Waker) -> Poll<()> {
+        let waiters = &carrier.cancel_part().waiters;
+        loop {
+            match self {
+                Waiter::Idle => match waiters.claim(waker) {
+                    Some(_) => *self = Waiter::Slot,
+                    None => *self = Waiter::Event(waiters.listen()),
+                },
+                Waiter::Slot => {
+                    if waiters.update(waker) == Slot::Unchanged {
+                        return Poll::Pending;
+                    }
+                }
+                Waiter::Event(listener) => {
+                    match Pin::new(listener).poll(&mut TaskContext::from_waker(waker)) {
+                        Poll::Pending => return Poll::Pending,
+                        // Notified: the carrier is done (a notifier runs only after
+                        // the close); the RMW below confirms it.
+                        Poll::Ready(()) => {
+                            *self = Waiter::Idle;
+                            if is_done(carrier) {
+                                return Poll::Ready(());
+                            }
+                            continue;
+                        }
+                    }
+                }
+            }
+            // A registration changed (first claim or listen, or a new waker in the
+            // slot): the waiter's RMW of the module docs.
+            if mark_waiting(carrier) {
+                self.release(carrier);
+                return Poll::Ready(());
+            }
+            match self {
+                // A fresh listener has no waker yet: the next turn gives it ours.
+                Waiter::Event(_) => continue,
+                _ => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Gives up the registration: frees the slot or drops the listener.
+    pub(crate) fn release(&mut self, carrier: NodeRef) {
+        match std::mem::take(self) {
+            Waiter::Idle => {}
+            Waiter::Slot => carrier.cancel_part().waiters.release(),
+            Waiter::Event(listener) => drop(listener),
+        }
+    }
+
+    /// Whether this waiter holds its carrier's slot (for tests).
+    #[cfg(test)]
+    pub(crate) fn holds_slot(&self) -> bool {
+        matches!(self, Waiter::Slot)
+    }
+}
+
+/// Whether `carrier` is done (one Acquire load).
+fn is_done(carrier: NodeRef) -> bool {
+    // Acquire: as every reader's load of the state word.
+    state::is_done(carrier.cancel_part().state.load(Ordering::Acquire))
+}
+
 #[cfg(not(all(test, ctx_loom)))]
 mod imp {
-    pub(crate) use event_listener::{Event, EventListener as Listener};
+    pub(crate) use event_listener::EventListener as Listener;
 
-    /// The event a carrier's waiters sleep on.
+    /// The event further waiters sleep on.
     #[derive(Debug)]
-    pub(crate) struct Waiters(Event);
+    pub(crate) struct Event(event_listener::Event);
 
-    impl Waiters {
-        pub(crate) fn new() -> Waiters {
-            Waiters(Event::new())
+    impl Event {
+        pub(crate) fn new() -> Event {
+            Event(event_listener::Event::new())
         }
 
         pub(crate) fn listen(&self) -> Listener {
@@ -87,15 +448,15 @@ mod imp {
 
     /// A loom model of `event_listener::Event`'s contract.
     #[derive(Debug, Default)]
-    pub(crate) struct Waiters(Mutex<Vec<Arc<Entry>>>);
+    pub(crate) struct Event(Mutex<Vec<Arc<Entry>>>);
 
     /// A registered listener.
     #[derive(Debug)]
     pub(crate) struct Listener(Arc<Entry>);
 
-    impl Waiters {
-        pub(crate) fn new() -> Waiters {
-            Waiters::default()
+    impl Event {
+        pub(crate) fn new() -> Event {
+            Event::default()
         }
 
         pub(crate) fn listen(&self) -> Listener {
@@ -130,5 +491,3 @@ mod imp {
         }
     }
 }
-
-pub(crate) use imp::{Listener, Waiters};

@@ -1,0 +1,252 @@
+//! White-box tests of waiting (`tree::wait`): who holds the inline waker slot,
+//! which wakers a cancel wakes, and blocking waits through the slot and the
+//! event. None depends on timing: a thread that must be asleep before a cancel
+//! is waited for through the slot's state, and deadlines are only checked to
+//! have passed.
+
+use crate::Context;
+use crate::sync::{AtomicUsize, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A waker that counts its wake-ups.
+#[derive(Default)]
+struct Count(AtomicUsize);
+
+impl Wake for Count {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn counter() -> (Arc<Count>, Waker) {
+    let count = Arc::new(Count::default());
+    let waker = Waker::from(count.clone());
+    (count, waker)
+}
+
+fn woken(count: &Count) -> usize {
+    count.0.load(Ordering::SeqCst)
+}
+
+fn poll<F: Future + Unpin>(future: &mut F, waker: &Waker) -> Poll<F::Output> {
+    Pin::new(future).poll(&mut TaskContext::from_waker(waker))
+}
+
+/// Whether some waiter holds `ctx`'s slot (`ctx` must be cancelable).
+fn slot_claimed(ctx: &Context) -> bool {
+    ctx.carrier().unwrap().cancel_part().waiters.is_claimed()
+}
+
+#[test]
+fn the_slot_is_reused_after_its_waiter_drops_or_completes() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let (a, waker_a) = counter();
+    let (b, waker_b) = counter();
+    let (c, waker_c) = counter();
+    let mut first = ctx.done();
+    assert!(poll(&mut first, &waker_a).is_pending());
+    assert!(first.holds_slot());
+    let mut second = ctx.done();
+    assert!(poll(&mut second, &waker_b).is_pending());
+    assert!(!second.holds_slot(), "the slot is taken: the event");
+    drop(first);
+    assert!(!slot_claimed(&ctx));
+    let mut third = ctx.done();
+    assert!(poll(&mut third, &waker_c).is_pending());
+    assert!(third.holds_slot(), "the dropped waiter freed the slot");
+    cancel.cancel();
+    assert_eq!(woken(&a), 0, "a dropped waiter is not woken");
+    assert_eq!(woken(&b), 1);
+    assert_eq!(woken(&c), 1);
+    assert!(poll(&mut second, &waker_b).is_ready());
+    assert!(poll(&mut third, &waker_c).is_ready());
+    assert!(
+        !third.holds_slot() && !slot_claimed(&ctx),
+        "completion frees it"
+    );
+}
+
+#[test]
+fn a_completed_waiter_frees_the_slot_of_a_live_parent() {
+    let (parent, _cancel_parent) = Context::background().with_cancel();
+    let (child, cancel_child) = parent.with_cancel();
+    let (_, waker) = counter();
+    // The child is its own carrier; the parent's slot is the one reused.
+    let mut on_parent = parent.done();
+    assert!(poll(&mut on_parent, &waker).is_pending());
+    assert!(on_parent.holds_slot());
+    let mut on_child = child.done();
+    assert!(poll(&mut on_child, &waker).is_pending());
+    assert!(on_child.holds_slot(), "one slot per carrier");
+    cancel_child.cancel();
+    assert!(poll(&mut on_child, &waker).is_ready());
+    drop(on_parent);
+    assert!(!slot_claimed(&parent) && !slot_claimed(&child));
+    let mut again = parent.done();
+    assert!(poll(&mut again, &waker).is_pending());
+    assert!(again.holds_slot());
+}
+
+#[test]
+fn two_and_many_waiters_are_all_woken() {
+    for n in [1, 2, 3, 64] {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let mut waiters: Vec<_> = (0..n)
+            .map(|_| {
+                let (count, waker) = counter();
+                let mut done = ctx.done();
+                assert!(poll(&mut done, &waker).is_pending());
+                (count, waker, done)
+            })
+            .collect();
+        assert_eq!(waiters.iter().filter(|(.., d)| d.holds_slot()).count(), 1);
+        cancel.cancel();
+        for (count, waker, done) in &mut waiters {
+            assert_eq!(woken(count), 1, "{n} waiters");
+            assert!(poll(done, waker).is_ready());
+        }
+    }
+}
+
+#[test]
+fn many_waiters_on_threads_are_all_woken() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let ctx = ctx.clone();
+            thread::spawn(move || {
+                if i % 2 == 0 {
+                    ctx.wait();
+                } else {
+                    let (_, waker) = counter();
+                    let mut done = ctx.done();
+                    // Spin on polls: every poll after the first is a re-poll.
+                    while poll(&mut done, &waker).is_pending() {
+                        thread::yield_now();
+                    }
+                }
+                assert!(ctx.is_done());
+            })
+        })
+        .collect();
+    // Some waiter holds the slot (others may follow on the event) before the cancel.
+    while !slot_claimed(&ctx) {
+        thread::yield_now();
+    }
+    cancel.cancel();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn a_done_repolled_with_other_wakers_wakes_the_last_one() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let (a, waker_a) = counter();
+    let (b, waker_b) = counter();
+    let (c, waker_c) = counter();
+    let mut done = ctx.done();
+    assert!(poll(&mut done, &waker_a).is_pending());
+    assert!(poll(&mut done, &waker_b).is_pending());
+    assert!(
+        poll(&mut done, &waker_b).is_pending(),
+        "the same waker again"
+    );
+    // Moved to another task (thread), polled there with its waker.
+    let moved_waker = waker_c.clone();
+    let mut done = thread::spawn(move || {
+        assert!(poll(&mut done, &moved_waker).is_pending());
+        done
+    })
+    .join()
+    .unwrap();
+    assert!(done.holds_slot());
+    cancel.cancel();
+    assert_eq!((woken(&a), woken(&b), woken(&c)), (0, 0, 1));
+    assert!(poll(&mut done, &waker_c).is_ready());
+    assert!(poll(&mut done, &waker_c).is_ready(), "fused: ready again");
+}
+
+#[test]
+fn the_same_for_a_waiter_on_the_event() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let (_, waker) = counter();
+    let mut first = ctx.done();
+    assert!(poll(&mut first, &waker).is_pending());
+    let (a, waker_a) = counter();
+    let (b, waker_b) = counter();
+    let mut second = ctx.done();
+    assert!(poll(&mut second, &waker_a).is_pending());
+    assert!(poll(&mut second, &waker_b).is_pending());
+    assert!(!second.holds_slot());
+    cancel.cancel();
+    assert_eq!((woken(&a), woken(&b)), (0, 1));
+    assert!(poll(&mut second, &waker_b).is_ready());
+}
+
+#[test]
+fn a_blocking_wait_with_a_deadline_returns_at_the_deadline() {
+    let (ctx, _cancel) = Context::background().with_cancel();
+    let deadline = Instant::now() + Duration::from_millis(20);
+    assert!(!ctx.wait_until(deadline));
+    assert!(Instant::now() >= deadline);
+    assert!(!slot_claimed(&ctx), "a timed-out wait frees the slot");
+    // Again with the slot taken: the wait sleeps on the event.
+    let (_, waker) = counter();
+    let mut holder = ctx.done();
+    assert!(poll(&mut holder, &waker).is_pending());
+    let deadline = Instant::now() + Duration::from_millis(20);
+    assert!(!ctx.wait_until(deadline));
+    assert!(Instant::now() >= deadline);
+    assert!(!ctx.wait_timeout(Duration::ZERO));
+}
+
+#[test]
+fn a_blocking_wait_with_a_deadline_returns_on_cancel() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let waiter = {
+        let ctx = ctx.clone();
+        thread::spawn(move || ctx.wait_timeout(Duration::from_secs(3600)))
+    };
+    // Asleep in the slot (or about to be: the slot is claimed before it parks).
+    while !slot_claimed(&ctx) {
+        thread::yield_now();
+    }
+    // Spurious unparks are harmless: the wait re-checks and parks again.
+    for _ in 0..3 {
+        waiter.thread().unpark();
+        thread::yield_now();
+    }
+    assert!(!ctx.is_done());
+    cancel.cancel();
+    assert!(waiter.join().unwrap());
+    assert!(!slot_claimed(&ctx));
+}
+
+#[test]
+fn a_blocking_wait_on_the_event_returns_on_cancel() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let (_, waker) = counter();
+    let mut holder = ctx.done();
+    assert!(poll(&mut holder, &waker).is_pending());
+    let waiter = {
+        let ctx = ctx.clone();
+        thread::spawn(move || ctx.wait_timeout(Duration::from_secs(3600)))
+    };
+    for _ in 0..3 {
+        waiter.thread().unpark();
+        thread::yield_now();
+    }
+    cancel.cancel();
+    assert!(waiter.join().unwrap());
+    assert!(poll(&mut holder, &waker).is_ready());
+}
