@@ -56,6 +56,7 @@
 //! | `ChildSet` slots, the inline slot | insert's store (inline: CAS), remove's CAS, drain's swap | `SeqCst` / `AcqRel` | each other (`child_set`) |
 //! | the set pointer in `Children`, segment pointers | first insert's CAS | `SeqCst` | the canceler's `SeqCst` loads |
 //! | slot index fields | registrant's store, detacher's swap | `Release` / `AcqRel` | each other (`register`) |
+//! | the waker slot's word (`Waiters`) | claim (CAS), owner's register/release, notifier's `fetch_or` | `AcqRel` | each other, `AtomicWaker`-style (`wait`) |
 //! | `Header::strong`/`weak` | clone, drop, upgrade | as `Arc` | as `Arc` |
 //! | `Callback::state` | claims | `AcqRel` CAS | each other (`callback`) |
 //! | `DeadlinePart::key` | arm's store, the walk's swap | `SeqCst` | each other (`deadline`) |

@@ -9,7 +9,7 @@
 //! | `&CANCELED_RECORD`      | done, `Error::Canceled`, no explicit cause            |
 //! | `&DEADLINE_RECORD`      | done, `Error::DeadlineExceeded`, no explicit cause    |
 //! | other pointer           | done, with an explicit cause: an owned `Arc<Record>`  |
-//! | `WAITERS` bit (4)       | a waiter registered with the node's event             |
+//! | `WAITERS` bit (4)       | a waiter registered (in the waker slot or the event)  |
 //! | `UNCLAIMED` bit (1)     | done by a read (an expired deadline), and nobody has taken on the subtree yet |
 //! | `COMPLETE` bit (2)      | done, and so is every node below it                   |
 //! | `HAS_SET` bit (8)       | a registrant came: children or callbacks may be registered |
