@@ -97,12 +97,13 @@ impl Implementation {
 
 /// ctx-core's first wait today.
 const FIRST_WAIT_NOW: Count = Count {
-    rmws: 9,
-    shared_lines: 4,
-    detail: "the state word's CAS setting `WAITERS` (the node's line); event-listener: \
-             `Arc` +1, mutex lock + unlock to insert, lock + unlock to store the waker on the \
-             first poll, lock + unlock to remove on drop, `Arc` −1 (the event's shared block: \
-             three acquisitions of its line)",
+    rmws: 6,
+    shared_lines: 2,
+    detail: "the waker slot (`tree/wait.rs`): the claim CAS and the `fetch_and` that ends \
+             registering, on the slot's word in the node; the waker's clone (its task's \
+             count, +1); the state word's CAS setting `WAITERS` (the node's line); on drop, \
+             the slot's release (`fetch_or`, `fetch_and`) and the waker's drop (−1). No lock, \
+             no allocation; event-listener only for a second concurrent waiter",
 };
 
 /// Every column. The counts are for the common path: a parent that already has
@@ -151,8 +152,9 @@ pub const IMPLEMENTATIONS: &[Implementation] = &[
     },
     Implementation {
         name: "ctx-core (before)",
-        source: "ctx-core before the sharded child set: one free stack and one slot array \
-                 per parent, and event-listener 5's `Event` for every waiter",
+        source: "ctx-core before the sharded child set and the waker slot: one free stack \
+                 and one slot array per parent, and event-listener 5's `Event` for every \
+                 waiter",
         measured_as: None,
         counts: [
             Count {
