@@ -131,7 +131,7 @@ pub(crate) mod unmodeled {
 /// `--cfg ctx_sanitize` an Acquire load of the counter does the same job (which is
 /// what `Arc` does under ThreadSanitizer too).
 #[inline]
-pub(crate) fn acquire_after_last_release(counter: &AtomicU32) {
+pub(crate) fn acquire_after_last_release(counter: &AtomicU64) {
     #[cfg(not(ctx_sanitize))]
     {
         let _ = counter;

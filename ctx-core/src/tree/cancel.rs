@@ -380,7 +380,14 @@ impl Walk {
             // reference.
             match unsafe { Entry::from_raw(raw) } {
                 Entry::Child(child) => {
-                    if child.upgrade() {
+                    // The walk holds every node it reaches through a slot with the
+                    // slot's weak reference and a strong one, and gives both back
+                    // together (`Work::release_reached`).
+                    if !child.upgrade() {
+                        // Being dropped: no user code, the payload goes with the
+                        // last strong reference, never with a weak one.
+                        child.dec_weak();
+                    } else {
                         match try_close(child, &reason, false) {
                             Some(previous) if !state::has(previous, HAS_SET) => {
                                 // A leaf, complete at its close: finished here,
@@ -396,16 +403,13 @@ impl Walk {
                                 node: child,
                                 parent: step,
                             }),
-                            None if is_complete(child) => self.work.release(child),
+                            None if is_complete(child) => self.work.release_reached(child),
                             None => {
                                 self.foreign.push(child);
                                 foreign += 1;
                             }
                         }
                     }
-                    // No user code: the payload is dropped with the last strong
-                    // reference, never with a weak one.
-                    child.dec_weak();
                 }
                 Entry::Callback(callback) => {
                     if callback.claim_fire() {
@@ -440,7 +444,7 @@ impl Walk {
         let mine = self.foreign.len() - foreign as usize;
         if blocked_children == 0 && self.foreign[mine..].iter().all(|&c| is_complete(c)) {
             for child in self.foreign.drain(mine..) {
-                self.work.release(child);
+                self.work.release_reached(child);
             }
             self.leave(node, true);
             return;
@@ -472,7 +476,8 @@ impl Walk {
     }
 
     /// A node this walk owned is complete: flag it (unless its close did), let a
-    /// merge node leave its other parents, and release the walk's reference.
+    /// merge node leave its other parents, and release the walk's references
+    /// (strong, and the slot's weak one, unless it is the root).
     fn leave(&mut self, node: NodeRef, flag: bool) {
         if flag {
             mark_complete(node, &mut self.panic);
@@ -481,7 +486,7 @@ impl Walk {
             merge_leaves_parents(node);
         }
         if self.root != Some(node) {
-            self.work.release(node);
+            self.work.release_reached(node);
         }
     }
 
@@ -518,7 +523,7 @@ impl Walk {
                 b.done = true;
                 let (node, parent) = (b.node, b.parent);
                 for child in std::mem::take(&mut b.foreign) {
-                    self.work.release(child);
+                    self.work.release_reached(child);
                 }
                 if let Some(p) = parent {
                     self.blocked[p].blocked_children -= 1;

@@ -48,7 +48,9 @@ pub(crate) unsafe fn drop_node(node: NodeRef, panic: &mut Panic) {
         catch(panic, || unsafe {
             (header.vtable.drop_payload)(current.as_non_null())
         });
-        current.dec_weak();
+        // SAFETY: the strong count is zero, the payload dropped, and the strong
+        // references' weak one is ours now.
+        unsafe { current.release_last_strongs_weak() };
         if let Some(parent) = parent.real()
             && parent.release_strong_is_last()
         {

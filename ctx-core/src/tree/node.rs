@@ -29,7 +29,13 @@ use std::time::Instant;
 pub(crate) const UNREGISTERED: u32 = u32::MAX;
 
 /// Above this many references we abort, as `Arc` does: the count must not wrap.
-const MAX_REFCOUNT: u32 = i32::MAX as u32;
+const MAX_REFCOUNT: u64 = i32::MAX as u64;
+/// One strong reference in [`Header::counts`].
+const STRONG: u64 = 1;
+/// One weak reference in [`Header::counts`].
+const WEAK: u64 = 1 << 32;
+/// The strong count's bits in [`Header::counts`].
+const STRONG_MASK: u64 = WEAK - 1;
 
 /// What kind of context a node is; drives `Display` and which payload follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,8 +80,10 @@ pub(crate) struct VTable {
 #[repr(C)]
 #[derive(Debug)]
 pub(crate) struct Header {
-    strong: AtomicU32,
-    weak: AtomicU32,
+    /// The strong count (low 32 bits) and the weak count (high 32 bits), in one
+    /// word so that a walk can give back a strong and a weak reference in one
+    /// read-modify-write ([`NodeRef::release_strong_and_weak`]).
+    counts: AtomicU64,
     pub(crate) vtable: &'static VTable,
     /// The parent this node was derived from: a strong reference owned by the node,
     /// or a root sentinel (see [`NodeRef::real`]).
@@ -338,17 +346,20 @@ impl NodeRef {
         payload: P,
     ) -> NodeRef {
         let carrier_self = vtable.kind.is_cancelable();
-        let node = Box::new(Node {
-            header: Header {
-                strong: AtomicU32::new(strong),
-                weak: AtomicU32::new(weak),
+        // Allocated first and written in place: building the node on the stack
+        // and moving it into a box costs a copy of every byte.
+        let raw = Box::into_raw(Box::<Node<P>>::new_uninit()).cast::<Node<P>>();
+        // SAFETY: `raw` is a fresh allocation for a `Node<P>`; each field is
+        // written once, before anything reads the node.
+        unsafe {
+            ptr::addr_of_mut!((*raw).header).write(Header {
+                counts: AtomicU64::new(u64::from(strong) | u64::from(weak) << 32),
                 vtable,
                 parent,
                 carrier,
-            },
-            payload,
-        });
-        let raw = Box::into_raw(node);
+            });
+            ptr::addr_of_mut!((*raw).payload).write(payload);
+        }
         #[cfg(all(test, ctx_loom))]
         LIVE_NODES.with(|live| live.set(live.get() + 1));
         if carrier_self {
@@ -499,7 +510,7 @@ impl NodeRef {
     pub(crate) fn inc_strong(self) {
         // Relaxed: a new reference is made from an existing one, which already keeps
         // the node alive; nothing is published (the same argument as `Arc::clone`).
-        if self.header().strong.fetch_add(1, Ordering::Relaxed) > MAX_REFCOUNT {
+        if self.header().counts.fetch_add(STRONG, Ordering::Relaxed) & STRONG_MASK > MAX_REFCOUNT {
             std::process::abort();
         }
     }
@@ -527,17 +538,40 @@ impl NodeRef {
     /// must then drop the node.
     pub(crate) fn release_strong_is_last(self) -> bool {
         // Release: everything this handle did happens-before the drop.
-        if self.header().strong.fetch_sub(1, Ordering::Release) != 1 {
+        let previous = self.header().counts.fetch_sub(STRONG, Ordering::Release);
+        self.was_last_strong(previous)
+    }
+
+    /// Releases one strong and one weak reference at once (a walk's hold on a
+    /// child and the child's slot): one read-modify-write instead of two. Says
+    /// whether the strong one was the last; the caller must then drop the node,
+    /// which still holds the weak reference of all strong ones, so the weak one
+    /// released here was never the last.
+    pub(crate) fn release_strong_and_weak_is_last(self) -> bool {
+        // Release: as for `release_strong_is_last` and `dec_weak`.
+        let previous = self
+            .header()
+            .counts
+            .fetch_sub(STRONG + WEAK, Ordering::Release);
+        debug_assert!(
+            previous >> 32 >= 2,
+            "the strong references' weak one remains"
+        );
+        self.was_last_strong(previous)
+    }
+
+    fn was_last_strong(self, previous: u64) -> bool {
+        if previous & STRONG_MASK != 1 {
             return false;
         }
         // Acquire: pairs with the Release decrements of all other handles.
-        crate::sync::acquire_after_last_release(&self.header().strong);
+        crate::sync::acquire_after_last_release(&self.header().counts);
         true
     }
 
     pub(crate) fn inc_weak(self) {
         // Relaxed: as for `inc_strong`.
-        if self.header().weak.fetch_add(1, Ordering::Relaxed) > MAX_REFCOUNT {
+        if self.header().counts.fetch_add(WEAK, Ordering::Relaxed) >> 32 > MAX_REFCOUNT {
             std::process::abort();
         }
     }
@@ -545,31 +579,56 @@ impl NodeRef {
     /// Releases one weak reference; the last one frees the memory.
     pub(crate) fn dec_weak(self) {
         // Release/Acquire: as for `dec_strong`, so the freeing thread sees all uses.
-        if self.header().weak.fetch_sub(1, Ordering::Release) != 1 {
+        if self.header().counts.fetch_sub(WEAK, Ordering::Release) >> 32 != 1 {
             return;
         }
-        crate::sync::acquire_after_last_release(&self.header().weak);
+        crate::sync::acquire_after_last_release(&self.header().counts);
         // SAFETY: the weak count reached zero, so the payload was dropped already (the
         // strong references held one weak together) and nobody can reach the node.
         unsafe { (self.header().vtable.dealloc)(self.0) };
     }
 
+    /// Releases the weak reference that all strong ones held together, after the
+    /// last strong one went and the payload was dropped: the last weak frees the
+    /// memory.
+    ///
+    /// # Safety
+    ///
+    /// The strong count must be zero and the payload dropped, and the caller must
+    /// own the strong references' weak one.
+    pub(crate) unsafe fn release_last_strongs_weak(self) {
+        // Acquire: if ours is the only weak reference left, every other holder
+        // released theirs with a Release RMW that this load reads from (or that
+        // precedes one it reads from), so their uses happen-before the free. With
+        // no strong reference and no other weak one, nobody can make a new one:
+        // the memory is ours, and the decrement can be skipped.
+        if self.header().counts.load(Ordering::Acquire) == WEAK {
+            // SAFETY: as in `dec_weak`: the payload is dropped, nobody else can
+            // reach the node.
+            unsafe { (self.header().vtable.dealloc)(self.0) };
+            return;
+        }
+        self.dec_weak();
+    }
+
     /// Turns a weak reference into an additional strong one, unless the node is
     /// already being dropped.
     pub(crate) fn upgrade(self) -> bool {
-        let strong = &self.header().strong;
+        let counts = &self.header().counts;
         // Relaxed: only a first guess for the CAS loop.
-        let mut n = strong.load(Ordering::Relaxed);
+        let mut n = counts.load(Ordering::Relaxed);
         loop {
-            if n == 0 {
+            let strong = n & STRONG_MASK;
+            if strong == 0 {
                 return false;
             }
-            if n > MAX_REFCOUNT {
+            if strong > MAX_REFCOUNT {
                 std::process::abort();
             }
             // Acquire on success: pairs with the Release of handles dropped before, as
             // `Weak::upgrade` does.
-            match strong.compare_exchange_weak(n, n + 1, Ordering::Acquire, Ordering::Relaxed) {
+            match counts.compare_exchange_weak(n, n + STRONG, Ordering::Acquire, Ordering::Relaxed)
+            {
                 Ok(_) => return true,
                 Err(actual) => n = actual,
             }
@@ -579,13 +638,13 @@ impl NodeRef {
     /// The strong count (for the loom models).
     #[cfg(all(test, ctx_loom))]
     pub(crate) fn strong_count(self) -> usize {
-        self.header().strong.load(Ordering::Relaxed) as usize
+        (self.header().counts.load(Ordering::Relaxed) & STRONG_MASK) as usize
     }
 
     /// The weak count (for the loom models).
     #[cfg(all(test, ctx_loom))]
     pub(crate) fn weak_count(self) -> usize {
-        self.header().weak.load(Ordering::Relaxed) as usize
+        (self.header().counts.load(Ordering::Relaxed) >> 32) as usize
     }
 
     /// The entry pointer that stands for this node in a child set (tag 0).

@@ -99,6 +99,15 @@ impl Work {
         }
     }
 
+    /// Releases what a walk holds on a node it reached through a slot: a strong
+    /// reference and the slot's weak one, in one read-modify-write. A last
+    /// strong reference is dropped later, as by [`release`](Self::release).
+    pub(crate) fn release_reached(&mut self, node: NodeRef) {
+        if node.release_strong_and_weak_is_last() {
+            self.drops.push(node);
+        }
+    }
+
     /// Whether nothing is owed.
     pub(crate) fn is_empty(&self) -> bool {
         self.disarms.is_empty() && self.callbacks.is_empty() && self.drops.is_empty()
