@@ -83,17 +83,13 @@ impl CancelFunc {
         let this = std::mem::ManuallyDrop::new(self);
         Canceler { node: this.node }
     }
-
-    pub(crate) fn cancel_with(&self, reason: Reason) -> bool {
-        tree::cancel(self.node, reason, Origin::Explicit)
-    }
 }
 
 impl Drop for CancelFunc {
     fn drop(&mut self) {
-        // Released even if an `after_func` callback's panic resurfaces from the cancel.
-        let _release = self.node.strong_guard();
-        self.cancel_with(Reason::plain(Error::Canceled));
+        // Our strong reference goes with the cancel (also when an `after_func`
+        // callback's panic resurfaces from it).
+        tree::cancel::cancel_and_release(self.node, Reason::plain(Error::Canceled));
     }
 }
 
@@ -132,8 +128,10 @@ impl CancelCauseFunc {
 
     /// Cancels the context with [`Error::Canceled`] and `cause`.
     pub fn cancel(self, cause: impl Into<Cause>) {
-        self.inner
-            .cancel_with(Reason::new(Error::Canceled, Some(cause.into())));
+        let reason = Reason::new(Error::Canceled, Some(cause.into()));
+        // The cancel function's strong reference goes with the cancel.
+        let inner = std::mem::ManuallyDrop::new(self.inner);
+        tree::cancel::cancel_and_release(inner.node, reason);
     }
 
     /// The context this function cancels.

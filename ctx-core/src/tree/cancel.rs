@@ -168,6 +168,12 @@ fn mark_complete(node: NodeRef, panic: &mut Panic) {
 /// everything that could block or run user code goes to the runner.
 pub(crate) fn cancel(node: NodeRef, reason: Reason, origin: Origin) -> bool {
     let closed = try_close(node, &reason, false);
+    finish_cancel(node, closed, reason, origin)
+}
+
+/// The rest of [`cancel`] after its close (`closed`: the live word it replaced,
+/// or `None` if the node was done already).
+fn finish_cancel(node: NodeRef, closed: Option<Word>, reason: Reason, origin: Origin) -> bool {
     drop(reason);
     match closed {
         // Closed as a leaf (nothing was ever registered): complete at once, and
@@ -220,26 +226,62 @@ pub(crate) fn cancel(node: NodeRef, reason: Reason, origin: Origin) -> bool {
 /// a walk of one node, without its bookkeeping.
 fn finish_leaf(node: NodeRef, previous: Word, origin: Origin) {
     let mut panic = None;
+    if finish_leaf_owing(node, previous, &mut panic) {
+        node.dec_weak();
+    }
+    if origin == Origin::Explicit {
+        work::resume(panic);
+    }
+}
+
+/// [`finish_leaf`], except that a slot reference the leaf's detach takes back
+/// from its parent is not released but owed to the caller (true): a caller
+/// that releases its own strong reference next gives back both in one RMW.
+fn finish_leaf_owing(node: NodeRef, previous: Word, panic: &mut Panic) -> bool {
     if let Some(on_done) = node.header().vtable.on_done {
         // The timer first: a waiter that wakes up finds it released already.
         // The caller holds the node, so the disarm takes no reference and
         // releases none: nothing else is left to run.
         let mut work = Work::holding(node);
         on_done(node, &mut work);
-        work.run_disarms(&mut panic);
+        work.run_disarms(panic);
         debug_assert!(work.is_empty());
     }
     if state::has(previous, WAITERS) {
-        work::catch(&mut panic, || node.cancel_part().waiters.notify_all());
+        work::catch(panic, || node.cancel_part().waiters.notify_all());
     }
     if node.kind() == Kind::Merge {
         merge_leaves_parents(node);
+        false
     } else {
-        register::detach(node);
+        register::detach_owing(node)
     }
-    if origin == Origin::Explicit {
-        work::resume(panic);
+}
+
+/// Cancels `node` as [`cancel`] does with [`Origin::Explicit`], then releases
+/// the caller's strong reference on it (a cancel function's last act). When the
+/// cancel closed a leaf that left its parent's set, the strong reference and the
+/// slot's weak one go back in one read-modify-write.
+pub(crate) fn cancel_and_release(node: NodeRef, reason: Reason) -> bool {
+    let closed = try_close(node, &reason, false);
+    let Some(previous) = closed.filter(|&previous| !state::has(previous, HAS_SET)) else {
+        // Released even if a callback's panic resurfaces from the cancel.
+        let _release = node.strong_guard();
+        return finish_cancel(node, closed, reason, Origin::Explicit);
+    };
+    drop(reason);
+    let mut panic = None;
+    let last = if finish_leaf_owing(node, previous, &mut panic) {
+        node.release_strong_and_weak_is_last()
+    } else {
+        node.release_strong_is_last()
+    };
+    if last {
+        // SAFETY: the strong count just reached zero.
+        unsafe { super::drop::drop_node(node, &mut panic) };
     }
+    work::resume(panic);
+    true
 }
 
 /// Waits until another thread's walk completed `node` (a cancel that lost).

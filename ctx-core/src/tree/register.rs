@@ -204,10 +204,8 @@ fn take_index(index: &AtomicU32, shared: bool) -> Option<u32> {
 /// that still held it gives back its weak reference.
 pub(crate) fn detach(node: NodeRef) {
     if node.kind() != super::node::Kind::Merge {
-        // One parent link, only ever taken by one thread at a time.
-        if let Some(slot) = take_index(&node.cancel_part().slot, false) {
-            let carrier = node.header().parent.real().and_then(NodeRef::carrier);
-            leave(carrier.expect("registered without a parent"), slot, node);
+        if detach_owing(node) {
+            node.dec_weak();
         }
         return;
     }
@@ -216,6 +214,20 @@ pub(crate) fn detach(node: NodeRef) {
             leave(carrier, slot, node);
         }
     }
+}
+
+/// [`detach`] for a node with one parent (not a merge node), except that the
+/// slot's weak reference, if the removal took it back, is owed to the caller
+/// (true) instead of released.
+pub(crate) fn detach_owing(node: NodeRef) -> bool {
+    debug_assert_ne!(node.kind(), super::node::Kind::Merge);
+    // One parent link, only ever taken by one thread at a time.
+    let Some(slot) = take_index(&node.cancel_part().slot, false) else {
+        return false;
+    };
+    let carrier = node.header().parent.real().and_then(NodeRef::carrier);
+    let carrier = carrier.expect("registered without a parent");
+    carrier.cancel_part().children.remove(slot, node.as_entry())
 }
 
 /// Takes `node`'s entry out of `carrier`'s set at `slot`, if it is still there.
