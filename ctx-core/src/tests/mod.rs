@@ -14,7 +14,7 @@
 //! ```
 //!
 //! `cargo xtask loom` runs exactly that. On the 2-core reference machine (shared
-//! with other jobs) the 31 models take about 20 s, most of it in three of them
+//! with other jobs) the 34 models take about 20 s, most of it in three of them
 //! (the `time` column, at `LOOM_MAX_PREEMPTIONS=2`; "< 0.1 s" models explore a few
 //! hundred executions at most), plus under a minute for a cold release build.
 //! With `LOOM_MAX_PREEMPTIONS=3` they take about 5 minutes, most of it in the
@@ -50,6 +50,8 @@
 //! | **`loom_waiter`** | | |
 //! | `done_vs_cancel`, `child_done_vs_parent_cancel` | the `WAITERS` bit: no lost wake-up | < 0.1 s |
 //! | `two_waiters_vs_cancel` | two waiters, the second setting a set bit | 3.5 s |
+//! | **`loom_std_timer`** (the built-in timer's wake-up protocol, on loom's atomics) | | |
+//! | `arm_vs_sleep`, `two_arms_vs_sleep` | an arm that makes a deadline the earliest is seen by the thread's re-check, or unparks it | < 0.1 s |
 //! | **`loom_timer`** (a `Recorder` backend that never fires by itself) | | |
 //! | `arm_vs_cancel`, `fire_vs_cancel` | every key disarmed exactly once | < 0.1 s |
 //! | `exact_deadline_vs_cancel` | a read closes with `UNCLAIMED` and walks nothing; the cancel walks; the read's answer sticks; no disarm on the reader | < 0.1 s |
@@ -86,6 +88,8 @@ mod loom_after_func;
 mod loom_cancel;
 #[cfg(ctx_loom)]
 mod loom_list;
+#[cfg(ctx_loom)]
+mod loom_std_timer;
 #[cfg(ctx_loom)]
 mod loom_timer;
 #[cfg(ctx_loom)]

@@ -62,6 +62,8 @@ const IDLE: u64 = u64::MAX;
 /// Heaps shorter than this are never swept: sweeping them would cost more than
 /// the few dead entries do.
 const SWEEP_FLOOR: usize = 64;
+/// Heaps with fewer slots than this are never shrunk.
+const SHRINK_FLOOR: usize = 1024;
 /// The most shards a timer has.
 const MAX_SHARDS: usize = 64;
 /// The shortest sleep of the thread (firing is allowed to be late, not early).
@@ -85,8 +87,9 @@ const MIN_SLEEP: Duration = Duration::from_micros(50);
 /// Arming locks a shard of the timer that the calling thread (nearly always)
 /// has to itself and pushes onto its heap; the thread is woken only when the new
 /// deadline is the earliest of all. Disarming is a counter update; dead entries
-/// are swept once they make up half of a shard, so memory stays proportional to
-/// the armed timers.
+/// are swept once they make up half of a shard, and a sweep that leaves a heap
+/// less than a quarter full shrinks it, so memory stays proportional to the
+/// armed timers.
 ///
 /// # Caveats: `fork`
 ///
@@ -194,7 +197,7 @@ impl Shared {
     fn earliest(&self) -> u64 {
         self.shards
             .iter()
-            // SeqCst: the thread's half of the pair on `next` (module docs).
+            // SeqCst: the thread's half of the pair on `next` (module `wake`).
             .map(|shard| shard.next.load(Ordering::SeqCst))
             .min()
             .unwrap_or(IDLE)
@@ -243,6 +246,13 @@ impl Shard {
         // reference to the runner), so it may run under ours. Dropping an entry
         // releases a weak reference: at most memory is freed.
         core.heap.retain(|entry| !entry.expiry.is_done());
+        // Give memory back after a spike: a heap left less than a quarter full is
+        // shrunk to twice its length (amortized O(1): it lost three quarters of
+        // its entries since it last grew or shrank).
+        let (len, capacity) = (core.heap.len(), core.heap.capacity());
+        if capacity > SHRINK_FLOOR && len < capacity / 4 {
+            core.heap.shrink_to(2 * len);
+        }
         self.publish(&core);
     }
 
@@ -348,23 +358,15 @@ impl Timer for StdTimer {
         let index = thread_index() & (shared.shards.len() - 1);
         let shard = &shared.shards[index];
         let at = shared.nanos(deadline);
-        let lowered = {
+        let unpark = {
             let mut core = shard.lock();
             core.arms = core.arms.wrapping_add(1);
             core.heap.push(Entry { at, expiry });
             // Relaxed: see `wants_sweep`.
             shard.len.store(core.heap.len(), Ordering::Relaxed);
-            // Relaxed: `next` is only written under the lock we hold.
-            let lowered = at < shard.next.load(Ordering::Relaxed);
-            if lowered {
-                // SeqCst: see the module docs (pairs with the thread's re-check).
-                shard.next.store(at, Ordering::SeqCst);
-            }
-            lowered
+            wake::lower(&shard.next, &shared.wake_at, at)
         };
-        // SeqCst: see the module docs. `fetch_min` leaves the lower target for
-        // the arms that follow, so that only the first of them unparks.
-        if lowered && at < shared.wake_at.fetch_min(at, Ordering::SeqCst) {
+        if unpark {
             self.thread().unpark();
         }
         let key = u64::try_from(index + 1).expect("at most MAX_SHARDS shards");
@@ -431,9 +433,7 @@ fn run(shared: &Shared) {
             }
         }
         let target = shared.earliest();
-        // SeqCst: publish the sleep target, then re-check every shard (module docs).
-        shared.wake_at.store(target, Ordering::SeqCst);
-        if shared.earliest() < target {
+        if !wake::settle(&shared.wake_at, || shared.earliest(), target) {
             continue;
         }
         if target == IDLE {
@@ -442,6 +442,146 @@ fn run(shared: &Shared) {
             let wait = Duration::from_nanos(target.saturating_sub(now));
             let elapsed = Duration::from_nanos(shared.nanos(Instant::now()) - now);
             thread::park_timeout(wait.saturating_sub(elapsed).max(MIN_SLEEP));
+        }
+    }
+}
+
+/// The wake-up protocol between `arm` and the thread (module docs), written
+/// once over any atomic word so that a loom model runs this very code.
+pub(crate) mod wake {
+    use crate::sync::unmodeled::{AtomicU64, Ordering};
+
+    /// The atomic operations the protocol uses.
+    pub(crate) trait Word {
+        fn load(&self, order: Ordering) -> u64;
+        fn store(&self, value: u64, order: Ordering);
+        fn fetch_min(&self, value: u64, order: Ordering) -> u64;
+        /// Between the two halves of a Dekker pair (see `sync::dekker_point`).
+        fn dekker_point();
+    }
+
+    impl Word for AtomicU64 {
+        #[inline]
+        fn load(&self, order: Ordering) -> u64 {
+            AtomicU64::load(self, order)
+        }
+        #[inline]
+        fn store(&self, value: u64, order: Ordering) {
+            AtomicU64::store(self, value, order);
+        }
+        #[inline]
+        fn fetch_min(&self, value: u64, order: Ordering) -> u64 {
+            AtomicU64::fetch_min(self, value, order)
+        }
+        #[inline(always)]
+        fn dekker_point() {}
+    }
+
+    /// `arm`'s side, under the lock of the shard whose earliest deadline is
+    /// `next`, after pushing a deadline `at`: lowers `next` to `at` if that is
+    /// earlier, and then the thread's target `wake_at`. True if the thread
+    /// must be unparked: it may sleep towards a later target than `at`.
+    ///
+    /// `fetch_min` leaves the lower target for the arms that follow, so that
+    /// only the first of several arms of one early deadline unparks.
+    #[inline]
+    pub(crate) fn lower<W: Word>(next: &W, wake_at: &W, at: u64) -> bool {
+        // Relaxed: `next` is only written under the shard's lock, held here.
+        if at >= next.load(Ordering::Relaxed) {
+            // The thread wakes by `next` anyway, and takes this one then.
+            return false;
+        }
+        // SeqCst: the arm's half of the pair: its `next`, then the thread's
+        // target. Either the thread's re-check in `settle` sees this `next`, or
+        // this reads the target it published and unparks it (a park token is
+        // never lost).
+        next.store(at, Ordering::SeqCst);
+        W::dekker_point();
+        at < wake_at.fetch_min(at, Ordering::SeqCst)
+    }
+
+    /// The thread's side, before it parks: publishes `target` (the earliest
+    /// `next` it read), then re-reads the earliest `next` of all shards. True if
+    /// it may sleep towards `target`; false if a shard meanwhile holds an earlier
+    /// deadline (look again).
+    #[inline]
+    pub(crate) fn settle<W: Word>(wake_at: &W, earliest: impl Fn() -> u64, target: u64) -> bool {
+        // SeqCst: the thread's half of the pair (see `lower`); `earliest` loads
+        // every `next` with SeqCst.
+        wake_at.store(target, Ordering::SeqCst);
+        W::dekker_point();
+        earliest() >= target
+    }
+}
+
+#[cfg(all(test, not(ctx_loom)))]
+mod tests {
+    use super::*;
+    use crate::Context;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// Entries and slots the shards' heaps hold, dead ones included.
+    fn held(timer: &StdTimer) -> (usize, usize) {
+        timer
+            .shared
+            .shards
+            .iter()
+            .fold((0, 0), |(len, cap), shard| {
+                let core = shard.lock();
+                (len + core.heap.len(), cap + core.heap.capacity())
+            })
+    }
+
+    /// The lazy disarm leaves dead entries behind, but the sweeps keep them to
+    /// at most about as many as the live ones (plus a small floor per shard), so
+    /// a thread canceling timeouts forever does not grow the timer.
+    #[test]
+    fn canceled_timeouts_do_not_pile_up() {
+        let timer = StdTimer::new();
+        let root = Context::background().with_timer(timer.clone());
+        let kept: Vec<_> = (0..100).map(|_| root.with_timeout(HOUR)).collect();
+        for _ in 0..100_000 {
+            let (_ctx, cancel) = root.with_timeout(HOUR);
+            cancel.cancel();
+        }
+        assert_eq!(timer.armed(), 100);
+        let (len, _) = held(&timer);
+        let floor = timer.shared.shards.len() * SWEEP_FLOOR;
+        assert!(len <= 2 * 100 + floor, "{len} entries held for 100 live");
+        drop(kept);
+        assert_eq!(timer.armed(), 0);
+        assert!(held(&timer).0 <= floor);
+    }
+
+    /// After a spike of armed timeouts, the heaps give their slots back.
+    #[test]
+    fn heaps_shrink_after_a_spike() {
+        let timer = StdTimer::new();
+        let root = Context::background().with_timer(timer.clone());
+        let spike: Vec<_> = (0..50_000).map(|_| root.with_timeout(HOUR)).collect();
+        assert!(held(&timer).1 >= 50_000);
+        drop(spike);
+        assert_eq!(timer.armed(), 0);
+        let (len, capacity) = held(&timer);
+        let shards = timer.shared.shards.len();
+        assert!(len <= shards * SWEEP_FLOOR);
+        assert!(
+            capacity <= shards * 4 * SHRINK_FLOOR,
+            "{capacity} slots still allocated"
+        );
+    }
+
+    /// Keys name the shard they were armed in.
+    #[test]
+    fn keys_name_their_shard() {
+        let timer = StdTimer::new();
+        for index in 0..timer.shared.shards.len() {
+            let key = TimerKey::new(NonZeroU64::new(index as u64 + 1).unwrap());
+            assert!(std::ptr::eq(
+                timer.shard_of(key),
+                &timer.shared.shards[index]
+            ));
         }
     }
 }
