@@ -45,7 +45,7 @@ use std::num::NonZeroU64;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::runtime::{Handle, RuntimeFlavor};
@@ -731,7 +731,14 @@ impl Shared {
         let mut more = false;
         let mut dropped = 0;
         for shard in &*self.shards {
-            let mut core = shard.lock();
+            // A shard being swept (by a disarming thread, in time proportional to
+            // its length) is not waited for: the runtime's thread moves on, and
+            // comes back soon if the shard has something due.
+            let Some(mut core) = shard.try_lock() else {
+                // SeqCst: as in `earliest`.
+                more |= shard.next.load(Ordering::SeqCst) <= now;
+                continue;
+            };
             while let Some(entry) = core.heap.peek() {
                 if entry.at <= now {
                     if batch.len() == FIRE_BATCH {
@@ -843,6 +850,19 @@ impl Shard {
         // No user code runs under this lock (invariant 3), so the state is
         // consistent even if a holder panicked.
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lock, unless another thread holds it for longer than a few spins
+    /// (a sweep, usually).
+    fn try_lock(&self) -> Option<MutexGuard<'_, Core>> {
+        for _ in 0..64 {
+            match self.core.try_lock() {
+                Ok(core) => return Some(core),
+                Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => std::hint::spin_loop(),
+            }
+        }
+        None
     }
 
     /// Whether more keys were disarmed since the last sweep than half the heap

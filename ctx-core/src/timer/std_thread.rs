@@ -32,7 +32,9 @@
 //!
 //! The thread sleeps until the earliest `next`; it pops what is due from the
 //! shards whose `next` has passed, fires it outside the shard's lock, and sleeps
-//! again. It runs no user code: firing an [`Expiry`] marks the subtree done and
+//! again. A shard whose lock is held for long (a sweep) is skipped and looked at
+//! again 50 µs later, so that one big shard's sweep does not hold up the
+//! deadlines of the others. It runs no user code: firing an [`Expiry`] marks the subtree done and
 //! wakes its waiters, and hands the `after_func` callbacks and `Drop`s it sets
 //! free to ctx-core's runner threads; a sweep only reads state words. So a
 //! callback that blocks or panics never delays another deadline.
@@ -53,7 +55,8 @@ use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
 use std::fmt;
 use std::num::NonZeroU64;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
@@ -219,6 +222,19 @@ impl Shard {
         // No user code runs under this lock and the heap is consistent between
         // its operations, so a holder's panic leaves nothing half-done.
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lock, unless another thread holds it for longer than a few spins
+    /// (a sweep, usually).
+    fn try_lock(&self) -> Option<MutexGuard<'_, Core>> {
+        for _ in 0..64 {
+            match self.core.try_lock() {
+                Ok(core) => return Some(core),
+                Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => std::hint::spin_loop(),
+            }
+        }
+        None
     }
 
     /// Whether enough disarms happened since the last sweep to make one worth it.
@@ -411,39 +427,71 @@ fn run(shared: &Shared) {
         if shared.shutdown.load(Ordering::Relaxed) {
             return;
         }
-        let now = shared.nanos(Instant::now());
-        for shard in &*shared.shards {
-            // SeqCst: see the module docs.
-            if shard.next.load(Ordering::SeqCst) > now {
-                continue;
-            }
-            {
-                let mut core = shard.lock();
-                while core.heap.peek().is_some_and(|entry| entry.at <= now) {
-                    batch.push(core.heap.pop().expect("peeked").expiry);
-                }
-                shard.publish(&core);
-            }
-            // Outside the lock: firing disarms (the same shard, maybe sweeping it).
-            for expiry in batch.drain(..) {
-                // A disarmed entry does nothing here (its context is done or gone).
-                // Firing runs no user code, but a panic in it must not take the
-                // timer thread down with it.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| expiry.fire()));
-            }
-        }
-        let target = shared.earliest();
-        if !wake::settle(&shared.wake_at, || shared.earliest(), target) {
-            continue;
-        }
-        if target == IDLE {
-            thread::park();
-        } else {
-            let wait = Duration::from_nanos(target.saturating_sub(now));
-            let elapsed = Duration::from_nanos(shared.nanos(Instant::now()) - now);
-            thread::park_timeout(wait.saturating_sub(elapsed).max(MIN_SLEEP));
+        // A pass runs no user code; still, nothing that panics in one may end
+        // the thread, which every deadline of the timer depends on.
+        let sleep = std::panic::catch_unwind(AssertUnwindSafe(|| pass(shared, &mut batch)))
+            .unwrap_or(Sleep::For(MIN_SLEEP));
+        match sleep {
+            Sleep::Again => {}
+            Sleep::Idle => thread::park(),
+            Sleep::For(wait) => thread::park_timeout(wait.max(MIN_SLEEP)),
         }
     }
+}
+
+/// What the thread does after a pass.
+enum Sleep {
+    /// Look again at once: an arm made a deadline earlier meanwhile.
+    Again,
+    /// Park until an arm unparks it: nothing is armed.
+    Idle,
+    /// Park at most this long.
+    For(Duration),
+}
+
+/// Fires what is due in every shard, and publishes what to wait for next.
+fn pass(shared: &Shared, batch: &mut Vec<Expiry>) -> Sleep {
+    let start = Instant::now();
+    let now = shared.nanos(start);
+    let mut busy = false;
+    for shard in &*shared.shards {
+        // SeqCst: see module `wake`.
+        if shard.next.load(Ordering::SeqCst) > now {
+            continue;
+        }
+        {
+            // A shard being swept (by a disarming thread, in time proportional
+            // to its length) is left for a moment, so that it does not hold up
+            // the other shards' deadlines.
+            let Some(mut core) = shard.try_lock() else {
+                busy = true;
+                continue;
+            };
+            while core.heap.peek().is_some_and(|entry| entry.at <= now) {
+                batch.push(core.heap.pop().expect("peeked").expiry);
+            }
+            shard.publish(&core);
+        }
+        // Outside the lock: firing disarms (the same shard, maybe sweeping it).
+        for expiry in batch.drain(..) {
+            // A disarmed entry does nothing here (its context is done or gone).
+            // Firing runs no user code, but a panic in it must not take the
+            // timer thread down with it.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| expiry.fire()));
+        }
+    }
+    if busy {
+        return Sleep::For(MIN_SLEEP);
+    }
+    let target = shared.earliest();
+    if !wake::settle(&shared.wake_at, || shared.earliest(), target) {
+        return Sleep::Again;
+    }
+    if target == IDLE {
+        return Sleep::Idle;
+    }
+    let wait = Duration::from_nanos(target.saturating_sub(now));
+    Sleep::For(wait.saturating_sub(start.elapsed()))
 }
 
 /// The wake-up protocol between `arm` and the thread (module docs), written
