@@ -335,10 +335,12 @@ impl StdTimer {
             .shards
             .iter()
             .map(|shard| {
-                let arms = shard.lock().arms;
                 // Relaxed: a statistic; callers synchronise with the contexts by
-                // other means. Read after `arms`: a key's disarm follows its arm.
-                arms.wrapping_sub(shard.disarms.load(Ordering::Relaxed))
+                // other means. Read before `arms`: a key's disarm follows its
+                // arm, whose count the lock then shows, so no shard's difference
+                // is negative.
+                let disarms = shard.disarms.load(Ordering::Relaxed);
+                shard.lock().arms.wrapping_sub(disarms)
             })
             .fold(0, usize::wrapping_add)
     }
