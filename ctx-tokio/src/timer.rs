@@ -6,33 +6,38 @@
 //!
 //! # Invariants
 //!
-//! 1. Every deadline armed and not yet disarmed is either in `core` or in the
-//!    command queue (or, once `closed` is set, with the hand-over).
+//! 1. Every deadline armed and not yet disarmed is in the heap of the shard its
+//!    key names (or, once `closed` is set, with the hand-over). Disarmed ones may
+//!    stay there, dead, until they surface or a sweep drops them.
 //! 2. `wake_at` is `WAKING`, or `IDLE` with nothing armed, or a time no later than
-//!    every deadline in `core` and in the queue: whoever makes a deadline earlier
-//!    than the published target visible swaps in `WAKING` (`arm`), and a pass that
-//!    leaves work behind stores `WAKING` rather than a target. The backstop thread
+//!    every deadline in the shards: whoever makes a deadline earlier than the
+//!    published target visible swaps in `WAKING` (`arm`), and a pass that leaves
+//!    work behind stores `WAKING` rather than a target. The backstop thread
 //!    relies on this to know when to look (module `backstop`).
-//! 3. `core` is locked for one pass at a time, by the driver task or the backstop
-//!    thread; never across an `.await`, and never while an expiry fires (firing
-//!    may run user code, which may arm or disarm here).
+//! 3. Passes run one at a time (the `pass` lock), by the driver task or the
+//!    backstop thread; never across an `.await`, and never while an expiry fires
+//!    (firing may run user code, which may arm or disarm here). A shard's lock is
+//!    held for a push, a pass's look at its heap, or a sweep, and no user code
+//!    runs under it.
 //!
 //! # Synchronization
 //!
 //! | atomic / lock | guards | pairing |
 //! |---|---|---|
-//! | `closed` | whether the driver is gone | `SeqCst` store + fence in the driver's drop vs. push + fence + load in `arm`/`disarm` (store buffering): either the driver's drop sees the command, or the caller sees `closed` and applies it itself |
-//! | `wake_at` | the deadline the driver sleeps towards; 0 = a wake-up is pending or work is left | `SeqCst` store + fence + queue check in a pass vs. push + load in `arm`: either the pass sees the command, or `arm` sees the target and wakes the driver (invariant 2) |
-//! | `core` (mutex) | the heap and the live map | held for one pass (invariant 3) |
+//! | `closed` | whether the driver is gone | stored `SeqCst` by the driver's drop, holding the `pass` and `handoff` locks, before it empties each shard under that shard's lock: an arm reads it under its shard's lock, so it either pushes before the drop empties the shard or sees `closed` and goes to the hand-over; a disarm that sees it waits for the hand-over's lock |
+//! | `Shard::next` | no entry of the shard's heap is earlier | `SeqCst` store (under the shard's lock) then `SeqCst` load of `wake_at` in `arm`, against a pass's `SeqCst` store of `wake_at`, fence, and re-load of every `next`: either the pass sees the lower `next`, or `arm` sees the target and wakes the driver (invariant 2) |
+//! | `wake_at` | the deadline the driver sleeps towards; 0 = a wake-up is pending or work is left | see `Shard::next` |
+//! | `Shard::core` (mutex) | a shard's heap and key sequence | invariant 3 |
+//! | `pass` (mutex) | one pass at a time | invariant 3 |
 //! | `passes` | progress of the driver and the backstop | `SeqCst`, read by the backstop beside `wake_at` |
-//! | `handoff` (mutex) | the map from our keys to the `StdTimer`'s, after the driver is gone | taken only once `closed` is set, and never together with `core` held by anyone but the driver's drop |
-//! | `armed`, `pending`, `next_key`, `stats` | statistics and unique keys | `Relaxed` |
+//! | `handoff` (mutex) | the map from our keys to the `StdTimer`'s, after the driver is gone | taken after a shard's lock is released, never while one is held, except by the driver's drop (lock order: `pass`, `handoff`, a shard) |
+//! | `arms`, `disarms`, `swept_at`, `len`, `stats` | statistics and the sweep heuristic | `Relaxed` |
 
 mod backstop;
 
-use crossbeam_queue::SegQueue;
 use ctx_core::{Context, Expiry, StdTimer, Timer, TimerKey};
-use std::cmp::Reverse;
+use std::cell::Cell;
+use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::future::poll_fn;
@@ -40,7 +45,7 @@ use std::num::NonZeroU64;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::runtime::{Handle, RuntimeFlavor};
@@ -76,22 +81,27 @@ use tokio::time::Sleep;
 /// # Design
 ///
 /// Each `TokioTimer` owns one *driver task* on its runtime (spawned on the first
-/// armed deadline; no thread of its own). The driver keeps a binary heap of
-/// deadlines and a map from key to [`Expiry`], sleeps on one reusable
-/// [`tokio::time::Sleep`] until the earliest deadline (dropping it while nothing
-/// is armed), fires what is due, and sleeps again. Because it sleeps on tokio's
-/// timer, `tokio::time::pause()`, `advance()` and auto-advance drive contexts
-/// exactly as they drive `sleep`.
+/// armed deadline; no thread of its own). The deadlines live in a few *shards*,
+/// each a binary heap behind a lock of its own; the driver sleeps on one
+/// reusable [`tokio::time::Sleep`] until the earliest deadline of all (dropping
+/// it while nothing is armed), fires what is due, and sleeps again. Because it
+/// sleeps on tokio's timer, `tokio::time::pause()`, `advance()` and auto-advance
+/// drive contexts exactly as they drive `sleep`.
 ///
-/// [`arm`](Timer::arm) and [`disarm`](Timer::disarm) never take a lock and never
-/// wait for the driver: they push a command onto a lock-free queue. `arm` wakes the
-/// driver only when the new deadline is earlier than the one it sleeps towards;
-/// `disarm` decrements [`armed`](TokioTimer::armed) at once and leaves the heap
-/// entry to be dropped lazily, waking the driver only when no timer is left armed
-/// (so that a paused runtime does not auto-advance to a dead deadline) or when many
-/// commands are pending (so that memory stays bounded). (`StdTimer` shares the
-/// lock-free arm and the lazy disarm; unlike it, this driver keeps a key map and
-/// fires in budgeted batches as a task.)
+/// [`arm`](Timer::arm) never waits for the driver: a thread arms into a shard of
+/// its own (threads are spread over the shards the first time they arm), so it
+/// takes a lock no other thread usually wants and touches no line another
+/// thread writes. It wakes the driver only when the new deadline is earlier
+/// than the one the driver sleeps towards. [`disarm`](Timer::disarm) is a
+/// counter update: the heap entry is left to be dropped lazily, when it
+/// surfaces or when a sweep finds it dead. A disarm that sees more disarms
+/// since its shard's last sweep than half the shard's entries sweeps the shard
+/// itself, so memory stays bounded and the driver never touches a timeout that
+/// was canceled before it expired. On a current-thread runtime (whose clock can
+/// be paused), a disarm that leaves no timer armed also wakes the driver, so
+/// that a paused runtime does not auto-advance to a dead deadline. (`StdTimer`
+/// shares the sharded heaps and the lazy disarm; unlike it, this driver fires
+/// in budgeted batches as a task.)
 ///
 /// # Where deadlines fire
 ///
@@ -126,23 +136,23 @@ use tokio::time::Sleep;
 ///
 /// # Cost
 ///
-/// Per armed timer: one queued command until the driver runs (48 bytes in a
-/// 56-byte queue slot), then a heap entry (24 bytes) and a map entry (32 bytes
-/// plus hash-table slack): 60 to 100 bytes in all, and no task, no `Sleep` and no
-/// waker of its own. A disarmed timer costs one more queued command until the
-/// driver applies it (the driver is woken after 1024 pending commands, so this
-/// stays bounded while it runs). The [`Expiry`] is a weak reference: it keeps the
-/// context's allocation (not its values) until the driver drops it.
+/// Per armed timer: a heap entry (40 bytes), and no task, no `Sleep` and no
+/// waker of its own. A disarmed timer's entry stays until it surfaces or its
+/// shard is swept: a shard holds at most about twice its armed timers (plus 64).
+/// The [`Expiry`] is a weak reference: it keeps the context's allocation (not
+/// its values) until the entry goes.
 ///
-/// Memory follows the armed timers back down: once the heap or the map is less
-/// than a quarter full (and holds more than 1024 slots), the driver shrinks it to
-/// twice its length, so a spike of a million deadlines does not stay allocated
-/// after they are gone.
+/// Memory follows the armed timers back down: a sweep that leaves a heap less
+/// than a quarter full (with more than 1024 slots) shrinks it to twice its
+/// length, so a spike of a million deadlines does not stay allocated after they
+/// are gone.
 ///
-/// [`now`](Timer::now) enters the runtime's context for the read (a reference
-/// count increment and decrement on the runtime handle), so that it reads *this*
-/// runtime's clock on any thread: tokio's `Instant::now` reads the clock of
-/// whichever runtime the calling thread is in.
+/// [`now`](Timer::now) on a multi-thread runtime reads the system clock, which
+/// is that runtime's clock (tokio pauses only current-thread runtimes). On a
+/// current-thread runtime it enters the runtime's context for the read (a
+/// reference count increment and decrement on the runtime handle), so that it
+/// reads *this* runtime's clock on any thread: tokio's `Instant::now` reads the
+/// clock of whichever runtime the calling thread is in.
 ///
 /// # When the runtime goes away
 ///
@@ -209,19 +219,25 @@ pub fn try_background() -> Result<Context, NoRuntime> {
     Ok(Context::background().with_timer(timer))
 }
 
-/// Wake the driver when this many commands wait, so memory stays bounded.
-const PENDING_LIMIT: usize = 1024;
 /// `wake_at` value: the driver sleeps with no deadline to wait for.
 const IDLE: u64 = u64::MAX;
 /// `wake_at` value: a wake-up is on its way, or the driver has work left and
 /// will run again; nobody else needs to send one.
 const WAKING: u64 = 0;
-/// The most commands (or heap entries) one pass handles before it yields.
+/// The most dead entries one pass drops from the tops of the heaps before it
+/// yields.
 const DRAIN_BATCH: usize = 4096;
 /// The most deadlines one pass fires before it yields: tokio's budget per poll.
 const FIRE_BATCH: usize = 128;
-/// Heaps and maps with fewer slots than this are never shrunk.
+/// Heaps with fewer slots than this are never shrunk.
 const SHRINK_FLOOR: usize = 1024;
+/// Heaps shorter than this are never swept: sweeping them would cost more than
+/// the few dead entries do.
+const SWEEP_FLOOR: usize = 64;
+/// Keys are a sequence number per shard above this many bits of shard index.
+const SHARD_BITS: u32 = 6;
+/// The most shards a timer has.
+const MAX_SHARDS: usize = 1 << SHARD_BITS;
 /// The longest single sleep; the driver re-checks after it (tokio's own far future).
 const MAX_SLEEP: Duration = Duration::from_secs(86_400 * 365 * 30);
 
@@ -229,20 +245,19 @@ struct Shared {
     handle: Handle,
     /// The runtime may go undriven (not multi-thread): the backstop watches it.
     guarded: bool,
-    commands: SegQueue<Command>,
-    /// Commands pushed and not yet applied.
-    pending: AtomicUsize,
-    /// Keys returned by `arm` and not yet disarmed.
-    armed: AtomicUsize,
-    next_key: AtomicU64,
+    /// The runtime's clock cannot be paused (multi-thread): it is the system
+    /// clock, and `now` reads that without entering the runtime.
+    system_clock: bool,
+    /// A power-of-two number of shards (invariant 1).
+    shards: Box<[Shard]>,
     /// Nanoseconds after `epoch` the driver sleeps towards, `IDLE` or `WAKING`
     /// (invariant 2).
     wake_at: AtomicU64,
     epoch: Instant,
     notify: Notify,
-    /// The deadlines taken in from the queue (invariant 3).
-    core: Mutex<Core>,
-    /// Passes run over `core`, by the driver or the backstop.
+    /// Held for one pass at a time (invariant 3).
+    pass: Mutex<()>,
+    /// Passes run, by the driver or the backstop.
     passes: AtomicU64,
     /// The driver task was spawned.
     started: AtomicBool,
@@ -255,23 +270,65 @@ struct Shared {
     stats: Stats,
 }
 
-enum Command {
-    Arm(u64, Instant, Expiry),
-    Disarm(u64),
+/// One heap of deadlines, on cache lines of its own so that threads arming
+/// into different shards do not contend.
+#[repr(align(128))]
+struct Shard {
+    core: Mutex<Core>,
+    /// Nanoseconds after `epoch`: no entry in the heap is earlier (`IDLE` when
+    /// the heap is empty). Lowered by `arm`, set exactly by passes and sweeps.
+    next: AtomicU64,
+    /// Keys of this shard returned by `arm`, ever (wrapping).
+    arms: AtomicUsize,
+    /// Keys of this shard disarmed, ever (wrapping).
+    disarms: AtomicUsize,
+    /// `disarms` when the heap was last swept.
+    swept_at: AtomicUsize,
+    /// The heap's length, for disarms to decide on a sweep without the lock.
+    len: AtomicUsize,
 }
 
-/// The deadlines: a heap ordered by time (with dead entries dropped lazily) and
-/// the live expiries by key.
+/// A shard's deadlines: a heap ordered by time, dead entries dropped lazily.
 #[derive(Default)]
 struct Core {
-    heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    live: HashMap<u64, Expiry>,
+    heap: BinaryHeap<Entry>,
+    /// The last key sequence number handed out.
+    seq: u64,
 }
 
-/// What a pass over `core` left behind.
+/// An armed deadline, in nanoseconds after `epoch`: ordered so that
+/// `BinaryHeap` (a max-heap) yields the earliest first.
+struct Entry {
+    at: u64,
+    key: u64,
+    expiry: Expiry,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        self.at == other.at
+    }
+}
+
+impl Eq for Entry {}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Entry) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Entry {
+    fn cmp(&self, other: &Entry) -> CmpOrdering {
+        other.at.cmp(&self.at)
+    }
+}
+
+/// What a pass over the shards left behind.
 enum Pass {
-    /// Commands or due deadlines remain: run another pass soon. `poke`: the pass
-    /// stored `WAKING` over a target, so the backstop must look within its grace.
+    /// Due deadlines (or dead entries) remain: run another pass soon. `poke`:
+    /// the pass stored `WAKING` over a target, so the backstop must look within
+    /// its grace.
     More { poke: bool },
     /// Nothing left to do before the earliest deadline, if any.
     Sleep(Option<Instant>),
@@ -296,16 +353,10 @@ struct Stats {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TimerStats {
-    /// Commands queued and not yet applied.
-    pub pending: usize,
-    /// Entries in the deadline heap, dead ones included.
+    /// Entries in the deadline heaps, dead ones included.
     pub heap_len: usize,
-    /// Slots allocated for the deadline heap.
+    /// Slots allocated for the deadline heaps.
     pub heap_capacity: usize,
-    /// Live expiries in the map.
-    pub live_len: usize,
-    /// Slots allocated for the map of live expiries.
-    pub live_capacity: usize,
     /// Deadlines fired by the driver task.
     pub fired_on_runtime: u64,
     /// Deadlines fired by the backstop thread.
@@ -314,6 +365,25 @@ pub struct TimerStats {
     pub driver_polls: u64,
     /// The most deadlines the driver fired within one poll.
     pub max_fired_per_poll: usize,
+}
+
+/// The shard a thread arms into: threads take the next index the first time
+/// they arm (with any timer), so that a few threads get shards of their own.
+fn thread_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    INDEX
+        .try_with(|index| {
+            if index.get() == usize::MAX {
+                // Relaxed: the indices only need to be spread out.
+                index.set(NEXT.fetch_add(1, Ordering::Relaxed) & (usize::MAX >> 1));
+            }
+            index.get()
+        })
+        // A thread arming from a thread-local's destructor shares shard 0.
+        .unwrap_or(0)
 }
 
 // ===== impl TokioTimer =====
@@ -326,18 +396,23 @@ impl TokioTimer {
             let _enter = handle.enter();
             tokio::time::Instant::now().into_std()
         };
+        // Twice the cores, so that threads rarely share a shard.
+        let shards = std::thread::available_parallelism()
+            .map_or(4, |n| n.get() * 2)
+            .next_power_of_two()
+            .min(MAX_SHARDS);
+        let flavor = handle.runtime_flavor();
         Arc::new(TokioTimer {
             shared: Arc::new(Shared {
-                guarded: handle.runtime_flavor() != RuntimeFlavor::MultiThread,
+                guarded: flavor != RuntimeFlavor::MultiThread,
+                // Tokio pauses the clocks of current-thread runtimes only.
+                system_clock: flavor == RuntimeFlavor::MultiThread,
                 handle,
-                commands: SegQueue::new(),
-                pending: AtomicUsize::new(0),
-                armed: AtomicUsize::new(0),
-                next_key: AtomicU64::new(1),
+                shards: (0..shards).map(|_| Shard::new()).collect(),
                 wake_at: AtomicU64::new(IDLE),
                 epoch,
                 notify: Notify::new(),
-                core: Mutex::new(Core::default()),
+                pass: Mutex::new(()),
                 passes: AtomicU64::new(0),
                 started: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
@@ -388,8 +463,7 @@ impl TokioTimer {
     /// its timer at once, synchronously, so this is 0 as soon as no deadline
     /// context of this timer is live; the driver task need not run first.
     pub fn armed(&self) -> usize {
-        // Relaxed: a statistic; callers synchronise with the contexts by other means.
-        self.shared.armed.load(Ordering::Relaxed)
+        self.shared.armed()
     }
 
     /// Whether the driver task is gone because its runtime shut down; timers are
@@ -403,14 +477,16 @@ impl TokioTimer {
     #[doc(hidden)]
     pub fn __stats(&self) -> TimerStats {
         let shared = &*self.shared;
-        let core = shared.lock_core();
+        let (mut heap_len, mut heap_capacity) = (0, 0);
+        for shard in &*shared.shards {
+            let core = shard.lock();
+            heap_len += core.heap.len();
+            heap_capacity += core.heap.capacity();
+        }
         // Relaxed: statistics.
         TimerStats {
-            pending: shared.pending.load(Ordering::Relaxed),
-            heap_len: core.heap.len(),
-            heap_capacity: core.heap.capacity(),
-            live_len: core.live.len(),
-            live_capacity: core.live.capacity(),
+            heap_len,
+            heap_capacity,
             fired_on_runtime: shared.stats.fired_on_runtime.load(Ordering::Relaxed),
             fired_by_backstop: shared.stats.fired_by_backstop.load(Ordering::Relaxed),
             driver_polls: shared.stats.driver_polls.load(Ordering::Relaxed),
@@ -457,28 +533,36 @@ impl Timer for TokioTimer {
 
     fn arm(&self, deadline: Instant, expiry: Expiry) -> Option<TimerKey> {
         let shared = &*self.shared;
-        // Relaxed: keys only need to be unique.
-        let key = shared.next_key.fetch_add(1, Ordering::Relaxed);
-        // Relaxed: a statistic (see `armed`).
-        shared.armed.fetch_add(1, Ordering::Relaxed);
-        // SeqCst: see `closed` in the module docs.
-        if shared.closed.load(Ordering::SeqCst) {
+        let index = thread_index() & (shared.shards.len() - 1);
+        let shard = &shared.shards[index];
+        let at = shared.nanos(deadline);
+        let mut core = shard.lock();
+        core.seq += 1;
+        let key = core.seq << SHARD_BITS | index as u64;
+        // Relaxed: a statistic (see `armed`), on this shard's own line.
+        shard.arms.fetch_add(1, Ordering::Relaxed);
+        // Relaxed: `closed` is stored before the driver's drop takes each
+        // shard's lock, so under ours we see it if the drop missed our entry.
+        if shared.closed.load(Ordering::Relaxed) {
+            drop(core);
             shared.after_close(|handoff| handoff.arm(key, deadline, expiry));
             return NonZeroU64::new(key).map(TimerKey::new);
         }
-        let at = shared.nanos(deadline);
-        if shared.push(Command::Arm(key, deadline, expiry)) {
-            shared.wake_driver();
-        }
-        self.start();
-        // SeqCst: the fence in `push`, then this load, against the store, fence and
-        // drain in `Driver::drop`: one of us sees the other (module docs).
-        if shared.closed.load(Ordering::SeqCst) {
-            shared.after_close(|_| {});
-        } else if at < shared.wake_at.load(Ordering::SeqCst) {
+        core.heap.push(Entry { at, key, expiry });
+        // Relaxed: see `Shard::wants_sweep`.
+        shard.len.store(core.heap.len(), Ordering::Relaxed);
+        // Relaxed: `next` is only written under the lock we hold.
+        let lowered = at < shard.next.load(Ordering::Relaxed);
+        if lowered {
             // SeqCst: against a pass's store of `wake_at` and its re-check of the
-            // queue: either the pass saw our command, or we see its target
+            // shards: either the pass sees our `next`, or we see its target
             // (invariant 2).
+            shard.next.store(at, Ordering::SeqCst);
+        }
+        drop(core);
+        self.start();
+        // SeqCst: see above.
+        if lowered && at < shared.wake_at.load(Ordering::SeqCst) {
             shared.wake_driver();
         }
         NonZeroU64::new(key).map(TimerKey::new)
@@ -487,22 +571,24 @@ impl Timer for TokioTimer {
     fn disarm(&self, key: TimerKey) {
         let shared = &*self.shared;
         let key = key.get().get();
-        // Relaxed: a statistic (see `armed`). Wrapping: a key disarmed twice (a
-        // broken caller) skews the count but must not panic here.
-        let left = shared.armed.fetch_sub(1, Ordering::Relaxed).wrapping_sub(1);
-        // SeqCst: see `arm`.
+        let shard = shared.shard_of(key);
+        // Relaxed: a statistic and the sweep heuristic (see `armed`). Wrapping: a
+        // key disarmed twice (a broken caller) skews the count but must not panic.
+        shard.disarms.fetch_add(1, Ordering::Relaxed);
+        // SeqCst: the driver's drop stores `closed` (SeqCst) holding the hand-over
+        // lock; once we see it, `after_close` waits for the hand-over to finish.
         if shared.closed.load(Ordering::SeqCst) {
             shared.after_close(|handoff| handoff.disarm(key));
             return;
         }
-        let many = shared.push(Command::Disarm(key));
+        if shard.wants_sweep() {
+            shared.sweep(shard);
+        }
+        // Nothing armed any more while the driver sleeps towards a dead deadline:
+        // wake it to drop that sleep, or a paused runtime would auto-advance its
+        // clock to it. Only current-thread runtimes can be paused.
         // SeqCst: see `arm`.
-        if shared.closed.load(Ordering::SeqCst) {
-            shared.after_close(|_| {});
-        } else if many || (left == 0 && shared.wake_at.load(Ordering::SeqCst) != IDLE) {
-            // Either many commands wait (bound the memory), or nothing is armed any
-            // more while the driver sleeps towards a dead deadline: wake it to drop
-            // that sleep, or a paused runtime would auto-advance its clock to it.
+        if shared.guarded && shared.wake_at.load(Ordering::SeqCst) != IDLE && shared.armed() == 0 {
             shared.wake_driver();
         }
     }
@@ -541,26 +627,58 @@ impl std::error::Error for NoRuntime {}
 impl Shared {
     /// The runtime's clock, from any thread (see `TokioTimer::now`).
     fn now(&self) -> Instant {
+        if self.system_clock {
+            // A multi-thread runtime's clock is never paused: tokio's reading of
+            // it is the system clock's.
+            return Instant::now();
+        }
         // Enter the runtime so that tokio reads *its* clock even on a foreign thread
         // (tokio's `Instant::now` uses the clock of the current runtime context).
         let _enter = self.handle.enter();
         tokio::time::Instant::now().into_std()
     }
 
-    /// Pushes a command; true if the driver should be woken to bound memory.
-    fn push(&self, command: Command) -> bool {
-        // Counted before the push, so that a concurrent pop never takes the count
-        // below zero. Relaxed: the count only decides when to wake the driver early.
-        let pending = self.pending.fetch_add(1, Ordering::Relaxed) + 1;
-        self.commands.push(command);
-        // SeqCst: the caller's half of the store-buffering pair on `closed`.
-        fence(Ordering::SeqCst);
-        pending >= PENDING_LIMIT
-    }
-
+    /// `at` as nanoseconds after `epoch` (exact: instants differ by whole
+    /// nanoseconds), above `WAKING` and below `IDLE`.
     fn nanos(&self, at: Instant) -> u64 {
         let nanos = at.saturating_duration_since(self.epoch).as_nanos();
-        u64::try_from(nanos).unwrap_or(IDLE - 1).max(WAKING + 1)
+        u64::try_from(nanos)
+            .unwrap_or(IDLE - 1)
+            .clamp(WAKING + 1, IDLE - 1)
+    }
+
+    /// The instant `nanos` after `epoch`.
+    fn instant(&self, nanos: u64) -> Instant {
+        self.epoch + Duration::from_nanos(nanos)
+    }
+
+    fn shard_of(&self, key: u64) -> &Shard {
+        // The shard index is in the key's low bits.
+        let index = usize::try_from(key & ((1 << SHARD_BITS) - 1)).unwrap_or(0);
+        &self.shards[index & (self.shards.len() - 1)]
+    }
+
+    /// Keys returned by `arm` and not yet disarmed, over all shards.
+    fn armed(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| {
+                // Relaxed: a statistic. `disarms` first: a key's disarm follows
+                // its arm, so no shard's difference is negative.
+                let disarms = shard.disarms.load(Ordering::Relaxed);
+                shard.arms.load(Ordering::Relaxed).wrapping_sub(disarms)
+            })
+            .fold(0, usize::wrapping_add)
+    }
+
+    /// The earliest `next` of all shards.
+    fn earliest(&self) -> u64 {
+        self.shards
+            .iter()
+            // SeqCst: a pass's half of the pair on `next` (see `arm`).
+            .map(|shard| shard.next.load(Ordering::SeqCst))
+            .min()
+            .unwrap_or(IDLE)
     }
 
     /// Claims the wake-up and sends it: to the driver task, and (for a runtime
@@ -577,36 +695,83 @@ impl Shared {
         }
     }
 
-    fn lock_core(&self) -> MutexGuard<'_, Core> {
-        // No user code runs under this lock (invariant 3), so the state is
-        // consistent even if a holder panicked.
-        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Drops the dead entries of a shard (contexts done or gone), if still
+    /// wanted, and gives memory back after a spike.
+    fn sweep(&self, shard: &Shard) {
+        let mut core = shard.lock();
+        if !shard.wants_sweep() {
+            return;
+        }
+        // Relaxed: see `Shard::wants_sweep`. Read before the sweep: a disarm
+        // counted meanwhile only makes the next sweep a little earlier.
+        shard
+            .swept_at
+            .store(shard.disarms.load(Ordering::Relaxed), Ordering::Relaxed);
+        // `is_done` takes no lock and runs no user code (it hands a last
+        // reference to the runner), so it may run under ours. Dropping an entry
+        // releases a weak reference: at most memory is freed.
+        core.heap.retain(|entry| !entry.expiry.is_done());
+        if shrinkable(core.heap.capacity(), core.heap.len()) {
+            let len = core.heap.len();
+            core.heap.shrink_to(2 * len);
+        }
+        shard.publish(&core);
     }
 
-    /// One pass over the deadlines: takes in queued commands, moves due expiries
-    /// into `batch` (for the caller to fire once the lock is released), and
+    /// One pass over the shards: moves due expiries into `batch` (for the caller
+    /// to fire outside every lock), drops dead entries from the heaps' tops, and
     /// publishes what to wait for next.
     fn pass(&self, now: Instant, batch: &mut Vec<Expiry>) -> Pass {
-        let mut core = self.lock_core();
+        let _pass = self.pass.lock().unwrap_or_else(PoisonError::into_inner);
         // Relaxed: `closed` is stored under this lock (`Driver::drop`).
         if self.closed.load(Ordering::Relaxed) {
             return Pass::Closed;
         }
-        let more_commands = core.drain(self);
-        let more_due = core.take_due(now, batch);
-        if !more_commands && !more_due {
-            let next = core.next();
-            core.shrink();
-            let target = next.map_or(IDLE, |at| self.nanos(at));
-            // SeqCst: publish the target, then re-check the queue (see `arm`).
+        let now = self.nanos(now);
+        let mut more = false;
+        let mut dropped = 0;
+        for shard in &*self.shards {
+            // A shard being swept (by a disarming thread, in time proportional to
+            // its length) is not waited for: the runtime's thread moves on, and
+            // comes back soon if the shard has something due.
+            let Some(mut core) = shard.try_lock() else {
+                // SeqCst: as in `earliest`.
+                more |= shard.next.load(Ordering::SeqCst) <= now;
+                continue;
+            };
+            while let Some(entry) = core.heap.peek() {
+                if entry.at <= now {
+                    if batch.len() == FIRE_BATCH {
+                        more = true;
+                        break;
+                    }
+                    batch.push(core.heap.pop().expect("peeked").expiry);
+                } else if entry.expiry.is_done() {
+                    // Dead: so that the driver never sleeps towards (and a paused
+                    // runtime never auto-advances to) a deadline nobody waits for.
+                    if dropped == DRAIN_BATCH {
+                        more = true;
+                        break;
+                    }
+                    dropped += 1;
+                    core.heap.pop();
+                } else {
+                    break;
+                }
+            }
+            shard.publish(&core);
+        }
+        if !more {
+            let target = self.earliest();
+            // SeqCst: publish the target, then re-check the shards (see `arm`).
             self.wake_at.store(target, Ordering::SeqCst);
             fence(Ordering::SeqCst);
-            if self.commands.is_empty() {
-                return Pass::Sleep(next);
+            if self.earliest() >= target {
+                return Pass::Sleep((target != IDLE).then(|| self.instant(target)));
             }
         }
-        // Work is left: keep invariant 2 with `WAKING` rather than a target that a
-        // command still in the queue may undercut.
+        // Work is left: keep invariant 2 with `WAKING` rather than a target that
+        // an arm may undercut.
         // SeqCst: as in `wake_driver`.
         let previous = self.wake_at.swap(WAKING, Ordering::SeqCst);
         Pass::More {
@@ -641,17 +806,11 @@ impl Shared {
         self.notify.notify_one();
     }
 
-    /// Runs `f` on the hand-over state once the driver is gone, after applying
-    /// every queued command (so an `Arm` is always seen before its `Disarm`).
+    /// Runs `f` on the hand-over state once the driver is gone (after its drop
+    /// finished handing over what the shards held).
     fn after_close(&self, f: impl FnOnce(&mut Handoff<'_>)) {
         let mut map = self.handoff.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut handoff = Handoff { map: &mut map };
-        while let Some(command) = self.commands.pop() {
-            // Relaxed: a statistic.
-            self.pending.fetch_sub(1, Ordering::Relaxed);
-            handoff.apply(command);
-        }
-        f(&mut handoff);
+        f(&mut Handoff { map: &mut map });
     }
 
     /// The driver is gone or no longer wanted: the backstop stops watching.
@@ -673,80 +832,59 @@ fn fire(batch: &mut Vec<Expiry>) -> usize {
     fired
 }
 
-// ===== impl Core =====
+// ===== impl Shard =====
 
-impl Core {
-    /// Applies up to `DRAIN_BATCH` queued commands; true if more wait.
-    fn drain(&mut self, shared: &Shared) -> bool {
-        for _ in 0..DRAIN_BATCH {
-            let Some(command) = shared.commands.pop() else {
-                return false;
-            };
-            // Relaxed: a statistic.
-            shared.pending.fetch_sub(1, Ordering::Relaxed);
-            match command {
-                Command::Arm(key, at, expiry) => {
-                    self.heap.push(Reverse((at, key)));
-                    self.live.insert(key, expiry);
-                }
-                Command::Disarm(key) => {
-                    self.live.remove(&key);
-                }
-            }
+impl Shard {
+    fn new() -> Shard {
+        Shard {
+            core: Mutex::new(Core::default()),
+            next: AtomicU64::new(IDLE),
+            arms: AtomicUsize::new(0),
+            disarms: AtomicUsize::new(0),
+            swept_at: AtomicUsize::new(0),
+            len: AtomicUsize::new(0),
         }
-        !shared.commands.is_empty()
     }
 
-    /// Moves up to `FIRE_BATCH` due expiries into `batch` (looking at no more than
-    /// `DRAIN_BATCH` heap entries); true if more are due.
-    fn take_due(&mut self, now: Instant, batch: &mut Vec<Expiry>) -> bool {
-        for _ in 0..DRAIN_BATCH {
-            let Some(&Reverse((at, key))) = self.heap.peek() else {
-                return false;
-            };
-            if at > now {
-                return false;
-            }
-            if batch.len() == FIRE_BATCH {
-                return true;
-            }
-            self.heap.pop();
-            if let Some(expiry) = self.live.remove(&key) {
-                batch.push(expiry);
-            }
-        }
-        self.heap.peek().is_some_and(|&Reverse((at, _))| at <= now)
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        // No user code runs under this lock (invariant 3), so the state is
+        // consistent even if a holder panicked.
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The earliest live deadline, after rebuilding the heap when most of it is
-    /// dead and dropping dead entries on top.
-    fn next(&mut self) -> Option<Instant> {
-        if self.heap.len() > 64 && self.heap.len() > 2 * self.live.len() {
-            self.heap = self
-                .live
-                .iter()
-                .map(|(key, expiry)| Reverse((expiry.deadline(), *key)))
-                .collect();
-        }
-        while let Some(&Reverse((_, key))) = self.heap.peek() {
-            if self.live.contains_key(&key) {
-                break;
+    /// The lock, unless another thread holds it for longer than a few spins
+    /// (a sweep, usually).
+    fn try_lock(&self) -> Option<MutexGuard<'_, Core>> {
+        for _ in 0..64 {
+            match self.core.try_lock() {
+                Ok(core) => return Some(core),
+                Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => std::hint::spin_loop(),
             }
-            self.heap.pop();
         }
-        self.heap.peek().map(|Reverse((at, _))| *at)
+        None
     }
 
-    /// Gives memory back after a spike: a heap or map less than a quarter full is
-    /// shrunk to twice its length (amortized O(1): it must have lost three
-    /// quarters of its entries since it last grew or shrank).
-    fn shrink(&mut self) {
-        if shrinkable(self.heap.capacity(), self.heap.len()) {
-            self.heap.shrink_to(2 * self.heap.len());
-        }
-        if shrinkable(self.live.capacity(), self.live.len()) {
-            self.live.shrink_to(2 * self.live.len());
-        }
+    /// Whether more keys were disarmed since the last sweep than half the heap
+    /// holds: then a sweep pays for itself.
+    fn wants_sweep(&self) -> bool {
+        // Relaxed: a heuristic; a sweep a little early or late is harmless.
+        let len = self.len.load(Ordering::Relaxed);
+        let stale = self
+            .disarms
+            .load(Ordering::Relaxed)
+            .wrapping_sub(self.swept_at.load(Ordering::Relaxed));
+        len >= SWEEP_FLOOR && stale > len / 2
+    }
+
+    /// After the heap changed under the lock: the exact `next` and `len`.
+    fn publish(&self, core: &Core) {
+        let next = core.heap.peek().map_or(IDLE, |entry| entry.at);
+        // SeqCst: raising `next` to the heap's top is always allowed (nothing in
+        // the heap is earlier); a pass re-reads it after publishing its target.
+        self.next.store(next, Ordering::SeqCst);
+        // Relaxed: see `wants_sweep`.
+        self.len.store(core.heap.len(), Ordering::Relaxed);
     }
 }
 
@@ -778,13 +916,6 @@ struct Handoff<'a> {
 }
 
 impl Handoff<'_> {
-    fn apply(&mut self, command: Command) {
-        match command {
-            Command::Arm(key, at, expiry) => self.arm(key, at, expiry),
-            Command::Disarm(key) => self.disarm(key),
-        }
-    }
-
     fn arm(&mut self, key: u64, at: Instant, expiry: Expiry) {
         let theirs = StdTimer::global().arm(at, expiry);
         self.map.insert(key, theirs);
@@ -805,7 +936,8 @@ impl Handoff<'_> {
 /// The driver task's state. Its `Drop` closes the timer (module docs).
 struct Driver {
     shared: Arc<Shared>,
-    /// Expiries taken out of `core` by the current pass, fired outside the lock.
+    /// Expiries taken out of the shards by the current pass, fired outside the
+    /// locks.
     batch: Vec<Expiry>,
 }
 
@@ -836,10 +968,9 @@ impl Driver {
                     if poke && self.shared.guarded {
                         backstop::poke();
                     }
-                    // More work is due or queued. Yield first: a driver that never
-                    // returns `Pending` under a burst of deadlines or a steady
-                    // stream of commands would starve the runtime's other tasks
-                    // and block its shutdown.
+                    // More work is due. Yield first: a driver that never returns
+                    // `Pending` under a burst of deadlines would starve the
+                    // runtime's other tasks and block its shutdown.
                     tokio::task::yield_now().await;
                     continue;
                 }
@@ -885,36 +1016,33 @@ impl Drop for Driver {
         let shared = self.shared.clone();
         // Relaxed: set before the notification that ended the loop (same task).
         let stopping = shared.stopping.load(Ordering::Relaxed);
-        // Forget timers whose context is gone. Outside every lock: dropping the
-        // last handle of a context may run user code (a value's `Drop`), which
-        // may arm a timer here again.
         // (The batch is empty: the driver fires it before it awaits anything.)
         debug_assert!(self.batch.is_empty());
-        let mut live = std::mem::take(&mut shared.lock_core().live);
-        live.retain(|_, expiry| expiry.context().is_some());
-        let mut core = shared.lock_core();
+        // Lock order: the pass, the hand-over, then each shard (arms take a
+        // shard's lock and, after releasing it, the hand-over's).
+        let _pass = shared.pass.lock().unwrap_or_else(PoisonError::into_inner);
         let mut map = shared
             .handoff
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        // SeqCst: the driver's half of the store-buffering pair on `closed`: after
-        // this store and fence, every command pushed by a caller that read
-        // `closed == false` is visible to the drain below.
+        // SeqCst: see `disarm`. Stored before any shard's lock is taken below: an
+        // arm that takes a shard's lock after us sees it (module docs).
         shared.closed.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
         let mut handoff = Handoff { map: &mut map };
-        // The backstop may have taken in more while the lock was free.
-        let rest = std::mem::take(&mut *core);
-        for (key, expiry) in live.into_iter().chain(rest.live) {
-            if !stopping {
-                handoff.arm(key, expiry.deadline(), expiry);
-            }
-        }
-        while let Some(command) = shared.commands.pop() {
-            // Relaxed: a statistic.
-            shared.pending.fetch_sub(1, Ordering::Relaxed);
-            if !stopping {
-                handoff.apply(command);
+        for shard in &*shared.shards {
+            let heap = {
+                let mut core = shard.lock();
+                let heap = std::mem::take(&mut core.heap);
+                shard.publish(&core);
+                heap
+            };
+            // Timers whose context is done or gone are forgotten. `is_done` runs
+            // no user code (a last reference goes to the runner), so the locks
+            // may stay held.
+            for entry in heap.into_vec() {
+                if !stopping && !entry.expiry.is_done() {
+                    handoff.arm(entry.key, entry.expiry.deadline(), entry.expiry);
+                }
             }
         }
     }
@@ -925,15 +1053,12 @@ mod tests {
     use super::*;
     use std::mem::size_of;
 
-    /// Pins the per-timer cost documented on `TokioTimer` (where `Instant` is a
-    /// 16-byte `timespec`).
+    /// Pins the per-timer cost documented on `TokioTimer`.
     #[test]
-    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+    #[cfg(target_pointer_width = "64")]
     fn per_timer_state_sizes() {
         assert_eq!(size_of::<Expiry>(), 24);
-        assert_eq!(size_of::<Command>(), 48);
-        assert_eq!(size_of::<Reverse<(Instant, u64)>>(), 24);
-        assert_eq!(size_of::<(u64, Expiry)>(), 32);
+        assert_eq!(size_of::<Entry>(), 40);
     }
 
     #[test]
@@ -941,5 +1066,22 @@ mod tests {
         assert!(!shrinkable(SHRINK_FLOOR, 0), "small ones stay");
         assert!(shrinkable(4 * SHRINK_FLOOR, SHRINK_FLOOR - 1));
         assert!(!shrinkable(4 * SHRINK_FLOOR, SHRINK_FLOOR));
+    }
+
+    #[test]
+    fn keys_name_their_shard() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let timer = TokioTimer::new(runtime.handle().clone());
+        let shards = timer.shared.shards.len();
+        for index in 0..shards {
+            let key = 12_345 << SHARD_BITS | index as u64;
+            assert!(std::ptr::eq(
+                timer.shared.shard_of(key),
+                &timer.shared.shards[index]
+            ));
+        }
     }
 }

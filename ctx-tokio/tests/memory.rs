@@ -49,8 +49,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// Lets the driver task apply everything queued (it takes 4096 commands per
-/// pass and yields in between).
+/// Lets the driver task run a few passes (it yields between batches).
 async fn settle(commands: usize) {
     for _ in 0..commands / 1024 + 64 {
         tokio::task::yield_now().await;
@@ -58,7 +57,7 @@ async fn settle(commands: usize) {
 }
 
 /// A million deadlines (a fifth of that in debug builds) armed at once, then
-/// disarmed: the heap, the map and the queue must not keep their peak size.
+/// disarmed: the deadline heaps must not keep their peak size.
 #[test]
 fn memory_returns_to_baseline_after_a_million_deadlines() {
     let n: usize = if cfg!(debug_assertions) {
@@ -73,7 +72,7 @@ fn memory_returns_to_baseline_after_a_million_deadlines() {
     runtime.block_on(async {
         let timer = TokioTimer::current();
         let root = Context::background().with_timer(timer.clone());
-        // Warm up: the driver task, the queue's first block, the backstop.
+        // Warm up: the driver task, the backstop.
         drop(root.with_timeout(Duration::from_secs(3600)));
         settle(0).await;
         let baseline = CURRENT.load(Ordering::SeqCst);
@@ -95,7 +94,7 @@ fn memory_returns_to_baseline_after_a_million_deadlines() {
             peak as f64 / 1e6,
             after as f64 / 1e6
         );
-        // The spike happened (contexts, queue, heap and map: well over 100 B each)…
+        // The spike happened (contexts and heap entries: well over 100 B each)…
         assert!(peak > n * 100, "peak only {peak} B");
         // …and is gone: within a few MB of baseline, and a small part of the peak.
         assert!(

@@ -426,3 +426,40 @@ fn a_deadline_fires_on_the_runtime() {
     });
     assert_eq!(name.as_deref(), Some("the-runtime"));
 }
+
+/// A disarm leaves its heap entry behind, but the sweeps keep the dead entries
+/// to about as many as the live ones (plus a small floor per shard), so
+/// threads canceling timeouts forever do not grow the timer, and the driver
+/// never had to see them.
+#[test]
+fn canceled_timeouts_do_not_pile_up() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let timer = TokioTimer::new(runtime.handle().clone());
+    let root = Context::background().with_timer(timer.clone());
+    let kept: Vec<_> = (0..100)
+        .map(|_| root.with_timeout(Duration::from_secs(3600)))
+        .collect();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for _ in 0..50_000 {
+                    let (_ctx, cancel) = root.with_timeout(Duration::from_secs(3600));
+                    cancel.cancel();
+                }
+            });
+        }
+    });
+    assert_eq!(timer.armed(), 100);
+    // At most 64 shards, each holding up to 64 entries before it is swept.
+    let held = timer.__stats().heap_len;
+    assert!(
+        held <= 2 * 100 + 64 * 64,
+        "{held} entries held for 100 live"
+    );
+    drop(kept);
+    assert_eq!(timer.armed(), 0);
+}

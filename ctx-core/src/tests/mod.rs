@@ -14,7 +14,7 @@
 //! ```
 //!
 //! `cargo xtask loom` runs exactly that. On the 2-core reference machine (shared
-//! with other jobs) the 36 models take about 20 s, most of it in three of them
+//! with other jobs) the 40 models take about 25 s, most of it in three of them
 //! (the `time` column, at `LOOM_MAX_PREEMPTIONS=2`; "< 0.1 s" models explore a few
 //! hundred executions at most), plus under a minute for a cold release build.
 //! With `LOOM_MAX_PREEMPTIONS=3` they take about 5 minutes, most of it in the
@@ -24,16 +24,17 @@
 //!
 //! | model | what it proves | time |
 //! |---|---|---|
-//! | **`loom_list`** (the child set, built directly) | | |
+//! | **`loom_list`** (the child set and one shard, built directly) | | |
 //! | `free_stack_aba` | the free stack's generation tag defeats ABA | < 0.1 s |
 //! | `concurrent_insert_remove` | three inserters/removers sharing recycled indices and growing the set: no entry overwritten, no index lost | 0.3 s |
 //! | `insert_vs_drain` | the Dekker pair with a segment allocation: an entry is drained or taken back, once | < 0.1 s |
 //! | `remove_vs_drain` | remove vs drain: one side takes the entry; only a remover frees the index | < 0.1 s |
 //! | `segment_growth_vs_drain` | three inserters grow the set into segment 2 (two race to allocate it) while a drain runs: every entry handled once | 6 s |
 //! | `out_of_order_segments_vs_drain` | segments 1 and 2 allocated by two inserters in either order while a drain runs (indices skipped by a test hook): the drain visits every segment, each entry drained or taken back | < 0.1 s |
+//! | `shards_vs_drain` | two inserters each install a shard of their own while a drain runs and a remover empties a slot of a third shard: every entry handled once | < 0.1 s |
 //! | **`loom_cancel`** | | |
 //! | `insert_vs_cancel` | a child created during its parent's cancel ends done; the cancel returns even when the parent's set appears after its walk looked | < 0.1 s |
-//! | `two_inserts_vs_cancel` | two children racing to allocate the set during the cancel | 0.4 s |
+//! | `two_inserts_vs_cancel` | two children racing for the inline slot (the loser allocates the set) during the cancel | 0.4 s |
 //! | `unlink_on_drop_vs_cancel` | a dropped child's slot is emptied once | < 0.1 s |
 //! | `unlink_vs_insert` | a sibling's registration survives a reused index | < 0.1 s |
 //! | `unlink_vs_insert_vs_cancel` | the three at once | 0.4 s |
@@ -55,6 +56,8 @@
 //! | `slot_and_event_vs_cancel` | one waiter in the slot, one on the event: both woken | < 0.1 s |
 //! | `slot_release_vs_claim_vs_cancel` | the owner dropped while another waiter claims the slot (or listens) and the cancel runs | 1 s |
 //! | `slot_reused_after_drop` | a slot freed by a dropped owner is claimed again, and its new owner woken | < 0.1 s |
+//! | **`loom_std_timer`** (the built-in timer's wake-up protocol, on loom's atomics) | | |
+//! | `arm_vs_sleep`, `two_arms_vs_sleep` | an arm that makes a deadline the earliest is seen by the thread's re-check, or unparks it | < 0.1 s |
 //! | **`loom_timer`** (a `Recorder` backend that never fires by itself) | | |
 //! | `arm_vs_cancel`, `fire_vs_cancel` | every key disarmed exactly once | < 0.1 s |
 //! | `exact_deadline_vs_cancel` | a read closes with `UNCLAIMED` and walks nothing; the cancel walks; the read's answer sticks; no disarm on the reader | < 0.1 s |
@@ -91,6 +94,8 @@ mod loom_after_func;
 mod loom_cancel;
 #[cfg(ctx_loom)]
 mod loom_list;
+#[cfg(ctx_loom)]
+mod loom_std_timer;
 #[cfg(ctx_loom)]
 mod loom_timer;
 #[cfg(ctx_loom)]

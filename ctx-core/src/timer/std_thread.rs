@@ -1,39 +1,76 @@
-//! The built-in timer: one background thread, started on first use.
+//! The built-in timer: sharded deadline heaps, and one background thread,
+//! started on first use, that fires them.
 //!
-//! Arming never takes a lock: it pushes the deadline onto a lock-free queue and,
-//! only when the new deadline is earlier than the one the thread sleeps towards
-//! (or many arms are pending), unparks the thread. The thread owns a binary heap of
-//! deadlines; it takes in the queued arms, fires what is due, and parks until the
-//! next deadline.
+//! # Arming
 //!
-//! Disarming is a counter update and nothing else: a disarmed entry stays in the
-//! heap, holding only a weak reference, and does nothing when it surfaces (its
-//! context is done or gone). So that those entries cannot pile up, every 1024th
-//! disarm wakes the thread, which sweeps the heap once more than half of it is
-//! stale. Memory therefore stays proportional to the armed timers, within a
-//! constant, and the common case (a timeout canceled long before it expires)
-//! costs the canceling thread two counter updates and the timer thread nothing.
+//! The deadlines live in a few *shards*, each a binary heap behind a mutex of
+//! its own. A thread arms into its own shard (threads are spread over the shards
+//! round-robin, the first time they arm), so arming takes a lock no other thread
+//! usually wants, pushes onto a heap, and touches no cache line another thread
+//! writes: no queue shared by every arming thread, no counter shared by them.
+//! The key it returns names the shard.
 //!
-//! The thread runs no user code: firing an [`Expiry`] marks the subtree done and
+//! Each shard publishes the earliest deadline it may hold (`next`, never later
+//! than its heap's top); the thread publishes the deadline it sleeps towards
+//! (`wake_at`). An arm wakes the thread only when it lowers both: the common
+//! case (a timeout canceled long before it expires, armed while earlier ones
+//! are pending) never calls into the thread at all.
+//!
+//! # Disarming
+//!
+//! Disarming is a counter update on the key's shard and nothing else: a disarmed
+//! entry stays in its heap, holding only a weak reference, and does nothing when
+//! it surfaces (its context is done or gone). So that those entries cannot pile
+//! up, a disarm that finds more disarms since the shard's last sweep than half
+//! its heap's length sweeps it (keeping the entries whose context is not done):
+//! each shard holds at most about twice its armed timers, and each sweep is paid
+//! for by the disarms before it, so memory stays proportional to the armed
+//! timers and a disarm costs O(1) amortized, on the disarming thread (which also
+//! frees the contexts' memory there, where it was allocated).
+//!
+//! # The thread
+//!
+//! The thread sleeps until the earliest `next`; it pops what is due from the
+//! shards whose `next` has passed, fires it outside the shard's lock, and sleeps
+//! again. A shard whose lock is held for long (a sweep) is skipped and looked at
+//! again 50 µs later, so that one big shard's sweep does not hold up the
+//! deadlines of the others. It runs no user code: firing an [`Expiry`] marks the subtree done and
 //! wakes its waiters, and hands the `after_func` callbacks and `Drop`s it sets
-//! free to ctx-core's runner threads; the sweep only reads state words. So a
+//! free to ctx-core's runner threads; a sweep only reads state words. So a
 //! callback that blocks or panics never delays another deadline.
+//!
+//! # Synchronization
+//!
+//! | atomic / lock | guards | pairing |
+//! |---|---|---|
+//! | `Shard::core` (mutex) | the shard's heap and arm count | held for a push, a pop of due entries or a sweep; never while firing |
+//! | `Shard::next` | no heap entry is earlier | `SeqCst` store (under the lock) then `SeqCst` load of `wake_at` in `arm`, against the thread's `SeqCst` store of `wake_at` then `SeqCst` re-load of every `next`: either the thread sees the lower `next`, or the arm sees the thread's target and unparks it (a park token is never lost) |
+//! | `wake_at` | what the thread sleeps towards | see `next` |
+//! | `disarms`, `swept_at`, `len` | sweep trigger and statistics | `Relaxed`: a sweep a little early or late is harmless |
+//! | `shutdown` | the timer was dropped | `Relaxed`, followed by an unpark |
 use super::{Expiry, Timer, TimerKey};
 use crate::sync::unmodeled::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crossbeam_queue::SegQueue;
+use std::cell::Cell;
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
 use std::fmt;
 use std::num::NonZeroU64;
-use std::sync::{Arc, OnceLock};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-/// Wake the thread when this many arms wait, or after this many disarms, so
-/// memory stays bounded.
-const PENDING_LIMIT: usize = 1024;
-/// `wake_at` value meaning "parked with nothing to wait for".
+/// `next` and `wake_at` value meaning "nothing to wait for".
 const IDLE: u64 = u64::MAX;
+/// Heaps shorter than this are never swept: sweeping them would cost more than
+/// the few dead entries do.
+const SWEEP_FLOOR: usize = 64;
+/// Heaps with fewer slots than this are never shrunk.
+const SHRINK_FLOOR: usize = 1024;
+/// The most shards a timer has.
+const MAX_SHARDS: usize = 64;
+/// The shortest sleep of the thread (firing is allowed to be late, not early).
+const MIN_SLEEP: Duration = Duration::from_micros(50);
 
 /// The built-in timer backend: a dedicated thread and the system's monotonic clock.
 ///
@@ -47,6 +84,15 @@ const IDLE: u64 = u64::MAX;
 /// deadline, and the `Drop`s of contexts the expiry released last, run on
 /// ctx-core's runner threads (a small pool that grows when a callback blocks and
 /// shrinks when idle), as Go runs each `AfterFunc` on a goroutine of its own.
+///
+/// # Cost
+///
+/// Arming locks a shard of the timer that the calling thread (nearly always)
+/// has to itself and pushes onto its heap; the thread is woken only when the new
+/// deadline is the earliest of all. Disarming is a counter update; dead entries
+/// are swept once they make up half of a shard, and a sweep that leaves a heap
+/// less than a quarter full shrinks it, so memory stays proportional to the
+/// armed timers.
 ///
 /// # Caveats: `fork`
 ///
@@ -80,14 +126,8 @@ pub struct StdTimer {
 }
 
 struct Shared {
-    /// Deadlines armed and not yet taken into the thread's heap.
-    arms: SegQueue<Entry>,
-    /// How many entries `arms` holds (counted before the push).
-    pending: AtomicUsize,
-    /// Timers armed and not yet disarmed.
-    armed: AtomicUsize,
-    /// Disarms since the thread last considered a sweep.
-    stale: AtomicUsize,
+    /// A power-of-two number of shards.
+    shards: Box<[Shard]>,
     /// Nanoseconds after `epoch` that the thread sleeps towards, or `IDLE`.
     wake_at: AtomicU64,
     epoch: Instant,
@@ -95,17 +135,34 @@ struct Shared {
     thread: OnceLock<Thread>,
 }
 
-impl Shared {
-    /// `at` as nanoseconds after `epoch`, saturating below `IDLE`.
-    fn nanos(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(IDLE - 1)
-    }
+/// One heap of deadlines, on a cache line (pair) of its own so that threads
+/// arming into different shards do not contend.
+#[repr(align(128))]
+struct Shard {
+    core: Mutex<Core>,
+    /// Nanoseconds after `epoch`: no entry in the heap is earlier (`IDLE` when
+    /// the heap is empty). Lowered by `arm`, set exactly by the thread's pops
+    /// and by sweeps.
+    next: AtomicU64,
+    /// Disarms of keys of this shard, ever (wrapping).
+    disarms: AtomicUsize,
+    /// `disarms` when the heap was last swept.
+    swept_at: AtomicUsize,
+    /// The heap's length, for disarms to decide on a sweep without the lock.
+    len: AtomicUsize,
 }
 
-/// An armed deadline: ordered so that `BinaryHeap` (a max-heap) yields the
-/// earliest first.
+#[derive(Default)]
+struct Core {
+    heap: BinaryHeap<Entry>,
+    /// Arms into this shard, ever (wrapping); `arms - disarms` is what is armed.
+    arms: usize,
+}
+
+/// An armed deadline, in nanoseconds after `epoch`: ordered so that
+/// `BinaryHeap` (a max-heap) yields the earliest first.
 struct Entry {
-    at: Instant,
+    at: u64,
     expiry: Expiry,
 }
 
@@ -129,9 +186,121 @@ impl Ord for Entry {
     }
 }
 
-/// The key every arm returns: disarming needs no lookup (see the module docs),
-/// only the promise that `disarm` is called once per armed timer.
-const KEY: TimerKey = TimerKey(NonZeroU64::MIN);
+impl Shared {
+    /// `at` as nanoseconds after `epoch` (exact: instants differ by whole
+    /// nanoseconds), saturating below `IDLE`. A deadline is due once this is
+    /// at most the same of the current time.
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos())
+            .unwrap_or(IDLE - 1)
+            .min(IDLE - 1)
+    }
+
+    /// The earliest `next` of all shards.
+    fn earliest(&self) -> u64 {
+        self.shards
+            .iter()
+            // SeqCst: the thread's half of the pair on `next` (module `wake`).
+            .map(|shard| shard.next.load(Ordering::SeqCst))
+            .min()
+            .unwrap_or(IDLE)
+    }
+}
+
+impl Shard {
+    fn new() -> Shard {
+        Shard {
+            core: Mutex::new(Core::default()),
+            next: AtomicU64::new(IDLE),
+            disarms: AtomicUsize::new(0),
+            swept_at: AtomicUsize::new(0),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        // No user code runs under this lock and the heap is consistent between
+        // its operations, so a holder's panic leaves nothing half-done.
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lock, unless another thread holds it for longer than a few spins
+    /// (a sweep, usually).
+    fn try_lock(&self) -> Option<MutexGuard<'_, Core>> {
+        for _ in 0..64 {
+            match self.core.try_lock() {
+                Ok(core) => return Some(core),
+                Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => std::hint::spin_loop(),
+            }
+        }
+        None
+    }
+
+    /// Whether enough disarms happened since the last sweep to make one worth it.
+    fn wants_sweep(&self) -> bool {
+        // Relaxed: a heuristic (module docs).
+        let len = self.len.load(Ordering::Relaxed);
+        let stale = self
+            .disarms
+            .load(Ordering::Relaxed)
+            .wrapping_sub(self.swept_at.load(Ordering::Relaxed));
+        len >= SWEEP_FLOOR && stale > len / 2
+    }
+
+    /// Drops the entries whose context is done or gone, if still wanted.
+    fn sweep(&self) {
+        let mut core = self.lock();
+        if !self.wants_sweep() {
+            return;
+        }
+        // Relaxed: see `wants_sweep`. Read before the sweep: a disarm counted
+        // meanwhile only makes the next sweep a little earlier.
+        self.swept_at
+            .store(self.disarms.load(Ordering::Relaxed), Ordering::Relaxed);
+        // `is_done` takes no lock and runs no user code (it hands a last
+        // reference to the runner), so it may run under ours. Dropping an entry
+        // releases a weak reference: at most memory is freed.
+        core.heap.retain(|entry| !entry.expiry.is_done());
+        // Give memory back after a spike: a heap left less than a quarter full is
+        // shrunk to twice its length (amortized O(1): it lost three quarters of
+        // its entries since it last grew or shrank).
+        let (len, capacity) = (core.heap.len(), core.heap.capacity());
+        if capacity > SHRINK_FLOOR && len < capacity / 4 {
+            core.heap.shrink_to(2 * len);
+        }
+        self.publish(&core);
+    }
+
+    /// After the heap changed under the lock: the exact `next` and `len`.
+    fn publish(&self, core: &Core) {
+        let next = core.heap.peek().map_or(IDLE, |entry| entry.at);
+        // SeqCst: raising `next` to the heap's top is always allowed (nothing in
+        // the heap is earlier); the thread re-reads it before it sleeps.
+        self.next.store(next, Ordering::SeqCst);
+        // Relaxed: see `wants_sweep`.
+        self.len.store(core.heap.len(), Ordering::Relaxed);
+    }
+}
+
+/// The shard a thread arms into: threads take the next index the first time
+/// they arm (with any timer), so that a few threads get shards of their own.
+fn thread_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    INDEX
+        .try_with(|index| {
+            if index.get() == usize::MAX {
+                // Relaxed: the indices only need to be spread out.
+                index.set(NEXT.fetch_add(1, Ordering::Relaxed) & (usize::MAX >> 1));
+            }
+            index.get()
+        })
+        // A thread arming from a thread-local's destructor shares shard 0.
+        .unwrap_or(0)
+}
 
 impl StdTimer {
     /// The process-wide timer (its thread starts on the first armed deadline).
@@ -142,12 +311,14 @@ impl StdTimer {
 
     /// A separate timer with its own thread, which stops when the timer is dropped.
     pub fn new() -> Arc<StdTimer> {
+        // Twice the cores, so that threads rarely share a shard.
+        let shards = thread::available_parallelism()
+            .map_or(4, |n| n.get() * 2)
+            .next_power_of_two()
+            .min(MAX_SHARDS);
         Arc::new(StdTimer {
             shared: Arc::new(Shared {
-                arms: SegQueue::new(),
-                pending: AtomicUsize::new(0),
-                armed: AtomicUsize::new(0),
-                stale: AtomicUsize::new(0),
+                shards: (0..shards).map(|_| Shard::new()).collect(),
                 wake_at: AtomicU64::new(IDLE),
                 epoch: Instant::now(),
                 shutdown: AtomicBool::new(false),
@@ -160,21 +331,18 @@ impl StdTimer {
     /// disarmed. Every context done before its deadline disarms its timer at once,
     /// so this drops back to 0 when no deadline context is live.
     pub fn armed(&self) -> usize {
-        // Relaxed: a statistic; callers synchronise with the contexts by other means.
-        self.shared.armed.load(Ordering::Relaxed)
-    }
-
-    fn push(&self, entry: Entry) {
-        let shared = &self.shared;
-        // Counted before it is pushed, so the thread's decrement after popping it can
-        // never run first (the count would wrap). SeqCst: pairs with the thread's
-        // SeqCst store of `wake_at` and its re-check of `pending`: either it sees our
-        // entry coming, or we see (in `arm`) what it went to sleep towards.
-        let pending = shared.pending.fetch_add(1, Ordering::SeqCst) + 1;
-        shared.arms.push(entry);
-        if pending >= PENDING_LIMIT {
-            self.thread().unpark();
-        }
+        self.shared
+            .shards
+            .iter()
+            .map(|shard| {
+                // Relaxed: a statistic; callers synchronise with the contexts by
+                // other means. Read before `arms`: a key's disarm follows its
+                // arm, whose count the lock then shows, so no shard's difference
+                // is negative.
+                let disarms = shard.disarms.load(Ordering::Relaxed);
+                shard.lock().arms.wrapping_sub(disarms)
+            })
+            .fold(0, usize::wrapping_add)
     }
 
     fn thread(&self) -> &Thread {
@@ -188,6 +356,14 @@ impl StdTimer {
                 .clone()
         })
     }
+
+    fn shard_of(&self, key: TimerKey) -> &Shard {
+        let shards = &self.shared.shards;
+        // Keys are the shard's index plus one; a foreign key picks some shard,
+        // which only skews statistics.
+        let index = usize::try_from(key.get().get() - 1).unwrap_or(0);
+        &shards[index & (shards.len() - 1)]
+    }
 }
 
 impl Timer for StdTimer {
@@ -196,29 +372,32 @@ impl Timer for StdTimer {
     }
 
     fn arm(&self, deadline: Instant, expiry: Expiry) -> Option<TimerKey> {
-        // Relaxed: a statistic (see `armed`).
-        self.shared.armed.fetch_add(1, Ordering::Relaxed);
-        let at = self.shared.nanos(deadline);
-        self.push(Entry {
-            at: deadline,
-            expiry,
-        });
-        // SeqCst: see `push`; the thread publishes its sleep target before it parks.
-        if at < self.shared.wake_at.load(Ordering::SeqCst) {
+        let shared = &*self.shared;
+        let index = thread_index() & (shared.shards.len() - 1);
+        let shard = &shared.shards[index];
+        let at = shared.nanos(deadline);
+        let unpark = {
+            let mut core = shard.lock();
+            core.arms = core.arms.wrapping_add(1);
+            core.heap.push(Entry { at, expiry });
+            // Relaxed: see `wants_sweep`.
+            shard.len.store(core.heap.len(), Ordering::Relaxed);
+            wake::lower(&shard.next, &shared.wake_at, at)
+        };
+        if unpark {
             self.thread().unpark();
         }
-        Some(KEY)
+        let key = u64::try_from(index + 1).expect("at most MAX_SHARDS shards");
+        NonZeroU64::new(key).map(TimerKey::new)
     }
 
-    fn disarm(&self, _key: TimerKey) {
-        // Relaxed: statistics; the entry itself stays in the heap until it surfaces
-        // or a sweep drops it (module docs).
-        self.shared.armed.fetch_sub(1, Ordering::Relaxed);
-        // `==`: the increments are unique, so exactly one disarm per 1024 wakes the
-        // thread (which resets the count), instead of every disarm after the 1024th
-        // until it runs.
-        if self.shared.stale.fetch_add(1, Ordering::Relaxed) + 1 == PENDING_LIMIT {
-            self.thread().unpark();
+    fn disarm(&self, key: TimerKey) {
+        let shard = self.shard_of(key);
+        // Relaxed: a counter (see `wants_sweep`); the entry itself stays in the
+        // heap until it surfaces or a sweep drops it (module docs).
+        shard.disarms.fetch_add(1, Ordering::Relaxed);
+        if shard.wants_sweep() {
+            shard.sweep();
         }
     }
 }
@@ -237,50 +416,223 @@ impl fmt::Debug for StdTimer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StdTimer")
             .field("armed", &self.armed())
+            .field("shards", &self.shared.shards.len())
             .finish_non_exhaustive()
     }
 }
 
 /// The timer thread.
 fn run(shared: &Shared) {
-    let mut heap: BinaryHeap<Entry> = BinaryHeap::new();
+    let mut batch: Vec<Expiry> = Vec::new();
     loop {
-        while let Some(entry) = shared.arms.pop() {
-            // Relaxed: the count is re-checked with SeqCst before parking.
-            shared.pending.fetch_sub(1, Ordering::Relaxed);
-            heap.push(entry);
-        }
         // Relaxed: set before the timer's handle unparks us.
         if shared.shutdown.load(Ordering::Relaxed) {
             return;
         }
-        let now = Instant::now();
-        while heap.peek().is_some_and(|entry| entry.at <= now) {
-            let entry = heap.pop().expect("peeked");
-            // A disarmed entry does nothing here (its context is done or gone). A
-            // panic in user code run by the cancel (an after_func callback) must not
-            // take the timer thread down with it.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| entry.expiry.fire()));
+        // A pass runs no user code; still, nothing that panics in one may end
+        // the thread, which every deadline of the timer depends on.
+        let sleep = std::panic::catch_unwind(AssertUnwindSafe(|| pass(shared, &mut batch)))
+            .unwrap_or(Sleep::For(MIN_SLEEP));
+        match sleep {
+            Sleep::Again => {}
+            Sleep::Idle => thread::park(),
+            Sleep::For(wait) => thread::park_timeout(wait.max(MIN_SLEEP)),
         }
-        // Relaxed: statistics; a sweep a little early or late is harmless. The
-        // reset lets the next 1024 disarms wake us again.
-        shared.stale.store(0, Ordering::Relaxed);
-        if heap.len() > 64 && heap.len() > 2 * shared.armed.load(Ordering::Relaxed) {
-            heap.retain(|entry| !entry.expiry.is_done());
-        }
-        let next = heap.peek().map(|entry| entry.at);
-        let target = next.map_or(IDLE, |at| shared.nanos(at));
-        // SeqCst: publish the sleep target, then re-check for commands (see `push`).
-        shared.wake_at.store(target, Ordering::SeqCst);
-        if shared.pending.load(Ordering::SeqCst) > 0 {
+    }
+}
+
+/// What the thread does after a pass.
+enum Sleep {
+    /// Look again at once: an arm made a deadline earlier meanwhile.
+    Again,
+    /// Park until an arm unparks it: nothing is armed.
+    Idle,
+    /// Park at most this long.
+    For(Duration),
+}
+
+/// Fires what is due in every shard, and publishes what to wait for next.
+fn pass(shared: &Shared, batch: &mut Vec<Expiry>) -> Sleep {
+    let start = Instant::now();
+    let now = shared.nanos(start);
+    let mut busy = false;
+    for shard in &*shared.shards {
+        // SeqCst: see module `wake`.
+        if shard.next.load(Ordering::SeqCst) > now {
             continue;
         }
-        match next {
-            Some(at) => thread::park_timeout(
-                at.saturating_duration_since(Instant::now())
-                    .max(Duration::from_micros(50)),
-            ),
-            None => thread::park(),
+        {
+            // A shard being swept (by a disarming thread, in time proportional
+            // to its length) is left for a moment, so that it does not hold up
+            // the other shards' deadlines.
+            let Some(mut core) = shard.try_lock() else {
+                busy = true;
+                continue;
+            };
+            while core.heap.peek().is_some_and(|entry| entry.at <= now) {
+                batch.push(core.heap.pop().expect("peeked").expiry);
+            }
+            shard.publish(&core);
+        }
+        // Outside the lock: firing disarms (the same shard, maybe sweeping it).
+        for expiry in batch.drain(..) {
+            // A disarmed entry does nothing here (its context is done or gone).
+            // Firing runs no user code, but a panic in it must not take the
+            // timer thread down with it.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| expiry.fire()));
+        }
+    }
+    if busy {
+        return Sleep::For(MIN_SLEEP);
+    }
+    let target = shared.earliest();
+    if !wake::settle(&shared.wake_at, || shared.earliest(), target) {
+        return Sleep::Again;
+    }
+    if target == IDLE {
+        return Sleep::Idle;
+    }
+    let wait = Duration::from_nanos(target.saturating_sub(now));
+    Sleep::For(wait.saturating_sub(start.elapsed()))
+}
+
+/// The wake-up protocol between `arm` and the thread (module docs), written
+/// once over any atomic word so that a loom model runs this very code.
+pub(crate) mod wake {
+    use crate::sync::unmodeled::{AtomicU64, Ordering};
+
+    /// The atomic operations the protocol uses.
+    pub(crate) trait Word {
+        fn load(&self, order: Ordering) -> u64;
+        fn store(&self, value: u64, order: Ordering);
+        fn fetch_min(&self, value: u64, order: Ordering) -> u64;
+        /// Between the two halves of a Dekker pair (see `sync::dekker_point`).
+        fn dekker_point();
+    }
+
+    impl Word for AtomicU64 {
+        #[inline]
+        fn load(&self, order: Ordering) -> u64 {
+            AtomicU64::load(self, order)
+        }
+        #[inline]
+        fn store(&self, value: u64, order: Ordering) {
+            AtomicU64::store(self, value, order);
+        }
+        #[inline]
+        fn fetch_min(&self, value: u64, order: Ordering) -> u64 {
+            AtomicU64::fetch_min(self, value, order)
+        }
+        #[inline(always)]
+        fn dekker_point() {}
+    }
+
+    /// `arm`'s side, under the lock of the shard whose earliest deadline is
+    /// `next`, after pushing a deadline `at`: lowers `next` to `at` if that is
+    /// earlier, and then the thread's target `wake_at`. True if the thread
+    /// must be unparked: it may sleep towards a later target than `at`.
+    ///
+    /// `fetch_min` leaves the lower target for the arms that follow, so that
+    /// only the first of several arms of one early deadline unparks.
+    #[inline]
+    pub(crate) fn lower<W: Word>(next: &W, wake_at: &W, at: u64) -> bool {
+        // Relaxed: `next` is only written under the shard's lock, held here.
+        if at >= next.load(Ordering::Relaxed) {
+            // The thread wakes by `next` anyway, and takes this one then.
+            return false;
+        }
+        // SeqCst: the arm's half of the pair: its `next`, then the thread's
+        // target. Either the thread's re-check in `settle` sees this `next`, or
+        // this reads the target it published and unparks it (a park token is
+        // never lost).
+        next.store(at, Ordering::SeqCst);
+        W::dekker_point();
+        at < wake_at.fetch_min(at, Ordering::SeqCst)
+    }
+
+    /// The thread's side, before it parks: publishes `target` (the earliest
+    /// `next` it read), then re-reads the earliest `next` of all shards. True if
+    /// it may sleep towards `target`; false if a shard meanwhile holds an earlier
+    /// deadline (look again).
+    #[inline]
+    pub(crate) fn settle<W: Word>(wake_at: &W, earliest: impl Fn() -> u64, target: u64) -> bool {
+        // SeqCst: the thread's half of the pair (see `lower`); `earliest` loads
+        // every `next` with SeqCst.
+        wake_at.store(target, Ordering::SeqCst);
+        W::dekker_point();
+        earliest() >= target
+    }
+}
+
+#[cfg(all(test, not(ctx_loom)))]
+mod tests {
+    use super::*;
+    use crate::Context;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// Entries and slots the shards' heaps hold, dead ones included.
+    fn held(timer: &StdTimer) -> (usize, usize) {
+        timer
+            .shared
+            .shards
+            .iter()
+            .fold((0, 0), |(len, cap), shard| {
+                let core = shard.lock();
+                (len + core.heap.len(), cap + core.heap.capacity())
+            })
+    }
+
+    /// The lazy disarm leaves dead entries behind, but the sweeps keep them to
+    /// at most about as many as the live ones (plus a small floor per shard), so
+    /// a thread canceling timeouts forever does not grow the timer.
+    #[test]
+    fn canceled_timeouts_do_not_pile_up() {
+        let timer = StdTimer::new();
+        let root = Context::background().with_timer(timer.clone());
+        let kept: Vec<_> = (0..100).map(|_| root.with_timeout(HOUR)).collect();
+        for _ in 0..if cfg!(miri) { 500 } else { 100_000 } {
+            let (_ctx, cancel) = root.with_timeout(HOUR);
+            cancel.cancel();
+        }
+        assert_eq!(timer.armed(), 100);
+        let (len, _) = held(&timer);
+        let floor = timer.shared.shards.len() * SWEEP_FLOOR;
+        assert!(len <= 2 * 100 + floor, "{len} entries held for 100 live");
+        drop(kept);
+        assert_eq!(timer.armed(), 0);
+        assert!(held(&timer).0 <= floor);
+    }
+
+    /// After a spike of armed timeouts, the heaps give their slots back.
+    #[test]
+    fn heaps_shrink_after_a_spike() {
+        let timer = StdTimer::new();
+        let root = Context::background().with_timer(timer.clone());
+        let n = if cfg!(miri) { 2_000 } else { 50_000 };
+        let spike: Vec<_> = (0..n).map(|_| root.with_timeout(HOUR)).collect();
+        assert!(held(&timer).1 >= n);
+        drop(spike);
+        assert_eq!(timer.armed(), 0);
+        let (len, capacity) = held(&timer);
+        let shards = timer.shared.shards.len();
+        assert!(len <= shards * SWEEP_FLOOR);
+        assert!(
+            capacity <= shards * 4 * SHRINK_FLOOR,
+            "{capacity} slots still allocated"
+        );
+    }
+
+    /// Keys name the shard they were armed in.
+    #[test]
+    fn keys_name_their_shard() {
+        let timer = StdTimer::new();
+        for index in 0..timer.shared.shards.len() {
+            let key = TimerKey::new(NonZeroU64::new(index as u64 + 1).unwrap());
+            assert!(std::ptr::eq(
+                timer.shard_of(key),
+                &timer.shared.shards[index]
+            ));
         }
     }
 }
