@@ -10,8 +10,12 @@
 //! otherwise starts a new thread, so a callback that blocks delays no other job
 //! (as Go runs each `AfterFunc` on a goroutine of its own). Threads that stay idle
 //! for [`IDLE_EXIT`] end. A panicking job is caught (the panic hook has reported
-//! it) and the thread carries on. If no thread can be started and none exists,
-//! the job runs on the caller's thread rather than being lost.
+//! it) and the thread carries on. If no thread can be started, the job stays in
+//! the queue, and the next job's attempt to start a thread (or a runner that is
+//! still there) takes it. It never runs on the caller's thread: callers may hold
+//! locks of their own (a timer backend's sweep asks `Expiry::is_done` under its
+//! shard's lock, and the last reference that call releases is dropped here), and
+//! a `Drop` that arms a timer on the same shard would deadlock.
 //!
 //! The pool's queue sits behind a `Mutex`, held only to push or pop a job; no job
 //! runs under it. After `fork()`, the child starts its own runner threads.
@@ -78,14 +82,9 @@ pub(crate) fn spawn(job: Job) {
         .name("ctx-runner".into())
         .spawn(move || work(pool));
     if started.is_err() {
+        // The job stays queued for the next thread that starts (module docs).
         let mut queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
         queue.threads -= 1;
-        if queue.threads == 0
-            && let Some(job) = queue.jobs.pop_front()
-        {
-            drop(queue);
-            run(job);
-        }
     }
 }
 
