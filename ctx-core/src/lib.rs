@@ -106,6 +106,7 @@ mod cancel_funcs;
 mod causes;
 mod context;
 mod error;
+mod fork;
 mod future;
 mod group;
 mod runner;

@@ -20,11 +20,74 @@ fn in_forked_child(child: impl FnOnce() -> bool) -> bool {
         // SAFETY: ends the child without running the parent's exit handlers.
         unsafe { libc::_exit(if ok { 0 } else { 1 }) };
     }
+    // A child that hangs fails the test instead of hanging it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut status = 0;
-    // SAFETY: `pid` is our child; `status` is a valid out-pointer.
-    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(waited, pid);
-    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+    loop {
+        // SAFETY: `pid` is our child; `status` is a valid out-pointer.
+        let waited = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if waited == pid {
+            return libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+        }
+        assert_eq!(waited, 0, "waitpid failed");
+        if std::time::Instant::now() > deadline {
+            // SAFETY: `pid` is our child, still running.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: as above; reaps it.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A fork can catch another thread inside the global timer, holding one of its
+/// locks, which then stays held in the child for ever. The child must still be
+/// able to make timeouts under that timer (which arms nothing there) and cancel
+/// them. Forks repeatedly while a thread arms and disarms without pause.
+#[test]
+#[cfg_attr(miri, ignore = "Miri cannot fork")]
+#[cfg_attr(
+    ctx_sanitize,
+    ignore = "ThreadSanitizer cannot start threads after a multi-threaded fork"
+)]
+fn a_fork_during_arms_and_disarms_leaves_the_child_able_to_make_timeouts() {
+    // The global timer exists before the churn starts (a fork in the middle of
+    // its first initialization would leave the child waiting for that for ever,
+    // as for any lazily made global).
+    drop(Context::background().with_timeout(Duration::from_secs(60)));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Enough threads that some share the forking thread's shard of the timer
+    // (it has twice as many shards as cores, at most 64).
+    let threads = std::thread::available_parallelism().map_or(8, |n| n.get() * 4);
+    let churn: Vec<_> = (0..threads.min(256))
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (_ctx, cancel) =
+                        Context::background().with_timeout(Duration::from_secs(60));
+                    cancel.cancel();
+                }
+            })
+        })
+        .collect();
+    for round in 0..50 {
+        let ok = in_forked_child(|| {
+            let made: Vec<_> = (0..100)
+                .map(|_| Context::background().with_timeout(Duration::from_secs(60)))
+                .collect();
+            let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(5));
+            ctx.wait();
+            made.iter().all(|(ctx, _)| ctx.err().is_none())
+                && ctx.err() == Some(Error::DeadlineExceeded)
+        });
+        assert!(ok, "round {round}: the forked child hung or failed");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for thread in churn {
+        thread.join().unwrap();
+    }
 }
 
 #[test]

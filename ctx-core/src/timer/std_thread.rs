@@ -101,9 +101,11 @@ const MIN_SLEEP: Duration = Duration::from_micros(50);
 /// the runner's threads run. In the child, reads stay exact (`err()` reports
 /// `DeadlineExceeded` once the deadline passed) and [`Context::wait`] returns at
 /// the deadline (it wakes by itself), but `done()` futures and `after_func`
-/// callbacks of deadline contexts under the global timer are never triggered.
-/// A child that needs them installs a timer of its own, whose thread starts in
-/// the child: `Context::background().with_timer(StdTimer::new())`.
+/// callbacks of deadline contexts under the global timer are never triggered:
+/// the parent's timer arms nothing in the child (its locks may have been held by
+/// the parent's threads at the fork, and stay held). A child that needs them
+/// installs a timer of its own, whose thread starts in the child:
+/// `Context::background().with_timer(StdTimer::new())`.
 ///
 /// [`Context::wait`]: crate::Context::wait
 ///
@@ -131,6 +133,9 @@ struct Shared {
     /// Nanoseconds after `epoch` that the thread sleeps towards, or `IDLE`.
     wake_at: AtomicU64,
     epoch: Instant,
+    /// The fork epoch the timer was made in: in a forked child its thread does
+    /// not exist and its locks may be held for ever (`crate::fork`).
+    fork_epoch: usize,
     shutdown: AtomicBool,
     thread: OnceLock<Thread>,
 }
@@ -187,6 +192,11 @@ impl Ord for Entry {
 }
 
 impl Shared {
+    /// Whether this process is a child forked after the timer was made.
+    fn forked(&self) -> bool {
+        crate::fork::epoch() != self.fork_epoch
+    }
+
     /// `at` as nanoseconds after `epoch` (exact: instants differ by whole
     /// nanoseconds), saturating below `IDLE`. A deadline is due once this is
     /// at most the same of the current time.
@@ -321,6 +331,7 @@ impl StdTimer {
                 shards: (0..shards).map(|_| Shard::new()).collect(),
                 wake_at: AtomicU64::new(IDLE),
                 epoch: Instant::now(),
+                fork_epoch: crate::fork::epoch(),
                 shutdown: AtomicBool::new(false),
                 thread: OnceLock::new(),
             }),
@@ -373,6 +384,10 @@ impl Timer for StdTimer {
 
     fn arm(&self, deadline: Instant, expiry: Expiry) -> Option<TimerKey> {
         let shared = &*self.shared;
+        if shared.forked() {
+            // A timer of the parent process (type docs): nothing to arm here.
+            return None;
+        }
         let index = thread_index() & (shared.shards.len() - 1);
         let shard = &shared.shards[index];
         let at = shared.nanos(deadline);
@@ -392,6 +407,10 @@ impl Timer for StdTimer {
     }
 
     fn disarm(&self, key: TimerKey) {
+        if self.shared.forked() {
+            // Armed in the parent: its shard's lock may be held for ever here.
+            return;
+        }
         let shard = self.shard_of(key);
         // Relaxed: a counter (see `wants_sweep`); the entry itself stays in the
         // heap until it surfaces or a sweep drops it (module docs).
