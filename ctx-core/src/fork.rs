@@ -7,17 +7,26 @@
 //! compares the fork epoch it was made in with the current one: an `atfork`
 //! handler bumps it in every child. Reading it is one relaxed load.
 
+#[cfg(not(all(test, ctx_loom)))]
 use crate::sync::{AtomicUsize, Ordering};
 
 /// How many forks led to this process (0 in a process that was not forked since
 /// the handler was installed).
+#[cfg(not(all(test, ctx_loom)))]
 static EPOCH: AtomicUsize = AtomicUsize::new(0);
 
 /// The current fork epoch; installs the handler that counts forks on first use.
+#[cfg(not(all(test, ctx_loom)))]
 pub(crate) fn epoch() -> usize {
     install();
     // Relaxed: the child's handler runs on its only thread before any of its code.
     EPOCH.load(Ordering::Relaxed)
+}
+
+/// Under loom there are no forks (and its atomics cannot live in statics).
+#[cfg(all(test, ctx_loom))]
+pub(crate) fn epoch() -> usize {
+    0
 }
 
 #[cfg(all(unix, not(all(test, ctx_loom))))]
@@ -47,7 +56,6 @@ fn install() {
     });
 }
 
-/// Without `fork()` (or under loom, whose statics are not the process's), there
-/// is nothing to count.
-#[cfg(not(all(unix, not(all(test, ctx_loom)))))]
+/// Without `fork()` there is nothing to count.
+#[cfg(all(not(unix), not(all(test, ctx_loom))))]
 fn install() {}
