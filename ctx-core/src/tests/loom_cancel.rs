@@ -41,9 +41,9 @@ fn loom_cancel_insert_vs_cancel() {
     });
 }
 
-/// Two children are created concurrently (racing for the parent's inline slot:
-/// the loser allocates the child set) while the parent is canceled: both end up
-/// done, nothing stays registered.
+/// Two children are created concurrently (racing to flag the parent's children:
+/// the winner takes the inline slot, the other allocates the child set) while
+/// the parent is canceled: both end up done, nothing stays registered.
 #[test]
 fn loom_cancel_two_inserts_vs_cancel() {
     model(|| {

@@ -34,7 +34,7 @@
 //! | `shards_vs_drain` | two inserters each install a shard of their own while a drain runs and a remover empties a slot of a third shard: every entry handled once | < 0.1 s |
 //! | **`loom_cancel`** | | |
 //! | `insert_vs_cancel` | a child created during its parent's cancel ends done; the cancel returns even when the parent's set appears after its walk looked | < 0.1 s |
-//! | `two_inserts_vs_cancel` | two children racing for the inline slot (the loser allocates the set) during the cancel | 0.4 s |
+//! | `two_inserts_vs_cancel` | two children racing to flag the parent (the winner takes the inline slot, the other allocates the set) during the cancel | 0.4 s |
 //! | `unlink_on_drop_vs_cancel` | a dropped child's slot is emptied once | < 0.1 s |
 //! | `unlink_vs_insert` | a sibling's registration survives a reused index | < 0.1 s |
 //! | `unlink_vs_insert_vs_cancel` | the three at once | 0.4 s |

@@ -4,12 +4,13 @@
 //! # Shape
 //!
 //! A node's [`Children`] are one inline slot and a [`ChildSet`] allocated on
-//! demand. Registrants use the inline slot as long as no set exists: a chain of
-//! contexts, or a parent whose children come and go one at a time, never
-//! allocates a set. The first registrant that finds the inline slot taken
-//! allocates the set, and from then on every registrant uses the set (so the
-//! inline slot, next to the node's state word, is not written by threads that
-//! churn children of a shared parent). The inline slot's index is [`INLINE`].
+//! demand. The inline slot belongs to the carrier's first registrant (the one
+//! whose CAS set `HAS_SET` in its state word, see `register`): a chain of
+//! contexts, where each node gets one child, never allocates a set. Every later
+//! registrant uses the set, so the inline slot, next to the node's state word,
+//! is written once, not by every thread that churns children of a shared
+//! parent (that would slow down everyone who checks the parent). The inline
+//! slot's index is [`INLINE`].
 //!
 //! A set is split into shards (up to 16, each allocated by the first thread
 //! that inserts through it, and on cache lines of its own). A thread always
@@ -43,10 +44,10 @@
 //!
 //! The set itself has no "closed" flag: the owner node's state word is the flag.
 //!
-//! * **insert** (creating a child, registering a callback): CAS the inline slot
-//!   from empty to the entry (`SeqCst`) if no set exists yet; otherwise pop or
-//!   bump an index and store the entry into that slot (`SeqCst`). Then load the
-//!   owner's state
+//! * **insert** (creating a child, registering a callback): the first
+//!   registrant CASes the inline slot from empty to the entry (`SeqCst`); any
+//!   other pops or bumps an index and stores the entry into that slot
+//!   (`SeqCst`). Then load the owner's state
 //!   (`SeqCst`). If the owner is done, try to [`ChildSet::remove`] the entry again
 //!   and act as the canceler would for it.
 //! * **cancel**: CAS the owner's state to done (`SeqCst`), then [`Children::drain`]:
@@ -573,25 +574,30 @@ impl Children {
         }
     }
 
-    /// Stores `entry` (a non-null tagged pointer) and returns its slot index
-    /// ([`INLINE`] or an index in the set). The caller's duty afterwards is as
-    /// for [`ChildSet::insert`].
-    pub(crate) fn insert(&self, entry: *mut ()) -> u32 {
+    /// Stores the entry of the carrier's first registrant (the one that flagged
+    /// its children as in use) in the inline slot and returns [`INLINE`]. The
+    /// caller's duty afterwards is as for [`ChildSet::insert`].
+    pub(crate) fn insert_first(&self, entry: *mut ()) -> u32 {
         debug_assert!(!entry.is_null());
-        // Acquire: a set seen here is dereferenced below. A null that is stale
-        // only sends us to the inline slot, which is as correct (just not what
-        // keeps the inline line quiet).
-        if self.set.load(Ordering::Acquire).is_null()
-            // SeqCst: the store half of the insert side of the Dekker pair (module
-            // docs), as the set's slot store; its release publishes the entry.
-            && self
-                .inline
-                .compare_exchange(ptr::null_mut(), entry, Ordering::SeqCst, Ordering::Relaxed)
-                .is_ok()
+        // SeqCst: the store half of the insert side of the Dekker pair (module
+        // docs), as the set's slot store; its release publishes the entry. Only
+        // the first registrant ever uses the slot, so the CAS finds it empty.
+        if self
+            .inline
+            .compare_exchange(ptr::null_mut(), entry, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
         {
             crate::sync::dekker_point();
             return INLINE;
         }
+        debug_assert!(false, "the inline slot is for the first registrant only");
+        self.insert(entry)
+    }
+
+    /// Stores `entry` (a non-null tagged pointer) in the set and returns its
+    /// slot index. The caller's duty afterwards is as for [`ChildSet::insert`].
+    pub(crate) fn insert(&self, entry: *mut ()) -> u32 {
+        debug_assert!(!entry.is_null());
         self.set_or_init().insert(entry)
     }
 

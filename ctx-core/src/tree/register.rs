@@ -114,11 +114,12 @@ pub(crate) enum Outcome {
 pub(crate) fn register(carrier: NodeRef, entry: *mut (), index: Option<&AtomicU32>) -> Outcome {
     let part = carrier.cancel_part();
     let mut word = carrier.state();
+    let mut first = false;
     if !state::is_done(word) && !state::has(word, HAS_SET) {
         // The first registrant flags the carrier's children as in use by a CAS
         // that fails once the node is done: a close that does not see the flag
         // makes the node complete at once, and no entry is ever inserted.
-        word = publish_set(carrier);
+        (word, first) = publish_set(carrier);
     }
     if state::is_done(word) {
         // A done carrier never takes new entries.
@@ -128,7 +129,13 @@ pub(crate) fn register(carrier: NodeRef, entry: *mut (), index: Option<&AtomicU3
         };
     }
     let set = &part.children;
-    let slot = set.insert(entry);
+    // The registrant whose CAS set the flag takes the inline slot; all others
+    // use the set (`child_set`).
+    let slot = if first {
+        set.insert_first(entry)
+    } else {
+        set.insert(entry)
+    };
     if let Some(index) = index {
         // Release: publishes the insert (and the segment it used) to a detacher on
         // another thread (module docs). The loom-friendly store, because a
@@ -153,15 +160,15 @@ pub(crate) fn register(carrier: NodeRef, entry: *mut (), index: Option<&AtomicU3
 }
 
 /// Sets `HAS_SET` (children may be registered) on a carrier unless it is done;
-/// returns the word it left.
-fn publish_set(carrier: NodeRef) -> Word {
+/// returns the word it left, and whether this call set the flag.
+fn publish_set(carrier: NodeRef) -> (Word, bool) {
     let part = carrier.cancel_part();
     // Relaxed: only a first guess for the CAS loop.
     let mut current = part.state.load(Ordering::Relaxed);
     loop {
         if state::is_done(current) || state::has(current, HAS_SET) {
             // Acquire: a done word's record is read by the caller.
-            return part.state.load(Ordering::Acquire);
+            return (part.state.load(Ordering::Acquire), false);
         }
         let new = current.map_addr(|a| a | HAS_SET);
         // SeqCst: an RMW on the state word, so it is ordered with the close CAS:
@@ -170,7 +177,7 @@ fn publish_set(carrier: NodeRef) -> Word {
             .state
             .compare_exchange_weak(current, new, Ordering::SeqCst, Ordering::Relaxed)
         {
-            Ok(_) => return new,
+            Ok(_) => return (new, true),
             Err(actual) => current = actual,
         }
     }
