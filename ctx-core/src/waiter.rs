@@ -107,6 +107,9 @@ impl<C: Borrow<Context>> Drop for Done<C> {
     fn drop(&mut self) {
         // A `Done` that is dropped while registered frees the slot for the next
         // waiter (the context, and so the carrier, is still alive here).
+        if self.waiter.is_idle() {
+            return;
+        }
         if let Some(carrier) = self.ctx.borrow().carrier() {
             self.waiter.release(carrier);
         }

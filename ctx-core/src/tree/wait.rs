@@ -388,12 +388,27 @@ impl Waiter {
     }
 
     /// Gives up the registration: frees the slot or drops the listener.
+    #[inline]
     pub(crate) fn release(&mut self, carrier: NodeRef) {
+        // Most waiters that end never registered (the context was done at the
+        // first poll): nothing to give up, and nothing to move.
+        if !matches!(self, Waiter::Idle) {
+            self.release_registered(carrier);
+        }
+    }
+
+    fn release_registered(&mut self, carrier: NodeRef) {
         match std::mem::take(self) {
             Waiter::Idle => {}
             Waiter::Slot => carrier.cancel_part().waiters.release(),
             Waiter::Event(listener) => drop(listener),
         }
+    }
+
+    /// Whether this waiter holds no registration.
+    #[inline]
+    pub(crate) fn is_idle(&self) -> bool {
+        matches!(self, Waiter::Idle)
     }
 
     /// Whether this waiter holds its carrier's slot (for tests).
