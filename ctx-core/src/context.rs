@@ -386,6 +386,18 @@ impl Context {
     ) -> NodeRef {
         let parent_carrier = self.carrier();
         let has_deadline = parent_carrier.is_some_and(|c| c.cancel_part().has_deadline);
+        if let Some(done) = parent_carrier.and_then(crate::tree::register::born_done_word) {
+            // The parent is done: the child is born done, with nothing to
+            // register and nothing to cancel.
+            return NodeRef::alloc(
+                vtable,
+                self.parent_link(),
+                ptr::null(),
+                2,
+                1,
+                payload(CancelPart::with_state(has_deadline, done)),
+            );
+        }
         let node = NodeRef::alloc(
             vtable,
             self.parent_link(),

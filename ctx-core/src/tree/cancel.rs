@@ -264,6 +264,13 @@ fn finish_leaf_owing(node: NodeRef, previous: Word, panic: &mut Panic) -> bool {
 /// slot's weak one go back in one read-modify-write.
 pub(crate) fn cancel_and_release(node: NodeRef, reason: Reason) -> bool {
     let closed = try_close(node, &reason, false);
+    if closed.is_none() && is_complete(node) {
+        // Done and walked already (the common end of a cancel function whose
+        // context was canceled before): nothing to wait for.
+        drop(reason);
+        node.dec_strong();
+        return false;
+    }
     let Some(previous) = closed.filter(|&previous| !state::has(previous, HAS_SET)) else {
         // Released even if a callback's panic resurfaces from the cancel.
         let _release = node.strong_guard();

@@ -665,8 +665,14 @@ impl Drop for StrongGuard {
 
 impl CancelPart {
     pub(crate) fn new(has_deadline: bool) -> CancelPart {
+        CancelPart::with_state(has_deadline, state::live())
+    }
+
+    /// A cancel part whose state word starts as `word` (live, or a done word
+    /// that owns its reason: see `register::born_done_word`).
+    pub(crate) fn with_state(has_deadline: bool, word: Word) -> CancelPart {
         CancelPart {
-            state: AtomicPtr::new(state::live()),
+            state: AtomicPtr::new(word),
             children: Children::new(),
             waiters: Waiters::new(),
             has_deadline,

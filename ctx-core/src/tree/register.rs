@@ -159,6 +159,24 @@ pub(crate) fn register(carrier: NodeRef, entry: *mut (), index: Option<&AtomicU3
     }
 }
 
+/// If `carrier` is done already, the state word a child about to be derived
+/// from it starts with: done with the carrier's reason (a reference the word
+/// owns), and complete, as it will never have a registration to walk. Such a
+/// child is born done without registering or being canceled. A carrier that is
+/// live here may still be done by the time its child registers; `register`
+/// handles that.
+pub(crate) fn born_done_word(carrier: NodeRef) -> Option<Word> {
+    let word = carrier.state();
+    if !state::is_done(word) {
+        return None;
+    }
+    let reason = clone_reason(word);
+    let born = reason.word().map_addr(|a| a | state::COMPLETE);
+    // The word owns the reference now.
+    std::mem::forget(reason);
+    Some(born)
+}
+
 /// Sets `HAS_SET` (children may be registered) on a carrier unless it is done;
 /// returns the word it left, and whether this call set the flag.
 fn publish_set(carrier: NodeRef) -> (Word, bool) {
