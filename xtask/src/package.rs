@@ -65,6 +65,39 @@ pub(crate) fn cli(args: &[String]) -> Result {
     check()
 }
 
+/// Removes the sources cargo unpacked from its local overlay registries in an
+/// earlier run. Cargo unpacks a sibling package it verifies against into the
+/// registry's source cache, keyed by name and version, and reuses that copy as
+/// long as the version is the same: without this, a second run on the same
+/// machine verifies against the first run's sources.
+fn forget_stale_overlays(crates: &[Crate]) -> Result {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")));
+    let Some(sources) = cargo_home.map(|home| home.join("registry").join("src")) else {
+        return Ok(());
+    };
+    let Ok(registries) = fs::read_dir(&sources) else {
+        return Ok(());
+    };
+    for registry in registries.flatten() {
+        // Overlay registries are named after a hash with a leading dash; the
+        // crates.io cache (`index.crates.io-…`) is never touched.
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        for krate in crates {
+            let stale = registry.path().join(krate.dir_name());
+            if stale.exists() {
+                fs::remove_dir_all(&stale).map_err(|err| {
+                    fail(format!("could not remove {}: {err}", stale.display()))
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Packages every publishable crate and tests each package on its own.
 pub(crate) fn check() -> Result {
     let root = project_root();
@@ -74,6 +107,7 @@ pub(crate) fn check() -> Result {
 
     let target = target_dir(&root);
     section("package: cargo package", || {
+        forget_stale_overlays(&crates)?;
         let mut cmd = cargo();
         // The working tree is what gets tested, committed or not.
         cmd.args(["package", "--allow-dirty"]);
