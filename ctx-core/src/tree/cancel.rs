@@ -490,6 +490,11 @@ impl Walk {
     /// All children of `node` were walked: complete it, or block it on the
     /// children other threads still walk.
     fn complete(&mut self, node: NodeRef, parent: u32, foreign: u32, blocked_children: u32) {
+        if foreign == 0 && blocked_children == 0 {
+            // The common case: every child was this walk's, and is complete.
+            self.leave(node, true);
+            return;
+        }
         let mine = self.foreign.len() - foreign as usize;
         if blocked_children == 0 && self.foreign[mine..].iter().all(|&c| is_complete(c)) {
             for child in self.foreign.drain(mine..) {
