@@ -89,9 +89,8 @@ fn forget_stale_overlays(crates: &[Crate]) -> Result {
         for krate in crates {
             let stale = registry.path().join(krate.dir_name());
             if stale.exists() {
-                fs::remove_dir_all(&stale).map_err(|err| {
-                    fail(format!("could not remove {}: {err}", stale.display()))
-                })?;
+                fs::remove_dir_all(&stale)
+                    .map_err(|err| fail(format!("could not remove {}: {err}", stale.display())))?;
             }
         }
     }
