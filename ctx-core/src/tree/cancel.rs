@@ -377,6 +377,8 @@ struct Walk {
     panic: Panic,
     /// The node the walk started from, on which it holds no reference of its own.
     root: Option<NodeRef>,
+    /// The reason of the node visited last, kept for the next one.
+    reason: Option<Reason>,
 }
 
 impl Walk {
@@ -423,7 +425,12 @@ impl Walk {
         let mut foreign = 0;
         // The children get this node's reason: its error and cause, whoever
         // ended it (Go: a child canceled through its parent has the parent's).
-        let reason = clone_reason(word);
+        // Usually the reason the walk holds already (the nodes it closed share
+        // their record): no reference to take per level.
+        let reason = match self.reason.take() {
+            Some(held) if held.word() == state::reason_of(word) => held,
+            _ => clone_reason(word),
+        };
         part.children.drain(|raw| {
             // SAFETY: `drain` hands over each entry it swapped out; we own its
             // reference.
@@ -467,6 +474,7 @@ impl Walk {
                 }
             }
         });
+        self.reason = Some(reason);
         if foreign > 0
             && let Step::Complete { foreign: count, .. } = &mut self.stack[step as usize]
         {
