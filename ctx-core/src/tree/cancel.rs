@@ -379,6 +379,8 @@ struct Walk {
     root: Option<NodeRef>,
     /// The reason of the node visited last, kept for the next one.
     reason: Option<Reason>,
+    /// The step above the top of `stack`: the child scheduled last.
+    next: Option<(NodeRef, u32)>,
 }
 
 impl Walk {
@@ -389,7 +391,14 @@ impl Walk {
         self.root = Some(root);
         self.work = Work::holding(root);
         self.visit(root, NO_PARENT);
-        while let Some(step) = self.stack.pop() {
+        loop {
+            let step = match self.next.take() {
+                Some((node, parent)) => Step::Visit { node, parent },
+                None => match self.stack.pop() {
+                    Some(step) => step,
+                    None => break,
+                },
+            };
             match step {
                 Step::Visit { node, parent } => self.visit(node, parent),
                 Step::Complete {
@@ -399,6 +408,16 @@ impl Walk {
                     blocked_children,
                 } => self.complete(node, parent, foreign, blocked_children),
             }
+        }
+    }
+
+    /// Schedules the walk of a child: it becomes the next step, and the one
+    /// scheduled before it (if any) goes on the stack. The next step is the top
+    /// of the stack kept out of it, so a chain, whose every node schedules one
+    /// child, never stores its `Visit` steps.
+    fn push_visit(&mut self, node: NodeRef, parent: u32) {
+        if let Some((node, parent)) = self.next.replace((node, parent)) {
+            self.stack.push(Step::Visit { node, parent });
         }
     }
 
@@ -451,14 +470,8 @@ impl Walk {
                                 self.wake_and_release_timer(child, previous);
                                 self.leave(child, false);
                             }
-                            Some(_) => self.stack.push(Step::Visit {
-                                node: child,
-                                parent: step,
-                            }),
-                            None if claim(child) => self.stack.push(Step::Visit {
-                                node: child,
-                                parent: step,
-                            }),
+                            Some(_) => self.push_visit(child, step),
+                            None if claim(child) => self.push_visit(child, step),
                             None if is_complete(child) => self.work.release_reached(child),
                             None => {
                                 self.foreign.push(child);
