@@ -15,12 +15,19 @@ use crate::sync::{AtomicUsize, Ordering};
 #[cfg(not(all(test, ctx_loom)))]
 static EPOCH: AtomicUsize = AtomicUsize::new(0);
 
-/// The current fork epoch; installs the handler that counts forks on first use.
+/// The current fork epoch: one relaxed load. Meaningful once [`install`] ran
+/// (code that compares epochs installs the handler when it records its own).
 #[cfg(not(all(test, ctx_loom)))]
 pub(crate) fn epoch() -> usize {
-    install();
     // Relaxed: the child's handler runs on its only thread before any of its code.
     EPOCH.load(Ordering::Relaxed)
+}
+
+/// Installs the handler that counts forks (once per process), then returns
+/// the current epoch.
+pub(crate) fn installed_epoch() -> usize {
+    install();
+    epoch()
 }
 
 /// Under loom there are no forks (and its atomics cannot live in statics).
@@ -30,7 +37,7 @@ pub(crate) fn epoch() -> usize {
 }
 
 #[cfg(all(unix, not(all(test, ctx_loom))))]
-fn install() {
+pub(crate) fn install() {
     use std::ffi::c_int;
     use std::sync::Once;
 
@@ -58,4 +65,8 @@ fn install() {
 
 /// Without `fork()` there is nothing to count.
 #[cfg(all(not(unix), not(all(test, ctx_loom))))]
-fn install() {}
+pub(crate) fn install() {}
+
+/// Under loom there is nothing to install.
+#[cfg(all(test, ctx_loom))]
+pub(crate) fn install() {}

@@ -331,7 +331,7 @@ impl StdTimer {
                 shards: (0..shards).map(|_| Shard::new()).collect(),
                 wake_at: AtomicU64::new(IDLE),
                 epoch: Instant::now(),
-                fork_epoch: crate::fork::epoch(),
+                fork_epoch: crate::fork::installed_epoch(),
                 shutdown: AtomicBool::new(false),
                 thread: OnceLock::new(),
             }),
