@@ -59,7 +59,7 @@ use super::node::{Kind, NodeRef};
 use super::register::{self, Entry, clone_reason};
 use super::state::{self, COMPLETE, HAS_SET, Reason, UNCLAIMED, WAITERS, Word};
 use super::work::{self, Origin, Panic, Work};
-use crate::sync::{Backoff, Ordering};
+use crate::sync::{Backoff, Ordering, StoreRacingRmw};
 use smallvec::SmallVec;
 
 /// Moves a live node to done with `reason` (and `UNCLAIMED` if a reader does it).
@@ -137,20 +137,18 @@ pub(crate) fn is_complete(node: NodeRef) -> bool {
 /// waits for it.
 fn mark_complete(node: NodeRef, panic: &mut Panic) {
     let part = node.cancel_part();
+    // A store, not a read-modify-write: once a node is done, its owner (the
+    // walk that closed or claimed it) is the only thread that writes its word.
+    // The close and claim CASes fail on it, and so do `HAS_SET` (registration)
+    // and `WAITERS` (a waiter), which only set their bit on a live word, and
+    // `UNCLAIMED` was cleared by the claim. Relaxed: the word is this thread's
+    // own last write (coherence), and nobody else writes it.
+    let previous = part.state.load(Ordering::Relaxed);
     // Release: everything the walk closed below happens-before a waiter's Acquire
-    // load that sees the flag (`is_complete`). A CAS loop rather than `fetch_or`,
-    // which loom's `AtomicPtr` lacks.
-    let mut previous = part.state.load(Ordering::Relaxed);
-    loop {
-        let new = previous.map_addr(|a| a | COMPLETE);
-        match part
-            .state
-            .compare_exchange_weak(previous, new, Ordering::Release, Ordering::Relaxed)
-        {
-            Ok(_) => break,
-            Err(actual) => previous = actual,
-        }
-    }
+    // load that sees the flag (`is_complete`). Other threads may still try a
+    // CAS on the word (and fail): the loom-friendly store.
+    part.state
+        .store_racing_rmw(previous.map_addr(|a| a | COMPLETE), Ordering::Release);
     debug_assert!(state::is_done(previous) && !state::has(previous, UNCLAIMED));
     if state::has(previous, WAITERS) {
         work::catch(panic, || part.waiters.notify_all());

@@ -52,7 +52,7 @@
 //!
 //! | atomic | written by | ordering | pairs with |
 //! |---|---|---|---|
-//! | `CancelPart::state` | close (CAS), claim (CAS), `COMPLETE` (`fetch_or`), waiter (CAS) | `SeqCst`, `Release` for `COMPLETE` | readers' `Acquire` load (the record); the registrant's `SeqCst` load (Dekker); the waiter's `SeqCst` RMW (lost wake-up); `is_complete`'s load |
+//! | `CancelPart::state` | close (CAS), claim (CAS), `COMPLETE` (the owner's store: nobody else writes a done word), waiter (CAS) | `SeqCst`, `Release` for `COMPLETE` | readers' `Acquire` load (the record); the registrant's `SeqCst` load (Dekker); the waiter's `SeqCst` RMW (lost wake-up); `is_complete`'s load |
 //! | `ChildSet` slots, the inline slot | insert's store (inline: CAS), remove's CAS, drain's swap | `SeqCst` / `AcqRel` | each other (`child_set`) |
 //! | the set pointer in `Children`, segment pointers | first insert's CAS | `SeqCst` | the canceler's `SeqCst` loads |
 //! | slot index fields | registrant's store, detacher's swap | `Release` / `AcqRel` | each other (`register`) |

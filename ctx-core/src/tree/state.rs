@@ -16,10 +16,11 @@
 //!
 //! Records are 16-byte aligned, so the four flag bits never collide with an
 //! address. The word goes from live to done exactly once, by a CAS, so the first
-//! cancel wins, and the reason never changes afterwards. Flags change by
-//! read-modify-writes only: `WAITERS` while live or until complete, `UNCLAIMED`
-//! cleared once by the canceler that takes the subtree over, `COMPLETE` set once
-//! by the canceler that finished the subtree (see `cancel`).
+//! cancel wins, and the reason never changes afterwards. `WAITERS` and
+//! `HAS_SET` are set by read-modify-writes on a live word only, `UNCLAIMED` is
+//! cleared once by the canceler that takes the subtree over (a CAS), and
+//! `COMPLETE` is set once by the canceler that finished the subtree (see
+//! `cancel`): by then it is the only thread that writes the word, so a store.
 
 use crate::error::{Cause, Error};
 use crate::sync::Arc;
