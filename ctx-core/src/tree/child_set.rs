@@ -337,7 +337,13 @@ impl Shard {
         }
     }
 
+    #[inline]
     fn slot(&self, index: u32) -> &Slot {
+        if let Some(slot) = self.first.get(index as usize) {
+            // The inline segment, where a set that churns a few children
+            // stays.
+            return slot;
+        }
         let (k, offset) = locate(index as usize);
         // Acquire: pairs with the CAS in `ensure_segment`; the index was handed out,
         // so its segment exists.

@@ -24,38 +24,73 @@ use crate::sync::{Ordering, fence};
 ///
 /// `node`'s strong count must have just reached zero (by this thread).
 pub(crate) unsafe fn drop_node(node: NodeRef, panic: &mut Panic) {
+    // The common case first: a chain of nodes with one parent each, walked
+    // without a worklist. The first merge node hands over to the general loop.
+    let mut current = node;
+    while current.kind() != Kind::Merge {
+        // SAFETY: the caller's contract, and then the strong count of each
+        // parent that `drop_one` returns just reached zero by this thread.
+        match unsafe { drop_one(current, panic) } {
+            Some(parent) => current = parent,
+            None => return,
+        }
+    }
+    // SAFETY: as above.
+    unsafe { drop_any(current, panic) }
+}
+
+/// Drops one node (strong count zero): detaches it, drops its payload, frees it
+/// unless weak references remain, and releases its parent link; returns the
+/// parent if that was the parent's last strong reference. A merge node's further
+/// parents are the caller's to take out first (`drop_any`).
+///
+/// # Safety
+///
+/// As for [`drop_node`].
+#[inline]
+unsafe fn drop_one(current: NodeRef, panic: &mut Panic) -> Option<NodeRef> {
+    let header = current.header();
+    if header.vtable.kind.is_cancelable() {
+        super::register::detach(current);
+    }
+    // The parent link, taken out before the payload goes.
+    let parent = header.parent;
+    // SAFETY: the strong count is zero: the payload is ours to drop, once.
+    // The pointer must be the node's own (it covers the payload), not one
+    // derived from `&Header` (which would cover the header only).
+    catch(panic, || unsafe {
+        (header.vtable.drop_payload)(current.as_non_null())
+    });
+    // SAFETY: the strong count is zero, the payload dropped, and the strong
+    // references' weak one is ours now.
+    unsafe { current.release_last_strongs_weak() };
+    parent
+        .real()
+        .filter(|parent| parent.release_strong_is_last())
+}
+
+/// [`drop_node`] once it met a merge node: a worklist for merge nodes' further
+/// parents.
+///
+/// # Safety
+///
+/// As for [`drop_node`].
+#[cold]
+unsafe fn drop_any(node: NodeRef, panic: &mut Panic) {
     let mut next = Some(node);
-    // Nodes to drop besides `next`; only merge nodes' further parents ever get
-    // here, so the common chain never allocates.
+    // Nodes to drop besides `next`: merge nodes' further parents.
     let mut more: Vec<NodeRef> = Vec::new();
     let mut extra: Vec<NodeRef> = Vec::new();
     while let Some(current) = next.take().or_else(|| more.pop()) {
-        let header = current.header();
-        if header.vtable.kind.is_cancelable() {
-            super::register::detach(current);
-        }
-        // The strong references this node holds, taken out before the payload
-        // goes: the parent link, and a merge node's further parents (whose links
-        // are raw references precisely so that dropping the payload does not
-        // release them by recursion).
-        let parent = header.parent;
-        if header.vtable.kind == Kind::Merge {
+        // A merge node's further parents are strong references it holds, taken
+        // out before the payload goes (their links are raw references precisely
+        // so that dropping the payload does not release them by recursion).
+        if current.kind() == Kind::Merge {
             extra.extend(current.merge_part().extra.iter().map(|link| link.parent));
         }
-        // SAFETY: the strong count is zero: the payload is ours to drop, once.
-        // The pointer must be the node's own (it covers the payload), not one
-        // derived from `&Header` (which would cover the header only).
-        catch(panic, || unsafe {
-            (header.vtable.drop_payload)(current.as_non_null())
-        });
-        // SAFETY: the strong count is zero, the payload dropped, and the strong
-        // references' weak one is ours now.
-        unsafe { current.release_last_strongs_weak() };
-        if let Some(parent) = parent.real()
-            && parent.release_strong_is_last()
-        {
-            next = Some(parent);
-        }
+        // SAFETY: the strong count of `current` just reached zero by this
+        // thread (the caller's contract, or one of the releases below).
+        next = unsafe { drop_one(current, panic) };
         for parent in extra.drain(..).filter_map(NodeRef::real) {
             if parent.release_strong_is_last() {
                 more.push(parent);

@@ -208,6 +208,7 @@ fn publish_set(carrier: NodeRef) -> (Word, bool) {
 /// only touched by one thread at a time — its registrant, then the one cancel
 /// that owns it, then its drop, handed over by the strong references they hold —
 /// so a load and a store do.
+#[inline]
 fn take_index(index: &AtomicU32, shared: bool) -> Option<u32> {
     // Acquire: pairs with the registrant's Release store (module docs).
     let slot = index.load(Ordering::Acquire);
@@ -227,6 +228,7 @@ fn take_index(index: &AtomicU32, shared: bool) -> Option<u32> {
 
 /// Removes a cancelable node from every carrier it is registered with; each slot
 /// that still held it gives back its weak reference.
+#[inline]
 pub(crate) fn detach(node: NodeRef) {
     if node.kind() != super::node::Kind::Merge {
         if detach_owing(node) {
@@ -244,6 +246,7 @@ pub(crate) fn detach(node: NodeRef) {
 /// [`detach`] for a node with one parent (not a merge node), except that the
 /// slot's weak reference, if the removal took it back, is owed to the caller
 /// (true) instead of released.
+#[inline]
 pub(crate) fn detach_owing(node: NodeRef) -> bool {
     debug_assert_ne!(node.kind(), super::node::Kind::Merge);
     // One parent link, only ever taken by one thread at a time.
