@@ -49,7 +49,10 @@
 //! # Cost
 //!
 //! A leaf costs its close and nothing else: no step, no flag of its own (the
-//! close sets `COMPLETE`). A node with children costs one step on the stack
+//! close sets `COMPLETE`). A node whose registrations all left again (a chain
+//! dropped from the inside out) is finished as a leaf too, its flag set by a
+//! store after the close: its canceler finds its children vacant with the
+//! drain's own loads. A node with children costs one step on the stack
 //! (inline storage for shallow walks) and the `COMPLETE` CAS after its subtree:
 //! a second touch of each level, which is what a deep chain pays for the
 //! guarantee above (Go pays a lock per level for the same).
@@ -177,7 +180,14 @@ fn finish_cancel(node: NodeRef, closed: Option<Word>, reason: Reason, origin: Or
         // Closed as a leaf (nothing was ever registered): complete at once, and
         // nothing to walk.
         Some(previous) if !state::has(previous, HAS_SET) => {
-            finish_leaf(node, previous, origin);
+            finish_leaf(node, previous, origin, false);
+            return true;
+        }
+        // Everything ever registered left again (the last child of a chain
+        // dropped before its parent): a walk would find nothing, so the node
+        // is finished as a leaf, with its `COMPLETE` flag set here.
+        Some(previous) if node.cancel_part().children.is_vacant() => {
+            finish_leaf(node, previous, origin, true);
             return true;
         }
         Some(_) => {}
@@ -219,12 +229,13 @@ fn finish_cancel(node: NodeRef, closed: Option<Word>, reason: Reason, origin: Or
     closed.is_some()
 }
 
-/// The rest of a cancel that closed a leaf (no registration ever, so no walk):
-/// give the timer back, wake the waiters, leave the parents — the same steps as
-/// a walk of one node, without its bookkeeping.
-fn finish_leaf(node: NodeRef, previous: Word, origin: Origin) {
+/// The rest of a cancel that closed a leaf (no registration ever, or none
+/// left: `flag` says whether its `COMPLETE` flag is still to be set), so no
+/// walk: give the timer back, wake the waiters, leave the parents — the same
+/// steps as a walk of one node, without its bookkeeping.
+fn finish_leaf(node: NodeRef, previous: Word, origin: Origin, flag: bool) {
     let mut panic = None;
-    if finish_leaf_owing(node, previous, &mut panic) {
+    if finish_leaf_owing(node, previous, flag, &mut panic) {
         node.dec_weak();
     }
     if origin == Origin::Explicit {
@@ -235,7 +246,7 @@ fn finish_leaf(node: NodeRef, previous: Word, origin: Origin) {
 /// [`finish_leaf`], except that a slot reference the leaf's detach takes back
 /// from its parent is not released but owed to the caller (true): a caller
 /// that releases its own strong reference next gives back both in one RMW.
-fn finish_leaf_owing(node: NodeRef, previous: Word, panic: &mut Panic) -> bool {
+fn finish_leaf_owing(node: NodeRef, previous: Word, flag: bool, panic: &mut Panic) -> bool {
     if let Some(on_done) = node.header().vtable.on_done {
         // The timer first: a waiter that wakes up finds it released already.
         // The caller holds the node, so the disarm takes no reference and
@@ -247,6 +258,9 @@ fn finish_leaf_owing(node: NodeRef, previous: Word, panic: &mut Panic) -> bool {
     }
     if state::has(previous, WAITERS) {
         work::catch(panic, || node.cancel_part().waiters.notify_all());
+    }
+    if flag {
+        mark_complete(node, panic);
     }
     if node.kind() == Kind::Merge {
         merge_leaves_parents(node);
@@ -269,14 +283,17 @@ pub(crate) fn cancel_and_release(node: NodeRef, reason: Reason) -> bool {
         node.dec_strong();
         return false;
     }
-    let Some(previous) = closed.filter(|&previous| !state::has(previous, HAS_SET)) else {
+    // A leaf, or a node whose registrations all left again: no walk.
+    let leaf = closed.filter(|&previous| !state::has(previous, HAS_SET));
+    let vacant = leaf.is_none() && closed.is_some() && node.cancel_part().children.is_vacant();
+    let Some(previous) = leaf.or(closed.filter(|_| vacant)) else {
         // Released even if a callback's panic resurfaces from the cancel.
         let _release = node.strong_guard();
         return finish_cancel(node, closed, reason, Origin::Explicit);
     };
     drop(reason);
     let mut panic = None;
-    let last = if finish_leaf_owing(node, previous, &mut panic) {
+    let last = if finish_leaf_owing(node, previous, vacant, &mut panic) {
         node.release_strong_and_weak_is_last()
     } else {
         node.release_strong_is_last()

@@ -639,6 +639,16 @@ impl Children {
         }
     }
 
+    /// Whether nothing is registered here, checked by the owner's canceler
+    /// after its close with the same loads as [`drain`](Self::drain): no
+    /// inline entry and no set. A registrant that the drain would have found is
+    /// found here too, and one that inserts later sees the close and takes its
+    /// entry back.
+    pub(crate) fn is_vacant(&self) -> bool {
+        // SeqCst: as in `drain`, the canceler's side of the Dekker pair.
+        self.inline.load(Ordering::SeqCst).is_null() && self.set().is_none()
+    }
+
     /// How many entries are registered right now (introspection; see
     /// [`ChildSet::len`]).
     pub(crate) fn len(&self) -> usize {
