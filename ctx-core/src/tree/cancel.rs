@@ -404,7 +404,7 @@ impl Walk {
     fn run(&mut self, root: NodeRef) {
         // The caller's reference keeps the root alive: the walk takes none on it.
         self.root = Some(root);
-        self.work = Work::holding(root);
+        self.work.hold(root);
         self.visit(root, NO_PARENT);
         loop {
             let step = match self.next.take() {

@@ -68,10 +68,17 @@ impl std::fmt::Debug for Work {
 impl Work {
     /// Work for a cancel whose caller keeps `node` alive until the work has run.
     pub(crate) fn holding(node: NodeRef) -> Work {
-        Work {
-            held: Some(node),
-            ..Work::default()
-        }
+        let mut work = Work::default();
+        work.hold(node);
+        work
+    }
+
+    /// Makes this (empty) work one whose caller keeps `node` alive until it has
+    /// run: set in place, as a walk's work is large enough that building a new
+    /// one and moving it costs a store-forwarding stall.
+    pub(crate) fn hold(&mut self, node: NodeRef) {
+        debug_assert!(self.is_empty() && self.held.is_none());
+        self.held = Some(node);
     }
 
     /// A timer key to give back to the backend of deadline node `node`. The
