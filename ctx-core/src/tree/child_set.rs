@@ -775,10 +775,26 @@ mod tests {
         expected.sort_unstable();
         assert_eq!(drained, expected);
         assert_eq!(set.len(), 0);
-        // Threads spread over the shards.
-        let shards: std::collections::HashSet<usize> = (0..4)
-            .map(|_| std::thread::spawn(current_shard).join().unwrap())
+        // A thread keeps its shard, and threads spread over the shards. Other
+        // tests' threads take numbers meanwhile, so only a spread is certain:
+        // the sixteen threads below, started one after the other, all share
+        // one shard only if other threads took 15 (or 31, 47, …) numbers
+        // between every two of them.
+        let shards: std::collections::HashSet<usize> = (0..16)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let shard = current_shard();
+                    assert_eq!(current_shard(), shard, "a thread keeps its shard");
+                    assert!(shard < SHARDS);
+                    shard
+                })
+                .join()
+                .unwrap()
+            })
             .collect();
-        assert_eq!(shards.len(), 4);
+        assert!(
+            shards.len() > 1,
+            "threads spread over the shards: {shards:?}"
+        );
     }
 }
