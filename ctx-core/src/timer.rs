@@ -13,6 +13,8 @@
 //! (one lazily started thread per process) serves.
 
 pub mod conformance;
+#[doc(hidden)]
+pub mod shards;
 pub(crate) mod std_thread;
 
 use crate::context::Context;

@@ -27,25 +27,24 @@
 //! | `closed` | whether the driver is gone | stored `SeqCst` by the driver's drop, holding the `pass` and `handoff` locks, before it empties each shard under that shard's lock: an arm reads it under its shard's lock, so it either pushes before the drop empties the shard or sees `closed` and goes to the hand-over; a disarm that sees it waits for the hand-over's lock |
 //! | `Shard::next` | no entry of the shard's heap is earlier | `SeqCst` store (under the shard's lock) then `SeqCst` load of `wake_at` in `arm`, against a pass's `SeqCst` store of `wake_at`, fence, and re-load of every `next`: either the pass sees the lower `next`, or `arm` sees the target and wakes the driver (invariant 2) |
 //! | `wake_at` | the deadline the driver sleeps towards; 0 = a wake-up is pending or work is left | see `Shard::next` |
-//! | `Shard::core` (mutex) | a shard's heap and key sequence | invariant 3 |
+//! | a shard's lock | a shard's heap and arm count (the keys' sequence) | invariant 3 |
 //! | `pass` (mutex) | one pass at a time | invariant 3 |
 //! | `passes` | progress of the driver and the backstop | `SeqCst`, read by the backstop beside `wake_at` |
 //! | `handoff` (mutex) | the map from our keys to the `StdTimer`'s, after the driver is gone | taken after a shard's lock is released, never while one is held, except by the driver's drop (lock order: `pass`, `handoff`, a shard) |
-//! | `arms`, `disarms`, `swept_at`, `len`, `stats` | statistics and the sweep heuristic | `Relaxed` |
+//! | a shard's counters (ctx-core's `timer::shards`), `stats` | statistics and the sweep heuristic | `Relaxed`, `Release`/`Acquire` for `armed` |
 
 mod backstop;
 
+use ctx_core::timer::shards;
 use ctx_core::{Context, Expiry, StdTimer, Timer, TimerKey};
-use std::cell::Cell;
-use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::poll_fn;
 use std::num::NonZeroU64;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::runtime::{Handle, RuntimeFlavor};
@@ -219,8 +218,9 @@ pub fn try_background() -> Result<Context, NoRuntime> {
     Ok(Context::background().with_timer(timer))
 }
 
-/// `wake_at` value: the driver sleeps with no deadline to wait for.
-const IDLE: u64 = u64::MAX;
+/// `wake_at` value: the driver sleeps with no deadline to wait for (and a
+/// shard's `next` when its heap is empty).
+const IDLE: u64 = shards::IDLE;
 /// `wake_at` value: a wake-up is on its way, or the driver has work left and
 /// will run again; nobody else needs to send one.
 const WAKING: u64 = 0;
@@ -229,11 +229,6 @@ const WAKING: u64 = 0;
 const DRAIN_BATCH: usize = 4096;
 /// The most deadlines one pass fires before it yields: tokio's budget per poll.
 const FIRE_BATCH: usize = 128;
-/// Heaps with fewer slots than this are never shrunk.
-const SHRINK_FLOOR: usize = 1024;
-/// Heaps shorter than this are never swept: sweeping them would cost more than
-/// the few dead entries do.
-const SWEEP_FLOOR: usize = 64;
 /// Keys are a sequence number per shard above this many bits of shard index.
 const SHARD_BITS: u32 = 6;
 /// The most shards a timer has.
@@ -270,58 +265,14 @@ struct Shared {
     stats: Stats,
 }
 
-/// One heap of deadlines, on cache lines of its own so that threads arming
-/// into different shards do not contend.
-#[repr(align(128))]
-struct Shard {
-    core: Mutex<Core>,
-    /// Nanoseconds after `epoch`: no entry in the heap is earlier (`IDLE` when
-    /// the heap is empty). Lowered by `arm`, set exactly by passes and sweeps.
-    next: AtomicU64,
-    /// Keys of this shard returned by `arm`, ever (wrapping).
-    arms: AtomicUsize,
-    /// Keys of this shard disarmed, ever (wrapping).
-    disarms: AtomicUsize,
-    /// `disarms` when the heap was last swept.
-    swept_at: AtomicUsize,
-    /// The heap's length, for disarms to decide on a sweep without the lock.
-    len: AtomicUsize,
-}
+/// One heap of deadlines (the sharded heaps ctx-core's own timer uses too).
+type Shard = shards::Shard<Keyed>;
 
-/// A shard's deadlines: a heap ordered by time, dead entries dropped lazily.
-#[derive(Default)]
-struct Core {
-    heap: BinaryHeap<Entry>,
-    /// The last key sequence number handed out.
-    seq: u64,
-}
-
-/// An armed deadline, in nanoseconds after `epoch`: ordered so that
-/// `BinaryHeap` (a max-heap) yields the earliest first.
-struct Entry {
-    at: u64,
+/// What a heap entry holds besides its deadline.
+struct Keyed {
+    /// The key `arm` returned for it.
     key: u64,
     expiry: Expiry,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Entry) -> bool {
-        self.at == other.at
-    }
-}
-
-impl Eq for Entry {}
-
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Entry) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Entry {
-    fn cmp(&self, other: &Entry) -> CmpOrdering {
-        other.at.cmp(&self.at)
-    }
 }
 
 /// What a pass over the shards left behind.
@@ -365,25 +316,6 @@ pub struct TimerStats {
     pub driver_polls: u64,
     /// The most deadlines the driver fired within one poll.
     pub max_fired_per_poll: usize,
-}
-
-/// The shard a thread arms into: threads take the next index the first time
-/// they arm (with any timer), so that a few threads get shards of their own.
-fn thread_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    INDEX
-        .try_with(|index| {
-            if index.get() == usize::MAX {
-                // Relaxed: the indices only need to be spread out.
-                index.set(NEXT.fetch_add(1, Ordering::Relaxed) & (usize::MAX >> 1));
-            }
-            index.get()
-        })
-        // A thread arming from a thread-local's destructor shares shard 0.
-        .unwrap_or(0)
 }
 
 // ===== impl TokioTimer =====
@@ -533,14 +465,11 @@ impl Timer for TokioTimer {
 
     fn arm(&self, deadline: Instant, expiry: Expiry) -> Option<TimerKey> {
         let shared = &*self.shared;
-        let index = thread_index() & (shared.shards.len() - 1);
+        let index = shards::thread_index() & (shared.shards.len() - 1);
         let shard = &shared.shards[index];
         let at = shared.nanos(deadline);
         let mut core = shard.lock();
-        core.seq += 1;
-        let key = core.seq << SHARD_BITS | index as u64;
-        // Relaxed: a statistic (see `armed`), on this shard's own line.
-        shard.arms.fetch_add(1, Ordering::Relaxed);
+        let key = shard.count_arm(&mut core) << SHARD_BITS | index as u64;
         // Relaxed: `closed` is stored before the driver's drop takes each
         // shard's lock, so under ours we see it if the drop missed our entry.
         if shared.closed.load(Ordering::Relaxed) {
@@ -548,9 +477,13 @@ impl Timer for TokioTimer {
             shared.after_close(|handoff| handoff.arm(key, deadline, expiry));
             return NonZeroU64::new(key).map(TimerKey::new);
         }
-        core.heap.push(Entry { at, key, expiry });
-        // Relaxed: see `Shard::wants_sweep`.
-        shard.len.store(core.heap.len(), Ordering::Relaxed);
+        shard.push(
+            &mut core,
+            shards::Entry {
+                at,
+                item: Keyed { key, expiry },
+            },
+        );
         // Relaxed: `next` is only written under the lock we hold.
         let lowered = at < shard.next.load(Ordering::Relaxed);
         if lowered {
@@ -572,17 +505,19 @@ impl Timer for TokioTimer {
         let shared = &*self.shared;
         let key = key.get().get();
         let shard = shared.shard_of(key);
-        // Relaxed: a statistic and the sweep heuristic (see `armed`). Wrapping: a
-        // key disarmed twice (a broken caller) skews the count but must not panic.
-        shard.disarms.fetch_add(1, Ordering::Relaxed);
+        let wants_sweep = shard.note_disarm();
         // SeqCst: the driver's drop stores `closed` (SeqCst) holding the hand-over
         // lock; once we see it, `after_close` waits for the hand-over to finish.
         if shared.closed.load(Ordering::SeqCst) {
             shared.after_close(|handoff| handoff.disarm(key));
             return;
         }
-        if shard.wants_sweep() {
-            shared.sweep(shard);
+        if wants_sweep {
+            // `is_done` takes no lock and runs no user code (it hands a last
+            // reference to the runner), so it may run under the shard's lock.
+            // Dropping an entry releases a weak reference: at most memory is
+            // freed.
+            shard.sweep(|item| item.expiry.is_done());
         }
         // Nothing armed any more while the driver sleeps towards a dead deadline:
         // wake it to drop that sleep, or a paused runtime would auto-advance its
@@ -662,12 +597,7 @@ impl Shared {
     fn armed(&self) -> usize {
         self.shards
             .iter()
-            .map(|shard| {
-                // Relaxed: a statistic. `disarms` first: a key's disarm follows
-                // its arm, so no shard's difference is negative.
-                let disarms = shard.disarms.load(Ordering::Relaxed);
-                shard.arms.load(Ordering::Relaxed).wrapping_sub(disarms)
-            })
+            .map(Shard::armed)
             .fold(0, usize::wrapping_add)
     }
 
@@ -693,29 +623,6 @@ impl Shared {
                 backstop::poke();
             }
         }
-    }
-
-    /// Drops the dead entries of a shard (contexts done or gone), if still
-    /// wanted, and gives memory back after a spike.
-    fn sweep(&self, shard: &Shard) {
-        let mut core = shard.lock();
-        if !shard.wants_sweep() {
-            return;
-        }
-        // Relaxed: see `Shard::wants_sweep`. Read before the sweep: a disarm
-        // counted meanwhile only makes the next sweep a little earlier.
-        shard
-            .swept_at
-            .store(shard.disarms.load(Ordering::Relaxed), Ordering::Relaxed);
-        // `is_done` takes no lock and runs no user code (it hands a last
-        // reference to the runner), so it may run under ours. Dropping an entry
-        // releases a weak reference: at most memory is freed.
-        core.heap.retain(|entry| !entry.expiry.is_done());
-        if shrinkable(core.heap.capacity(), core.heap.len()) {
-            let len = core.heap.len();
-            core.heap.shrink_to(2 * len);
-        }
-        shard.publish(&core);
     }
 
     /// One pass over the shards: moves due expiries into `batch` (for the caller
@@ -745,8 +652,8 @@ impl Shared {
                         more = true;
                         break;
                     }
-                    batch.push(core.heap.pop().expect("peeked").expiry);
-                } else if entry.expiry.is_done() {
+                    batch.push(core.heap.pop().expect("peeked").item.expiry);
+                } else if entry.item.expiry.is_done() {
                     // Dead: so that the driver never sleeps towards (and a paused
                     // runtime never auto-advances to) a deadline nobody waits for.
                     if dropped == DRAIN_BATCH {
@@ -832,67 +739,6 @@ fn fire(batch: &mut Vec<Expiry>) -> usize {
     fired
 }
 
-// ===== impl Shard =====
-
-impl Shard {
-    fn new() -> Shard {
-        Shard {
-            core: Mutex::new(Core::default()),
-            next: AtomicU64::new(IDLE),
-            arms: AtomicUsize::new(0),
-            disarms: AtomicUsize::new(0),
-            swept_at: AtomicUsize::new(0),
-            len: AtomicUsize::new(0),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Core> {
-        // No user code runs under this lock (invariant 3), so the state is
-        // consistent even if a holder panicked.
-        self.core.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The lock, unless another thread holds it for longer than a few spins
-    /// (a sweep, usually).
-    fn try_lock(&self) -> Option<MutexGuard<'_, Core>> {
-        for _ in 0..64 {
-            match self.core.try_lock() {
-                Ok(core) => return Some(core),
-                Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
-                Err(TryLockError::WouldBlock) => std::hint::spin_loop(),
-            }
-        }
-        None
-    }
-
-    /// Whether more keys were disarmed since the last sweep than half the heap
-    /// holds: then a sweep pays for itself.
-    fn wants_sweep(&self) -> bool {
-        // Relaxed: a heuristic; a sweep a little early or late is harmless.
-        let len = self.len.load(Ordering::Relaxed);
-        let stale = self
-            .disarms
-            .load(Ordering::Relaxed)
-            .wrapping_sub(self.swept_at.load(Ordering::Relaxed));
-        len >= SWEEP_FLOOR && stale > len / 2
-    }
-
-    /// After the heap changed under the lock: the exact `next` and `len`.
-    fn publish(&self, core: &Core) {
-        let next = core.heap.peek().map_or(IDLE, |entry| entry.at);
-        // SeqCst: raising `next` to the heap's top is always allowed (nothing in
-        // the heap is earlier); a pass re-reads it after publishing its target.
-        self.next.store(next, Ordering::SeqCst);
-        // Relaxed: see `wants_sweep`.
-        self.len.store(core.heap.len(), Ordering::Relaxed);
-    }
-}
-
-/// Whether a collection with `capacity` slots and `len` entries should shrink.
-fn shrinkable(capacity: usize, len: usize) -> bool {
-    capacity > SHRINK_FLOOR && len < capacity / 4
-}
-
 // ===== impl Stats =====
 
 impl Stats {
@@ -925,7 +771,7 @@ impl Handoff<'_> {
         if let Some(Some(theirs)) = self.map.remove(&key) {
             StdTimer::global().disarm(theirs);
         }
-        if shrinkable(self.map.capacity(), self.map.len()) {
+        if shards::shrinkable(self.map.capacity(), self.map.len()) {
             self.map.shrink_to(2 * self.map.len());
         }
     }
@@ -1040,8 +886,9 @@ impl Drop for Driver {
             // no user code (a last reference goes to the runner), so the locks
             // may stay held.
             for entry in heap.into_vec() {
-                if !stopping && !entry.expiry.is_done() {
-                    handoff.arm(entry.key, entry.expiry.deadline(), entry.expiry);
+                let Keyed { key, expiry } = entry.item;
+                if !stopping && !expiry.is_done() {
+                    handoff.arm(key, expiry.deadline(), expiry);
                 }
             }
         }
@@ -1058,14 +905,7 @@ mod tests {
     #[cfg(target_pointer_width = "64")]
     fn per_timer_state_sizes() {
         assert_eq!(size_of::<Expiry>(), 24);
-        assert_eq!(size_of::<Entry>(), 40);
-    }
-
-    #[test]
-    fn shrink_rule() {
-        assert!(!shrinkable(SHRINK_FLOOR, 0), "small ones stay");
-        assert!(shrinkable(4 * SHRINK_FLOOR, SHRINK_FLOOR - 1));
-        assert!(!shrinkable(4 * SHRINK_FLOOR, SHRINK_FLOOR));
+        assert_eq!(size_of::<shards::Entry<Keyed>>(), 40);
     }
 
     #[test]

@@ -168,6 +168,7 @@ const PROTOCOL_HOMES: &[&str] = &[
     "ctx-core/src/tree/",
     "ctx-core/src/sync.rs",
     "ctx-core/src/timer/std_thread.rs",
+    "ctx-core/src/timer/shards.rs",
     "ctx-core/src/fork.rs",
     "ctx-core/src/tests/",
 ];

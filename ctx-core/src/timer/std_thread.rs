@@ -43,30 +43,21 @@
 //!
 //! | atomic / lock | guards | pairing |
 //! |---|---|---|
-//! | `Shard::core` (mutex) | the shard's heap and arm count | held for a push, a pop of due entries or a sweep; never while firing |
+//! | a shard's lock (module `shards`) | the shard's heap and arm count | held for a push, a pop of due entries or a sweep; never while firing |
 //! | `Shard::next` | no heap entry is earlier | `SeqCst` store (under the lock) then `SeqCst` load of `wake_at` in `arm`, against the thread's `SeqCst` store of `wake_at` then `SeqCst` re-load of every `next`: either the thread sees the lower `next`, or the arm sees the thread's target and unparks it (a park token is never lost) |
 //! | `wake_at` | what the thread sleeps towards | see `next` |
-//! | `disarms`, `swept_at`, `len` | sweep trigger and statistics | `Relaxed`: a sweep a little early or late is harmless |
+//! | a shard's counters (module `shards`) | sweep trigger and statistics | `Relaxed` (a sweep a little early or late is harmless), `Release`/`Acquire` for `armed` |
 //! | `shutdown` | the timer was dropped | `Relaxed`, followed by an unpark |
+use super::shards::{self, IDLE};
 use super::{Expiry, Timer, TimerKey};
-use crate::sync::unmodeled::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::cell::Cell;
-use std::cmp::Ordering as CmpOrdering;
-use std::collections::BinaryHeap;
+use crate::sync::unmodeled::{AtomicBool, AtomicU64, Ordering};
 use std::fmt;
 use std::num::NonZeroU64;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
+use std::sync::{Arc, OnceLock};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-/// `next` and `wake_at` value meaning "nothing to wait for".
-const IDLE: u64 = u64::MAX;
-/// Heaps shorter than this are never swept: sweeping them would cost more than
-/// the few dead entries do.
-const SWEEP_FLOOR: usize = 64;
-/// Heaps with fewer slots than this are never shrunk.
-const SHRINK_FLOOR: usize = 1024;
 /// The most shards a timer has.
 const MAX_SHARDS: usize = 64;
 /// The shortest sleep of the thread (firing is allowed to be late, not early).
@@ -140,56 +131,8 @@ struct Shared {
     thread: OnceLock<Thread>,
 }
 
-/// One heap of deadlines, on a cache line (pair) of its own so that threads
-/// arming into different shards do not contend.
-#[repr(align(128))]
-struct Shard {
-    core: Mutex<Core>,
-    /// Nanoseconds after `epoch`: no entry in the heap is earlier (`IDLE` when
-    /// the heap is empty). Lowered by `arm`, set exactly by the thread's pops
-    /// and by sweeps.
-    next: AtomicU64,
-    /// Disarms of keys of this shard, ever (wrapping).
-    disarms: AtomicUsize,
-    /// `disarms` when the heap was last swept.
-    swept_at: AtomicUsize,
-    /// The heap's length, for disarms to decide on a sweep without the lock.
-    len: AtomicUsize,
-}
-
-#[derive(Default)]
-struct Core {
-    heap: BinaryHeap<Entry>,
-    /// Arms into this shard, ever (wrapping); `arms - disarms` is what is armed.
-    arms: usize,
-}
-
-/// An armed deadline, in nanoseconds after `epoch`: ordered so that
-/// `BinaryHeap` (a max-heap) yields the earliest first.
-struct Entry {
-    at: u64,
-    expiry: Expiry,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Entry) -> bool {
-        self.at == other.at
-    }
-}
-
-impl Eq for Entry {}
-
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Entry) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Entry {
-    fn cmp(&self, other: &Entry) -> CmpOrdering {
-        other.at.cmp(&self.at)
-    }
-}
+/// One heap of deadlines (module `shards`, shared with ctx-tokio's timer).
+type Shard = shards::Shard<Expiry>;
 
 impl Shared {
     /// Whether this process is a child forked after the timer was made.
@@ -215,101 +158,6 @@ impl Shared {
             .min()
             .unwrap_or(IDLE)
     }
-}
-
-impl Shard {
-    fn new() -> Shard {
-        Shard {
-            core: Mutex::new(Core::default()),
-            next: AtomicU64::new(IDLE),
-            disarms: AtomicUsize::new(0),
-            swept_at: AtomicUsize::new(0),
-            len: AtomicUsize::new(0),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Core> {
-        // No user code runs under this lock and the heap is consistent between
-        // its operations, so a holder's panic leaves nothing half-done.
-        self.core.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The lock, unless another thread holds it for longer than a few spins
-    /// (a sweep, usually).
-    fn try_lock(&self) -> Option<MutexGuard<'_, Core>> {
-        for _ in 0..64 {
-            match self.core.try_lock() {
-                Ok(core) => return Some(core),
-                Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
-                Err(TryLockError::WouldBlock) => std::hint::spin_loop(),
-            }
-        }
-        None
-    }
-
-    /// Whether enough disarms happened since the last sweep to make one worth it.
-    fn wants_sweep(&self) -> bool {
-        // Relaxed: a heuristic (module docs).
-        let len = self.len.load(Ordering::Relaxed);
-        let stale = self
-            .disarms
-            .load(Ordering::Relaxed)
-            .wrapping_sub(self.swept_at.load(Ordering::Relaxed));
-        len >= SWEEP_FLOOR && stale > len / 2
-    }
-
-    /// Drops the entries whose context is done or gone, if still wanted.
-    fn sweep(&self) {
-        let mut core = self.lock();
-        if !self.wants_sweep() {
-            return;
-        }
-        // Relaxed: see `wants_sweep`. Read before the sweep: a disarm counted
-        // meanwhile only makes the next sweep a little earlier.
-        self.swept_at
-            .store(self.disarms.load(Ordering::Relaxed), Ordering::Relaxed);
-        // `is_done` takes no lock and runs no user code (it hands a last
-        // reference to the runner), so it may run under ours. Dropping an entry
-        // releases a weak reference: at most memory is freed.
-        core.heap.retain(|entry| !entry.expiry.is_done());
-        // Give memory back after a spike: a heap left less than a quarter full is
-        // shrunk to twice its length (amortized O(1): it lost three quarters of
-        // its entries since it last grew or shrank).
-        let (len, capacity) = (core.heap.len(), core.heap.capacity());
-        if capacity > SHRINK_FLOOR && len < capacity / 4 {
-            core.heap.shrink_to(2 * len);
-        }
-        self.publish(&core);
-    }
-
-    /// After the heap changed under the lock: the exact `next` and `len`.
-    fn publish(&self, core: &Core) {
-        let next = core.heap.peek().map_or(IDLE, |entry| entry.at);
-        // SeqCst: raising `next` to the heap's top is always allowed (nothing in
-        // the heap is earlier); the thread re-reads it before it sleeps.
-        self.next.store(next, Ordering::SeqCst);
-        // Relaxed: see `wants_sweep`.
-        self.len.store(core.heap.len(), Ordering::Relaxed);
-    }
-}
-
-/// The shard a thread arms into: threads take the next index the first time
-/// they arm (with any timer), so that a few threads get shards of their own.
-fn thread_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    INDEX
-        .try_with(|index| {
-            if index.get() == usize::MAX {
-                // Relaxed: the indices only need to be spread out.
-                index.set(NEXT.fetch_add(1, Ordering::Relaxed) & (usize::MAX >> 1));
-            }
-            index.get()
-        })
-        // A thread arming from a thread-local's destructor shares shard 0.
-        .unwrap_or(0)
 }
 
 impl StdTimer {
@@ -345,14 +193,7 @@ impl StdTimer {
         self.shared
             .shards
             .iter()
-            .map(|shard| {
-                // Relaxed: a statistic; callers synchronise with the contexts by
-                // other means. Read before `arms`: a key's disarm follows its
-                // arm, whose count the lock then shows, so no shard's difference
-                // is negative.
-                let disarms = shard.disarms.load(Ordering::Relaxed);
-                shard.lock().arms.wrapping_sub(disarms)
-            })
+            .map(Shard::armed)
             .fold(0, usize::wrapping_add)
     }
 
@@ -388,15 +229,13 @@ impl Timer for StdTimer {
             // A timer of the parent process (type docs): nothing to arm here.
             return None;
         }
-        let index = thread_index() & (shared.shards.len() - 1);
+        let index = shards::thread_index() & (shared.shards.len() - 1);
         let shard = &shared.shards[index];
         let at = shared.nanos(deadline);
         let unpark = {
             let mut core = shard.lock();
-            core.arms = core.arms.wrapping_add(1);
-            core.heap.push(Entry { at, expiry });
-            // Relaxed: see `wants_sweep`.
-            shard.len.store(core.heap.len(), Ordering::Relaxed);
+            shard.count_arm(&mut core);
+            shard.push(&mut core, shards::Entry { at, item: expiry });
             wake::lower(&shard.next, &shared.wake_at, at)
         };
         if unpark {
@@ -412,11 +251,12 @@ impl Timer for StdTimer {
             return;
         }
         let shard = self.shard_of(key);
-        // Relaxed: a counter (see `wants_sweep`); the entry itself stays in the
-        // heap until it surfaces or a sweep drops it (module docs).
-        shard.disarms.fetch_add(1, Ordering::Relaxed);
-        if shard.wants_sweep() {
-            shard.sweep();
+        if shard.note_disarm() {
+            // `is_done` takes no lock and runs no user code (it hands a last
+            // reference to the runner), so it may run under the shard's lock.
+            // Dropping an entry releases a weak reference: at most memory is
+            // freed.
+            shard.sweep(Expiry::is_done);
         }
     }
 }
@@ -489,7 +329,7 @@ fn pass(shared: &Shared, batch: &mut Vec<Expiry>) -> Sleep {
                 continue;
             };
             while core.heap.peek().is_some_and(|entry| entry.at <= now) {
-                batch.push(core.heap.pop().expect("peeked").expiry);
+                batch.push(core.heap.pop().expect("peeked").item);
             }
             shard.publish(&core);
         }
@@ -587,6 +427,7 @@ pub(crate) mod wake {
 mod tests {
     use super::*;
     use crate::Context;
+    use crate::timer::shards::{SHRINK_FLOOR, SWEEP_FLOOR};
 
     const HOUR: Duration = Duration::from_secs(3600);
 
