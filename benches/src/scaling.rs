@@ -126,20 +126,23 @@ pub const IMPLEMENTATIONS: &[Implementation] = &[
                          its inline slot instead (a CAS on the parent's line)",
             },
             Count {
-                rmws: 8,
+                rmws: 6,
                 shared_lines: 1,
-                detail: "own node: the close CAS (a leaf is complete in the same CAS), strong \
-                         −1 twice, weak −1 twice; the slot's remove CAS and the free-stack push \
-                         CAS in this thread's shard (not shared while the child is dropped on \
-                         the thread that made it); parent's strong −1 (the parent's node line, \
-                         which also holds its state word, so checks of the parent see it)",
+                detail: "own node: the handle's strong −1, the close CAS (a leaf is complete \
+                         in the same CAS), and the cancel function's strong −1 together with \
+                         the slot's weak −1 (one RMW; the strong references' own weak goes \
+                         without one when it is the last); the slot's remove CAS and the \
+                         free-stack push CAS in this thread's shard (not shared while the \
+                         child is dropped on the thread that made it); parent's strong −1 \
+                         (the parent's node line, which also holds its state word, so checks \
+                         of the parent see it)",
             },
             Count {
-                rmws: 5,
+                rmws: 4,
                 shared_lines: 2,
-                detail: "unchanged: the slot's swap (in the creating thread's shard, which its \
-                         removers write); on the child's node line: upgrade CAS, close CAS, \
-                         weak −1, and strong −1 after the walk",
+                detail: "the slot's swap (in the creating thread's shard, which its removers \
+                         write); on the child's node line: upgrade CAS, close CAS, and the \
+                         walk's strong −1 with the slot's weak −1 in one RMW",
             },
             Count {
                 rmws: 0,
