@@ -53,7 +53,7 @@
 //! dropped from the inside out) is finished as a leaf too, its flag set by a
 //! store after the close: its canceler finds its children vacant with the
 //! drain's own loads. A node with children costs one step on the stack
-//! (inline storage for shallow walks) and the `COMPLETE` CAS after its subtree:
+//! (inline storage for shallow walks) and the `COMPLETE` store after its subtree:
 //! a second touch of each level, which is what a deep chain pays for the
 //! guarantee above (Go pays a lock per level for the same).
 
@@ -136,9 +136,11 @@ pub(crate) fn is_complete(node: NodeRef) -> bool {
     state::has(word, COMPLETE) && !state::has(word, UNCLAIMED)
 }
 
-/// Sets `COMPLETE` on a node whose subtree its owner finished, and wakes whoever
-/// waits for it.
-fn mark_complete(node: NodeRef, panic: &mut Panic) {
+/// Sets `COMPLETE` on a node whose subtree its owner finished. Its waiters were
+/// woken when it was visited (or closed as a leaf): a waiter only registers on
+/// a live word, so none can have come since, and a canceler that lost the race
+/// polls the flag (`wait_complete`).
+fn mark_complete(node: NodeRef) {
     let part = node.cancel_part();
     // A store, not a read-modify-write: once a node is done, its owner (the
     // walk that closed or claimed it) is the only thread that writes its word.
@@ -153,9 +155,6 @@ fn mark_complete(node: NodeRef, panic: &mut Panic) {
     part.state
         .store_racing_rmw(previous.map_addr(|a| a | COMPLETE), Ordering::Release);
     debug_assert!(state::is_done(previous) && !state::has(previous, UNCLAIMED));
-    if state::has(previous, WAITERS) {
-        work::catch(panic, || part.waiters.notify_all());
-    }
 }
 
 /// Cancels `node` with `reason` and returns whether this call closed it (the first
@@ -260,7 +259,7 @@ fn finish_leaf_owing(node: NodeRef, previous: Word, flag: bool, panic: &mut Pani
         work::catch(panic, || node.cancel_part().waiters.notify_all());
     }
     if flag {
-        mark_complete(node, panic);
+        mark_complete(node);
     }
     if node.kind() == Kind::Merge {
         merge_leaves_parents(node);
@@ -570,7 +569,7 @@ impl Walk {
     /// (strong, and the slot's weak one, unless it is the root).
     fn leave(&mut self, node: NodeRef, flag: bool) {
         if flag {
-            mark_complete(node, &mut self.panic);
+            mark_complete(node);
         }
         if node.kind() == Kind::Merge {
             merge_leaves_parents(node);
