@@ -12,22 +12,15 @@
 
 mod common;
 
+use benches::harness::poll_pinned;
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use ctx_core::Context;
-use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
-use std::task::{Context as TaskContext, Poll, Waker};
 use tokio_util::sync::CancellationToken;
 
 const CORE: &str = "ctx-core";
 const TOKIO_UTIL: &str = "tokio-util";
-
-/// Polls `fut` once with a no-op waker.
-#[inline]
-fn poll<F: Future>(fut: std::pin::Pin<&mut F>) -> Poll<F::Output> {
-    fut.poll(&mut TaskContext::from_waker(Waker::noop()))
-}
 
 fn register_drop(c: &mut Criterion) {
     let mut group = c.benchmark_group("FirstWait");
@@ -35,14 +28,14 @@ fn register_drop(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("register+drop", CORE), |b| {
         b.iter(|| {
             let done = pin!(black_box(&ctx).done_ref());
-            assert!(poll(done).is_pending());
+            assert!(poll_pinned(done).is_pending());
         })
     });
     let token = CancellationToken::new();
     group.bench_function(BenchmarkId::new("register+drop", TOKIO_UTIL), |b| {
         b.iter(|| {
             let cancelled = pin!(black_box(&token).cancelled());
-            assert!(poll(cancelled).is_pending());
+            assert!(poll_pinned(cancelled).is_pending());
         })
     });
     group.finish();
@@ -56,9 +49,9 @@ fn register_cancel(c: &mut Criterion) {
             |(ctx, cancel)| {
                 {
                     let mut done = pin!(ctx.done_ref());
-                    assert!(poll(done.as_mut()).is_pending());
+                    assert!(poll_pinned(done.as_mut()).is_pending());
                     cancel.cancel();
-                    assert!(poll(done).is_ready());
+                    assert!(poll_pinned(done).is_ready());
                 }
                 ctx
             },
@@ -71,9 +64,9 @@ fn register_cancel(c: &mut Criterion) {
             |token| {
                 {
                     let mut cancelled = pin!(token.cancelled());
-                    assert!(poll(cancelled.as_mut()).is_pending());
+                    assert!(poll_pinned(cancelled.as_mut()).is_pending());
                     token.cancel();
-                    assert!(poll(cancelled).is_ready());
+                    assert!(poll_pinned(cancelled).is_ready());
                 }
                 token
             },

@@ -27,6 +27,7 @@
 
 mod common;
 
+use benches::harness::poll_pinned;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use ctx_core::Context;
 use ctx_http::{ClientLayer, GRPC_TIMEOUT, ServerCause, ServerLayer};
@@ -35,13 +36,13 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
-use std::task::{Context as TaskContext, Poll, Waker};
+use std::task::Poll;
 use std::time::Duration;
 use tower::{Layer, ServiceExt, service_fn};
 
 /// Runs a future that completes on its first poll (every service here does).
 fn now_or_never<F: Future>(future: F) -> F::Output {
-    match pin!(future).poll(&mut TaskContext::from_waker(Waker::noop())) {
+    match poll_pinned(pin!(future)) {
         Poll::Ready(output) => output,
         Poll::Pending => panic!("the in-memory service answers at once"),
     }

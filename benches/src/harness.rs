@@ -3,10 +3,10 @@
 //! a future once.
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Condvar, Mutex};
-use std::task::{Context as TaskContext, Waker};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -150,7 +150,12 @@ pub fn wait_until(mut cond: impl FnMut() -> bool) {
 /// Polls `fut` once with a no-op waker; true if it was ready.
 #[inline]
 pub fn poll_once<F: Future>(fut: F) -> bool {
-    let fut = pin!(fut);
-    let mut cx = TaskContext::from_waker(Waker::noop());
-    fut.poll(&mut cx).is_ready()
+    poll_pinned(pin!(fut)).is_ready()
+}
+
+/// Polls a pinned future once with a no-op waker (for a future polled again
+/// later).
+#[inline]
+pub fn poll_pinned<F: Future + ?Sized>(fut: Pin<&mut F>) -> Poll<F::Output> {
+    fut.poll(&mut TaskContext::from_waker(Waker::noop()))
 }
