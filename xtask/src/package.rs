@@ -87,7 +87,15 @@ fn forget_stale_overlays(crates: &[Crate]) -> Result {
             continue;
         }
         for krate in crates {
-            let stale = registry.path().join(krate.dir_name());
+            let dir_name = krate.dir_name();
+            // Read from our own manifests line by line, before cargo checked
+            // them: only a plain name may reach `remove_dir_all`.
+            if !is_plain_file_name(&dir_name) {
+                return Err(fail(format!(
+                    "unexpected package directory name {dir_name:?}"
+                )));
+            }
+            let stale = registry.path().join(dir_name);
             if stale.exists() {
                 fs::remove_dir_all(&stale)
                     .map_err(|err| fail(format!("could not remove {}: {err}", stale.display())))?;
@@ -95,6 +103,17 @@ fn forget_stale_overlays(crates: &[Crate]) -> Result {
         }
     }
     Ok(())
+}
+
+/// Whether `name` is one plain path component (letters, digits, `.`, `_`,
+/// `-`; not `.` or `..`), so that joining it stays inside its directory.
+fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// Packages every publishable crate and tests each package on its own.
@@ -398,7 +417,16 @@ fn read(path: &Path) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{names_dependency, table_value, workspace_members};
+    use super::{is_plain_file_name, names_dependency, table_value, workspace_members};
+
+    #[test]
+    fn only_plain_names_reach_the_registry_cache() {
+        assert!(is_plain_file_name("ctx-tree-0.1.0"));
+        assert!(is_plain_file_name("ctx_http-1.2.3-rc.1"));
+        for bad in ["", ".", "..", "../x", "a/b", "/abs", "a\\b", "a b"] {
+            assert!(!is_plain_file_name(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn reads_members_on_one_line_or_several() {
