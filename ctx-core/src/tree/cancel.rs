@@ -246,6 +246,12 @@ fn finish_leaf(node: NodeRef, previous: Word, origin: Origin, flag: bool) {
 /// from its parent is not released but owed to the caller (true): a caller
 /// that releases its own strong reference next gives back both in one RMW.
 fn finish_leaf_owing(node: NodeRef, previous: Word, flag: bool, panic: &mut Panic) -> bool {
+    if flag {
+        // Complete before any backend or executor code runs, as a leaf is
+        // complete at its close: a canceler that lost the race waits for the
+        // flag, not for a disarm or a waker.
+        mark_complete(node);
+    }
     if let Some(on_done) = node.header().vtable.on_done {
         // The timer first: a waiter that wakes up finds it released already.
         // The caller holds the node, so the disarm takes no reference and
@@ -257,9 +263,6 @@ fn finish_leaf_owing(node: NodeRef, previous: Word, flag: bool, panic: &mut Pani
     }
     if state::has(previous, WAITERS) {
         work::catch(panic, || node.cancel_part().waiters.notify_all());
-    }
-    if flag {
-        mark_complete(node);
     }
     if node.kind() == Kind::Merge {
         merge_leaves_parents(node);
@@ -277,9 +280,11 @@ pub(crate) fn cancel_and_release(node: NodeRef, reason: Reason) -> bool {
     let closed = try_close(node, &reason, false);
     if closed.is_none() && is_complete(node) {
         // Done and walked already (the common end of a cancel function whose
-        // context was canceled before): nothing to wait for.
+        // context was canceled before): nothing to wait for. The reference is
+        // released even if the reason's `Drop` (a user's cause, of which this
+        // may be the last reference) panics.
+        let _release = node.strong_guard();
         drop(reason);
-        node.dec_strong();
         return false;
     }
     // A leaf, or a node whose registrations all left again: no walk.
@@ -422,6 +427,11 @@ impl Walk {
                     blocked_children,
                 } => self.complete(node, parent, foreign, blocked_children),
             }
+        }
+        // The nodes it came from may go before the walk does (a release by
+        // another thread): then this is the last reference to a user's cause.
+        if let Some(reason) = self.reason.take() {
+            self.work.keep(reason);
         }
     }
 

@@ -154,6 +154,12 @@ impl Reason {
         Reason(reason_of(word))
     }
 
+    /// Whether this is a counted reference to a record (an explicit cause),
+    /// whose last release runs the cause's `Drop`.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared().is_some()
+    }
+
     fn shared(&self) -> Option<*const Record> {
         let static_records = [
             &CANCELED_RECORD as *const Record,

@@ -49,6 +49,10 @@ pub(crate) struct Work {
     /// A node the caller keeps alive until this work has run (the root of a
     /// cancel): it needs no reference of the work's own.
     held: Option<NodeRef>,
+    /// A reason a walk held: once the nodes it was read from are released, it
+    /// may be the last reference to a user's cause, so it goes where user
+    /// code may run.
+    kept: Option<Reason>,
 }
 
 // SAFETY: the node references are counted references on `Send + Sync` nodes;
@@ -117,7 +121,19 @@ impl Work {
 
     /// Whether nothing is owed.
     pub(crate) fn is_empty(&self) -> bool {
-        self.disarms.is_empty() && self.callbacks.is_empty() && self.drops.is_empty()
+        self.disarms.is_empty()
+            && self.callbacks.is_empty()
+            && self.drops.is_empty()
+            && self.kept.is_none()
+    }
+
+    /// Keeps a reason a walk held until the work runs (see `kept`); a static
+    /// record needs no keeping.
+    pub(crate) fn keep(&mut self, reason: Reason) {
+        if reason.is_shared() {
+            debug_assert!(self.kept.is_none(), "one walk, one held reason");
+            self.kept = Some(reason);
+        }
     }
 
     /// Gives the timer keys back to their backends now.
@@ -143,11 +159,18 @@ impl Work {
         }
         self.run_disarms(panic);
         for (callback, reason) in self.callbacks.drain(..) {
-            catch(panic, || callback.run(&reason));
+            // The callback's and the reason's own `Drop`s are user code too.
+            catch(panic, move || {
+                callback.run(&reason);
+                drop((callback, reason));
+            });
         }
         for node in self.drops.drain(..) {
             // SAFETY: `release` saw this node's strong count reach zero.
             unsafe { super::drop::drop_node(node, panic) };
+        }
+        if let Some(reason) = self.kept.take() {
+            catch(panic, move || drop(reason));
         }
     }
 }
