@@ -250,3 +250,44 @@ fn a_blocking_wait_on_the_event_returns_on_cancel() {
     assert!(waiter.join().unwrap());
     assert!(poll(&mut holder, &waker).is_ready());
 }
+
+/// A waker whose `clone` panics (executor code gone wrong): raw, since `Wake`
+/// cannot fail to clone.
+fn panicking_clone_waker() -> Waker {
+    use std::task::{RawWaker, RawWakerVTable};
+    fn clone(_: *const ()) -> RawWaker {
+        panic!("this waker cannot be cloned")
+    }
+    fn noop(_: *const ()) {}
+    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
+    // SAFETY: every vtable function ignores the data pointer.
+    unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) }
+}
+
+/// A waker's `clone` that panics while the waiter holds the slot's cell (on
+/// the first poll, and on a later poll with another waker) leaves the slot
+/// usable: the next waiter takes it and is woken by the cancel.
+#[test]
+fn a_panicking_waker_clone_leaves_the_slot_usable() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let bad = panicking_clone_waker();
+    let mut first = ctx.done();
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = poll(&mut first, &bad);
+    }));
+    assert!(unwound.is_err(), "the clone panicked through the poll");
+    drop(first);
+    assert!(!slot_claimed(&ctx), "the claim was given back");
+
+    let (a, waker_a) = counter();
+    let mut second = ctx.done();
+    assert!(poll(&mut second, &waker_a).is_pending());
+    assert!(second.holds_slot(), "the slot is free for the next waiter");
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = poll(&mut second, &bad);
+    }));
+    assert!(unwound.is_err(), "the clone panicked through the re-poll");
+    cancel.cancel();
+    assert_eq!(woken(&a), 1, "the waker stored before the panic is woken");
+    assert!(poll(&mut second, &waker_a).is_ready());
+}

@@ -177,11 +177,17 @@ impl Waiters {
                 Err(_) => return None,
             }
         }
+        // A `clone` that panics (executor code) gives the claim back.
+        let guard = HoldingCell {
+            waiters: self,
+            unclaim: true,
+        };
         // SAFETY: the CAS set `REGISTERING` on a word without `WAKING`: we hold the
         // cell until we clear it.
         let old = self
             .waker
             .with_mut(|cell| unsafe { (*cell).replace(waker.clone()) });
+        std::mem::forget(guard);
         debug_assert!(
             old.is_none(),
             "the slot's cell is emptied before it is freed"
@@ -202,6 +208,12 @@ impl Waiters {
             self.word.fetch_and(!REGISTERING, Ordering::Relaxed);
             return Slot::Notified;
         }
+        // A `clone` that panics (executor code) leaves the cell as it was and
+        // gives it back.
+        let guard = HoldingCell {
+            waiters: self,
+            unclaim: false,
+        };
         // SAFETY: we set `REGISTERING` on a word without `WAKING`: we hold the cell.
         let old = self.waker.with_mut(|cell| unsafe {
             match &*cell {
@@ -209,6 +221,7 @@ impl Waiters {
                 _ => Some((*cell).replace(waker.clone())),
             }
         });
+        std::mem::forget(guard);
         let slot = self.end_registering();
         match old {
             // Dropped after the cell was given back: a waker's drop is executor code.
@@ -302,6 +315,27 @@ impl Drop for WakeOnDrop {
         if let Some(waker) = self.0.take() {
             waker.wake();
         }
+    }
+}
+
+/// Gives the cell back if the owner unwinds while it holds it (a waker's `clone`
+/// panicked): without it, `REGISTERING` would stay set and the slot be lost for
+/// good. `unclaim`: the cell is still empty from a claim, so the claim goes
+/// too.
+struct HoldingCell<'a> {
+    waiters: &'a Waiters,
+    unclaim: bool,
+}
+
+impl Drop for HoldingCell<'_> {
+    fn drop(&mut self) {
+        let bits = if self.unclaim {
+            CLAIMED | REGISTERING | WAKING
+        } else {
+            REGISTERING | WAKING
+        };
+        // Release: as in `end_registering` and `release`.
+        self.waiters.word.fetch_and(!bits, Ordering::Release);
     }
 }
 
