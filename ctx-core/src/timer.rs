@@ -172,8 +172,10 @@ impl Expiry {
     /// nothing. A context whose expiry only a read has noticed is not done here,
     /// since firing still has its subtree to walk.
     ///
-    /// A plain read: it takes no reference, runs no user code and never calls back
-    /// into the backend, so a backend may call it under its own locks.
+    /// It runs no user code and never calls back into the backend, so a backend
+    /// may call it under its own locks. It holds a reference on the context for
+    /// the read; if that was the last one, the context's drop is handed to
+    /// ctx-core's runner (whose queue lock it takes briefly), not run here.
     pub fn is_done(&self) -> bool {
         if !self.node.upgrade() {
             return true;

@@ -44,7 +44,7 @@
 //! | atomic / lock | guards | pairing |
 //! |---|---|---|
 //! | a shard's lock (module `shards`) | the shard's heap and arm count | held for a push, a pop of due entries or a sweep; never while firing |
-//! | `Shard::next` | no heap entry is earlier | `SeqCst` store (under the lock) then `SeqCst` load of `wake_at` in `arm`, against the thread's `SeqCst` store of `wake_at` then `SeqCst` re-load of every `next`: either the thread sees the lower `next`, or the arm sees the thread's target and unparks it (a park token is never lost) |
+//! | `Shard::next` | no heap entry is earlier | `SeqCst` store (under the lock) then `SeqCst` `fetch_min` of `wake_at` in `arm` (`wake::lower`), against the thread's `SeqCst` store of `wake_at` then `SeqCst` re-load of every `next`: either the thread sees the lower `next`, or the arm sees the thread's target and unparks it (a park token is never lost) |
 //! | `wake_at` | what the thread sleeps towards | see `next` |
 //! | a shard's counters (module `shards`) | sweep trigger and statistics | `Relaxed` (a sweep a little early or late is harmless), `Release`/`Acquire` for `armed` |
 //! | `shutdown` | the timer was dropped | `Relaxed`, followed by an unpark |

@@ -49,10 +49,11 @@
 //! # Cost
 //!
 //! A leaf costs its close and nothing else: no step, no flag of its own (the
-//! close sets `COMPLETE`). A node whose registrations all left again (a chain
-//! dropped from the inside out) is finished as a leaf too, its flag set by a
-//! store after the close: its canceler finds its children vacant with the
-//! drain's own loads. A node with children costs one step on the stack
+//! close sets `COMPLETE`). A node whose only registrant, in its inline slot,
+//! left again before the close (a chain dropped from the inside out), and that
+//! so never got a child set, is finished as a leaf too, its flag set by a
+//! store right after the close: its canceler finds its children vacant with
+//! the drain's own loads. A node with children costs one step on the stack
 //! (inline storage for shallow walks) and the `COMPLETE` store after its subtree:
 //! a second touch of each level, which is what a deep chain pays for the
 //! guarantee above (Go pays a lock per level for the same).
@@ -182,9 +183,10 @@ fn finish_cancel(node: NodeRef, closed: Option<Word>, reason: Reason, origin: Or
             finish_leaf(node, previous, origin, false);
             return true;
         }
-        // Everything ever registered left again (the last child of a chain
-        // dropped before its parent): a walk would find nothing, so the node
-        // is finished as a leaf, with its `COMPLETE` flag set here.
+        // Its only registration left again and no child set exists (the last
+        // child of a chain dropped before its parent): a walk would find
+        // nothing, so the node is finished as a leaf, its `COMPLETE` flag set
+        // here.
         Some(previous) if node.cancel_part().children.is_vacant() => {
             finish_leaf(node, previous, origin, true);
             return true;

@@ -19,7 +19,7 @@
 //! parent do not write each other's free stacks and slots. A slot index names
 //! its shard in its top bits, so a child dropped on another thread finds its
 //! slot. A drain visits every shard. The set's memory is a 128-byte table plus
-//! a shard per thread that ever inserted.
+//! each shard that a thread ever inserted through (at most 16).
 //!
 //! In a shard, entries live in slots. Slots come in segments that double in
 //! size (4 slots
@@ -83,8 +83,8 @@ use std::ptr;
 /// Slots in the first segment.
 const BASE: usize = 4;
 /// Number of segments: room for `BASE * (2^SEGMENTS - 1)` (67,108,860)
-/// simultaneous entries. The first segment lives inline in the set, so a context
-/// with a handful of children costs one allocation for its set, not two.
+/// simultaneous entries per shard. The first segment lives inline in the
+/// shard, so a shard with a handful of entries is one allocation.
 const SEGMENTS: usize = 24;
 /// Low 26 bits of the free-stack head: index + 1 of the top slot, 0 when empty.
 /// Indices stay below `BASE * (2^SEGMENTS - 1) < 2^26`, so they always fit.
@@ -105,7 +105,8 @@ const TAG_ONE: u64 = 1 << 26;
 /// cache lines of its own.
 #[repr(align(128))]
 pub(crate) struct Shard {
-    /// Head of the free-index stack: `generation << 32 | (index + 1)`.
+    /// Head of the free-index stack: `generation << 26 | (index + 1)` (see
+    /// [`TAG_ONE`]).
     free: AtomicU64,
     /// The next index never handed out.
     bump: AtomicUsize,
@@ -566,9 +567,11 @@ pub(crate) const INLINE: u32 = u32::MAX - 1;
 /// allocated on demand (module docs).
 #[derive(Debug)]
 pub(crate) struct Children {
-    /// A tagged entry pointer, or null; used only while `set` is null.
+    /// A tagged entry pointer, or null: the entry of the carrier's first
+    /// registrant (the one whose CAS set `HAS_SET`), never reused once it left.
     inline: AtomicPtr<()>,
-    /// The set, once a registrant found the inline slot taken.
+    /// The set, allocated by the first registrant after the first; it lives
+    /// beside the inline slot.
     set: AtomicPtr<ChildSet>,
 }
 

@@ -33,8 +33,10 @@
 //!    reference and releases it exactly once.
 //! 5. Exactly one thread walks a done node's subtree: the one whose close won, or
 //!    the one that cleared `UNCLAIMED` after a read closed it ([`cancel`]).
-//! 6. `COMPLETE` is set on a node with a child set only after every node below it
-//!    is done; a node without a set is complete once done.
+//! 6. `COMPLETE` is set on a node with registrations only after every node below
+//!    it is done; a node that never had one (`HAS_SET` unset) is complete at its
+//!    close, and one whose registrations are all gone (no entry, no set) right
+//!    after it.
 //! 7. When a cancel returns (whoever won), the node is complete: every descendant
 //!    is done. A child that registers after the close sees it and is born done
 //!    before its creator can hand it out.
@@ -42,9 +44,11 @@
 //!    `Done`) are O(1) (values O(depth)) and never run user code: at most, an
 //!    expired deadline is recorded by one CAS per node ([`deadline`]).
 //! 9. User code freed by a cancel (callbacks, `Drop`s, `Timer::disarm`) runs
-//!    after the walk, never inside it; for a timer's expiry, on the runner's
-//!    threads, never on the timer's ([`work`]). A panic in it never stops the
-//!    cancel: everything is finished, then the first panic is resumed.
+//!    after the walk, never inside it; for a timer's expiry, callbacks and
+//!    `Drop`s run on the runner's threads, never on the timer's ([`work`]). The
+//!    backend's own `disarm` and the waiters' wakers (executor code) run on the
+//!    canceling thread, the timer's included. A panic in any of it never stops
+//!    the cancel: everything is finished, then the first panic is resumed.
 //! 10. Cancel and drop never recurse on the tree's shape: cancel keeps an explicit
 //!     stack, drop a worklist, for parent links and merge links alike.
 //!
@@ -54,10 +58,10 @@
 //! |---|---|---|---|
 //! | `CancelPart::state` | close (CAS), claim (CAS), `COMPLETE` (the owner's store: nobody else writes a done word), waiter (CAS) | `SeqCst`, `Release` for `COMPLETE` | readers' `Acquire` load (the record); the registrant's `SeqCst` load (Dekker); the waiter's `SeqCst` RMW (lost wake-up); `is_complete`'s load |
 //! | `ChildSet` slots, the inline slot | insert's store (inline: CAS), remove's CAS, drain's swap | `SeqCst` / `AcqRel` | each other (`child_set`) |
-//! | the set pointer in `Children`, segment pointers | first insert's CAS | `SeqCst` | the canceler's `SeqCst` loads |
+//! | the set pointer in `Children`, shard pointers, segment pointers | the first insert's CAS (`install`, `ensure_segment`) | `SeqCst` | the canceler's `SeqCst` loads |
 //! | slot index fields | registrant's store, detacher's swap | `Release` / `AcqRel` | each other (`register`) |
 //! | the waker slot's word (`Waiters`) | claim (CAS), owner's register/release, notifier's `fetch_or` | `AcqRel` | each other, `AtomicWaker`-style (`wait`) |
-//! | `Header::strong`/`weak` | clone, drop, upgrade | as `Arc` | as `Arc` |
+//! | `Header::counts` (strong and weak in one word) | clone, drop, upgrade | as `Arc` | as `Arc` |
 //! | `Callback::state` | claims | `AcqRel` CAS | each other (`callback`) |
 //! | `DeadlinePart::key` | arm's store, the walk's swap | `SeqCst` | each other (`deadline`) |
 

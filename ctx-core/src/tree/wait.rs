@@ -39,6 +39,9 @@
 //!   when it clears `REGISTERING` (both bits in one RMW) and knows that a notifier
 //!   passed: the node is done, and the owner's own check (below) sees it. If
 //!   `WAKING` was set, the notifier holding the cell wakes the waker that is there.
+//!   (A `WAKING` that a skipper leaves after the holder cleared its own stays
+//!   until the owner's next release; the node is done by then, so nothing
+//!   waits on the slot any more.)
 //! * An owner that reads `WAKING` when it sets `REGISTERING` leaves the cell to the
 //!   notifier (which takes and wakes the waker in it) and clears its bit again; the
 //!   node is done. An owner that releases the slot in that case just gives up
@@ -82,10 +85,12 @@
 //! A waiter that learns from the slot that a notifier passed (it found `WAKING`)
 //! acquired that notifier's RMW, which came after its close: the waiter's own RMW
 //! of the state word then reads the done word. A waiter re-polled with the waker it
-//! already registered changes nothing and needs no RMW: a notification after its
+//! already registered changes nothing in the cell (it still takes and gives
+//! back `REGISTERING`, two RMWs on the slot's word): a notification after its
 //! earlier registration wakes that waker.
 //!
-//! The event is `event-listener`'s (one primitive for async and blocking waits).
+//! The event is `event-listener`'s, for the waiters after the first (blocking
+//! waits park their thread through a waker of their own).
 //! Under `--cfg ctx_loom` a small loom-checked stand-in with the same contract
 //! (register under a lock; notify wakes all registered) replaces it; the slot is
 //! the same code in both builds.
