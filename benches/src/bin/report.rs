@@ -1029,7 +1029,7 @@ impl Report<'_> {
                     cells.push(now.map_or("—".into(), |x| num(x / 1e6)));
                     cells.push(ratio(now, self.aggregate(workload.name, 1, m)));
                     // What one transfer would cost if the shared lines were all
-                    // that limited the aggregate: the model's 75 ns, checked.
+                    // that limited the aggregate: the model's transfer cost, checked.
                     let lines = workload.shared_lines(imp);
                     cells.push(match now {
                         Some(x) if t > 1 && lines > 0 => num(1e9 / (x * f64::from(lines))),
@@ -1043,16 +1043,19 @@ impl Report<'_> {
                 let _ = writeln!(out, "| {} |", cells.join(" | "));
             }
         }
-        out.push_str(
+        let _ = write!(
+            out,
             "\n\"× 1 thread\": aggregate throughput divided by one thread's (perfect scaling \
              gives the thread count). \"ns per line transfer if serialised\": the time between \
              operations, all threads together, divided by the operation's shared lines `W`; \
              where contention limits the throughput this is the transfer cost the model \
-             assumes (50–100 ns); a much smaller number means that contention does not limit \
+             assumes ({}–{} ns); a much smaller number means that contention does not limit \
              the throughput yet (with two threads, one often writes a line again before \
              the other asks for it; the two cores may also share a cache). With more threads \
              than cores the numbers measure the scheduler, not the tree. Thread counts: \
              `CTX_BENCH_THREADS`, by default 1, 2 and the machine's available parallelism.\n\n",
+            benches::scaling::MODEL.transfer_low_ns,
+            benches::scaling::MODEL.transfer_high_ns,
         );
     }
 
