@@ -291,3 +291,106 @@ fn a_panicking_waker_clone_leaves_the_slot_usable() {
     assert_eq!(woken(&a), 1, "the waker stored before the panic is woken");
     assert!(poll(&mut second, &waker_a).is_ready());
 }
+
+/// A waker whose `wake` panics (executor code gone wrong).
+fn panicking_wake_waker() -> Waker {
+    struct PanicOnWake;
+    impl Wake for PanicOnWake {
+        fn wake(self: Arc<Self>) {
+            panic!("this waker cannot be woken")
+        }
+    }
+    Waker::from(Arc::new(PanicOnWake))
+}
+
+/// A waker whose `wake` panics costs no other waiter its wake-up: not the
+/// slot's, not the event's listeners after it, not a child's; the cancel
+/// resumes the panic once everything is done, and the futures drop cleanly.
+#[test]
+fn a_panicking_wake_costs_no_other_waiter_its_wake_up() {
+    for bad_position in 0..4 {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let (child, _child_cancel) = ctx.with_cancel();
+        let bad = panicking_wake_waker();
+        let counters: Vec<_> = (0..4).map(|_| counter()).collect();
+        let mut futures: Vec<_> = (0..4).map(|_| ctx.done()).collect();
+        for (i, future) in futures.iter_mut().enumerate() {
+            let waker = if i == bad_position {
+                &bad
+            } else {
+                &counters[i].1
+            };
+            assert!(poll(future, waker).is_pending());
+        }
+        let (c, waker_c) = counter();
+        let mut in_child = child.done();
+        assert!(poll(&mut in_child, &waker_c).is_pending());
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cancel.cancel()));
+        assert!(
+            unwound.is_err(),
+            "the waker's panic is resumed by the cancel"
+        );
+        assert!(ctx.is_done() && child.is_done());
+        for (i, (count, _)) in counters.iter().enumerate() {
+            let expected = usize::from(i != bad_position);
+            assert_eq!(
+                woken(count),
+                expected,
+                "waiter {i}, bad one at {bad_position}"
+            );
+        }
+        assert_eq!(woken(&c), 1, "the child's waiter");
+        for (i, future) in futures.iter_mut().enumerate() {
+            if i != bad_position {
+                assert!(poll(future, &counters[i].1).is_ready());
+            }
+        }
+        drop(futures);
+        assert!(poll(&mut in_child, &waker_c).is_ready());
+    }
+}
+
+/// A waker that drops a `Done` of the same context when woken (a task polled
+/// inline by its waker, finishing): it runs after the event was notified, not
+/// inside the event's lock, so the drop takes the lock without deadlocking.
+#[test]
+fn a_waker_may_drop_another_waiter_of_the_same_context() {
+    struct DropOnWake {
+        held: std::sync::Mutex<Option<crate::Done>>,
+        woken: AtomicUsize,
+    }
+    impl Wake for DropOnWake {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            drop(self.held.lock().unwrap().take());
+            self.woken.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let (ctx, cancel) = Context::background().with_cancel();
+    let (a, waker_a) = counter();
+    let mut in_slot = ctx.done();
+    assert!(poll(&mut in_slot, &waker_a).is_pending());
+    let dropper = Arc::new(DropOnWake {
+        held: std::sync::Mutex::new(None),
+        woken: AtomicUsize::new(0),
+    });
+    let dropper_waker = Waker::from(dropper.clone());
+    let mut first = ctx.done();
+    assert!(poll(&mut first, &dropper_waker).is_pending());
+    let (b, waker_b) = counter();
+    let mut held = ctx.done();
+    assert!(poll(&mut held, &waker_b).is_pending());
+    *dropper.held.lock().unwrap() = Some(held);
+    cancel.cancel();
+    assert_eq!(dropper.woken.load(Ordering::SeqCst), 1);
+    assert!(
+        dropper.held.lock().unwrap().is_none(),
+        "dropped by the wake"
+    );
+    assert_eq!(woken(&a), 1);
+    assert!(woken(&b) <= 1, "woken before or dropped first");
+    assert!(poll(&mut first, &dropper_waker).is_ready());
+    assert!(poll(&mut in_slot, &waker_a).is_ready());
+}

@@ -264,7 +264,7 @@ fn finish_leaf_owing(node: NodeRef, previous: Word, flag: bool, panic: &mut Pani
         debug_assert!(work.is_empty());
     }
     if state::has(previous, WAITERS) {
-        work::catch(panic, || node.cancel_part().waiters.notify_all());
+        node.cancel_part().waiters.notify_all(panic);
     }
     if node.kind() == Kind::Merge {
         merge_leaves_parents(node);
@@ -530,7 +530,7 @@ impl Walk {
         if state::has(word, WAITERS) {
             // Wakers are executor code, but a panicking one must not leave the
             // walk half done: the panic is resumed after the cancel.
-            work::catch(&mut self.panic, || node.cancel_part().waiters.notify_all());
+            node.cancel_part().waiters.notify_all(&mut self.panic);
         }
     }
 

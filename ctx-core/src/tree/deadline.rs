@@ -92,6 +92,6 @@ pub(crate) fn check(carrier: NodeRef, word: Word) -> Word {
 fn wake_parked(node: NodeRef, closed: Option<Word>) {
     if closed.is_some_and(|word| state::has(word, state::WAITERS)) {
         let mut panic = None;
-        super::work::catch(&mut panic, || node.cancel_part().waiters.notify_all());
+        node.cancel_part().waiters.notify_all(&mut panic);
     }
 }

@@ -90,13 +90,16 @@
 //! earlier registration wakes that waker.
 //!
 //! The event is `event-listener`'s, for the waiters after the first (blocking
-//! waits park their thread through a waker of their own).
+//! waits park their thread through a waker of their own). Its listeners register
+//! a relay waker of ours, so that the tasks' wakers run after the event's lock is
+//! released, each guarded against a panic (see `imp`).
 //! Under `--cfg ctx_loom` a small loom-checked stand-in with the same contract
 //! (register under a lock; notify wakes all registered) replaces it; the slot is
 //! the same code in both builds.
 
 use super::node::NodeRef;
 use super::state::{self, WAITERS};
+use super::work::{self, Panic};
 use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
 use std::fmt;
 use std::future::Future;
@@ -291,34 +294,27 @@ impl Waiters {
     /// Wakes every registered waiter: the slot's waker, and the event's listeners
     /// if the event was ever used. Called only after the node is done; any number
     /// of times, from any number of threads.
-    pub(crate) fn notify_all(&self) {
+    ///
+    /// Wakers are executor code: each runs after every other waiter was found,
+    /// outside every lock, and a panicking one costs no other waiter its wake-up.
+    /// The first panic is kept in `panic`.
+    pub(crate) fn notify_all(&self, panic: &mut Panic) {
         // AcqRel: acquires the owner's waker (its releasing RMW came before), and
         // releases our close to an owner that finds our `WAKING` bit.
         let previous = self.word.fetch_or(WAKING, Ordering::AcqRel);
-        let mut waker = WakeOnDrop(None);
+        let mut waker = None;
         if previous & (REGISTERING | WAKING) == 0 {
             // SAFETY: our `fetch_or` set `WAKING` on a word without `REGISTERING`
             // or `WAKING`: we hold the cell until we clear it.
-            waker.0 = self.waker.with_mut(|cell| unsafe { (*cell).take() });
+            waker = self.waker.with_mut(|cell| unsafe { (*cell).take() });
             // Release: the emptied cell to the next holder.
             self.word.fetch_and(!WAKING, Ordering::Release);
         }
-        // The slot's waker is woken even if notifying the event panics (executor
-        // code runs in both).
         if previous & EVENT != 0 {
-            self.event.notify_all();
+            self.event.notify_all(panic);
         }
-        drop(waker);
-    }
-}
-
-/// Wakes its waker when dropped, also during unwinding.
-struct WakeOnDrop(Option<Waker>);
-
-impl Drop for WakeOnDrop {
-    fn drop(&mut self) {
-        if let Some(waker) = self.0.take() {
-            waker.wake();
+        if let Some(waker) = waker {
+            work::catch(panic, || waker.wake());
         }
     }
 }
@@ -465,11 +461,48 @@ fn is_done(carrier: NodeRef) -> bool {
 
 #[cfg(not(all(test, ctx_loom)))]
 mod imp {
-    pub(crate) use event_listener::EventListener as Listener;
+    //! `event-listener`'s event, with wakers of our own.
+    //!
+    //! `event-listener` wakes its listeners' wakers while it holds its list's
+    //! lock. A task's waker that panicked there would leave the list's count of
+    //! notified listeners behind (a later listener's drop then underflows it) and
+    //! stop the notification before the listeners after it; one that re-entered
+    //! the list (a task polled inline that drops its listener) would deadlock.
+    //! So each listener gives the event a [`Relay`] waker instead, which keeps the
+    //! task's waker. A notify on this thread collects the task wakers from the
+    //! relays as the event wakes them, and wakes them itself once the event's lock
+    //! is released, each one guarded.
+
+    use super::super::work::{self, Panic};
+    use std::cell::RefCell;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex, PoisonError};
+    use std::task::{Context, Poll, Wake, Waker};
 
     /// The event further waiters sleep on.
     #[derive(Debug)]
     pub(crate) struct Event(event_listener::Event);
+
+    /// A listener on the event, registered with a [`Relay`] waker.
+    #[derive(Debug)]
+    pub(crate) struct Listener {
+        listener: event_listener::EventListener,
+        relay: Arc<Relay>,
+        /// `relay` as a waker, made once so that every poll hands the event the
+        /// same waker (`will_wake` holds, nothing is cloned).
+        waker: Waker,
+    }
+
+    /// The task's waker of one listener.
+    #[derive(Debug, Default)]
+    struct Relay(Mutex<Option<Waker>>);
+
+    thread_local! {
+        /// The task wakers a notify on this thread collected: `Some` while one
+        /// runs.
+        static COLLECTED: RefCell<Option<Vec<Waker>>> = const { RefCell::new(None) };
+    }
 
     impl Event {
         pub(crate) fn new() -> Event {
@@ -477,11 +510,82 @@ mod imp {
         }
 
         pub(crate) fn listen(&self) -> Listener {
-            self.0.listen()
+            let relay = Arc::new(Relay::default());
+            Listener {
+                listener: self.0.listen(),
+                waker: Waker::from(relay.clone()),
+                relay,
+            }
         }
 
-        pub(crate) fn notify_all(&self) {
+        /// Notifies every listener, then wakes their tasks' wakers (the first
+        /// panic is kept in `panic`).
+        pub(crate) fn notify_all(&self, panic: &mut Panic) {
+            // A waker may cancel another context, whose notify nests in this one:
+            // each keeps the collection of the one around it.
+            let outer = COLLECTED.try_with(|c| c.replace(Some(Vec::new())));
             self.0.notify(usize::MAX);
+            let Ok(outer) = outer else {
+                // The thread's locals are gone (a notify from a thread-local's
+                // destructor): the relays woke their wakers themselves.
+                return;
+            };
+            let collected = COLLECTED.with(|c| c.replace(outer)).unwrap_or_default();
+            for waker in collected {
+                work::catch(panic, || waker.wake());
+            }
+        }
+    }
+
+    impl Relay {
+        /// Keeps `waker` (a clone, unless it wakes the same task already).
+        fn set(&self, waker: &Waker) {
+            // A waker's `clone` that panicked here poisoned the lock without
+            // changing the waker kept: the poison means nothing.
+            let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if !kept.as_ref().is_some_and(|k| k.will_wake(waker)) {
+                *kept = Some(waker.clone());
+            }
+        }
+    }
+
+    impl Wake for Relay {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            let Some(waker) = self.0.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+                return;
+            };
+            // Inside a notify on this thread: the notify wakes it, after the lock.
+            let mut waker = Some(waker);
+            let _ = COLLECTED.try_with(|c| {
+                if let Some(collected) = &mut *c.borrow_mut() {
+                    collected.extend(waker.take());
+                }
+            });
+            // Outside a notify: `event-listener` passing on the notification of a
+            // listener dropped before it saw it (such a listener came after the
+            // node was done, and checks that itself: the wake is spurious), or a
+            // notify on a thread whose locals are gone. A panic here has nobody
+            // to go to.
+            if let Some(waker) = waker {
+                let mut ignored = None;
+                work::catch(&mut ignored, || waker.wake());
+            }
+        }
+    }
+
+    impl Future for Listener {
+        type Output = ();
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            let this = &mut *self;
+            // The task's waker first: a notify that finds the listener after this
+            // wakes it; one before leaves the listener notified, seen below.
+            this.relay.set(cx.waker());
+            Pin::new(&mut this.listener).poll(&mut Context::from_waker(&this.waker))
         }
     }
 }
@@ -519,7 +623,7 @@ mod imp {
             Listener(entry)
         }
 
-        pub(crate) fn notify_all(&self) {
+        pub(crate) fn notify_all(&self, _panic: &mut super::Panic) {
             for entry in self.0.lock().unwrap().drain(..) {
                 entry.notified.store(true, Ordering::SeqCst);
                 if let Some(waker) = entry.waker.lock().unwrap().take() {
