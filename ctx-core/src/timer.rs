@@ -172,11 +172,21 @@ impl Expiry {
     /// nothing. A context whose expiry only a read has noticed is not done here,
     /// since firing still has its subtree to walk.
     ///
-    /// It runs no user code and never calls back into the backend, so a backend
-    /// may call it under its own locks. It holds a reference on the context for
-    /// the read; if that was the last one, the context's drop is handed to
-    /// ctx-core's runner (whose queue lock it takes briefly), not run here.
+    /// It runs no user code and never calls back into the backend. It holds a
+    /// reference on the context for the read; if that was the last one, the
+    /// context's drop is handed to ctx-core's runner, which takes the runner's
+    /// queue lock (and may start a thread). A backend that asks under its own
+    /// lock should not hold that lock for either: the built-in backends call
+    /// a variant that puts the hand-over off until their locks are released.
     pub fn is_done(&self) -> bool {
+        self.is_done_releasing_into(&mut shards::Releases::default())
+    }
+
+    /// [`is_done`](Self::is_done), with the release of the reference the read
+    /// held put into `later`: a backend drops `later` once it has released its
+    /// locks. For the built-in backends; not an API.
+    #[doc(hidden)]
+    pub fn is_done_releasing_into(&self, later: &mut shards::Releases) -> bool {
         if !self.node.upgrade() {
             return true;
         }
@@ -186,7 +196,7 @@ impl Expiry {
         let done = state::is_done(word) && !state::has(word, state::UNCLAIMED);
         // If every handle went away meanwhile, this was the last reference: the
         // drop runs on the runner, not here.
-        crate::tree::work::release_on_runner(self.node);
+        later.release(self.node);
         done
     }
 }

@@ -513,11 +513,10 @@ impl Timer for TokioTimer {
             return;
         }
         if wants_sweep {
-            // `is_done` takes no lock and runs no user code (it hands a last
-            // reference to the runner), so it may run under the shard's lock.
-            // Dropping an entry releases a weak reference: at most memory is
-            // freed.
-            shard.sweep(|item| item.expiry.is_done());
+            // The read takes no lock and runs no user code; a last reference it
+            // held goes to the runner after the shard's lock. Dropping an entry
+            // releases a weak reference: at most memory is freed.
+            shard.sweep(|item, later| item.expiry.is_done_releasing_into(later));
         }
         // Nothing armed any more while the driver sleeps towards a dead deadline:
         // wake it to drop that sleep, or a paused runtime would auto-advance its
@@ -629,6 +628,9 @@ impl Shared {
     /// to fire outside every lock), drops dead entries from the heaps' tops, and
     /// publishes what to wait for next.
     fn pass(&self, now: Instant, batch: &mut Vec<Expiry>) -> Pass {
+        // References the reads of dead entries held: released after every lock
+        // (declared before the guards, dropped after them).
+        let mut later = shards::Releases::default();
         let _pass = self.pass.lock().unwrap_or_else(PoisonError::into_inner);
         // Relaxed: `closed` is stored under this lock (`Driver::drop`).
         if self.closed.load(Ordering::Relaxed) {
@@ -653,7 +655,7 @@ impl Shared {
                         break;
                     }
                     batch.push(core.heap.pop().expect("peeked").item.expiry);
-                } else if entry.item.expiry.is_done() {
+                } else if entry.item.expiry.is_done_releasing_into(&mut later) {
                     // Dead: so that the driver never sleeps towards (and a paused
                     // runtime never auto-advances to) a deadline nobody waits for.
                     if dropped == DRAIN_BATCH {
@@ -864,6 +866,8 @@ impl Drop for Driver {
         let stopping = shared.stopping.load(Ordering::Relaxed);
         // (The batch is empty: the driver fires it before it awaits anything.)
         debug_assert!(self.batch.is_empty());
+        // References the reads below held: released after every lock.
+        let mut later = shards::Releases::default();
         // Lock order: the pass, the hand-over, then each shard (arms take a
         // shard's lock and, after releasing it, the hand-over's).
         let _pass = shared.pass.lock().unwrap_or_else(PoisonError::into_inner);
@@ -882,12 +886,11 @@ impl Drop for Driver {
                 shard.publish(&core);
                 heap
             };
-            // Timers whose context is done or gone are forgotten. `is_done` runs
-            // no user code (a last reference goes to the runner), so the locks
-            // may stay held.
+            // Timers whose context is done or gone are forgotten. The read runs
+            // no user code and takes no lock, so the locks may stay held.
             for entry in heap.into_vec() {
                 let Keyed { key, expiry } = entry.item;
-                if !stopping && !expiry.is_done() {
+                if !stopping && !expiry.is_done_releasing_into(&mut later) {
                     handoff.arm(key, expiry.deadline(), expiry);
                 }
             }

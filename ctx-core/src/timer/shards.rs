@@ -22,6 +22,8 @@
 //! [`StdTimer`]: super::StdTimer
 
 use crate::sync::unmodeled::{AtomicU64, AtomicUsize, Ordering};
+use crate::tree::node::NodeRef;
+use crate::tree::work::RunnerReleases;
 use std::cell::Cell;
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
@@ -196,8 +198,11 @@ impl<T> Shard<T> {
     /// gives memory back after a spike.
     ///
     /// `dead` runs under the shard's lock: it must take no lock of the backend
-    /// and run no user code (`Expiry::is_done` qualifies).
-    pub fn sweep(&self, mut dead: impl FnMut(&T) -> bool) {
+    /// and run no user code. What it puts into the [`Releases`] it is given is
+    /// released after the lock (`Expiry::is_done_releasing_into` qualifies).
+    pub fn sweep(&self, mut dead: impl FnMut(&T, &mut Releases) -> bool) {
+        // Declared before the guard: dropped after it.
+        let mut later = Releases::default();
         let mut core = self.lock();
         if !self.wants_sweep() {
             return;
@@ -206,7 +211,7 @@ impl<T> Shard<T> {
         // meanwhile only makes the next sweep a little earlier.
         self.swept_at
             .store(self.disarms.load(Ordering::Relaxed), Ordering::Relaxed);
-        core.heap.retain(|entry| !dead(&entry.item));
+        core.heap.retain(|entry| !dead(&entry.item, &mut later));
         // A heap left less than a quarter full is shrunk to twice its length
         // (amortized O(1): it lost three quarters of its entries since it last
         // grew or shrank).
@@ -225,6 +230,21 @@ impl<T> Shard<T> {
         self.next.store(next, Ordering::SeqCst);
         // Relaxed: see `wants_sweep`.
         self.len.store(core.heap.len(), Ordering::Relaxed);
+    }
+}
+
+/// References on contexts that a backend read under its lock
+/// ([`Expiry::is_done_releasing_into`](crate::Expiry::is_done_releasing_into)),
+/// released when this is dropped: drop it after the lock. A last reference's
+/// drop goes to ctx-core's runner then, which takes the runner's queue lock
+/// and may start a thread; under a backend's lock that would hold back every
+/// arm of the shard.
+#[derive(Debug, Default)]
+pub struct Releases(RunnerReleases);
+
+impl Releases {
+    pub(crate) fn release(&mut self, node: NodeRef) {
+        self.0.release(node);
     }
 }
 
@@ -299,7 +319,7 @@ mod tests {
             wanted = shard.note_disarm();
         }
         assert!(wanted, "more disarms than half the heap");
-        shard.sweep(|alive| !alive);
+        shard.sweep(|alive, _| !alive);
         let core = shard.lock();
         assert_eq!(core.heap.len(), SWEEP_FLOOR);
         assert!(core.heap.iter().all(|entry| entry.item));

@@ -252,11 +252,10 @@ impl Timer for StdTimer {
         }
         let shard = self.shard_of(key);
         if shard.note_disarm() {
-            // `is_done` takes no lock and runs no user code (it hands a last
-            // reference to the runner), so it may run under the shard's lock.
-            // Dropping an entry releases a weak reference: at most memory is
-            // freed.
-            shard.sweep(Expiry::is_done);
+            // The read takes no lock and runs no user code; a last reference it
+            // held goes to the runner after the shard's lock. Dropping an entry
+            // releases a weak reference: at most memory is freed.
+            shard.sweep(Expiry::is_done_releasing_into);
         }
     }
 }

@@ -635,8 +635,8 @@ impl NodeRef {
         }
     }
 
-    /// The strong count (for the loom models).
-    #[cfg(all(test, ctx_loom))]
+    /// The strong count (for tests and the loom models).
+    #[cfg(test)]
     pub(crate) fn strong_count(self) -> usize {
         (self.header().counts.load(Ordering::Relaxed) & STRONG_MASK) as usize
     }

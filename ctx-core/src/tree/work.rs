@@ -178,10 +178,29 @@ impl Work {
 /// Releases one strong reference without running user code here: if it was the
 /// last, the node is dropped on the runner.
 pub(crate) fn release_on_runner(node: NodeRef) {
-    let mut work = Work::default();
-    work.release(node);
-    if !work.is_empty() {
-        crate::runner::spawn(Box::new(move || work.run(&mut None)));
+    RunnerReleases::default().release(node);
+}
+
+/// Strong references released without running user code: the drops of nodes
+/// whose last reference went are handed to the runner when this is dropped.
+/// A holder of locks drops it after releasing them, since handing work to the
+/// runner takes the runner's queue lock and may start a thread.
+#[derive(Debug, Default)]
+pub(crate) struct RunnerReleases(Work);
+
+impl RunnerReleases {
+    /// Releases one strong reference; a last one's drop waits for ours.
+    pub(crate) fn release(&mut self, node: NodeRef) {
+        self.0.release(node);
+    }
+}
+
+impl Drop for RunnerReleases {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let mut work = std::mem::take(&mut self.0);
+            crate::runner::spawn(Box::new(move || work.run(&mut None)));
+        }
     }
 }
 
@@ -205,5 +224,52 @@ pub(crate) fn resume(panic: Panic) {
 fn resume_payload(payload: Box<dyn std::any::Any + Send>) {
     if !std::thread::panicking() {
         panic::resume_unwind(payload);
+    }
+}
+
+#[cfg(all(test, not(ctx_loom)))]
+mod tests {
+    use super::RunnerReleases;
+    use crate::Context;
+    use crate::sync::unmodeled::{AtomicBool, Ordering};
+    use std::sync::{Arc, mpsc};
+    use std::time::Duration;
+
+    /// Reports its drop, and on which thread.
+    struct Witness(Arc<AtomicBool>, mpsc::Sender<std::thread::ThreadId>);
+
+    impl Drop for Witness {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+            let _ = self.1.send(std::thread::current().id());
+        }
+    }
+
+    /// A last reference put into `RunnerReleases` (as a backend's read under
+    /// its lock does) keeps the node until the releases are dropped; then its
+    /// drop runs on the runner, not on the releasing thread.
+    #[test]
+    fn a_last_reference_waits_for_the_releases_and_drops_on_the_runner() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let (sender, receiver) = mpsc::channel();
+        let ctx = Context::background().with_value(Witness(dropped.clone(), sender));
+        let node = ctx.node().expect("a value node");
+        // Stands for the read's own reference.
+        node.inc_strong();
+        drop(ctx);
+        let mut later = RunnerReleases::default();
+        later.release(node);
+        // The release happened; only the drop it made owed waits.
+        assert_eq!(node.strong_count(), 0);
+        assert!(
+            receiver.try_recv().is_err() && !dropped.load(Ordering::SeqCst),
+            "owed, not dropped"
+        );
+        drop(later);
+        let on = receiver
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the runner drops the node");
+        assert_ne!(on, std::thread::current().id(), "dropped on the runner");
+        assert!(dropped.load(Ordering::SeqCst));
     }
 }
