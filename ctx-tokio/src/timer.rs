@@ -25,7 +25,7 @@
 //! | atomic / lock | guards | pairing |
 //! |---|---|---|
 //! | `closed` | whether the driver is gone | stored `SeqCst` by the driver's drop, holding the `pass` and `handoff` locks, before it empties each shard under that shard's lock: an arm reads it under its shard's lock, so it either pushes before the drop empties the shard or sees `closed` and goes to the hand-over; a disarm that sees it waits for the hand-over's lock |
-//! | `Shard::next` | no entry of the shard's heap is earlier | `SeqCst` store (under the shard's lock) then `SeqCst` load of `wake_at` in `arm`, against a pass's `SeqCst` store of `wake_at`, fence, and re-load of every `next`: either the pass sees the lower `next`, or `arm` sees the target and wakes the driver (invariant 2) |
+//! | `Shard::next` | no entry of the shard's heap is earlier | `SeqCst` store then `SeqCst` `fetch_min` of `wake_at` in `arm` (both under the shard's lock), against a pass's `SeqCst` store of `wake_at` and re-load of every `next`: either the pass sees the lower `next`, or `arm` sees the target and wakes the driver (invariant 2). The code is ctx-core's `timer::shards::wake`, shared with `StdTimer` and checked by its loom models |
 //! | `wake_at` | the deadline the driver sleeps towards; 0 = a wake-up is pending or work is left | see `Shard::next` |
 //! | a shard's lock | a shard's heap and arm count (the keys' sequence) | invariant 3 |
 //! | `pass` (mutex) | one pass at a time | invariant 3 |
@@ -43,7 +43,7 @@ use std::future::poll_fn;
 use std::num::NonZeroU64;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -484,18 +484,13 @@ impl Timer for TokioTimer {
                 item: Keyed { key, expiry },
             },
         );
-        // Relaxed: `next` is only written under the lock we hold.
-        let lowered = at < shard.next.load(Ordering::Relaxed);
-        if lowered {
-            // SeqCst: against a pass's store of `wake_at` and its re-check of the
-            // shards: either the pass sees our `next`, or we see its target
-            // (invariant 2).
-            shard.next.store(at, Ordering::SeqCst);
-        }
+        // Against a pass's `settle`: either the pass sees our `next`, or we see
+        // its target and wake the driver (invariant 2; `shards::wake`, whose
+        // loom models cover both backends).
+        let wake = shards::wake::lower(&shard.next, &shared.wake_at, at);
         drop(core);
         self.start();
-        // SeqCst: see above.
-        if lowered && at < shared.wake_at.load(Ordering::SeqCst) {
+        if wake {
             shared.wake_driver();
         }
         NonZeroU64::new(key).map(TimerKey::new)
@@ -672,10 +667,8 @@ impl Shared {
         }
         if !more {
             let target = self.earliest();
-            // SeqCst: publish the target, then re-check the shards (see `arm`).
-            self.wake_at.store(target, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
-            if self.earliest() >= target {
+            // Publish the target, then re-check the shards (see `arm`).
+            if shards::wake::settle(&self.wake_at, || self.earliest(), target) {
                 return Pass::Sleep((target != IDLE).then(|| self.instant(target)));
             }
         }

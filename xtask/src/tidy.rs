@@ -169,6 +169,7 @@ const PROTOCOL_HOMES: &[&str] = &[
     "ctx-core/src/sync.rs",
     "ctx-core/src/timer/std_thread.rs",
     "ctx-core/src/timer/shards.rs",
+    "ctx-core/src/timer/shards/",
     "ctx-core/src/fork.rs",
     "ctx-core/src/tests/",
 ];

@@ -1,13 +1,14 @@
-//! Loom models of the built-in timer's wake-up protocol
-//! (`timer::std_thread::wake`): an arm that makes a deadline the earliest of
-//! all is never missed by the timer thread going to sleep. The thread itself
-//! cannot run under loom (it parks with timeouts), so the models run the
-//! protocol's two halves, the very functions `arm` and the thread call, on
-//! loom's atomics, and check the outcome: whenever the thread decides to sleep
-//! towards a target later than an armed deadline, some arm unparked it (a park
-//! token is never lost, so it looks again).
+//! Loom models of the built-in backends' wake-up protocol
+//! (`timer::shards::wake`, used by `StdTimer`'s thread and ctx-tokio's
+//! `TokioTimer` driver): an arm that makes a deadline the earliest of all is
+//! never missed by the sleeper going to sleep. The sleepers cannot run under
+//! loom (they park with timeouts, or live in a runtime), so the models run the
+//! protocol's two halves, the very functions `arm` and the sleeper call, on
+//! loom's atomics, and check the outcome: whenever the sleeper decides to sleep
+//! towards a target later than an armed deadline, some arm woke it (a park
+//! token or a `Notify` permit is never lost, so it looks again).
 
-use crate::timer::std_thread::wake::{self, Word};
+use crate::timer::shards::wake::{self, Word};
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::thread;
@@ -51,27 +52,34 @@ fn thread_pass(shards: &[Loom], wake_at: &Loom) -> Option<u64> {
     wake::settle(wake_at, earliest, target).then_some(target)
 }
 
+/// One arm of deadline `at` into the first of `shards` (their `next`s) while
+/// the sleeper, whose published `wake_at` is `initial`, ends a pass: it never
+/// sleeps past `at` unless the arm woke it.
+fn one_arm_vs_sleep<const N: usize>(shards: [u64; N], initial: u64, at: u64) {
+    loom::model(move || {
+        let shards = Arc::new(shards.map(word));
+        let wake_at = Arc::new(word(initial));
+        let arm = {
+            let (shards, wake_at) = (shards.clone(), wake_at.clone());
+            thread::spawn(move || wake::lower(&shards[0], &*wake_at, at))
+        };
+        let slept = thread_pass(&*shards, &wake_at);
+        let woke = arm.join().unwrap();
+        if let Some(target) = slept {
+            assert!(
+                target <= at || woke,
+                "the sleeper sleeps towards {target} past the deadline {at}, and nobody woke it"
+            );
+        }
+    });
+}
+
 /// One arm into an empty shard while the thread ends a pass. The thread's
 /// last published target (1) is stale and earlier than the arm's deadline, so
 /// the arm's `fetch_min` alone would not unpark: the pair must.
 #[test]
 fn loom_std_timer_arm_vs_sleep() {
-    loom::model(|| {
-        let shards = Arc::new([word(IDLE)]);
-        let wake_at = Arc::new(word(1));
-        let arm = {
-            let (shards, wake_at) = (shards.clone(), wake_at.clone());
-            thread::spawn(move || wake::lower(&shards[0], &*wake_at, 5))
-        };
-        let slept = thread_pass(&*shards, &wake_at);
-        let unparked = arm.join().unwrap();
-        if let Some(target) = slept {
-            assert!(
-                target <= 5 || unparked,
-                "the thread sleeps towards {target} past the deadline 5, and nobody woke it"
-            );
-        }
-    });
+    one_arm_vs_sleep([IDLE], 1, 5);
 }
 
 /// Two arms into two shards (one already holding a later deadline) while the
@@ -100,4 +108,13 @@ fn loom_std_timer_two_arms_vs_sleep() {
             );
         }
     });
+}
+
+/// As `loom_std_timer_arm_vs_sleep`, from `TokioTimer`'s state after a wake-up
+/// was sent (`wake_at` is `WAKING`, 0): the pass that wake-up runs publishes
+/// its target while an arm lowers a shard. An arm that finds `WAKING` sends no
+/// second wake-up, so the pass must see its `next`, or the arm its target.
+#[test]
+fn loom_tokio_timer_arm_vs_sleep_after_a_wake_up() {
+    one_arm_vs_sleep([IDLE, 9], 0, 5);
 }

@@ -21,6 +21,8 @@
 //!
 //! [`StdTimer`]: super::StdTimer
 
+pub mod wake;
+
 use crate::sync::unmodeled::{AtomicU64, AtomicUsize, Ordering};
 use crate::tree::node::NodeRef;
 use crate::tree::work::RunnerReleases;

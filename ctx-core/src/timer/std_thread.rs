@@ -48,7 +48,7 @@
 //! | `wake_at` | what the thread sleeps towards | see `next` |
 //! | a shard's counters (module `shards`) | sweep trigger and statistics | `Relaxed` (a sweep a little early or late is harmless), `Release`/`Acquire` for `armed` |
 //! | `shutdown` | the timer was dropped | `Relaxed`, followed by an unpark |
-use super::shards::{self, IDLE};
+use super::shards::{self, IDLE, wake};
 use super::{Expiry, Timer, TimerKey};
 use crate::sync::unmodeled::{AtomicBool, AtomicU64, Ordering};
 use std::fmt;
@@ -153,7 +153,7 @@ impl Shared {
     fn earliest(&self) -> u64 {
         self.shards
             .iter()
-            // SeqCst: the thread's half of the pair on `next` (module `wake`).
+            // SeqCst: the thread's half of the pair on `next` (`shards::wake`).
             .map(|shard| shard.next.load(Ordering::SeqCst))
             .min()
             .unwrap_or(IDLE)
@@ -315,7 +315,7 @@ fn pass(shared: &Shared, batch: &mut Vec<Expiry>) -> Sleep {
     let now = shared.nanos(start);
     let mut busy = false;
     for shard in &*shared.shards {
-        // SeqCst: see module `wake`.
+        // SeqCst: see `shards::wake`.
         if shard.next.load(Ordering::SeqCst) > now {
             continue;
         }
@@ -352,74 +352,6 @@ fn pass(shared: &Shared, batch: &mut Vec<Expiry>) -> Sleep {
     }
     let wait = Duration::from_nanos(target.saturating_sub(now));
     Sleep::For(wait.saturating_sub(start.elapsed()))
-}
-
-/// The wake-up protocol between `arm` and the thread (module docs), written
-/// once over any atomic word so that a loom model runs this very code.
-pub(crate) mod wake {
-    use crate::sync::unmodeled::{AtomicU64, Ordering};
-
-    /// The atomic operations the protocol uses.
-    pub(crate) trait Word {
-        fn load(&self, order: Ordering) -> u64;
-        fn store(&self, value: u64, order: Ordering);
-        fn fetch_min(&self, value: u64, order: Ordering) -> u64;
-        /// Between the two halves of a Dekker pair (see `sync::dekker_point`).
-        fn dekker_point();
-    }
-
-    impl Word for AtomicU64 {
-        #[inline]
-        fn load(&self, order: Ordering) -> u64 {
-            AtomicU64::load(self, order)
-        }
-        #[inline]
-        fn store(&self, value: u64, order: Ordering) {
-            AtomicU64::store(self, value, order);
-        }
-        #[inline]
-        fn fetch_min(&self, value: u64, order: Ordering) -> u64 {
-            AtomicU64::fetch_min(self, value, order)
-        }
-        #[inline(always)]
-        fn dekker_point() {}
-    }
-
-    /// `arm`'s side, under the lock of the shard whose earliest deadline is
-    /// `next`, after pushing a deadline `at`: lowers `next` to `at` if that is
-    /// earlier, and then the thread's target `wake_at`. True if the thread
-    /// must be unparked: it may sleep towards a later target than `at`.
-    ///
-    /// `fetch_min` leaves the lower target for the arms that follow, so that
-    /// only the first of several arms of one early deadline unparks.
-    #[inline]
-    pub(crate) fn lower<W: Word>(next: &W, wake_at: &W, at: u64) -> bool {
-        // Relaxed: `next` is only written under the shard's lock, held here.
-        if at >= next.load(Ordering::Relaxed) {
-            // The thread wakes by `next` anyway, and takes this one then.
-            return false;
-        }
-        // SeqCst: the arm's half of the pair: its `next`, then the thread's
-        // target. Either the thread's re-check in `settle` sees this `next`, or
-        // this reads the target it published and unparks it (a park token is
-        // never lost).
-        next.store(at, Ordering::SeqCst);
-        W::dekker_point();
-        at < wake_at.fetch_min(at, Ordering::SeqCst)
-    }
-
-    /// The thread's side, before it parks: publishes `target` (the earliest
-    /// `next` it read), then re-reads the earliest `next` of all shards. True if
-    /// it may sleep towards `target`; false if a shard meanwhile holds an earlier
-    /// deadline (look again).
-    #[inline]
-    pub(crate) fn settle<W: Word>(wake_at: &W, earliest: impl Fn() -> u64, target: u64) -> bool {
-        // SeqCst: the thread's half of the pair (see `lower`); `earliest` loads
-        // every `next` with SeqCst.
-        wake_at.store(target, Ordering::SeqCst);
-        W::dekker_point();
-        earliest() >= target
-    }
 }
 
 #[cfg(all(test, not(ctx_loom)))]
