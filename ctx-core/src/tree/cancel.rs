@@ -59,7 +59,7 @@
 //! guarantee above (Go pays a lock per level for the same).
 
 use super::drop::merge_leaves_parents;
-use super::node::{Kind, NodeRef};
+use super::node::{Kind, NodeRef, UNREGISTERED};
 use super::register::{self, Entry, clone_reason};
 use super::state::{self, COMPLETE, HAS_SET, Reason, UNCLAIMED, WAITERS, Word};
 use super::work::{self, Origin, Panic, Work};
@@ -404,6 +404,27 @@ struct Walk {
     next: Option<(NodeRef, u32)>,
 }
 
+/// The walk took `child`'s entry out of its parent's set: tells the child, so
+/// that its detach (at its own cancel or drop) skips a removal that could only
+/// fail, a read-modify-write on the parent's line. A plain store to a line the
+/// walk writes anyway. A merge node's registrations are left alone (the walk
+/// does not know which of its fields this parent's is).
+///
+/// The field races with the registrant's store of its index and with the
+/// child's own detach; every outcome is sound: an index that stays behind only
+/// costs the detach its failing removal (the entry comparison makes it fail),
+/// and whoever empties the slot (here, the drain) owns its weak reference.
+#[inline]
+fn forget_slot(child: NodeRef) {
+    if child.kind() != Kind::Merge {
+        // Relaxed: a hint; see above.
+        child
+            .cancel_part()
+            .slot
+            .store_racing_rmw(UNREGISTERED, Ordering::Relaxed);
+    }
+}
+
 impl Walk {
     /// Walks the subtree of `root`, which this walk owns. Never waits for another
     /// thread.
@@ -489,6 +510,7 @@ impl Walk {
                         // last strong reference, never with a weak one.
                         child.dec_weak();
                     } else {
+                        forget_slot(child);
                         match try_close(child, &reason, false) {
                             Some(previous) if !state::has(previous, HAS_SET) => {
                                 // A leaf, complete at its close: finished here,

@@ -26,6 +26,13 @@
 //! taken by its registrant and by other parents' walks at the same time, so for
 //! merge nodes the take is a swap, which decides who removes.
 //!
+//! A parent's walk that drained a (non-merge) child's entry stores
+//! [`UNREGISTERED`] in the child's field, a hint that spares the child's detach
+//! a removal bound to fail. It may race with the registrant's store and the
+//! detacher's load: an index left behind only costs that failing removal (the
+//! entry comparison makes it fail), and the slot's reference always goes to
+//! whoever emptied the slot.
+//!
 //! # The index field's ordering
 //!
 //! A detacher may be another thread than the registrant (a merge node canceled
@@ -205,9 +212,11 @@ fn publish_set(carrier: NodeRef) -> (Word, bool) {
 ///
 /// `shared`: whether another thread may take it at the same time (a merge node's
 /// fields: its registrant and other parents' walks). Any other node's field is
-/// only touched by one thread at a time — its registrant, then the one cancel
+/// only taken by one thread at a time — its registrant, then the one cancel
 /// that owns it, then its drop, handed over by the strong references they hold —
-/// so a load and a store do.
+/// so a load and a store do. (The parent's walk may store `UNREGISTERED` meanwhile,
+/// once it drained the entry: then any index read here names a slot the entry
+/// already left, and removing from it fails, as it should.)
 #[inline]
 fn take_index(index: &AtomicU32, shared: bool) -> Option<u32> {
     // Acquire: pairs with the registrant's Release store (module docs).
