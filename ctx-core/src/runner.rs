@@ -13,9 +13,10 @@
 //! it) and the thread carries on. If no thread can be started, the job stays in
 //! the queue, and the next job's attempt to start a thread (or a runner that is
 //! still there) takes it. It never runs on the caller's thread: callers may hold
-//! locks of their own (a timer backend's sweep asks `Expiry::is_done` under its
-//! shard's lock, and the last reference that call releases is dropped here), and
-//! a `Drop` that arms a timer on the same shard would deadlock.
+//! locks of their own (a timer backend may ask `Expiry::is_done` under its own
+//! lock, and the last reference that call releases is dropped here), and a
+//! `Drop` that arms a timer on the same backend would deadlock. (The built-in
+//! backends hand such references over only after their locks.)
 //!
 //! The pool's queue sits behind a `Mutex`, held only to push or pop a job; no job
 //! runs under it. After `fork()`, the child starts its own runner threads.
@@ -33,9 +34,9 @@ const IDLE_EXIT: Duration = Duration::from_secs(5);
 #[derive(Default)]
 #[cfg_attr(all(test, ctx_loom), allow(dead_code))]
 struct Queue {
-    /// The process the counts below belong to: after `fork()` the child has none
-    /// of the parent's threads, so it starts counting afresh.
-    pid: u32,
+    /// The fork epoch the counts below belong to (`fork`): after `fork()` the
+    /// child has none of the parent's threads, so it starts counting afresh.
+    epoch: usize,
     jobs: VecDeque<Job>,
     /// Threads waiting for a job and not yet promised one.
     idle: usize,
@@ -52,7 +53,13 @@ struct Pool {
 
 fn pool() -> &'static Pool {
     static POOL: OnceLock<Pool> = OnceLock::new();
-    POOL.get_or_init(Pool::default)
+    POOL.get_or_init(|| Pool {
+        queue: Mutex::new(Queue {
+            epoch: crate::fork::installed_epoch(),
+            ..Queue::default()
+        }),
+        ready: Condvar::new(),
+    })
 }
 
 /// Runs `job` on a runner thread (module docs).
@@ -60,10 +67,10 @@ fn pool() -> &'static Pool {
 pub(crate) fn spawn(job: Job) {
     let pool = pool();
     let mut queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
-    let pid = std::process::id();
-    if queue.pid != pid {
-        // A fresh process, or a child after `fork()`: no runner thread exists here.
-        queue.pid = pid;
+    let epoch = crate::fork::epoch();
+    if queue.epoch != epoch {
+        // A child after `fork()`: no runner thread exists here.
+        queue.epoch = epoch;
         queue.idle = 0;
         queue.wakeups = 0;
         queue.threads = 0;

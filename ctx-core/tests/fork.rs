@@ -97,9 +97,16 @@ fn a_fork_during_arms_and_disarms_leaves_the_child_able_to_make_timeouts() {
     ignore = "ThreadSanitizer cannot start threads after a multi-threaded fork"
 )]
 fn after_fork_reads_waits_and_a_fresh_timer_still_work() {
-    // The global timer's thread exists in the parent only.
+    // The global timer's thread exists in the parent only, and so does the
+    // runner thread that ran the callback its expiry set free (idle now, and
+    // counted as such in the runner's queue, which the child inherits).
     let (warm, _cancel) = Context::background().with_timeout(Duration::from_millis(1));
+    let (ran, on_runner) = mpsc::channel();
+    let _warm_registration = warm.after_func(move || ran.send(()).unwrap());
     warm.wait();
+    on_runner
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the parent's runner ran the callback");
     assert!(in_forked_child(|| {
         // The global timer's thread does not exist here, but reads are exact and a
         // blocking wait wakes up by itself at the deadline.
@@ -109,7 +116,8 @@ fn after_fork_reads_waits_and_a_fresh_timer_still_work() {
             return false;
         }
         // A timer made in the child has its own thread, and the callbacks it
-        // sets free run on runner threads started in the child.
+        // sets free run on runner threads started in the child (the parent's
+        // idle one does not exist here).
         let root = Context::background().with_timer(StdTimer::new());
         let (ctx, _cancel) = root.with_timeout(Duration::from_millis(20));
         let (tx, rx) = mpsc::channel();
