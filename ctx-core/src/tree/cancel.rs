@@ -176,31 +176,42 @@ pub(crate) fn cancel(node: NodeRef, reason: Reason, origin: Origin) -> bool {
 /// or `None` if the node was done already).
 fn finish_cancel(node: NodeRef, closed: Option<Word>, reason: Reason, origin: Origin) -> bool {
     drop(reason);
-    match closed {
-        // Closed as a leaf (nothing was ever registered): complete at once, and
-        // nothing to walk.
-        Some(previous) if !state::has(previous, HAS_SET) => {
-            finish_leaf(node, previous, origin, false);
-            return true;
+    if let Some((previous, flag)) = as_leaf(node, closed) {
+        finish_leaf(node, previous, origin, flag);
+        return true;
+    }
+    walk_cancel(node, closed, origin)
+}
+
+/// Whether a cancel that closed `node` (`closed`: the live word it replaced)
+/// finishes it as a leaf, with no walk: then the word it replaced, and whether
+/// its `COMPLETE` flag is still to be set.
+#[inline]
+fn as_leaf(node: NodeRef, closed: Option<Word>) -> Option<(Word, bool)> {
+    let previous = closed?;
+    if !state::has(previous, HAS_SET) {
+        // Nothing was ever registered: its close made it complete.
+        return Some((previous, false));
+    }
+    // Its only registration left again and no child set exists (the last
+    // child of a chain dropped before its parent): a walk would find nothing,
+    // so the node is finished as a leaf, its `COMPLETE` flag set then.
+    node.cancel_part()
+        .children
+        .is_vacant()
+        .then_some((previous, true))
+}
+
+/// The rest of a cancel of a node that is no leaf ([`as_leaf`]): the walk, if
+/// this cancel closed the node or claims a read's close; otherwise another
+/// thread owns the walk, and an explicit cancel waits for it (an expiry has
+/// nothing to add: the owner finishes and detaches).
+fn walk_cancel(node: NodeRef, closed: Option<Word>, origin: Origin) -> bool {
+    if closed.is_none() && !claim(node) {
+        if origin == Origin::Explicit {
+            wait_complete(node);
         }
-        // Its only registration left again and no child set exists (the last
-        // child of a chain dropped before its parent): a walk would find
-        // nothing, so the node is finished as a leaf, its `COMPLETE` flag set
-        // here.
-        Some(previous) if node.cancel_part().children.is_vacant() => {
-            finish_leaf(node, previous, origin, true);
-            return true;
-        }
-        Some(_) => {}
-        None if claim(node) => {}
-        None => {
-            // Another thread owns the walk. A cancel function waits for it; an
-            // expiry has nothing to add (the owner finishes and detaches).
-            if origin == Origin::Explicit {
-                wait_complete(node);
-            }
-            return false;
-        }
+        return false;
     }
     let mut walk = Walk::default();
     walk.run(node);
@@ -289,17 +300,15 @@ pub(crate) fn cancel_and_release(node: NodeRef, reason: Reason) -> bool {
         drop(reason);
         return false;
     }
-    // A leaf, or a node whose registrations all left again: no walk.
-    let leaf = closed.filter(|&previous| !state::has(previous, HAS_SET));
-    let vacant = leaf.is_none() && closed.is_some() && node.cancel_part().children.is_vacant();
-    let Some(previous) = leaf.or(closed.filter(|_| vacant)) else {
+    let Some((previous, flag)) = as_leaf(node, closed) else {
         // Released even if a callback's panic resurfaces from the cancel.
         let _release = node.strong_guard();
-        return finish_cancel(node, closed, reason, Origin::Explicit);
+        drop(reason);
+        return walk_cancel(node, closed, Origin::Explicit);
     };
     drop(reason);
     let mut panic = None;
-    let last = if finish_leaf_owing(node, previous, vacant, &mut panic) {
+    let last = if finish_leaf_owing(node, previous, flag, &mut panic) {
         node.release_strong_and_weak_is_last()
     } else {
         node.release_strong_is_last()
