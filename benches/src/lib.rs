@@ -11,6 +11,7 @@
 pub mod alloc;
 pub mod go;
 pub mod harness;
+pub mod readme;
 pub mod scaling;
 pub mod stats;
 

@@ -3,9 +3,13 @@
 //! Benchmark numbers depend on the machine and its load, so this command
 //! never judges them; it fails only if a benchmark fails to build or run.
 //! With `--quick` the measurements are much shorter, which is useful for
-//! checking that everything still runs. With `--report-only` (or `--no-run`)
-//! nothing is measured: the report is regenerated from the results the last
-//! runs left in `target/criterion`.
+//! checking that everything still runs. With `--report-only` no criterion
+//! benchmark runs: the report is regenerated from the results the last runs
+//! left in `target/criterion` (it still measures what it measures itself: the
+//! memory table, the deep chain, and Go's numbers when `go` is on `PATH`, unless
+//! `CTX_BENCH_GO=0`). With `--no-run`, as for `cargo bench`, every benchmark is
+//! built and none is run. The report writes `BENCHMARKS.md` and the README's
+//! benchmark table.
 
 use crate::{Error, Result, cargo, project_root, run};
 
@@ -42,16 +46,35 @@ fn report() -> Result {
     Ok(())
 }
 
+/// Builds every benchmark without running one.
+fn build_only() -> Result {
+    run(cargo().args(["bench", "-p", "benches", "--no-run"]))
+}
+
+/// What `cargo xtask bench` was asked to do.
+#[derive(Debug, PartialEq, Eq)]
+enum Mode<'a> {
+    /// Run the benchmarks (those matching the filter), then the report.
+    Run {
+        quick: bool,
+        filter: Option<&'a str>,
+    },
+    /// `--report-only`: the report alone.
+    Report,
+    /// `--no-run`: build every benchmark.
+    Build,
+}
+
 /// Parses the arguments of `cargo xtask bench [--quick] [FILTER]` (or
-/// `cargo xtask bench --report-only`) and runs the benchmarks.
-pub(crate) fn cli(args: &[String]) -> Result {
+/// `--report-only`, or `--no-run`).
+fn parse(args: &[String]) -> Result<Mode<'_>> {
     let mut quick = false;
-    let mut report_only = false;
+    let mut only = None;
     let mut filter = None;
     for arg in args {
         match arg.as_str() {
             "--quick" => quick = true,
-            "--report-only" | "--no-run" => report_only = true,
+            flag @ ("--report-only" | "--no-run") if only.is_none() => only = Some(flag),
             other if !other.starts_with('-') && filter.is_none() => filter = Some(other),
             other => {
                 return Err(Error::Usage(format!(
@@ -60,13 +83,50 @@ pub(crate) fn cli(args: &[String]) -> Result {
             }
         }
     }
-    if report_only {
-        if quick || filter.is_some() {
-            return Err(Error::Usage(
-                "`--report-only` runs no benchmark: it takes no `--quick` or filter".into(),
-            ));
-        }
-        return report();
+    match only {
+        None => Ok(Mode::Run { quick, filter }),
+        Some(flag) if quick || filter.is_some() => Err(Error::Usage(format!(
+            "`{flag}` runs no benchmark: it takes no `--quick` or filter"
+        ))),
+        Some("--no-run") => Ok(Mode::Build),
+        Some(_) => Ok(Mode::Report),
     }
-    run_benches(quick, filter)
+}
+
+/// `cargo xtask bench …`: see [`parse`].
+pub(crate) fn cli(args: &[String]) -> Result {
+    match parse(args)? {
+        Mode::Run { quick, filter } => run_benches(quick, filter),
+        Mode::Report => report(),
+        Mode::Build => build_only(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(args: &[&str]) -> Option<String> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        parse(&args).ok().map(|mode| format!("{mode:?}"))
+    }
+
+    #[test]
+    fn arguments_pick_a_mode() {
+        assert_eq!(
+            parsed(&["--quick", "CancelTree"]).as_deref(),
+            Some("Run { quick: true, filter: Some(\"CancelTree\") }")
+        );
+        assert_eq!(parsed(&["--report-only"]).as_deref(), Some("Report"));
+        assert_eq!(parsed(&["--no-run"]).as_deref(), Some("Build"));
+    }
+
+    #[test]
+    fn modes_that_run_nothing_take_no_run_options() {
+        assert_eq!(parsed(&["--no-run", "--quick"]), None);
+        assert_eq!(parsed(&["--report-only", "Scaling"]), None);
+        assert_eq!(parsed(&["--report-only", "--no-run"]), None);
+        assert_eq!(parsed(&["--bogus"]), None);
+        assert_eq!(parsed(&["a", "b"]), None);
+    }
 }

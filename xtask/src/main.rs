@@ -33,8 +33,9 @@ Commands:
   miri [--tree-borrows] [FILTER]
                             Run the ctx-core tests under Miri (FILTER may also come from MIRI_TEST_FILTER).
   tsan [--runs N]           Run the ctx-core tests N times under the thread sanitizer (default 3).
-  bench [--quick] [FILTER]  Run the benchmarks and regenerate BENCHMARKS.md.
-  bench --report-only       Regenerate BENCHMARKS.md from the last results in target/criterion.
+  bench [--quick] [FILTER]  Run the benchmarks and regenerate BENCHMARKS.md and README's table.
+  bench --report-only       Regenerate both from the last results in target/criterion.
+  bench --no-run            Build every benchmark, run none.
   msrv                      Check the workspace with the minimum supported Rust version.
   package                   Package every publishable crate, then run each package's tests and
                             doctests on its own, outside the workspace.

@@ -1,4 +1,5 @@
-//! Writes `BENCHMARKS.md` at the workspace root from the last benchmark run.
+//! Writes `BENCHMARKS.md` at the workspace root from the last benchmark run,
+//! and the README's benchmark table from the same numbers (`benches::readme`).
 //!
 //! `cargo xtask bench` runs this after the criterion benches. It reads
 //!
@@ -24,6 +25,7 @@
 
 use benches::alloc::{self, Counting};
 use benches::go::{self, GoBaseline};
+use benches::readme;
 use benches::stats;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -84,6 +86,119 @@ fn main() {
             std::process::exit(1);
         }
     }
+    // The README's table comes from the same run.
+    let readme = root.join("README.md");
+    let written = fs::read_to_string(&readme)
+        .map_err(|err| err.to_string())
+        .and_then(|old| readme::splice(&old, &report.render_readme()))
+        .and_then(|new| fs::write(&readme, new).map_err(|err| err.to_string()));
+    match written {
+        Ok(()) => println!("report: wrote the benchmark table in README.md"),
+        Err(err) => {
+            eprintln!("report: could not write the benchmark table in README.md: {err}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// A row of the README's table: criterion ids (and Go's benchmark name) of one
+/// workload.
+struct ReadmeRow {
+    workload: &'static str,
+    core: &'static str,
+    tokio: Option<&'static str>,
+    go: Option<&'static str>,
+}
+
+/// The README's rows, timed ones; the memory rows follow them
+/// ([`Report::render_readme`]).
+fn readme_rows() -> Vec<ReadmeRow> {
+    let row = |workload, core, tokio, go| ReadmeRow {
+        workload,
+        core,
+        tokio,
+        go,
+    };
+    vec![
+        row(
+            "`err()` on a live context (ErrOK)",
+            "ErrOK/ctx-core",
+            Some("ErrOK/tokio-util"),
+            Some("ErrOK"),
+        ),
+        row(
+            "`err()` on a canceled context (CheckCanceled/Err)",
+            "CheckCanceled/Err/ctx-core",
+            Some("CheckCanceled/Err/tokio-util"),
+            Some("CheckCanceled/Err"),
+        ),
+        row(
+            "poll `done` of a canceled context (CheckCanceled/Done)",
+            "CheckCanceled/Done/ctx-core",
+            Some("CheckCanceled/Done/tokio-util"),
+            Some("CheckCanceled/Done"),
+        ),
+        row(
+            "two threads reading one context (ContextCancelDone)",
+            "ContextCancelDone/ctx-core",
+            Some("ContextCancelDone/tokio-util"),
+            Some("ContextCancelDone"),
+        ),
+        row(
+            "CommonParentCancel (2 threads)",
+            "CommonParentCancel/ctx-core",
+            Some("CommonParentCancel/tokio-util"),
+            Some("CommonParentCancel"),
+        ),
+        row(
+            "child create + drop, 1 thread",
+            "ChildCreateDrop/threads=1/ctx-core",
+            Some("ChildCreateDrop/threads=1/tokio-util"),
+            None,
+        ),
+        row(
+            "child create + drop, 2 threads, shared parent",
+            "ChildCreateDrop/threads=2/ctx-core",
+            Some("ChildCreateDrop/threads=2/tokio-util"),
+            None,
+        ),
+        row(
+            "CancelTree depth=1000, open canceler",
+            "CancelTree/depth=1000/Root=OpenCanceler/ctx-core",
+            Some("CancelTree/depth=1000/Root=OpenCanceler/tokio-util"),
+            Some("CancelTree/depth=1000/Root=OpenCanceler"),
+        ),
+        row(
+            "DeepValueSameGoRoutine depth=100",
+            "DeepValueSameGoRoutine/depth=100/ctx-core",
+            None,
+            Some("DeepValueSameGoRoutine/depth=100"),
+        ),
+        row(
+            "WithTimeout concurrency=40 (10 contexts per op), thread timer",
+            "WithTimeout/concurrency=40/timer=std/ctx-core",
+            None,
+            Some("WithTimeout/concurrency=40"),
+        ),
+        row(
+            "WithTimeout concurrency=40, tokio timer",
+            "WithTimeout/concurrency=40/timer=tokio/ctx-core",
+            None,
+            Some("WithTimeout/concurrency=40"),
+        ),
+        row(
+            "cancel of 100k children, no waiters",
+            "CancelFanout/children=100000/waiters=none/ctx-core",
+            Some("CancelFanout/children=100000/waiters=none/tokio-util"),
+            None,
+        ),
+        row(
+            "cancel of a 10,000-deep chain",
+            "CancelChain/depth=10000/ctx-core",
+            Some("CancelChain/depth=10000/tokio-util"),
+            None,
+        ),
+    ]
 }
 
 /// Go measured on this machine, when a toolchain is on `PATH` and not disabled.
@@ -653,6 +768,78 @@ impl Report<'_> {
              (the load average above tells), and the worst-case latencies in particular include \
              the machine's own noise (see the `contention=none` rows).\n\n",
         );
+    }
+
+    /// The README's table (`benches::readme`): the headline rows of this run,
+    /// and where they come from.
+    fn render_readme(&self) -> String {
+        let dash = || "—".to_owned();
+        let mut out = String::new();
+        out.push_str("| workload | ctx-core | tokio-util | Go |\n|---|---:|---:|---:|\n");
+        for row in readme_rows() {
+            let time = |id: Option<&str>| id.and_then(|id| self.ns(id)).map_or_else(dash, auto);
+            let go = row
+                .go
+                .and_then(|key| self.go_for(key))
+                .map_or_else(dash, auto);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                row.workload,
+                time(Some(row.core)),
+                time(row.tokio),
+                go
+            );
+        }
+        let memory = |what: &str, imp: &str| {
+            self.allocs
+                .iter()
+                .find(|r| r.what == what && r.imp == imp)
+                .map_or_else(dash, |r| format!("{:.0} B / {:.0}", r.bytes, r.allocs))
+        };
+        let go_memory = self
+            .go
+            .get("CommonParentCancel")
+            .and_then(|g| {
+                Some(format!(
+                    "{:.0} B / {:.0}",
+                    g.bytes_per_op?, g.allocs_per_op?
+                ))
+            })
+            .unwrap_or_else(dash);
+        let _ = writeln!(
+            out,
+            "| bytes / allocations per `with_cancel` child of a live parent | {} | {} | {} |",
+            memory("with_cancel", CORE),
+            memory("child_token", TOKIO_UTIL),
+            go_memory
+        );
+        let chain = match self.chain {
+            Ok(chain) => format!("{:.0} B", chain.bytes_per_level),
+            Err(_) => dash(),
+        };
+        let _ = writeln!(
+            out,
+            "| bytes per level of a 1,000,000-deep chain | {chain} | — | — |"
+        );
+        let mode = match run_mode().as_str() {
+            "" => "unknown".to_owned(),
+            mode => mode.to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "\nFrom the report of {} ({mode} run; {}, {} cores; Go: {}).",
+            utc(SystemTime::now()),
+            cpu_model(),
+            core_count(),
+            // The provenance without the command line BENCHMARKS.md shows.
+            self.go
+                .provenance
+                .split(" (")
+                .next()
+                .unwrap_or(&self.go.provenance)
+        );
+        out
     }
 
     /// ns of a criterion result.
