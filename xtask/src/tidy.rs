@@ -9,7 +9,10 @@
 //!   a lock-free protocol: `tree/` (which holds the child set), `sync.rs` and the
 //!   built-in timer's thread; the public files are facades;
 //! - the quickstart example in `README.md` is identical to
-//!   `ctx-core/examples/quickstart.rs`, which is compiled and run by the tests.
+//!   `ctx-core/examples/quickstart.rs`, which is compiled and run by the tests;
+//! - each adapter's example in `README.md` (between the adapters markers, under
+//!   the crate's `###` heading) is identical to the first example in that
+//!   crate's `src/lib.rs` docs, which its doctests run.
 //!
 //! All violations are reported with their file and line before the command fails.
 //!
@@ -79,6 +82,7 @@ pub(crate) fn check() -> Result {
         }
     }
     check_readme_quickstart(&root, &mut report);
+    check_readme_adapters(&root, &mut report);
 
     if report.violations.is_empty() {
         println!(
@@ -287,6 +291,96 @@ fn check_readme_quickstart(root: &Path, report: &mut Report) {
         }
         // Once the two are out of step every later line differs, so one report is enough.
         return;
+    }
+}
+
+/// The marker lines around the adapters' examples in `README.md`.
+const ADAPTERS_START: &str = "<!-- adapters:start -->";
+const ADAPTERS_END: &str = "<!-- adapters:end -->";
+
+/// Each adapter example in the README must be its crate's first doc example
+/// (the README's copy is marked `ignore`: the workspace README's doctests do
+/// not depend on every runtime, the crate's own doctests run it).
+fn check_readme_adapters(root: &Path, report: &mut Report) {
+    let Ok(readme) = fs::read_to_string(root.join("README.md")) else {
+        return;
+    };
+    let lines: Vec<&str> = readme.lines().collect();
+    let (Some(start), Some(end)) = (
+        lines.iter().position(|l| l.trim() == ADAPTERS_START),
+        lines.iter().position(|l| l.trim() == ADAPTERS_END),
+    ) else {
+        return;
+    };
+    let mut crate_name = None;
+    let mut line = start + 1;
+    while line < end {
+        let text = lines[line].trim();
+        if let Some(name) = text.strip_prefix("### ") {
+            crate_name = Some(name.trim().to_owned());
+        } else if text.starts_with("```rust") {
+            let first = line + 1;
+            let close = (first..end)
+                .find(|&i| lines[i].trim() == "```")
+                .unwrap_or(end);
+            if let Some(name) = crate_name.take() {
+                let ours = normalize((first..close).map(|i| (i + 1, lines[i])));
+                compare_with_crate_example(root, &name, first, &ours, report);
+            }
+            line = close;
+        }
+        line += 1;
+    }
+}
+
+/// Compares a README block (`ours`, starting at README line `first`) with the
+/// first fenced example in `crate_name/src/lib.rs`'s `//!` docs.
+fn compare_with_crate_example(
+    root: &Path,
+    crate_name: &str,
+    first: usize,
+    ours: &[(usize, &str)],
+    report: &mut Report,
+) {
+    let path = format!("{crate_name}/src/lib.rs");
+    let Ok(lib) = fs::read_to_string(root.join(&path)) else {
+        report.add("README.md", first, format!("{path} does not exist"));
+        return;
+    };
+    let docs: Vec<(usize, &str)> = lib
+        .lines()
+        .enumerate()
+        .map_while(|(i, l)| {
+            let l = l.trim_start();
+            let doc = l.strip_prefix("//!")?;
+            Some((i + 1, doc.strip_prefix(' ').unwrap_or(doc)))
+        })
+        .collect();
+    let Some(open) = docs.iter().position(|(_, l)| l.trim().starts_with("```")) else {
+        report.add("README.md", first, format!("{path} has no doc example"));
+        return;
+    };
+    let close = docs[open + 1..]
+        .iter()
+        .position(|(_, l)| l.trim() == "```")
+        .map_or(docs.len(), |at| open + 1 + at);
+    let theirs = normalize(docs[open + 1..close].iter().copied());
+    for position in 0..ours.len().max(theirs.len()) {
+        let (readme_line, lib_line) = (
+            ours.get(position).map_or(first, |(n, _)| *n),
+            theirs.get(position).map_or(0, |(n, _)| *n),
+        );
+        if ours.get(position).map(|(_, l)| l) != theirs.get(position).map(|(_, l)| l) {
+            report.add(
+                "README.md",
+                readme_line,
+                format!(
+                    "the {crate_name} example differs from its crate's doc example \
+                     ({path}:{lib_line})"
+                ),
+            );
+            return;
+        }
     }
 }
 
