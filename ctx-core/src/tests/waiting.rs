@@ -46,6 +46,12 @@ fn slot_claimed(ctx: &Context) -> bool {
     ctx.carrier().unwrap().cancel_part().waiters.is_claimed()
 }
 
+/// Whether some waiter listened on `ctx`'s event (it registers its listener
+/// right after flagging this, before it parks).
+fn event_used(ctx: &Context) -> bool {
+    ctx.carrier().unwrap().cancel_part().waiters.has_listened()
+}
+
 #[test]
 fn the_slot_is_reused_after_its_waiter_drops_or_completes() {
     let (ctx, cancel) = Context::background().with_cancel();
@@ -242,10 +248,15 @@ fn a_blocking_wait_on_the_event_returns_on_cancel() {
         let ctx = ctx.clone();
         thread::spawn(move || ctx.wait_timeout(Duration::from_secs(3600)))
     };
+    // On the event (or about to be: the flag comes just before the listener).
+    while !event_used(&ctx) {
+        thread::yield_now();
+    }
     for _ in 0..3 {
         waiter.thread().unpark();
         thread::yield_now();
     }
+    assert!(!ctx.is_done());
     cancel.cancel();
     assert!(waiter.join().unwrap());
     assert!(poll(&mut holder, &waker).is_ready());

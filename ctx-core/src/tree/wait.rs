@@ -167,6 +167,12 @@ impl Waiters {
         self.word.load(Ordering::SeqCst) & CLAIMED != 0
     }
 
+    /// Whether a waiter ever listened on the event (for tests).
+    #[cfg(all(test, not(ctx_loom)))]
+    pub(crate) fn has_listened(&self) -> bool {
+        self.word.load(Ordering::SeqCst) & EVENT != 0
+    }
+
     /// Claims the slot for `waker`; `None` if another waiter holds it (or a
     /// notifier is emptying it).
     fn claim(&self, waker: &Waker) -> Option<Slot> {
