@@ -101,6 +101,39 @@ fn assert_drained_or_taken_back(drained: &[usize], inserters: Vec<thread::JoinHa
     }
 }
 
+/// Two inserters (entries 1 and 2) put their entry in with `insert` and take it
+/// back if they then see the cancel, while this thread cancels `done` and
+/// drains with `drain`: each entry is drained or taken back, never both or
+/// neither. Returns when all is joined.
+fn two_inserters_vs_cancel<S: Send + Sync + 'static>(
+    done: &Arc<AtomicUsize>,
+    set: &Arc<S>,
+    insert: fn(&S, *mut ()) -> u32,
+    remove: fn(&S, u32, *mut ()) -> bool,
+    drain: impl FnOnce(&S, &mut dyn FnMut(*mut ())),
+) {
+    let inserters: Vec<_> = [1usize, 2]
+        .into_iter()
+        .map(|n| {
+            let (done, set) = (done.clone(), set.clone());
+            thread::spawn(move || {
+                let index = insert(&set, entry(n));
+                // The registrant's SeqCst state load.
+                if done.load(Ordering::SeqCst) == 0 {
+                    return false;
+                }
+                remove(&set, index, entry(n))
+            })
+        })
+        .collect();
+    // The canceler's SeqCst state CAS, then the drain.
+    assert_eq!(done.swap(1, Ordering::SeqCst), 0);
+    crate::sync::dekker_point();
+    let mut drained = Vec::new();
+    drain(set, &mut |e| drained.push(e.addr() / 8));
+    assert_drained_or_taken_back(&drained, inserters);
+}
+
 /// A node's state word and child set, as far as the `list` protocol sees them.
 struct Owner {
     done: AtomicUsize,
@@ -157,35 +190,19 @@ fn loom_list_insert_vs_drain() {
 #[test]
 fn loom_list_out_of_order_segments_vs_drain() {
     loom::model(|| {
-        let owner = Arc::new(Owner {
-            done: AtomicUsize::new(0),
-            set: Shard::new(),
-        });
+        let set = Arc::new(Shard::new());
         for n in 0..4 {
-            owner.set.insert(entry(100 + n));
+            set.insert(entry(100 + n));
         }
-        owner.set.skip_indices(7);
-
-        let inserters: Vec<_> = [1, 2]
-            .into_iter()
-            .map(|n| {
-                let inserter = owner.clone();
-                thread::spawn(move || {
-                    let index = inserter.set.insert(entry(n));
-                    if inserter.done.load(Ordering::SeqCst) == 0 {
-                        return false;
-                    }
-                    inserter.set.remove(index, entry(n))
-                })
-            })
-            .collect();
-
-        assert_eq!(owner.done.swap(1, Ordering::SeqCst), 0);
-        crate::sync::dekker_point();
-        let mut drained = Vec::new();
-        owner.set.drain(|e| drained.push(e.addr() / 8));
-        assert_drained_or_taken_back(&drained, inserters);
-        assert_eq!(owner.set.len(), 0);
+        set.skip_indices(7);
+        two_inserters_vs_cancel(
+            &Arc::new(AtomicUsize::new(0)),
+            &set,
+            Shard::insert,
+            Shard::remove,
+            |set, each| set.drain(each),
+        );
+        assert_eq!(set.len(), 0, "the standing entries were drained too");
     });
 }
 
@@ -348,5 +365,24 @@ fn loom_list_shards_vs_drain() {
         assert!(drained.contains(&100));
         assert!(!owner.set.remove(standing, entry(100)), "drained twice");
         assert_eq!(owner.set.len(), 0);
+    });
+}
+
+/// Two inserters race to install the same fresh shard (one `install` CAS
+/// loses and frees its copy) while the owner is canceled: both entries land in
+/// the one shard that was installed, and each is handled exactly once, drained
+/// or taken back.
+#[test]
+fn loom_list_racing_shard_install_vs_drain() {
+    loom::model(|| {
+        let set = Arc::new(ChildSet::new());
+        two_inserters_vs_cancel(
+            &Arc::new(AtomicUsize::new(0)),
+            &set,
+            |set, e| set.insert_in(1, e),
+            ChildSet::remove,
+            |set, each| set.drain(each),
+        );
+        assert_eq!(set.len(), 0);
     });
 }
