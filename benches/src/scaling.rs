@@ -138,11 +138,13 @@ pub const IMPLEMENTATIONS: &[Implementation] = &[
                          of the parent see it)",
             },
             Count {
-                rmws: 4,
+                rmws: 3,
                 shared_lines: 2,
                 detail: "the slot's swap (in the creating thread's shard, which its removers \
-                         write); on the child's node line: upgrade CAS, close CAS, and the \
-                         walk's strong −1 with the slot's weak −1 in one RMW",
+                         write); on the child's node line: the close CAS and the slot's weak \
+                         −1 (a plain leaf with no waiter is closed under the slot's weak \
+                         reference alone; one with waiters, a timer or children adds an \
+                         upgrade CAS, its strong −1 going with the weak −1)",
             },
             Count {
                 rmws: 0,

@@ -17,13 +17,15 @@
 #[cfg(not(all(test, ctx_loom)))]
 pub(crate) use std::sync::Arc;
 #[cfg(not(all(test, ctx_loom)))]
-pub(crate) use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+pub(crate) use std::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
+};
 
 #[cfg(all(test, ctx_loom))]
 pub(crate) use loom::sync::Arc;
 #[cfg(all(test, ctx_loom))]
 pub(crate) use loom::sync::atomic::{
-    AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
+    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
 };
 
 /// An `UnsafeCell` with loom's closure-based API, so that loom can check every

@@ -25,6 +25,16 @@
 //! `COMPLETE` in the same CAS. A node with a set becomes *complete* (`COMPLETE` flag) when
 //! its owner has drained it and every child it found is complete.
 //!
+//! The entry the drain takes out carries the slot's weak reference: it keeps the
+//! child's memory, not its payload. So the walk pins a child with a strong
+//! reference before anything that needs the payload (its waiters, its timer, its
+//! own children). A plain leaf (one parent, no timer, no waiter) needs nothing
+//! but its close, and gets only that, with the weak reference alone
+//! ([`close_plain_leaf`]): a child whose last handle goes meanwhile detaches
+//! before its payload is dropped, finds its entry gone and waits for the walk's
+//! `drained` flag, set once the walk is done with it (`register::wait_drained`;
+//! the walk does nothing but a few atomics in between).
+//!
 //! A child that another thread closed first (its own cancel, another parent of a
 //! merge node) is that thread's to walk. Its parent cannot become complete before
 //! it does, so the owner keeps such a parent *blocked*, finishes everything else it
@@ -49,7 +59,8 @@
 //! # Cost
 //!
 //! A leaf costs its close and nothing else: no step, no flag of its own (the
-//! close sets `COMPLETE`). A node whose only registrant, in its inline slot,
+//! close sets `COMPLETE`); a plain one, three read-modify-writes in all (the
+//! slot's swap, the close, the weak release). A node whose only registrant, in its inline slot,
 //! left again before the close (a chain dropped from the inside out), and that
 //! so never got a child set, is finished as a leaf too, its flag set by a
 //! store right after the close: its canceler finds its children vacant with
@@ -59,7 +70,7 @@
 //! guarantee above (Go pays a lock per level for the same).
 
 use super::drop::merge_leaves_parents;
-use super::node::{Kind, NodeRef, UNREGISTERED};
+use super::node::{Kind, NodeRef};
 use super::register::{self, Entry, clone_reason};
 use super::state::{self, COMPLETE, HAS_SET, Reason, UNCLAIMED, WAITERS, Word};
 use super::work::{self, Origin, Panic, Work};
@@ -413,25 +424,34 @@ struct Walk {
     next: Option<(NodeRef, u32)>,
 }
 
-/// The walk took `child`'s entry out of its parent's set: tells the child, so
-/// that its detach (at its own cancel or drop) skips a removal that could only
-/// fail, a read-modify-write on the parent's line. A plain store to a line the
-/// walk writes anyway. A merge node's registrations are left alone (the walk
-/// does not know which of its fields this parent's is).
+/// What a plain child (one parent, no timer) whose entry a walk took needs, if
+/// it is a leaf with no waiter: its close, with the slot's weak reference
+/// alone, and nothing else. Such a child is finished here (`None`): marked
+/// drained, its weak reference given back. Any other child is handed back for
+/// [`Walk::reach`] (closed here or not, it is the same child).
 ///
-/// The field races with the registrant's store of its index and with the
-/// child's own detach; every outcome is sound: an index that stays behind only
-/// costs the detach its failing removal (the entry comparison makes it fail),
-/// and whoever empties the slot (here, the drain) owns its weak reference.
+/// The weak reference keeps the memory, not the payload: a node whose last
+/// strong reference goes meanwhile would drop its payload under the close. It
+/// does not: its drop detaches it first, finds its entry gone, and waits for
+/// `drained` (`register::wait_drained`), which comes after the close. Saving
+/// the upgrade and the strong release, a leaf costs three read-modify-writes
+/// (the slot's swap, the close, the weak release) instead of four.
 #[inline]
-fn forget_slot(child: NodeRef) {
-    if child.kind() != Kind::Merge {
-        // Relaxed: a hint; see above.
-        child
-            .cancel_part()
-            .slot
-            .store_racing_rmw(UNREGISTERED, Ordering::Relaxed);
+fn close_plain_leaf(child: NodeRef, reason: &Reason) -> Option<(NodeRef, Option<Option<Word>>)> {
+    let header = child.header();
+    if header.vtable.kind == Kind::Merge || header.vtable.on_done.is_some() {
+        return Some((child, None));
     }
+    let closed = try_close(child, reason, false);
+    if let Some(previous) = closed
+        && !state::has(previous, HAS_SET | WAITERS)
+    {
+        // A leaf without waiters, complete at its close.
+        register::mark_drained(child);
+        child.dec_weak();
+        return None;
+    }
+    Some((child, Some(closed)))
 }
 
 impl Walk {
@@ -511,30 +531,8 @@ impl Walk {
             // reference.
             match unsafe { Entry::from_raw(raw) } {
                 Entry::Child(child) => {
-                    // The walk holds every node it reaches through a slot with the
-                    // slot's weak reference and a strong one, and gives both back
-                    // together (`Work::release_reached`).
-                    if !child.upgrade() {
-                        // Being dropped: no user code, the payload goes with the
-                        // last strong reference, never with a weak one.
-                        child.dec_weak();
-                    } else {
-                        forget_slot(child);
-                        match try_close(child, &reason, false) {
-                            Some(previous) if !state::has(previous, HAS_SET) => {
-                                // A leaf, complete at its close: finished here,
-                                // without a step of its own.
-                                self.wake_and_release_timer(child, previous);
-                                self.leave(child, false);
-                            }
-                            Some(_) => self.push_visit(child, step),
-                            None if claim(child) => self.push_visit(child, step),
-                            None if is_complete(child) => self.work.release_reached(child),
-                            None => {
-                                self.foreign.push(child);
-                                foreign += 1;
-                            }
-                        }
+                    if let Some(reached) = close_plain_leaf(child, &reason) {
+                        self.reach(reached, &reason, step, &mut foreign);
                     }
                 }
                 Entry::Callback(callback) => {
@@ -549,6 +547,48 @@ impl Walk {
             && let Step::Complete { foreign: count, .. } = &mut self.stack[step as usize]
         {
             *count = foreign;
+        }
+    }
+
+    /// A child whose entry the drain took (with the slot's weak reference), and
+    /// its close if [`close_plain_leaf`] tried it already: pinned with a strong
+    /// reference of the walk's, then closed, claimed, found complete, or left to
+    /// the thread that walks it. The walk gives the strong reference and the
+    /// slot's weak one back together (`Work::release_reached`).
+    #[inline]
+    fn reach(
+        &mut self,
+        (child, closed): (NodeRef, Option<Option<Word>>),
+        reason: &Reason,
+        step: u32,
+        foreign: &mut u32,
+    ) {
+        let pinned = child.upgrade();
+        if child.kind() != Kind::Merge {
+            // Pinned, or being dropped: either way done with it unpinned.
+            register::mark_drained(child);
+        }
+        if !pinned {
+            // Being dropped: no user code, the payload goes with the last strong
+            // reference, never with a weak one. (If closed above, nobody can
+            // see it: every handle and child is gone.)
+            child.dec_weak();
+            return;
+        }
+        match closed.unwrap_or_else(|| try_close(child, reason, false)) {
+            Some(previous) if !state::has(previous, HAS_SET) => {
+                // A leaf, complete at its close: finished here, without a step
+                // of its own.
+                self.wake_and_release_timer(child, previous);
+                self.leave(child, false);
+            }
+            Some(_) => self.push_visit(child, step),
+            None if claim(child) => self.push_visit(child, step),
+            None if is_complete(child) => self.work.release_reached(child),
+            None => {
+                self.foreign.push(child);
+                *foreign += 1;
+            }
         }
     }
 

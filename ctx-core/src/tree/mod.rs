@@ -51,6 +51,10 @@
 //!    the cancel: everything is finished, then the first panic is resumed.
 //! 10. Cancel and drop never recurse on the tree's shape: cancel keeps an explicit
 //!     stack, drop a worklist, for parent links and merge links alike.
+//! 11. A node's payload outlives every access to it: a walk touches a reached
+//!     child's payload under a strong reference, except for a plain leaf's
+//!     close, which its detach (before any payload drop) waits out through the
+//!     `drained` flag ([`cancel`], [`register`]).
 //!
 //! # Synchronization
 //!
@@ -60,6 +64,7 @@
 //! | `ChildSet` slots, the inline slot | insert's store (inline: CAS), remove's CAS, drain's swap | `SeqCst` / `AcqRel` | each other (`child_set`) |
 //! | the set pointer in `Children`, shard pointers, segment pointers | the first insert's CAS (`install`, `ensure_segment`) | `SeqCst` | the canceler's `SeqCst` loads |
 //! | slot index fields | registrant's store, detacher's swap | `Release` / `AcqRel` | each other (`register`) |
+//! | `CancelPart::drained` | the walk that drained the node's entry, once done with it | `Release` store | a detacher's `Acquire` load (`register::wait_drained`) |
 //! | the waker slot's word (`Waiters`) | claim (CAS), owner's register/release, notifier's `fetch_or` | `AcqRel` | each other, `AtomicWaker`-style (`wait`) |
 //! | `Header::counts` (strong and weak in one word) | clone, drop, upgrade | as `Arc` | as `Arc` |
 //! | `Callback::state` | claims | `AcqRel` CAS | each other (`callback`) |

@@ -19,7 +19,7 @@ use super::child_set::Children;
 use super::state::{self, Reason, Record, Word};
 use super::wait::Waiters;
 use super::work::Work;
-use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use crate::timer::Timer;
 use std::any::TypeId;
 use std::ptr::{self, NonNull};
@@ -107,6 +107,11 @@ pub(crate) struct CancelPart {
     /// Whether a deadline applies here (this node's or an ancestor's): only then do
     /// readers look for it, walking up (see [`NodeRef::deadline_node`]).
     pub(crate) has_deadline: bool,
+    /// Set once the parent's walk, which took this node's entry out of the
+    /// parent's set, is done with the node: a detach that finds its entry gone
+    /// waits for it (`register::detach_owing`). Unused by merge nodes. (In the
+    /// padding before `slot`: it costs no size.)
+    pub(crate) drained: AtomicBool,
     /// Our index in the parent carrier's child set, or [`UNREGISTERED`].
     pub(crate) slot: AtomicU32,
 }
@@ -676,6 +681,7 @@ impl CancelPart {
             children: Children::new(),
             waiters: Waiters::new(),
             has_deadline,
+            drained: AtomicBool::new(false),
             slot: AtomicU32::new(UNREGISTERED),
         }
     }

@@ -26,12 +26,10 @@
 //! taken by its registrant and by other parents' walks at the same time, so for
 //! merge nodes the take is a swap, which decides who removes.
 //!
-//! A parent's walk that drained a (non-merge) child's entry stores
-//! [`UNREGISTERED`] in the child's field, a hint that spares the child's detach
-//! a removal bound to fail. It may race with the registrant's store and the
-//! detacher's load: an index left behind only costs that failing removal (the
-//! entry comparison makes it fail), and the slot's reference always goes to
-//! whoever emptied the slot.
+//! A (non-merge) detach that finds its entry gone (a parent's walk drained it) waits for
+//! the node's `drained` flag before it returns (`wait_drained`): the walk may
+//! still be closing a plain leaf with the slot's weak reference alone, and the
+//! payload must outlive that. One that finds the flag set skips the removal.
 //!
 //! # The index field's ordering
 //!
@@ -97,7 +95,12 @@ impl Entry {
 pub(crate) fn release_entry(raw: *mut ()) {
     // SAFETY: only called on entries taken out of a set whose owner is being dropped.
     match unsafe { Entry::from_raw(raw) } {
-        Entry::Child(child) => child.dec_weak(),
+        Entry::Child(child) => {
+            if child.kind() != super::node::Kind::Merge {
+                mark_drained(child);
+            }
+            child.dec_weak();
+        }
         Entry::Callback(callback) => drop(callback),
     }
 }
@@ -214,9 +217,7 @@ fn publish_set(carrier: NodeRef) -> (Word, bool) {
 /// fields: its registrant and other parents' walks). Any other node's field is
 /// only taken by one thread at a time — its registrant, then the one cancel
 /// that owns it, then its drop, handed over by the strong references they hold —
-/// so a load and a store do. (The parent's walk may store `UNREGISTERED` meanwhile,
-/// once it drained the entry: then any index read here names a slot the entry
-/// already left, and removing from it fails, as it should.)
+/// so a load and a store do.
 #[inline]
 fn take_index(index: &AtomicU32, shared: bool) -> Option<u32> {
     // Acquire: pairs with the registrant's Release store (module docs).
@@ -258,13 +259,55 @@ pub(crate) fn detach(node: NodeRef) {
 #[inline]
 pub(crate) fn detach_owing(node: NodeRef) -> bool {
     debug_assert_ne!(node.kind(), super::node::Kind::Merge);
+    let part = node.cancel_part();
     // One parent link, only ever taken by one thread at a time.
-    let Some(slot) = take_index(&node.cancel_part().slot, false) else {
+    let Some(slot) = take_index(&part.slot, false) else {
         return false;
     };
+    // Acquire: pairs with the walk's Release (see `wait_drained`).
+    if part.drained.load(Ordering::Acquire) {
+        // The parent's walk took the entry and is done with the node: a removal
+        // could only fail.
+        return false;
+    }
     let carrier = node.header().parent.real().and_then(NodeRef::carrier);
     let carrier = carrier.expect("registered without a parent");
-    carrier.cancel_part().children.remove(slot, node.as_entry())
+    if carrier.cancel_part().children.remove(slot, node.as_entry()) {
+        return true;
+    }
+    wait_drained(node);
+    false
+}
+
+/// A (non-merge) node whose entry its parent's walk took out of the set waits
+/// here until the walk is done with it.
+///
+/// The walk closes a plain leaf with only the slot's weak reference, which
+/// keeps the memory but not the payload (module docs of `tree::cancel`). So
+/// the payload must not go while the walk still holds the entry: a detach
+/// that found its entry gone (its node's own cancel, or its drop, which
+/// detaches before the payload goes) waits for the walk's `drained` flag. The
+/// walk sets it a few atomic operations after taking the entry, with no user
+/// code or wait in between.
+#[cold]
+fn wait_drained(node: NodeRef) {
+    let drained = &node.cancel_part().drained;
+    let mut backoff = crate::sync::Backoff::new();
+    // Acquire: pairs with the walk's Release store, so its accesses of the node
+    // happen before whatever follows here (the payload's drop).
+    while !drained.load(Ordering::Acquire) {
+        backoff.snooze();
+    }
+}
+
+/// The walk that took `node`'s entry out of its parent's set is done with it
+/// (see [`wait_drained`]). Merge nodes are walked only under a reference of the
+/// walk's own and never wait.
+#[inline]
+pub(crate) fn mark_drained(node: NodeRef) {
+    // Release: the walk's accesses of the node happen before a waiting detach
+    // goes on (and drops the payload).
+    node.cancel_part().drained.store(true, Ordering::Release);
 }
 
 /// Takes `node`'s entry out of `carrier`'s set at `slot`, if it is still there.
