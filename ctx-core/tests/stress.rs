@@ -203,6 +203,75 @@ fn children_come_and_go(n: usize) {
     cancel_parent.cancel();
 }
 
+/// Every kind of child a parent's cancel reaches gives all its memory back once
+/// dropped: plain leaves (closed by the walk without a reference of its own,
+/// the slot's reference left to their drop), leaves with a waiter, children
+/// with children, deadline children and merge children; dropped before or
+/// after the cancel, their cancel functions first or last.
+#[test]
+fn children_a_cancel_reaches_give_their_memory_back() {
+    use std::future::Future;
+    use std::task::{Context as TaskContext, Waker};
+    let waker = Waker::noop();
+    // A timer that forgets a disarmed deadline at once (the built-in one keeps
+    // it, dead, until a sweep, which would count here).
+    let timer = ManualTimer::new();
+    let round = |n: usize, order: usize| {
+        let (parent, cancel_parent) = timer.root().with_cancel();
+        let (other, _cancel_other) = Context::background().with_cancel();
+        let mut kept = Vec::new();
+        let mut waits = Vec::new();
+        for i in 0..n {
+            let (child, cancel) = match i % 5 {
+                0 | 1 => parent.with_cancel(),
+                2 => parent.with_timeout(Duration::from_secs(3600)),
+                3 => Context::with_cancel_any(&[parent.clone(), other.clone()]),
+                _ => {
+                    let (child, cancel) = parent.with_cancel();
+                    let (grandchild, cancel_grandchild) = child.with_cancel();
+                    kept.push((grandchild, cancel_grandchild));
+                    (child, cancel)
+                }
+            };
+            if i % 5 == 1 {
+                let mut done = Box::pin(child.done());
+                assert!(
+                    done.as_mut()
+                        .poll(&mut TaskContext::from_waker(waker))
+                        .is_pending()
+                );
+                waits.push(done);
+            }
+            kept.push((child, cancel));
+        }
+        if order == 0 {
+            // Some children go before the cancel.
+            kept.truncate(n / 2);
+        }
+        cancel_parent.cancel();
+        drop(waits);
+        if order == 1 {
+            // Cancel functions first, then the handles.
+            let (handles, cancels): (Vec<_>, Vec<_>) = kept.into_iter().unzip();
+            drop(cancels);
+            drop(handles);
+        } else {
+            drop(kept);
+        }
+        drop(parent);
+    };
+    let n = scaled(2_000, 50);
+    for order in 0..3 {
+        // Warm up: the timer's list and the thread-locals reach their size.
+        round(n, order);
+        let before = net_bytes();
+        round(n, order);
+        let grown = net_bytes() - before;
+        assert!(grown <= 1024, "order {order}: {grown} bytes not given back");
+    }
+    assert_eq!(timer.armed(), 0, "every deadline was disarmed");
+}
+
 #[test]
 fn many_short_lived_children_keep_memory_flat() {
     children_come_and_go(scaled(200_000, 200));

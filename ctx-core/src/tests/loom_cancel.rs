@@ -11,11 +11,12 @@ fn cause(ctx: &Context) -> Option<String> {
 
 /// Asserts that `handles` handles (contexts and cancel functions) are all that
 /// refer to `ctx`'s node: no child holds it, and no registration or timer holds
-/// a weak reference on it.
+/// a weak reference on it (besides the one a parent's walk left to the node's
+/// detach, still to come, when it drained the node's entry).
 fn assert_handles(ctx: &Context, handles: usize) {
     let node = ctx.node().unwrap();
     assert_eq!(node.strong_count(), handles);
-    assert_eq!(node.weak_count(), 1);
+    assert_eq!(node.weak_count(), 1 + usize::from(node.owes_drained_slot()));
 }
 
 /// A child is created while its parent is canceled: either the registration sees

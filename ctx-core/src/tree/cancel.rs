@@ -33,7 +33,9 @@
 //! ([`close_plain_leaf`]): a child whose last handle goes meanwhile detaches
 //! before its payload is dropped, finds its entry gone and waits for the walk's
 //! `drained` flag, set once the walk is done with it (`register::wait_drained`;
-//! the walk does nothing but a few atomics in between).
+//! the walk does nothing but a few atomics in between). The flag also hands the
+//! slot's weak reference to the child's detach, so the walk releases none
+//! (merge nodes excepted: they are always pinned, and give it back at once).
 //!
 //! A child that another thread closed first (its own cancel, another parent of a
 //! merge node) is that thread's to walk. Its parent cannot become complete before
@@ -59,8 +61,8 @@
 //! # Cost
 //!
 //! A leaf costs its close and nothing else: no step, no flag of its own (the
-//! close sets `COMPLETE`); a plain one, three read-modify-writes in all (the
-//! slot's swap, the close, the weak release). A node whose only registrant, in its inline slot,
+//! close sets `COMPLETE`); a plain one, two read-modify-writes in all (the
+//! slot's swap and the close). A node whose only registrant, in its inline slot,
 //! left again before the close (a chain dropped from the inside out), and that
 //! so never got a child set, is finished as a leaf too, its flag set by a
 //! store right after the close: its canceler finds its children vacant with
@@ -427,15 +429,18 @@ struct Walk {
 /// What a plain child (one parent, no timer) whose entry a walk took needs, if
 /// it is a leaf with no waiter: its close, with the slot's weak reference
 /// alone, and nothing else. Such a child is finished here (`None`): marked
-/// drained, its weak reference given back. Any other child is handed back for
-/// [`Walk::reach`] (closed here or not, it is the same child).
+/// drained, which hands the slot's weak reference to the child's detach. Any
+/// other child is handed back for [`Walk::reach`] (closed here or not, it is
+/// the same child).
 ///
 /// The weak reference keeps the memory, not the payload: a node whose last
 /// strong reference goes meanwhile would drop its payload under the close. It
 /// does not: its drop detaches it first, finds its entry gone, and waits for
-/// `drained` (`register::wait_drained`), which comes after the close. Saving
-/// the upgrade and the strong release, a leaf costs three read-modify-writes
-/// (the slot's swap, the close, the weak release) instead of four.
+/// `drained` (`register::wait_drained`), which comes after the close. So a
+/// leaf costs the walk two read-modify-writes (the slot's swap and the close)
+/// instead of four (an upgrade, and the release of the strong reference and
+/// the weak one); the weak one goes with the child's other weak reference
+/// when it is dropped, usually with none.
 #[inline]
 fn close_plain_leaf(child: NodeRef, reason: &Reason) -> Option<(NodeRef, Option<Option<Word>>)> {
     let header = child.header();
@@ -446,9 +451,9 @@ fn close_plain_leaf(child: NodeRef, reason: &Reason) -> Option<(NodeRef, Option<
     if let Some(previous) = closed
         && !state::has(previous, HAS_SET | WAITERS)
     {
-        // A leaf without waiters, complete at its close.
+        // A leaf without waiters, complete at its close. The slot's weak
+        // reference goes to the child's detach.
         register::mark_drained(child);
-        child.dec_weak();
         return None;
     }
     Some((child, Some(closed)))
@@ -553,8 +558,8 @@ impl Walk {
     /// A child whose entry the drain took (with the slot's weak reference), and
     /// its close if [`close_plain_leaf`] tried it already: pinned with a strong
     /// reference of the walk's, then closed, claimed, found complete, or left to
-    /// the thread that walks it. The walk gives the strong reference and the
-    /// slot's weak one back together (`Work::release_reached`).
+    /// the thread that walks it. The walk gives the strong reference back
+    /// (`Work::release_reached`), and a merge node's slot reference with it.
     #[inline]
     fn reach(
         &mut self,
@@ -564,15 +569,19 @@ impl Walk {
         foreign: &mut u32,
     ) {
         let pinned = child.upgrade();
-        if child.kind() != Kind::Merge {
-            // Pinned, or being dropped: either way done with it unpinned.
+        let merge = child.kind() == Kind::Merge;
+        if !merge {
+            // Pinned, or being dropped: either way done with it unpinned. The
+            // slot's weak reference goes to the child's detach.
             register::mark_drained(child);
         }
         if !pinned {
             // Being dropped: no user code, the payload goes with the last strong
             // reference, never with a weak one. (If closed above, nobody can
             // see it: every handle and child is gone.)
-            child.dec_weak();
+            if merge {
+                child.dec_weak();
+            }
             return;
         }
         match closed.unwrap_or_else(|| try_close(child, reason, false)) {

@@ -50,9 +50,15 @@ pub(crate) unsafe fn drop_node(node: NodeRef, panic: &mut Panic) {
 #[inline]
 unsafe fn drop_one(current: NodeRef, panic: &mut Panic) -> Option<NodeRef> {
     let header = current.header();
-    if header.vtable.kind.is_cancelable() {
-        super::register::detach(current);
-    }
+    // The slot's weak reference, if the detach took it back, goes with the
+    // strong references' own below (one RMW, or none).
+    let slot = match header.vtable.kind {
+        Kind::Merge => {
+            super::register::detach(current);
+            false
+        }
+        kind => kind.is_cancelable() && super::register::detach_owing(current),
+    };
     // The parent link, taken out before the payload goes.
     let parent = header.parent;
     // SAFETY: the strong count is zero: the payload is ours to drop, once.
@@ -62,8 +68,8 @@ unsafe fn drop_one(current: NodeRef, panic: &mut Panic) -> Option<NodeRef> {
         (header.vtable.drop_payload)(current.as_non_null())
     });
     // SAFETY: the strong count is zero, the payload dropped, and the strong
-    // references' weak one is ours now.
-    unsafe { current.release_last_strongs_weak() };
+    // references' weak one is ours now (and the slot's, if `slot`).
+    unsafe { current.release_last_weaks(slot) };
     parent
         .real()
         .filter(|parent| parent.release_strong_is_last())

@@ -594,26 +594,38 @@ impl NodeRef {
     }
 
     /// Releases the weak reference that all strong ones held together, after the
-    /// last strong one went and the payload was dropped: the last weak frees the
+    /// last strong one went and the payload was dropped, and with it, if `slot`,
+    /// the weak reference of the node's slot in its parent's set, which its
+    /// detach took back (`register::detach_owing`): one read-modify-write at
+    /// most, none if no other weak reference is left. The last weak frees the
     /// memory.
     ///
     /// # Safety
     ///
     /// The strong count must be zero and the payload dropped, and the caller must
-    /// own the strong references' weak one.
-    pub(crate) unsafe fn release_last_strongs_weak(self) {
-        // Acquire: if ours is the only weak reference left, every other holder
+    /// own the strong references' weak one (and the slot's, if `slot`).
+    pub(crate) unsafe fn release_last_weaks(self, slot: bool) {
+        let ours = if slot { 2 * WEAK } else { WEAK };
+        // Acquire: if ours are the only weak references left, every other holder
         // released theirs with a Release RMW that this load reads from (or that
         // precedes one it reads from), so their uses happen-before the free. With
         // no strong reference and no other weak one, nobody can make a new one:
         // the memory is ours, and the decrement can be skipped.
-        if self.header().counts.load(Ordering::Acquire) == WEAK {
+        let counts = &self.header().counts;
+        if counts.load(Ordering::Acquire) == ours {
             // SAFETY: as in `dec_weak`: the payload is dropped, nobody else can
             // reach the node.
             unsafe { (self.header().vtable.dealloc)(self.0) };
             return;
         }
-        self.dec_weak();
+        // Release/Acquire: as in `dec_weak`. The strong count is zero and stays
+        // so (an upgrade fails on it), so the word is the weak count alone.
+        if counts.fetch_sub(ours, Ordering::Release) != ours {
+            return;
+        }
+        crate::sync::acquire_after_last_release(counts);
+        // SAFETY: as above.
+        unsafe { (self.header().vtable.dealloc)(self.0) };
     }
 
     /// Turns a weak reference into an additional strong one, unless the node is
@@ -650,6 +662,15 @@ impl NodeRef {
     #[cfg(all(test, ctx_loom))]
     pub(crate) fn weak_count(self) -> usize {
         (self.header().counts.load(Ordering::Relaxed) >> 32) as usize
+    }
+
+    /// Whether a walk drained this node's entry and left the slot's weak
+    /// reference to a detach that has not run yet (for the loom models).
+    #[cfg(all(test, ctx_loom))]
+    pub(crate) fn owes_drained_slot(self) -> bool {
+        self.kind() != Kind::Merge
+            && self.cancel_part().drained.load(Ordering::Relaxed)
+            && self.cancel_part().slot.load(Ordering::Relaxed) != UNREGISTERED
     }
 
     /// The entry pointer that stands for this node in a child set (tag 0).

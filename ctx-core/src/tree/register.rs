@@ -30,6 +30,10 @@
 //! the node's `drained` flag before it returns (`wait_drained`): the walk may
 //! still be closing a plain leaf with the slot's weak reference alone, and the
 //! payload must outlive that. One that finds the flag set skips the removal.
+//! Either way the slot's weak reference is the detach's to release: the walk
+//! left it (`mark_drained`), which spares the walk a read-modify-write per
+//! child and costs the drop none (it frees a node whose only weak references
+//! are its own without one).
 //!
 //! # The index field's ordering
 //!
@@ -74,6 +78,16 @@ impl Entry {
             .map_addr(|a| a | CALLBACK_TAG)
     }
 
+    /// The node an entry stands for, if it is a child's (no reference taken:
+    /// the caller keeps the node alive).
+    pub(crate) fn child_of(raw: *mut ()) -> Option<NodeRef> {
+        if raw.addr() & CALLBACK_TAG != 0 {
+            None
+        } else {
+            NodeRef::from_ptr(raw.cast())
+        }
+    }
+
     /// Takes ownership of an entry's reference.
     ///
     /// # Safety
@@ -96,10 +110,12 @@ pub(crate) fn release_entry(raw: *mut ()) {
     // SAFETY: only called on entries taken out of a set whose owner is being dropped.
     match unsafe { Entry::from_raw(raw) } {
         Entry::Child(child) => {
-            if child.kind() != super::node::Kind::Merge {
+            if child.kind() == super::node::Kind::Merge {
+                child.dec_weak();
+            } else {
+                // Its detach, still to come, releases the reference.
                 mark_drained(child);
             }
-            child.dec_weak();
         }
         Entry::Callback(callback) => drop(callback),
     }
@@ -159,8 +175,19 @@ pub(crate) fn register(carrier: NodeRef, entry: *mut (), index: Option<&AtomicU3
     }
     let back = match index {
         // Whoever swaps the field out owns the removal (a merge node's may be
-        // detached by another parent's walk meanwhile).
-        Some(index) => take_index(index, true).is_some_and(|slot| set.remove(slot, entry)),
+        // detached by another parent's walk meanwhile). A child's entry that the
+        // walk took comes back all the same, once the walk is done with it
+        // (`mark_drained`); a merge node's stays with the walk.
+        Some(index) => take_index(index, true).is_some_and(|slot| {
+            set.remove(slot, entry)
+                || match Entry::child_of(entry) {
+                    Some(child) if child.kind() != super::node::Kind::Merge => {
+                        wait_drained(child);
+                        true
+                    }
+                    _ => false,
+                }
+        }),
         None => set.remove(slot, entry),
     };
     Outcome::Done {
@@ -237,7 +264,8 @@ fn take_index(index: &AtomicU32, shared: bool) -> Option<u32> {
 }
 
 /// Removes a cancelable node from every carrier it is registered with; each slot
-/// that still held it gives back its weak reference.
+/// that still held it (or a walk that drained it: `mark_drained`) gives back its
+/// weak reference.
 #[inline]
 pub(crate) fn detach(node: NodeRef) {
     if node.kind() != super::node::Kind::Merge {
@@ -254,8 +282,9 @@ pub(crate) fn detach(node: NodeRef) {
 }
 
 /// [`detach`] for a node with one parent (not a merge node), except that the
-/// slot's weak reference, if the removal took it back, is owed to the caller
-/// (true) instead of released.
+/// slot's weak reference, if this detach took it back (by its removal, or from
+/// the walk that drained the entry), is owed to the caller (true) instead of
+/// released.
 #[inline]
 pub(crate) fn detach_owing(node: NodeRef) -> bool {
     debug_assert_ne!(node.kind(), super::node::Kind::Merge);
@@ -266,17 +295,16 @@ pub(crate) fn detach_owing(node: NodeRef) -> bool {
     };
     // Acquire: pairs with the walk's Release (see `wait_drained`).
     if part.drained.load(Ordering::Acquire) {
-        // The parent's walk took the entry and is done with the node: a removal
-        // could only fail.
-        return false;
+        // The parent's walk took the entry, is done with the node, and left the
+        // slot's weak reference to us: a removal could only fail.
+        return true;
     }
     let carrier = node.header().parent.real().and_then(NodeRef::carrier);
     let carrier = carrier.expect("registered without a parent");
-    if carrier.cancel_part().children.remove(slot, node.as_entry()) {
-        return true;
+    if !carrier.cancel_part().children.remove(slot, node.as_entry()) {
+        wait_drained(node);
     }
-    wait_drained(node);
-    false
+    true
 }
 
 /// A (non-merge) node whose entry its parent's walk took out of the set waits
@@ -300,11 +328,16 @@ fn wait_drained(node: NodeRef) {
     }
 }
 
-/// The walk that took `node`'s entry out of its parent's set is done with it
-/// (see [`wait_drained`]). Merge nodes are walked only under a reference of the
-/// walk's own and never wait.
+/// The walk (or the set's drop) that took `node`'s entry out of its parent's
+/// set is done with it (see [`wait_drained`]), and hands the slot's weak
+/// reference over to the node's detach, which releases it with its own (a
+/// drop frees the node without a read-modify-write when no other weak
+/// reference is left). Not for merge nodes: they are walked only under a
+/// reference of the walk's own, never wait, and their entries' weak references
+/// go back at once.
 #[inline]
 pub(crate) fn mark_drained(node: NodeRef) {
+    debug_assert_ne!(node.kind(), super::node::Kind::Merge);
     // Release: the walk's accesses of the node happen before a waiting detach
     // goes on (and drops the payload).
     node.cancel_part().drained.store(true, Ordering::Release);

@@ -16,7 +16,7 @@
 //! can hold back or stop the timer backend.
 
 use super::callback::Callback;
-use super::node::NodeRef;
+use super::node::{Kind, NodeRef};
 use super::state::Reason;
 use crate::sync::Arc;
 use crate::timer::TimerKey;
@@ -110,11 +110,18 @@ impl Work {
         }
     }
 
-    /// Releases what a walk holds on a node it reached through a slot: a strong
-    /// reference and the slot's weak one, in one read-modify-write. A last
-    /// strong reference is dropped later, as by [`release`](Self::release).
+    /// Releases what a walk holds on a node it reached through a slot: its
+    /// strong reference, and for a merge node the slot's weak one too, in one
+    /// read-modify-write (any other node's goes to its detach: see
+    /// `register::mark_drained`). A last strong reference is dropped later, as
+    /// by [`release`](Self::release).
     pub(crate) fn release_reached(&mut self, node: NodeRef) {
-        if node.release_strong_and_weak_is_last() {
+        let last = if node.kind() == Kind::Merge {
+            node.release_strong_and_weak_is_last()
+        } else {
+            node.release_strong_is_last()
+        };
+        if last {
             self.drops.push(node);
         }
     }
