@@ -138,13 +138,14 @@ pub const IMPLEMENTATIONS: &[Implementation] = &[
                          of the parent see it)",
             },
             Count {
-                rmws: 3,
+                rmws: 2,
                 shared_lines: 2,
                 detail: "the slot's swap (in the creating thread's shard, which its removers \
-                         write); on the child's node line: the close CAS and the slot's weak \
-                         −1 (a plain leaf with no waiter is closed under the slot's weak \
-                         reference alone; one with waiters, a timer or children adds an \
-                         upgrade CAS, its strong −1 going with the weak −1)",
+                         write) and the close CAS on the child's node line: a plain leaf with \
+                         no waiter is closed under the slot's weak reference alone, and that \
+                         reference goes to the child's own drop, which releases it with its \
+                         other weak one (no extra RMW). One with waiters, a timer or children \
+                         adds an upgrade CAS and its strong −1",
             },
             Count {
                 rmws: 0,
