@@ -30,7 +30,9 @@
 //! 3. A child holds a strong reference on each parent, so a carrier outlives every
 //!    registration in its set, and a set outlives every index handed out from it.
 //! 4. Whoever empties a slot (a walk's drain, a remover's CAS) owns the entry's
-//!    reference and releases it exactly once.
+//!    reference and releases it exactly once; a walk that drained a (non-merge)
+//!    child hands it to the child's detach instead (`register::mark_drained`),
+//!    which releases it with the node's own.
 //! 5. Exactly one thread walks a done node's subtree: the one whose close won, or
 //!    the one that cleared `UNCLAIMED` after a read closed it ([`cancel`]).
 //! 6. `COMPLETE` is set on a node with registrations only after every node below
@@ -64,7 +66,7 @@
 //! | `ChildSet` slots, the inline slot | insert's store (inline: CAS), remove's CAS, drain's swap | `SeqCst` / `AcqRel` | each other (`child_set`) |
 //! | the set pointer in `Children`, shard pointers, segment pointers | the first insert's CAS (`install`, `ensure_segment`) | `SeqCst` | the canceler's `SeqCst` loads |
 //! | slot index fields | registrant's store, detacher's swap | `Release` / `AcqRel` | each other (`register`) |
-//! | `CancelPart::drained` | the walk that drained the node's entry, once done with it | `Release` store | a detacher's `Acquire` load (`register::wait_drained`) |
+//! | `CancelPart::drained` | the walk that drained the node's entry, once done with it (it also hands the slot's weak reference over) | `Release` store | a detacher's `Acquire` load (`register::wait_drained`) |
 //! | the waker slot's word (`Waiters`) | claim (CAS), owner's register/release, notifier's `fetch_or` | `AcqRel` | each other, `AtomicWaker`-style (`wait`) |
 //! | `Header::counts` (strong and weak in one word) | clone, drop, upgrade | as `Arc` | as `Arc` |
 //! | `Callback::state` | claims | `AcqRel` CAS | each other (`callback`) |

@@ -8,7 +8,8 @@
 //! Reference counting follows `Arc`: `strong` counts handles ([`Context`],
 //! [`CancelFunc`], children through their `parent` link, running cancels); `weak`
 //! counts one for all strong references together plus one per registration in a
-//! parent's child set plus one per armed timer [`Expiry`]. The payload is dropped
+//! parent's child set (still held by a node whose entry a walk drained, until
+//! its detach) plus one per armed timer [`Expiry`]. The payload is dropped
 //! when `strong` reaches zero and the memory freed when `weak` does.
 //!
 //! [`Context`]: crate::Context
@@ -108,8 +109,9 @@ pub(crate) struct CancelPart {
     /// readers look for it, walking up (see [`NodeRef::deadline_node`]).
     pub(crate) has_deadline: bool,
     /// Set once the parent's walk, which took this node's entry out of the
-    /// parent's set, is done with the node: a detach that finds its entry gone
-    /// waits for it (`register::detach_owing`). Unused by merge nodes. (In the
+    /// parent's set, is done with the node; the slot's weak reference is then
+    /// the node's detach's to release. A detach that finds its entry gone waits
+    /// for it (`register::detach_owing`). Unused by merge nodes. (In the
     /// padding before `slot`: it costs no size.)
     pub(crate) drained: AtomicBool,
     /// Our index in the parent carrier's child set, or [`UNREGISTERED`].
