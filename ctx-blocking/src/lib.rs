@@ -44,15 +44,15 @@
 //! |---|---|
 //! | [`background`], [`StdTimer`] | the root context, and the timer thread behind its deadlines |
 //! | [`Context::wait`], [`Context::wait_timeout`], [`Context::wait_until`] | block until a context is done (or time runs out): ctx-core's methods, for any thread |
-//! | [`sleep`], [`sleep_until`] | sleeps that end early, with the context's error |
-//! | [`scope`], [`scope_with_limit`], [`Group`], [`PanicError`] | scoped threads: first error cancels the rest |
+//! | [`sleep`](fn@sleep), [`sleep_until`] | sleeps that end early, with the context's error |
+//! | [`scope`](fn@scope), [`scope_with_limit`], [`Group`], [`PanicError`] | scoped threads: first error cancels the rest |
 //! | [`signal_context`], [`SignalStop`], [`SignalOptions`], [`SignalError`] | Go's `signal.NotifyContext`, with the signal as cause; the one watcher every adapter uses |
 //!
 //! # Where deadlines fire
 //!
 //! Deadlines fire on ctx-core's timer thread ([`StdTimer`]: one thread per
 //! process, named `ctx-timer`, started with the first deadline), never on a thread
-//! that waits: [`Context::wait`] and [`sleep`] only park until the context is done. Firing
+//! that waits: [`Context::wait`] and [`sleep`](fn@sleep) only park until the context is done. Firing
 //! runs no user code there: the context's [`after_func`](Context::after_func)
 //! callbacks, and the `Drop`s of contexts the expiry released last, run on
 //! ctx-core's runner threads (`ctx-runner`), so one callback that blocks never

@@ -51,7 +51,7 @@ pub use ctx_core::PanicError;
 ///   already done, and should return at once. (The same rule holds in every
 ///   adapter's group.)
 /// * Threads are not interrupted; each should return once its context is done
-///   (check [`Context::err`], or block in [`sleep`](crate::sleep) or
+///   (check [`Context::err`], or block in [`sleep`](fn@crate::sleep) or
 ///   [`wait_timeout`](crate::wait_timeout)), as in Go.
 /// * **A panicking thread is caught and reported as an error**, a
 ///   [`PanicError`], so it cancels its siblings like any other failure and

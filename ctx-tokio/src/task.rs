@@ -326,7 +326,7 @@ where
 }
 
 /// The machinery of [`with_cancel_on`]: the user's [`CancelFunc`] cancels an outer
-/// node; the watcher holds the [`CancelCauseFunc`] of the inner one, which it
+/// node; the watcher holds the [`CancelCauseFunc`](ctx_core::CancelCauseFunc) of the inner one, which it
 /// cancels with the cause `fut` yields.
 ///
 /// Two nodes, because a plain `CancelFunc` cannot be made for a node created with

@@ -157,7 +157,7 @@ use tokio::time::Sleep;
 ///
 /// A runtime that shuts down drops its tasks, the driver among them. The driver's
 /// drop hands every timer still armed to ctx-core's process-wide
-/// [`StdTimer`](ctx_core::StdTimer), and so do later `arm` calls: deadlines keep
+/// [`StdTimer`], and so do later `arm` calls: deadlines keep
 /// firing, on the system clock, and `disarm` is forwarded. [`now`](Timer::now)
 /// keeps reading the runtime's clock, so deadlines stay exact for `err()`; a
 /// runtime whose clock was paused (tests only) keeps its frozen clock, while the
@@ -166,7 +166,7 @@ pub struct TokioTimer {
     shared: Arc<Shared>,
 }
 
-/// Returned by [`TokioTimer::try_current`] and [`try_background`](crate::try_background)
+/// Returned by [`TokioTimer::try_current`] and [`try_background`]
 /// when called outside a tokio runtime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NoRuntime;

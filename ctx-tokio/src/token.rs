@@ -6,7 +6,7 @@
 //!   canceled inline by whoever cancels the context. Dropping the guard takes the
 //!   registration back, so a long-lived context does not collect one per call.
 //! * [`from_token`]: a context canceled when a token is, through
-//!   [`with_cancel_cause_on`](crate::with_cancel_cause_on) (one watching task).
+//!   [`with_cancel_cause_on`] (one watching task).
 
 use crate::task::with_cancel_cause_on;
 use ctx_core::{AfterFunc, CancelFunc, Context};

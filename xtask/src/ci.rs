@@ -67,11 +67,20 @@ pub(crate) fn run_ci(tier: Tier) -> Result {
         run(&mut cmd)
     })?;
     section("doc", || {
-        let mut cmd = cargo();
-        cmd.args(["doc", "--workspace", "--no-deps", "--all-features"]);
-        set_rustflags(&mut cmd, DENY_WARNINGS);
-        set_rustdocflags(&mut cmd, DENY_WARNINGS);
-        run(&mut cmd)
+        // The public docs, then the private items too: the module docs of the
+        // protocols are written for the next maintainer, and their links must
+        // hold as well.
+        for private in [false, true] {
+            let mut cmd = cargo();
+            cmd.args(["doc", "--workspace", "--no-deps", "--all-features"]);
+            if private {
+                cmd.arg("--document-private-items");
+            }
+            set_rustflags(&mut cmd, DENY_WARNINGS);
+            set_rustdocflags(&mut cmd, DENY_WARNINGS);
+            run(&mut cmd)?;
+        }
+        Ok(())
     })?;
     // Each publishable crate as crates.io will ship it: packaged, unpacked outside the
     // workspace, its tests and doctests run there (a section per step).

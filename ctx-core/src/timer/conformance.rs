@@ -452,7 +452,7 @@ pub fn lives_as_long_as_its_contexts<T: Timer>(harness: &Harness<T>) {
 
 /// Generates one `#[test]` per check of
 /// [`timer::conformance`](crate::timer::conformance), for the
-/// [`Harness`](crate::timer::conformance::Harness) the expression makes (it is
+/// [`Harness`] the expression makes (it is
 /// evaluated afresh in each test). Invoke it once per module.
 ///
 /// Available with the `test-util` feature.

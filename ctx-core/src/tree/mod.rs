@@ -12,9 +12,9 @@
 //! | [`state`] | the state word: live/done, reason, `WAITERS`/`UNCLAIMED`/`COMPLETE` |
 //! | [`child_set`] | the inline slot, then slots, segments, free stack; the insert/drain Dekker pair |
 //! | [`register`] | the one registration routine (insert → re-check → take back) for children, callbacks and merge parents; detaching |
-//! | [`cancel`] | closing, the subtree walk, and what a returned cancel guarantees |
+//! | [`cancel`](mod@cancel) | closing, the subtree walk, and what a returned cancel guarantees |
 //! | [`work`] | the user code a cancel sets free, run after the walk |
-//! | [`drop`] | iterative drop over every kind of link |
+//! | [`drop`](mod@drop) | iterative drop over every kind of link |
 //! | [`callback`] | `after_func`'s stop-versus-fire state machine |
 //! | [`deadline`] | arming and disarming timers; the exact-deadline read |
 //! | [`merge`] | registering a node with several parents |
@@ -34,7 +34,7 @@
 //!    child hands it to the child's detach instead (`register::mark_drained`),
 //!    which releases it with the node's own.
 //! 5. Exactly one thread walks a done node's subtree: the one whose close won, or
-//!    the one that cleared `UNCLAIMED` after a read closed it ([`cancel`]).
+//!    the one that cleared `UNCLAIMED` after a read closed it ([`cancel`](mod@cancel)).
 //! 6. `COMPLETE` is set on a node with registrations only after every node below
 //!    it is done; a node that never had one (`HAS_SET` unset) is complete at its
 //!    close, and one whose registrations are all gone (no entry, no set) right
@@ -56,7 +56,7 @@
 //! 11. A node's payload outlives every access to it: a walk touches a reached
 //!     child's payload under a strong reference, except for a plain leaf's
 //!     close, which its detach (before any payload drop) waits out through the
-//!     `drained` flag ([`cancel`], [`register`]).
+//!     `drained` flag ([`cancel`](mod@cancel), [`register`]).
 //!
 //! # Synchronization
 //!

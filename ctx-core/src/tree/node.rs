@@ -83,7 +83,7 @@ pub(crate) struct VTable {
 pub(crate) struct Header {
     /// The strong count (low 32 bits) and the weak count (high 32 bits), in one
     /// word so that a walk can give back a strong and a weak reference in one
-    /// read-modify-write ([`NodeRef::release_strong_and_weak`]).
+    /// read-modify-write ([`NodeRef::release_strong_and_weak_is_last`]).
     counts: AtomicU64,
     pub(crate) vtable: &'static VTable,
     /// The parent this node was derived from: a strong reference owned by the node,

@@ -140,7 +140,8 @@ impl Reason {
         unsafe { &*self.0 }
     }
 
-    /// The word to store; the reference stays owned by `self` until [`Reason::into_word`].
+    /// The word to store; the reference stays owned by `self` (a word that is
+    /// stored takes a reference of its own: `try_close` forgets a clone).
     pub(crate) fn word(&self) -> Word {
         self.0
     }
