@@ -6,8 +6,9 @@
 //! - in ctx-core, only the `sync` module uses the standard atomics directly,
 //!   so that the loom build can swap them out in one place;
 //! - in ctx-core, memory orderings and fences appear only in the places that own
-//!   a lock-free protocol: `tree/` (which holds the child set), `sync.rs` and the
-//!   built-in timer's thread; the public files are facades;
+//!   a lock-free protocol (`PROTOCOL_HOMES`: `tree/`, which holds the child set,
+//!   `sync.rs`, the built-in timer's thread and shards, `fork.rs`, and the tests
+//!   that model them); the public files are facades;
 //! - the quickstart example in `README.md` is identical to
 //!   `ctx-core/examples/quickstart.rs`, which is compiled and run by the tests;
 //! - each adapter's example in `README.md` (between the adapters markers, under
@@ -203,6 +204,74 @@ fn is_comment(line: &str) -> bool {
     line.trim_start().starts_with("//")
 }
 
+/// The lines strictly between the marker lines `open` and `close` (as 0-based
+/// indices `(open, close)` of the markers), or `None`: with a note if neither
+/// marker is there (`what` names the check), a violation if only one is, or
+/// they are out of order.
+fn marker_pair(
+    lines: &[&str],
+    open: &str,
+    close: &str,
+    what: &str,
+    report: &mut Report,
+) -> Option<(usize, usize)> {
+    let start = lines.iter().position(|l| l.trim() == open);
+    let end = lines.iter().position(|l| l.trim() == close);
+    match (start, end) {
+        (None, None) => {
+            println!("note: README.md has no {what} markers; skipping the {what} check.");
+            None
+        }
+        (Some(start), Some(end)) if start < end => Some((start, end)),
+        (Some(line), _) | (None, Some(line)) => {
+            report.add(
+                "README.md",
+                line + 1,
+                format!("the {what} needs both `{open}` and `{close}`, in that order"),
+            );
+            None
+        }
+    }
+}
+
+/// Reports the first line where the README's copy (`ours`, numbered README
+/// lines; `end` the README line after it) differs from the file it must match
+/// (`theirs`, numbered lines of `path`). Once the two are out of step every
+/// later line differs, so one report is enough.
+fn compare_copy(
+    what: &str,
+    ours: &[(usize, &str)],
+    end: usize,
+    path: &str,
+    theirs: &[(usize, &str)],
+    report: &mut Report,
+) {
+    for position in 0..ours.len().max(theirs.len()) {
+        match (ours.get(position), theirs.get(position)) {
+            (Some((_, a)), Some((_, b))) if a == b => continue,
+            (Some((line, a)), Some((their_line, b))) => report.add(
+                "README.md",
+                *line,
+                format!(
+                    "{what} differs from {path}:{their_line}: README has `{a}`, {path} has `{b}`"
+                ),
+            ),
+            (None, Some((their_line, _))) => report.add(
+                "README.md",
+                end,
+                format!("{what} ends early; {path} continues at line {their_line}"),
+            ),
+            (Some((line, _)), None) => report.add(
+                "README.md",
+                *line,
+                format!("{what} has more lines than {path}"),
+            ),
+            (None, None) => unreachable!("the loop stops at the longer of the two"),
+        }
+        return;
+    }
+}
+
 /// The README quickstart block must match the quickstart example, which the tests compile.
 fn check_readme_quickstart(root: &Path, report: &mut Report) {
     let Ok(readme) = fs::read_to_string(root.join("README.md")) else {
@@ -210,24 +279,14 @@ fn check_readme_quickstart(root: &Path, report: &mut Report) {
         return;
     };
     let readme_lines: Vec<&str> = readme.lines().collect();
-    let start = readme_lines
-        .iter()
-        .position(|l| l.trim() == QUICKSTART_START);
-    let end = readme_lines.iter().position(|l| l.trim() == QUICKSTART_END);
-    let (start, end) = match (start, end) {
-        (None, None) => {
-            println!("note: README.md has no quickstart markers; skipping the quickstart check.");
-            return;
-        }
-        (Some(start), Some(end)) if start < end => (start, end),
-        (Some(line), _) | (None, Some(line)) => {
-            report.add(
-                "README.md",
-                line + 1,
-                format!("the quickstart needs both `{QUICKSTART_START}` and `{QUICKSTART_END}`, in that order"),
-            );
-            return;
-        }
+    let Some((start, end)) = marker_pair(
+        &readme_lines,
+        QUICKSTART_START,
+        QUICKSTART_END,
+        "quickstart",
+        report,
+    ) else {
+        return;
     };
 
     let block = &readme_lines[start + 1..end];
@@ -263,35 +322,14 @@ fn check_readme_quickstart(root: &Path, report: &mut Report) {
             .map(|(index, line)| (index + 1, line))
             .filter(|(_, line)| !line.trim_start().starts_with("//!")),
     );
-
-    for position in 0..readme_code.len().max(example_code.len()) {
-        match (readme_code.get(position), example_code.get(position)) {
-            (Some((_, ours)), Some((_, theirs))) if ours == theirs => continue,
-            (Some((line, ours)), Some((example_line, theirs))) => report.add(
-                "README.md",
-                *line,
-                format!(
-                    "quickstart differs from {QUICKSTART_FILE}:{example_line}: \
-                     README has `{ours}`, the example has `{theirs}`"
-                ),
-            ),
-            (None, Some((example_line, _))) => report.add(
-                "README.md",
-                end + 1,
-                format!(
-                    "quickstart ends early; {QUICKSTART_FILE} continues at line {example_line}"
-                ),
-            ),
-            (Some((line, _)), None) => report.add(
-                "README.md",
-                *line,
-                format!("quickstart has more lines than {QUICKSTART_FILE}"),
-            ),
-            (None, None) => unreachable!("the loop stops at the longer of the two"),
-        }
-        // Once the two are out of step every later line differs, so one report is enough.
-        return;
-    }
+    compare_copy(
+        "quickstart",
+        &readme_code,
+        end + 1,
+        QUICKSTART_FILE,
+        &example_code,
+        report,
+    );
 }
 
 /// The marker lines around the adapters' examples in `README.md`.
@@ -305,14 +343,23 @@ fn check_readme_adapters(root: &Path, report: &mut Report) {
     let Ok(readme) = fs::read_to_string(root.join("README.md")) else {
         return;
     };
+    check_adapters_in(
+        &readme,
+        |path| fs::read_to_string(root.join(path)).ok(),
+        report,
+    );
+}
+
+/// [`check_readme_adapters`] on the README's text, with `read` giving a
+/// workspace file's text (`None` if it does not exist).
+fn check_adapters_in(readme: &str, read: impl Fn(&str) -> Option<String>, report: &mut Report) {
     let lines: Vec<&str> = readme.lines().collect();
-    let (Some(start), Some(end)) = (
-        lines.iter().position(|l| l.trim() == ADAPTERS_START),
-        lines.iter().position(|l| l.trim() == ADAPTERS_END),
-    ) else {
+    let Some((start, end)) = marker_pair(&lines, ADAPTERS_START, ADAPTERS_END, "adapters", report)
+    else {
         return;
     };
     let mut crate_name = None;
+    let mut compared = 0;
     let mut line = start + 1;
     while line < end {
         let text = lines[line].trim();
@@ -323,65 +370,66 @@ fn check_readme_adapters(root: &Path, report: &mut Report) {
             let close = (first..end)
                 .find(|&i| lines[i].trim() == "```")
                 .unwrap_or(end);
-            if let Some(name) = crate_name.take() {
-                let ours = normalize((first..close).map(|i| (i + 1, lines[i])));
-                compare_with_crate_example(root, &name, first, &ours, report);
+            let Some(name) = crate_name.take() else {
+                report.add(
+                    "README.md",
+                    line + 1,
+                    "an adapter example needs its crate's `### name` heading above it",
+                );
+                return;
+            };
+            let path = format!("{name}/src/lib.rs");
+            let ours = normalize((first..close).map(|i| (i + 1, lines[i])));
+            match read(&path) {
+                Some(lib) => {
+                    let theirs = first_doc_example(&lib);
+                    if theirs.is_empty() {
+                        report.add(
+                            "README.md",
+                            first,
+                            format!("{path} has no Rust doc example"),
+                        );
+                    } else {
+                        compare_copy("the example", &ours, close + 1, &path, &theirs, report);
+                    }
+                }
+                None => report.add("README.md", first, format!("{path} does not exist")),
             }
+            compared += 1;
             line = close;
         }
         line += 1;
     }
+    if compared == 0 {
+        report.add(
+            "README.md",
+            start + 1,
+            "no adapter example between the adapters markers",
+        );
+    }
 }
 
-/// Compares a README block (`ours`, starting at README line `first`) with the
-/// first fenced example in `crate_name/src/lib.rs`'s `//!` docs.
-fn compare_with_crate_example(
-    root: &Path,
-    crate_name: &str,
-    first: usize,
-    ours: &[(usize, &str)],
-    report: &mut Report,
-) {
-    let path = format!("{crate_name}/src/lib.rs");
-    let Ok(lib) = fs::read_to_string(root.join(&path)) else {
-        report.add("README.md", first, format!("{path} does not exist"));
-        return;
-    };
+/// The first fenced Rust example of a file's leading `//!` docs (numbered
+/// lines, trimmed), or nothing.
+fn first_doc_example(lib: &str) -> Vec<(usize, &str)> {
     let docs: Vec<(usize, &str)> = lib
         .lines()
         .enumerate()
-        .map_while(|(i, l)| {
-            let l = l.trim_start();
-            let doc = l.strip_prefix("//!")?;
-            Some((i + 1, doc.strip_prefix(' ').unwrap_or(doc)))
-        })
+        .map_while(|(i, l)| Some((i + 1, l.trim_start().strip_prefix("//!")?)))
         .collect();
-    let Some(open) = docs.iter().position(|(_, l)| l.trim().starts_with("```")) else {
-        report.add("README.md", first, format!("{path} has no doc example"));
-        return;
+    let is_rust_fence = |l: &str| {
+        let l = l.trim();
+        let info = l.trim_start_matches('`');
+        l.starts_with("```") && (info.is_empty() || info.starts_with("rust"))
+    };
+    let Some(open) = docs.iter().position(|(_, l)| is_rust_fence(l)) else {
+        return Vec::new();
     };
     let close = docs[open + 1..]
         .iter()
         .position(|(_, l)| l.trim() == "```")
         .map_or(docs.len(), |at| open + 1 + at);
-    let theirs = normalize(docs[open + 1..close].iter().copied());
-    for position in 0..ours.len().max(theirs.len()) {
-        let (readme_line, lib_line) = (
-            ours.get(position).map_or(first, |(n, _)| *n),
-            theirs.get(position).map_or(0, |(n, _)| *n),
-        );
-        if ours.get(position).map(|(_, l)| l) != theirs.get(position).map(|(_, l)| l) {
-            report.add(
-                "README.md",
-                readme_line,
-                format!(
-                    "the {crate_name} example differs from its crate's doc example \
-                     ({path}:{lib_line})"
-                ),
-            );
-            return;
-        }
-    }
+    normalize(docs[open + 1..close].iter().copied())
 }
 
 /// Trims every line and drops the blank lines at the start and the end.
@@ -403,7 +451,10 @@ pub(crate) fn cli(args: &[String]) -> Result {
 
 #[cfg(test)]
 mod tests {
-    use super::{Report, check_atomics, check_module_doc, check_protocol_home, normalize};
+    use super::{
+        ADAPTERS_END, ADAPTERS_START, Report, check_adapters_in, check_atomics, check_module_doc,
+        check_protocol_home, normalize,
+    };
 
     fn messages(report: &Report) -> Vec<String> {
         report.violations.iter().map(ToString::to_string).collect()
@@ -449,5 +500,49 @@ mod tests {
         let lines = ["", "  fn main() {", "", "}  ", "", ""];
         let normalized = normalize(lines.iter().enumerate().map(|(i, l)| (i + 1, *l)));
         assert_eq!(normalized, [(2, "fn main() {"), (3, ""), (4, "}")]);
+    }
+
+    /// A README with one adapter block for crate `a`, and `a`'s lib.rs.
+    fn adapters(block: &str, lib: &str) -> Vec<String> {
+        let readme =
+            format!("x\n{ADAPTERS_START}\n### a\n\n```rust,ignore\n{block}```\n{ADAPTERS_END}\n");
+        let mut report = Report::default();
+        let lib = lib.to_owned();
+        check_adapters_in(
+            &readme,
+            |path| (path == "a/src/lib.rs").then(|| lib.clone()),
+            &mut report,
+        );
+        messages(&report)
+    }
+
+    #[test]
+    fn an_adapter_example_must_equal_its_crates_first_doc_example() {
+        let lib = "//! Docs.\n//!\n//! ```\n//! let x = 1;\n//! assert_eq!(x, 1);\n//! ```\n";
+        assert!(adapters("let x = 1;\nassert_eq!(x, 1);\n", lib).is_empty());
+        let differs = adapters("let x = 2;\nassert_eq!(x, 1);\n", lib);
+        assert!(differs[0].contains("a/src/lib.rs:4"), "{differs:?}");
+        let short = adapters("let x = 1;\n", lib);
+        assert!(short[0].contains("ends early"), "{short:?}");
+        // A text block is not the example.
+        let text = "//! ```text\n//! let x = 1;\n//! ```\n";
+        assert!(adapters("let x = 1;\n", text)[0].contains("no Rust doc example"));
+        assert!(adapters("let x = 1;\n", "fn main() {}\n")[0].contains("no Rust doc example"));
+    }
+
+    #[test]
+    fn adapter_markers_and_headings_are_required() {
+        let mut report = Report::default();
+        let only_end = format!("{ADAPTERS_END}\n");
+        check_adapters_in(&only_end, |_| None, &mut report);
+        assert!(messages(&report)[0].contains("in that order"));
+        let mut report = Report::default();
+        let empty = format!("{ADAPTERS_START}\n{ADAPTERS_END}\n");
+        check_adapters_in(&empty, |_| None, &mut report);
+        assert!(messages(&report)[0].contains("no adapter example"));
+        let mut report = Report::default();
+        let headless = format!("{ADAPTERS_START}\n```rust\nx\n```\n{ADAPTERS_END}\n");
+        check_adapters_in(&headless, |_| None, &mut report);
+        assert!(messages(&report)[0].contains("heading"));
     }
 }

@@ -86,7 +86,13 @@ fn main() {
             std::process::exit(1);
         }
     }
-    // The README's table comes from the same run.
+    // The README's table comes from the same run, if it is one to quote.
+    if run_mode() != "full" {
+        println!(
+            "report: README.md's table left as it is (only a full `cargo xtask bench` run writes it)"
+        );
+        return;
+    }
     let readme = root.join("README.md");
     let written = fs::read_to_string(&readme)
         .map_err(|err| err.to_string())
@@ -729,11 +735,7 @@ impl Report<'_> {
             }
             _ => "unknown",
         };
-        let times: Vec<SystemTime> = self.results.values().filter_map(|m| m.modified).collect();
-        let window = match (times.iter().min(), times.iter().max()) {
-            (Some(first), Some(last)) => format!("{} to {}", utc(*first), utc(*last)),
-            _ => "none found".into(),
-        };
+        let window = self.results_window();
         let _ = writeln!(out, "## Machine and provenance\n");
         let _ = writeln!(out, "| | |\n|---|---|");
         let rows = [
@@ -822,14 +824,10 @@ impl Report<'_> {
             out,
             "| bytes per level of a 1,000,000-deep chain | {chain} | — | — |"
         );
-        let mode = match run_mode().as_str() {
-            "" => "unknown".to_owned(),
-            mode => mode.to_owned(),
-        };
         let _ = writeln!(
             out,
-            "\nFrom the report of {} ({mode} run; {}, {} cores; Go: {}).",
-            utc(SystemTime::now()),
+            "\nFrom a full `cargo xtask bench` run: criterion results of {}; {}, {} cores; Go: {}.",
+            self.results_window(),
             cpu_model(),
             core_count(),
             // The provenance without the command line BENCHMARKS.md shows.
@@ -840,6 +838,15 @@ impl Report<'_> {
                 .unwrap_or(&self.go.provenance)
         );
         out
+    }
+
+    /// When the criterion results were written: first to last.
+    fn results_window(&self) -> String {
+        let times: Vec<SystemTime> = self.results.values().filter_map(|m| m.modified).collect();
+        match (times.iter().min(), times.iter().max()) {
+            (Some(first), Some(last)) => format!("{} to {}", utc(*first), utc(*last)),
+            _ => "none found".into(),
+        }
     }
 
     /// ns of a criterion result.
@@ -1684,6 +1691,43 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every criterion id of the README's table is one the report's own tables
+    /// read too (a renamed benchmark would otherwise show "—" there unseen).
+    #[test]
+    fn the_readme_rows_name_benchmarks_the_report_knows() {
+        let mut known = Vec::new();
+        for h in headlines() {
+            for source in [h.core, h.tokio] {
+                if let Source::Bench(id) = source {
+                    known.push(id);
+                }
+            }
+        }
+        for g in goalposts() {
+            match g.goal {
+                Goal::Faster { core, peer, .. } | Goal::NoSlower { core, peer, .. } => {
+                    known.push(core);
+                    if let Peer::Tokio(id) = peer {
+                        known.push(id);
+                    }
+                }
+                Goal::Scales { one, two, .. } => known.extend([one, two]),
+                Goal::ChildMemory { .. } | Goal::DeepChain { .. } => {}
+            }
+        }
+        // Shown in the README only (the one-thread churn row's peer).
+        known.push("ChildCreateDrop/threads=1/tokio-util");
+        let known_go: Vec<&str> = headlines().iter().filter_map(|h| h.go).collect();
+        for row in readme_rows() {
+            for id in std::iter::once(row.core).chain(row.tokio) {
+                assert!(known.contains(&id), "{id} is in no other table");
+            }
+            if let Some(go) = row.go {
+                assert!(known_go.contains(&go), "Go's {go} is in no other table");
+            }
+        }
+    }
 
     #[test]
     fn dates() {
