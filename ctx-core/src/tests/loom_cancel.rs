@@ -341,3 +341,38 @@ fn loom_cancel_same_node_twice() {
         assert_handles(&ctx, 1);
     });
 }
+
+/// A live child loses its last handles (its cancel function turned into a
+/// `Canceler`, so no cancel runs on the way) while its parent is canceled: the
+/// walk may close it with only the slot's weak reference, while the child's
+/// drop detaches it and waits for `drained` before dropping its payload.
+/// `with_grandchild`: the child once had a child of its own (gone again), so
+/// the walk pins it first and may find it being dropped. Nothing is freed
+/// twice or leaked (the model counts live nodes), and the parent ends empty.
+fn live_child_dropped_vs_parent_cancel(with_grandchild: bool) {
+    model(move || {
+        let (parent, cancel_parent) = Context::background().with_cancel();
+        let (child, cancel_child) = parent.with_cancel();
+        if with_grandchild {
+            drop(child.with_cancel());
+        }
+        let canceler = cancel_child.into_canceler();
+        let t = thread::spawn(move || drop((canceler, child)));
+        cancel_parent.cancel();
+        t.join().unwrap();
+
+        assert!(parent.is_done());
+        assert_eq!(parent.live_children(), 0);
+        assert_handles(&parent, 1);
+    });
+}
+
+#[test]
+fn loom_cancel_live_leaf_dropped_vs_parent_cancel() {
+    live_child_dropped_vs_parent_cancel(false);
+}
+
+#[test]
+fn loom_cancel_live_inner_node_dropped_vs_parent_cancel() {
+    live_child_dropped_vs_parent_cancel(true);
+}
