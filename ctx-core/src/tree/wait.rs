@@ -527,31 +527,67 @@ mod imp {
         /// Notifies every listener, then wakes their tasks' wakers (the first
         /// panic is kept in `panic`).
         pub(crate) fn notify_all(&self, panic: &mut Panic) {
-            // A waker may cancel another context, whose notify nests in this one:
-            // each keeps the collection of the one around it.
-            let outer = COLLECTED.try_with(|c| c.replace(Some(Vec::new())));
-            self.0.notify(usize::MAX);
-            let Ok(outer) = outer else {
+            // The wakers run after the collection ends, so notifies do not nest
+            // in it; keeping the one around it anyway costs nothing.
+            let Ok(outer) = COLLECTED.try_with(|c| c.replace(Some(Vec::new()))) else {
                 // The thread's locals are gone (a notify from a thread-local's
-                // destructor): the relays woke their wakers themselves.
+                // destructor): the relays wake their wakers themselves.
+                self.0.notify(usize::MAX);
+                return;
+            };
+            // Ends the collection even if `notify` unwinds (it runs none of our
+            // wakers, but is not ours): a collection left open would swallow
+            // every later relay wake on this thread.
+            let mut collection = Collection {
+                outer: Some(outer),
+                panic,
+            };
+            self.0.notify(usize::MAX);
+            collection.end();
+        }
+    }
+
+    /// A notify's open collection of wakers (see `notify_all`).
+    struct Collection<'a> {
+        /// The collection around this one, put back at the end.
+        outer: Option<Option<Vec<Waker>>>,
+        panic: &'a mut Panic,
+    }
+
+    impl Collection<'_> {
+        /// Puts the outer collection back and wakes what this one collected,
+        /// each waker guarded.
+        fn end(&mut self) {
+            let Some(outer) = self.outer.take() else {
                 return;
             };
             let collected = COLLECTED.with(|c| c.replace(outer)).unwrap_or_default();
             for waker in collected {
-                work::catch(panic, || waker.wake());
+                work::catch(self.panic, || waker.wake());
             }
         }
     }
 
+    impl Drop for Collection<'_> {
+        fn drop(&mut self) {
+            self.end();
+        }
+    }
+
     impl Relay {
-        /// Keeps `waker` (a clone, unless it wakes the same task already).
+        /// Keeps `waker` (a clone, unless it wakes the same task already). The
+        /// clone and the old waker's drop (executor code) run outside the
+        /// lock, which a notifier takes under event-listener's own.
         fn set(&self, waker: &Waker) {
-            // A waker's `clone` that panicked here poisoned the lock without
-            // changing the waker kept: the poison means nothing.
-            let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-            if !kept.as_ref().is_some_and(|k| k.will_wake(waker)) {
-                *kept = Some(waker.clone());
+            // A poisoned lock means only that an earlier holder unwound; the
+            // value is whole.
+            let lock = || self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if lock().as_ref().is_some_and(|k| k.will_wake(waker)) {
+                return;
             }
+            let fresh = waker.clone();
+            let old = lock().replace(fresh);
+            drop(old);
         }
     }
 

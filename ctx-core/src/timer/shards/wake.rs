@@ -62,7 +62,9 @@ pub fn lower<W: Word>(next: &W, wake_at: &W, at: u64) -> bool {
     // this reads the target it published and wakes it.
     next.store(at, Ordering::SeqCst);
     W::dekker_point();
-    at < wake_at.fetch_min(at, Ordering::SeqCst)
+    // SeqCst: the load half of the pair. A target no later than `at` (or a
+    // wake-up on its way, 0) needs no write: only a later one is lowered.
+    at < wake_at.load(Ordering::SeqCst) && at < wake_at.fetch_min(at, Ordering::SeqCst)
 }
 
 /// The sleeper's side, before it sleeps: publishes `target` (the earliest
