@@ -11,7 +11,8 @@
 //!    stay there, dead, until they surface or a sweep drops them.
 //! 2. `wake_at` is `WAKING`, or `IDLE` with nothing armed, or a time no later than
 //!    every deadline in the shards: whoever makes a deadline earlier than the
-//!    published target visible swaps in `WAKING` (`arm`), and a pass that leaves
+//!    published target visible lowers the target to it and then swaps in
+//!    `WAKING` (`arm`, through `shards::wake::lower`), and a pass that leaves
 //!    work behind stores `WAKING` rather than a target. The backstop thread
 //!    relies on this to know when to look (module `backstop`).
 //! 3. Passes run one at a time (the `pass` lock), by the driver task or the
@@ -516,7 +517,7 @@ impl Timer for TokioTimer {
         // Nothing armed any more while the driver sleeps towards a dead deadline:
         // wake it to drop that sleep, or a paused runtime would auto-advance its
         // clock to it. Only current-thread runtimes can be paused.
-        // SeqCst: see `arm`.
+        // SeqCst: as the sleeper's side of `shards::wake`.
         if shared.guarded && shared.wake_at.load(Ordering::SeqCst) != IDLE && shared.armed() == 0 {
             shared.wake_driver();
         }

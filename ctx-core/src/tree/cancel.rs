@@ -657,8 +657,8 @@ impl Walk {
     }
 
     /// A node this walk owned is complete: flag it (unless its close did), let a
-    /// merge node leave its other parents, and release the walk's references
-    /// (strong, and the slot's weak one, unless it is the root).
+    /// merge node leave its other parents, and release the walk's strong
+    /// reference (and a merge node's slot reference) unless it is the root.
     fn leave(&mut self, node: NodeRef, flag: bool) {
         if flag {
             mark_complete(node);

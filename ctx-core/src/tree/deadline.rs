@@ -87,8 +87,9 @@ pub(crate) fn check(carrier: NodeRef, word: Word) -> Word {
 /// After a read closed `node` (`closed` is the live word it replaced), wakes the
 /// `Done` futures and blocking waits already parked on it, so that they agree
 /// with the read without waiting for the late timer. Wakers are the executors'
-/// code, not the user's; a panicking one is dropped here (the read's answer
-/// stands, and the walk that follows wakes again).
+/// code, not the user's; each runs guarded (`Waiters::notify_all`), and a
+/// panic is dropped here: the read's answer stands, and every other waiter
+/// was woken all the same.
 fn wake_parked(node: NodeRef, closed: Option<Word>) {
     if closed.is_some_and(|word| state::has(word, state::WAITERS)) {
         let mut panic = None;

@@ -49,14 +49,18 @@
 //!    after the walk, never inside it; for a timer's expiry, callbacks and
 //!    `Drop`s run on the runner's threads, never on the timer's ([`work`]). The
 //!    backend's own `disarm` and the waiters' wakers (executor code) run on the
-//!    canceling thread, the timer's included. A panic in any of it never stops
-//!    the cancel: everything is finished, then the first panic is resumed.
+//!    canceling thread, the timer's included; wakers run *during* the walk (when
+//!    their node is reached, after it is marked drained), so a waker that
+//!    cancels a node on the walk's own path would wait for itself. A panic in
+//!    any of it never stops the cancel: everything is finished, then the first
+//!    panic is resumed.
 //! 10. Cancel and drop never recurse on the tree's shape: cancel keeps an explicit
 //!     stack, drop a worklist, for parent links and merge links alike.
 //! 11. A node's payload outlives every access to it: a walk touches a reached
-//!     child's payload under a strong reference, except for a plain leaf's
-//!     close, which its detach (before any payload drop) waits out through the
-//!     `drained` flag ([`cancel`](mod@cancel), [`register`]).
+//!     child's payload under a strong reference, except for the close of a
+//!     non-merge child without a timer (before it is pinned, or instead of it
+//!     for a plain leaf), which its detach (before any payload drop) waits out
+//!     through the `drained` flag ([`cancel`](mod@cancel), [`register`]).
 //!
 //! # Synchronization
 //!

@@ -127,8 +127,9 @@ pub(crate) enum Outcome {
     /// In the set at `slot`; the carrier's cancel will find it.
     Registered { slot: u32 },
     /// The carrier is done (with this reason). `back` says whether the entry's
-    /// reference came back to the caller (not inserted, or taken back); if not, a
-    /// canceler took it and releases it.
+    /// reference came back to the caller (not inserted, taken back, or handed
+    /// back by the walk that drained a child's entry); if not (a merge node's
+    /// entry or a callback's that a canceler took), the canceler releases it.
     Done { reason: Reason, back: bool },
 }
 
@@ -308,7 +309,8 @@ pub(crate) fn detach_owing(node: NodeRef) -> bool {
 }
 
 /// A (non-merge) node whose entry its parent's walk took out of the set waits
-/// here until the walk is done with it.
+/// here until the walk is done with it: at its detach (its own cancel, its
+/// drop, a timer's walk) or its registrant's take-back.
 ///
 /// The walk closes a plain leaf with only the slot's weak reference, which
 /// keeps the memory but not the payload (module docs of `tree::cancel`). So

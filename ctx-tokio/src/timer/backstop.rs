@@ -37,8 +37,10 @@
 //! thread clears `dirty`, scans, stores `sleep_until` and then loads `dirty`. In
 //! the `SeqCst` order, either the scan sees `WAKING`, or the thread's load sees
 //! `dirty` and scans again, or `poke` sees the new `sleep_until` and unparks (a
-//! park token is never lost). A target that becomes *earlier* always passes
-//! through `WAKING` first (invariant 2), so targets need no pokes.
+//! park token is never lost). A target that becomes *earlier* is lowered by an
+//! arm, which then swaps in `WAKING` and pokes (invariant 2): a scan that read
+//! the lowered target in between sleeps towards the earliest deadline, which
+//! is right, and is poked anyway, so targets need no pokes of their own.
 
 use super::{IDLE, Shared, WAKING};
 use ctx_core::Expiry;
