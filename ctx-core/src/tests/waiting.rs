@@ -405,3 +405,44 @@ fn a_waker_may_drop_another_waiter_of_the_same_context() {
     assert!(poll(&mut first, &dropper_waker).is_ready());
     assert!(poll(&mut in_slot, &waker_a).is_ready());
 }
+
+/// A cancel that lands while a waiter's new waker is being cloned skips the
+/// slot (the waiter holds it); if that clone then panics, the waker stored
+/// before is still woken: the skipped notification is not lost with the
+/// unwinding poll.
+#[test]
+fn a_cancel_skipped_by_a_panicking_clone_still_wakes_the_stored_waker() {
+    use crate::CancelFunc;
+    use std::sync::Mutex;
+    use std::task::{RawWaker, RawWakerVTable};
+    static CANCEL: Mutex<Option<CancelFunc>> = Mutex::new(None);
+    fn clone(_: *const ()) -> RawWaker {
+        // The cancel runs while the waiter holds the slot's cell.
+        if let Some(cancel) = CANCEL.lock().unwrap().take() {
+            cancel.cancel();
+        }
+        panic!("this waker cannot be cloned")
+    }
+    fn noop(_: *const ()) {}
+    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
+    // SAFETY: every vtable function ignores the data pointer.
+    let canceling = unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) };
+
+    let (ctx, cancel) = Context::background().with_cancel();
+    let (a, waker_a) = counter();
+    let mut done = ctx.done();
+    assert!(poll(&mut done, &waker_a).is_pending());
+    assert!(done.holds_slot());
+    *CANCEL.lock().unwrap() = Some(cancel);
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = poll(&mut done, &canceling);
+    }));
+    assert!(unwound.is_err(), "the clone panicked through the poll");
+    assert!(ctx.is_done());
+    assert_eq!(
+        woken(&a),
+        1,
+        "the stored waker is woken for the skipped cancel"
+    );
+    assert!(poll(&mut done, &waker_a).is_ready());
+}

@@ -341,8 +341,38 @@ impl Drop for HoldingCell<'_> {
         } else {
             REGISTERING | WAKING
         };
-        // Release: as in `end_registering` and `release`.
-        self.waiters.word.fetch_and(!bits, Ordering::Release);
+        let word = &self.waiters.word;
+        // A notifier that came while we held the cell skipped it (`WAKING`),
+        // leaving its waker to us: the owner's poll that would have seen that
+        // is unwinding, so the waker is woken here, or the task would sleep on.
+        // Taken while we still hold the cell, which the CAS then gives back.
+        let mut skipped = None;
+        // Relaxed: a first guess; the CAS decides.
+        let mut current = word.load(Ordering::Relaxed);
+        loop {
+            if current & WAKING != 0 && skipped.is_none() {
+                // SAFETY: we hold the cell (`REGISTERING`) until the CAS below.
+                skipped = self
+                    .waiters
+                    .waker
+                    .with_mut(|cell| unsafe { (*cell).take() });
+            }
+            // AcqRel: Release as in `end_registering` and `release` (the cell, now
+            // maybe empty, to the next holder); Acquire to read a notifier's bit.
+            match word.compare_exchange_weak(
+                current,
+                current & !bits,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        if let Some(waker) = skipped {
+            // Executor code while unwinding: a second panic would abort.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
+        }
     }
 }
 
