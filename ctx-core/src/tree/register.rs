@@ -46,7 +46,7 @@
 //! pointer published even on weakly ordered CPUs.
 
 use super::callback::Callback;
-use super::node::{NodeRef, UNREGISTERED};
+use super::node::{Kind, NodeRef, UNREGISTERED};
 use super::state::{self, HAS_SET, Reason, Word};
 use crate::sync::{Arc, AtomicU32, Ordering, StoreRacingRmw};
 
@@ -110,7 +110,7 @@ pub(crate) fn release_entry(raw: *mut ()) {
     // SAFETY: only called on entries taken out of a set whose owner is being dropped.
     match unsafe { Entry::from_raw(raw) } {
         Entry::Child(child) => {
-            if child.kind() == super::node::Kind::Merge {
+            if child.kind() == Kind::Merge {
                 child.dec_weak();
             } else {
                 // Its detach, still to come, releases the reference.
@@ -182,7 +182,7 @@ pub(crate) fn register(carrier: NodeRef, entry: *mut (), index: Option<&AtomicU3
         Some(index) => take_index(index, true).is_some_and(|slot| {
             set.remove(slot, entry)
                 || match Entry::child_of(entry) {
-                    Some(child) if child.kind() != super::node::Kind::Merge => {
+                    Some(child) if child.kind() != Kind::Merge => {
                         wait_drained(child);
                         true
                     }
@@ -269,7 +269,7 @@ fn take_index(index: &AtomicU32, shared: bool) -> Option<u32> {
 /// weak reference.
 #[inline]
 pub(crate) fn detach(node: NodeRef) {
-    if node.kind() != super::node::Kind::Merge {
+    if node.kind() != Kind::Merge {
         if detach_owing(node) {
             node.dec_weak();
         }
@@ -288,7 +288,7 @@ pub(crate) fn detach(node: NodeRef) {
 /// released.
 #[inline]
 pub(crate) fn detach_owing(node: NodeRef) -> bool {
-    debug_assert_ne!(node.kind(), super::node::Kind::Merge);
+    debug_assert_ne!(node.kind(), Kind::Merge);
     let part = node.cancel_part();
     // One parent link, only ever taken by one thread at a time.
     let Some(slot) = take_index(&part.slot, false) else {
@@ -339,7 +339,7 @@ fn wait_drained(node: NodeRef) {
 /// go back at once.
 #[inline]
 pub(crate) fn mark_drained(node: NodeRef) {
-    debug_assert_ne!(node.kind(), super::node::Kind::Merge);
+    debug_assert_ne!(node.kind(), Kind::Merge);
     // Release: the walk's accesses of the node happen before a waiting detach
     // goes on (and drops the payload).
     node.cancel_part().drained.store(true, Ordering::Release);
