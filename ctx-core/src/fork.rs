@@ -6,6 +6,12 @@
 //! held in the child for ever. Code that must not touch such locks in a child
 //! compares the fork epoch it was made in with the current one: an `atfork`
 //! handler bumps it in every child. Reading it is one relaxed load.
+//!
+//! The runner's queue lock is the one lock a child must take again (it starts
+//! its own runner threads), so the handlers hold it across the fork: it is
+//! taken just before, and released just after in the parent and in the child
+//! (`runner::at_fork`). Its holders never wait for anything but the allocator
+//! under it, so taking it before a fork cannot deadlock.
 
 #[cfg(not(all(test, ctx_loom)))]
 use crate::sync::{AtomicUsize, Ordering};
@@ -49,17 +55,28 @@ pub(crate) fn install() {
         ) -> c_int;
     }
 
+    unsafe extern "C" fn before() {
+        crate::runner::at_fork::prepare();
+    }
+
+    unsafe extern "C" fn in_parent() {
+        crate::runner::at_fork::release();
+    }
+
     unsafe extern "C" fn in_child() {
         // Relaxed: the child has only this thread yet.
         EPOCH.fetch_add(1, Ordering::Relaxed);
+        crate::runner::at_fork::release();
     }
 
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
-        // SAFETY: registers a handler that only touches an atomic, which is
-        // async-signal-safe as the child's handlers must be. A failure (no
-        // memory) leaves forks unnoticed, as they were before.
-        let _ = unsafe { pthread_atfork(None, None, Some(in_child)) };
+        // SAFETY: registers handlers that touch an atomic and take or release
+        // one mutex the forking thread does not hold (no code of ours forks
+        // under it); in the child that is an atomic swap and at most a futex
+        // wake, async-signal-safe as the child's handlers must be. A failure
+        // (no memory) leaves forks unnoticed, as they were before.
+        let _ = unsafe { pthread_atfork(Some(before), Some(in_parent), Some(in_child)) };
     });
 }
 

@@ -19,7 +19,9 @@
 //! backends hand such references over only after their locks.)
 //!
 //! The pool's queue sits behind a `Mutex`, held only to push or pop a job; no job
-//! runs under it. After `fork()`, the child starts its own runner threads.
+//! runs under it. After `fork()`, the child starts its own runner threads; the
+//! queue's lock is held across the fork (`at_fork`), so the child never finds it
+//! held by a runner thread that does not exist there.
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, OnceLock};
@@ -51,8 +53,9 @@ struct Pool {
     ready: Condvar,
 }
 
+static POOL: OnceLock<Pool> = OnceLock::new();
+
 fn pool() -> &'static Pool {
-    static POOL: OnceLock<Pool> = OnceLock::new();
     POOL.get_or_init(|| Pool {
         queue: Mutex::new(Queue {
             epoch: crate::fork::installed_epoch(),
@@ -134,5 +137,43 @@ fn work(pool: &'static Pool) {
                 return;
             }
         }
+    }
+}
+
+/// Holding the queue's lock across `fork()` (the handlers in `fork`).
+///
+/// Without it, a runner thread that pushed or popped a job at the moment of a
+/// fork would leave the lock held in the child for ever, and the child's first
+/// expiry with work for the runner would wait on it for ever.
+#[cfg(all(unix, not(all(test, ctx_loom))))]
+pub(crate) mod at_fork {
+    use super::{POOL, Queue};
+    use std::cell::RefCell;
+    use std::sync::MutexGuard;
+
+    thread_local! {
+        /// The guard taken before a fork, on the forking thread (the only thread
+        /// the child has, with a copy of this slot).
+        static HELD: RefCell<Option<MutexGuard<'static, Queue>>> = const { RefCell::new(None) };
+    }
+
+    /// Before a fork: takes the queue's lock, if the pool exists. Its holders
+    /// only push or pop (module docs of `runner`), so this waits briefly.
+    pub(crate) fn prepare() {
+        let Some(pool) = POOL.get() else { return };
+        let guard = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
+        // A thread whose locals are gone (a fork from a thread-local destructor)
+        // cannot keep the guard: it is released here, and that fork goes
+        // unguarded, as every fork did before.
+        let _ = HELD.try_with(|held| *held.borrow_mut() = Some(guard));
+    }
+
+    /// After a fork, in the parent and in the child: releases what `prepare` took.
+    pub(crate) fn release() {
+        let guard = HELD
+            .try_with(|held| held.borrow_mut().take())
+            .ok()
+            .flatten();
+        drop(guard);
     }
 }

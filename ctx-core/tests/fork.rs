@@ -1,10 +1,12 @@
 //! What a child process can rely on after `fork()` (the documented caveat of
 //! `StdTimer`): exact reads, a blocking `wait` that returns at the deadline, and a
-//! timer of its own that fires, with `after_func` callbacks on fresh runner threads.
+//! timer of its own that fires, with `after_func` callbacks on fresh runner threads,
+//! whatever the parent's timer and runner threads were doing at the fork.
 #![cfg(unix)]
 
 use ctx_core::{Context, Error, StdTimer};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 /// Runs `child` in a forked process; true if it returned true there.
@@ -41,6 +43,44 @@ fn in_forked_child(child: impl FnOnce() -> bool) -> bool {
     }
 }
 
+/// Threads (four per core) that run one step again and again until dropped.
+struct Churn {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Churn {
+    fn start(step: fn()) -> Churn {
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = std::thread::available_parallelism().map_or(8, |n| n.get() * 4);
+        let threads = (0..count.min(256))
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        step();
+                    }
+                })
+            })
+            .collect();
+        Churn { stop, threads }
+    }
+}
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let joined = thread.join();
+            // A failing test is already unwinding: its own message counts.
+            assert!(
+                joined.is_ok() || std::thread::panicking(),
+                "a churn thread panicked"
+            );
+        }
+    }
+}
+
 /// A fork can catch another thread inside the global timer, holding one of its
 /// locks, which then stays held in the child for ever. The child must still be
 /// able to make timeouts under that timer (which arms nothing there) and cancel
@@ -56,22 +96,12 @@ fn a_fork_during_arms_and_disarms_leaves_the_child_able_to_make_timeouts() {
     // its first initialization would leave the child waiting for that for ever,
     // as for any lazily made global).
     drop(Context::background().with_timeout(Duration::from_secs(60)));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Enough threads that some share the forking thread's shard of the timer
     // (it has twice as many shards as cores, at most 64).
-    let threads = std::thread::available_parallelism().map_or(8, |n| n.get() * 4);
-    let churn: Vec<_> = (0..threads.min(256))
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let (_ctx, cancel) =
-                        Context::background().with_timeout(Duration::from_secs(60));
-                    cancel.cancel();
-                }
-            })
-        })
-        .collect();
+    let _churn = Churn::start(|| {
+        let (_ctx, cancel) = Context::background().with_timeout(Duration::from_secs(60));
+        cancel.cancel();
+    });
     for round in 0..50 {
         let ok = in_forked_child(|| {
             let made: Vec<_> = (0..100)
@@ -83,10 +113,6 @@ fn a_fork_during_arms_and_disarms_leaves_the_child_able_to_make_timeouts() {
                 && ctx.err() == Some(Error::DeadlineExceeded)
         });
         assert!(ok, "round {round}: the forked child hung or failed");
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for thread in churn {
-        thread.join().unwrap();
     }
 }
 
@@ -124,4 +150,33 @@ fn after_fork_reads_waits_and_a_fresh_timer_still_work() {
         let _registration = ctx.after_func(move || tx.send(()).unwrap());
         rx.recv_timeout(Duration::from_secs(30)).is_ok() && ctx.is_done()
     }));
+}
+
+/// A fork can catch a runner thread while it takes a job from the runner's
+/// queue, holding the queue's lock, or the timer's thread while it hands one
+/// over. The child's own expiries must still get their callbacks run. Forks
+/// repeatedly while expiries with callbacks keep the runner busy.
+#[test]
+#[cfg_attr(miri, ignore = "Miri cannot fork")]
+#[cfg_attr(
+    ctx_sanitize,
+    ignore = "ThreadSanitizer cannot start threads after a multi-threaded fork"
+)]
+fn a_fork_while_the_runner_takes_jobs_leaves_the_child_a_runner() {
+    let _churn = Churn::start(|| {
+        // Each expiry hands its callback to the runner.
+        let (ctx, _cancel) = Context::background().with_timeout(Duration::from_micros(20));
+        let _registration = ctx.after_func(|| {});
+        ctx.wait();
+    });
+    for round in 0..2000 {
+        let ok = in_forked_child(|| {
+            let root = Context::background().with_timer(StdTimer::new());
+            let (ctx, _cancel) = root.with_timeout(Duration::from_millis(1));
+            let (tx, rx) = mpsc::channel();
+            let _registration = ctx.after_func(move || tx.send(()).unwrap());
+            rx.recv_timeout(Duration::from_secs(30)).is_ok()
+        });
+        assert!(ok, "round {round}: the forked child hung or failed");
+    }
 }
