@@ -149,6 +149,55 @@ fn loom_timer_fire_vs_cancel() {
     });
 }
 
+/// A deadline child's timer fires while its parent is canceled. Both walks
+/// reach the child: the expiry's walk closes it and takes it out of the parent's
+/// set, the parent's walk drains that set (a detach that finds its entry taken
+/// waits until the parent's walk let go of it). The first reason sticks, the key
+/// is disarmed exactly once, and the parent ends with no live children.
+/// `drop_child` also drops the child's cancel function and last handle on the
+/// firing thread right after the fire, while the parent's walk may still hold
+/// the child's entry.
+fn fire_vs_parent_cancel(drop_child: bool) {
+    model(move || {
+        let timer = Recorder::new();
+        let root = Context::background().with_timer(timer.clone());
+        let (parent, cancel_parent) = root.with_cancel();
+        let (child, cancel) = parent.with_deadline(timer.deadline());
+        let (key, expiry) = timer.take_expiry();
+        let (kept, fired) = if drop_child {
+            let t = thread::spawn(move || {
+                expiry.fire();
+                drop((child, cancel));
+            });
+            (None, t)
+        } else {
+            (Some((child, cancel)), thread::spawn(move || expiry.fire()))
+        };
+        cancel_parent.cancel();
+        // A returned cancel means a done subtree, whoever reached the child.
+        if let Some((child, _)) = &kept {
+            let err = child.err().expect("the parent's cancel returned early");
+            assert!(matches!(err, Error::Canceled | Error::DeadlineExceeded));
+        }
+        fired.join().unwrap();
+
+        assert_eq!(parent.err(), Some(Error::Canceled));
+        assert_eq!(parent.live_children(), 0);
+        timer.assert_disarmed_once(vec![key]);
+        drop((kept, parent, root));
+    });
+}
+
+#[test]
+fn loom_timer_fire_vs_parent_cancel() {
+    fire_vs_parent_cancel(false);
+}
+
+#[test]
+fn loom_timer_fire_then_drop_vs_parent_cancel() {
+    fire_vs_parent_cancel(true);
+}
+
 /// The exact-deadline read on the deadline node itself: a reader finds the
 /// deadline passed (by the timer's clock, before the timer fired) while the
 /// node's cancel function runs. The read closes the node with `UNCLAIMED` and
