@@ -14,7 +14,7 @@
 //! ```
 //!
 //! `cargo xtask loom` runs exactly that. On the 2-core reference machine (shared
-//! with other jobs) the 40 models take about 25 s, most of it in three of them
+//! with other jobs) the 46 models take about 15 s, most of it in three of them
 //! (the `time` column, at `LOOM_MAX_PREEMPTIONS=2`; "< 0.1 s" models explore a few
 //! hundred executions at most), plus under a minute for a cold release build.
 //! With `LOOM_MAX_PREEMPTIONS=3` they take about 5 minutes, most of it in the
@@ -32,6 +32,7 @@
 //! | `segment_growth_vs_drain` | three inserters grow the set into segment 2 (two race to allocate it) while a drain runs: every entry handled once | 6 s |
 //! | `out_of_order_segments_vs_drain` | segments 1 and 2 allocated by two inserters in either order while a drain runs (indices skipped by a test hook): the drain visits every segment, each entry drained or taken back | < 0.1 s |
 //! | `shards_vs_drain` | two inserters each install a shard of their own while a drain runs and a remover empties a slot of a third shard: every entry handled once | < 0.1 s |
+//! | `racing_shard_install_vs_drain` | two inserters race to install the same fresh shard (the loser frees its copy) during a drain: both entries in the installed shard, each handled once | < 0.1 s |
 //! | **`loom_cancel`** | | |
 //! | `insert_vs_cancel` | a child created during its parent's cancel ends done; the cancel returns even when the parent's set appears after its walk looked | < 0.1 s |
 //! | `two_inserts_vs_cancel` | two children racing to flag the parent (the winner takes the inline slot, the other allocates the set) during the cancel | 0.4 s |
@@ -40,10 +41,11 @@
 //! | `unlink_vs_insert_vs_cancel` | the three at once | 0.4 s |
 //! | `two_causes` | the first close of a node wins; its subtree agrees | < 0.1 s |
 //! | `merge_two_parents` | a merge node canceled through both parents: one cause, both sets empty | < 0.1 s |
-//! | `merge_insert_vs_cancel`, `…_first_parent` | a merge node created while one parent is canceled leaves the other | < 0.1 s |
+//! | `merge_insert_vs_cancel`, `merge_insert_vs_cancel_first_parent` | a merge node created while one parent is canceled leaves the other | < 0.1 s |
 //! | `merge_registration_vs_done_parent` | three parents, the middle one canceled during registration: no parent keeps the node (the fence and re-check in `merge`), every node freed | < 0.1 s |
 //! | `returned_cancel_means_done_subtree` | `root → a → b`: after a losing cancel of `a` returns, `b` is done | < 0.1 s |
 //! | `same_node_twice` | two cancels of one node: after each returns, the grandchild is done | < 0.1 s |
+//! | `live_leaf_dropped_vs_parent_cancel`, `live_inner_node_dropped_vs_parent_cancel` | a live child's canceler and last handle dropped during its parent's walk: the payload outlives the walk's hold on the entry (the detach waits for `drained`), every node freed | < 0.1 s |
 //! | **`loom_after_func`** | | |
 //! | `stop_vs_fire` | stop returns true iff the callback never runs | < 0.1 s |
 //! | `register_vs_cancel` | a callback registered during the cancel runs once | < 0.1 s |
@@ -58,8 +60,10 @@
 //! | `slot_reused_after_drop` | a slot freed by a dropped owner is claimed again, and its new owner woken | < 0.1 s |
 //! | **`loom_std_timer`** (the built-in timer's wake-up protocol, on loom's atomics) | | |
 //! | `arm_vs_sleep`, `two_arms_vs_sleep` | an arm that makes a deadline the earliest is seen by the thread's re-check, or unparks it | < 0.1 s |
+//! | `tokio_timer_arm_vs_sleep_after_a_wake_up` | from `TokioTimer`'s state after a wake-up was sent: the pass sees the arm's shard, or the arm its target | < 0.1 s |
 //! | **`loom_timer`** (a `Recorder` backend that never fires by itself) | | |
 //! | `arm_vs_cancel`, `fire_vs_cancel` | every key disarmed exactly once | < 0.1 s |
+//! | `fire_vs_parent_cancel`, `fire_then_drop_vs_parent_cancel` | a deadline child's expiry and its parent's walk both reach it (and its last handle drops right after the fire): the first reason sticks, one disarm, the parent ends with no children | < 0.1 s |
 //! | `exact_deadline_vs_cancel` | a read closes with `UNCLAIMED` and walks nothing; the cancel walks; the read's answer sticks; no disarm on the reader | < 0.1 s |
 //! | `unclaimed_read_vs_cancel` | the same for a child with a callback: one walk, on the canceler, before its cancel returns | < 0.1 s |
 //! | `unclaimed_read_vs_fire` | the same against the timer's expiry | < 0.1 s |
