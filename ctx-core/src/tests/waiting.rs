@@ -2,7 +2,8 @@
 //! which wakers a cancel wakes, and blocking waits through the slot and the
 //! event. None depends on timing: a thread that must be asleep before a cancel
 //! is waited for through the slot's state, and deadlines are only checked to
-//! have passed.
+//! have passed. Tests that a regression would leave spinning or deadlocked run
+//! under [`within_a_minute`], so they fail instead of hanging the run.
 
 use crate::Context;
 use crate::sync::{AtomicUsize, Ordering};
@@ -12,6 +13,31 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
+
+/// Runs `test` on a thread of its own and fails if it has not finished within
+/// a minute (a generous bound: each of these finishes in milliseconds). Under
+/// Miri, whose clock is virtual and which reports deadlocks itself, it runs
+/// inline.
+fn within_a_minute(test: impl FnOnce() + Send + 'static) {
+    if cfg!(miri) {
+        return test();
+    }
+    let (finished, done) = std::sync::mpsc::channel();
+    let runner = thread::spawn(move || {
+        test();
+        let _ = finished.send(());
+    });
+    match done.recv_timeout(Duration::from_secs(60)) {
+        Ok(()) => runner.join().unwrap(),
+        // The test panicked: its own message is the failure.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(runner.join().unwrap_err())
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("still running after a minute: a lost wake-up or a deadlock")
+        }
+    }
+}
 
 /// A waker that counts its wake-ups.
 #[derive(Default)]
@@ -125,33 +151,35 @@ fn two_and_many_waiters_are_all_woken() {
 
 #[test]
 fn many_waiters_on_threads_are_all_woken() {
-    let (ctx, cancel) = Context::background().with_cancel();
-    let threads: Vec<_> = (0..8)
-        .map(|i| {
-            let ctx = ctx.clone();
-            thread::spawn(move || {
-                if i % 2 == 0 {
-                    ctx.wait();
-                } else {
-                    let (_, waker) = counter();
-                    let mut done = ctx.done();
-                    // Spin on polls: every poll after the first is a re-poll.
-                    while poll(&mut done, &waker).is_pending() {
-                        thread::yield_now();
+    within_a_minute(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let ctx = ctx.clone();
+                thread::spawn(move || {
+                    if i % 2 == 0 {
+                        ctx.wait();
+                    } else {
+                        let (_, waker) = counter();
+                        let mut done = ctx.done();
+                        // Spin on polls: every poll after the first is a re-poll.
+                        while poll(&mut done, &waker).is_pending() {
+                            thread::yield_now();
+                        }
                     }
-                }
-                assert!(ctx.is_done());
+                    assert!(ctx.is_done());
+                })
             })
-        })
-        .collect();
-    // Some waiter holds the slot (others may follow on the event) before the cancel.
-    while !slot_claimed(&ctx) {
-        thread::yield_now();
-    }
-    cancel.cancel();
-    for t in threads {
-        t.join().unwrap();
-    }
+            .collect();
+        // Some waiter holds the slot (others may follow on the event) before the cancel.
+        while !slot_claimed(&ctx) {
+            thread::yield_now();
+        }
+        cancel.cancel();
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
 }
 
 #[test]
@@ -218,48 +246,52 @@ fn a_blocking_wait_with_a_deadline_returns_at_the_deadline() {
 
 #[test]
 fn a_blocking_wait_with_a_deadline_returns_on_cancel() {
-    let (ctx, cancel) = Context::background().with_cancel();
-    let waiter = {
-        let ctx = ctx.clone();
-        thread::spawn(move || ctx.wait_timeout(Duration::from_secs(3600)))
-    };
-    // Asleep in the slot (or about to be: the slot is claimed before it parks).
-    while !slot_claimed(&ctx) {
-        thread::yield_now();
-    }
-    // Spurious unparks are harmless: the wait re-checks and parks again.
-    for _ in 0..3 {
-        waiter.thread().unpark();
-        thread::yield_now();
-    }
-    assert!(!ctx.is_done());
-    cancel.cancel();
-    assert!(waiter.join().unwrap());
-    assert!(!slot_claimed(&ctx));
+    within_a_minute(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let waiter = {
+            let ctx = ctx.clone();
+            thread::spawn(move || ctx.wait_timeout(Duration::from_secs(3600)))
+        };
+        // Asleep in the slot (or about to be: the slot is claimed before it parks).
+        while !slot_claimed(&ctx) {
+            thread::yield_now();
+        }
+        // Spurious unparks are harmless: the wait re-checks and parks again.
+        for _ in 0..3 {
+            waiter.thread().unpark();
+            thread::yield_now();
+        }
+        assert!(!ctx.is_done());
+        cancel.cancel();
+        assert!(waiter.join().unwrap());
+        assert!(!slot_claimed(&ctx));
+    });
 }
 
 #[test]
 fn a_blocking_wait_on_the_event_returns_on_cancel() {
-    let (ctx, cancel) = Context::background().with_cancel();
-    let (_, waker) = counter();
-    let mut holder = ctx.done();
-    assert!(poll(&mut holder, &waker).is_pending());
-    let waiter = {
-        let ctx = ctx.clone();
-        thread::spawn(move || ctx.wait_timeout(Duration::from_secs(3600)))
-    };
-    // On the event (or about to be: the flag comes just before the listener).
-    while !event_used(&ctx) {
-        thread::yield_now();
-    }
-    for _ in 0..3 {
-        waiter.thread().unpark();
-        thread::yield_now();
-    }
-    assert!(!ctx.is_done());
-    cancel.cancel();
-    assert!(waiter.join().unwrap());
-    assert!(poll(&mut holder, &waker).is_ready());
+    within_a_minute(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let (_, waker) = counter();
+        let mut holder = ctx.done();
+        assert!(poll(&mut holder, &waker).is_pending());
+        let waiter = {
+            let ctx = ctx.clone();
+            thread::spawn(move || ctx.wait_timeout(Duration::from_secs(3600)))
+        };
+        // On the event (or about to be: the flag comes just before the listener).
+        while !event_used(&ctx) {
+            thread::yield_now();
+        }
+        for _ in 0..3 {
+            waiter.thread().unpark();
+            thread::yield_now();
+        }
+        assert!(!ctx.is_done());
+        cancel.cancel();
+        assert!(waiter.join().unwrap());
+        assert!(poll(&mut holder, &waker).is_ready());
+    });
 }
 
 /// A waker whose `clone` panics (executor code gone wrong): raw, since `Wake`
@@ -366,44 +398,46 @@ fn a_panicking_wake_costs_no_other_waiter_its_wake_up() {
 /// inside the event's lock, so the drop takes the lock without deadlocking.
 #[test]
 fn a_waker_may_drop_another_waiter_of_the_same_context() {
-    struct DropOnWake {
-        held: std::sync::Mutex<Option<crate::Done>>,
-        woken: AtomicUsize,
-    }
-    impl Wake for DropOnWake {
-        fn wake(self: Arc<Self>) {
-            self.wake_by_ref();
+    within_a_minute(|| {
+        struct DropOnWake {
+            held: std::sync::Mutex<Option<crate::Done>>,
+            woken: AtomicUsize,
         }
-        fn wake_by_ref(self: &Arc<Self>) {
-            drop(self.held.lock().unwrap().take());
-            self.woken.fetch_add(1, Ordering::SeqCst);
+        impl Wake for DropOnWake {
+            fn wake(self: Arc<Self>) {
+                self.wake_by_ref();
+            }
+            fn wake_by_ref(self: &Arc<Self>) {
+                drop(self.held.lock().unwrap().take());
+                self.woken.fetch_add(1, Ordering::SeqCst);
+            }
         }
-    }
-    let (ctx, cancel) = Context::background().with_cancel();
-    let (a, waker_a) = counter();
-    let mut in_slot = ctx.done();
-    assert!(poll(&mut in_slot, &waker_a).is_pending());
-    let dropper = Arc::new(DropOnWake {
-        held: std::sync::Mutex::new(None),
-        woken: AtomicUsize::new(0),
+        let (ctx, cancel) = Context::background().with_cancel();
+        let (a, waker_a) = counter();
+        let mut in_slot = ctx.done();
+        assert!(poll(&mut in_slot, &waker_a).is_pending());
+        let dropper = Arc::new(DropOnWake {
+            held: std::sync::Mutex::new(None),
+            woken: AtomicUsize::new(0),
+        });
+        let dropper_waker = Waker::from(dropper.clone());
+        let mut first = ctx.done();
+        assert!(poll(&mut first, &dropper_waker).is_pending());
+        let (b, waker_b) = counter();
+        let mut held = ctx.done();
+        assert!(poll(&mut held, &waker_b).is_pending());
+        *dropper.held.lock().unwrap() = Some(held);
+        cancel.cancel();
+        assert_eq!(dropper.woken.load(Ordering::SeqCst), 1);
+        assert!(
+            dropper.held.lock().unwrap().is_none(),
+            "dropped by the wake"
+        );
+        assert_eq!(woken(&a), 1);
+        assert!(woken(&b) <= 1, "woken before or dropped first");
+        assert!(poll(&mut first, &dropper_waker).is_ready());
+        assert!(poll(&mut in_slot, &waker_a).is_ready());
     });
-    let dropper_waker = Waker::from(dropper.clone());
-    let mut first = ctx.done();
-    assert!(poll(&mut first, &dropper_waker).is_pending());
-    let (b, waker_b) = counter();
-    let mut held = ctx.done();
-    assert!(poll(&mut held, &waker_b).is_pending());
-    *dropper.held.lock().unwrap() = Some(held);
-    cancel.cancel();
-    assert_eq!(dropper.woken.load(Ordering::SeqCst), 1);
-    assert!(
-        dropper.held.lock().unwrap().is_none(),
-        "dropped by the wake"
-    );
-    assert_eq!(woken(&a), 1);
-    assert!(woken(&b) <= 1, "woken before or dropped first");
-    assert!(poll(&mut first, &dropper_waker).is_ready());
-    assert!(poll(&mut in_slot, &waker_a).is_ready());
 }
 
 /// A cancel that lands while a waiter's new waker is being cloned skips the
