@@ -590,20 +590,13 @@ impl Shared {
 
     /// Keys returned by `arm` and not yet disarmed, over all shards.
     fn armed(&self) -> usize {
-        self.shards
-            .iter()
-            .map(Shard::armed)
-            .fold(0, usize::wrapping_add)
+        shards::armed(&self.shards)
     }
 
     /// The earliest `next` of all shards.
     fn earliest(&self) -> u64 {
-        self.shards
-            .iter()
-            // SeqCst: a pass's half of the pair on `next` (see `arm`).
-            .map(|shard| shard.next.load(Ordering::SeqCst))
-            .min()
-            .unwrap_or(IDLE)
+        // SeqCst loads: a pass's half of the pair on `next` (see `arm`).
+        shards::earliest(&self.shards)
     }
 
     /// Claims the wake-up and sends it: to the driver task, and (for a runtime

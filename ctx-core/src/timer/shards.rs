@@ -250,6 +250,25 @@ impl Releases {
     }
 }
 
+/// The earliest [`next`](Shard::next) of `shards` ([`IDLE`] if none), each
+/// loaded `SeqCst`: the sleeper's half of the pair in [`wake`] (its look before
+/// it settles, and the re-check in [`wake::settle`]).
+pub fn earliest<T>(shards: &[Shard<T>]) -> u64 {
+    shards
+        .iter()
+        // SeqCst: the sleeper's half of the pair on `next` (`wake`).
+        .map(|shard| shard.next.load(Ordering::SeqCst))
+        .min()
+        .unwrap_or(IDLE)
+}
+
+/// How many deadlines `shards` hold armed and not disarmed, over all of them
+/// (a statistic, as [`Shard::armed`]; each shard's count never goes negative,
+/// and the sum wraps as the counters do).
+pub fn armed<T>(shards: &[Shard<T>]) -> usize {
+    shards.iter().map(Shard::armed).fold(0, usize::wrapping_add)
+}
+
 /// Whether a collection with `capacity` slots and `len` entries should shrink
 /// (to twice its length).
 pub fn shrinkable(capacity: usize, len: usize) -> bool {

@@ -151,12 +151,7 @@ impl Shared {
 
     /// The earliest `next` of all shards.
     fn earliest(&self) -> u64 {
-        self.shards
-            .iter()
-            // SeqCst: the thread's half of the pair on `next` (`shards::wake`).
-            .map(|shard| shard.next.load(Ordering::SeqCst))
-            .min()
-            .unwrap_or(IDLE)
+        shards::earliest(&self.shards)
     }
 }
 
@@ -190,11 +185,7 @@ impl StdTimer {
     /// disarmed. Every context done before its deadline disarms its timer at once,
     /// so this drops back to 0 when no deadline context is live.
     pub fn armed(&self) -> usize {
-        self.shared
-            .shards
-            .iter()
-            .map(Shard::armed)
-            .fold(0, usize::wrapping_add)
+        shards::armed(&self.shared.shards)
     }
 
     fn thread(&self) -> &Thread {
