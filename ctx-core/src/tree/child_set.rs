@@ -191,12 +191,7 @@ impl Shard {
                 // inserter may have overtaken the one still allocating this one.
                 continue;
             }
-            let len = segment_len(k);
-            for offset in 0..len {
-                if offset + LOOKAHEAD < len {
-                    // SAFETY: in bounds of the same live segment (as below).
-                    prefetch_entry(unsafe { &*base.add(offset + LOOKAHEAD) });
-                }
+            for offset in 0..segment_len(k) {
                 // SAFETY: `base` points to a live segment of `segment_len(k)` slots;
                 // segments are only freed when the set is dropped.
                 let slot = unsafe { &*base.add(offset) };
@@ -388,41 +383,6 @@ impl std::fmt::Debug for Shard {
 
 /// How many shards a [`ChildSet`] has room for. Threads are spread over them
 /// by a per-thread number; with more threads than shards, some share one.
-/// How many slots ahead of the one it takes a drain asks the CPU for the entry
-/// it will reach then (see [`prefetch_entry`]).
-const LOOKAHEAD: usize = 8;
-
-/// A hint for a drain: loads the memory of the entry `slot` holds now (a child
-/// node's reference counts and state word, and its `drained` flag) into the
-/// cache, so that when the drain reaches it the read-modify-writes there do
-/// not each wait for memory in turn. The children of a wide node were usually
-/// created long before, so without it every child costs a full miss, and the
-/// swap that takes the next entry waits for it (a locked instruction waits for
-/// the stores before it). Only a hint: the entry may be gone by then, and a
-/// prefetch of memory that was freed meanwhile neither faults nor reads it.
-#[inline(always)]
-fn prefetch_entry(slot: &Slot) {
-    #[cfg(all(target_arch = "x86_64", not(miri), not(all(test, ctx_loom))))]
-    {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        // Relaxed: a hint; nothing is read through the pointer.
-        let entry = slot.entry.load(Ordering::Relaxed).cast::<i8>().cast_const();
-        if !entry.is_null() {
-            // SAFETY: a prefetch does not access memory in the abstract machine
-            // and never faults, whatever the address.
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(entry);
-                _mm_prefetch::<_MM_HINT_T0>(entry.wrapping_add(std::mem::offset_of!(
-                    super::node::Node<super::node::CancelPart>,
-                    payload.drained
-                )));
-            }
-        }
-    }
-    #[cfg(not(all(target_arch = "x86_64", not(miri), not(all(test, ctx_loom)))))]
-    let _ = slot;
-}
-
 const SHARDS: usize = 16;
 /// Where the shard number sits in a slot index (above the shard's own index,
 /// which stays below 2^26).
