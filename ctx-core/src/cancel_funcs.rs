@@ -23,6 +23,10 @@ use std::fmt;
 /// derived from it report done — also when this call lost a race (the context was
 /// already ended by a parent, its deadline or another thread): then it waits for
 /// the winner to finish the subtree, as Go's cancel blocks on the winner's lock.
+/// (Except inside a waker that a cancel's walk runs, such as a task polled
+/// inline by its executor's waker: there the walk it would wait for may be the
+/// one running the waker, so the call returns once the context is done, and
+/// that walk finishes the subtree before its own cancel returns.)
 /// An uncontended cancel never waits for another thread. The `after_func`
 /// callbacks this cancel set free have run on this thread by then (after the
 /// whole subtree was done); if one of them, or a `Drop` of a value released by

@@ -480,3 +480,103 @@ fn a_cancel_skipped_by_a_panicking_clone_still_wakes_the_stored_waker() {
     );
     assert!(poll(&mut done, &waker_a).is_ready());
 }
+
+/// A waker that cancels the context it waits on, or an ancestor still being
+/// walked (an executor that polls the woken task inline, and the task cancels
+/// its scope). The cancel runs inside the walk that woke it, on the same thread:
+/// it must return, not wait for that walk to complete, which cannot happen
+/// before the waker returns. Once the outer cancel returns the whole subtree is
+/// complete, so the inner cancel saw a done context.
+#[test]
+fn a_waker_that_cancels_the_context_being_canceled_does_not_wait_for_itself() {
+    within_a_minute(|| {
+        struct CancelOnWake {
+            cancelers: std::sync::Mutex<Vec<crate::Canceler>>,
+            saw_done: AtomicUsize,
+        }
+        impl Wake for CancelOnWake {
+            fn wake(self: Arc<Self>) {
+                self.wake_by_ref();
+            }
+            fn wake_by_ref(self: &Arc<Self>) {
+                let cancelers = std::mem::take(&mut *self.cancelers.lock().unwrap());
+                for canceler in cancelers {
+                    // Done already (the walk closed it): this call did not end it.
+                    assert!(!canceler.cancel(), "the walk closed it before waking");
+                    if canceler.is_canceled() {
+                        self.saw_done.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }
+        let (root, cancel_root) = Context::background().with_cancel();
+        let (middle, cancel_middle) = root.with_cancel();
+        let (leaf, _cancel_leaf) = middle.with_cancel();
+        // A sibling below the root that the walk may reach after the waker ran.
+        let (sibling, _cancel_sibling) = root.with_cancel();
+        let waker = Arc::new(CancelOnWake {
+            cancelers: std::sync::Mutex::new(vec![
+                cancel_middle.canceler(),
+                cancel_root.canceler(),
+            ]),
+            saw_done: AtomicUsize::new(0),
+        });
+        let mut done = leaf.done();
+        assert!(poll(&mut done, &Waker::from(waker.clone())).is_pending());
+        cancel_root.cancel();
+        assert_eq!(waker.saw_done.load(Ordering::SeqCst), 2);
+        for ctx in [&root, &middle, &leaf, &sibling] {
+            assert!(ctx.is_done());
+        }
+        drop(cancel_middle);
+    });
+}
+
+/// The same for an expiry: the waker runs on the timer's thread, and cancels
+/// the deadline context whose expiry woke it. It must return (a timer thread
+/// that waited for itself would hold back every later deadline of the backend),
+/// and the next deadline of the same backend still fires.
+#[test]
+fn a_waker_that_cancels_its_expired_context_does_not_stop_the_timer() {
+    within_a_minute(|| {
+        struct CancelOnWake {
+            canceler: std::sync::Mutex<Option<crate::Canceler>>,
+            ran: std::sync::Mutex<Option<std::sync::mpsc::Sender<bool>>>,
+        }
+        impl Wake for CancelOnWake {
+            fn wake(self: Arc<Self>) {
+                self.wake_by_ref();
+            }
+            fn wake_by_ref(self: &Arc<Self>) {
+                if let Some(canceler) = self.canceler.lock().unwrap().take() {
+                    let ended = canceler.cancel();
+                    let done = canceler.is_canceled();
+                    if let Some(ran) = self.ran.lock().unwrap().take() {
+                        let _ = ran.send(!ended && done);
+                    }
+                }
+            }
+        }
+        let timer = crate::StdTimer::new();
+        let root = Context::background().with_timer(timer);
+        let (deadline, cancel) = root.with_timeout(Duration::from_millis(1));
+        let (leaf, _cancel_leaf) = deadline.with_cancel();
+        let (ran, on_wake) = std::sync::mpsc::channel();
+        let waker = Arc::new(CancelOnWake {
+            canceler: std::sync::Mutex::new(Some(cancel.canceler())),
+            ran: std::sync::Mutex::new(Some(ran)),
+        });
+        let mut done = leaf.done();
+        if poll(&mut done, &Waker::from(waker)).is_pending() {
+            assert!(
+                on_wake.recv().unwrap(),
+                "the waker's cancel ended the context, or returned before it was done"
+            );
+        }
+        // The backend's thread is free for the next deadline.
+        let (next, _cancel_next) = root.with_timeout(Duration::from_millis(1));
+        next.wait();
+        assert_eq!(next.err(), Some(crate::Error::DeadlineExceeded));
+        drop(cancel);
+    });
+}

@@ -50,7 +50,11 @@
 //!
 //! A cancel that did not own the node (it lost the race) waits until the node is
 //! complete. So when any `cancel` returns, the node and all its descendants are
-//! done, whoever won — as in Go, where the loser blocks on the winner's lock. The
+//! done, whoever won — as in Go, where the loser blocks on the winner's lock.
+//! One exception: a cancel made by a waker that a walk runs (a task polled
+//! inline) returns once its node is done, as the walk it would wait for may be
+//! the one that called it ([`WakingInWalk`]); that walk's own cancel returns
+//! only once the subtree is complete. The
 //! owner takes the node out of its parents only once it is complete (a node
 //! reached through its parent is drained from the parent's set instead), and user
 //! code runs only after the walk ([`Work`]): callbacks and `Drop`s never run in the
@@ -229,6 +233,15 @@ fn walk_cancel(node: NodeRef, closed: Option<Word>, origin: Origin) -> bool {
     let mut walk = Walk::default();
     walk.run(node);
     match origin {
+        Origin::Explicit if !walk.blocked.is_empty() && WakingInWalk::active() => {
+            // Started by a waker inside another walk, and waiting for nodes
+            // other walks own: one of them may be that very walk, which cannot
+            // go on until the waker returns. The rest goes to the runner, as an
+            // expiry's does; this cancel returns with its node done.
+            node.inc_strong();
+            let job = WalkRest { node, walk };
+            crate::runner::spawn(Box::new(move || job.finish()));
+        }
         Origin::Explicit => {
             let mut panic = None;
             walk.finish(node, &mut panic);
@@ -246,7 +259,7 @@ fn walk_cancel(node: NodeRef, closed: Option<Word>, origin: Origin) -> bool {
                 }
             } else {
                 node.inc_strong();
-                let job = TimerJob { node, walk };
+                let job = WalkRest { node, walk };
                 crate::runner::spawn(Box::new(move || job.finish()));
             }
         }
@@ -335,24 +348,77 @@ pub(crate) fn cancel_and_release(node: NodeRef, reason: Reason) -> bool {
 }
 
 /// Waits until another thread's walk completed `node` (a cancel that lost).
+///
+/// Unless this thread is running wakers inside a walk ([`WakingInWalk`]): a
+/// waker (a task polled inline) that cancels a node of the subtree being walked,
+/// its root included, must not wait for a walk that cannot go on until the
+/// waker returns. Such a cancel returns once the node is done; the walk that
+/// called the waker completes the subtree before its own cancel returns.
 fn wait_complete(node: NodeRef) {
+    if WakingInWalk::active() {
+        return;
+    }
     let mut backoff = Backoff::new();
     while !is_complete(node) {
         backoff.snooze();
     }
 }
 
-/// What a timer's expiry leaves to the runner: the end of a walk whose nodes wait
-/// for other owners, and the user code it set free.
-struct TimerJob {
+#[cfg(not(all(test, ctx_loom)))]
+std::thread_local! {
+    /// How many walks on this thread are running wakers right now.
+    static WAKING_IN_WALK: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+#[cfg(all(test, ctx_loom))]
+loom::thread_local! {
+    /// As above; loom runs every model thread on one OS thread.
+    static WAKING_IN_WALK: std::cell::Cell<u32> = std::cell::Cell::new(0);
+}
+
+/// Marks the calling thread as running wakers inside a walk, until dropped.
+///
+/// Wakers are executor code, and run while the walk owns nodes it has not
+/// completed yet (its root, the nodes on its stack): a waker that cancels one
+/// of them and waited for its completion would wait for itself
+/// ([`wait_complete`]), and a walk it starts that waited for nodes of the outer
+/// walk would too ([`walk_cancel`]).
+struct WakingInWalk(());
+
+impl WakingInWalk {
+    fn enter() -> WakingInWalk {
+        // A thread whose locals are gone (a cancel from a thread-local's
+        // destructor) cannot be marked; its wakers run unmarked.
+        let _ = WAKING_IN_WALK.try_with(|depth| depth.set(depth.get() + 1));
+        WakingInWalk(())
+    }
+
+    /// Whether the calling thread is running wakers inside a walk.
+    fn active() -> bool {
+        WAKING_IN_WALK
+            .try_with(|depth| depth.get() > 0)
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for WakingInWalk {
+    fn drop(&mut self) {
+        let _ = WAKING_IN_WALK.try_with(|depth| depth.set(depth.get().saturating_sub(1)));
+    }
+}
+
+/// What a walk leaves to the runner when it must not wait on its own thread
+/// (a timer's expiry, or a cancel made by a waker inside another walk): the end
+/// of a walk whose nodes wait for other owners, and the user code it set free.
+struct WalkRest {
     /// Holds a strong reference.
     node: NodeRef,
     walk: Walk,
 }
 
-impl TimerJob {
+impl WalkRest {
     fn finish(self) {
-        let TimerJob { node, mut walk } = self;
+        let WalkRest { node, mut walk } = self;
         let mut panic = None;
         walk.finish(node, &mut panic);
         let mut work = Work::default();
@@ -609,7 +675,9 @@ impl Walk {
         }
         if state::has(word, WAITERS) {
             // Wakers are executor code, but a panicking one must not leave the
-            // walk half done: the panic is resumed after the cancel.
+            // walk half done: the panic is resumed after the cancel. One that
+            // cancels a node this walk still owns must not wait for it.
+            let _marked = WakingInWalk::enter();
             node.cancel_part().waiters.notify_all(&mut self.panic);
         }
     }

@@ -50,10 +50,12 @@
 //!    `Drop`s run on the runner's threads, never on the timer's ([`work`]). The
 //!    backend's own `disarm` and the waiters' wakers (executor code) run on the
 //!    canceling thread, the timer's included; wakers run *during* the walk (when
-//!    their node is reached, after it is marked drained), so a waker that
-//!    cancels a node on the walk's own path would wait for itself. A panic in
-//!    any of it never stops the cancel: everything is finished, then the first
-//!    panic is resumed.
+//!    their node is reached, after it is marked drained). A cancel made by such
+//!    a waker never waits for the walk's nodes: a losing one returns once its
+//!    node is done, and a winning one that would wait for nodes other walks own
+//!    leaves that to the runner (`cancel::WakingInWalk`). A panic in any of it
+//!    never stops the cancel: everything is finished, then the first panic is
+//!    resumed.
 //! 10. Cancel and drop never recurse on the tree's shape: cancel keeps an explicit
 //!     stack, drop a worklist, for parent links and merge links alike.
 //! 11. A node's payload outlives every access to it: a walk touches a reached
