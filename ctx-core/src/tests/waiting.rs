@@ -580,3 +580,48 @@ fn a_waker_that_cancels_its_expired_context_does_not_stop_the_timer() {
         drop(cancel);
     });
 }
+
+/// A waker run by a walk starts a walk of its own that finds a node the outer
+/// walk closed and has not finished: a merge node `m` under both `a` (being
+/// walked) and `b` (canceled by the waker). Waiting for `m` there would wait
+/// for the outer walk, which waits for the waker: the inner walk leaves that
+/// wait to the runner, and everything ends done and complete.
+#[test]
+fn a_walk_started_by_a_waker_does_not_wait_for_the_walk_that_ran_it() {
+    within_a_minute(|| {
+        struct CancelOnWake(std::sync::Mutex<Option<crate::Canceler>>);
+        impl Wake for CancelOnWake {
+            fn wake(self: Arc<Self>) {
+                self.wake_by_ref();
+            }
+            fn wake_by_ref(self: &Arc<Self>) {
+                if let Some(canceler) = self.0.lock().unwrap().take() {
+                    assert!(canceler.cancel(), "the waker's cancel ended `b`");
+                    assert!(canceler.is_canceled());
+                }
+            }
+        }
+        let (root, cancel_root) = Context::background().with_cancel();
+        let (a, _cancel_a) = root.with_cancel();
+        let (b, cancel_b) = Context::background().with_cancel();
+        // `m` takes `a`'s inline slot, so the walk reaches it before `leaf`;
+        // its own child makes it a node the walk visits later, not a leaf.
+        let (m, _cancel_m) = Context::with_cancel_any(&[a.clone(), b.clone()]);
+        let (below_m, _cancel_below_m) = m.with_cancel();
+        let (leaf, _cancel_leaf) = a.with_cancel();
+        let waker = Arc::new(CancelOnWake(std::sync::Mutex::new(Some(
+            cancel_b.canceler(),
+        ))));
+        let mut done = leaf.done();
+        assert!(poll(&mut done, &Waker::from(waker.clone())).is_pending());
+        cancel_root.cancel();
+        assert!(waker.0.lock().unwrap().is_none(), "the waker ran");
+        for ctx in [&root, &a, &b, &m, &below_m, &leaf] {
+            assert!(ctx.is_done());
+        }
+        // The runner finishes `b`'s walk once `m` is complete: a cancel of `b`
+        // now waits for that, and returns.
+        drop(cancel_b);
+        assert!(b.is_done());
+    });
+}
