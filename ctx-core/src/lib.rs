@@ -68,7 +68,9 @@
 //! * **A returned cancel means a done subtree.** When a [`CancelFunc`] returns (or
 //!   its drop ends), the context and every descendant report done, also when the
 //!   call lost a race with another cancel (it waits for the winner, as Go's
-//!   cancel blocks on the winner's lock). An uncontended cancel never waits.
+//!   cancel blocks on the winner's lock; the one exception, a cancel made by a
+//!   waker while a cancel's walk runs it, is in [`CancelFunc`]'s docs). An
+//!   uncontended cancel never waits.
 //! * **Where user code runs.** `after_func` callbacks run once, after the whole
 //!   subtree is done: on the thread of the cancel function (or parent cancel) that
 //!   ended the context; on ctx-core's runner threads when a deadline ended it
