@@ -263,3 +263,59 @@ fn recursive_spawns_under_a_limit_finish_and_respect_it() {
     let peak = counts.2.load(Ordering::SeqCst);
     assert!((1..=2).contains(&peak), "peak concurrency {peak}");
 }
+
+/// An error whose `Drop` panics.
+#[derive(Debug)]
+struct PanicsOnDrop;
+
+impl std::fmt::Display for PanicsOnDrop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an error whose drop panics")
+    }
+}
+
+impl std::error::Error for PanicsOnDrop {}
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("the error's drop panics");
+    }
+}
+
+/// An error the group discards is dropped with its panic caught, like a
+/// panicking thread: `scope` returns (it does not re-panic), and the panic is
+/// reported after a stop, or loses to the first failure.
+#[test]
+fn a_discarded_error_whose_drop_panics_is_caught_and_reported() {
+    let stopped = std::panic::catch_unwind(|| {
+        scope(&background(), |group| {
+            let (started_tx, started_rx) = mpsc::channel::<()>();
+            group.spawn(move |ctx| {
+                drop(started_tx);
+                ctx_blocking::wait(&ctx);
+                Err::<(), _>(PanicsOnDrop)
+            });
+            let _ = started_rx.recv();
+            group.stop();
+        })
+    })
+    .expect("scope returns");
+    let err = stopped.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<PanicError>().unwrap().message(),
+        "the error's drop panics"
+    );
+
+    let second = std::panic::catch_unwind(|| {
+        scope(&background(), |group| {
+            // Fails only once the other thread's failure canceled the group.
+            group.spawn(|ctx| {
+                ctx_blocking::wait(&ctx);
+                Err::<(), _>(PanicsOnDrop)
+            });
+            group.spawn(|_ctx| Err(Cause::msg("first")));
+        })
+    })
+    .expect("scope returns");
+    assert_eq!(second.unwrap_err().to_string(), "first");
+}

@@ -40,7 +40,9 @@ use std::task::Poll;
 ///   becomes a [`PanicError`] carrying its message.
 /// * **Stop.** After [`stop`](GroupCancel::stop), errors that tasks return are the
 ///   stop's doing and are ignored; panics still count, and so does a failure
-///   from before the stop.
+///   from before the stop. An error that is not reported (after a stop, or after
+///   the first failure) is dropped with its panic caught: one there counts as
+///   the task's panic.
 /// * **Finish.** [`finish`](GroupCancel::finish), called once the adapter has
 ///   joined its tasks, cancels the group's context (as Go's `Wait` does) and
 ///   returns the first failure.
@@ -191,7 +193,7 @@ impl GroupCancel {
         match outcome {
             Ok(Ok(())) => {}
             // After a stop, errors are its doing (the task saw its context done).
-            Ok(Err(_)) if self.is_stopped() => {}
+            Ok(Err(err)) if self.is_stopped() => self.discard(err),
             Ok(Err(err)) => {
                 self.fail(Cause::from_boxed(err.into()));
             }
@@ -223,11 +225,30 @@ impl GroupCancel {
     /// ```
     pub fn fail(&self, cause: impl Into<Cause>) -> bool {
         let cause = cause.into();
-        if self.first.set(cause.clone()).is_err() {
+        if let Err(clone) = self.first.set(cause.clone()) {
+            // Not the last reference (that is `cause`, discarded next).
+            drop(clone);
+            self.discard(cause);
             return false;
         }
         self.canceler.cancel_with_cause(cause);
         true
+    }
+
+    /// Drops an error the group does not report (returned after a stop, or a
+    /// failure after the first). Its `Drop` is the task's code, so a panic in it
+    /// is caught and counts as the task's panic, as one in the task itself
+    /// would: a [`PanicError`] failure, also after a stop; after a first
+    /// failure, it loses to that one and is dropped with it. Uncaught, it would
+    /// unwind out of [`run`](GroupCancel::run) into the adapter's worker
+    /// (a scoped thread, a spawned task), which reports no such panic.
+    ///
+    /// Cannot recurse further: the `PanicError` that `record_panic` discards
+    /// when it loses holds only its message.
+    fn discard<T>(&self, discarded: T) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(discarded))) {
+            self.record_panic(payload);
+        }
     }
 
     /// Stops the group: marks it stopped (later task errors are ignored), then
@@ -283,5 +304,62 @@ impl Drop for GroupCancel {
     /// made from would have.
     fn drop(&mut self) {
         self.canceler.cancel();
+    }
+}
+
+#[cfg(all(test, not(ctx_loom)))]
+mod tests {
+    use super::GroupCancel;
+    use crate::{Cause, Context, PanicError};
+    use std::fmt;
+
+    /// An error whose `Drop` panics: user code the group runs when it discards
+    /// the error.
+    #[derive(Debug)]
+    struct PanicsOnDrop;
+
+    impl fmt::Display for PanicsOnDrop {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an error whose drop panics")
+        }
+    }
+
+    impl std::error::Error for PanicsOnDrop {}
+
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("the error's drop panics");
+        }
+    }
+
+    fn new_group() -> GroupCancel {
+        GroupCancel::new(Context::background().with_cancel_cause().1)
+    }
+
+    fn panic_message(cause: &Cause) -> &str {
+        cause
+            .downcast_ref::<PanicError>()
+            .unwrap_or_else(|| panic!("not a PanicError: {cause}"))
+            .message()
+    }
+
+    #[test]
+    fn an_error_discarded_after_a_stop_that_panics_on_drop_counts_as_a_panic() {
+        let group = new_group();
+        group.stop();
+        // Returns: the panic does not unwind into the task's worker.
+        group.run(|_ctx| Err(PanicsOnDrop));
+        let err = group.finish().unwrap_err();
+        assert_eq!(panic_message(&err), "the error's drop panics");
+    }
+
+    #[test]
+    fn a_second_error_that_panics_on_drop_loses_to_the_first() {
+        let group = new_group();
+        group.run(|_ctx| Err(Cause::msg("first")));
+        group.run(|_ctx| Err(PanicsOnDrop));
+        assert!(!group.fail(PanicsOnDrop));
+        assert_eq!(group.finish().unwrap_err().to_string(), "first");
+        assert_eq!(group.context().cause().unwrap().to_string(), "first");
     }
 }
