@@ -8,17 +8,25 @@
 //!
 //! One watcher per process, started by the first signal context: signal-hook's
 //! self-pipe handler for each signal any context has asked for, read by one
-//! thread named `ctx-signal`, which cancels the contexts (so their
-//! [`after_func`](Context::after_func) callbacks run on that thread; one that
-//! panics does not stop the watcher). Each of those signals also gets
-//! signal-hook's conditional default handler, which runs the signal's default
-//! action while no live context catches it. The handlers stay installed for the
-//! life of the process (signal-hook cannot take one back), so a disposition
-//! query (`sigaction`) shows a handler even while the default action is in force.
+//! thread named `ctx-signal`. That thread runs no code of yours: it hands the
+//! cancel of each context a signal fires to a short-lived thread of its own
+//! (`ctx-signal-cancel`), where the [`after_func`](Context::after_func)
+//! callbacks of that context and its descendants run. So a slow or blocking
+//! callback holds back neither the other contexts of the same signal nor any
+//! later signal, and a callback may wait for another context the same signal
+//! cancels; a panicking callback (or `Drop`) stops nothing. Should no thread
+//! be available, the watcher cancels the context itself: late rather than
+//! lost. Each of those signals also gets signal-hook's conditional default
+//! handler, which runs the signal's default action while no live context
+//! catches it. The handlers stay installed for the life of the process
+//! (signal-hook cannot take one back), so a disposition query (`sigaction`)
+//! shows a handler even while the default action is in force.
 //!
 //! A signal the process started out ignoring (a background job of a
 //! non-interactive shell ignores SIGINT) is caught while a context catches it,
-//! as Go's `Notify` does, and stays ignored otherwise.
+//! as Go's `Notify` does, and stays ignored otherwise, in this process: see
+//! [`SignalStop`](SignalStop#caveats) for the programs it starts, for other
+//! signal handling in the same process, and for `fork`.
 
 use ctx_core::{CancelCauseFunc, Context};
 #[cfg(unix)]
@@ -43,7 +51,10 @@ pub use ctx_core::SignalError;
 /// [`SignalStop`](SignalStop#gos-rule).
 ///
 /// Needs no runtime: the signals are read by one background thread
-/// (`ctx-signal`), started on the first call, which also runs the cancels.
+/// (`ctx-signal`), started on the first call; each cancel a signal makes (with
+/// its [`after_func`](Context::after_func) callbacks) runs on a short-lived
+/// thread of its own. See the [caveats](SignalStop#caveats) (`fork`, inherited
+/// ignores, other signal handlers).
 ///
 /// # Panics
 ///
@@ -144,9 +155,45 @@ pub struct SignalOptions {
 ///
 /// # Caveats
 ///
-/// Other code that installs a handler for the same signal (tokio's `signal`
-/// module, for example) keeps it, but cannot keep the default action away: once
-/// no signal context catches the signal, it ends the process.
+/// **Other signal handling in the process.** Other code that installs a
+/// handler for the same signal (`tokio::signal`, `signal_hook`'s iterators or
+/// flags, or anything else built on signal-hook) keeps it, but cannot keep the
+/// default action away. Once a signal context has watched a signal (SIGINT,
+/// SIGTERM, or another one whose default action ends the process), its default
+/// action is back as soon as no signal context catches it, even while such
+/// code still listens for it: after the last `SignalStop` is stopped, a Ctrl-C
+/// that the application meant to see through `tokio::signal::ctrl_c()` ends the
+/// process before the application can react to it. (Before the first signal
+/// context for a signal, and in a process that never makes one, the other
+/// handler alone decides.) To keep handling a signal another way after the
+/// shutdown, keep a signal context for it (and its `SignalStop`) alive for as
+/// long as that handling must see the signal.
+///
+/// **Programs started afterwards, and inherited ignores.** A signal the process
+/// started out ignoring (`SIG_IGN`, such as SIGHUP under `nohup`, or SIGINT in
+/// a background job) stays ignored in this process once no signal context
+/// catches it, but it keeps the watcher's handler, and `exec` resets a handled
+/// signal to its default action while it keeps an ignored one ignored. So once
+/// a signal context has watched such a signal, the programs this process
+/// starts (`std::process::Command`) no longer inherit the ignore: under
+/// `nohup`, a child started afterwards is killed by SIGHUP. To pass the ignore
+/// on, set it in the child before the `exec`, with
+/// `std::os::unix::process::CommandExt::pre_exec` calling
+/// `libc::signal(libc::SIGHUP, libc::SIG_IGN)` (async-signal-safe).
+///
+/// **`fork`.** The watcher thread, like every thread, exists only in the
+/// process that started it, while its handlers and state are copied into a
+/// child made by `fork()` (without `exec`). In that child, a signal only
+/// reaches the self-pipe, which no thread reads: a signal never cancels a
+/// signal context made there (its stop and its parent still do), and while a
+/// signal context is alive in it (inherited from the parent or made there),
+/// SIGINT and SIGTERM do not get their default action either; they are
+/// silently dropped. Make signal contexts in the process that
+/// uses them: fork before the first one, or `exec` in the child (which gives
+/// the handled signals their default action back, see above). A forked child
+/// that goes on without `exec` should not use signal contexts, and should set
+/// the signals it cares about back to `SIG_DFL` itself (`libc::signal`) if it
+/// needs their default action.
 ///
 /// Unix only: on other targets no signal is watched, and a signal context is a
 /// plain `with_cancel` child that only its `SignalStop` or its parent ends.

@@ -115,3 +115,89 @@ fn a_panicking_callback_does_not_stop_the_watcher() {
     })
     .survived(&["second delivered"]);
 }
+
+/// A value whose `Drop` panics.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("a value's drop panics");
+    }
+}
+
+#[test]
+fn a_panicking_drop_released_by_a_signal_does_not_stop_the_watcher() {
+    in_child(
+        "a_panicking_drop_released_by_a_signal_does_not_stop_the_watcher",
+        || {
+            use std::sync::mpsc;
+            let parent = background().with_value(PanicsOnDrop);
+            let (ctx, stop) = signal_context(&parent);
+            drop(parent);
+            // The callback holds the signal's cancel until the stop handle and
+            // the context are gone, so the watcher's side holds the last
+            // reference to the context, and its drop releases the value.
+            let (in_callback, callback_entered) = mpsc::channel();
+            let (release, released) = mpsc::channel::<()>();
+            let registration = ctx.after_func(move || {
+                in_callback.send(()).unwrap();
+                let _ = released.recv_timeout(WATCHDOG / 2);
+            });
+            raise(libc::SIGINT, 1);
+            callback_entered
+                .recv_timeout(WATCHDOG / 2)
+                .expect("SIGINT did not cancel the context");
+            drop((stop, ctx, registration));
+            release.send(()).unwrap();
+            stage("value released");
+
+            let (next, next_stop) = signal_context(&background());
+            raise(libc::SIGINT, 1);
+            assert!(
+                wait_timeout(&next, WATCHDOG / 2),
+                "the watcher died with the value's drop"
+            );
+            assert_canceled_by(&next, "SIGINT");
+            stage("next delivered");
+            next_stop.stop();
+            raise(libc::SIGINT, 1);
+        },
+    )
+    .killed_by(libc::SIGINT, &["value released", "next delivered"]);
+}
+
+#[test]
+fn a_blocking_callback_does_not_hold_back_the_other_contexts() {
+    in_child(
+        "a_blocking_callback_does_not_hold_back_the_other_contexts",
+        || {
+            use std::sync::mpsc;
+            let (a, _stop_a) = signal_context(&background());
+            let (b, _stop_b) = signal_context(&background());
+            // Each one's callback waits for the other context to be done, so
+            // whichever the watcher fires first, canceling them one after
+            // another would hold back the second until the wait gives up.
+            let (saw, seen) = mpsc::channel();
+            let waits_for = |this: &Context, other: &Context, name: &'static str| {
+                let (other, saw) = (other.clone(), saw.clone());
+                this.after_func(move || {
+                    let done = wait_timeout(&other, WATCHDOG / 2);
+                    saw.send((name, done)).unwrap();
+                })
+            };
+            let _a_waits = waits_for(&a, &b, "a");
+            let _b_waits = waits_for(&b, &a, "b");
+            raise(libc::SIGINT, 1);
+            for ctx in [&a, &b] {
+                assert!(wait(ctx), "SIGINT did not reach every context");
+                assert_canceled_by(ctx, "SIGINT");
+            }
+            for _ in 0..2 {
+                let (name, done) = seen.recv_timeout(WATCHDOG).expect("a callback ran");
+                assert!(done, "{name}'s callback did not see the other context done");
+            }
+            stage("both callbacks saw the other done");
+        },
+    )
+    .survived(&["both callbacks saw the other done"]);
+}

@@ -16,16 +16,30 @@
 //! calls `dispatch`. Both run on every delivery, in that order; the first ends
 //! the process while the flag is set. A signal the process started out ignoring
 //! gets no conditional default, so it stays ignored while nobody catches it.
+//!
+//! No user code runs on the `ctx-signal` thread: `dispatch` only marks the
+//! listeners fired, under the lock, and hands each fired context's cancel (its
+//! `after_func` callbacks, and the `Drop`s a last reference releases) to a
+//! short-lived thread of its own (`cancel`). So a slow or blocking callback
+//! delays neither the other contexts of the same signal nor any later signal,
+//! and a callback may wait for another context that the same signal cancels.
+//! Signals are rare and each listener fires once, so a thread per fired
+//! context costs little. Only when no thread can be spawned does a cancel run
+//! here, late rather than lost. That, and every delivery, runs under
+//! [`contain`], which keeps the thread alive through any panic: a dead watcher
+//! would lose every later signal (its listeners keep the default action off).
 
 use ctx_core::{Canceler, SignalError};
 use signal_hook::consts::FORBIDDEN;
 use signal_hook::iterator::{Handle, Signals};
 use signal_hook::low_level::signal_name;
+use std::any::Any;
 use std::ffi::c_int;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::thread;
 
 /// Registers a listener for `signals` that `dispatch` cancels through
 /// `canceler`. Returns its id for [`unsubscribe`].
@@ -181,11 +195,13 @@ impl State {
         if self.pipe.is_none() {
             let mut signals = Signals::new::<[c_int; 0], c_int>([])?;
             let handle = signals.handle();
-            std::thread::Builder::new()
+            thread::Builder::new()
                 .name("ctx-signal".into())
                 .spawn(move || {
                     for signal in signals.forever() {
-                        dispatch(signal);
+                        // Each delivery under its own guard: whatever happens in
+                        // one, the thread goes on to the next.
+                        contain(|| dispatch(signal));
                     }
                 })?;
             self.pipe = Some(handle);
@@ -223,7 +239,8 @@ impl Listener {
     }
 }
 
-/// Cancels every listener that waits for `signal`, on the `ctx-signal` thread.
+/// Fires every listener that waits for `signal`, on the `ctx-signal` thread,
+/// and hands each one's cancel to [`cancel`].
 fn dispatch(signal: c_int) {
     let (name, fired) = {
         let mut state = lock();
@@ -253,10 +270,64 @@ fn dispatch(signal: c_int) {
     // Canceled outside the lock: a cancel runs the contexts' `after_func`
     // callbacks, which may make or stop signal contexts themselves.
     for canceler in fired {
-        // A panicking callback must not end the thread that delivers every later
-        // signal. The panic was reported by the panic hook already.
-        let cause = SignalError::new(name);
-        let _ = catch_unwind(AssertUnwindSafe(|| canceler.cancel_with_cause(cause)));
+        cancel(canceler, name);
+    }
+}
+
+/// Cancels a fired listener's context with the signal `name` as the cause, on a
+/// thread of its own (module docs): its callbacks may block, and may wait for
+/// another context this signal cancels.
+///
+/// If no thread can be spawned, cancels it right here instead: late (after the
+/// callbacks of the contexts before it) is better than a signal lost.
+fn cancel(canceler: Canceler, name: &'static str) {
+    // The canceler reaches the thread through a channel, not the closure: a
+    // failed spawn drops its closure, and this thread needs the canceler back.
+    let (send, receive) = mpsc::sync_channel::<Canceler>(1);
+    let spawned = thread::Builder::new()
+        .name("ctx-signal-cancel".into())
+        .spawn(move || {
+            if let Ok(canceler) = receive.recv() {
+                cancel_here(canceler, name);
+            }
+        });
+    let canceler = match spawned {
+        // Detached: nobody waits for a cancel. The send cannot fail (the thread
+        // drops its receiver only after its `recv`); if it did, the canceler
+        // comes back with the error and is canceled here.
+        Ok(_) => match send.send(canceler) {
+            Ok(()) => return,
+            Err(mpsc::SendError(canceler)) => canceler,
+        },
+        Err(_) => canceler,
+    };
+    cancel_here(canceler, name);
+}
+
+/// Cancels with the signal `name` as the cause, on the calling thread, under
+/// [`contain`]. The canceler is moved into the guard: dropping it can drop the
+/// last reference to the context, and so release user `Drop`s up its chain.
+fn cancel_here(canceler: Canceler, name: &'static str) {
+    contain(move || {
+        // Losing to an earlier cancel (the stop, the parent) is fine.
+        let _ = canceler.cancel_with_cause(SignalError::new(name));
+    });
+}
+
+/// Runs `f` so that nothing it does unwinds out of it: the panics of user code
+/// it runs (a callback, a value's `Drop`) were reported by the panic hook
+/// already, and must not end a thread of the watcher.
+fn contain(f: impl FnOnce()) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
+        drop_payload(payload);
+    }
+}
+
+/// Drops a caught panic's payload, which is user code too (`panic_any` takes
+/// any value): a payload whose `Drop` panics is leaked, with its own payload.
+fn drop_payload(payload: Box<dyn Any + Send>) {
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
     }
 }
 
