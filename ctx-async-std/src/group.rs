@@ -7,20 +7,32 @@
 //! panics, stop) is ctx-core's [`GroupCancel`]; this module spawns, limits and
 //! joins. Every task is counted in `running` before it is spawned and uncounted
 //! when it ends; `wait` sleeps on an event until the count is 0, then lets the
-//! core finish. Under a limit, each task first takes a permit from a fair
-//! semaphore, and keeps it in its `TaskSlot` until it ends.
+//! core finish. Under a limit, each task takes a permit from a semaphore before
+//! its body is first polled, and holds it until it ends. The semaphore is not
+//! fair and the executor first polls new tasks in any order, so queued tasks
+//! start in no particular order.
 //!
 //! # Waiting from inside a task
 //!
 //! While a task of the group is polled, a thread-local names its `TaskSlot` (and
 //! so its group). A `wait` that starts there is an *inner* wait: it counts itself
-//! in `inner`, gives up the task's permit (the tasks queued behind it may need
-//! it, and none can be queued after the wait cancels the group), and waits until
-//! every running task is an inner waiter (`running <= inner`) instead of until
-//! none runs. `Finish` notifies whenever the count drops to `inner` or below, an
-//! inner waiter when it raises `inner`: both sides store (`SeqCst`), then load
-//! the other's count, and a waiter listens before its last check, so either the
-//! waiter sees the new count or the other side sees the waiter and notifies.
+//! in `inner` and in its slot, and waits until every running task is an inner
+//! waiter (`running <= inner`) instead of until none runs. `Finish` notifies
+//! whenever the count drops to `inner` or below, an inner waiter when it raises
+//! `inner`: both sides store (`SeqCst`), then load the other's count, and a
+//! waiter listens before its last check, so either the waiter sees the new
+//! count or the other side sees the waiter and notifies.
+//!
+//! Under a limit, the tasks queued behind an inner waiter may need its permit
+//! (and none can be queued after the wait cancels the group), or every slot
+//! holder could wait for them forever. So the permit is *lent*, but only while
+//! the task is parked: `launch` polls the body itself, and when a poll returns
+//! `Pending` with an inner wait outstanding in the slot, it drops the permit;
+//! before it polls the body again it takes a permit back, awaiting one if
+//! need be. The body is thus only ever polled with a permit in hand, whether
+//! the wait then finishes, is still waiting, or was dropped unfinished (raced
+//! against a timer, say). The wait future cannot do this itself: its `Drop`
+//! cannot await, and the body runs on at once after dropping it.
 //!
 //! The shape (names, `new` returning the group and its context, `with_limit`,
 //! `PanicError`, `stop`) is the same as ctx-tokio's `Group`.
@@ -33,8 +45,9 @@ use std::cell::RefCell;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 
 /// Shared by every adapter (defined in ctx-core, so causes compare across runtimes).
 pub use ctx_core::PanicError;
@@ -107,12 +120,13 @@ struct Shared {
     limit: Option<Arc<Semaphore>>,
 }
 
-/// What a task of the group carries: which group, and its slot under a limit.
+/// What a task of the group carries: which group, and its inner waits.
 struct TaskSlot {
     /// The group's `Shared`, by address (for comparison only).
     group: usize,
-    /// The task's permit, once it has one; given up by an inner wait.
-    permit: Mutex<Option<SemaphoreGuardArc>>,
+    /// Inner waits started in this task and not yet finished or dropped: while
+    /// there is one, a parked task lends its permit (module docs).
+    waits: AtomicUsize,
 }
 
 thread_local! {
@@ -142,8 +156,9 @@ impl Group {
     /// Limits the group to `limit` tasks running at once (Go's `SetLimit`).
     ///
     /// [`spawn`](Group::spawn) never blocks: a task over the limit is queued and
-    /// starts, in spawn order, when a running one finishes (unless the group is
-    /// canceled first). Use [`try_spawn`](Group::try_spawn) to refuse work instead.
+    /// starts when a running one finishes (unless the group is canceled first).
+    /// Queued tasks start in no particular order, not necessarily in spawn
+    /// order. Use [`try_spawn`](Group::try_spawn) to refuse work instead.
     ///
     /// # Panics
     ///
@@ -182,7 +197,7 @@ impl Group {
     /// with the group's context, even if the group is canceled before the task
     /// starts (then that context is already done, and `f` should return at
     /// once). Under a [limit](Group::with_limit) the task waits for a slot first,
-    /// in spawn order, also when the group is canceled meanwhile.
+    /// also when the group is canceled meanwhile.
     pub fn spawn<F, Fut, E>(&self, f: F) -> bool
     where
         F: FnOnce(Context) -> Fut + Send + 'static,
@@ -193,13 +208,8 @@ impl Group {
             return false;
         }
         let shared = self.shared.clone();
-        let slot = self.slot(None);
-        let mine = slot.clone();
-        self.launch(slot, async move {
-            if let Some(limit) = &shared.limit {
-                let permit = limit.acquire_arc().await;
-                *mine.lock() = Some(permit);
-            }
+        // Under a limit, `launch` takes the permit before the first poll.
+        self.launch(None, async move {
             shared.core.run_async(f).await;
         });
         true
@@ -225,36 +235,60 @@ impl Group {
             return false;
         };
         let shared = self.shared.clone();
-        self.launch(self.slot(Some(permit)), async move {
+        self.launch(Some(permit), async move {
             shared.core.run_async(f).await;
         });
         true
     }
 
-    /// A new task's slot.
-    fn slot(&self, permit: Option<SemaphoreGuardArc>) -> Arc<TaskSlot> {
-        Arc::new(TaskSlot {
-            group: Arc::as_ptr(&self.shared) as usize,
-            permit: Mutex::new(permit),
-        })
-    }
-
-    /// Counts and spawns one task, which names its slot while it is polled.
-    fn launch(&self, slot: Arc<TaskSlot>, task: impl Future<Output = ()> + Send + 'static) {
+    /// Counts and spawns one task, which names its slot while it is polled and,
+    /// under a limit, is only polled holding a permit (`permit`, if it already
+    /// has one).
+    fn launch(
+        &self,
+        mut permit: Option<SemaphoreGuardArc>,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) {
         // Relaxed: the increment happens-before the spawn, and `wait` only needs
         // the decrements ordered (see there).
         self.shared.running.fetch_add(1, Ordering::Relaxed);
         let shared = self.shared.clone();
+        let slot = Arc::new(TaskSlot {
+            group: Arc::as_ptr(&self.shared) as usize,
+            waits: AtomicUsize::new(0),
+        });
         smol::spawn(async move {
             let _finish = Finish(&shared);
             let mut task = pin!(task);
-            poll_fn(|cx| {
-                let _current = CurrentTask::enter(&slot);
-                task.as_mut().poll(cx)
-            })
-            .await;
+            // One round per poll of the body, so that the permit can be lent
+            // while the task is parked and taken back before it runs again
+            // (module docs).
+            loop {
+                if permit.is_none()
+                    && let Some(limit) = &shared.limit
+                {
+                    permit = Some(limit.acquire_arc().await);
+                }
+                let polled = poll_fn(|cx| {
+                    let _current = CurrentTask::enter(&slot);
+                    Poll::Ready(task.as_mut().poll(cx))
+                })
+                .await;
+                if polled.is_ready() {
+                    break;
+                }
+                // Relaxed: this task's own polls (just above) start and end its
+                // inner waits. (A wait future moved elsewhere can only make the
+                // task lend its permit while parked, never run without one.)
+                if slot.waits.load(Ordering::Relaxed) > 0 {
+                    // Lent to the tasks queued behind this one.
+                    permit = None;
+                }
+                // The body has arranged its own wake-up, with this task's waker.
+                parked().await;
+            }
             // The slot is given back before the task is uncounted.
-            drop(slot.lock().take());
+            drop(permit);
         })
         .detach();
     }
@@ -270,8 +304,11 @@ impl Group {
     /// Called from one of the group's own tasks (which holds the group in an
     /// `Arc`), `wait` waits for every *other* task (a task cannot wait for its own
     /// end), then cancels the group and returns the first error so far; the
-    /// calling task goes on. Under a limit the calling task first gives up its
-    /// slot, so that tasks queued behind it can run. Two tasks waiting from
+    /// calling task goes on. Under a limit the calling task lends its slot while
+    /// it waits, so that tasks queued behind it can run, and takes a slot back
+    /// before it runs again: after the wait returns, and also after it is
+    /// dropped unfinished (then the task is not polled until it has a slot, and
+    /// at most `limit` tasks run at once either way). Two tasks waiting from
     /// inside at once do not wait for each other. "Inside" means polled as part
     /// of the task itself: a `wait` future handed to another task or thread that
     /// the group's task then awaits is not recognized, and waits for that task
@@ -285,15 +322,12 @@ impl Group {
     /// # Cancellation safety
     ///
     /// Dropping this future loses nothing: the tasks go on, and `wait` can be
-    /// called again.
+    /// called again. From inside a task under a limit, the slot lent while
+    /// waiting is taken back before the task runs on (see above).
     pub async fn wait(&self) -> Result<(), Cause> {
         let shared = &self.shared;
         // Runs at the first poll: inside the calling task, if it is ours.
-        let inner = CurrentTask::of(shared).map(|slot| {
-            // The tasks queued behind this one may need its slot.
-            drop(slot.lock().take());
-            InnerWait::new(shared)
-        });
+        let inner = CurrentTask::of(shared).map(|slot| InnerWait::new(shared, slot));
         let finished = || {
             // SeqCst: pairs with the decrement in `Finish` (module docs), and
             // makes every task's effects (and its recorded error) visible.
@@ -353,13 +387,18 @@ impl fmt::Debug for Group {
     }
 }
 
-// ===== impl TaskSlot =====
-
-impl TaskSlot {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<SemaphoreGuardArc>> {
-        // Only the task and its own inner wait touch it; no user code runs under it.
-        self.permit.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+/// Returns `Pending` once, without arranging a wake-up, then `Ready`: for a
+/// task whose body has just returned `Pending`, and so has arranged one.
+async fn parked() {
+    let mut parked = false;
+    poll_fn(|_| {
+        if std::mem::replace(&mut parked, true) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
 }
 
 /// Names the task being polled on this thread (module docs); restores the
@@ -391,23 +430,30 @@ impl Drop for CurrentTask {
     }
 }
 
-/// Counts a wait started inside one of the group's tasks, while it waits.
-struct InnerWait<'a>(&'a Shared);
+/// Counts a wait started inside one of the group's tasks, while it waits: in
+/// the group (for the waits) and in the task's slot (for its permit).
+struct InnerWait<'a> {
+    shared: &'a Shared,
+    slot: Arc<TaskSlot>,
+}
 
 impl InnerWait<'_> {
-    fn new(shared: &Shared) -> InnerWait<'_> {
+    fn new(shared: &Shared, slot: Arc<TaskSlot>) -> InnerWait<'_> {
+        // Relaxed: read by the same task after this poll (see `launch`).
+        slot.waits.fetch_add(1, Ordering::Relaxed);
         // SeqCst: the waiter's half of the pair with `Finish` (module docs).
         shared.inner.fetch_add(1, Ordering::SeqCst);
         // Other inner waiters may be done now that this one counts as waiting.
         shared.idle.notify(usize::MAX);
-        InnerWait(shared)
+        InnerWait { shared, slot }
     }
 }
 
 impl Drop for InnerWait<'_> {
     fn drop(&mut self) {
         // SeqCst: as in `new`. Fewer inner waiters finish nobody's wait.
-        self.0.inner.fetch_sub(1, Ordering::SeqCst);
+        self.shared.inner.fetch_sub(1, Ordering::SeqCst);
+        self.slot.waits.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

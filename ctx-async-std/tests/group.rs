@@ -21,6 +21,8 @@ on_both!(
     stop_from_inside_a_task_waits_for_the_others,
     wait_from_inside_tasks_does_not_wait_for_itself,
     stop_from_inside_gives_up_the_slot_under_a_limit,
+    a_dropped_inner_wait_takes_its_slot_back,
+    inner_waits_in_every_slot_neither_hang_nor_overrun,
     try_spawn_refuses_at_the_limit,
 );
 
@@ -100,7 +102,9 @@ async fn queued_tasks_run_with_a_done_context_after_cancel() {
     let started = Arc::new(AtomicUsize::new(0));
     let saw_done = Arc::new(AtomicUsize::new(0));
     let counter = started.clone();
-    assert!(group.spawn(move |ctx| async move {
+    // `try_spawn`: the slot is taken here, so this task is surely the one that
+    // runs first (queued tasks start in no particular order).
+    assert!(group.try_spawn(move |ctx| async move {
         counter.fetch_add(1, Ordering::SeqCst);
         sleep(&ctx, Duration::from_millis(20)).await?;
         Err(Cause::msg("the only one"))
@@ -212,10 +216,12 @@ async fn stop_from_inside_gives_up_the_slot_under_a_limit() {
     let group = Arc::new(group.with_limit(1));
     let (started_tx, started_rx) = smol::channel::bounded::<()>(1);
     let inner = group.clone();
-    group.spawn(move |_ctx| async move {
+    // `try_spawn`: the slot is taken here, so this task surely holds it before
+    // the queued ones run (they start in no particular order).
+    assert!(group.try_spawn(move |_ctx| async move {
         let _ = started_rx.recv().await;
         inner.stop().await
-    });
+    }));
     let queued = Arc::new(AtomicUsize::new(0));
     for _ in 0..5 {
         let queued = queued.clone();
@@ -232,6 +238,117 @@ async fn stop_from_inside_gives_up_the_slot_under_a_limit() {
             .is_ok()
     );
     assert_eq!(queued.load(Ordering::SeqCst), 5);
+}
+
+/// Counts the tasks running their bodies at once, and the most seen.
+#[derive(Clone, Default)]
+struct Gauge {
+    running: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+impl Gauge {
+    fn enter(&self) {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+    }
+
+    fn leave(&self) {
+        self.running.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
+/// Under `with_limit(1)`, the task holding the slot races a `wait` from inside
+/// against a signal, and the signal wins: the wait future is dropped unfinished
+/// and the task goes on working. The queued task that got the lent slot is
+/// still running then, so the first task must not go on until it has a slot
+/// again (it used to go on without one: two tasks at once under a limit of 1).
+async fn a_dropped_inner_wait_takes_its_slot_back() {
+    let (group, _ctx) = Group::new(&background());
+    let group = Arc::new(group.with_limit(1));
+    let gauge = Gauge::default();
+    let (go_tx, go_rx) = smol::channel::bounded::<()>(1);
+    // Closed once both are spawned: a wait that began earlier would return at
+    // once, and cancel the group before the second spawn.
+    let (start_tx, start_rx) = smol::channel::bounded::<()>(1);
+    let (inner, first) = (group.clone(), gauge.clone());
+    // `try_spawn`: the first task surely holds the slot before the second runs.
+    assert!(group.try_spawn(move |_ctx| async move {
+        let _ = start_rx.recv().await;
+        // Parked in the race, the task runs nothing of its own.
+        let signaled = smol::future::or(
+            // First, so that it wins once both are ready: the wait must be
+            // the one dropped.
+            async { go_rx.recv().await.is_ok() },
+            async {
+                let _ = inner.wait().await;
+                false
+            },
+        )
+        .await;
+        assert!(signaled, "the wait was dropped, not finished");
+        first.enter();
+        smol::Timer::after(Duration::from_millis(20)).await;
+        first.leave();
+        Ok::<(), Cause>(())
+    }));
+    let second = gauge.clone();
+    assert!(group.spawn(move |_ctx| async move {
+        second.enter();
+        go_tx.send(()).await.unwrap();
+        // Room for the first task to run, if it (wrongly) could: not a timing
+        // assertion, the peak below is exact either way.
+        smol::Timer::after(Duration::from_millis(50)).await;
+        second.leave();
+        Ok::<(), Cause>(())
+    }));
+    drop(start_tx);
+    assert!(
+        within("a limited group after a dropped inner wait", group.wait())
+            .await
+            .is_ok()
+    );
+    assert_eq!(gauge.peak(), 1, "tasks running at once under a limit of 1");
+}
+
+/// Under `with_limit(2)`, every task waits for the group from inside, then
+/// works: each lends its slot while it waits, so the queued ones can start and
+/// nothing hangs, and takes one back before it goes on, so no more than 2 run
+/// at once after the waits return.
+async fn inner_waits_in_every_slot_neither_hang_nor_overrun() {
+    let (group, _ctx) = Group::new(&background());
+    let group = Arc::new(group.with_limit(2));
+    let gauge = Gauge::default();
+    let returned = Arc::new(AtomicUsize::new(0));
+    // Closed once all are spawned: a wait that began earlier could return, and
+    // cancel the group, before the last spawn.
+    let (start_tx, start_rx) = smol::channel::bounded::<()>(1);
+    for _ in 0..5 {
+        let (inner, gauge, returned) = (group.clone(), gauge.clone(), returned.clone());
+        let start_rx = start_rx.clone();
+        assert!(group.spawn(move |_ctx| async move {
+            let _ = start_rx.recv().await;
+            let _ = inner.wait().await;
+            returned.fetch_add(1, Ordering::SeqCst);
+            gauge.enter();
+            smol::Timer::after(Duration::from_millis(20)).await;
+            gauge.leave();
+            Ok::<(), Cause>(())
+        }));
+    }
+    drop(start_tx);
+    assert!(
+        within("a limited group whose tasks all wait inside", group.wait())
+            .await
+            .is_ok()
+    );
+    assert_eq!(returned.load(Ordering::SeqCst), 5);
+    let peak = gauge.peak();
+    assert!((1..=2).contains(&peak), "peak concurrency {peak}");
 }
 
 async fn try_spawn_refuses_at_the_limit() {
