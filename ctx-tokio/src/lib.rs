@@ -2,8 +2,10 @@
 //! helpers, error groups and signal contexts.
 //!
 //! [`background()`] gives a root context whose deadlines run on tokio's own time
-//! driver ([`TokioTimer`]: a task, no thread of its own; a current-thread runtime
-//! that nobody drives is covered by one backstop thread per process), so
+//! driver ([`TokioTimer`]: a task, no thread of its own; a runtime that does not
+//! poll that task in time, such as a current-thread runtime nobody drives or a
+//! multi-thread worker busy with a task that does not yield, is covered by one
+//! backstop thread per process), so
 //! `tokio::time::pause()` and `advance()` drive contexts exactly as they drive
 //! `tokio::time::sleep`, and deadline tests run instantly. On top of it:
 //! [`run_until_done`] and [`sleep`] race a future against a context, [`spawn`]

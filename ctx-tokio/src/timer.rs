@@ -20,6 +20,12 @@
 //!    (firing may run user code, which may arm or disarm here). A shard's lock is
 //!    held for a push, a pass's look at its heap, or a sweep, and no user code
 //!    runs under it.
+//! 4. Every timer that armed a deadline is watched by the backstop, whatever its
+//!    runtime's flavor (`start`), and every swap of `WAKING` over a target pokes
+//!    it (`wake_driver`, a pass that leaves work): the runtime may fail to poll
+//!    the driver although it is due (a current-thread runtime nobody drives, or a
+//!    multi-thread driver stuck in a busy worker's LIFO slot), and then the
+//!    backstop fires in its stead within its grace.
 //!
 //! # Synchronization
 //!
@@ -101,7 +107,9 @@ use tokio::time::Sleep;
 /// be paused), a disarm that leaves no timer armed also wakes the driver, so
 /// that a paused runtime does not auto-advance to a dead deadline. (`StdTimer`
 /// shares the sharded heaps and the lazy disarm; unlike it, this driver fires
-/// in budgeted batches as a task.)
+/// in budgeted batches as a task.) A wake-up of the driver also pokes the
+/// backstop thread (below), so that a driver the runtime does not poll is
+/// noticed.
 ///
 /// # Where deadlines fire
 ///
@@ -114,17 +122,30 @@ use tokio::time::Sleep;
 ///   per-task budget) and yields between batches, so that a burst of deadlines
 ///   falling due together cannot starve the runtime's other tasks.
 /// * **The backstop thread** (`ctx-tokio-timer`, one per process, started with
-///   the first deadline armed on a current-thread runtime): a current-thread
-///   runtime runs its tasks and its time driver only while a thread is inside its
-///   `block_on`. A root made inside one runtime (`#[tokio::main(flavor =
-///   "current_thread")]`, a helper runtime) may be used from another runtime or
-///   from plain threads while nobody drives it, or its one thread may be busy. The
-///   backstop watches such timers: once a deadline is due by the runtime's clock
-///   and the driver has not run for 20 ms, it fires the due deadlines itself
-///   (until the driver runs again) and hands the rest back to the driver. It
-///   reads the runtime's clock, so on a paused clock nothing fires until the
-///   runtime advances it (as with `tokio::time::sleep`). Multi-thread runtimes
-///   need no backstop: their workers drive the timer whenever they are idle.
+///   the first deadline armed on any `TokioTimer`), when the runtime does not
+///   poll the driver although a deadline is due:
+///   * A current-thread runtime runs its tasks and its time driver only while a
+///     thread is inside its `block_on`. A root made inside one runtime
+///     (`#[tokio::main(flavor = "current_thread")]`, a helper runtime) may be
+///     used from another runtime or from plain threads while nobody drives it,
+///     or its one thread may be busy.
+///   * On a multi-thread runtime, a task that a worker wakes or spawns goes to
+///     that worker's LIFO slot, which the other workers cannot steal. An arm on
+///     a worker wakes (or first spawns) the driver there; if the task that armed
+///     then computes or blocks without yielding, the driver waits for it, while
+///     the other workers sit idle. (Waking it from elsewhere is not ours to
+///     choose: tokio routes a wake-up by the thread it is made on, and the LIFO
+///     slot can be turned off only on the runtime's builder, and only under
+///     `tokio_unstable`; see tokio issue #4941.)
+///
+///   The backstop watches every timer: once a deadline is due by the runtime's
+///   clock and the driver has not run for 20 ms, it fires the due deadlines
+///   itself (until the driver runs again) and hands the rest back to the
+///   driver. So a deadline fires at most about 20 ms late however busy the
+///   runtime's threads are. It reads the runtime's clock, so on a paused clock
+///   nothing fires until the runtime advances it (as with `tokio::time::sleep`).
+///   On a runtime that polls the driver in time, it only wakes about once per
+///   deadline the driver sleeps towards, and fires nothing.
 /// * **ctx-core's `StdTimer` thread**, after the runtime shut down (see below).
 ///
 /// Firing runs no user code on any of the three: the context's
@@ -133,6 +154,16 @@ use tokio::time::Sleep;
 /// callback that blocks or panics never delays another deadline or the runtime.
 /// To run a callback as a task on the runtime instead, register it with
 /// [`after_func_spawn`](crate::after_func_spawn).
+///
+/// Under paused time this has a consequence: tokio's auto-advance waits for the
+/// runtime's tasks, not for ctx-core's runner. Once the runtime is idle, the
+/// paused clock may jump on to its next timer (and run what waits for it)
+/// before a deadline's `after_func` callback has run, so such a callback (and
+/// what it starts: [`after_func_spawn`](crate::after_func_spawn)'s task, a
+/// `to_token` token's cancel) may come after things due later than the
+/// deadline. Tasks that await [`done()`](Context::done) are not affected: the
+/// expiry wakes them inline, on the runtime, so the runtime is not idle until
+/// they ran. In paused-time tests that depend on that order, await `done()`.
 ///
 /// # Cost
 ///
@@ -146,6 +177,13 @@ use tokio::time::Sleep;
 /// than a quarter full (with more than 1024 slots) shrinks it to twice its
 /// length, so a spike of a million deadlines does not stay allocated after they
 /// are gone.
+///
+/// An arm that wakes the driver (its deadline is earlier than every other one)
+/// also pokes the backstop: a clock read and two atomic operations, and an
+/// unpark of the backstop thread when it sleeps longer than its grace (at most
+/// about once per grace, since it then looks again within the grace). An arm
+/// that does not move the earliest deadline, and every disarm, pay nothing for
+/// the backstop.
 ///
 /// [`now`](Timer::now) on a multi-thread runtime reads the system clock, which
 /// is that runtime's clock (tokio pauses only current-thread runtimes). On a
@@ -239,10 +277,10 @@ const MAX_SLEEP: Duration = Duration::from_secs(86_400 * 365 * 30);
 
 struct Shared {
     handle: Handle,
-    /// The runtime may go undriven (not multi-thread): the backstop watches it.
-    guarded: bool,
     /// The runtime's clock cannot be paused (multi-thread): it is the system
-    /// clock, and `now` reads that without entering the runtime.
+    /// clock, `now` reads that without entering the runtime, and a disarm need
+    /// not wake the driver for the sake of auto-advance (see `disarm`). (The
+    /// backstop watches every flavor: invariant 4.)
     system_clock: bool,
     /// A power-of-two number of shards (invariant 1).
     shards: Box<[Shard]>,
@@ -334,12 +372,10 @@ impl TokioTimer {
             .map_or(4, |n| n.get() * 2)
             .next_power_of_two()
             .min(MAX_SHARDS);
-        let flavor = handle.runtime_flavor();
         Arc::new(TokioTimer {
             shared: Arc::new(Shared {
-                guarded: flavor != RuntimeFlavor::MultiThread,
                 // Tokio pauses the clocks of current-thread runtimes only.
-                system_clock: flavor == RuntimeFlavor::MultiThread,
+                system_clock: handle.runtime_flavor() == RuntimeFlavor::MultiThread,
                 handle,
                 shards: (0..shards).map(|_| Shard::new()).collect(),
                 wake_at: AtomicU64::new(IDLE),
@@ -435,9 +471,9 @@ impl TokioTimer {
         {
             return;
         }
-        if self.shared.guarded {
-            backstop::watch(&self.shared);
-        }
+        // Every flavor (invariant 4): a multi-thread runtime, too, can leave the
+        // driver unpolled, in the LIFO slot of a worker that does not yield.
+        backstop::watch(&self.shared);
         let driver = Driver {
             shared: self.shared.clone(),
             batch: Vec::new(),
@@ -516,9 +552,13 @@ impl Timer for TokioTimer {
         }
         // Nothing armed any more while the driver sleeps towards a dead deadline:
         // wake it to drop that sleep, or a paused runtime would auto-advance its
-        // clock to it. Only current-thread runtimes can be paused.
+        // clock to it. Only current-thread runtimes can be paused: on the system
+        // clock, the disarm hot path skips even the loads.
         // SeqCst: as the sleeper's side of `shards::wake`.
-        if shared.guarded && shared.wake_at.load(Ordering::SeqCst) != IDLE && shared.armed() == 0 {
+        if !shared.system_clock
+            && shared.wake_at.load(Ordering::SeqCst) != IDLE
+            && shared.armed() == 0
+        {
             shared.wake_driver();
         }
     }
@@ -599,17 +639,16 @@ impl Shared {
         shards::earliest(&self.shards)
     }
 
-    /// Claims the wake-up and sends it: to the driver task, and (for a runtime
-    /// that may go undriven) to the backstop, which fires in the driver's stead
-    /// if the runtime does not run it soon.
+    /// Claims the wake-up and sends it: to the driver task, and to the backstop,
+    /// which fires in the driver's stead if the runtime does not run it soon
+    /// (invariant 4: on a multi-thread runtime this wake-up may land in the LIFO
+    /// slot of a worker that then does not yield).
     fn wake_driver(&self) {
         // SeqCst: claim the wake-up, so concurrent arms do not all notify; and the
         // first half of the backstop's store-buffering pair (see `backstop::poke`).
         if self.wake_at.swap(WAKING, Ordering::SeqCst) != WAKING {
             self.notify.notify_one();
-            if self.guarded {
-                backstop::poke();
-            }
+            backstop::poke();
         }
     }
 
@@ -800,7 +839,7 @@ impl Driver {
             let next = match pass {
                 Pass::Sleep(next) => next,
                 Pass::More { poke } => {
-                    if poke && self.shared.guarded {
+                    if poke {
                         backstop::poke();
                     }
                     // More work is due. Yield first: a driver that never returns

@@ -407,8 +407,9 @@ async fn a_burst_of_expiries_does_not_starve_the_runtime() {
 }
 
 /// As documented on `TokioTimer`: on a runtime that is being driven, a
-/// deadline fires on the runtime's own thread. A multi-thread runtime has no
-/// backstop, so this is exact.
+/// deadline fires on the runtime's own thread. (The backstop watches this
+/// runtime too, but steps in only if the idle worker is kept off its CPU for
+/// longer than the backstop's grace.)
 #[test]
 fn a_deadline_fires_on_the_runtime() {
     let runtime = tokio::runtime::Builder::new_multi_thread()

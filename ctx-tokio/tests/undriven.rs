@@ -1,5 +1,7 @@
-//! A current-thread runtime that is alive but not being driven (nobody is in its
-//! `block_on`, or its thread is busy): its timer's deadlines still fire, on the
+//! A runtime that is alive but does not poll its timer's driver task (a
+//! current-thread runtime nobody is in the `block_on` of, or whose thread is
+//! busy; a multi-thread worker busy with a task that does not yield while the
+//! driver sits in its LIFO slot): the timer's deadlines still fire, on the
 //! backstop thread, by the runtime's clock.
 
 mod support;
@@ -9,7 +11,7 @@ use ctx_tokio::TokioTimer;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::{WATCHDOG, block_on, firing_thread, within};
 
 fn current_thread(paused: bool) -> tokio::runtime::Runtime {
@@ -83,6 +85,87 @@ fn a_deadline_fires_while_the_runtime_thread_is_blocked() {
         thread.expect("the deadline fired").as_deref(),
         Some("ctx-tokio-timer")
     );
+}
+
+/// Blocks the calling thread (a runtime worker, in these tests) in short sleeps
+/// until `fired` is set or a quarter of [`WATCHDOG`] passes (a bound to turn a
+/// deadline that never fires into a failure, before the watchdog calls the
+/// test hung); returns whether it was set, that is whether it was set while
+/// this thread was still blocked.
+fn block_until(fired: &AtomicBool) -> bool {
+    let give_up = Instant::now() + WATCHDOG / 4;
+    while !fired.load(Ordering::SeqCst) && Instant::now() < give_up {
+        thread::sleep(Duration::from_millis(1));
+    }
+    fired.load(Ordering::SeqCst)
+}
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    // Two workers: one stays idle all along, and still cannot run the driver.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// On a worker of a multi-thread runtime, a task arms a deadline and then blocks
+/// its worker without yielding. The arm wakes the driver task on that worker,
+/// which puts it in the worker's LIFO slot, out of the idle worker's reach. The
+/// deadline must fire anyway (its `after_func` runs) while the worker is still
+/// blocked.
+///
+/// `root`: a root whose driver was started from outside and sleeps towards a
+/// far deadline (the arm only wakes it), or `None` for a root made inside the
+/// task (the arm spawns the driver).
+fn a_deadline_fires_while_its_worker_blocks(
+    runtime: tokio::runtime::Runtime,
+    root: Option<Context>,
+) {
+    let task = runtime.spawn(async move {
+        let root = root.unwrap_or_else(ctx_tokio::background);
+        let (ctx, _cancel) = root.with_timeout(Duration::from_millis(50));
+        let (_done, fired_on) = firing_thread(&ctx);
+        let fired = Arc::new(AtomicBool::new(false));
+        let flag = fired.clone();
+        drop(ctx.after_func(move || flag.store(true, Ordering::SeqCst)));
+        // Blocks this worker (bad practice, and exactly what must not stop the
+        // deadline): no `.await` until the callback ran or the watchdog passed.
+        let fired_while_blocked = block_until(&fired);
+        (
+            fired_while_blocked,
+            ctx.err(),
+            fired_on.try_recv().ok().flatten(),
+        )
+    });
+    let (fired_while_blocked, err, fired_on) =
+        within("a deadline while its worker blocks", move || {
+            runtime.block_on(task).unwrap()
+        });
+    assert!(
+        fired_while_blocked,
+        "the deadline did not fire while the worker that armed it was blocked"
+    );
+    assert_eq!(err, Some(Error::DeadlineExceeded));
+    // The driver was stuck behind the blocked worker: the backstop fired.
+    assert_eq!(fired_on.as_deref(), Some("ctx-tokio-timer"));
+}
+
+#[test]
+fn multi_thread_a_deadline_fires_while_the_worker_that_spawned_the_driver_blocks() {
+    a_deadline_fires_while_its_worker_blocks(multi_thread(), None);
+}
+
+#[test]
+fn multi_thread_a_deadline_fires_while_the_worker_that_woke_the_driver_blocks() {
+    let runtime = multi_thread();
+    let timer = TokioTimer::new(runtime.handle().clone());
+    let root = Context::background().with_timer(timer.clone());
+    // Started from this (non-worker) thread, and asleep towards a far deadline:
+    // the task's arm then only wakes it.
+    let (_far, _cancel) = root.with_timeout(Duration::from_secs(3600));
+    assert!(support::eventually(|| timer.__stats().driver_polls > 0));
+    a_deadline_fires_while_its_worker_blocks(runtime, Some(root));
 }
 
 /// Paused time stays paused: with nobody driving the runtime, its clock does not

@@ -1,12 +1,16 @@
 //! The backstop thread: fires the deadlines of timers whose runtime is alive but
-//! not being driven.
+//! does not poll their driver task.
 //!
 //! A current-thread runtime polls its tasks and its time driver only while some
 //! thread is inside its `block_on`. Between two `block_on` calls (or while its one
 //! thread is stuck in a long synchronous call) the driver task cannot run, and a
 //! deadline armed there would never fire: a plain thread blocked on `done()`
-//! would wait forever. So every timer on such a runtime registers here, and one
-//! thread per process watches them all.
+//! would wait forever. A multi-thread runtime can strand the driver too: a worker
+//! that wakes or spawns it puts it in its own LIFO slot, which the other workers
+//! cannot steal, so while the task that armed there computes or blocks without
+//! yielding, no deadline of the timer fires, though other workers are idle. So
+//! every timer registers here (invariant 4 of the parent module), whatever its
+//! runtime's flavor, and one thread per process watches them all.
 //!
 //! # When the backstop steps in
 //!
