@@ -15,6 +15,10 @@ use tokio::task::JoinSet;
 /// Shared by every adapter (defined in ctx-core, so causes compare across runtimes).
 pub use ctx_core::PanicError;
 
+/// The cause recorded for a task that the runtime's shutdown aborted before it
+/// finished (see `Group::joined`).
+const ABORTED: &str = "ctx-tokio: a group task was aborted: its runtime shut down";
+
 /// A set of tasks working on one job: the first error cancels the rest (Go's
 /// `errgroup.WithContext`).
 ///
@@ -30,7 +34,10 @@ pub use ctx_core::PanicError;
 ///   it then gets a context that is already done, and should return at once.
 ///   Only dropping the group unwaited (which aborts its tasks) or the runtime
 ///   shutting down can prevent the call. (The same rule holds in every
-///   adapter's group.)
+///   adapter's group.) A task that the runtime's shutdown aborted counts as a
+///   failure, since nobody knows how it would have ended: [`Group::wait`]
+///   reports it (as "ctx-tokio: a group task was aborted: its runtime shut
+///   down") rather than success.
 /// * A panic inside a task is caught and becomes the task's error, a
 ///   [`PanicError`] (so it cancels the group like any other failure), instead of
 ///   being lost in a detached task.
@@ -91,9 +98,15 @@ impl Group {
     }
 
     /// Limits the group to `limit` tasks running at once (Go's `SetLimit`). Tasks
-    /// spawned beyond it wait for a slot, in spawn order (also if the group is
-    /// canceled meanwhile: they then run with a done context); see also
+    /// spawned beyond it wait for a slot (also if the group is canceled
+    /// meanwhile: they then run with a done context); see also
     /// [`try_spawn`](Group::try_spawn).
+    ///
+    /// The order in which waiting tasks get their slots is not spawn order in
+    /// general: tokio's semaphore serves them in the order they first ran, and
+    /// on a multi-thread runtime a worker runs the task it spawned last first
+    /// (its LIFO slot), while other workers steal the rest. Do not rely on an
+    /// order among the waiting tasks.
     ///
     /// # Panics
     ///
@@ -218,8 +231,9 @@ impl Group {
     ///
     /// # Errors
     ///
-    /// The first task error (or [`PanicError`]), as a [`Cause`]: the same one the
-    /// group's context was canceled with.
+    /// The first task error (or [`PanicError`], or a message saying so for a
+    /// task that its runtime's shutdown aborted), as a [`Cause`]: the same one
+    /// the group's context was canceled with.
     ///
     /// # Cancellation safety
     ///
@@ -239,7 +253,7 @@ impl Group {
     /// # Errors
     ///
     /// As [`wait`](Group::wait), counting only failures from before the stop (and
-    /// panics).
+    /// panics, and tasks aborted by the runtime's shutdown).
     pub async fn stop(self) -> Result<(), Cause> {
         self.core.stop();
         self.wait().await
@@ -254,12 +268,21 @@ impl Group {
     }
 
     /// Handles a joined task. Panics are caught inside the task; a `JoinError`
-    /// here is an abort (or a panic from outside the body), reported as a panic.
+    /// here is a panic from outside the body (recorded as a [`PanicError`]) or
+    /// an abort. The group never aborts a task it still joins (only its drop
+    /// does, and then nobody joins), so an abort is the runtime's shutdown: the
+    /// task may never have run its closure, or was dropped at an `.await`, and
+    /// its outcome is unknown. That is a failure, recorded as a panic is (also
+    /// after a stop, which does not abort), with [`ABORTED`] as the cause (a
+    /// message, as for the watch of `with_cancel_on` that a shutdown ends).
     fn joined(&self, joined: Result<(), tokio::task::JoinError>) {
-        if let Err(join) = joined
-            && join.is_panic()
-        {
+        let Err(join) = joined else {
+            return;
+        };
+        if join.is_panic() {
             self.core.record_panic(join.into_panic());
+        } else if join.is_cancelled() {
+            self.core.fail(Cause::msg(ABORTED));
         }
     }
 }

@@ -7,6 +7,21 @@
 //! The watcher is ctx-blocking's, the one every ctx adapter shares (one thread
 //! that reads the signals; no runtime needed), which gives the default action
 //! back after the stop. [`SignalStop`] documents the rule it follows.
+//!
+//! # Beside `tokio::signal`
+//!
+//! Both install their handlers through signal-hook's registry, and the
+//! watcher's default action wins: once a signal context has watched SIGINT or
+//! SIGTERM and the last one catching it is stopped (or dropped), that signal
+//! ends the process again, *even while the application still listens for it
+//! through `tokio::signal`* (`ctrl_c()`, `signal(SignalKind::interrupt())`):
+//! the process is killed (status 130 for SIGINT, 143 for SIGTERM) before the
+//! tokio listener sees anything. Before the first signal context for a signal,
+//! tokio's handler alone decides. To keep listening through tokio after a
+//! signal context's shutdown phase, keep a signal context for those signals
+//! (and its [`SignalStop`]) alive for as long as the tokio listener must see
+//! them, or stay with one mechanism. See
+//! [`SignalStop`'s caveats](SignalStop#caveats).
 
 use ctx_core::Context;
 #[cfg(unix)]
@@ -23,6 +38,11 @@ pub use ctx_blocking::{SignalError, SignalOptions, SignalStop, try_signal_contex
 /// stopped or dropped, also after the context is done, and get their default
 /// action back after it; see [`SignalStop`]. For a second Ctrl-C that ends a
 /// stuck shutdown, opt in with [`SignalOptions::exit_on_second_signal`].
+///
+/// The default action comes back even if the application also listens for
+/// SIGINT or SIGTERM through `tokio::signal`: after the last stop, such a
+/// signal ends the process before the tokio listener sees it (see the module
+/// docs and [`SignalStop`'s caveats](SignalStop#caveats)).
 ///
 /// Needs no runtime, and works outside one.
 ///

@@ -86,6 +86,11 @@ pub fn run_until_done<F: IntoFuture>(
 ///
 /// The context's [`Error`] if it is done before or when the sleep ends.
 ///
+/// # Panics
+///
+/// Panics when called outside a tokio runtime, or on a runtime without its
+/// time driver (as `tokio::time::sleep` does, which this calls at once).
+///
 /// # Examples
 ///
 /// ```
@@ -109,6 +114,11 @@ pub fn sleep(ctx: &Context, duration: Duration) -> impl Future<Output = Result<(
 /// # Errors
 ///
 /// The context's [`Error`] if it is done before or when the sleep ends.
+///
+/// # Panics
+///
+/// Panics when called outside a tokio runtime, or on a runtime without its
+/// time driver (as `tokio::time::sleep_until` does, which this calls at once).
 pub fn sleep_until(
     ctx: &Context,
     deadline: tokio::time::Instant,
@@ -227,6 +237,20 @@ pub enum TaskError {
 /// [`AfterFunc::stop`] prevents a pending spawn. If the runtime has shut down when
 /// `ctx` is done, the callback is dropped without running.
 ///
+/// # Paused time
+///
+/// For a deadline, the spawn happens on ctx-core's runner thread, which tokio
+/// knows nothing of. Under `tokio::time::pause`, auto-advance does not wait for
+/// it: once the runtime's own tasks are idle, the paused clock may jump to the
+/// next timer (a later sleep or deadline), and run what waits for it, before
+/// the task is spawned. So in paused-time tests the task may run late, after
+/// things due later than the deadline. Where that order matters, await the
+/// context in a task instead, whose wake-up comes inline from the expiry on
+/// the runtime, before auto-advance can move on:
+/// `tokio::spawn(async move { ctx.done().await; f().await })` (a `done()` waiter
+/// is never late this way). A cancel (not a deadline) spawns on the canceling
+/// thread, as documented above.
+///
 /// # Panics
 ///
 /// Panics outside a tokio runtime (the runtime is captured here, so the cancel
@@ -257,7 +281,9 @@ where
 }
 
 /// Like [`after_func_spawn`] for a blocking callback: `f` runs on tokio's
-/// blocking thread pool (`spawn_blocking`) once `ctx` is done.
+/// blocking thread pool (`spawn_blocking`) once `ctx` is done. Under paused
+/// time, a deadline's callback may run after the clock moved on: see
+/// [`after_func_spawn`'s *Paused time*](after_func_spawn#paused-time).
 ///
 /// # Panics
 ///
@@ -325,12 +351,12 @@ where
     watch(parent, async move { fut.await.into() })
 }
 
-/// The machinery of [`with_cancel_on`]: the user's [`CancelFunc`] cancels an outer
-/// node; the watcher holds the [`CancelCauseFunc`](ctx_core::CancelCauseFunc) of the inner one, which it
-/// cancels with the cause `fut` yields.
-///
-/// Two nodes, because a plain `CancelFunc` cannot be made for a node created with
-/// `with_cancel_cause`.
+/// The machinery of [`with_cancel_on`]: one node, made with `with_cancel_cause`.
+/// The user gets a plain [`CancelFunc`] for it (from the
+/// [`CancelCauseFunc`](ctx_core::CancelCauseFunc), `into_cancel_func`); the
+/// watcher task holds a [`Canceler`] of the same node, with which it cancels
+/// with the cause `fut` yields (or, dropped unfired, says that the runtime shut
+/// down).
 #[track_caller]
 pub(crate) fn watch<F>(parent: &Context, fut: F) -> (Context, CancelFunc)
 where

@@ -3,8 +3,10 @@
 //! * [`ContextTokenExt::to_token`]: a token canceled when a context is done,
 //!   held by a [`ContextToken`] guard. It is an
 //!   [`after_func`](Context::after_func) registration, no task: the token is
-//!   canceled inline by whoever cancels the context. Dropping the guard takes the
-//!   registration back, so a long-lived context does not collect one per call.
+//!   canceled inline by whoever cancels the context (for a deadline, ctx-core's
+//!   runner thread; see *Paused time* on [`ContextTokenExt::to_token`]).
+//!   Dropping the guard takes the registration back, so a long-lived context
+//!   does not collect one per call.
 //! * [`from_token`]: a context canceled when a token is, through
 //!   [`with_cancel_cause_on`] (one watching task).
 
@@ -24,6 +26,20 @@ pub trait ContextTokenExt {
     /// takes a `CancellationToken`, and keep the guard while that API runs.
     /// Dropping the guard takes its registration off the context (see
     /// [`ContextToken`]).
+    ///
+    /// # Paused time
+    ///
+    /// For a deadline, the token is canceled on ctx-core's runner thread (as
+    /// every [`after_func`](Context::after_func) callback of a deadline is),
+    /// which tokio knows nothing of. Under `tokio::time::pause`, auto-advance
+    /// does not wait for it: once the runtime's own tasks are idle, the paused
+    /// clock may jump to the next timer, and run what waits for it, before the
+    /// token is canceled. So a task waiting on `token.cancelled()` may see
+    /// things due later than the deadline happen first. Where that order
+    /// matters in a paused-time test, await the context itself
+    /// (`ctx.done().await`), whose waiters the expiry wakes inline on the
+    /// runtime, or cancel the token from a task that does
+    /// (`tokio::spawn(async move { ctx.done().await; token.cancel() })`).
     ///
     /// # Examples
     ///

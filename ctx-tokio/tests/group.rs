@@ -198,6 +198,66 @@ async fn dropping_the_group_cancels_and_aborts() {
     assert_eq!(finished.load(Ordering::SeqCst), 0);
 }
 
+/// Tasks that their runtime's shutdown aborted before they finished are not a
+/// success: `wait` (on another runtime) reports the abort, and so does `stop`,
+/// and the group's context carries it as the cause (unless a stop canceled it
+/// first). A task that finished before the shutdown counts as it ended.
+#[test]
+fn tasks_aborted_by_the_runtime_shutting_down_are_a_failure() {
+    for stop in [false, true] {
+        let doomed = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (mut group, ctx) = Group::new(&ctx_core::Context::background());
+        let finished = Arc::new(AtomicUsize::new(0));
+        let (tx, started) = std::sync::mpsc::channel();
+        {
+            let _enter = doomed.enter();
+            let (counter, ended) = (finished.clone(), tx.clone());
+            group.spawn(move |_ctx| async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let _ = ended.send(());
+                Ok::<(), Error>(())
+            });
+            let counter = finished.clone();
+            group.spawn(move |_ctx| async move {
+                let _ = tx.send(());
+                // Would fail; never gets here.
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                counter.fetch_add(1, Ordering::SeqCst);
+                Err(io_error("never returned"))
+            });
+        }
+        for _ in 0..2 {
+            started
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the tasks started");
+        }
+        doomed.shutdown_timeout(Duration::from_secs(60));
+        let other = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let result = other.block_on(async {
+            if stop {
+                group.stop().await
+            } else {
+                group.wait().await
+            }
+        });
+        let err = result.expect_err("an aborted task reported as a success");
+        assert!(err.to_string().contains("aborted"), "{err}");
+        assert!(err.to_string().contains("shut down"), "{err}");
+        if !stop {
+            // (After a stop, the stop canceled the context first.)
+            assert!(ctx.cause().unwrap().same(&err));
+        }
+        assert_eq!(finished.load(Ordering::SeqCst), 1);
+    }
+}
+
 #[test]
 #[should_panic(expected = "at least 1")]
 fn a_zero_limit_is_refused() {
