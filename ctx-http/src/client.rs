@@ -27,15 +27,34 @@ use tower_service::Service;
 ///
 /// * fails with [`ClientError::NotSent`] without calling the inner service when
 ///   the context is already done;
-/// * writes the time left until the context's deadline as `grpc-timeout`
-///   (keeping a value already there if it is shorter), so the server stops
-///   when the caller stops waiting;
+/// * waits for the inner service to be ready (a concurrency limit, a rate
+///   limit, a buffer that is full) in the response future, racing the
+///   context: when the context ends first, the call fails with
+///   [`ClientError::NotSent`] (nothing was sent);
+/// * writes the time left until the context's deadline, when the request
+///   leaves, as `grpc-timeout` (keeping a value already there if it is
+///   shorter), so the server stops when the caller stops waiting;
 /// * races the call against the context: when the context ends first, the
 ///   inner future is dropped (hyper then abandons the request and closes its
 ///   connection, which the server sees as a client that went away) and the call
 ///   fails with [`ClientError::Abandoned`].
 ///
-/// A request without a context passes through untouched.
+/// A request without a context passes through untouched (it still waits for
+/// the inner service's readiness in its response future).
+///
+/// # Readiness
+///
+/// [`ClientService`] is always ready: `poll_ready` does not see the request,
+/// so it cannot know the context a wait would have to end with. Each call
+/// takes a clone of the inner service instead (as tower's `Oneshot` does),
+/// and waits for that clone's readiness under the request's context. So the
+/// inner service must be `Clone`, as HTTP clients are (hyper-util's `Client`,
+/// tonic's `Channel`) and as tower's `ConcurrencyLimit`, `Buffer` and
+/// `BoxCloneService` are over a `Clone` service. Wrap a service that is not
+/// (tower's `RateLimit`, a `BoxService`) in tower's `Buffer`: the wait for a
+/// slot then happens in the buffer's readiness, which the layer races.
+/// Backpressure moves with it: a caller is not held back in `poll_ready`, its
+/// response future waits instead.
 ///
 /// # Caveats
 ///
@@ -165,25 +184,28 @@ impl<S> ClientService<S> {
 
 impl<S, B> Service<Request<B>> for ClientService<S>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>> + Clone,
 {
     type Response = S::Response;
     type Error = ClientError<S::Error>;
-    type Future = ClientFuture<S::Future>;
+    type Future = ClientFuture<S, Request<B>>;
 
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(ClientError::Service)
+    /// Always ready: the inner service's readiness is waited for in the
+    /// response future, where it races the request's context (see
+    /// [`ClientLayer`]).
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let Some(ctx) = req.extensions().get::<Context>().cloned() else {
-            return ClientFuture {
-                state: ClientState::Plain {
-                    fut: self.inner.call(req),
-                },
-            };
-        };
-        if let Some(err) = ctx.err() {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // As tower's `Oneshot`: the future takes the instance that may have
+        // been readied, and leaves a fresh clone behind.
+        let fresh = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, fresh);
+        let ctx = req.extensions().get::<Context>().cloned();
+        if let Some(ctx) = &ctx
+            && let Some(err) = ctx.err()
+        {
             let cause = ctx.cause().unwrap_or_else(|| Cause::new(err));
             return ClientFuture {
                 state: ClientState::Refused {
@@ -191,19 +213,10 @@ where
                 },
             };
         }
-        if let Some(remaining) = ctx.remaining() {
-            let headers = req.headers_mut();
-            let shorter_there = headers
-                .get(GRPC_TIMEOUT)
-                .and_then(|value| parse_timeout(value).ok())
-                .is_some_and(|there| there <= remaining);
-            if !shorter_there {
-                headers.insert(GRPC_TIMEOUT, encode(remaining));
-            }
-        }
         ClientFuture {
-            state: ClientState::Racing {
-                fut: self.inner.call(req),
+            state: ClientState::NotReady {
+                inner,
+                req: Some(req),
                 ctx,
                 done: None,
             },
@@ -211,9 +224,24 @@ where
     }
 }
 
+/// Writes the time left until `ctx`'s deadline as `grpc-timeout`, unless a
+/// shorter value is there already.
+fn write_timeout<B>(req: &mut Request<B>, ctx: &Context) {
+    if let Some(remaining) = ctx.remaining() {
+        let headers = req.headers_mut();
+        let shorter_there = headers
+            .get(GRPC_TIMEOUT)
+            .and_then(|value| parse_timeout(value).ok())
+            .is_some_and(|there| there <= remaining);
+        if !shorter_there {
+            headers.insert(GRPC_TIMEOUT, encode(remaining));
+        }
+    }
+}
+
 pin_project! {
-    /// The response future of [`ClientService`]: the call raced against the
-    /// request's context.
+    /// The response future of [`ClientService`]: the inner service's
+    /// readiness, then the call, raced against the request's context.
     ///
     /// # Examples
     ///
@@ -227,28 +255,38 @@ pin_project! {
     /// let mut client = ctx_http::ClientLayer::new().layer(tower::service_fn(|_req: Request<()>| {
     ///     std::future::ready(Ok::<_, std::convert::Infallible>(Response::new("pong")))
     /// }));
-    /// let future: ClientFuture<_> = client.call(Request::new(()));
+    /// let future: ClientFuture<_, _> = client.call(Request::new(()));
     /// assert_eq!(*future.await.unwrap().body(), "pong");
     /// # }
     /// ```
     #[must_use = "futures do nothing unless polled"]
-    pub struct ClientFuture<F> {
+    pub struct ClientFuture<S, Req>
+    where
+        S: Service<Req>,
+    {
         #[pin]
-        state: ClientState<F>,
+        state: ClientState<S, Req>,
     }
 }
 
 pin_project! {
     #[project = ClientStateProj]
-    enum ClientState<F> {
-        Plain {
-            #[pin]
-            fut: F,
+    enum ClientState<S, Req>
+    where
+        S: Service<Req>,
+    {
+        // Waiting for the inner service to be ready; `ctx` is `None` for a
+        // request without a context (no race).
+        NotReady {
+            inner: S,
+            req: Option<Req>,
+            ctx: Option<Context>,
+            done: Option<Done>,
         },
-        Racing {
+        Called {
             #[pin]
-            fut: F,
-            ctx: Context,
+            fut: S::Future,
+            ctx: Option<Context>,
             done: Option<Done>,
         },
         Refused {
@@ -258,35 +296,83 @@ pin_project! {
     }
 }
 
-impl<F, T, E> Future for ClientFuture<F>
+/// Polls `ctx`'s `Done` (created on the first call); the context's error once
+/// it is done.
+fn poll_done(ctx: &Context, done: &mut Option<Done>, cx: &mut TaskContext<'_>) -> Poll<Error> {
+    let done = done.get_or_insert_with(|| ctx.done());
+    ready!(Pin::new(done).poll(cx));
+    Poll::Ready(ctx.err().unwrap_or(Error::Canceled))
+}
+
+impl<S, B> Future for ClientFuture<S, Request<B>>
 where
-    F: Future<Output = Result<T, E>>,
+    S: Service<Request<B>>,
 {
-    type Output = Result<T, ClientError<E>>;
+    type Output = Result<S::Response, ClientError<S::Error>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
-        let error = match state.as_mut().project() {
-            ClientStateProj::Plain { fut } => return fut.poll(cx).map_err(ClientError::Service),
-            ClientStateProj::Racing { fut, ctx, done } => 'race: {
-                if let Some(err) = ctx.err() {
-                    break 'race ClientError::abandoned(ctx, err);
+        let error = loop {
+            match state.as_mut().project() {
+                ClientStateProj::NotReady {
+                    inner,
+                    req,
+                    ctx,
+                    done,
+                } => {
+                    // Exact deadlines: an expired deadline is seen before the
+                    // timer fires, so nothing is sent after it.
+                    if let Some(ctx) = ctx
+                        && let Some(err) = ctx.err()
+                    {
+                        break ClientError::not_sent(ctx, err);
+                    }
+                    match inner.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {
+                            let mut req =
+                                req.take().expect("a ClientFuture sends its request once");
+                            if let Some(ctx) = ctx {
+                                // The time left now, when the request leaves.
+                                write_timeout(&mut req, ctx);
+                            }
+                            let fut = inner.call(req);
+                            let (ctx, done) = (ctx.take(), done.take());
+                            state.set(ClientState::Called { fut, ctx, done });
+                        }
+                        Poll::Ready(Err(err)) => break ClientError::Service(err),
+                        Poll::Pending => {
+                            let Some(ctx) = ctx else {
+                                return Poll::Pending;
+                            };
+                            let err = ready!(poll_done(ctx, done, cx));
+                            break ClientError::not_sent(ctx, err);
+                        }
+                    }
                 }
-                if let Poll::Ready(result) = fut.poll(cx) {
-                    state.set(ClientState::Finished);
-                    return Poll::Ready(result.map_err(ClientError::Service));
+                ClientStateProj::Called { fut, ctx, done } => {
+                    let Some(ctx) = ctx else {
+                        let result = ready!(fut.poll(cx));
+                        state.set(ClientState::Finished);
+                        return Poll::Ready(result.map_err(ClientError::Service));
+                    };
+                    if let Some(err) = ctx.err() {
+                        break ClientError::abandoned(ctx, err);
+                    }
+                    if let Poll::Ready(result) = fut.poll(cx) {
+                        state.set(ClientState::Finished);
+                        return Poll::Ready(result.map_err(ClientError::Service));
+                    }
+                    let err = ready!(poll_done(ctx, done, cx));
+                    break ClientError::abandoned(ctx, err);
                 }
-                let done = done.get_or_insert_with(|| ctx.done());
-                ready!(Pin::new(done).poll(cx));
-                ClientError::abandoned(ctx, ctx.err().unwrap_or(Error::Canceled))
+                ClientStateProj::Refused { error } => {
+                    let (err, cause) = error
+                        .take()
+                        .expect("a refused ClientFuture holds its error");
+                    break ClientError::NotSent { err, cause };
+                }
+                ClientStateProj::Finished => panic!("ClientFuture polled after completion"),
             }
-            ClientStateProj::Refused { error } => {
-                let (err, cause) = error
-                    .take()
-                    .expect("a refused ClientFuture holds its error");
-                ClientError::NotSent { err, cause }
-            }
-            ClientStateProj::Finished => panic!("ClientFuture polled after completion"),
         };
         // Drop the call now: that is what tells the server the client is gone.
         state.set(ClientState::Finished);
@@ -294,11 +380,20 @@ where
     }
 }
 
-impl<F> fmt::Debug for ClientFuture<F> {
+impl<S, Req> fmt::Debug for ClientFuture<S, Req>
+where
+    S: Service<Req>,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let under = |ctx: &Option<Context>| match ctx {
+            Some(ctx) => format!("under {ctx}"),
+            None => "without a context".to_owned(),
+        };
         let state = match &self.state {
-            ClientState::Plain { .. } => "sending without a context".to_owned(),
-            ClientState::Racing { ctx, .. } => format!("sending under {ctx}"),
+            ClientState::NotReady { ctx, .. } => {
+                format!("waiting for the service to be ready {}", under(ctx))
+            }
+            ClientState::Called { ctx, .. } => format!("sending {}", under(ctx)),
             ClientState::Refused { .. } => "refused".to_owned(),
             ClientState::Finished => "finished".to_owned(),
         };
@@ -325,7 +420,9 @@ impl<F> fmt::Debug for ClientFuture<F> {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ClientError<E> {
-    /// The request's context was already done; the request was not sent.
+    /// The request's context was done before the request could be sent:
+    /// already when it was called, or while the inner service was not ready.
+    /// The request was not sent.
     NotSent {
         /// Why the context is done.
         err: Error,
@@ -348,6 +445,11 @@ impl<E> ClientError<E> {
     fn abandoned(ctx: &Context, err: Error) -> ClientError<E> {
         let cause = ctx.cause().unwrap_or_else(|| Cause::new(err));
         ClientError::Abandoned { err, cause }
+    }
+
+    fn not_sent(ctx: &Context, err: Error) -> ClientError<E> {
+        let cause = ctx.cause().unwrap_or_else(|| Cause::new(err));
+        ClientError::NotSent { err, cause }
     }
 
     /// The context error, when the context (not the service) ended the call.

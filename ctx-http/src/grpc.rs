@@ -2,15 +2,30 @@
 //!
 //! A context that ends with [`Error::DeadlineExceeded`] is gRPC's
 //! `DEADLINE_EXCEEDED`, one that ends with [`Error::Canceled`] is `CANCELLED`:
-//! [`code`] and [`error`] map between them, [`status`] builds a [`Status`] whose
-//! message carries the cause, and [`GrpcResponder`] makes
-//! [`ServerLayer`](crate::ServerLayer) answer gRPC clients the way they
-//! expect: HTTP 200 with `grpc-status` in the headers (a trailers-only
-//! response). In a tonic handler, the layer's context is in the request's
-//! extensions: `request.extensions().get::<ctx_core::Context>()`. On the
-//! client side, insert the context into the `tonic::Request`'s extensions and
-//! wrap the channel in [`ClientLayer`](crate::ClientLayer); its errors turn
-//! into statuses with `Status::from`.
+//! [`code`] and [`error`] map between them, and [`status`] builds a [`Status`]
+//! whose message carries the cause.
+//!
+//! [`GrpcResponder`] makes [`ServerLayer`](crate::ServerLayer) answer gRPC
+//! clients the way they expect: HTTP 200 with `grpc-status` in the headers (a
+//! trailers-only response), `DEADLINE_EXCEEDED` when the request's deadline
+//! passed before the handler answered, `UNAVAILABLE` when the server's parent
+//! context was canceled (the server is shutting down: the client may retry
+//! elsewhere, as with grpc-go).
+//!
+//! In a tonic handler, the layer's context is in the request's extensions:
+//! `request.extensions().get::<ctx_core::Context>()`. It stays live until the
+//! response's body has been sent, so a server-streaming RPC can watch it while
+//! it sends its messages; the client's deadline and the server's
+//! [`max_timeout`](crate::ServerLayer::max_timeout) bound the whole stream: at
+//! the deadline, the layer ends the stream with trailers carrying
+//! `grpc-status` 4 (`DEADLINE_EXCEEDED`), and at shutdown with 14
+//! (`UNAVAILABLE`), whatever the responder (see
+//! [`ServerBody`](crate::ServerBody)). Once the body has ended, the context
+//! ends with [`ServerCause::Responded`](crate::ServerCause::Responded).
+//!
+//! On the client side, insert the context into the `tonic::Request`'s
+//! extensions and wrap the channel in [`ClientLayer`](crate::ClientLayer); its
+//! errors turn into statuses with `Status::from`.
 //!
 //! # Examples
 //!
@@ -26,6 +41,7 @@
 //! assert_eq!(ctx_http::grpc::error(Code::DeadlineExceeded), Some(Error::DeadlineExceeded));
 //! ```
 
+use crate::body::grpc_code;
 use crate::client::ClientError;
 use crate::response::{Rejection, Responder};
 use ctx_core::{Cause, Context, Error};
@@ -115,9 +131,16 @@ where
 
 /// A [`Responder`] for gRPC services (tonic's `Server` takes
 /// [`ServerLayer`](crate::ServerLayer) as a layer): a trailers-only response
-/// with `grpc-status` `DEADLINE_EXCEEDED` (4) or `CANCELLED` (1) and the cause
-/// in `grpc-message`; a malformed `grpc-timeout` (with
-/// [`Malformed::Reject`](crate::Malformed::Reject)) gets `INVALID_ARGUMENT` (3).
+/// with the cause in `grpc-message` and as `grpc-status`:
+///
+/// | rejection | `grpc-status` |
+/// |---|---|
+/// | [`Rejection::DeadlineExceeded`] | `DEADLINE_EXCEEDED` (4) |
+/// | [`Rejection::Canceled`] (the server's parent context was canceled) | `UNAVAILABLE` (14), which clients may retry |
+/// | [`Rejection::MalformedTimeout`] (with [`Malformed::Reject`](crate::Malformed::Reject)) | `INVALID_ARGUMENT` (3) |
+///
+/// (`CANCELLED` would say the client gave up; a client that did has dropped
+/// the stream and reads no answer.)
 ///
 /// # Examples
 ///
@@ -131,6 +154,12 @@ where
 ///     GrpcResponder.respond(Rejection::from_context(Error::DeadlineExceeded, Cause::msg("late")));
 /// assert_eq!(response.status(), http::StatusCode::OK);
 /// assert_eq!(response.headers()["grpc-status"], "4");
+///
+/// let response: http::Response<tonic::body::Body> =
+///     GrpcResponder.respond(Rejection::from_context(Error::Canceled, Cause::msg("shutting down")));
+/// let status = tonic::Status::from_header_map(response.headers()).unwrap();
+/// assert_eq!(status.code(), tonic::Code::Unavailable);
+/// assert_eq!(status.message(), "context canceled: shutting down");
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GrpcResponder;
@@ -138,7 +167,8 @@ pub struct GrpcResponder;
 impl<B: Default> Responder<B> for GrpcResponder {
     fn respond(&self, rejection: Rejection) -> Response<B> {
         let status = match rejection.context_err() {
-            Some(err) => Status::new(code(err), rejection.to_string()),
+            // The same codes as the trailers that end a stream cut short.
+            Some(err) => Status::new(Code::from(i32::from(grpc_code(err))), rejection.to_string()),
             None => Status::invalid_argument(rejection.to_string()),
         };
         status.into_http()

@@ -10,9 +10,13 @@
 //!   from the server's root (a signal context, say), with the deadline the
 //!   client sent in `grpc-timeout` (capped by the server's maximum), values
 //!   from a hook, and a cause for every way it ends: the client hung up, the
-//!   deadline passed, the response is ready ([`ServerCause`]). A request whose
-//!   context ends before the handler answers gets 504 (deadline) or 499
-//!   (canceled) at once, by default.
+//!   deadline passed, the response has been sent ([`ServerCause`]). The
+//!   deadline covers the whole response: a request whose context ends before
+//!   the handler answers gets 504 (deadline) or 503 (the server's root was
+//!   canceled, at shutdown) at once, by default; the context stays live while
+//!   the response's body streams ([`ServerBody`]), and a deadline that passes
+//!   then ends the body there (gRPC trailers with `DEADLINE_EXCEEDED`, or an
+//!   error that aborts an HTTP response, whose status is already sent).
 //! * On the client, [`ClientLayer`] sends the remaining time of the request's
 //!   context as `grpc-timeout`, refuses to send when the context is already
 //!   done, and drops the call when it ends, which the next server sees as a
@@ -34,7 +38,7 @@
 //!
 //! ```
 //! use ctx_core::Context;
-//! use ctx_http::{ClientLayer, GRPC_TIMEOUT, ServerLayer};
+//! use ctx_http::{ClientLayer, GRPC_TIMEOUT, ServerBody, ServerLayer};
 //! use http::{HeaderValue, Request, Response};
 //! use std::convert::Infallible;
 //! use std::time::Duration;
@@ -64,7 +68,8 @@
 //!             let mut outgoing = Request::new(String::new());
 //!             outgoing.extensions_mut().insert(ctx);
 //!             Ok::<_, Infallible>(match client.oneshot(outgoing).await {
-//!                 Ok(response) => response,
+//!                 // In memory, the backend's body is its layer's `ServerBody`.
+//!                 Ok(response) => response.map(ServerBody::into_inner),
 //!                 Err(err) => Response::new(err.to_string()),
 //!             })
 //!         }
@@ -83,7 +88,7 @@
 //! | in the process | between processes |
 //! |---|---|
 //! | the deadline | `grpc-timeout`: the time left, rounded down, counted again from arrival |
-//! | cancellation | the connection (HTTP/1) or stream (HTTP/2) is dropped; the server's layer sees its response future dropped |
+//! | cancellation | the connection (HTTP/1) or stream (HTTP/2) is dropped; the server's layer sees its response future dropped (over HTTP/1, not while the request's body is still being uploaded: see [`ServerLayer`'s caveat](ServerLayer#a-client-that-hangs-up), and set a [`max_timeout`](ServerLayer::max_timeout)) |
 //! | the cause | stays where it was given; the server records its own ([`ServerCause`]), the client gets its context's ([`ClientError`]) |
 //! | values | nothing: pass what the next hop needs as headers, and attach it there with [`ServerLayer::map_context`] |
 //!
@@ -108,6 +113,7 @@
 
 #[cfg(feature = "axum")]
 mod axum;
+mod body;
 mod client;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
@@ -124,6 +130,7 @@ struct ReadmeDoctests;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use crate::axum::{MissingContext, RequestContext};
+pub use body::ServerBody;
 pub use client::{ClientError, ClientFuture, ClientLayer, ClientService};
 pub use header::{
     GRPC_TIMEOUT, TimeoutHeaderError, parse_timeout, set_timeout_header, timeout_from_headers,

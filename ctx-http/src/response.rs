@@ -1,6 +1,6 @@
 //! What [`ServerLayer`](crate::ServerLayer) answers when it answers instead of
 //! the inner service: [`Rejection`] says why, a [`Responder`] turns it into a
-//! response, [`TextResponder`] is the default (504, 499 and 400 with a plain
+//! response, [`TextResponder`] is the default (504, 503 and 400 with a plain
 //! text body).
 
 use crate::header::TimeoutHeaderError;
@@ -9,7 +9,14 @@ use http::{HeaderValue, Response, StatusCode, header};
 use std::fmt;
 
 /// `499 Client Closed Request`: nginx's status for a request whose client went
-/// away (or, for the layer, whose context was canceled) before the answer.
+/// away before the answer.
+///
+/// [`ServerLayer`](crate::ServerLayer) does not use it by default: when the
+/// client has really gone, nobody reads the answer, and a request whose context
+/// was canceled by the server (its parent context, at shutdown) gets 503, which
+/// the client may retry. It is here for
+/// [`canceled_status`](crate::ServerLayer::canceled_status), for a server that
+/// wants nginx's convention anyway.
 ///
 /// # Examples
 ///
@@ -40,9 +47,10 @@ pub enum Rejection {
     /// client's `grpc-timeout`, the server's maximum, or a deadline of the
     /// parent context. The cause says which.
     DeadlineExceeded(Cause),
-    /// The request's context was canceled before the inner service answered,
-    /// for example because the parent (the server's root context) was canceled
-    /// at shutdown. The cause says why.
+    /// The request's context was canceled before the inner service answered:
+    /// the parent (the server's root context) was canceled, at shutdown for
+    /// example. (A client that hangs up drops the request, so it gets no
+    /// answer.) The cause says why.
     Canceled(Cause),
     /// The `grpc-timeout` header could not be read, and the layer is set to
     /// reject such requests ([`Malformed::Reject`](crate::Malformed::Reject)).
@@ -105,6 +113,16 @@ impl fmt::Display for Rejection {
     }
 }
 
+impl std::error::Error for Rejection {
+    /// The context's cause, or the header error.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Rejection::DeadlineExceeded(cause) | Rejection::Canceled(cause) => Some(&**cause),
+            Rejection::MalformedTimeout(err) => Some(err),
+        }
+    }
+}
+
 /// `err`, then `: cause` unless the cause is just `err` again.
 pub(crate) fn describe(f: &mut fmt::Formatter<'_>, err: Error, cause: &Cause) -> fmt::Result {
     if cause.as_error() == Some(err) {
@@ -160,7 +178,7 @@ where
 /// | rejection | status (default) |
 /// |---|---|
 /// | [`Rejection::DeadlineExceeded`] | 504 Gateway Timeout |
-/// | [`Rejection::Canceled`] | 499 Client Closed Request ([`CLIENT_CLOSED_REQUEST`]) |
+/// | [`Rejection::Canceled`] (the server's parent context was canceled) | 503 Service Unavailable |
 /// | [`Rejection::MalformedTimeout`] | 400 Bad Request |
 ///
 /// # Examples
@@ -170,11 +188,14 @@ where
 /// use ctx_http::{Rejection, Responder, TextResponder};
 /// use http::StatusCode;
 ///
-/// let responder = TextResponder::new().canceled_status(StatusCode::SERVICE_UNAVAILABLE);
-/// let response: http::Response<String> =
-///     responder.respond(Rejection::from_context(Error::Canceled, Cause::msg("received SIGTERM")));
+/// let shutdown = Rejection::from_context(Error::Canceled, Cause::msg("received SIGTERM"));
+/// let response: http::Response<String> = TextResponder::new().respond(shutdown.clone());
 /// assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
 /// assert_eq!(response.body(), "context canceled: received SIGTERM");
+///
+/// let nginx = TextResponder::new().canceled_status(ctx_http::CLIENT_CLOSED_REQUEST);
+/// let response: http::Response<String> = nginx.respond(shutdown);
+/// assert_eq!(response.status().as_u16(), 499);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TextResponder {
@@ -184,17 +205,17 @@ pub struct TextResponder {
 }
 
 impl TextResponder {
-    /// 504, 499 and 400.
+    /// 504, 503 and 400.
     ///
     /// ```
-    /// use ctx_http::{CLIENT_CLOSED_REQUEST, Rejection, TextResponder};
+    /// use ctx_http::{Rejection, TextResponder};
     /// let canceled = Rejection::from_context(ctx_core::Error::Canceled, ctx_core::Cause::msg("bye"));
-    /// assert_eq!(TextResponder::new().status(&canceled), CLIENT_CLOSED_REQUEST);
+    /// assert_eq!(TextResponder::new().status(&canceled), http::StatusCode::SERVICE_UNAVAILABLE);
     /// ```
     pub const fn new() -> TextResponder {
         TextResponder {
             deadline: StatusCode::GATEWAY_TIMEOUT,
-            canceled: CLIENT_CLOSED_REQUEST,
+            canceled: StatusCode::SERVICE_UNAVAILABLE,
             malformed: StatusCode::BAD_REQUEST,
         }
     }
@@ -212,7 +233,7 @@ impl TextResponder {
         self
     }
 
-    /// The status for [`Rejection::Canceled`] (499 by default); see the type's
+    /// The status for [`Rejection::Canceled`] (503 by default); see the type's
     /// example.
     pub const fn canceled_status(mut self, status: StatusCode) -> TextResponder {
         self.canceled = status;

@@ -1,7 +1,7 @@
 //! The server side: [`ServerLayer`] gives every request a [`Context`] derived
 //! from the server's root, bounded by the client's `grpc-timeout` and the
 //! server's maximum, and ends it when the client is gone, the deadline passes or
-//! the response is ready.
+//! the response has been sent.
 //!
 //! This is what Go's `net/http` server does for `r.Context()` (canceled when the
 //! client's connection closes or `ServeHTTP` returns) together with what
@@ -10,6 +10,7 @@
 //! ([`ServerCause`]), and the server answers a request whose context ended
 //! itself, at once, instead of waiting for a handler that may not be watching.
 
+use crate::body::ServerBody;
 use crate::header::timeout_from_headers;
 use crate::response::{Rejection, Responder, TextResponder};
 use ctx_core::{Canceler, Cause, Context, Done, Error};
@@ -88,9 +89,11 @@ pub enum ServerCause {
     /// (the server dropped the connection), or the server dropped the request
     /// for its own reasons (a grace period that ran out).
     ClientGone,
-    /// The inner service returned its response (or an error): the request is
-    /// over, as Go's `r.Context()` is once `ServeHTTP` returns. A body that is
-    /// still streaming must not rely on the request's context.
+    /// The response's body ended (or failed, or was dropped: the server is
+    /// done with it), or the inner service returned an error: the request is
+    /// over, as Go's `r.Context()` is once `ServeHTTP` returns. Until then the
+    /// context stays live, so a body that streams can rely on it (see
+    /// [`ServerBody`]).
     Responded,
 }
 
@@ -130,16 +133,34 @@ impl std::error::Error for ServerCause {}
 ///    feature, the `RequestContext` extractor);
 /// 4. runs the inner service until it answers or the context is done. A context
 ///    that ends first gets an answer from the [`Responder`] (by default 504 for
-///    a deadline, 499 for a cancel; see [`TextResponder`]), and the inner future
-///    is dropped;
-/// 5. ends the context when the request ends, with the reason as its cause:
-///    [`ServerCause::Responded`] once the inner service answered,
-///    [`ServerCause::ClientGone`] if the response future is dropped first (hyper
-///    drops it when the client hangs up).
+///    a deadline, 503 for a parent canceled at shutdown; see
+///    [`TextResponder`]), and the inner future is dropped;
+/// 5. hands on the inner service's response with its body wrapped in a
+///    [`ServerBody`], which keeps the context live, and its deadline armed,
+///    while the body streams: a deadline (or a shutdown) that comes while the
+///    body streams ends the body there (with trailers carrying `grpc-status` 4
+///    or 14 for gRPC, with an error otherwise, since the status is already
+///    sent);
+/// 6. ends the context when the request ends, with the reason as its cause:
+///    [`ServerCause::Responded`] once the body has ended (or is dropped) or the
+///    inner service failed, [`ServerCause::ClientGone`] if the response future
+///    is dropped first (hyper drops it when the client hangs up).
 ///
 /// A parent that is already done (the server is shutting down) gives a context
-/// that is born done: the request is answered at once (499 with the parent's
+/// that is born done: the request is answered at once (503 with the parent's
 /// cause, by default) and the inner service is not called.
+///
+/// # A client that hangs up
+///
+/// Over HTTP/2 a client that goes away resets its stream, and hyper drops the
+/// response future at once. Over HTTP/1, hyper notices a closed connection
+/// only while it reads from it: once the request (body included) has been
+/// read, it watches the connection while the handler runs, but a client that
+/// disconnects part-way through uploading a body the handler is not reading
+/// goes unnoticed. That handler runs on until its deadline: the client's
+/// `grpc-timeout`, the server's [`max_timeout`](Self::max_timeout), or never
+/// without either. Set a `max_timeout` on any server that takes request
+/// bodies over HTTP/1.
 ///
 /// # Examples
 ///
@@ -212,7 +233,8 @@ impl ServerLayer {
     /// [`TextResponder`].
     ///
     /// Canceling `parent` ends every request in flight at once (each is
-    /// answered 499 with `parent`'s cause, by default). For a graceful shutdown,
+    /// answered 503 with `parent`'s cause, by default, or has its body cut if
+    /// it is already streaming). For a graceful shutdown,
     /// stop accepting connections first and cancel `parent` only when the grace
     /// period is over (the `two_hop` example shows how).
     ///
@@ -249,7 +271,9 @@ impl ServerLayer {
     }
 
     /// The status for a request whose context was canceled before it was
-    /// answered (499 by default).
+    /// answered, which happens when the server's parent context is canceled
+    /// (503 Service Unavailable by default, which clients may retry;
+    /// [`CLIENT_CLOSED_REQUEST`](crate::CLIENT_CLOSED_REQUEST) is nginx's 499).
     ///
     /// ```
     /// # use ctx_http::ServerLayer;
@@ -282,6 +306,13 @@ impl<R> ServerLayer<R> {
     /// The longest a request may run, whatever the client asks for: the
     /// deadline is `min(grpc-timeout, limit)` from the request's arrival, or
     /// `limit` without a header.
+    ///
+    /// The deadline covers the whole response, its body included: a handler
+    /// that has not answered by then is dropped and the client gets 504 (by
+    /// default); a body still streaming then is ended there ([`ServerBody`]).
+    /// Over HTTP/1 it is also what ends a request whose client disconnected
+    /// while uploading a body the handler does not read (see
+    /// [A client that hangs up](ServerLayer#a-client-that-hangs-up)).
     ///
     /// ```
     /// # use ctx_http::ServerLayer;
@@ -523,7 +554,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     R: Responder<ResBody>,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<ServerBody<ResBody>>;
     type Error = S::Error;
     type Future = ServerFuture<S::Future, R>;
 
@@ -597,13 +628,14 @@ where
 }
 
 /// The cause of a context that is done with `err`.
-fn cause_of(ctx: &Context, err: Error) -> Cause {
+pub(crate) fn cause_of(ctx: &Context, err: Error) -> Cause {
     ctx.cause().unwrap_or_else(|| Cause::new(err))
 }
 
 pin_project! {
     /// The response future of [`ServerService`]: the inner service's future
-    /// raced against the request's context.
+    /// raced against the request's context. Its response's body is a
+    /// [`ServerBody`], which takes the context over until the body ends.
     ///
     /// Dropping it before it completes ends the request's context with
     /// [`ServerCause::ClientGone`].
@@ -677,7 +709,7 @@ where
     F: Future<Output = Result<Response<ResBody>, E>>,
     R: Responder<ResBody>,
 {
-    type Output = Result<Response<ResBody>, E>;
+    type Output = Result<Response<ServerBody<ResBody>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -690,9 +722,21 @@ where
                     break 'race Rejection::from_context(err, cause_of(ctx, err));
                 }
                 if let Poll::Ready(result) = fut.poll(cx) {
+                    let ctx = ctx.clone();
                     this.state.set(State::Finished);
-                    this.guard.finish();
-                    return Poll::Ready(result);
+                    return Poll::Ready(match result {
+                        // The body keeps the context alive until it is sent.
+                        Ok(response) => {
+                            let guard = std::mem::take(this.guard);
+                            let (parts, body) = response.into_parts();
+                            let body = ServerBody::watching(body, guard, ctx, &parts.headers);
+                            Ok(Response::from_parts(parts, body))
+                        }
+                        Err(err) => {
+                            this.guard.finish();
+                            Err(err)
+                        }
+                    });
                 }
                 let done = done.get_or_insert_with(|| ctx.done());
                 ready!(Pin::new(done).poll(cx));
@@ -707,7 +751,8 @@ where
         // Drop the inner future now: its context is done and nobody waits for it.
         this.state.set(State::Finished);
         this.guard.disarm();
-        Poll::Ready(Ok(this.config.responder.respond(rejection)))
+        let response = this.config.responder.respond(rejection);
+        Poll::Ready(Ok(response.map(ServerBody::plain)))
     }
 }
 
@@ -728,7 +773,7 @@ impl<F, R> fmt::Debug for ServerFuture<F, R> {
 /// when dropped armed. (A `Canceler`, unlike a cancel function, does nothing
 /// when dropped, so every way out of the request goes through here.)
 #[derive(Default)]
-struct Guard {
+pub(crate) struct Guard {
     canceler: Option<Canceler>,
 }
 
@@ -739,15 +784,15 @@ impl Guard {
         }
     }
 
-    /// The inner service answered: ends the context with [`ServerCause::Responded`].
-    fn finish(&mut self) {
+    /// The request is over: ends the context with [`ServerCause::Responded`].
+    pub(crate) fn finish(&mut self) {
         if let Some(canceler) = self.canceler.take() {
             canceler.cancel_with_cause(shared_cause(&RESPONDED, ServerCause::Responded));
         }
     }
 
     /// The context is already done: releases it without another cause.
-    fn disarm(&mut self) {
+    pub(crate) fn disarm(&mut self) {
         self.canceler = None;
     }
 }

@@ -7,8 +7,7 @@
 use bytes::Bytes;
 use ctx_core::{CancelCauseFunc, Cause, Context, Error};
 use ctx_http::{
-    CLIENT_CLOSED_REQUEST, ClientError, ClientLayer, ClientService, GRPC_TIMEOUT, Malformed,
-    ServerCause, ServerLayer,
+    ClientError, ClientLayer, ClientService, GRPC_TIMEOUT, Malformed, ServerCause, ServerLayer,
 };
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -579,7 +578,7 @@ async fn requests_still_running_after_the_grace_period_are_canceled_with_its_cau
         .await
         .unwrap();
     assert!(
-        answer.starts_with(&format!("HTTP/1.1 {}", CLIENT_CLOSED_REQUEST.as_u16())),
+        answer.starts_with("HTTP/1.1 503 Service Unavailable"),
         "{answer}"
     );
     assert!(
@@ -619,4 +618,83 @@ async fn many_requests_in_a_row_each_end_their_context() {
         assert_eq!(end.server_cause(), Some(ServerCause::Responded));
     }
     server.shut_down().await;
+}
+
+// ===== a streamed body =====
+
+/// A body that yields a chunk every `every`, for ever.
+struct Endless {
+    every: Duration,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl http_body::Body for Endless {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let every = self.every;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(every)));
+        std::task::ready!(sleep.as_mut().poll(cx));
+        self.sleep = None;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+            b"tick\n",
+        )))))
+    }
+}
+
+/// For the layer's own answers: an empty body is never needed here.
+impl From<String> for Endless {
+    fn from(_: String) -> Endless {
+        unreachable!("the handler answers at once")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_is_aborted_at_the_servers_maximum() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (end_tx, mut ends) = mpsc::unbounded_channel();
+    let service = ServiceBuilder::new()
+        .layer(ServerLayer::new(&ctx_tokio::background()).max_timeout(Duration::from_millis(300)))
+        .service_fn(move |req: Request<Incoming>| {
+            report_end(&request_ctx(&req), end_tx.clone());
+            let body = Endless {
+                every: Duration::from_millis(20),
+                sleep: None,
+            };
+            async move { Ok::<_, Infallible>(Response::new(body)) }
+        });
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let _ = http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .await;
+    });
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: server\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    // Without the cut, the body never ends and the watchdog fails the test.
+    let _ = bounded("the aborted body", stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(answer.contains("tick"), "{answer}");
+    assert!(!answer.ends_with("0\r\n\r\n"), "no clean end: {answer}");
+    let end = bounded("the request's context", ends.recv()).await.unwrap();
+    assert_eq!(end.err, Error::DeadlineExceeded);
+    assert_eq!(
+        end.server_cause(),
+        Some(ServerCause::ServerDeadline {
+            limit: Duration::from_millis(300)
+        })
+    );
+    bounded("the connection", server).await.unwrap();
 }

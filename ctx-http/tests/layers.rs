@@ -2,20 +2,25 @@
 //! `service_fn` handlers, on tokio's paused clock where deadlines matter, so
 //! that deadlines are exact and the tests take no real time.
 
+use bytes::Bytes;
 use ctx_core::{Cause, Context, Error};
 use ctx_http::{
     CLIENT_CLOSED_REQUEST, ClientError, ClientLayer, GRPC_TIMEOUT, Malformed, Rejection,
     ServerCause, ServerLayer,
 };
 use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::{Body as _, Frame};
+use http_body_util::BodyExt;
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context as TaskContext, Waker};
+use std::task::{Context as TaskContext, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+use tower::limit::ConcurrencyLimit;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 /// A boxed handler, so helpers can return one.
@@ -214,7 +219,7 @@ async fn malformed_values_are_rejected_with_400_when_so_configured() {
             response.body().starts_with("invalid grpc-timeout header: ")
                 && response.body().contains(reason),
             "{value:?}: {}",
-            response.body()
+            response.body().as_str()
         );
     }
     assert_eq!(calls.load(Ordering::SeqCst), 0);
@@ -241,7 +246,7 @@ async fn malformed_values_are_ignored_by_default_and_the_maximum_still_applies()
 // ===== the server layer: cancellation and causes =====
 
 #[tokio::test]
-async fn a_canceled_parent_answers_499_with_its_cause_without_calling_the_service() {
+async fn a_canceled_parent_answers_503_with_its_cause_without_calling_the_service() {
     let (root, shutdown) = Context::background().with_cancel_cause();
     shutdown.cancel(Cause::msg("received SIGTERM"));
     let calls = Arc::new(AtomicUsize::new(0));
@@ -251,13 +256,13 @@ async fn a_canceled_parent_answers_499_with_its_cause_without_calling_the_servic
         async { Ok::<_, Infallible>(Response::new(String::new())) }
     }));
     let response = service.oneshot(Request::new(String::new())).await.unwrap();
-    assert_eq!(response.status(), CLIENT_CLOSED_REQUEST);
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.body(), "context canceled: received SIGTERM");
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
-async fn a_parent_canceled_mid_request_answers_499_and_the_handler_sees_the_cause() {
+async fn a_parent_canceled_mid_request_answers_503_and_the_handler_sees_the_cause() {
     let (root, shutdown) = Context::background().with_cancel_cause();
     let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
     let service = ServerLayer::new(&root).layer(parked_handler(tx));
@@ -266,7 +271,7 @@ async fn a_parent_canceled_mid_request_answers_499_and_the_handler_sees_the_caus
     assert!(!ctx.is_done());
     shutdown.cancel(Cause::msg("grace period over"));
     let response = call.await.unwrap().unwrap();
-    assert_eq!(response.status(), CLIENT_CLOSED_REQUEST);
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.body(), "context canceled: grace period over");
     assert_eq!(ctx.cause().unwrap().to_string(), "grace period over");
 }
@@ -307,6 +312,8 @@ async fn an_answered_request_ends_its_context_with_responded() {
     let response = service.oneshot(Request::new(String::new())).await.unwrap();
     assert_eq!(response.body(), "ok");
     let ctx = rx.await.unwrap();
+    assert!(!ctx.is_done(), "live until the body is sent");
+    drop(response);
     assert_eq!(ctx.err(), Some(Error::Canceled));
     assert_eq!(server_cause(&ctx), ServerCause::Responded);
     assert_eq!(root.live_children(), 0, "the request's node is released");
@@ -401,10 +408,10 @@ async fn statuses_are_configurable() {
 
     shutdown.cancel(Cause::msg("draining"));
     let service = ServerLayer::new(&root)
-        .canceled_status(StatusCode::SERVICE_UNAVAILABLE)
+        .canceled_status(CLIENT_CLOSED_REQUEST)
         .layer(parked_handler(tx.clone()));
     let response = service.oneshot(Request::new(String::new())).await.unwrap();
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.status(), CLIENT_CLOSED_REQUEST);
 
     let service = ServerLayer::new(&ctx_tokio::background())
         .on_malformed(Malformed::Reject)
@@ -430,6 +437,215 @@ async fn a_custom_responder_builds_the_answer() {
         response.body(),
         "{\"error\":\"context deadline exceeded: the client's deadline passed (grpc-timeout 1ms)\"}"
     );
+}
+
+// ===== the server layer: streamed bodies =====
+
+/// A response body that yields `left` chunks, one every `every` (on tokio's
+/// clock), as a streaming handler would.
+struct Drip {
+    left: usize,
+    every: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Drip {
+    fn new(left: usize, every: Duration) -> Drip {
+        Drip {
+            left,
+            every,
+            sleep: None,
+        }
+    }
+}
+
+/// For the layer's own answers (the `TextResponder`): an empty body.
+impl From<String> for Drip {
+    fn from(_: String) -> Drip {
+        Drip::new(0, Duration::ZERO)
+    }
+}
+
+impl http_body::Body for Drip {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let every = self.every;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(every)));
+        ready!(sleep.as_mut().poll(cx));
+        self.sleep = None;
+        self.left -= 1;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"chunk")))))
+    }
+}
+
+/// A handler that sends its context out and answers with a `Drip` body,
+/// marked as gRPC when `grpc`.
+fn streaming_handler(
+    seen: tokio::sync::mpsc::UnboundedSender<Context>,
+    chunks: usize,
+    every: Duration,
+    grpc: bool,
+) -> impl Service<Request<String>, Response = Response<Drip>, Error = Infallible, Future: Send> + Clone
+{
+    service_fn(move |req: Request<String>| {
+        seen.send(request_ctx(&req)).unwrap();
+        let mut response = Response::new(Drip::new(chunks, every));
+        if grpc {
+            response
+                .headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/grpc"));
+        }
+        async move { Ok::<_, Infallible>(response) }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_slower_than_the_maximum_is_cut_with_an_error_at_the_deadline() {
+    let root = ctx_tokio::background();
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let service = ServerLayer::new(&root)
+        .max_timeout(Duration::from_secs(1))
+        .layer(streaming_handler(tx, 5, Duration::from_millis(400), false));
+    let start = now();
+    let response = service.oneshot(request_with_timeout("5S")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let ctx = seen.recv().await.unwrap();
+    let mut body = response.into_body();
+    for _ in 0..2 {
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "chunk");
+        assert!(!ctx.is_done());
+    }
+    let err = body.frame().await.unwrap().unwrap_err();
+    assert_eq!(now() - start, Duration::from_secs(1), "cut at the deadline");
+    let rejection = err.downcast_ref::<Rejection>().expect("a Rejection");
+    assert_eq!(rejection.context_err(), Some(Error::DeadlineExceeded));
+    assert_eq!(
+        err.to_string(),
+        "context deadline exceeded: the server's time limit per request passed (1s)"
+    );
+    assert!(body.frame().await.is_none());
+    assert!(body.is_end_stream());
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    assert_eq!(
+        server_cause(&ctx),
+        ServerCause::ServerDeadline {
+            limit: Duration::from_secs(1)
+        }
+    );
+    drop(body);
+    assert_eq!(root.live_children(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grpc_stream_slower_than_the_client_deadline_ends_with_deadline_exceeded_trailers() {
+    let root = ctx_tokio::background();
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let service = ServerLayer::new(&root)
+        .max_timeout(Duration::from_secs(30))
+        .layer(streaming_handler(tx, 5, Duration::from_millis(400), true));
+    let start = now();
+    let response = service.oneshot(request_with_timeout("1S")).await.unwrap();
+    let ctx = seen.recv().await.unwrap();
+    let mut body = response.into_body();
+    let mut chunks = 0;
+    let trailers = loop {
+        let frame = body
+            .frame()
+            .await
+            .expect("trailers end the stream")
+            .unwrap();
+        match frame.into_data() {
+            Ok(_) => chunks += 1,
+            Err(frame) => break frame.into_trailers().unwrap(),
+        }
+    };
+    assert_eq!(chunks, 2);
+    assert_eq!(now() - start, Duration::from_secs(1), "cut at the deadline");
+    assert_eq!(trailers["grpc-status"], "4");
+    assert_eq!(
+        trailers["grpc-message"],
+        "context deadline exceeded: the client's deadline passed (grpc-timeout 1s)"
+    );
+    assert!(body.frame().await.is_none());
+    assert_eq!(
+        server_cause(&ctx),
+        ServerCause::ClientDeadline {
+            timeout: Duration::from_secs(1)
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_ends_a_grpc_stream_with_unavailable() {
+    let (root, shutdown) = ctx_tokio::background().with_cancel_cause();
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let service =
+        ServerLayer::new(&root).layer(streaming_handler(tx, 5, Duration::from_secs(1), true));
+    let response = service.oneshot(Request::new(String::new())).await.unwrap();
+    let ctx = seen.recv().await.unwrap();
+    let mut body = response.into_body();
+    assert!(body.frame().await.unwrap().unwrap().is_data());
+    shutdown.cancel(Cause::msg("grace period over"));
+    let frame = body.frame().await.unwrap().unwrap();
+    let trailers = frame.into_trailers().unwrap();
+    assert_eq!(trailers["grpc-status"], "14");
+    assert_eq!(
+        trailers["grpc-message"],
+        "context canceled: grace period over"
+    );
+    assert_eq!(ctx.cause().unwrap().to_string(), "grace period over");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streaming_handlers_context_lives_until_its_body_ends() {
+    let (root, _cancel_root) = ctx_tokio::background().with_cancel();
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let service = ServerLayer::new(&root)
+        .max_timeout(Duration::from_secs(10))
+        .layer(streaming_handler(tx, 3, Duration::from_millis(100), true));
+    let response = service.oneshot(Request::new(String::new())).await.unwrap();
+    let ctx = seen.recv().await.unwrap();
+    let mut body = response.into_body();
+    for _ in 0..3 {
+        assert!(!ctx.is_done(), "live while the body streams");
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "chunk");
+    }
+    assert!(!ctx.is_done(), "live until the body's end is seen");
+    assert!(body.frame().await.is_none());
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    assert_eq!(server_cause(&ctx), ServerCause::Responded);
+    assert_eq!(root.live_children(), 0, "the request's node is released");
+    drop(body);
+    assert_eq!(server_cause(&ctx), ServerCause::Responded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_streaming_body_ends_the_context_with_responded() {
+    let root = ctx_tokio::background();
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let service =
+        ServerLayer::new(&root).layer(streaming_handler(tx, 3, Duration::from_millis(100), false));
+    let response = service.oneshot(Request::new(String::new())).await.unwrap();
+    let ctx = seen.recv().await.unwrap();
+    let mut body = response.into_body();
+    body.frame().await.unwrap().unwrap();
+    assert!(!ctx.is_done());
+    drop(body);
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    assert_eq!(server_cause(&ctx), ServerCause::Responded);
+    assert_eq!(root.live_children(), 0);
 }
 
 // ===== the client layer =====
@@ -567,6 +783,97 @@ async fn a_transport_error_is_wrapped_as_a_service_error() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_call_waiting_for_a_busy_service_gives_up_at_its_deadline() {
+    let root = ctx_tokio::background();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    // One call at a time, and the first takes 10 s.
+    let transport = ConcurrencyLimit::new(
+        service_fn(move |_req: Request<()>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let started = started_tx.clone();
+            async move {
+                started.send(()).unwrap();
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                Ok::<_, Infallible>(Response::new(()))
+            }
+        }),
+        1,
+    );
+    let client = ClientLayer::new().layer(transport);
+    let (long, _cancel_long) = root.with_timeout(Duration::from_secs(60));
+    let first = tokio::spawn(client.clone().oneshot(request_under(&long)));
+    started.recv().await.unwrap();
+
+    let (short, _cancel_short) = root.with_timeout(Duration::from_millis(50));
+    let start = now();
+    let err = client
+        .clone()
+        .oneshot(request_under(&short))
+        .await
+        .unwrap_err();
+    assert_eq!(now() - start, Duration::from_millis(50), "not 10 s");
+    assert!(!err.was_sent());
+    assert!(
+        matches!(
+            err,
+            ClientError::NotSent {
+                err: Error::DeadlineExceeded,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "request not sent: context deadline exceeded"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // The slot frees up when the first call ends; the next call takes it.
+    first.await.unwrap().unwrap();
+    let (next, _cancel_next) = root.with_timeout(Duration::from_secs(60));
+    client.oneshot(request_under(&next)).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_client_sends_the_time_left_when_the_service_becomes_ready() {
+    let root = ctx_tokio::background();
+    let (release, gate) = oneshot::channel::<()>();
+    let gate = Arc::new(tokio::sync::Mutex::new(Some(gate)));
+    // The first call holds the only slot until `release`.
+    let transport = ConcurrencyLimit::new(
+        service_fn(move |req: Request<()>| {
+            let gate = gate.clone();
+            async move {
+                if let Some(gate) = gate.lock().await.take() {
+                    gate.await.unwrap();
+                }
+                Ok::<_, Infallible>(Response::new(req.headers().get(GRPC_TIMEOUT).cloned()))
+            }
+        }),
+        1,
+    );
+    let client = ClientLayer::new().layer(transport);
+    let first = tokio::spawn(client.clone().oneshot(Request::new(())));
+    tokio::task::yield_now().await;
+    let (ctx, _cancel) = root.with_timeout(Duration::from_secs(3));
+    let second = tokio::spawn(client.oneshot(request_under(&ctx)));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    release.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    let response = second.await.unwrap().unwrap();
+    let sent = ctx_http::parse_timeout(response.body().as_ref().unwrap()).unwrap();
+    assert_eq!(
+        sent,
+        Duration::from_secs(2),
+        "counted when the request leaves"
+    );
+}
+
 // ===== both layers =====
 
 #[tokio::test(start_paused = true)]
@@ -591,7 +898,11 @@ fn public_types_are_send_and_sync() {
     check::<ctx_http::ServerFuture<std::future::Ready<Result<Response<String>, Infallible>>>>();
     check::<ClientLayer>();
     check::<ctx_http::ClientService<Svc>>();
-    check::<ctx_http::ClientFuture<std::future::Ready<Result<(), Infallible>>>>();
+    type Transport = tower::util::ServiceFn<
+        fn(Request<()>) -> std::future::Ready<Result<Response<()>, Infallible>>,
+    >;
+    check::<ctx_http::ClientFuture<Transport, Request<()>>>();
+    check::<ctx_http::ServerBody<String>>();
     check::<ClientError<std::io::Error>>();
     check::<Rejection>();
     check::<ServerCause>();
@@ -712,6 +1023,22 @@ mod grpc_statuses {
         let response = service.oneshot(request_with_timeout("-1S")).await.unwrap();
         let status = Status::from_header_map(response.headers()).unwrap();
         assert_eq!(status.code(), Code::InvalidArgument);
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_is_unavailable_to_grpc_clients() {
+        let (root, shutdown) = Context::background().with_cancel_cause();
+        let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let service = ServerLayer::new(&root)
+            .responder(GrpcResponder)
+            .layer(parked_handler(tx));
+        let call = tokio::spawn(service.oneshot(Request::new(String::new())));
+        seen.recv().await.unwrap();
+        shutdown.cancel(Cause::msg("draining"));
+        let response = call.await.unwrap().unwrap();
+        let status = Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(status.message(), "context canceled: draining");
     }
 
     #[test]
