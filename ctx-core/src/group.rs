@@ -354,6 +354,16 @@ mod tests {
     }
 
     #[test]
+    fn a_panic_payload_whose_drop_panics_is_reported_not_resumed() {
+        let group = new_group();
+        // Returns: dropping the payload (not a string) panics, and that must not
+        // unwind out of the group into the task's worker.
+        group.run(|_ctx| -> Result<(), Cause> { std::panic::panic_any(PanicsOnDrop) });
+        let err = group.finish().unwrap_err();
+        assert_eq!(panic_message(&err), "Box<dyn Any>");
+    }
+
+    #[test]
     fn a_second_error_that_panics_on_drop_loses_to_the_first() {
         let group = new_group();
         group.run(|_ctx| Err(Cause::msg("first")));
