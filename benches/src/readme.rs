@@ -18,14 +18,12 @@ pub const END: &str = "<!-- end of the benchmarks written by `cargo xtask bench`
 /// assert!(splice("no markers\n", "new\n").is_err());
 /// ```
 pub fn splice(text: &str, generated: &str) -> Result<String, String> {
-    let start = text
-        .find(START)
-        .ok_or_else(|| format!("the README has no start marker `{START}`"))?;
+    let start = marker_line(text, START, 0)
+        .ok_or_else(|| format!("the README has no start marker line `{START}`"))?;
     let body = start + START.len();
-    let end = text[body..]
-        .find(END)
-        .map(|at| body + at)
-        .ok_or_else(|| format!("the README has no end marker `{END}` after its start marker"))?;
+    let end = marker_line(text, END, body).ok_or_else(|| {
+        format!("the README has no end marker line `{END}` after its start marker")
+    })?;
     let mut out = String::with_capacity(text.len() + generated.len());
     out.push_str(&text[..body]);
     out.push('\n');
@@ -37,6 +35,21 @@ pub fn splice(text: &str, generated: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// Where the first line at or after byte `from` that is exactly `marker` (as
+/// `cargo xtask tidy` reads markers: a whole line, surrounding blanks aside)
+/// starts its marker: a marker quoted inside a sentence is not one.
+fn marker_line(text: &str, marker: &str, from: usize) -> Option<usize> {
+    let mut line_start = 0;
+    for line in text.split_inclusive('\n') {
+        let at = line_start + (line.len() - line.trim_start().len());
+        if at >= from && line.trim() == marker {
+            return Some(at);
+        }
+        line_start += line.len();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,6 +59,16 @@ mod tests {
         let text = format!("a\n{START}\nx\ny\n{END}\nb\n");
         let once = splice(&text, "t\n").unwrap();
         assert_eq!(splice(&once, "t\n").unwrap(), once);
+    }
+
+    #[test]
+    fn a_marker_quoted_in_a_sentence_is_not_a_marker() {
+        let text = format!("see `{START}` below\n{START}\nold\n{END}\nrest\n");
+        let new = splice(&text, "new\n").unwrap();
+        assert_eq!(
+            new,
+            format!("see `{START}` below\n{START}\nnew\n{END}\nrest\n")
+        );
     }
 
     #[test]
