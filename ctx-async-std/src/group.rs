@@ -21,7 +21,11 @@
 //! whenever the count drops to `inner` or below, an inner waiter when it raises
 //! `inner`: both sides store (`SeqCst`), then load the other's count, and a
 //! waiter listens before its last check, so either the waiter sees the new
-//! count or the other side sees the waiter and notifies.
+//! count or the other side sees the waiter and notifies. The first inner
+//! waiter to return lowers `inner` (and its task runs on), which could leave
+//! the others waiting for the rest of its task: so a waiter that returns
+//! because every running task waits with it first bumps `settled`, and every
+//! inner wait counted before that bump returns too.
 //!
 //! Under a limit, the tasks queued behind an inner waiter may need its permit
 //! (and none can be queued after the wait cancels the group), or every slot
@@ -115,7 +119,12 @@ struct Shared {
     running: AtomicUsize,
     /// Waits started inside one of the group's tasks and not yet returned.
     inner: AtomicUsize,
-    /// Notified when `running` drops to `inner` or below, and when `inner` grows.
+    /// How many times an inner wait found every running task waiting with it
+    /// (module docs: the first to return lowers `inner`, so the others take
+    /// their cue from this instead).
+    settled: AtomicUsize,
+    /// Notified when `running` drops to `inner` or below, when `inner` grows,
+    /// and when `settled` does.
     idle: Event,
     limit: Option<Arc<Semaphore>>,
 }
@@ -146,6 +155,7 @@ impl Group {
                 core,
                 running: AtomicUsize::new(0),
                 inner: AtomicUsize::new(0),
+                settled: AtomicUsize::new(0),
                 idle: Event::new(),
                 limit: None,
             }),
@@ -332,9 +342,15 @@ impl Group {
             // SeqCst: pairs with the decrement in `Finish` (module docs), and
             // makes every task's effects (and its recorded error) visible.
             let running = shared.running.load(Ordering::SeqCst);
-            match inner {
+            match &inner {
                 None => running == 0,
-                Some(_) => running <= shared.inner.load(Ordering::SeqCst),
+                Some(wait) => {
+                    running <= shared.inner.load(Ordering::SeqCst)
+                        // SeqCst: after the loads above, so a waiter that saw
+                        // `inner` lowered by one that returned sees the settling
+                        // that waiter recorded first.
+                        || shared.settled.load(Ordering::SeqCst) != wait.settled
+                }
             }
         };
         loop {
@@ -349,7 +365,9 @@ impl Group {
             }
             listener.await;
         }
-        drop(inner);
+        if let Some(wait) = inner {
+            wait.settle();
+        }
         shared.core.finish()
     }
 
@@ -435,17 +453,41 @@ impl Drop for CurrentTask {
 struct InnerWait<'a> {
     shared: &'a Shared,
     slot: Arc<TaskSlot>,
+    /// `Shared::settled` before this wait counted itself: a later settling
+    /// counted it, and so finishes it too.
+    settled: usize,
 }
 
 impl InnerWait<'_> {
     fn new(shared: &Shared, slot: Arc<TaskSlot>) -> InnerWait<'_> {
         // Relaxed: read by the same task after this poll (see `launch`).
         slot.waits.fetch_add(1, Ordering::Relaxed);
+        // SeqCst, and before the count: a waiter that settles after seeing our
+        // count bumps `settled` after this load, so we see the bump.
+        let settled = shared.settled.load(Ordering::SeqCst);
         // SeqCst: the waiter's half of the pair with `Finish` (module docs).
         shared.inner.fetch_add(1, Ordering::SeqCst);
         // Other inner waiters may be done now that this one counts as waiting.
         shared.idle.notify(usize::MAX);
-        InnerWait { shared, slot }
+        InnerWait {
+            shared,
+            slot,
+            settled,
+        }
+    }
+
+    /// This wait is finished and about to return. If it found every running
+    /// task waiting with it, that settles every inner wait counted then: they
+    /// are told before this one lowers `inner` (which would make them wait for
+    /// the rest of this task).
+    fn settle(self) {
+        let shared = self.shared;
+        // SeqCst: loads as in `wait`'s `finished`.
+        if shared.running.load(Ordering::SeqCst) <= shared.inner.load(Ordering::SeqCst) {
+            // SeqCst: before the decrement in our drop (see `wait`).
+            shared.settled.fetch_add(1, Ordering::SeqCst);
+            shared.idle.notify(usize::MAX);
+        }
     }
 }
 

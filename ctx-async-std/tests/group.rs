@@ -20,6 +20,7 @@ on_both!(
     an_accepted_closure_is_always_called,
     stop_from_inside_a_task_waits_for_the_others,
     wait_from_inside_tasks_does_not_wait_for_itself,
+    inner_waits_that_finish_together_all_return,
     stop_from_inside_gives_up_the_slot_under_a_limit,
     a_dropped_inner_wait_takes_its_slot_back,
     inner_waits_in_every_slot_neither_hang_nor_overrun,
@@ -206,6 +207,34 @@ async fn wait_from_inside_tasks_does_not_wait_for_itself() {
         .unwrap_err();
     assert_eq!(err.to_string(), "failed");
     assert_eq!(returned.load(Ordering::SeqCst), 2);
+}
+
+/// Two tasks wait for their group from inside, and once back each blocks its
+/// task until both are back: the first to return must not make the other wait
+/// for the rest of its task (which waits for the other to return).
+async fn inner_waits_that_finish_together_all_return() {
+    let (group, _ctx) = Group::new(&background());
+    let group = Arc::new(group);
+    let (back_tx, back_rx) = smol::channel::unbounded::<()>();
+    let (go_tx, go_rx) = smol::channel::unbounded::<()>();
+    for _ in 0..2 {
+        let (inner, back, go) = (group.clone(), back_tx.clone(), go_rx.clone());
+        group.spawn(move |_ctx| async move {
+            inner.wait().await?;
+            back.send(()).await.unwrap();
+            // The rest of this task: it goes on only once both waits returned.
+            let _ = go.recv().await;
+            Ok::<(), Cause>(())
+        });
+    }
+    within("both inner waits return", async {
+        for _ in 0..2 {
+            back_rx.recv().await.unwrap();
+        }
+    })
+    .await;
+    drop(go_tx);
+    within("the group's wait", group.wait()).await.unwrap();
 }
 
 /// Under `with_limit(1)`, the task holding the only slot stops the group while
