@@ -6,6 +6,7 @@
 //! parks.
 
 use crate::context::Context;
+use crate::tree::node::NodeRef;
 use crate::tree::wait::Waiter;
 use std::borrow::Borrow;
 use std::fmt;
@@ -60,6 +61,13 @@ pub struct Done<C: Borrow<Context> = Context> {
     /// The registration with the context's carrier, released on completion and
     /// on drop.
     waiter: Waiter,
+    /// The carrier `waiter` is registered with, while it is. Kept rather than
+    /// looked up again through `ctx`: `Borrow` is the caller's code, and one
+    /// that hands out another context on a later call must not make this
+    /// release (or update) a registration it never made. The context it came
+    /// from stays alive as long as `ctx` does (it lent a plain reference to it,
+    /// and `ctx` is never handed out mutably), and so does its carrier.
+    registered: Option<NodeRef>,
     /// Whether this future returned `Ready` (for `FusedFuture`).
     completed: bool,
 }
@@ -69,6 +77,7 @@ impl<C: Borrow<Context>> Done<C> {
         Done {
             ctx,
             waiter: Waiter::Idle,
+            registered: None,
             completed: false,
         }
     }
@@ -94,11 +103,21 @@ impl<C: Borrow<Context> + Unpin> Future for Done<C> {
         let Some(carrier) = ctx.carrier() else {
             return Poll::Pending;
         };
+        if let Some(registered) = this.registered
+            && registered != carrier
+        {
+            // Another context than at the last poll (a `Borrow` that changes
+            // its answer): leave the old registration, wait on this one.
+            this.waiter.release(registered);
+            this.registered = None;
+        }
         if ctx.is_done() || this.waiter.poll(carrier, cx.waker()).is_ready() {
             this.waiter.release(carrier);
+            this.registered = None;
             this.completed = true;
             return Poll::Ready(());
         }
+        this.registered = Some(carrier);
         Poll::Pending
     }
 }
@@ -106,11 +125,8 @@ impl<C: Borrow<Context> + Unpin> Future for Done<C> {
 impl<C: Borrow<Context>> Drop for Done<C> {
     fn drop(&mut self) {
         // A `Done` that is dropped while registered frees the slot for the next
-        // waiter (the context, and so the carrier, is still alive here).
-        if self.waiter.is_idle() {
-            return;
-        }
-        if let Some(carrier) = self.ctx.borrow().carrier() {
+        // waiter (the carrier is still alive here: see `registered`).
+        if let Some(carrier) = self.registered.take() {
             self.waiter.release(carrier);
         }
     }

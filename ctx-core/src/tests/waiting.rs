@@ -625,3 +625,58 @@ fn a_walk_started_by_a_waker_does_not_wait_for_the_walk_that_ran_it() {
         assert!(b.is_done());
     });
 }
+
+/// A `Borrow<Context>` is the caller's code: one that hands out another
+/// context on a later call must not make a `Done` release or update the other
+/// carrier's slot, which its real owner holds. The flipping future leaves its
+/// first registration and waits on the second context; the honest waiter on
+/// that context keeps its slot and is woken by its cancel.
+#[test]
+fn a_borrow_that_changes_its_context_touches_no_registration_it_did_not_make() {
+    use std::borrow::Borrow;
+    use std::cell::Cell;
+    struct Flip {
+        a: Context,
+        b: Context,
+        calls: Cell<usize>,
+    }
+    impl Borrow<Context> for Flip {
+        fn borrow(&self) -> &Context {
+            let calls = self.calls.get();
+            self.calls.set(calls + 1);
+            if calls == 0 { &self.a } else { &self.b }
+        }
+    }
+    let (a, _cancel_a) = Context::background().with_cancel();
+    let (b, cancel_b) = Context::background().with_cancel();
+    let (honest, honest_waker) = counter();
+    let mut on_b = b.done();
+    assert!(poll(&mut on_b, &honest_waker).is_pending());
+    assert!(on_b.holds_slot());
+
+    let (flipper, flipper_waker) = counter();
+    let flip = Flip {
+        a: a.clone(),
+        b: b.clone(),
+        calls: Cell::new(0),
+    };
+    let mut racing = crate::FutureExt::with_context(std::future::pending::<()>(), flip);
+    for _ in 0..3 {
+        assert!(poll(&mut racing, &flipper_waker).is_pending());
+    }
+    assert!(on_b.holds_slot(), "the honest waiter keeps b's slot");
+    drop(racing);
+    assert!(
+        on_b.holds_slot(),
+        "and keeps it when the flipper is dropped"
+    );
+    cancel_b.cancel();
+    assert_eq!(woken(&honest), 1);
+    assert!(poll(&mut on_b, &honest_waker).is_ready());
+    // The flipper's registration on `a` was given back: `a`'s slot is free.
+    let mut on_a = a.done();
+    let (_, waker) = counter();
+    assert!(poll(&mut on_a, &waker).is_pending());
+    assert!(on_a.holds_slot());
+    let _ = flipper;
+}

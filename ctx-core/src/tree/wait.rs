@@ -476,12 +476,6 @@ impl Waiter {
         }
     }
 
-    /// Whether this waiter holds no registration.
-    #[inline]
-    pub(crate) fn is_idle(&self) -> bool {
-        matches!(self, Waiter::Idle)
-    }
-
     /// Whether this waiter holds its carrier's slot (for tests).
     #[cfg(test)]
     pub(crate) fn holds_slot(&self) -> bool {
