@@ -52,6 +52,9 @@ impl AfterFunc {
         if let Some((carrier, slot)) = self.registration {
             register::deregister_callback(carrier, slot, &self.callback);
         }
+        // The closure's `Drop` is user code: last, so that a panic in it (which
+        // reaches the caller) leaves nothing registered.
+        drop(self.callback.take_stopped());
         true
     }
 }

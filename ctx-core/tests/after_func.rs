@@ -553,3 +553,28 @@ fn callbacks_registered_from_many_threads_all_run_once() {
     );
     assert_eq!(ctx.live_children(), 0);
 }
+
+/// `stop` drops the closure, whose captured values' `Drop`s are user code: one
+/// that panics reaches the caller of `stop`, but only after the registration is
+/// gone, so stopping never leaks it (a long-lived context would otherwise keep
+/// one entry per panicking stop for ever).
+#[test]
+fn a_stop_whose_closure_drop_panics_leaves_no_registration() {
+    struct PanicsOnDrop;
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("the captured value's drop panics");
+        }
+    }
+    let (ctx, _cancel) = Context::background().with_cancel();
+    for _ in 0..3 {
+        let captured = PanicsOnDrop;
+        let registration = ctx.after_func(move || drop(captured));
+        assert_eq!(ctx.live_children(), 1);
+        let stopped =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| registration.stop()));
+        assert!(stopped.is_err(), "the drop's panic reaches the caller");
+        assert_eq!(ctx.live_children(), 0, "the registration is gone");
+        assert!(!registration.stop(), "stopped already");
+    }
+}

@@ -67,13 +67,18 @@ impl Callback {
         self.claim(FIRED)
     }
 
-    /// Claims the stop and drops the closure: true if this call prevented the run.
+    /// Claims the stop: true if this call prevented the run. The closure is
+    /// the caller's to drop then ([`take_stopped`](Callback::take_stopped)),
+    /// after its registration is gone: its `Drop` is user code, which may
+    /// panic, and a panic must not leave the registration behind.
     pub(crate) fn claim_stop(&self) -> bool {
-        if !self.claim(STOPPED) {
-            return false;
-        }
-        drop(self.take());
-        true
+        self.claim(STOPPED)
+    }
+
+    /// The closure of a callback whose stop this thread claimed.
+    pub(crate) fn take_stopped(&self) -> Option<Thunk> {
+        debug_assert_eq!(self.state.load(Ordering::Relaxed), STOPPED);
+        self.take()
     }
 
     /// Runs the closure of a claimed callback with the reason its context ended
