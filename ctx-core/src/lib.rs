@@ -64,7 +64,10 @@
 //!   but a read never cancels the subtree or runs a callback: it records the
 //!   expiry with one CAS, and the subtree is walked by the timer (or the next
 //!   cancel). What a read reports never changes afterwards, and `done()` and
-//!   `wait()` agree with it.
+//!   `wait()` agree with it. Below a live deadline a read asks the timer
+//!   backend's clock ([`Timer::now`], code of the backend's), and the read that
+//!   records an expiry wakes the waiters already asleep on it (their wakers are
+//!   executor code).
 //! * **A returned cancel means a done subtree.** When a [`CancelFunc`] returns (or
 //!   its drop ends), the context and every descendant report done, also when the
 //!   call lost a race with another cancel (it waits for the winner, as Go's

@@ -88,8 +88,16 @@ pub trait Timer: Send + Sync + fmt::Debug + 'static {
     fn now(&self) -> Instant;
 
     /// Arms a timer: call `expiry.fire()` once `deadline` has passed. Returns a key
-    /// to disarm it with, or `None` if there is nothing to disarm (for example when
-    /// the backend watches [`Expiry::context`]'s `done()` itself).
+    /// to disarm it with, or `None` if the backend has nothing to disarm.
+    ///
+    /// Whatever it returns, the backend must fire the expiry once the deadline
+    /// has passed, unless [`Expiry::is_done`] says there is nothing left to do
+    /// (then it may drop it unfired). Do not decide that from the context
+    /// itself ([`Expiry::context`]'s `is_done()`, `done()` or `wait_until`): a
+    /// read that finds the deadline passed reports the context done at once,
+    /// but only `fire` walks its subtree and sets its `after_func` callbacks
+    /// free, so an expiry dropped on that evidence leaves them waiting until
+    /// something else cancels the context.
     fn arm(&self, deadline: Instant, expiry: Expiry) -> Option<TimerKey>;
 
     /// Disarms a timer armed by this backend (see the contract above).
@@ -159,6 +167,11 @@ impl Expiry {
     }
 
     /// The context this expiry cancels, if it still exists.
+    ///
+    /// A strong handle: if every other handle goes meanwhile, dropping this one
+    /// drops the context, and the `Drop`s of its values run on the thread that
+    /// drops it. A backend that must run no user code on its own thread should
+    /// not keep it, and use [`is_done`](Expiry::is_done) for its checks.
     pub fn context(&self) -> Option<Context> {
         self.node.upgrade().then(|| Context::from_strong(self.node))
     }

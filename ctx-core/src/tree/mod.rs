@@ -44,7 +44,9 @@
 //!    before its creator can hand it out.
 //! 8. Reads (`err`, `is_done`, `check`, `cause`, `deadline`, `value`, polling
 //!    `Done`) are O(1) (values O(depth)) and never run user code: at most, an
-//!    expired deadline is recorded by one CAS per node ([`deadline`]).
+//!    expired deadline is recorded by one CAS per node ([`deadline`]). Below a
+//!    live deadline they ask the backend's `Timer::now`, and the read that
+//!    records an expiry wakes the waiters parked on it (executor code).
 //! 9. User code freed by a cancel (callbacks, `Drop`s, `Timer::disarm`) runs
 //!    after the walk, never inside it; for a timer's expiry, callbacks and
 //!    `Drop`s run on the runner's threads, never on the timer's ([`work`]). The
