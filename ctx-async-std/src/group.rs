@@ -117,7 +117,8 @@ struct Shared {
     core: GroupCancel,
     /// Tasks spawned and not yet finished.
     running: AtomicUsize,
-    /// Waits started inside one of the group's tasks and not yet returned.
+    /// Tasks with a wait started inside them and not yet returned (each
+    /// counted once, however many such waits it polls).
     inner: AtomicUsize,
     /// How many times an inner wait found every running task waiting with it
     /// (module docs: the first to return lowers `inner`, so the others take
@@ -460,15 +461,21 @@ struct InnerWait<'a> {
 
 impl InnerWait<'_> {
     fn new(shared: &Shared, slot: Arc<TaskSlot>) -> InnerWait<'_> {
-        // Relaxed: read by the same task after this poll (see `launch`).
-        slot.waits.fetch_add(1, Ordering::Relaxed);
         // SeqCst, and before the count: a waiter that settles after seeing our
         // count bumps `settled` after this load, so we see the bump.
         let settled = shared.settled.load(Ordering::SeqCst);
-        // SeqCst: the waiter's half of the pair with `Finish` (module docs).
-        shared.inner.fetch_add(1, Ordering::SeqCst);
-        // Other inner waiters may be done now that this one counts as waiting.
-        shared.idle.notify(usize::MAX);
+        // `inner` counts tasks, not waits: a task polling two waits at once
+        // (a `select` of both) is one running task that waits, and counting it
+        // twice would let the waits return while another task still runs.
+        // Relaxed: the slot's count is read by the same task after this poll
+        // (see `launch`), and only decides whether this wait is its first.
+        if slot.waits.fetch_add(1, Ordering::Relaxed) == 0 {
+            // SeqCst: the waiter's half of the pair with `Finish` (module docs).
+            shared.inner.fetch_add(1, Ordering::SeqCst);
+            // Other inner waiters may be done now that this task counts as
+            // waiting.
+            shared.idle.notify(usize::MAX);
+        }
         InnerWait {
             shared,
             slot,
@@ -493,9 +500,11 @@ impl InnerWait<'_> {
 
 impl Drop for InnerWait<'_> {
     fn drop(&mut self) {
-        // SeqCst: as in `new`. Fewer inner waiters finish nobody's wait.
-        self.shared.inner.fetch_sub(1, Ordering::SeqCst);
-        self.slot.waits.fetch_sub(1, Ordering::Relaxed);
+        // The task's last wait uncounts it (see `new`).
+        if self.slot.waits.fetch_sub(1, Ordering::Relaxed) == 1 {
+            // SeqCst: as in `new`. Fewer inner waiters finish nobody's wait.
+            self.shared.inner.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 

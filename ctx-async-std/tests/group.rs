@@ -21,6 +21,7 @@ on_both!(
     stop_from_inside_a_task_waits_for_the_others,
     wait_from_inside_tasks_does_not_wait_for_itself,
     inner_waits_that_finish_together_all_return,
+    two_waits_in_one_task_count_it_once,
     stop_from_inside_gives_up_the_slot_under_a_limit,
     a_dropped_inner_wait_takes_its_slot_back,
     inner_waits_in_every_slot_neither_hang_nor_overrun,
@@ -217,9 +218,14 @@ async fn inner_waits_that_finish_together_all_return() {
     let group = Arc::new(group);
     let (back_tx, back_rx) = smol::channel::unbounded::<()>();
     let (go_tx, go_rx) = smol::channel::unbounded::<()>();
+    // Both tasks exist before either waits: a wait that starts while it is
+    // the only task returns at once, and rightly so.
+    let (start_tx, start_rx) = smol::channel::unbounded::<()>();
     for _ in 0..2 {
         let (inner, back, go) = (group.clone(), back_tx.clone(), go_rx.clone());
+        let start = start_rx.clone();
         group.spawn(move |_ctx| async move {
+            let _ = start.recv().await;
             inner.wait().await?;
             back.send(()).await.unwrap();
             // The rest of this task: it goes on only once both waits returned.
@@ -227,6 +233,7 @@ async fn inner_waits_that_finish_together_all_return() {
             Ok::<(), Cause>(())
         });
     }
+    drop(start_tx);
     within("both inner waits return", async {
         for _ in 0..2 {
             back_rx.recv().await.unwrap();
@@ -234,6 +241,47 @@ async fn inner_waits_that_finish_together_all_return() {
     })
     .await;
     drop(go_tx);
+    within("the group's wait", group.wait()).await.unwrap();
+}
+
+/// A task that polls two inner waits at once (both arms of a `select`) is one
+/// waiting task: its waits return only once the other running task ends, not
+/// as soon as two waits match two running tasks.
+async fn two_waits_in_one_task_count_it_once() {
+    let (group, _ctx) = Group::new(&background());
+    let group = Arc::new(group);
+    let (polled_tx, polled_rx) = smol::channel::bounded::<()>(1);
+    let (finish_tx, finish_rx) = smol::channel::bounded::<()>(1);
+    let other_finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let finished = other_finished.clone();
+    group.spawn(move |_ctx| async move {
+        let _ = finish_rx.recv().await;
+        finished.store(true, Ordering::SeqCst);
+        Ok::<(), Cause>(())
+    });
+    let (inner, finished) = (group.clone(), other_finished.clone());
+    group.spawn(move |_ctx| async move {
+        let mut both = std::pin::pin!(smol::future::zip(inner.wait(), inner.wait()));
+        let mut first = true;
+        let (a, b) = std::future::poll_fn(|cx| {
+            let poll = both.as_mut().poll(cx);
+            if std::mem::take(&mut first) {
+                let _ = polled_tx.try_send(());
+            }
+            poll
+        })
+        .await;
+        assert!(a.is_ok() && b.is_ok());
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "the waits returned while the other task still ran"
+        );
+        Ok::<(), Cause>(())
+    });
+    within("the two waits are polled", polled_rx.recv())
+        .await
+        .unwrap();
+    drop(finish_tx);
     within("the group's wait", group.wait()).await.unwrap();
 }
 
