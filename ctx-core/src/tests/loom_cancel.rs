@@ -72,21 +72,7 @@ fn loom_cancel_two_inserts_vs_cancel() {
 /// by the child's unlink.
 #[test]
 fn loom_cancel_unlink_on_drop_vs_cancel() {
-    model(|| {
-        let (parent, cancel_parent) = Context::background().with_cancel();
-        let (child, cancel_child) = parent.with_cancel();
-        assert_eq!(parent.live_children(), 1);
-        let t = thread::spawn(move || {
-            drop(cancel_child);
-            drop(child);
-        });
-        cancel_parent.cancel();
-        t.join().unwrap();
-
-        assert!(parent.is_done());
-        assert_eq!(parent.live_children(), 0);
-        assert_handles(&parent, 1);
-    });
+    child_dropped_vs_parent_cancel(Dropped::CancelFuncFirst);
 }
 
 /// A child is dropped (canceled and unlinked, its index pushed on the parent's
@@ -342,22 +328,41 @@ fn loom_cancel_same_node_twice() {
     });
 }
 
-/// A live child loses its last handles (its cancel function turned into a
-/// `Canceler`, so no cancel runs on the way) while its parent is canceled: the
-/// walk may close it with only the slot's weak reference, while the child's
-/// drop detaches it and waits for `drained` before dropping its payload.
-/// `with_grandchild`: the child once had a child of its own (gone again), so
-/// the walk pins it first and may find it being dropped. Nothing is freed
-/// twice or leaked (the model counts live nodes), and the parent ends empty.
-fn live_child_dropped_vs_parent_cancel(with_grandchild: bool) {
+/// How [`child_dropped_vs_parent_cancel`] lets its child go.
+#[derive(Clone, Copy, PartialEq)]
+enum Dropped {
+    /// Its cancel function first (which cancels it), then its last handle.
+    CancelFuncFirst,
+    /// Live: its cancel function turned into a `Canceler`, so no cancel runs on
+    /// the way. The walk may close it with only the slot's weak reference,
+    /// while the child's drop detaches it and waits for `drained` before
+    /// dropping its payload.
+    Live,
+    /// Live, after it once had a child of its own (gone again), so the walk
+    /// pins it first and may find it being dropped.
+    LiveAfterAGrandchild,
+}
+
+/// A child is dropped on another thread (`how`) while its parent is canceled:
+/// nothing is freed twice or leaked (the model counts live nodes), and the
+/// parent ends done and empty.
+fn child_dropped_vs_parent_cancel(how: Dropped) {
     model(move || {
         let (parent, cancel_parent) = Context::background().with_cancel();
         let (child, cancel_child) = parent.with_cancel();
-        if with_grandchild {
+        assert_eq!(parent.live_children(), 1);
+        if how == Dropped::LiveAfterAGrandchild {
             drop(child.with_cancel());
         }
-        let canceler = cancel_child.into_canceler();
-        let t = thread::spawn(move || drop((canceler, child)));
+        let t = if how == Dropped::CancelFuncFirst {
+            thread::spawn(move || {
+                drop(cancel_child);
+                drop(child);
+            })
+        } else {
+            let canceler = cancel_child.into_canceler();
+            thread::spawn(move || drop((canceler, child)))
+        };
         cancel_parent.cancel();
         t.join().unwrap();
 
@@ -369,10 +374,10 @@ fn live_child_dropped_vs_parent_cancel(with_grandchild: bool) {
 
 #[test]
 fn loom_cancel_live_leaf_dropped_vs_parent_cancel() {
-    live_child_dropped_vs_parent_cancel(false);
+    child_dropped_vs_parent_cancel(Dropped::Live);
 }
 
 #[test]
 fn loom_cancel_live_inner_node_dropped_vs_parent_cancel() {
-    live_child_dropped_vs_parent_cancel(true);
+    child_dropped_vs_parent_cancel(Dropped::LiveAfterAGrandchild);
 }

@@ -59,6 +59,21 @@ fn counter() -> (Arc<Count>, Waker) {
     (count, waker)
 }
 
+/// A waker that runs `f` each time it is woken (an executor's code, as far as
+/// the tree can tell: it may cancel, drop or poll contexts).
+fn on_wake(f: impl Fn() + Send + Sync + 'static) -> Waker {
+    struct OnWake<F>(F);
+    impl<F: Fn() + Send + Sync + 'static> Wake for OnWake<F> {
+        fn wake(self: Arc<Self>) {
+            (self.0)();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            (self.0)();
+        }
+    }
+    Waker::from(Arc::new(OnWake(f)))
+}
+
 fn woken(count: &Count) -> usize {
     count.0.load(Ordering::SeqCst)
 }
@@ -244,16 +259,28 @@ fn a_blocking_wait_with_a_deadline_returns_at_the_deadline() {
     assert!(!ctx.wait_timeout(Duration::ZERO));
 }
 
-#[test]
-fn a_blocking_wait_with_a_deadline_returns_on_cancel() {
-    within_a_minute(|| {
+/// A thread blocked in `wait_timeout` (on the slot, or on the event behind a
+/// holder of the slot) ignores spurious unparks and returns on the cancel.
+fn blocking_wait_returns_on_cancel(behind_a_holder: bool) {
+    within_a_minute(move || {
         let (ctx, cancel) = Context::background().with_cancel();
+        let (_, waker) = counter();
+        let mut holder = ctx.done();
+        if behind_a_holder {
+            assert!(poll(&mut holder, &waker).is_pending());
+        }
         let waiter = {
             let ctx = ctx.clone();
             thread::spawn(move || ctx.wait_timeout(Duration::from_secs(3600)))
         };
-        // Asleep in the slot (or about to be: the slot is claimed before it parks).
-        while !slot_claimed(&ctx) {
+        // Asleep in the slot or on the event (or about to be: the slot is
+        // claimed, and the event flag set, just before it parks).
+        let asleep = if behind_a_holder {
+            event_used
+        } else {
+            slot_claimed
+        };
+        while !asleep(&ctx) {
             thread::yield_now();
         }
         // Spurious unparks are harmless: the wait re-checks and parks again.
@@ -264,34 +291,22 @@ fn a_blocking_wait_with_a_deadline_returns_on_cancel() {
         assert!(!ctx.is_done());
         cancel.cancel();
         assert!(waiter.join().unwrap());
-        assert!(!slot_claimed(&ctx));
+        if behind_a_holder {
+            assert!(poll(&mut holder, &waker).is_ready());
+        } else {
+            assert!(!slot_claimed(&ctx));
+        }
     });
 }
 
 #[test]
+fn a_blocking_wait_with_a_deadline_returns_on_cancel() {
+    blocking_wait_returns_on_cancel(false);
+}
+
+#[test]
 fn a_blocking_wait_on_the_event_returns_on_cancel() {
-    within_a_minute(|| {
-        let (ctx, cancel) = Context::background().with_cancel();
-        let (_, waker) = counter();
-        let mut holder = ctx.done();
-        assert!(poll(&mut holder, &waker).is_pending());
-        let waiter = {
-            let ctx = ctx.clone();
-            thread::spawn(move || ctx.wait_timeout(Duration::from_secs(3600)))
-        };
-        // On the event (or about to be: the flag comes just before the listener).
-        while !event_used(&ctx) {
-            thread::yield_now();
-        }
-        for _ in 0..3 {
-            waiter.thread().unpark();
-            thread::yield_now();
-        }
-        assert!(!ctx.is_done());
-        cancel.cancel();
-        assert!(waiter.join().unwrap());
-        assert!(poll(&mut holder, &waker).is_ready());
-    });
+    blocking_wait_returns_on_cancel(true);
 }
 
 /// A waker whose `clone` panics (executor code gone wrong): raw, since `Wake`
@@ -490,41 +505,28 @@ fn a_cancel_skipped_by_a_panicking_clone_still_wakes_the_stored_waker() {
 #[test]
 fn a_waker_that_cancels_the_context_being_canceled_does_not_wait_for_itself() {
     within_a_minute(|| {
-        struct CancelOnWake {
-            cancelers: std::sync::Mutex<Vec<crate::Canceler>>,
-            saw_done: AtomicUsize,
-        }
-        impl Wake for CancelOnWake {
-            fn wake(self: Arc<Self>) {
-                self.wake_by_ref();
-            }
-            fn wake_by_ref(self: &Arc<Self>) {
-                let cancelers = std::mem::take(&mut *self.cancelers.lock().unwrap());
-                for canceler in cancelers {
-                    // Done already (the walk closed it): this call did not end it.
-                    assert!(!canceler.cancel(), "the walk closed it before waking");
-                    if canceler.is_canceled() {
-                        self.saw_done.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-            }
-        }
         let (root, cancel_root) = Context::background().with_cancel();
         let (middle, cancel_middle) = root.with_cancel();
         let (leaf, _cancel_leaf) = middle.with_cancel();
         // A sibling below the root that the walk may reach after the waker ran.
         let (sibling, _cancel_sibling) = root.with_cancel();
-        let waker = Arc::new(CancelOnWake {
-            cancelers: std::sync::Mutex::new(vec![
-                cancel_middle.canceler(),
-                cancel_root.canceler(),
-            ]),
-            saw_done: AtomicUsize::new(0),
+        let cancelers =
+            std::sync::Mutex::new(vec![cancel_middle.canceler(), cancel_root.canceler()]);
+        let saw_done = Arc::new(AtomicUsize::new(0));
+        let seen = saw_done.clone();
+        let waker = on_wake(move || {
+            for canceler in std::mem::take(&mut *cancelers.lock().unwrap()) {
+                // Done already (the walk closed it): this call did not end it.
+                assert!(!canceler.cancel(), "the walk closed it before waking");
+                if canceler.is_canceled() {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+            }
         });
         let mut done = leaf.done();
-        assert!(poll(&mut done, &Waker::from(waker.clone())).is_pending());
+        assert!(poll(&mut done, &waker).is_pending());
         cancel_root.cancel();
-        assert_eq!(waker.saw_done.load(Ordering::SeqCst), 2);
+        assert_eq!(saw_done.load(Ordering::SeqCst), 2);
         for ctx in [&root, &middle, &leaf, &sibling] {
             assert!(ctx.is_done());
         }
@@ -539,37 +541,26 @@ fn a_waker_that_cancels_the_context_being_canceled_does_not_wait_for_itself() {
 #[test]
 fn a_waker_that_cancels_its_expired_context_does_not_stop_the_timer() {
     within_a_minute(|| {
-        struct CancelOnWake {
-            canceler: std::sync::Mutex<Option<crate::Canceler>>,
-            ran: std::sync::Mutex<Option<std::sync::mpsc::Sender<bool>>>,
-        }
-        impl Wake for CancelOnWake {
-            fn wake(self: Arc<Self>) {
-                self.wake_by_ref();
-            }
-            fn wake_by_ref(self: &Arc<Self>) {
-                if let Some(canceler) = self.canceler.lock().unwrap().take() {
-                    let ended = canceler.cancel();
-                    let done = canceler.is_canceled();
-                    if let Some(ran) = self.ran.lock().unwrap().take() {
-                        let _ = ran.send(!ended && done);
-                    }
-                }
-            }
-        }
         let timer = crate::StdTimer::new();
         let root = Context::background().with_timer(timer);
         let (deadline, cancel) = root.with_timeout(Duration::from_millis(1));
         let (leaf, _cancel_leaf) = deadline.with_cancel();
-        let (ran, on_wake) = std::sync::mpsc::channel();
-        let waker = Arc::new(CancelOnWake {
-            canceler: std::sync::Mutex::new(Some(cancel.canceler())),
-            ran: std::sync::Mutex::new(Some(ran)),
+        let (ran, woke) = std::sync::mpsc::channel();
+        let canceler = std::sync::Mutex::new(Some(cancel.canceler()));
+        let ran = std::sync::Mutex::new(Some(ran));
+        let waker = on_wake(move || {
+            if let Some(canceler) = canceler.lock().unwrap().take() {
+                let ended = canceler.cancel();
+                let done = canceler.is_canceled();
+                if let Some(ran) = ran.lock().unwrap().take() {
+                    let _ = ran.send(!ended && done);
+                }
+            }
         });
         let mut done = leaf.done();
-        if poll(&mut done, &Waker::from(waker)).is_pending() {
+        if poll(&mut done, &waker).is_pending() {
             assert!(
-                on_wake.recv().unwrap(),
+                woke.recv().unwrap(),
                 "the waker's cancel ended the context, or returned before it was done"
             );
         }
@@ -589,18 +580,6 @@ fn a_waker_that_cancels_its_expired_context_does_not_stop_the_timer() {
 #[test]
 fn a_walk_started_by_a_waker_does_not_wait_for_the_walk_that_ran_it() {
     within_a_minute(|| {
-        struct CancelOnWake(std::sync::Mutex<Option<crate::Canceler>>);
-        impl Wake for CancelOnWake {
-            fn wake(self: Arc<Self>) {
-                self.wake_by_ref();
-            }
-            fn wake_by_ref(self: &Arc<Self>) {
-                if let Some(canceler) = self.0.lock().unwrap().take() {
-                    assert!(canceler.cancel(), "the waker's cancel ended `b`");
-                    assert!(canceler.is_canceled());
-                }
-            }
-        }
         let (root, cancel_root) = Context::background().with_cancel();
         let (a, _cancel_a) = root.with_cancel();
         let (b, cancel_b) = Context::background().with_cancel();
@@ -609,13 +588,18 @@ fn a_walk_started_by_a_waker_does_not_wait_for_the_walk_that_ran_it() {
         let (m, _cancel_m) = Context::with_cancel_any(&[a.clone(), b.clone()]);
         let (below_m, _cancel_below_m) = m.with_cancel();
         let (leaf, _cancel_leaf) = a.with_cancel();
-        let waker = Arc::new(CancelOnWake(std::sync::Mutex::new(Some(
-            cancel_b.canceler(),
-        ))));
+        let canceler = Arc::new(std::sync::Mutex::new(Some(cancel_b.canceler())));
+        let to_run = canceler.clone();
+        let waker = on_wake(move || {
+            if let Some(canceler) = to_run.lock().unwrap().take() {
+                assert!(canceler.cancel(), "the waker's cancel ended `b`");
+                assert!(canceler.is_canceled());
+            }
+        });
         let mut done = leaf.done();
-        assert!(poll(&mut done, &Waker::from(waker.clone())).is_pending());
+        assert!(poll(&mut done, &waker).is_pending());
         cancel_root.cancel();
-        assert!(waker.0.lock().unwrap().is_none(), "the waker ran");
+        assert!(canceler.lock().unwrap().is_none(), "the waker ran");
         for ctx in [&root, &a, &b, &m, &below_m, &leaf] {
             assert!(ctx.is_done());
         }
