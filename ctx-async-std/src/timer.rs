@@ -294,7 +294,11 @@ impl Wake for Slot {
 fn spawn_fire(expiry: Expiry) {
     smol::spawn(async move {
         // `fire` runs no user code; the guard is for a panicking waker.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| expiry.fire()));
+        if let Err(payload) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| expiry.fire()))
+        {
+            ctx_core::adapter::drop_panic_payload(payload);
+        }
     })
     .detach();
 }

@@ -30,7 +30,7 @@ impl PanicError {
             Err(payload) => match payload.downcast::<&'static str>() {
                 Ok(message) => (*message).to_owned(),
                 Err(other) => {
-                    drop_guarded(other);
+                    crate::adapter::drop_panic_payload(other);
                     "Box<dyn Any>".to_owned()
                 }
             },
@@ -41,17 +41,6 @@ impl PanicError {
     /// The panic message (`"Box<dyn Any>"` when the payload was not a string).
     pub fn message(&self) -> &str {
         &self.message
-    }
-}
-
-/// Drops a panic payload of any type (`std::panic::panic_any` takes any
-/// value, so its `Drop` is user code): one whose `Drop` panics is leaked, with
-/// that second payload, rather than unwinding out of the caller (a group
-/// recording a task's panic).
-fn drop_guarded(payload: Box<dyn Any + Send>) {
-    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload)));
-    if let Err(again) = dropped {
-        std::mem::forget(again);
     }
 }
 

@@ -281,7 +281,8 @@ impl Group {
         };
         if join.is_panic() {
             self.core.record_panic(join.into_panic());
-        } else if join.is_cancelled() {
+        } else {
+            // Not a panic: a `JoinError` is then a cancellation.
             self.core.fail(Cause::msg(ABORTED));
         }
     }

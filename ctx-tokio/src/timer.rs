@@ -762,7 +762,9 @@ fn fire(batch: &mut Vec<Expiry>) -> usize {
         // A panic in user code run by the cancel (an `after_func` callback) must
         // not take the driver or the backstop down with it; ctx-core has already
         // finished the cancel when it resumes the panic.
-        let _ = catch_unwind(AssertUnwindSafe(|| expiry.fire()));
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| expiry.fire())) {
+            ctx_core::adapter::drop_panic_payload(payload);
+        }
     }
     fired
 }

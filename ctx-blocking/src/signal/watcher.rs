@@ -33,7 +33,6 @@ use ctx_core::{Canceler, SignalError};
 use signal_hook::consts::FORBIDDEN;
 use signal_hook::iterator::{Handle, Signals};
 use signal_hook::low_level::signal_name;
-use std::any::Any;
 use std::ffi::c_int;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -319,15 +318,7 @@ fn cancel_here(canceler: Canceler, name: &'static str) {
 /// already, and must not end a thread of the watcher.
 fn contain(f: impl FnOnce()) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
-        drop_payload(payload);
-    }
-}
-
-/// Drops a caught panic's payload, which is user code too (`panic_any` takes
-/// any value): a payload whose `Drop` panics is leaked, with its own payload.
-fn drop_payload(payload: Box<dyn Any + Send>) {
-    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-        std::mem::forget(again);
+        ctx_core::adapter::drop_panic_payload(payload);
     }
 }
 

@@ -328,7 +328,9 @@ fn pass(shared: &Shared, batch: &mut Vec<Expiry>) -> Sleep {
             // A disarmed entry does nothing here (its context is done or gone).
             // Firing runs no user code, but a panic in it must not take the
             // timer thread down with it.
-            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| expiry.fire()));
+            if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| expiry.fire())) {
+                crate::adapter::drop_panic_payload(payload);
+            }
         }
     }
     if busy {

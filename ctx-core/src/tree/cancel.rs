@@ -250,7 +250,9 @@ fn walk_cancel(node: NodeRef, closed: Option<Word>, origin: Origin) -> bool {
         Origin::Timer => {
             // The backend's own `disarm` may run on its own thread; a panic in it
             // is the backend's, and must not stop the walk's other duties.
-            walk.work.run_disarms(&mut None);
+            let mut panic = None;
+            walk.work.run_disarms(&mut panic);
+            work::discard(panic);
             if walk.blocked.is_empty() && is_complete(node) {
                 register::detach(node);
                 if !walk.work.is_empty() {
@@ -426,7 +428,7 @@ impl WalkRest {
         work.run(&mut panic);
         // Nobody to resume the panic on: the runner's thread survives it, and
         // the panic hook has reported it already.
-        drop(panic);
+        work::discard(panic);
     }
 }
 

@@ -371,7 +371,9 @@ impl Drop for HoldingCell<'_> {
         }
         if let Some(waker) = skipped {
             // Executor code while unwinding: a second panic would abort.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
+            let mut panic = None;
+            work::catch(&mut panic, || waker.wake());
+            work::discard(panic);
         }
     }
 }

@@ -218,6 +218,14 @@ pub(crate) fn catch(panic: &mut Panic, f: impl FnOnce()) {
     }
 }
 
+/// Drops a caught panic that nobody is there to resume (a timer's thread, the
+/// runner), its payload's `Drop` guarded.
+pub(crate) fn discard(panic: Panic) {
+    if let Some(payload) = panic {
+        crate::adapter::drop_panic_payload(payload);
+    }
+}
+
 /// Resumes a caught panic, unless this thread is unwinding already (then it is
 /// dropped: a second panic would abort the process).
 #[inline]
