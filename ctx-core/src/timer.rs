@@ -96,8 +96,10 @@ pub trait Timer: Send + Sync + fmt::Debug + 'static {
     /// itself ([`Expiry::context`]'s `is_done()`, `done()` or `wait_until`): a
     /// read that finds the deadline passed reports the context done at once,
     /// but only `fire` walks its subtree and sets its `after_func` callbacks
-    /// free, so an expiry dropped on that evidence leaves them waiting until
-    /// something else cancels the context.
+    /// free. (An expiry dropped on that evidence is forgiven: its drop sees
+    /// that a read closed the context and nobody walked it yet, and fires it
+    /// on ctx-core's runner. One dropped before any read noticed the deadline
+    /// cannot be: that context ends only when something else cancels it.)
     fn arm(&self, deadline: Instant, expiry: Expiry) -> Option<TimerKey>;
 
     /// Disarms a timer armed by this backend (see the contract above).
@@ -212,10 +214,33 @@ impl Expiry {
         later.release(self.node);
         done
     }
+
+    /// Whether the context still exists and a read closed it (`UNCLAIMED`)
+    /// without anyone walking its subtree yet: what only `fire` would finish.
+    fn noticed_but_unwalked(&self) -> bool {
+        // The weak reference keeps the state word's memory; a context whose
+        // handles are all gone has nobody left to wake or call back.
+        self.node.strong_count() > 0 && state::has(self.node.state(), state::UNCLAIMED)
+    }
 }
 
 impl Drop for Expiry {
     fn drop(&mut self) {
+        if self.noticed_but_unwalked() {
+            // Against the contract, but cheap to forgive: a backend that dropped
+            // the expiry because the context already looked done (a read found
+            // the deadline passed) leaves a subtree nobody walks, and its
+            // `after_func` callbacks waiting. The walk goes to the runner: this
+            // drop may run under the backend's own lock, and the walk wakes
+            // tasks. Its own expiry finds the word claimed (or the context
+            // gone) and stops there.
+            self.node.inc_weak();
+            let expiry = Expiry {
+                node: self.node,
+                deadline: self.deadline,
+            };
+            crate::runner::spawn(Box::new(move || expiry.fire()));
+        }
         self.node.dec_weak();
     }
 }

@@ -181,6 +181,75 @@ fn a_read_past_the_deadline_reports_it_runs_nothing_and_the_report_sticks() {
     assert_eq!(ctx.live_children(), 0);
 }
 
+/// A backend that drops an expiry unfired because its context already reports
+/// done (a read found the deadline passed) breaks the `Timer` contract: only
+/// `fire` walks the subtree. The drop is forgiven: the expiry's drop sees the
+/// unwalked read and fires it on ctx-core's runner, so the callbacks below the
+/// deadline run, on a runner thread, and the children are drained.
+#[test]
+fn an_expiry_dropped_after_a_read_noticed_the_deadline_still_walks_the_subtree() {
+    let timer = ManualTimer::new();
+    let root = timer.root();
+    let (ctx, _cancel) = root.with_timeout(Duration::from_millis(1));
+    let (child, _cancel_child) = ctx.with_cancel();
+    let (ran_on, ran) = mpsc::channel();
+    let _registration = child.after_func(move || {
+        let _ = ran_on.send(thread::current().id());
+    });
+    timer.advance_silently(Duration::from_millis(2));
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    assert!(ran.try_recv().is_err(), "a read ran the callback");
+    assert_eq!(ctx.live_children(), 1, "a read walked the subtree");
+
+    assert_eq!(timer.drop_expiries_of_done_contexts(), 1);
+    let runner = ran
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the dropped expiry's subtree was never walked: its callback did not run");
+    assert_ne!(
+        runner,
+        thread::current().id(),
+        "the drop walked on the backend's thread"
+    );
+    assert!(eventually(|| ctx.live_children() == 0));
+    assert_eq!(child.err(), Some(Error::DeadlineExceeded));
+}
+
+/// The other drops of an unfired expiry start nothing: one disarmed because
+/// its context was canceled, and one whose context is gone.
+#[test]
+fn an_expiry_dropped_unfired_after_a_cancel_or_with_its_context_starts_nothing() {
+    let timer = ManualTimer::new();
+    let root = timer.root();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (ctx, cancel) = root.with_timeout(Duration::from_millis(1));
+    let _registration = {
+        let calls = calls.clone();
+        ctx.after_func(move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+        })
+    };
+    cancel.cancel();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(timer.armed(), 0, "the cancel disarmed the deadline");
+    // A context dropped after a read noticed its deadline: the disarm drops the
+    // expiry of a context that is gone.
+    let (gone, cancel_gone) = root.with_timeout(Duration::from_millis(1));
+    timer.advance_silently(Duration::from_millis(2));
+    assert_eq!(gone.err(), Some(Error::DeadlineExceeded));
+    drop((gone, cancel_gone));
+    assert_eq!(
+        timer.armed(),
+        0,
+        "dropping the context disarmed its deadline"
+    );
+    assert_eq!(
+        ctx.err(),
+        Some(Error::Canceled),
+        "the cancel's reason stays"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
 // ===== one callback stops every deadline =====
 
 /// On the built-in timer, one `after_func` callback of a deadline that blocks

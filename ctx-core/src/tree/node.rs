@@ -654,8 +654,8 @@ impl NodeRef {
         }
     }
 
-    /// The strong count (for tests and the loom models).
-    #[cfg(test)]
+    /// The strong count: a snapshot (Relaxed), for checks that tolerate a stale
+    /// answer (an expiry's drop) and for tests.
     pub(crate) fn strong_count(self) -> usize {
         (self.header().counts.load(Ordering::Relaxed) & STRONG_MASK) as usize
     }

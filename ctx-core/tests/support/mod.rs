@@ -107,6 +107,21 @@ impl ManualTimer {
         *now
     }
 
+    /// Plays a backend that breaks the [`Timer`] contract: it drops, unfired,
+    /// every armed expiry whose context already reports done (the evidence
+    /// `Timer::arm` warns against). Returns how many it dropped.
+    pub(crate) fn drop_expiries_of_done_contexts(&self) -> usize {
+        let dropped: Vec<(u64, Instant, Expiry)> = {
+            let mut armed = self.armed.lock().unwrap();
+            let (done, rest) = armed
+                .drain(..)
+                .partition(|(_, _, expiry)| expiry.context().is_none_or(|ctx| ctx.is_done()));
+            *armed = rest;
+            done
+        };
+        dropped.len()
+    }
+
     /// How many deadlines are armed and neither fired nor disarmed.
     pub(crate) fn armed(&self) -> usize {
         self.armed.lock().unwrap().len()
