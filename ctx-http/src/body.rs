@@ -2,14 +2,14 @@
 //! service's body, with the request's context kept alive (and its deadline
 //! armed) until the body has been sent.
 
+use crate::ended::{cause_of, poll_done};
 use crate::response::Rejection;
-use crate::server::{Guard, cause_of};
+use crate::server::Guard;
 use ctx_core::{Context, Done, Error};
 use http::{HeaderMap, HeaderValue, header};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use std::fmt;
-use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll, ready};
@@ -229,9 +229,7 @@ where
                     }
                     return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
                 }
-                let done = watch.done.get_or_insert_with(|| watch.ctx.done());
-                ready!(Pin::new(done).poll(cx));
-                watch.ctx.err().unwrap_or(Error::Canceled)
+                ready!(poll_done(&watch.ctx, &mut watch.done, cx))
             }
         };
         // The context ended first: end the stream with its reason. The context

@@ -7,6 +7,7 @@
 //! outgoing request from the incoming one's context passes its deadline and
 //! cancellation on to the next hop without another line.
 
+use crate::ended::{cause_of, poll_done};
 use crate::header::{GRPC_TIMEOUT, encode, parse_timeout};
 use crate::response::describe;
 use ctx_core::{Cause, Context, Done, Error};
@@ -206,7 +207,7 @@ where
         if let Some(ctx) = &ctx
             && let Some(err) = ctx.err()
         {
-            let cause = ctx.cause().unwrap_or_else(|| Cause::new(err));
+            let cause = cause_of(ctx, err);
             return ClientFuture {
                 state: ClientState::Refused {
                     error: Some((err, cause)),
@@ -294,14 +295,6 @@ pin_project! {
         },
         Finished,
     }
-}
-
-/// Polls `ctx`'s `Done` (created on the first call); the context's error once
-/// it is done.
-fn poll_done(ctx: &Context, done: &mut Option<Done>, cx: &mut TaskContext<'_>) -> Poll<Error> {
-    let done = done.get_or_insert_with(|| ctx.done());
-    ready!(Pin::new(done).poll(cx));
-    Poll::Ready(ctx.err().unwrap_or(Error::Canceled))
 }
 
 impl<S, B> Future for ClientFuture<S, Request<B>>
@@ -443,12 +436,12 @@ pub enum ClientError<E> {
 
 impl<E> ClientError<E> {
     fn abandoned(ctx: &Context, err: Error) -> ClientError<E> {
-        let cause = ctx.cause().unwrap_or_else(|| Cause::new(err));
+        let cause = cause_of(ctx, err);
         ClientError::Abandoned { err, cause }
     }
 
     fn not_sent(ctx: &Context, err: Error) -> ClientError<E> {
-        let cause = ctx.cause().unwrap_or_else(|| Cause::new(err));
+        let cause = cause_of(ctx, err);
         ClientError::NotSent { err, cause }
     }
 

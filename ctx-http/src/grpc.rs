@@ -50,6 +50,12 @@ use tonic::{Code, Status};
 
 /// The gRPC code for a context error: `DeadlineExceeded` or `Cancelled`.
 ///
+/// This is what a context's own end means (grpc-go's `FromContextError`
+/// mapping): the caller gave up, or ran out of time. A server that answers
+/// because *its* parent context was canceled says `UNAVAILABLE` instead (it
+/// is shutting down, and the client may retry elsewhere): that is
+/// [`GrpcResponder`]'s choice for [`Rejection::Canceled`], not this mapping.
+///
 /// ```
 /// use tonic::Code;
 /// assert_eq!(ctx_http::grpc::code(ctx_core::Error::DeadlineExceeded), Code::DeadlineExceeded);
@@ -100,8 +106,7 @@ pub fn status(err: Error, cause: &Cause) -> Status {
 /// ```
 pub fn context_status(ctx: &Context) -> Option<Status> {
     let err = ctx.err()?;
-    let cause = ctx.cause().unwrap_or_else(|| Cause::new(err));
-    Some(status(err, &cause))
+    Some(status(err, &crate::ended::cause_of(ctx, err)))
 }
 
 impl<E> From<ClientError<E>> for Status

@@ -115,6 +115,7 @@
 mod axum;
 mod body;
 mod client;
+mod ended;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod grpc;

@@ -11,9 +11,10 @@
 //! itself, at once, instead of waiting for a handler that may not be watching.
 
 use crate::body::ServerBody;
+use crate::ended::{cause_of, poll_done};
 use crate::header::timeout_from_headers;
 use crate::response::{Rejection, Responder, TextResponder};
-use ctx_core::{Canceler, Cause, Context, Done, Error};
+use ctx_core::{Canceler, Cause, Context, Done};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
@@ -74,13 +75,13 @@ pub enum Malformed {
 #[non_exhaustive]
 pub enum ServerCause {
     /// The deadline the client sent in `grpc-timeout` passed (the context ends
-    /// with [`Error::DeadlineExceeded`]).
+    /// with [`Error::DeadlineExceeded`](ctx_core::Error::DeadlineExceeded)).
     ClientDeadline {
         /// The timeout the client sent.
         timeout: Duration,
     },
     /// The server's maximum time per request passed (the context ends with
-    /// [`Error::DeadlineExceeded`]).
+    /// [`Error::DeadlineExceeded`](ctx_core::Error::DeadlineExceeded)).
     ServerDeadline {
         /// The server's maximum ([`ServerLayer::max_timeout`]).
         limit: Duration,
@@ -627,11 +628,6 @@ where
     }
 }
 
-/// The cause of a context that is done with `err`.
-pub(crate) fn cause_of(ctx: &Context, err: Error) -> Cause {
-    ctx.cause().unwrap_or_else(|| Cause::new(err))
-}
-
 pin_project! {
     /// The response future of [`ServerService`]: the inner service's future
     /// raced against the request's context. Its response's body is a
@@ -738,9 +734,7 @@ where
                         }
                     });
                 }
-                let done = done.get_or_insert_with(|| ctx.done());
-                ready!(Pin::new(done).poll(cx));
-                let err = ctx.err().unwrap_or(Error::Canceled);
+                let err = ready!(poll_done(ctx, done, cx));
                 Rejection::from_context(err, cause_of(ctx, err))
             }
             StateProj::Rejected { rejection } => rejection
