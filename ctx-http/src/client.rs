@@ -199,14 +199,11 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        // As tower's `Oneshot`: the future takes the instance that may have
-        // been readied, and leaves a fresh clone behind.
-        let fresh = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, fresh);
         let ctx = req.extensions().get::<Context>().cloned();
         if let Some(ctx) = &ctx
             && let Some(err) = ctx.err()
         {
+            // Refused before anything is cloned or sent.
             let cause = cause_of(ctx, err);
             return ClientFuture {
                 state: ClientState::Refused {
@@ -214,6 +211,10 @@ where
                 },
             };
         }
+        // As tower's `Oneshot`: the future takes the instance that may have
+        // been readied, and leaves a fresh clone behind.
+        let fresh = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, fresh);
         ClientFuture {
             state: ClientState::NotReady {
                 inner,

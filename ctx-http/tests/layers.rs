@@ -662,6 +662,36 @@ fn echo_transport(
     })
 }
 
+/// A service that counts how often it is cloned.
+struct CountClones<S> {
+    inner: S,
+    clones: Arc<AtomicUsize>,
+}
+
+impl<S: Clone> Clone for CountClones<S> {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, Ordering::SeqCst);
+        CountClones {
+            inner: self.inner.clone(),
+            clones: self.clones.clone(),
+        }
+    }
+}
+
+impl<S: Service<R>, R> Service<R> for CountClones<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> S::Future {
+        self.inner.call(req)
+    }
+}
+
 fn request_under(ctx: &Context) -> Request<()> {
     let mut request = Request::new(());
     request.extensions_mut().insert(ctx.clone());
@@ -703,8 +733,18 @@ async fn the_client_refuses_to_send_when_the_context_is_done() {
     let (ctx, cancel) = Context::background().with_cancel_cause();
     cancel.cancel(Cause::msg("user pressed stop"));
     let calls = Arc::new(AtomicUsize::new(0));
-    let client = ClientLayer::new().layer(echo_transport(calls.clone()));
-    let err = client.oneshot(request_under(&ctx)).await.unwrap_err();
+    let clones = Arc::new(AtomicUsize::new(0));
+    let transport = CountClones {
+        inner: echo_transport(calls.clone()),
+        clones: clones.clone(),
+    };
+    let mut client = ClientLayer::new().layer(transport);
+    let err = client.call(request_under(&ctx)).await.unwrap_err();
+    assert_eq!(
+        clones.load(Ordering::SeqCst),
+        0,
+        "a refused call cloned the transport"
+    );
     assert!(!err.was_sent());
     assert_eq!(err.context_err(), Some(Error::Canceled));
     assert_eq!(err.cause().unwrap().to_string(), "user pressed stop");
