@@ -250,6 +250,111 @@ fn an_expiry_dropped_unfired_after_a_cancel_or_with_its_context_starts_nothing()
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
+// ===== wakers that need a lock a canceler or a reader holds =====
+
+/// A waker that takes a lock: a task woken through a `Mutex` and `Condvar`
+/// pair of the user's.
+struct LockingWaker {
+    lock: Arc<Mutex<()>>,
+    woken: AtomicBool,
+}
+
+impl std::task::Wake for LockingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        drop(self.lock.lock().unwrap());
+        self.woken.store(true, Ordering::SeqCst);
+    }
+}
+
+impl LockingWaker {
+    fn new(lock: &Arc<Mutex<()>>) -> Arc<LockingWaker> {
+        Arc::new(LockingWaker {
+            lock: lock.clone(),
+            woken: AtomicBool::new(false),
+        })
+    }
+
+    /// Polls `done` once with this waker.
+    fn poll(self: &Arc<Self>, done: &mut ctx_core::Done) -> Poll<()> {
+        let waker = std::task::Waker::from(self.clone());
+        std::future::Future::poll(
+            std::pin::Pin::new(done),
+            &mut std::task::Context::from_waker(&waker),
+        )
+    }
+}
+
+/// A thread that holds a lock cancels a context another thread canceled just
+/// before, and so waits (as Go's loser waits for the winner's lock) until the
+/// winner's walk is complete. The context's waiter wakes through that lock. The
+/// winner must not run the waker before its walk is complete: the waker would
+/// wait for the loser, and the loser for the walk. With a child (a walk) and
+/// without (a leaf).
+#[test]
+fn a_waker_that_needs_a_lock_a_losing_canceler_holds_runs_once_the_cancel_is_complete() {
+    for with_child in [false, true] {
+        within_watchdog("a cancel whose waker needs the loser's lock", move || {
+            let (ctx, cancel) = Context::background().with_cancel();
+            let _child = with_child.then(|| ctx.with_cancel());
+            let lock = Arc::new(Mutex::new(()));
+            let waker = LockingWaker::new(&lock);
+            let mut done = ctx.done();
+            assert!(waker.poll(&mut done).is_pending());
+            let (loser, seen) = (cancel.canceler(), ctx.clone());
+            let (held, holding) = mpsc::channel();
+            let holder = thread::spawn(move || {
+                let _guard = lock.lock().unwrap();
+                held.send(()).unwrap();
+                while !seen.is_done() {
+                    thread::yield_now();
+                }
+                // Loses the race: returns once the winner's walk is complete.
+                assert!(!loser.cancel());
+                assert!(seen.err().is_some());
+            });
+            holding.recv().unwrap();
+            cancel.cancel();
+            holder.join().unwrap();
+            assert!(
+                waker.woken.load(Ordering::SeqCst),
+                "the waiter was not woken"
+            );
+        });
+    }
+}
+
+/// A read that finds a deadline passed records the expiry and gets the
+/// waiters parked on the context woken; the reader may hold a lock one of
+/// their wakers takes, so the wakers run elsewhere (on ctx-core's runner),
+/// never on the reading thread.
+#[test]
+fn a_read_under_a_lock_a_waker_takes_does_not_deadlock() {
+    within_watchdog(
+        "a read whose waiter's waker needs the reader's lock",
+        || {
+            let timer = ManualTimer::new();
+            let (ctx, _cancel) = timer.root().with_timeout(Duration::from_millis(1));
+            let lock = Arc::new(Mutex::new(()));
+            let waker = LockingWaker::new(&lock);
+            let mut done = ctx.done();
+            assert!(waker.poll(&mut done).is_pending());
+            timer.advance_silently(Duration::from_millis(2));
+            {
+                let _guard = lock.lock().unwrap();
+                assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+            }
+            assert!(
+                eventually(|| waker.woken.load(Ordering::SeqCst)),
+                "the parked waiter was never woken"
+            );
+        },
+    );
+}
+
 // ===== one callback stops every deadline =====
 
 /// On the built-in timer, one `after_func` callback of a deadline that blocks
@@ -336,6 +441,76 @@ fn a_blocked_and_a_panicking_callback_hold_back_no_other_deadline() {
             .all(|(ctx, _, _)| ctx.err() == Some(Error::DeadlineExceeded))
     );
     assert_eq!(panicking.err(), Some(Error::DeadlineExceeded));
+}
+
+/// A backend whose `disarm` blocks until the test lets it go; it keeps its
+/// expiries and never fires them.
+#[derive(Debug, Default)]
+struct BlockingDisarm {
+    expiries: Mutex<Vec<Expiry>>,
+    entered: Mutex<Option<mpsc::Sender<String>>>,
+    go: Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+impl Timer for BlockingDisarm {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+    fn arm(&self, _deadline: Instant, expiry: Expiry) -> Option<TimerKey> {
+        self.expiries.lock().unwrap().push(expiry);
+        Some(TimerKey::new(std::num::NonZeroU64::new(1).unwrap()))
+    }
+    fn disarm(&self, _key: TimerKey) {
+        let name = thread::current().name().unwrap_or("unnamed").to_owned();
+        if let Some(entered) = self.entered.lock().unwrap().take() {
+            let _ = entered.send(name);
+        }
+        if let Some(go) = self.go.lock().unwrap().take() {
+            let _ = go.recv_timeout(Duration::from_secs(60));
+        }
+    }
+}
+
+/// A deadline on the built-in timer whose subtree holds a deadline of another
+/// backend: the expiry's walk gives that deadline's key back to its own
+/// backend, whose `disarm` is foreign code to the built-in timer. One that
+/// blocks holds back no other deadline: it runs on the runner, and a timeout
+/// armed meanwhile still fires (its callback runs) while it is blocked.
+#[test]
+#[cfg_attr(miri, ignore)] // the built-in timer thread and real time
+fn another_backends_blocking_disarm_holds_back_no_deadline_of_the_firing_timer() {
+    within_watchdog("a timeout while another backend's disarm blocks", || {
+        let (entered, entering) = mpsc::channel();
+        let (go, going) = mpsc::channel();
+        let backend = Arc::new(BlockingDisarm {
+            entered: Mutex::new(Some(entered)),
+            go: Mutex::new(Some(going)),
+            ..BlockingDisarm::default()
+        });
+        // The inner deadline is earlier (else it would be the outer one's), but
+        // its backend never fires: the outer expiry closes it.
+        let (outer, _cancel_outer) = Context::background().with_timeout(Duration::from_millis(20));
+        let (inner, _cancel_inner) = outer
+            .with_timer(backend.clone())
+            .with_timeout(Duration::from_millis(10));
+        let on = entering
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the outer expiry never gave the inner key back");
+        assert_ne!(
+            on, "ctx-timer",
+            "the timer's own thread ran a foreign disarm"
+        );
+        assert_eq!(inner.err(), Some(Error::DeadlineExceeded));
+        // The foreign disarm is blocked now: the built-in timer still fires.
+        let (ran, running) = mpsc::channel();
+        let (other, _cancel_other) = Context::background().with_timeout(Duration::from_millis(20));
+        let _registration = other.after_func(move || {
+            let _ = ran.send(());
+        });
+        let fired = running.recv_timeout(Duration::from_secs(20));
+        go.send(()).unwrap();
+        fired.expect("a timeout did not fire while another backend's disarm blocked");
+    });
 }
 
 // ===== a panicking Drop stops a cancel halfway =====

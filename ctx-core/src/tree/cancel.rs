@@ -51,16 +51,16 @@
 //! A cancel that did not own the node (it lost the race) waits until the node is
 //! complete. So when any `cancel` returns, the node and all its descendants are
 //! done, whoever won — as in Go, where the loser blocks on the winner's lock.
-//! One exception: a cancel made by a waker that a walk runs (a task polled
-//! inline) returns once its node is done, as the walk it would wait for may be
-//! the one that called it ([`WakingInWalk`]); that walk's own cancel returns
-//! only once the subtree is complete. The
-//! owner takes the node out of its parents only once it is complete (a node
+//! The owner takes the node out of its parents only once it is complete (a node
 //! reached through its parent is drained from the parent's set instead), and user
-//! code runs only after the walk ([`Work`]): callbacks and `Drop`s never run in the
-//! middle of a walk, and a callback that cancels anything finds every node it can
-//! see in a final state. The uncontended cancel never waits: it owns everything it
-//! walks.
+//! code runs only after the walk ([`Work`]): callbacks, `Drop`s and the waiters'
+//! wakers (executor code, taken out of the nodes as the walk closes them) never
+//! run in the middle of a walk. So a waker or a callback that cancels anything
+//! finds every node this thread walked in a final state, and never runs while a
+//! canceler that lost the race waits for the walk: a losing canceler that holds
+//! a lock a waker needs (a task's `Mutex` and `Condvar` pair) waits only for
+//! atomics, and the waker runs once it has returned. The uncontended cancel
+//! never waits: it owns everything it walks.
 //!
 //! # Cost
 //!
@@ -82,6 +82,7 @@ use super::state::{self, COMPLETE, HAS_SET, Reason, UNCLAIMED, WAITERS, Word};
 use super::work::{self, Origin, Panic, Work};
 use crate::sync::{Backoff, Ordering, StoreRacingRmw};
 use smallvec::SmallVec;
+use std::task::Waker;
 
 /// Moves a live node to done with `reason` (and `UNCLAIMED` if a reader does it).
 /// Returns the previous (live) word, whose `WAITERS` bit says whether anyone must
@@ -233,33 +234,31 @@ fn walk_cancel(node: NodeRef, closed: Option<Word>, origin: Origin) -> bool {
     let mut walk = Walk::default();
     walk.run(node);
     match origin {
-        Origin::Explicit if !walk.blocked.is_empty() && WakingInWalk::active() => {
-            // Started by a waker inside another walk, and waiting for nodes
-            // other walks own: one of them may be that very walk, which cannot
-            // go on until the waker returns. The rest goes to the runner, as an
-            // expiry's does; this cancel returns with its node done.
-            node.inc_strong();
-            let job = WalkRest { node, walk };
-            crate::runner::spawn(Box::new(move || job.finish()));
-        }
         Origin::Explicit => {
             let mut panic = None;
             walk.finish(node, &mut panic);
             work::resume(panic);
         }
         Origin::Timer => {
-            // The backend's own `disarm` may run on its own thread; a panic in it
+            // The firing backend's own `disarm`s may run on its own thread (any
+            // other backend's go to the runner with the rest); a panic in one
             // is the backend's, and must not stop the walk's other duties.
             let mut panic = None;
-            walk.work.run_disarms(&mut panic);
-            work::discard(panic);
+            walk.work
+                .run_disarms_of(&node.deadline_part().timer, &mut panic);
             if walk.blocked.is_empty() && is_complete(node) {
                 register::detach(node);
+                // The subtree is complete: the waiters' wakers (executor code,
+                // which a backend's thread may run) are woken here, without a
+                // hop to the runner.
+                walk.work.run_wakes(&mut panic);
+                work::discard(panic);
                 if !walk.work.is_empty() {
                     let mut work = std::mem::take(&mut walk.work);
                     crate::runner::spawn(Box::new(move || work.run(&mut None)));
                 }
             } else {
+                work::discard(panic);
                 node.inc_strong();
                 let job = WalkRest { node, walk };
                 crate::runner::spawn(Box::new(move || job.finish()));
@@ -351,67 +350,18 @@ pub(crate) fn cancel_and_release(node: NodeRef, reason: Reason) -> bool {
 
 /// Waits until another thread's walk completed `node` (a cancel that lost).
 ///
-/// Unless this thread is running wakers inside a walk ([`WakingInWalk`]): a
-/// waker (a task polled inline) that cancels a node of the subtree being walked,
-/// its root included, must not wait for a walk that cannot go on until the
-/// waker returns. Such a cancel returns once the node is done; the walk that
-/// called the waker completes the subtree before its own cancel returns.
+/// The walk runs no user or executor code before its subtree is complete, so
+/// this waits for atomics only, whatever this thread holds.
 fn wait_complete(node: NodeRef) {
-    if WakingInWalk::active() {
-        return;
-    }
     let mut backoff = Backoff::new();
     while !is_complete(node) {
         backoff.snooze();
     }
 }
 
-#[cfg(not(all(test, ctx_loom)))]
-std::thread_local! {
-    /// How many walks on this thread are running wakers right now.
-    static WAKING_IN_WALK: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-
-#[cfg(all(test, ctx_loom))]
-loom::thread_local! {
-    /// As above; loom runs every model thread on one OS thread.
-    static WAKING_IN_WALK: std::cell::Cell<u32> = std::cell::Cell::new(0);
-}
-
-/// Marks the calling thread as running wakers inside a walk, until dropped.
-///
-/// Wakers are executor code, and run while the walk owns nodes it has not
-/// completed yet (its root, the nodes on its stack): a waker that cancels one
-/// of them and waited for its completion would wait for itself
-/// ([`wait_complete`]), and a walk it starts that waited for nodes of the outer
-/// walk would too ([`walk_cancel`]).
-struct WakingInWalk(());
-
-impl WakingInWalk {
-    fn enter() -> WakingInWalk {
-        // A thread whose locals are gone (a cancel from a thread-local's
-        // destructor) cannot be marked; its wakers run unmarked.
-        let _ = WAKING_IN_WALK.try_with(|depth| depth.set(depth.get() + 1));
-        WakingInWalk(())
-    }
-
-    /// Whether the calling thread is running wakers inside a walk.
-    fn active() -> bool {
-        WAKING_IN_WALK
-            .try_with(|depth| depth.get() > 0)
-            .unwrap_or(false)
-    }
-}
-
-impl Drop for WakingInWalk {
-    fn drop(&mut self) {
-        let _ = WAKING_IN_WALK.try_with(|depth| depth.set(depth.get().saturating_sub(1)));
-    }
-}
-
 /// What a walk leaves to the runner when it must not wait on its own thread
-/// (a timer's expiry, or a cancel made by a waker inside another walk): the end
-/// of a walk whose nodes wait for other owners, and the user code it set free.
+/// (a timer's expiry): the end of a walk whose nodes wait for other owners,
+/// and the user code it set free.
 struct WalkRest {
     /// Holds a strong reference.
     node: NodeRef,
@@ -484,8 +434,6 @@ struct Walk {
     /// Blocked nodes, children before parents.
     blocked: Vec<Blocked>,
     work: Work,
-    /// The first panic of a waker, resumed with the others at the end.
-    panic: Panic,
     /// The node the walk started from, on which it holds no reference of its own.
     root: Option<NodeRef>,
     /// The reason of the node visited last, kept for the next one.
@@ -495,11 +443,11 @@ struct Walk {
 }
 
 /// What a plain child (one parent, no timer) whose entry a walk took needs, if
-/// it is a leaf with no waiter: its close, with the slot's weak reference
-/// alone, and nothing else. Such a child is finished here (`None`): marked
-/// drained, which hands the slot's weak reference to the child's detach. Any
-/// other child is handed back for [`Walk::reach`] (closed here or not, it is
-/// the same child).
+/// it is a leaf: its close, and its waiters' wakers taken out for after the
+/// walk, with the slot's weak reference alone, and nothing else. Such a child
+/// is finished here (`None`): marked drained, which hands the slot's weak
+/// reference to the child's detach. Any other child is handed back for
+/// [`Walk::reach`] (closed here or not, it is the same child).
 ///
 /// The weak reference keeps the memory, not the payload: a node whose last
 /// strong reference goes meanwhile would drop its payload under the close. It
@@ -510,17 +458,26 @@ struct Walk {
 /// the weak one); the weak one goes with the child's other weak reference
 /// when it is dropped, usually with none.
 #[inline]
-fn close_plain_leaf(child: NodeRef, reason: &Reason) -> Option<(NodeRef, Option<Option<Word>>)> {
+fn close_plain_leaf(
+    child: NodeRef,
+    reason: &Reason,
+    wakers: &mut Vec<Waker>,
+) -> Option<(NodeRef, Option<Option<Word>>)> {
     let header = child.header();
     if header.vtable.kind == Kind::Merge || header.vtable.on_done.is_some() {
         return Some((child, None));
     }
     let closed = try_close(child, reason, false);
     if let Some(previous) = closed
-        && !state::has(previous, HAS_SET | WAITERS)
+        && !state::has(previous, HAS_SET)
     {
-        // A leaf without waiters, complete at its close. The slot's weak
-        // reference goes to the child's detach.
+        // A leaf, complete at its close. Its waiters' wakers are taken under
+        // the same protection as the close (a detach waits for `drained`),
+        // and woken after the walk. The slot's weak reference goes to the
+        // child's detach.
+        if state::has(previous, WAITERS) {
+            child.cancel_part().waiters.take_wakers(wakers);
+        }
         register::mark_drained(child);
         return None;
     }
@@ -571,12 +528,12 @@ impl Walk {
     }
 
     /// The first part of a node's walk, right after it became done (and this walk
-    /// owns it): wake its waiters, release its timer, and close its children.
+    /// owns it): take its waiters' wakers, release its timer, close its children.
     fn visit(&mut self, node: NodeRef, parent: u32) {
         let part = node.cancel_part();
         let word = node.state();
         debug_assert!(state::is_done(word) && !state::has(word, UNCLAIMED));
-        self.wake_and_release_timer(node, word);
+        self.take_wakers_and_release_timer(node, word);
         if !state::has(word, HAS_SET) {
             // A leaf: its close made it complete, unless a reader closed it (then
             // the claim left the flag to us).
@@ -604,7 +561,7 @@ impl Walk {
             // reference.
             match unsafe { Entry::from_raw(raw) } {
                 Entry::Child(child) => {
-                    if let Some(reached) = close_plain_leaf(child, &reason) {
+                    if let Some(reached) = close_plain_leaf(child, &reason, &mut self.work.wakers) {
                         self.reach(reached, &reason, step, &mut foreign);
                     }
                 }
@@ -656,7 +613,7 @@ impl Walk {
             Some(previous) if !state::has(previous, HAS_SET) => {
                 // A leaf, complete at its close: finished here, without a step
                 // of its own.
-                self.wake_and_release_timer(child, previous);
+                self.take_wakers_and_release_timer(child, previous);
                 self.leave(child, false);
             }
             Some(_) => self.push_visit(child, step),
@@ -669,18 +626,17 @@ impl Walk {
         }
     }
 
-    /// Wakes a done node's waiters and sets its timer aside for release (the
-    /// timer first: a waiter that wakes up finds it released already).
-    fn wake_and_release_timer(&mut self, node: NodeRef, word: Word) {
+    /// Sets a done node's timer aside for release and takes its waiters'
+    /// wakers, to be woken once the subtree is complete ([`Work`]; the timer
+    /// is released first there: a waiter that wakes up finds it released).
+    fn take_wakers_and_release_timer(&mut self, node: NodeRef, word: Word) {
         if let Some(on_done) = node.header().vtable.on_done {
             on_done(node, &mut self.work);
         }
         if state::has(word, WAITERS) {
-            // Wakers are executor code, but a panicking one must not leave the
-            // walk half done: the panic is resumed after the cancel. One that
-            // cancels a node this walk still owns must not wait for it.
-            let _marked = WakingInWalk::enter();
-            node.cancel_part().waiters.notify_all(&mut self.panic);
+            node.cancel_part()
+                .waiters
+                .take_wakers(&mut self.work.wakers);
         }
     }
 
@@ -744,9 +700,6 @@ impl Walk {
     /// The end of the cancel that owned `node`'s walk: waits for its blocked
     /// nodes, takes the node out of its parents, then runs the user code.
     fn finish(&mut self, node: NodeRef, panic: &mut Panic) {
-        if let Some(payload) = self.panic.take() {
-            panic.get_or_insert(payload);
-        }
         self.unblock();
         debug_assert!(is_complete(node));
         register::detach(node);

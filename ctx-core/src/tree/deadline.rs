@@ -86,13 +86,23 @@ pub(crate) fn check(carrier: NodeRef, word: Word) -> Word {
 
 /// After a read closed `node` (`closed` is the live word it replaced), wakes the
 /// `Done` futures and blocking waits already parked on it, so that they agree
-/// with the read without waiting for the late timer. Wakers are the executors'
-/// code, not the user's; each runs guarded (`Waiters::notify_all`), and a
-/// panic is dropped here: the read's answer stands, and every other waiter
-/// was woken all the same.
+/// with the read without waiting for the late timer. Their wakers are taken
+/// here and woken on the runner: wakers are executor code, and the reading
+/// thread may hold a lock one of them takes (reads run no foreign code). Each
+/// runs guarded there; a panic is dropped: every other waiter is woken all
+/// the same.
 fn wake_parked(node: NodeRef, closed: Option<Word>) {
     if closed.is_some_and(|word| state::has(word, state::WAITERS)) {
-        let mut panic = None;
-        node.cancel_part().waiters.notify_all(&mut panic);
+        let mut wakers = Vec::new();
+        node.cancel_part().waiters.take_wakers(&mut wakers);
+        if !wakers.is_empty() {
+            crate::runner::spawn(Box::new(move || {
+                let mut panic = None;
+                for waker in wakers {
+                    super::work::catch(&mut panic, || waker.wake());
+                }
+                super::work::discard(panic);
+            }));
+        }
     }
 }

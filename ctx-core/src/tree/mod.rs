@@ -45,18 +45,20 @@
 //! 8. Reads (`err`, `is_done`, `check`, `cause`, `deadline`, `value`, polling
 //!    `Done`) are O(1) (values O(depth)) and never run user code: at most, an
 //!    expired deadline is recorded by one CAS per node ([`deadline`]). Below a
-//!    live deadline they ask the backend's `Timer::now`, and the read that
-//!    records an expiry wakes the waiters parked on it (executor code).
-//! 9. User code freed by a cancel (callbacks, `Drop`s, `Timer::disarm`) runs
-//!    after the walk, never inside it; for a timer's expiry, callbacks and
-//!    `Drop`s run on the runner's threads, never on the timer's ([`work`]). The
-//!    backend's own `disarm` and the waiters' wakers (executor code) run on the
-//!    canceling thread, the timer's included; wakers run *during* the walk (when
-//!    their node is reached, after it is marked drained). A cancel made by such
-//!    a waker never waits for the walk's nodes: a losing one returns once its
-//!    node is done, and a winning one that would wait for nodes other walks own
-//!    leaves that to the runner (`cancel::WakingInWalk`). A panic in any of it
-//!    never stops the cancel: everything is finished, then the first panic is
+//!    live deadline they ask the backend's `Timer::now`. The read that records
+//!    an expiry takes the wakers of the waiters parked on it and hands them to
+//!    the runner: not even executor code runs on a reading thread, which may
+//!    hold the very lock a waker takes.
+//! 9. User and executor code freed by a cancel (callbacks, `Drop`s,
+//!    `Timer::disarm`, the waiters' wakers) runs after the walk, once its
+//!    subtree is complete, never inside it: a waker is taken out of its node as
+//!    the walk closes it and woken at the end ([`work`]). So none of it runs
+//!    while a canceler that lost the race waits for the walk, and none finds a
+//!    node this thread still owns incomplete. For a timer's expiry, callbacks
+//!    and `Drop`s run on the runner's threads, never on the timer's; the
+//!    wakers and the firing backend's own `disarm` run on the timer's thread,
+//!    another backend's `disarm` on the runner. A panic in any of it never
+//!    stops the cancel: everything is finished, then the first panic is
 //!    resumed.
 //! 10. Cancel and drop never recurse on the tree's shape: cancel keeps an explicit
 //!     stack, drop a worklist, for parent links and merge links alike.

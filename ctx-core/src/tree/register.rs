@@ -317,8 +317,9 @@ pub(crate) fn detach_owing(node: NodeRef) -> bool {
 /// the payload must not go while the walk still holds the entry: a detach
 /// that found its entry gone (its node's own cancel, or its drop, which
 /// detaches before the payload goes) waits for the walk's `drained` flag. The
-/// walk sets it a few atomic operations after taking the entry, with no user
-/// code or wait in between.
+/// walk sets it a few atomic operations after taking the entry (for a leaf
+/// with waiters, after taking their wakers out too: the event's own lock at
+/// most), with no user or executor code and no wait in between.
 #[cold]
 fn wait_drained(node: NodeRef) {
     let drained = &node.cancel_part().drained;

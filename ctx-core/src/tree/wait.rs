@@ -305,6 +305,26 @@ impl Waiters {
     /// outside every lock, and a panicking one costs no other waiter its wake-up.
     /// The first panic is kept in `panic`.
     pub(crate) fn notify_all(&self, panic: &mut Panic) {
+        let waker = self.notify_event_and_take_slot(|event| event.notify_all(panic));
+        if let Some(waker) = waker {
+            work::catch(panic, || waker.wake());
+        }
+    }
+
+    /// [`notify_all`](Self::notify_all), with the wakes put off: the wakers of
+    /// every registered waiter go into `wakers`, for the caller to wake once it
+    /// may run executor code (a walk, once its subtree is complete; a read, on
+    /// the runner). The waiters are notified all the same: a waker taken here
+    /// is the one a waiter registered, and its poll after the wake sees the node
+    /// done.
+    pub(crate) fn take_wakers(&self, wakers: &mut Vec<Waker>) {
+        let waker = self.notify_event_and_take_slot(|event| event.notify_into(wakers));
+        wakers.extend(waker);
+    }
+
+    /// The notifier's side of the slot and the event: takes the slot's waker
+    /// (returned) and notifies the event with `notify` if it was ever used.
+    fn notify_event_and_take_slot(&self, notify: impl FnOnce(&imp::Event)) -> Option<Waker> {
         // AcqRel: acquires the owner's waker (its releasing RMW came before), and
         // releases our close to an owner that finds our `WAKING` bit.
         let previous = self.word.fetch_or(WAKING, Ordering::AcqRel);
@@ -317,11 +337,9 @@ impl Waiters {
             self.word.fetch_and(!WAKING, Ordering::Release);
         }
         if previous & EVENT != 0 {
-            self.event.notify_all(panic);
+            notify(&self.event);
         }
-        if let Some(waker) = waker {
-            work::catch(panic, || waker.wake());
-        }
+        waker
     }
 }
 
@@ -553,50 +571,66 @@ mod imp {
         /// Notifies every listener, then wakes their tasks' wakers (the first
         /// panic is kept in `panic`).
         pub(crate) fn notify_all(&self, panic: &mut Panic) {
-            // The wakers run after the collection ends, so notifies do not nest
-            // in it; keeping the one around it anyway costs nothing.
+            for waker in self.notify_collecting() {
+                work::catch(panic, || waker.wake());
+            }
+        }
+
+        /// Notifies every listener, and puts their tasks' wakers into `wakers`
+        /// unwoken.
+        pub(crate) fn notify_into(&self, wakers: &mut Vec<Waker>) {
+            let collected = self.notify_collecting();
+            if wakers.is_empty() {
+                *wakers = collected;
+            } else {
+                wakers.extend(collected);
+            }
+        }
+
+        /// Notifies every listener; returns their tasks' wakers, unwoken.
+        fn notify_collecting(&self) -> Vec<Waker> {
+            // The wakers are woken after the collection ends, so notifies do
+            // not nest in it; keeping the one around it anyway costs nothing.
             let Ok(outer) = COLLECTED.try_with(|c| c.replace(Some(Vec::new()))) else {
                 // The thread's locals are gone (a notify from a thread-local's
                 // destructor): the relays wake their wakers themselves.
                 self.0.notify(usize::MAX);
-                return;
+                return Vec::new();
             };
             // Ends the collection even if `notify` unwinds (it runs none of our
             // wakers, but is not ours): a collection left open would swallow
             // every later relay wake on this thread.
-            let mut collection = Collection {
-                outer: Some(outer),
-                panic,
-            };
+            let mut collection = Collection { outer: Some(outer) };
             self.0.notify(usize::MAX);
-            collection.end();
+            collection.end()
         }
     }
 
-    /// A notify's open collection of wakers (see `notify_all`).
-    struct Collection<'a> {
+    /// A notify's open collection of wakers (see `notify_into`).
+    struct Collection {
         /// The collection around this one, put back at the end.
         outer: Option<Option<Vec<Waker>>>,
-        panic: &'a mut Panic,
     }
 
-    impl Collection<'_> {
-        /// Puts the outer collection back and wakes what this one collected,
-        /// each waker guarded.
-        fn end(&mut self) {
+    impl Collection {
+        /// Puts the outer collection back and returns what this one collected.
+        fn end(&mut self) -> Vec<Waker> {
             let Some(outer) = self.outer.take() else {
-                return;
+                return Vec::new();
             };
-            let collected = COLLECTED.with(|c| c.replace(outer)).unwrap_or_default();
-            for waker in collected {
-                work::catch(self.panic, || waker.wake());
-            }
+            COLLECTED.with(|c| c.replace(outer)).unwrap_or_default()
         }
     }
 
-    impl Drop for Collection<'_> {
+    impl Drop for Collection {
+        /// `notify` unwound: the wakers collected so far are woken all the
+        /// same, each guarded (nobody is left to take a panic).
         fn drop(&mut self) {
-            self.end();
+            for waker in self.end() {
+                let mut panic = None;
+                work::catch(&mut panic, || waker.wake());
+                work::discard(panic);
+            }
         }
     }
 
@@ -692,11 +726,17 @@ mod imp {
         }
 
         pub(crate) fn notify_all(&self, _panic: &mut super::Panic) {
+            let mut wakers = Vec::new();
+            self.notify_into(&mut wakers);
+            for waker in wakers {
+                waker.wake();
+            }
+        }
+
+        pub(crate) fn notify_into(&self, wakers: &mut Vec<Waker>) {
             for entry in self.0.lock().unwrap().drain(..) {
                 entry.notified.store(true, Ordering::SeqCst);
-                if let Some(waker) = entry.waker.lock().unwrap().take() {
-                    waker.wake();
-                }
+                wakers.extend(entry.waker.lock().unwrap().take());
             }
         }
     }

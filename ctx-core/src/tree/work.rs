@@ -19,10 +19,11 @@ use super::callback::Callback;
 use super::node::{Kind, NodeRef};
 use super::state::Reason;
 use crate::sync::Arc;
-use crate::timer::TimerKey;
+use crate::timer::{Timer, TimerKey};
 use smallvec::SmallVec;
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
+use std::task::Waker;
 
 /// Who started a cancel, which decides where its user code runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +45,11 @@ pub(crate) struct Work {
     /// the keys to give back to their backends.
     disarms: SmallVec<[(NodeRef, TimerKey); 1]>,
     callbacks: SmallVec<[(Arc<Callback>, Reason); 1]>,
+    /// The wakers of the waiters of the nodes a walk closed, taken during the
+    /// walk and woken once its subtree is complete: wakers are executor code,
+    /// which must not run while a canceler that lost the race waits for the
+    /// walk (it may hold a lock the waker needs).
+    pub(crate) wakers: Vec<Waker>,
     /// Nodes whose strong count reached zero: `drop_node` is still to run.
     drops: SmallVec<[NodeRef; 1]>,
     /// A node the caller keeps alive until this work has run (the root of a
@@ -64,6 +70,7 @@ impl std::fmt::Debug for Work {
         f.debug_struct("Work")
             .field("disarms", &self.disarms.len())
             .field("callbacks", &self.callbacks.len())
+            .field("wakers", &self.wakers.len())
             .field("drops", &self.drops.len())
             .finish()
     }
@@ -129,6 +136,7 @@ impl Work {
     /// Whether nothing is owed.
     pub(crate) fn is_empty(&self) -> bool {
         self.disarms.is_empty()
+            && self.wakers.is_empty()
             && self.callbacks.is_empty()
             && self.drops.is_empty()
             && self.kept.is_none()
@@ -157,6 +165,44 @@ impl Work {
         }
     }
 
+    /// Gives back now only the keys of deadlines on the backend `firing` (a
+    /// backend that fires an expiry: its own `disarm`, on its own thread). A
+    /// deadline of another backend in the subtree keeps its key for the
+    /// runner: that backend's `disarm` is user code to the firing one, and
+    /// one that blocks must not hold back every deadline of the firing
+    /// backend (a late disarm is within the `Timer` contract).
+    pub(crate) fn run_disarms_of(&mut self, firing: &std::sync::Arc<dyn Timer>, panic: &mut Panic) {
+        if self.disarms.is_empty() {
+            return;
+        }
+        let held = self.held;
+        let mut done: SmallVec<[NodeRef; 1]> = SmallVec::new();
+        self.disarms.retain(|(node, key)| {
+            let timer = &node.deadline_part().timer;
+            if !std::ptr::addr_eq(
+                std::sync::Arc::as_ptr(timer),
+                std::sync::Arc::as_ptr(firing),
+            ) {
+                return true;
+            }
+            catch(panic, || timer.disarm(*key));
+            if held != Some(*node) {
+                done.push(*node);
+            }
+            false
+        });
+        for node in done {
+            self.release(node);
+        }
+    }
+
+    /// Wakes the wakers taken during the walk, each guarded.
+    pub(crate) fn run_wakes(&mut self, panic: &mut Panic) {
+        for waker in self.wakers.drain(..) {
+            catch(panic, || waker.wake());
+        }
+    }
+
     /// Runs everything owed on this thread. Each piece is guarded: a panic in one
     /// never skips the others; the first is returned.
     /// (In place, so that the inline storage is not moved around.)
@@ -165,6 +211,7 @@ impl Work {
             return;
         }
         self.run_disarms(panic);
+        self.run_wakes(panic);
         for (callback, reason) in self.callbacks.drain(..) {
             // The callback's and the reason's own `Drop`s are user code too.
             catch(panic, move || {
