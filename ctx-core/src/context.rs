@@ -543,11 +543,16 @@ impl Context {
         Some(src.deadline_part().deadline)
     }
 
-    /// Time left until the deadline by this context's timer clock (zero once it
-    /// passed), or `None` without a deadline.
+    /// Time left until the deadline (zero once it passed), or `None` without a
+    /// deadline.
+    ///
+    /// Measured by the clock of the timer the deadline was made under, the one
+    /// that fires it and that `err()` checks it against: a `with_timer` below
+    /// the deadline, with a clock of its own, changes neither.
     pub fn remaining(&self) -> Option<Duration> {
-        let deadline = self.deadline()?;
-        Some(deadline.saturating_duration_since(self.now()))
+        let src = self.carrier()?.deadline_node()?;
+        let part = src.deadline_part();
+        Some(part.deadline.saturating_duration_since(part.timer.now()))
     }
 
     /// The timer backend of this context's subtree.

@@ -111,13 +111,16 @@ impl<C: Borrow<Context> + Unpin> Future for Done<C> {
             this.waiter.release(registered);
             this.registered = None;
         }
+        // Recorded before the poll registers anything: a waker whose `clone`
+        // panics in there may leave a registration behind, which a later poll
+        // (through a `Borrow` that answers differently) must find and leave.
+        this.registered = Some(carrier);
         if ctx.is_done() || this.waiter.poll(carrier, cx.waker()).is_ready() {
             this.waiter.release(carrier);
             this.registered = None;
             this.completed = true;
             return Poll::Ready(());
         }
-        this.registered = Some(carrier);
         Poll::Pending
     }
 }

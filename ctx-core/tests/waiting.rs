@@ -316,27 +316,149 @@ fn an_expired_deadline_is_seen_below_a_timer_cancel_still_in_progress() {
     assert_eq!(child.err(), Some(Error::DeadlineExceeded));
 }
 
-/// A `Done` future parked before the deadline passed is woken by the read that
+/// A waker that records the thread it was woken on.
+#[derive(Default)]
+struct WokenOn(std::sync::Mutex<Option<thread::ThreadId>>);
+
+impl WokenOn {
+    fn thread(&self) -> Option<thread::ThreadId> {
+        *self.0.lock().unwrap()
+    }
+}
+
+impl Wake for WokenOn {
+    fn wake(self: Arc<Self>) {
+        *self.0.lock().unwrap() = Some(thread::current().id());
+    }
+}
+
+/// A `Done` future parked before the deadline passed is woken once a read
 /// first reports the expiry, not only by the late timer: `done()` agrees with
-/// `err()` at once.
+/// `err()` at once. The wakers run on ctx-core's runner, not on the reading
+/// thread: a read runs no executor code (the reader may hold a lock a waker
+/// takes).
 #[test]
-fn a_read_that_reports_an_expiry_wakes_parked_futures() {
+fn a_read_that_reports_an_expiry_wakes_parked_futures_off_the_reading_thread() {
     let timer = ManualTimer::new();
     let (ctx, _cancel) = timer.root().with_timeout(Duration::from_secs(1));
     let (child, _cancel_child) = ctx.with_cancel();
-    let (on_ctx, on_child) = (support::WakeFlag::new(), support::WakeFlag::new());
+    let (on_ctx, on_child) = (Arc::new(WokenOn::default()), Arc::new(WokenOn::default()));
+    let (waker_ctx, waker_child) = (Waker::from(on_ctx.clone()), Waker::from(on_child.clone()));
     let (mut done_ctx, mut done_child) = (ctx.done(), child.done());
-    assert!(on_ctx.poll(&mut done_ctx).is_pending());
-    assert!(on_child.poll(&mut done_child).is_pending());
+    let poll = |done: &mut ctx_core::Done, waker: &Waker| {
+        Pin::new(done).poll(&mut TaskContext::from_waker(waker))
+    };
+    assert!(poll(&mut done_ctx, &waker_ctx).is_pending());
+    assert!(poll(&mut done_child, &waker_child).is_pending());
     timer.advance_silently(Duration::from_secs(1));
     // The read closes the deadline node and the reader's own context.
     assert_eq!(child.err(), Some(Error::DeadlineExceeded));
     assert!(
-        on_ctx.woken() && on_child.woken(),
+        support::eventually(|| on_ctx.thread().is_some() && on_child.thread().is_some()),
         "a parked future slept on"
     );
-    assert!(on_ctx.poll(&mut done_ctx).is_ready());
-    assert!(on_child.poll(&mut done_child).is_ready());
+    let reader = thread::current().id();
+    assert_ne!(on_ctx.thread(), Some(reader), "the read ran a waker");
+    assert_ne!(on_child.thread(), Some(reader), "the read ran a waker");
+    assert!(poll(&mut done_ctx, &waker_ctx).is_ready());
+    assert!(poll(&mut done_child, &waker_child).is_ready());
+}
+
+/// A clock an hour ahead of the real one that never fires, counting its reads.
+#[derive(Debug, Default)]
+struct AheadClock(AtomicUsize);
+
+impl ctx_core::Timer for AheadClock {
+    fn now(&self) -> Instant {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Instant::now() + Duration::from_secs(3600)
+    }
+    fn arm(&self, _: Instant, _: ctx_core::timer::Expiry) -> Option<ctx_core::TimerKey> {
+        None
+    }
+    fn disarm(&self, _: ctx_core::TimerKey) {}
+}
+
+/// Below a `with_timer` whose clock is ahead of the deadline's, the time left
+/// is still the deadline's (its own timer's clock, the one `err()` checks it
+/// against), and a blocking wait sleeps instead of spinning: it used to read
+/// the time left as zero while the context was live, and loop.
+#[test]
+fn below_a_clock_of_its_own_the_deadline_keeps_its_clock_and_waits_sleep() {
+    let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(600));
+    let clock = Arc::new(AheadClock::default());
+    let below = ctx.with_timer(clock.clone());
+    let left = below.remaining().expect("the deadline is inherited");
+    assert!(
+        left > Duration::from_secs(500),
+        "time left {left:?}, read off the clock below the deadline"
+    );
+    assert!(!below.wait_timeout(Duration::from_millis(300)));
+    let reads = clock.0.load(Ordering::SeqCst);
+    assert!(
+        reads < 100,
+        "wait_timeout spun: {reads} reads of the clock below"
+    );
+}
+
+/// A waker whose `clone` panics, polled on the event path (another waiter
+/// holds the slot), through a `Borrow` that answers another context at the
+/// next poll: the registration the panic left behind on the first context is
+/// found and left, and the future waits on the second one, whose cancel wakes
+/// it.
+#[test]
+fn a_panicking_waker_clone_then_another_context_still_gets_the_wake_up() {
+    use ctx_core::FutureExt;
+    use std::task::{RawWaker, RawWakerVTable};
+    struct Flip {
+        first: Context,
+        then: Context,
+        calls: AtomicUsize,
+    }
+    impl std::borrow::Borrow<Context> for Flip {
+        fn borrow(&self) -> &Context {
+            if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                &self.first
+            } else {
+                &self.then
+            }
+        }
+    }
+    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
+    fn clone(_: *const ()) -> RawWaker {
+        panic!("the executor's clone panics")
+    }
+    fn noop(_: *const ()) {}
+    // SAFETY: the vtable never reads the data pointer.
+    let panicky = unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) };
+    let (first, _cancel_first) = Context::background().with_cancel();
+    let (then, cancel_then) = Context::background().with_cancel();
+    let poll = |f: &mut dyn FnMut(&mut TaskContext<'_>) -> Poll<()>, waker: &Waker| {
+        f(&mut TaskContext::from_waker(waker))
+    };
+    // Holds the first context's slot: the next waiter goes to its event.
+    let mut holder = first.done();
+    assert!(poll(&mut |cx| Pin::new(&mut holder).poll(cx), Waker::noop()).is_pending());
+    let mut racing = std::future::pending::<()>().with_context(Flip {
+        first: first.clone(),
+        then: then.clone(),
+        calls: AtomicUsize::new(0),
+    });
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = poll(
+            &mut |cx| Pin::new(&mut racing).poll(cx).map(|_| ()),
+            &panicky,
+        );
+    }));
+    assert!(panicked.is_err(), "the clone did not panic");
+    let flag = support::WakeFlag::new();
+    let waker = Waker::from(flag.clone());
+    assert!(poll(&mut |cx| Pin::new(&mut racing).poll(cx).map(|_| ()), &waker).is_pending());
+    cancel_then.cancel();
+    assert!(
+        flag.woken(),
+        "pending on the second context, not woken by its cancel"
+    );
 }
 
 /// A timer that keeps the one expiry it is given and a clock set by hand.
