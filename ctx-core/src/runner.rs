@@ -77,6 +77,11 @@ pub(crate) fn spawn(job: Job) {
         queue.idle = 0;
         queue.wakeups = 0;
         queue.threads = 0;
+        // The jobs queued at the fork are the parent's: it runs them (an
+        // `after_func` callback must not run once in each process), and a
+        // walk's rest would wait here for threads that do not exist. Leaked,
+        // not dropped: their `Drop`s are user code of the parent's too.
+        std::mem::forget(std::mem::take(&mut queue.jobs));
     }
     queue.jobs.push_back(job);
     if queue.idle > 0 {

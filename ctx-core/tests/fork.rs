@@ -5,7 +5,7 @@
 #![cfg(unix)]
 
 use ctx_core::{Context, Error, StdTimer};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
@@ -152,21 +152,34 @@ fn after_fork_reads_waits_and_a_fresh_timer_still_work() {
     }));
 }
 
+/// The process whose churn threads made the callbacks below.
+static PARENT: AtomicU32 = AtomicU32::new(0);
+/// How many of the parent's callbacks ran in this process although it is not
+/// the parent (counted in a forked child, which inherits the zero).
+static PARENT_CALLBACKS_RUN_HERE: AtomicUsize = AtomicUsize::new(0);
+
 /// A fork can catch a runner thread while it takes a job from the runner's
 /// queue, holding the queue's lock, or the timer's thread while it hands one
-/// over. The child's own expiries must still get their callbacks run. Forks
-/// repeatedly while expiries with callbacks keep the runner busy.
+/// over. The child's own expiries must still get their callbacks run, and the
+/// jobs queued at the fork must not run there: they are the parent's, which
+/// runs them (an `after_func` callback would run once in each process).
+/// Forks repeatedly while expiries with callbacks keep the runner busy.
 #[test]
 #[cfg_attr(miri, ignore = "Miri cannot fork")]
 #[cfg_attr(
     ctx_sanitize,
     ignore = "ThreadSanitizer cannot start threads after a multi-threaded fork"
 )]
-fn a_fork_while_the_runner_takes_jobs_leaves_the_child_a_runner() {
+fn a_fork_while_the_runner_takes_jobs_leaves_the_child_a_runner_and_not_the_parents_jobs() {
+    PARENT.store(std::process::id(), Ordering::Relaxed);
     let _churn = Churn::start(|| {
         // Each expiry hands its callback to the runner.
         let (ctx, _cancel) = Context::background().with_timeout(Duration::from_micros(20));
-        let _registration = ctx.after_func(|| {});
+        let _registration = ctx.after_func(|| {
+            if std::process::id() != PARENT.load(Ordering::Relaxed) {
+                PARENT_CALLBACKS_RUN_HERE.fetch_add(1, Ordering::SeqCst);
+            }
+        });
         ctx.wait();
     });
     for round in 0..2000 {
@@ -175,8 +188,17 @@ fn a_fork_while_the_runner_takes_jobs_leaves_the_child_a_runner() {
             let (ctx, _cancel) = root.with_timeout(Duration::from_millis(1));
             let (tx, rx) = mpsc::channel();
             let _registration = ctx.after_func(move || tx.send(()).unwrap());
-            rx.recv_timeout(Duration::from_secs(30)).is_ok()
+            if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+                return false;
+            }
+            // Room for jobs queued before ours to finish on other runner
+            // threads, had they been taken.
+            std::thread::sleep(Duration::from_millis(2));
+            PARENT_CALLBACKS_RUN_HERE.load(Ordering::SeqCst) == 0
         });
-        assert!(ok, "round {round}: the forked child hung or failed");
+        assert!(
+            ok,
+            "round {round}: the forked child hung, failed, or ran a callback of the parent's"
+        );
     }
 }

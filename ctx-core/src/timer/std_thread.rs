@@ -89,7 +89,8 @@ const MIN_SLEEP: Duration = Duration::from_micros(50);
 ///
 /// After `fork()`, the child process has none of the parent's threads, so the
 /// timer that existed before the fork does not fire in the child, and neither do
-/// the runner's threads run. In the child, reads stay exact (`err()` reports
+/// the runner's threads run (the work queued for them at the fork is the
+/// parent's, which runs it: the child leaves it undone). In the child, reads stay exact (`err()` reports
 /// `DeadlineExceeded` once the deadline passed) and [`Context::wait`] returns at
 /// the deadline (it wakes by itself), but `done()` futures and `after_func`
 /// callbacks of deadline contexts under the global timer are never triggered:
