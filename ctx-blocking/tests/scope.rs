@@ -97,6 +97,22 @@ fn a_panicking_body_cancels_the_threads_then_resumes() {
     assert_eq!(rx.recv().unwrap(), Err(Error::Canceled));
 }
 
+/// A panicking `after_func` callback of the group's context runs in the cancel
+/// the first failure makes, on that task's thread: the scope still returns
+/// the failure (as every adapter's group does), the thread is not lost to the
+/// callback's panic, and the body's value is not either.
+#[test]
+fn a_callback_panic_in_the_first_failures_cancel_still_returns_the_failure() {
+    let outcome = scope(&background(), |group| {
+        let _registration = group
+            .context()
+            .after_func(|| panic!("a cleanup callback panics"));
+        group.spawn(|_ctx| Err(Cause::msg("first")));
+        "the body's value"
+    });
+    assert_eq!(outcome.unwrap_err().to_string(), "first");
+}
+
 #[test]
 fn limit_is_respected() {
     let running = AtomicUsize::new(0);

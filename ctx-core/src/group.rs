@@ -231,7 +231,16 @@ impl GroupCancel {
             self.discard(cause);
             return false;
         }
-        self.canceler.cancel_with_cause(cause);
+        // The cancel runs the context's `after_func` callbacks on this thread
+        // (each guarded) and resumes the first one's panic afterwards. That
+        // panic is the callback's, reported by the hook already, not this
+        // failure's: unwinding here would take the adapter's worker (a scoped
+        // thread, a task) down with the failure just recorded. So it is
+        // dropped, as every adapter's group would drop it.
+        let canceled = catch_unwind(AssertUnwindSafe(|| self.canceler.cancel_with_cause(cause)));
+        if let Err(payload) = canceled {
+            crate::adapter::drop_panic_payload(payload);
+        }
         true
     }
 
@@ -341,6 +350,19 @@ mod tests {
             .downcast_ref::<PanicError>()
             .unwrap_or_else(|| panic!("not a PanicError: {cause}"))
             .message()
+    }
+
+    #[test]
+    fn a_callback_panic_in_the_first_failures_cancel_stays_out_of_the_worker() {
+        let group = new_group();
+        let _registration = group
+            .context()
+            .after_func(|| panic!("a cleanup callback panics"));
+        // Returns: the callback's panic (resumed by the cancel the failure
+        // makes) does not unwind into the task's worker.
+        group.run(|_ctx| Err(Cause::msg("first")));
+        assert_eq!(group.first().unwrap().to_string(), "first");
+        assert_eq!(group.finish().unwrap_err().to_string(), "first");
     }
 
     #[test]
