@@ -121,13 +121,20 @@ pub(super) fn watch(shared: &Arc<Shared>) {
             dirty: AtomicBool::new(false),
         }
     });
-    let mut timers = backstop.lock();
-    timers.retain(|watched| watched.shared.strong_count() > 0);
-    timers.push(Watched {
-        shared: Arc::downgrade(shared),
-        seen: None,
-    });
-    // The arm that registered the timer swaps in `WAKING` next and pokes.
+    {
+        let mut timers = backstop.lock();
+        timers.retain(|watched| watched.shared.strong_count() > 0);
+        timers.push(Watched {
+            shared: Arc::downgrade(shared),
+            seen: None,
+        });
+    }
+    // A poke of its own, once the timer is in the list: the arm that
+    // registered it usually pokes next (it swaps in `WAKING`), but not when
+    // another thread's first arm lowered the deadline first and poked before
+    // the registration, for a scan that could not see the timer yet. One poke
+    // per timer, ever.
+    poke();
 }
 
 /// Makes sure the thread looks at the timers within `GRACE`: called after a
