@@ -496,12 +496,11 @@ fn a_cancel_skipped_by_a_panicking_clone_still_wakes_the_stored_waker() {
     assert!(poll(&mut done, &waker_a).is_ready());
 }
 
-/// A waker that cancels the context it waits on, or an ancestor still being
-/// walked (an executor that polls the woken task inline, and the task cancels
-/// its scope). The cancel runs inside the walk that woke it, on the same thread:
-/// it must return, not wait for that walk to complete, which cannot happen
-/// before the waker returns. Once the outer cancel returns the whole subtree is
-/// complete, so the inner cancel saw a done context.
+/// A waker that cancels the context it waits on, or an ancestor of it (an
+/// executor that polls the woken task inline, and the task cancels its
+/// scope). The walk wakes it only once the subtree is complete, so the cancel
+/// finds every node done and complete and returns at once (it used to run
+/// inside the walk, and had to be kept from waiting for it).
 #[test]
 fn a_waker_that_cancels_the_context_being_canceled_does_not_wait_for_itself() {
     within_a_minute(|| {
@@ -534,10 +533,11 @@ fn a_waker_that_cancels_the_context_being_canceled_does_not_wait_for_itself() {
     });
 }
 
-/// The same for an expiry: the waker runs on the timer's thread, and cancels
-/// the deadline context whose expiry woke it. It must return (a timer thread
-/// that waited for itself would hold back every later deadline of the backend),
-/// and the next deadline of the same backend still fires.
+/// The same for an expiry: the waker runs on the timer's thread, once the
+/// expiry's walk is complete, and cancels the deadline context whose expiry
+/// woke it. It returns (a timer thread that waited for itself would hold back
+/// every later deadline of the backend), and the next deadline of the same
+/// backend still fires.
 #[test]
 fn a_waker_that_cancels_its_expired_context_does_not_stop_the_timer() {
     within_a_minute(|| {
@@ -572,11 +572,11 @@ fn a_waker_that_cancels_its_expired_context_does_not_stop_the_timer() {
     });
 }
 
-/// A waker run by a walk starts a walk of its own that finds a node the outer
-/// walk closed and has not finished: a merge node `m` under both `a` (being
-/// walked) and `b` (canceled by the waker). Waiting for `m` there would wait
-/// for the outer walk, which waits for the waker: the inner walk leaves that
-/// wait to the runner, and everything ends done and complete.
+/// A waker woken by a walk starts a walk of its own that reaches a node the
+/// outer walk closed: a merge node `m` under both `a` (walked) and `b`
+/// (canceled by the waker). Had the waker run inside the outer walk, the
+/// inner one would have waited for `m`, and so for the walk that called it;
+/// it runs after, and everything ends done and complete.
 #[test]
 fn a_walk_started_by_a_waker_does_not_wait_for_the_walk_that_ran_it() {
     within_a_minute(|| {
