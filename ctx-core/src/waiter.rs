@@ -111,17 +111,20 @@ impl<C: Borrow<Context> + Unpin> Future for Done<C> {
             this.waiter.release(registered);
             this.registered = None;
         }
-        // Recorded before the poll registers anything: a waker whose `clone`
-        // panics in there may leave a registration behind, which a later poll
-        // (through a `Borrow` that answers differently) must find and leave.
-        this.registered = Some(carrier);
-        if ctx.is_done() || this.waiter.poll(carrier, cx.waker()).is_ready() {
-            this.waiter.release(carrier);
-            this.registered = None;
-            this.completed = true;
-            return Poll::Ready(());
+        if !ctx.is_done() {
+            // Recorded before the poll registers anything: a waker whose
+            // `clone` panics in there may leave a registration behind, which a
+            // later poll (through a `Borrow` that answers differently) must
+            // find and leave.
+            this.registered = Some(carrier);
+            if this.waiter.poll(carrier, cx.waker()).is_pending() {
+                return Poll::Pending;
+            }
         }
-        Poll::Pending
+        this.waiter.release(carrier);
+        this.registered = None;
+        this.completed = true;
+        Poll::Ready(())
     }
 }
 
