@@ -40,7 +40,11 @@ pub use std_thread::StdTimer;
 ///   firing early is not. It must not call `fire` from inside `arm` itself.
 /// * [`disarm`](Timer::disarm) is called at most once per key, when the context is
 ///   done (by its deadline or otherwise); it may arrive after the timer already
-///   fired, and must then do nothing harmful.
+///   fired, and must then do nothing harmful. [`Expiry::fire`] calls this
+///   backend's own `disarm` (for the fired deadline and this backend's other
+///   deadlines below it) on the firing thread before it returns, so do not
+///   call `fire` while holding a lock that `disarm` takes. (Another backend's
+///   deadlines below it are disarmed on ctx-core's runner.)
 /// * `now` must be monotonic.
 ///
 /// # Examples
@@ -152,11 +156,12 @@ impl Expiry {
     /// Cancels the context with `DeadlineExceeded`, if it still exists and is live.
     ///
     /// Cheap and safe to call from a timer's own thread or task: it marks the
-    /// context and its subtree done and wakes their waiters, but runs no user
-    /// code. The `after_func` callbacks it sets free, the `Drop`s of contexts it
-    /// releases last, and any wait for another canceler run on ctx-core's runner
-    /// threads, so a callback that blocks or panics never holds back or stops
-    /// the backend.
+    /// context and its subtree done, gives this backend its keys back
+    /// (`disarm`), and wakes the waiters once the subtree is done, but runs no
+    /// user code. The `after_func` callbacks it sets free, the `Drop`s of
+    /// contexts it releases last, other backends' `disarm`s and any wait for
+    /// another canceler run on ctx-core's runner threads, so a callback that
+    /// blocks or panics never holds back or stops the backend.
     pub fn fire(self) {
         if !self.node.upgrade() {
             return;

@@ -1,19 +1,22 @@
 //! The user code a cancel sets free, kept apart from the tree walk.
 //!
-//! Walking a canceled subtree only flips state words, wakes waiters and moves
-//! entries out of child sets. Everything that runs code a user wrote is collected
-//! in a [`Work`] instead and run after the walk, when the whole subtree is done:
+//! Walking a canceled subtree only flips state words, takes the waiters' wakers
+//! and moves entries out of child sets. Everything that runs code a user (or an
+//! executor) wrote is collected in a [`Work`] instead and run after the walk,
+//! when the whole subtree is done:
 //!
+//! * the waiters' wakers, taken as their nodes were closed;
 //! * `after_func` callbacks whose run this cancel claimed;
 //! * the `Drop` of nodes whose last strong reference the cancel released (a value,
 //!   a callback's captured state, a timer backend);
-//! * the backend's [`Timer::disarm`](crate::Timer::disarm) of deadline nodes.
+//! * the backend's [`Timer::disarm`] of deadline nodes.
 //!
 //! Where the work runs depends on who canceled ([`Origin`]): an explicit cancel
 //! (a `CancelFunc`, a parent's cancel, a context born done) runs it on its own
 //! thread before it returns, and then resumes the first panic; a timer's expiry
-//! hands it to the [`runner`](crate::runner) so that no callback, `Drop` or panic
-//! can hold back or stop the timer backend.
+//! wakes the wakers and runs its own backend's disarms on its thread, and hands
+//! the rest to the [`runner`](crate::runner) so that no callback, `Drop`, other
+//! backend or panic can hold back or stop the timer backend.
 
 use super::callback::Callback;
 use super::node::{Kind, NodeRef};
