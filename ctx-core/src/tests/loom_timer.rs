@@ -288,6 +288,28 @@ impl Expired {
         thread::spawn(move || (reader.err(), thread::current().id()))
     }
 
+    /// [`spawn_reader`](Self::spawn_reader), and a flag the reader sets
+    /// (`Release`) once its read returned, for a model to order its next step
+    /// after the whole read (with an `Acquire` load), or merely to let loom
+    /// run the whole read before that step (loom's partial-order reduction
+    /// relates an access only to the last one on the same atomic, and a read's
+    /// close is a load then a CAS: tokio-rs/loom#166, #392).
+    fn spawn_flagged_reader(
+        &self,
+    ) -> (
+        thread::JoinHandle<(Option<Error>, ThreadId)>,
+        std::sync::Arc<AtomicBool>,
+    ) {
+        let read = std::sync::Arc::new(AtomicBool::new(false));
+        let (child, flag) = (self.child.clone(), read.clone());
+        let reader = thread::spawn(move || {
+            let seen = child.err();
+            flag.store(true, Ordering::Release);
+            (seen, thread::current().id())
+        });
+        (reader, read)
+    }
+
     /// The threads the callback ran on.
     fn runs(&self) -> Vec<ThreadId> {
         self.runs.lock().unwrap().clone()
@@ -415,25 +437,15 @@ fn loom_timer_unclaimed_read_vs_fire_vs_cancel() {
 /// follows that contract while a reader races it; afterwards, before the cancel
 /// function is touched, the subtree must have been walked exactly once.
 ///
-/// The reader ends by storing to `read`, which the backend loads (and ignores)
-/// just before it asks: without that pair, loom never runs the whole read before
-/// the backend's plain load (the read's close is a load then a CAS, and loom's
-/// partial-order reduction only relates an access to the last one on the same
-/// atomic, here the reader's own load; tokio-rs/loom#166, #392).
+/// The backend loads (and ignores) the reader's flag just before it asks:
+/// without that pair, loom never runs the whole read before the backend's
+/// plain load (see [`Expired::spawn_flagged_reader`]).
 #[test]
 fn loom_timer_expiry_is_done_vs_unclaimed_read() {
     model(|| {
         let expired = Expired::new();
         let (_, expiry) = expired.timer.take_expiry();
-        let read = std::sync::Arc::new(AtomicBool::new(false));
-        let reader = {
-            let (child, read) = (expired.child.clone(), read.clone());
-            thread::spawn(move || {
-                let seen = child.err();
-                read.store(true, Ordering::Relaxed);
-                (seen, thread::current().id())
-            })
-        };
+        let (reader, read) = expired.spawn_flagged_reader();
         let _ = read.load(Ordering::Relaxed);
         if expiry.is_done() {
             // "Firing would do nothing": the backend forgets it.
@@ -441,6 +453,57 @@ fn loom_timer_expiry_is_done_vs_unclaimed_read() {
         } else {
             expiry.fire();
         }
+        let (seen, reader_id) = reader.join().unwrap();
+        expired.finish(seen, reader_id);
+    });
+}
+
+/// A backend that breaks the contract drops the expiry unfired (it took the
+/// context's being done as its evidence) while a read of the child races it.
+/// A drop that comes after the read (the reader's `Release` store, seen by the
+/// backend's `Acquire` load, orders them) finds the node closed `UNCLAIMED`
+/// and fires the expiry itself (on the runner: inline under loom), so the
+/// subtree is walked before the cancel function is touched. A drop before the
+/// read does nothing, and the cancel function walks. Either way: one walk, one
+/// run of the callback, one disarm, none on the reader's thread.
+#[test]
+fn loom_timer_expiry_dropped_unfired_vs_unclaimed_read() {
+    model(|| {
+        let mut expired = Expired::new();
+        let (_, expiry) = expired.timer.take_expiry();
+        let (reader, read) = expired.spawn_flagged_reader();
+        let after_the_read = read.load(Ordering::Acquire);
+        drop(expiry);
+        if after_the_read {
+            assert_eq!(
+                expired.runs().len(),
+                1,
+                "an expiry dropped after the read left the subtree unwalked"
+            );
+        }
+        let (seen, reader_id) = reader.join().unwrap();
+        expired.cancel();
+        expired.finish(seen, reader_id);
+    });
+}
+
+/// The same drop, with the read and the cancel function at once: the drop's
+/// fire and the cancel may both find the node closed by the read, and only one
+/// of them claims it. One walk, one run, one disarm, and the cancel function's
+/// return still means a done subtree.
+#[test]
+fn loom_timer_expiry_dropped_unfired_vs_unclaimed_read_vs_cancel() {
+    model(|| {
+        let mut expired = Expired::new();
+        let (_, expiry) = expired.timer.take_expiry();
+        let reader = expired.spawn_reader();
+        let dropper = thread::spawn(move || drop(expiry));
+        expired.cancel();
+        assert!(
+            expired.child.is_done(),
+            "a cancel returned before the subtree was done"
+        );
+        dropper.join().unwrap();
         let (seen, reader_id) = reader.join().unwrap();
         expired.finish(seen, reader_id);
     });

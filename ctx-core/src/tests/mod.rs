@@ -14,7 +14,7 @@
 //! ```
 //!
 //! `cargo xtask loom` runs exactly that. On the 2-core reference machine (shared
-//! with other jobs) the 46 models take about 15 s, most of it in three of them
+//! with other jobs) the 48 models take about 15 s, most of it in three of them
 //! (the `time` column, at `LOOM_MAX_PREEMPTIONS=2`; "< 0.1 s" models explore a few
 //! hundred executions at most), plus under a minute for a cold release build.
 //! With `LOOM_MAX_PREEMPTIONS=3` they take about 5 minutes, most of it in the
@@ -69,6 +69,8 @@
 //! | `unclaimed_read_vs_fire` | the same against the timer's expiry | < 0.1 s |
 //! | `unclaimed_read_vs_fire_vs_cancel` | read, expiry and cancel at once: one walk, one run, one disarm | 0.5 s |
 //! | `expiry_is_done_vs_unclaimed_read` | `Expiry::is_done` does not call an unclaimed node done (a backend may drop an expiry it reports done) | < 0.1 s |
+//! | `expiry_dropped_unfired_vs_unclaimed_read` | an expiry a backend drops unfired after a read closed its node `UNCLAIMED` fires itself: the subtree is walked before any cancel | < 0.1 s |
+//! | `expiry_dropped_unfired_vs_unclaimed_read_vs_cancel` | that drop, the read and the cancel function at once: one walk, one run, one disarm | < 0.1 s |
 //! | `waiter_vs_unclaimed_read_then_fire` | a waiter asleep on the child while a read closes it `UNCLAIMED` and the expiry walks is woken (by the read or the walk); no user code on either | 9 s |
 //!
 //! Every model built with [`model`] also checks that each execution frees every
