@@ -121,6 +121,8 @@ pub mod testing;
 pub mod timer;
 mod tree;
 mod waiter;
+#[cfg(any(all(test, not(ctx_loom)), feature = "test-util"))]
+mod wake_fn;
 pub mod wire;
 
 #[cfg(test)]

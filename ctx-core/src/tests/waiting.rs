@@ -59,20 +59,7 @@ fn counter() -> (Arc<Count>, Waker) {
     (count, waker)
 }
 
-/// A waker that runs `f` each time it is woken (an executor's code, as far as
-/// the tree can tell: it may cancel, drop or poll contexts).
-fn on_wake(f: impl Fn() + Send + Sync + 'static) -> Waker {
-    struct OnWake<F>(F);
-    impl<F: Fn() + Send + Sync + 'static> Wake for OnWake<F> {
-        fn wake(self: Arc<Self>) {
-            (self.0)();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            (self.0)();
-        }
-    }
-    Waker::from(Arc::new(OnWake(f)))
-}
+use crate::wake_fn::on_wake;
 
 fn woken(count: &Count) -> usize {
     count.0.load(Ordering::SeqCst)

@@ -72,7 +72,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
-use std::task::{Context as TaskContext, Wake, Waker};
+use std::task::Context as TaskContext;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -730,19 +730,10 @@ impl Drop for Probe {
     }
 }
 
-/// Parks a waker on `ctx.done()` that calls `on_wake` when woken (at once if
+/// Parks a waker on `ctx.done()` that calls `woken` when woken (at once if
 /// the context is already done). Keep the `Done` to keep the waker parked.
-fn watch(ctx: &Context, on_wake: impl Fn() + Send + Sync + 'static) -> Done {
-    struct OnWake<F>(F);
-    impl<F: Fn() + Send + Sync + 'static> Wake for OnWake<F> {
-        fn wake(self: Arc<Self>) {
-            (self.0)();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            (self.0)();
-        }
-    }
-    let waker = Waker::from(Arc::new(OnWake(on_wake)));
+fn watch(ctx: &Context, woken: impl Fn() + Send + Sync + 'static) -> Done {
+    let waker = crate::wake_fn::on_wake(woken);
     let mut done = ctx.done();
     if Pin::new(&mut done)
         .poll(&mut TaskContext::from_waker(&waker))
