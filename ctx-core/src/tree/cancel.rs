@@ -254,8 +254,7 @@ fn walk_cancel(node: NodeRef, closed: Option<Word>, origin: Origin) -> bool {
                 walk.work.run_wakes(&mut panic);
                 work::discard(panic);
                 if !walk.work.is_empty() {
-                    let mut work = std::mem::take(&mut walk.work);
-                    crate::runner::spawn(Box::new(move || work.run(&mut None)));
+                    std::mem::take(&mut walk.work).run_on_runner();
                 }
             } else {
                 work::discard(panic);

@@ -93,16 +93,8 @@ pub(crate) fn check(carrier: NodeRef, word: Word) -> Word {
 /// the same.
 fn wake_parked(node: NodeRef, closed: Option<Word>) {
     if closed.is_some_and(|word| state::has(word, state::WAITERS)) {
-        let mut wakers = Vec::new();
-        node.cancel_part().waiters.take_wakers(&mut wakers);
-        if !wakers.is_empty() {
-            crate::runner::spawn(Box::new(move || {
-                let mut panic = None;
-                for waker in wakers {
-                    super::work::catch(&mut panic, || waker.wake());
-                }
-                super::work::discard(panic);
-            }));
-        }
+        let mut work = Work::default();
+        node.cancel_part().waiters.take_wakers(&mut work.wakers);
+        work.run_on_runner();
     }
 }

@@ -156,16 +156,7 @@ impl Work {
 
     /// Gives the timer keys back to their backends now.
     pub(crate) fn run_disarms(&mut self, panic: &mut Panic) {
-        if self.disarms.is_empty() {
-            return;
-        }
-        let disarms = std::mem::take(&mut self.disarms);
-        for (node, key) in disarms {
-            catch(panic, || node.deadline_part().timer.disarm(key));
-            if self.held != Some(node) {
-                self.release(node);
-            }
-        }
+        self.run_disarms_where(|_| true, panic);
     }
 
     /// Gives back now only the keys of deadlines on the backend `firing` (a
@@ -175,6 +166,19 @@ impl Work {
     /// one that blocks must not hold back every deadline of the firing
     /// backend (a late disarm is within the `Timer` contract).
     pub(crate) fn run_disarms_of(&mut self, firing: &std::sync::Arc<dyn Timer>, panic: &mut Panic) {
+        let firing = std::sync::Arc::as_ptr(firing);
+        self.run_disarms_where(
+            |timer| std::ptr::addr_eq(std::sync::Arc::as_ptr(timer), firing),
+            panic,
+        );
+    }
+
+    /// Gives back now the keys whose backend `now` picks; the others stay.
+    fn run_disarms_where(
+        &mut self,
+        now: impl Fn(&std::sync::Arc<dyn Timer>) -> bool,
+        panic: &mut Panic,
+    ) {
         if self.disarms.is_empty() {
             return;
         }
@@ -182,10 +186,7 @@ impl Work {
         let mut done: SmallVec<[NodeRef; 1]> = SmallVec::new();
         self.disarms.retain(|(node, key)| {
             let timer = &node.deadline_part().timer;
-            if !std::ptr::addr_eq(
-                std::sync::Arc::as_ptr(timer),
-                std::sync::Arc::as_ptr(firing),
-            ) {
+            if !now(timer) {
                 return true;
             }
             catch(panic, || timer.disarm(*key));
@@ -196,6 +197,19 @@ impl Work {
         });
         for node in done {
             self.release(node);
+        }
+    }
+
+    /// Runs everything owed on a runner thread (unless nothing is): for a
+    /// caller that must run no user or executor code itself. A panic there
+    /// has nobody to go to: the hook reported it, and it is dropped.
+    pub(crate) fn run_on_runner(mut self) {
+        if !self.is_empty() {
+            crate::runner::spawn(Box::new(move || {
+                let mut panic = None;
+                self.run(&mut panic);
+                discard(panic);
+            }));
         }
     }
 
@@ -254,9 +268,9 @@ impl RunnerReleases {
 
 impl Drop for RunnerReleases {
     fn drop(&mut self) {
+        // Checked first: moving an empty work costs a copy of its inline storage.
         if !self.0.is_empty() {
-            let mut work = std::mem::take(&mut self.0);
-            crate::runner::spawn(Box::new(move || work.run(&mut None)));
+            std::mem::take(&mut self.0).run_on_runner();
         }
     }
 }
