@@ -79,10 +79,10 @@ use super::drop::merge_leaves_parents;
 use super::node::{Kind, NodeRef};
 use super::register::{self, Entry, clone_reason};
 use super::state::{self, COMPLETE, HAS_SET, Reason, UNCLAIMED, WAITERS, Word};
+use super::wake_list::WakeList;
 use super::work::{self, Origin, Panic, Work};
 use crate::sync::{Backoff, Ordering, StoreRacingRmw};
 use smallvec::SmallVec;
-use std::task::Waker;
 
 /// Moves a live node to done with `reason` (and `UNCLAIMED` if a reader does it).
 /// Returns the previous (live) word, whose `WAITERS` bit says whether anyone must
@@ -460,7 +460,7 @@ struct Walk {
 fn close_plain_leaf(
     child: NodeRef,
     reason: &Reason,
-    wakers: &mut Vec<Waker>,
+    wakers: &mut WakeList,
 ) -> Option<(NodeRef, Option<Option<Word>>)> {
     let header = child.header();
     if header.vtable.kind == Kind::Merge || header.vtable.on_done.is_some() {

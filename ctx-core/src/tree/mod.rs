@@ -14,6 +14,7 @@
 //! | [`register`] | the one registration routine (insert → re-check → take back) for children, callbacks and merge parents; detaching |
 //! | [`cancel`](mod@cancel) | closing, the subtree walk, and what a returned cancel guarantees |
 //! | [`work`] | the user code a cancel sets free, run after the walk |
+//! | [`wake_list`] | the wakers a walk takes, kept in small chunks until it ends |
 //! | [`drop`](mod@drop) | iterative drop over every kind of link |
 //! | [`callback`] | `after_func`'s stop-versus-fire state machine |
 //! | [`deadline`] | arming and disarming timers; the exact-deadline read |
@@ -92,6 +93,7 @@ pub(crate) mod node;
 pub(crate) mod register;
 pub(crate) mod state;
 pub(crate) mod wait;
+pub(crate) mod wake_list;
 pub(crate) mod work;
 
 pub(crate) use cancel::cancel;

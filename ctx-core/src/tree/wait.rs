@@ -99,6 +99,7 @@
 
 use super::node::NodeRef;
 use super::state::{self, WAITERS};
+use super::wake_list::WakeList;
 use super::work::{self, Panic};
 use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
 use std::fmt;
@@ -317,7 +318,7 @@ impl Waiters {
     /// the runner). The waiters are notified all the same: a waker taken here
     /// is the one a waiter registered, and its poll after the wake sees the node
     /// done.
-    pub(crate) fn take_wakers(&self, wakers: &mut Vec<Waker>) {
+    pub(crate) fn take_wakers(&self, wakers: &mut WakeList) {
         let waker = self.notify_event_and_take_slot(|event| event.notify_into(wakers));
         wakers.extend(waker);
     }
@@ -523,6 +524,7 @@ mod imp {
     //! relays as the event wakes them, and wakes them itself once the event's lock
     //! is released, each one guarded.
 
+    use super::super::wake_list::WakeList;
     use super::super::work::{self, Panic};
     use std::cell::RefCell;
     use std::future::Future;
@@ -578,13 +580,8 @@ mod imp {
 
         /// Notifies every listener, and puts their tasks' wakers into `wakers`
         /// unwoken.
-        pub(crate) fn notify_into(&self, wakers: &mut Vec<Waker>) {
-            let collected = self.notify_collecting();
-            if wakers.is_empty() {
-                *wakers = collected;
-            } else {
-                wakers.extend(collected);
-            }
+        pub(crate) fn notify_into(&self, wakers: &mut WakeList) {
+            wakers.extend(self.notify_collecting());
         }
 
         /// Notifies every listener; returns their tasks' wakers, unwoken.
@@ -694,6 +691,7 @@ mod imp {
 
 #[cfg(all(test, ctx_loom))]
 mod imp {
+    use super::super::wake_list::WakeList;
     use loom::sync::atomic::{AtomicBool, Ordering};
     use loom::sync::{Arc, Mutex};
     use std::future::Future;
@@ -726,14 +724,12 @@ mod imp {
         }
 
         pub(crate) fn notify_all(&self, _panic: &mut super::Panic) {
-            let mut wakers = Vec::new();
+            let mut wakers = WakeList::default();
             self.notify_into(&mut wakers);
-            for waker in wakers {
-                waker.wake();
-            }
+            wakers.take_each(Waker::wake);
         }
 
-        pub(crate) fn notify_into(&self, wakers: &mut Vec<Waker>) {
+        pub(crate) fn notify_into(&self, wakers: &mut WakeList) {
             for entry in self.0.lock().unwrap().drain(..) {
                 entry.notified.store(true, Ordering::SeqCst);
                 wakers.extend(entry.waker.lock().unwrap().take());

@@ -21,12 +21,12 @@
 use super::callback::Callback;
 use super::node::{Kind, NodeRef};
 use super::state::Reason;
+use super::wake_list::WakeList;
 use crate::sync::Arc;
 use crate::timer::{Timer, TimerKey};
 use smallvec::SmallVec;
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
-use std::task::Waker;
 
 /// Who started a cancel, which decides where its user code runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub(crate) struct Work {
     /// walk and woken once its subtree is complete: wakers are executor code,
     /// which must not run while a canceler that lost the race waits for the
     /// walk (it may hold a lock the waker needs).
-    pub(crate) wakers: Vec<Waker>,
+    pub(crate) wakers: WakeList,
     /// Nodes whose strong count reached zero: `drop_node` is still to run.
     drops: SmallVec<[NodeRef; 1]>,
     /// A node the caller keeps alive until this work has run (the root of a
@@ -215,9 +215,7 @@ impl Work {
 
     /// Wakes the wakers taken during the walk, each guarded.
     pub(crate) fn run_wakes(&mut self, panic: &mut Panic) {
-        for waker in self.wakers.drain(..) {
-            catch(panic, || waker.wake());
-        }
+        self.wakers.take_each(|waker| catch(panic, || waker.wake()));
     }
 
     /// Runs everything owed on this thread. Each piece is guarded: a panic in one
