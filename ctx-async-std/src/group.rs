@@ -128,6 +128,34 @@ struct Shared {
     /// and when `settled` does.
     idle: Event,
     limit: Option<Arc<Semaphore>>,
+    /// Spawned tasks still waiting for their first slot. They are ahead of any
+    /// later spawn: while one waits, `try_spawn` refuses and `spawn` queues
+    /// too, even if a slot was just given back and the waiting task has not
+    /// run yet to take it.
+    queued: AtomicUsize,
+}
+
+/// One count in `Shared::queued`, given back when its task got its first
+/// slot, or was dropped without one.
+struct Queued(Arc<Shared>);
+
+impl Shared {
+    /// A slot, if one is free and no spawned task waits for its first one.
+    fn try_take(&self) -> Option<SemaphoreGuardArc> {
+        // Relaxed: see `Queued`.
+        if self.queued.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        self.limit.as_ref()?.try_acquire_arc()
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        // Relaxed: a count read by spawners as a hint of who is ahead; the
+        // semaphore does the synchronizing.
+        self.0.queued.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What a task of the group carries: which group, and its inner waits.
@@ -159,6 +187,7 @@ impl Group {
                 settled: AtomicUsize::new(0),
                 idle: Event::new(),
                 limit: None,
+                queued: AtomicUsize::new(0),
             }),
         };
         (group, ctx)
@@ -218,9 +247,21 @@ impl Group {
         if !self.shared.core.accepts() {
             return false;
         }
+        // Under a limit, a free slot is taken now, as Go's `Go` takes it
+        // before returning (unless a task spawned earlier still waits for
+        // one); otherwise `launch` waits for one before the first poll.
+        let mut permit = None;
+        let mut queued = None;
+        if self.shared.limit.is_some() {
+            permit = self.shared.try_take();
+            if permit.is_none() {
+                // Relaxed: see `Queued`.
+                self.shared.queued.fetch_add(1, Ordering::Relaxed);
+                queued = Some(Queued(self.shared.clone()));
+            }
+        }
         let shared = self.shared.clone();
-        // Under a limit, `launch` takes the permit before the first poll.
-        self.launch(None, async move {
+        self.launch(permit, queued, async move {
             shared.core.run_async(f).await;
         });
         true
@@ -228,25 +269,27 @@ impl Group {
 
     /// Spawns `f(ctx)` only if it can start at once: the context is live and,
     /// under a limit, a slot is free (Go's `TryGo`). Returns whether it did; as
-    /// with [`spawn`](Group::spawn), `true` means `f` will be called. Without a
-    /// limit this is [`spawn`](Group::spawn).
+    /// with [`spawn`](Group::spawn), `true` means `f` will be called. A task
+    /// [`spawn`](Group::spawn)ed earlier that still waits for its slot is
+    /// ahead: while there is one, this refuses. Without a limit this is
+    /// [`spawn`](Group::spawn).
     pub fn try_spawn<F, Fut, E>(&self, f: F) -> bool
     where
         F: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        let Some(limit) = &self.shared.limit else {
+        if self.shared.limit.is_none() {
             return self.spawn(f);
-        };
+        }
         if !self.shared.core.accepts() {
             return false;
         }
-        let Some(permit) = limit.try_acquire_arc() else {
+        let Some(permit) = self.shared.try_take() else {
             return false;
         };
         let shared = self.shared.clone();
-        self.launch(Some(permit), async move {
+        self.launch(Some(permit), None, async move {
             shared.core.run_async(f).await;
         });
         true
@@ -258,6 +301,7 @@ impl Group {
     fn launch(
         &self,
         mut permit: Option<SemaphoreGuardArc>,
+        mut queued: Option<Queued>,
         task: impl Future<Output = ()> + Send + 'static,
     ) {
         // Relaxed: the increment happens-before the spawn, and `wait` only needs
@@ -279,6 +323,8 @@ impl Group {
                     && let Some(limit) = &shared.limit
                 {
                     permit = Some(limit.acquire_arc().await);
+                    // No longer ahead of anyone: it runs.
+                    drop(queued.take());
                 }
                 let polled = poll_fn(|cx| {
                     let _current = CurrentTask::enter(&slot);

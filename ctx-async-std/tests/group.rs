@@ -26,6 +26,7 @@ on_both!(
     a_dropped_inner_wait_takes_its_slot_back,
     inner_waits_in_every_slot_neither_hang_nor_overrun,
     try_spawn_refuses_at_the_limit,
+    try_spawn_does_not_overtake_a_queued_spawn,
 );
 
 /// The pass-through: a failure is the cause the siblings see and what every
@@ -438,6 +439,59 @@ async fn try_spawn_refuses_at_the_limit() {
     assert!(!group.try_spawn(|_ctx| async { Ok::<(), Cause>(()) }));
     assert!(group.stop().await.is_ok());
     assert!(!group.try_spawn(|_ctx| async { Ok::<(), Cause>(()) }));
+}
+
+/// A task spawned over the limit is ahead of any later `try_spawn` (Go's `Go`
+/// takes its slot before it returns, so a `TryGo` after it finds the group
+/// full): also before the executor first runs it, and right after the slot it
+/// waits for is given back.
+async fn try_spawn_does_not_overtake_a_queued_spawn() {
+    let (group, _ctx) = Group::new(&background());
+    let group = group.with_limit(1);
+    let (release_tx, release_rx) = smol::channel::bounded::<()>(1);
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = |name: &'static str| {
+        let order = order.clone();
+        move |_ctx: ctx_core::Context| async move {
+            order.lock().unwrap().push(name);
+            Ok::<(), Cause>(())
+        }
+    };
+    // Takes the slot at once, before the executor runs anything.
+    let first = order.clone();
+    assert!(group.spawn(move |_ctx| async move {
+        release_rx.recv().await.unwrap();
+        first.lock().unwrap().push("first");
+        Ok::<(), Cause>(())
+    }));
+    assert!(!group.try_spawn(log("refused while the slot is held")));
+    // Over the limit: queued until the slot comes back.
+    assert!(group.spawn(log("queued")));
+    assert!(!group.try_spawn(log("refused while a spawn is queued")));
+    release_tx.send(()).await.unwrap();
+    // Whether or not the queued task has taken the slot yet, it is ahead.
+    assert!(!group.try_spawn(log("refused until the queued task ran")));
+    within("the queued task", async {
+        while order.lock().unwrap().len() < 2 {
+            sleep(&background(), Duration::from_millis(1))
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    assert_eq!(*order.lock().unwrap(), ["first", "queued"]);
+    // The count of queued tasks is back to zero: a slot is free for try_spawn
+    // once the queued task has ended.
+    within("a free slot", async {
+        while !group.try_spawn(log("accepted")) {
+            sleep(&background(), Duration::from_millis(1))
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    assert!(group.wait().await.is_ok());
+    assert_eq!(*order.lock().unwrap(), ["first", "queued", "accepted"]);
 }
 
 #[test]

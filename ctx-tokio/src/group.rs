@@ -9,6 +9,7 @@ use ctx_core::{BoxError, Cause, Context};
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
@@ -78,7 +79,40 @@ pub struct Group {
     /// The group's rules: its context, first failure and stop.
     core: Arc<GroupCancel>,
     tasks: JoinSet<()>,
-    limit: Option<Arc<Semaphore>>,
+    limit: Option<Limit>,
+}
+
+/// The slots of a limited group.
+struct Limit {
+    slots: Arc<Semaphore>,
+    /// Spawned tasks still waiting for a slot. They are ahead of any later
+    /// spawn: while one waits, [`Group::try_spawn`] refuses, and
+    /// [`Group::spawn`] queues behind it, even if a slot was just given back
+    /// and the waiting task has not run yet to take it.
+    queued: Arc<AtomicUsize>,
+}
+
+/// One count in [`Limit::queued`], given back when its task got a slot or
+/// was dropped without one (aborted).
+struct Queued(Arc<AtomicUsize>);
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        // Relaxed: a count read by the spawning thread as a hint of who is
+        // ahead; the semaphore does the synchronizing.
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Limit {
+    /// A slot, if one is free and no spawned task waits for one.
+    fn try_take(&self) -> Option<OwnedSemaphorePermit> {
+        // Relaxed: see `Queued`.
+        if self.queued.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        self.slots.clone().try_acquire_owned().ok()
+    }
 }
 
 // ===== impl Group =====
@@ -120,7 +154,10 @@ impl Group {
             self.tasks.is_empty(),
             "ctx_tokio::Group::with_limit: call it before spawning tasks"
         );
-        self.limit = Some(Arc::new(Semaphore::new(limit)));
+        self.limit = Some(Limit {
+            slots: Arc::new(Semaphore::new(limit)),
+            queued: Arc::new(AtomicUsize::new(0)),
+        });
         self
     }
 
@@ -144,7 +181,9 @@ impl Group {
     ///
     /// If the task returns `Err(e)` or panics, and it is the first to fail, the
     /// group's context is canceled with `e` (or a [`PanicError`]) as the cause.
-    /// Under a [limit](Group::with_limit) the task first waits for a slot.
+    /// Under a [limit](Group::with_limit) the task takes a free slot at once (as
+    /// Go's `Go` does before it returns), or waits for one, behind the tasks
+    /// already waiting.
     ///
     /// Returns `false`, and drops `f` without calling it, if the group's context
     /// is already done. Returns `true` if `f` was accepted: it will be called
@@ -166,14 +205,27 @@ impl Group {
         if !self.core.accepts() {
             return false;
         }
-        let limit = self.limit.clone();
+        let Some(limit) = &self.limit else {
+            self.launch(std::future::ready(None), f);
+            return true;
+        };
+        // A free slot is taken now, as Go's `Go` takes it before returning, so
+        // that a later `try_spawn` finds it taken; unless a task spawned
+        // earlier still waits for one.
+        if let Some(permit) = limit.try_take() {
+            self.launch(std::future::ready(Some(permit)), f);
+            return true;
+        }
+        // Relaxed: see `Queued`.
+        limit.queued.fetch_add(1, Ordering::Relaxed);
+        let queued = Queued(limit.queued.clone());
+        let slots = limit.slots.clone();
         self.launch(
             async move {
-                match limit {
-                    // The semaphore is never closed, so this always gets a permit.
-                    Some(limit) => limit.acquire_owned().await.ok(),
-                    None => None,
-                }
+                // The semaphore is never closed, so this always gets a permit.
+                let permit = slots.acquire_owned().await.ok();
+                drop(queued);
+                permit
             },
             f,
         );
@@ -182,8 +234,9 @@ impl Group {
 
     /// Spawns `f(ctx)` only if a slot is free right now and the group's context is
     /// live (Go's `TryGo`); returns whether it did (`true` means what it means
-    /// for [`spawn`](Group::spawn)). Without a limit this is
-    /// [`spawn`](Group::spawn).
+    /// for [`spawn`](Group::spawn)). A task [`spawn`](Group::spawn)ed earlier
+    /// that still waits for a slot is ahead: while there is one, this refuses.
+    /// Without a limit this is [`spawn`](Group::spawn).
     ///
     /// # Panics
     ///
@@ -201,7 +254,7 @@ impl Group {
         if !self.core.accepts() {
             return false;
         }
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
+        let Some(permit) = limit.try_take() else {
             return false;
         };
         self.launch(std::future::ready(Some(permit)), f);
@@ -301,7 +354,10 @@ impl fmt::Debug for Group {
         f.debug_struct("Group")
             .field("ctx", self.context())
             .field("tasks", &self.tasks.len())
-            .field("limit", &self.limit.as_ref().map(|s| s.available_permits()))
+            .field(
+                "limit",
+                &self.limit.as_ref().map(|l| l.slots.available_permits()),
+            )
             .field("first_error", &self.core.first())
             .finish()
     }

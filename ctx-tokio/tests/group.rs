@@ -264,3 +264,43 @@ fn a_zero_limit_is_refused() {
     let (group, _ctx) = Group::new(&ctx_core::Context::background());
     let _group = group.with_limit(0);
 }
+
+/// A task spawned over the limit is ahead of any later `try_spawn` (Go's `Go`
+/// takes its slot before it returns, so a `TryGo` after it finds the group
+/// full): also before the runtime first runs it, and right after the slot it
+/// waits for is given back.
+#[tokio::test(start_paused = true)]
+async fn try_spawn_does_not_overtake_a_queued_spawn() {
+    let (group, _ctx) = Group::new(&ctx_tokio::background());
+    let mut group = group.with_limit(1);
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = |name: &'static str| {
+        let order = order.clone();
+        move |_ctx: ctx_core::Context| async move {
+            order.lock().unwrap().push(name);
+            Ok::<(), Error>(())
+        }
+    };
+    // Takes the slot at once, before this task yields to the runtime.
+    let first = order.clone();
+    assert!(group.spawn(move |_ctx| async move {
+        release_rx.await.unwrap();
+        first.lock().unwrap().push("first");
+        Ok::<(), Error>(())
+    }));
+    assert!(!group.try_spawn(log("refused while the slot is held")));
+    // Queued: it waits for the slot.
+    assert!(group.spawn(log("queued")));
+    tokio::task::yield_now().await;
+    assert!(!group.try_spawn(log("refused while a spawn is queued")));
+    // The slot comes back; the queued task is still ahead of a new try_spawn.
+    release_tx.send(()).unwrap();
+    assert!(!group.try_spawn(log("refused before the queued task ran")));
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(*order.lock().unwrap(), ["first", "queued"]);
+    // Nobody waits and nothing runs: a slot is free again.
+    assert!(group.try_spawn(log("accepted")));
+    group.wait().await.unwrap();
+    assert_eq!(*order.lock().unwrap(), ["first", "queued", "accepted"]);
+}
