@@ -141,11 +141,13 @@ pub const IMPLEMENTATIONS: &[Implementation] = &[
                 rmws: 2,
                 shared_lines: 2,
                 detail: "the slot's swap (in the creating thread's shard, which its removers \
-                         write) and the close CAS on the child's node line: a plain leaf with \
-                         no waiter is closed under the slot's weak reference alone, and that \
+                         write) and the close CAS on the child's node line: a plain child (one \
+                         parent, no timer) whose close the walk wins is closed, and walked if \
+                         it has children, under the slot's weak reference alone, and that \
                          reference goes to the child's own drop, which releases it with its \
-                         other weak one (no extra RMW). One with waiters, a timer or children \
-                         adds an upgrade CAS and its strong −1",
+                         other weak one (no extra RMW). A timer, a merge node or a close \
+                         another thread won adds an upgrade CAS and its strong −1; waiters \
+                         add the waker slot's two RMWs",
             },
             Count {
                 rmws: 0,

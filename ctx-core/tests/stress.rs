@@ -170,6 +170,68 @@ fn churn_while_subtrees_are_canceled_from_another_thread() {
     cancel_root.cancel();
 }
 
+/// Inner nodes (children with children of their own) whose every handle goes
+/// on another thread while their parent's cancel walks them: a walk that wins
+/// such a child's close walks it under its `drained` flag alone, and the
+/// child's drop (which the grandchild's may set off, in the middle of the
+/// walk) waits for it. Every node still held is canceled, the parent ends
+/// empty, and every value below is dropped.
+#[test]
+fn inner_nodes_dropped_while_their_parent_is_canceled() {
+    let rounds = scaled(1_000, 5);
+    let tracker = Arc::new(());
+    let mut rng = Rng::new(0x1A2B_3C4D);
+    for round in 0..rounds {
+        let (parent, cancel_parent) = Context::background().with_cancel();
+        let mut handles: Vec<Box<dyn Send>> = Vec::new();
+        let mut seen = Vec::new();
+        for i in 0..8 {
+            let (child, cancel_child) = parent.with_cancel();
+            let (grandchild, cancel_grandchild) = child.with_cancel();
+            if i % 4 == 3 {
+                // Kept here: that grandchild outlives the dropper's handles.
+                seen.push(grandchild.with_value(()));
+            }
+            let value = grandchild.with_value(tracker.clone());
+            // Half go live (no cancel on the way), half cancel themselves as
+            // their cancel functions go, racing the parent's walk.
+            if i % 2 == 0 {
+                handles.push(Box::new((cancel_child.into_canceler(), child)));
+                handles.push(Box::new((cancel_grandchild.into_canceler(), grandchild)));
+            } else {
+                handles.push(Box::new((cancel_child, child)));
+                handles.push(Box::new((cancel_grandchild, grandchild)));
+            }
+            handles.push(Box::new(value));
+        }
+        // Children before their grandchildren, or any order.
+        if round % 2 == 1 {
+            for i in (1..handles.len()).rev() {
+                handles.swap(i, rng.below(i + 1));
+            }
+        }
+        let start = Arc::new(Barrier::new(2));
+        let dropper = {
+            let start = start.clone();
+            thread::spawn(move || {
+                start.wait();
+                for handle in handles {
+                    drop(handle);
+                }
+            })
+        };
+        start.wait();
+        cancel_parent.cancel();
+        dropper.join().unwrap();
+        for ctx in &seen {
+            assert_eq!(ctx.err(), Some(Error::Canceled), "round {round}");
+        }
+        drop(seen);
+        assert_eq!(parent.live_children(), 0, "round {round}");
+    }
+    assert_eq!(Arc::strong_count(&tracker), 1, "a value was leaked");
+}
+
 /// Creates and drops `n` children of one long-lived parent (half canceled through
 /// their cancel function, half just dropped) and checks that the parent ends with
 /// no children and that this thread's memory did not grow with `n`.

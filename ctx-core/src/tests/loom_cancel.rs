@@ -381,3 +381,30 @@ fn loom_cancel_live_leaf_dropped_vs_parent_cancel() {
 fn loom_cancel_live_inner_node_dropped_vs_parent_cancel() {
     child_dropped_vs_parent_cancel(Dropped::LiveAfterAGrandchild);
 }
+
+/// A child with a child of its own is walked under its `drained` flag alone
+/// (no strong reference of the walk's) when the walk's close wins, while
+/// another thread drops every handle of both, the grandchild last: the last
+/// strong reference on the child goes with the grandchild's payload, in the
+/// middle of the walk. Nothing is freed twice, touched after it is freed, or
+/// leaked (the model counts live nodes), and the parent ends done and empty.
+#[test]
+fn loom_cancel_inner_node_dropped_with_its_child_vs_parent_cancel() {
+    model(|| {
+        let (parent, cancel_parent) = Context::background().with_cancel();
+        let (child, cancel_child) = parent.with_cancel();
+        let (grandchild, cancel_grandchild) = child.with_cancel();
+        let child = (cancel_child.into_canceler(), child);
+        let grandchild = (cancel_grandchild.into_canceler(), grandchild);
+        let t = thread::spawn(move || {
+            drop(child);
+            drop(grandchild);
+        });
+        cancel_parent.cancel();
+        t.join().unwrap();
+
+        assert!(parent.is_done());
+        assert_eq!(parent.live_children(), 0);
+        assert_handles(&parent, 1);
+    });
+}

@@ -26,16 +26,21 @@
 //! its owner has drained it and every child it found is complete.
 //!
 //! The entry the drain takes out carries the slot's weak reference: it keeps the
-//! child's memory, not its payload. So the walk pins a child with a strong
-//! reference before anything that needs the payload (its waiters, its timer, its
-//! own children). A plain leaf (one parent, no timer, no waiter) needs nothing
-//! but its close, and gets only that, with the weak reference alone
-//! ([`close_plain_leaf`]): a child whose last handle goes meanwhile detaches
-//! before its payload is dropped, finds its entry gone and waits for the walk's
-//! `drained` flag, set once the walk is done with it (`register::wait_drained`;
-//! the walk does nothing but a few atomics in between). The flag also hands the
-//! slot's weak reference to the child's detach, so the walk releases none
-//! (merge nodes excepted: they are always pinned, and give it back at once).
+//! child's memory, not its payload. A child whose last handle goes meanwhile
+//! detaches before its payload is dropped, finds its entry gone and waits for
+//! the walk's `drained` flag (`register::wait_drained`), which the walk sets
+//! once it is done with the child. So a plain child (one parent, no timer)
+//! whose close the walk wins needs no reference of the walk's own: a leaf is
+//! finished right at its close ([`close_plain_leaf`]; the walk does nothing but
+//! a few atomics before the flag), and a node with registrations is walked
+//! under the flag, set when the walk leaves it ([`Hold::Drained`]), after its
+//! subtree; the walk never waits in between, unless the subtree must wait for
+//! another owner (below), and then it pins the node with a strong reference
+//! and sets the flag first. Every other child (one with a timer, a merge node,
+//! one another thread closed first) is pinned with a strong reference before
+//! anything that needs its payload, and its flag set at once. The flag also
+//! hands the slot's weak reference to the child's detach, so the walk releases
+//! none (merge nodes excepted: they give it back at once).
 //!
 //! A child that another thread closed first (its own cancel, another parent of a
 //! merge node) is that thread's to walk. Its parent cannot become complete before
@@ -385,6 +390,9 @@ impl WalkRest {
 /// another thread's to walk.
 struct Blocked {
     node: NodeRef,
+    /// [`Hold::Strong`] or [`Hold::Caller`]: a node that blocks is pinned
+    /// first ([`Walk::complete`]).
+    hold: Hold,
     /// Index of the blocked entry of its parent in this walk, once known.
     parent: Option<usize>,
     /// While the parent has not blocked yet: the stack index of its pending
@@ -397,6 +405,23 @@ struct Blocked {
     done: bool,
 }
 
+/// How the walk keeps a node it owns until it leaves it ([`Walk::leave`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hold {
+    /// The caller's reference: the walk's root.
+    Caller,
+    /// A strong reference of the walk's own, given back when it leaves.
+    Strong,
+    /// Nothing but the node's `drained` flag, still unset: the node's detach,
+    /// which comes before any drop of its payload, waits for it
+    /// (`register::wait_drained`), and leaving sets it. Only for a non-merge
+    /// node without a timer whose close this walk won, reached through its
+    /// parent's set (whose entry's weak reference keeps the memory), and only
+    /// while its subtree is this walk's alone: a node that must wait for
+    /// another owner is pinned first ([`Walk::complete`]).
+    Drained,
+}
+
 /// No parent step: the node is the walk's root.
 const NO_PARENT: u32 = u32::MAX;
 
@@ -407,12 +432,17 @@ const NO_PARENT: u32 = u32::MAX;
 /// were walked. Its index in the stack is therefore stable while its children
 /// run, so they refer to their parent by it.
 enum Step {
-    /// Drain a node this walk owns (holding a strong reference on it).
-    Visit { node: NodeRef, parent: u32 },
+    /// Drain a node this walk owns.
+    Visit {
+        node: NodeRef,
+        parent: u32,
+        hold: Hold,
+    },
     /// All children of `node` were walked.
     Complete {
         node: NodeRef,
         parent: u32,
+        hold: Hold,
         /// How many entries at the end of `Walk::foreign` are its children that
         /// other threads own (not complete when found).
         foreign: u32,
@@ -438,7 +468,7 @@ struct Walk {
     /// The reason of the node visited last, kept for the next one.
     reason: Option<Reason>,
     /// The step above the top of `stack`: the child scheduled last.
-    next: Option<(NodeRef, u32)>,
+    next: Option<(NodeRef, u32, Hold)>,
 }
 
 /// What a plain child (one parent, no timer) whose entry a walk took needs, if
@@ -490,23 +520,24 @@ impl Walk {
         // The caller's reference keeps the root alive: the walk takes none on it.
         self.root = Some(root);
         self.work.hold(root);
-        self.visit(root, NO_PARENT);
+        self.visit(root, NO_PARENT, Hold::Caller);
         loop {
             let step = match self.next.take() {
-                Some((node, parent)) => Step::Visit { node, parent },
+                Some((node, parent, hold)) => Step::Visit { node, parent, hold },
                 None => match self.stack.pop() {
                     Some(step) => step,
                     None => break,
                 },
             };
             match step {
-                Step::Visit { node, parent } => self.visit(node, parent),
+                Step::Visit { node, parent, hold } => self.visit(node, parent, hold),
                 Step::Complete {
                     node,
                     parent,
+                    hold,
                     foreign,
                     blocked_children,
-                } => self.complete(node, parent, foreign, blocked_children),
+                } => self.complete(node, parent, hold, foreign, blocked_children),
             }
         }
         // The nodes it came from may go before the walk does (a release by
@@ -520,15 +551,15 @@ impl Walk {
     /// scheduled before it (if any) goes on the stack. The next step is the top
     /// of the stack kept out of it, so a chain, whose every node schedules one
     /// child, never stores its `Visit` steps.
-    fn push_visit(&mut self, node: NodeRef, parent: u32) {
-        if let Some((node, parent)) = self.next.replace((node, parent)) {
-            self.stack.push(Step::Visit { node, parent });
+    fn push_visit(&mut self, node: NodeRef, parent: u32, hold: Hold) {
+        if let Some((node, parent, hold)) = self.next.replace((node, parent, hold)) {
+            self.stack.push(Step::Visit { node, parent, hold });
         }
     }
 
     /// The first part of a node's walk, right after it became done (and this walk
     /// owns it): take its waiters' wakers, release its timer, close its children.
-    fn visit(&mut self, node: NodeRef, parent: u32) {
+    fn visit(&mut self, node: NodeRef, parent: u32, hold: Hold) {
         let part = node.cancel_part();
         let word = node.state();
         debug_assert!(state::is_done(word) && !state::has(word, UNCLAIMED));
@@ -536,13 +567,14 @@ impl Walk {
         if !state::has(word, HAS_SET) {
             // A leaf: its close made it complete, unless a reader closed it (then
             // the claim left the flag to us).
-            self.leave(node, !state::has(word, COMPLETE));
+            self.leave(node, !state::has(word, COMPLETE), hold);
             return;
         }
         let step = u32::try_from(self.stack.len()).expect("a walk deeper than 4 billion");
         self.stack.push(Step::Complete {
             node,
             parent,
+            hold,
             foreign: 0,
             blocked_children: 0,
         });
@@ -580,10 +612,12 @@ impl Walk {
     }
 
     /// A child whose entry the drain took (with the slot's weak reference), and
-    /// its close if [`close_plain_leaf`] tried it already: pinned with a strong
-    /// reference of the walk's, then closed, claimed, found complete, or left to
-    /// the thread that walks it. The walk gives the strong reference back
-    /// (`Work::release_reached`), and a merge node's slot reference with it.
+    /// its close if [`close_plain_leaf`] tried it already. One whose close
+    /// that won is walked under its `drained` flag ([`Hold::Drained`]); any
+    /// other is pinned with a strong reference of the walk's, then closed,
+    /// claimed, found complete, or left to the thread that walks it. The walk
+    /// gives the strong reference back (`Work::release_reached`), and a merge
+    /// node's slot reference with it.
     #[inline]
     fn reach(
         &mut self,
@@ -592,6 +626,15 @@ impl Walk {
         step: u32,
         foreign: &mut u32,
     ) {
+        if let Some(Some(previous)) = closed {
+            // Closed by `close_plain_leaf`, so a non-merge child without a
+            // timer, and with registrations (a leaf would be finished there):
+            // walked under the `drained` flag alone, which it leaves unset
+            // until the walk leaves it (`Hold::Drained`).
+            debug_assert!(state::has(previous, HAS_SET));
+            self.push_visit(child, step, Hold::Drained);
+            return;
+        }
         let pinned = child.upgrade();
         let merge = child.kind() == Kind::Merge;
         if !merge {
@@ -613,10 +656,10 @@ impl Walk {
                 // A leaf, complete at its close: finished here, without a step
                 // of its own.
                 self.take_wakers_and_release_timer(child, previous);
-                self.leave(child, false);
+                self.leave(child, false, Hold::Strong);
             }
-            Some(_) => self.push_visit(child, step),
-            None if claim(child) => self.push_visit(child, step),
+            Some(_) => self.push_visit(child, step, Hold::Strong),
+            None if claim(child) => self.push_visit(child, step, Hold::Strong),
             None if is_complete(child) => self.work.release_reached(child),
             None => {
                 self.foreign.push(child);
@@ -641,10 +684,17 @@ impl Walk {
 
     /// All children of `node` were walked: complete it, or block it on the
     /// children other threads still walk.
-    fn complete(&mut self, node: NodeRef, parent: u32, foreign: u32, blocked_children: u32) {
+    fn complete(
+        &mut self,
+        node: NodeRef,
+        parent: u32,
+        mut hold: Hold,
+        foreign: u32,
+        blocked_children: u32,
+    ) {
         if foreign == 0 && blocked_children == 0 {
             // The common case: every child was this walk's, and is complete.
-            self.leave(node, true);
+            self.leave(node, true, hold);
             return;
         }
         let mine = self.foreign.len() - foreign as usize;
@@ -652,8 +702,24 @@ impl Walk {
             for child in self.foreign.drain(mine..) {
                 self.work.release_reached(child);
             }
-            self.leave(node, true);
+            self.leave(node, true, hold);
             return;
+        }
+        if hold == Hold::Drained {
+            // It waits for another owner from here on: a detach of it must
+            // not wait that long (it might be that owner's, on a runner
+            // thread), so it is pinned now and its `drained` flag set. The
+            // upgrade succeeds: a child not complete yet, foreign or blocked,
+            // is pinned by this walk, so its payload, which holds a strong
+            // reference on this node, is still there. (Were it to fail, the
+            // node would stay under its flag: still sound, only its detach
+            // would wait longer.)
+            let pinned = node.upgrade();
+            debug_assert!(pinned, "a blocked node with no strong reference");
+            if pinned {
+                register::mark_drained(node);
+                hold = Hold::Strong;
+            }
         }
         if parent != NO_PARENT
             && let Step::Complete {
@@ -673,6 +739,7 @@ impl Walk {
         }
         self.blocked.push(Blocked {
             node,
+            hold,
             parent: None,
             parent_step: (parent != NO_PARENT).then_some(parent),
             blocked_children,
@@ -682,17 +749,20 @@ impl Walk {
     }
 
     /// A node this walk owned is complete: flag it (unless its close did), let a
-    /// merge node leave its other parents, and release the walk's strong
-    /// reference (and a merge node's slot reference) unless it is the root.
-    fn leave(&mut self, node: NodeRef, flag: bool) {
+    /// merge node leave its other parents, and give back what held it: the
+    /// walk's strong reference (and a merge node's slot reference), or the
+    /// `drained` flag, after which the walk must not touch it again.
+    fn leave(&mut self, node: NodeRef, flag: bool, hold: Hold) {
         if flag {
             mark_complete(node);
         }
         if node.kind() == Kind::Merge {
             merge_leaves_parents(node);
         }
-        if self.root != Some(node) {
-            self.work.release_reached(node);
+        match hold {
+            Hold::Caller => {}
+            Hold::Strong => self.work.release_reached(node),
+            Hold::Drained => register::mark_drained(node),
         }
     }
 
@@ -724,14 +794,14 @@ impl Walk {
                 }
                 let b = &mut self.blocked[i];
                 b.done = true;
-                let (node, parent) = (b.node, b.parent);
+                let (node, parent, hold) = (b.node, b.parent, b.hold);
                 for child in std::mem::take(&mut b.foreign) {
                     self.work.release_reached(child);
                 }
                 if let Some(p) = parent {
                     self.blocked[p].blocked_children -= 1;
                 }
-                self.leave(node, true);
+                self.leave(node, true, hold);
                 left -= 1;
                 progress = true;
             }

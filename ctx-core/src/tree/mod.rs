@@ -64,10 +64,12 @@
 //! 10. Cancel and drop never recurse on the tree's shape: cancel keeps an explicit
 //!     stack, drop a worklist, for parent links and merge links alike.
 //! 11. A node's payload outlives every access to it: a walk touches a reached
-//!     child's payload under a strong reference, except for the close of a
-//!     non-merge child without a timer (before it is pinned, or instead of it
-//!     for a plain leaf), which its detach (before any payload drop) waits out
-//!     through the `drained` flag ([`cancel`](mod@cancel), [`register`]).
+//!     child's payload under a strong reference, except for a non-merge child
+//!     without a timer: its close (before it is pinned, if it is), and, when
+//!     that close won, its whole walk until the walk leaves it or pins it
+//!     before waiting for another owner. Its detach (before any payload drop)
+//!     waits that out through the `drained` flag ([`cancel`](mod@cancel),
+//!     [`register`]).
 //!
 //! # Synchronization
 //!

@@ -312,14 +312,17 @@ pub(crate) fn detach_owing(node: NodeRef) -> bool {
 /// here until the walk is done with it: at its detach (its own cancel, its
 /// drop, a timer's walk) or its registrant's take-back.
 ///
-/// The walk closes a plain leaf with only the slot's weak reference, which
-/// keeps the memory but not the payload (module docs of `tree::cancel`). So
-/// the payload must not go while the walk still holds the entry: a detach
-/// that found its entry gone (its node's own cancel, or its drop, which
-/// detaches before the payload goes) waits for the walk's `drained` flag. The
-/// walk sets it a few atomic operations after taking the entry (for a leaf
-/// with waiters, after taking their wakers out too: the event's own lock at
-/// most), with no user or executor code and no wait in between.
+/// The walk closes a plain child, and walks one with registrations, with only
+/// the slot's weak reference, which keeps the memory but not the payload
+/// (module docs of `tree::cancel`). So the payload must not go while the walk
+/// still holds the entry: a detach that found its entry gone (its node's own
+/// cancel, or its drop, which detaches before the payload goes) waits for the
+/// walk's `drained` flag. For a leaf, the walk sets it a few atomic
+/// operations after taking the entry (for a leaf with waiters, after taking
+/// their wakers out too: the event's own lock at most); for a node with
+/// registrations, once it has walked the node's subtree, or before it would
+/// wait for another thread's walk there. Either way with no user or executor
+/// code and no wait in between.
 #[cold]
 fn wait_drained(node: NodeRef) {
     let drained = &node.cancel_part().drained;
