@@ -189,9 +189,20 @@ struct State {
 /// Slots for a limited group.
 struct Limit {
     max: usize,
-    running: Mutex<usize>,
+    slots: Mutex<Slots>,
     /// Signaled when a slot frees up or the group's context is done.
     changed: Condvar,
+}
+
+/// The counts behind [`Limit`]'s lock.
+#[derive(Default)]
+struct Slots {
+    /// Slots taken.
+    running: usize,
+    /// Spawners blocked until a slot frees up. A freed slot is theirs: while
+    /// one waits, `try_spawn` refuses (as Go's `TryGo` does while a `Go` is
+    /// blocked: a freed slot goes to the blocked sender first).
+    waiting: usize,
 }
 
 fn run<'env, F, T>(parent: &Context, limit: Option<usize>, f: F) -> Result<T, Cause>
@@ -202,7 +213,7 @@ where
     let limit = limit.map(|max| {
         Arc::new(Limit {
             max,
-            running: Mutex::new(0),
+            slots: Mutex::new(Slots::default()),
             changed: Condvar::new(),
         })
     });
@@ -213,7 +224,7 @@ where
         core.context().after_func(move || {
             // Under the lock, so a spawner between its check and its wait is not
             // missed.
-            let _running = limit.lock();
+            let _slots = limit.lock();
             limit.changed.notify_all();
         })
     });
@@ -249,8 +260,8 @@ impl<'scope> Group<'scope, '_> {
     /// if the context is done first, it returns `false`. Called from one of the
     /// group's own threads (a clone of the group moved into it), it never waits:
     /// that thread already holds a slot, and waiting for another could deadlock
-    /// (with `limit` 1, forever). It takes a free slot if there is one, and
-    /// otherwise runs `f` right there, on the calling thread, in the caller's
+    /// (with `limit` 1, forever). It takes a free slot if there is one that no
+    /// blocked spawner waits for, and otherwise runs `f` right there, on the calling thread, in the caller's
     /// slot, returning `true` once `f` has returned (its error or panic is
     /// recorded like any thread's). Only the group's own threads count as inside:
     /// a thread that one of them starts itself, and joins, spawns like an
@@ -284,8 +295,10 @@ impl<'scope> Group<'scope, '_> {
 
     /// Spawns `f(ctx)` only if it can start at once: the context is live and,
     /// under a limit, a slot is free (Go's `TryGo`). Returns whether it did
-    /// (`true` means `f` will be called). It never runs `f` on the calling
-    /// thread. Without a limit this is [`spawn`](Group::spawn).
+    /// (`true` means `f` will be called). A freed slot goes to the spawners
+    /// blocked in [`spawn`](Group::spawn) first: while one waits, this refuses.
+    /// It never runs `f` on the calling thread. Without a limit this is
+    /// [`spawn`](Group::spawn).
     pub fn try_spawn<F, E>(&self, f: F) -> bool
     where
         F: FnOnce(Context) -> Result<(), E> + Send + 'scope,
@@ -386,33 +399,47 @@ impl Drop for CancelOnUnwind<'_> {
 // ===== impl Limit =====
 
 impl Limit {
-    fn lock(&self) -> MutexGuard<'_, usize> {
-        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Takes a slot, waiting for one; false if `ctx` is done first.
     fn acquire(&self, ctx: &Context) -> bool {
-        let mut running = self.lock();
-        loop {
-            if ctx.is_done() {
-                return false;
-            }
-            if *running < self.max {
-                *running += 1;
-                return true;
-            }
-            running = self
-                .changed
-                .wait(running)
-                .unwrap_or_else(PoisonError::into_inner);
+        let mut slots = self.lock();
+        if ctx.is_done() {
+            return false;
         }
+        if slots.running < self.max && slots.waiting == 0 {
+            slots.running += 1;
+            return true;
+        }
+        slots.waiting += 1;
+        let acquired = loop {
+            slots = self
+                .changed
+                .wait(slots)
+                .unwrap_or_else(PoisonError::into_inner);
+            if ctx.is_done() {
+                break false;
+            }
+            if slots.running < self.max {
+                slots.running += 1;
+                break true;
+            }
+        };
+        slots.waiting -= 1;
+        if !acquired && slots.running < self.max && slots.waiting > 0 {
+            // A slot this waiter was woken for and leaves: the next one's.
+            self.changed.notify_one();
+        }
+        acquired
     }
 
-    /// Takes a slot if one is free.
+    /// Takes a slot if one is free and no spawner waits for one.
     fn try_acquire(&self) -> bool {
-        let mut running = self.lock();
-        if *running < self.max {
-            *running += 1;
+        let mut slots = self.lock();
+        if slots.running < self.max && slots.waiting == 0 {
+            slots.running += 1;
             true
         } else {
             false
@@ -425,7 +452,96 @@ struct Slot<'a>(&'a Limit);
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        *self.0.lock() -= 1;
+        self.0.lock().running -= 1;
         self.0.changed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn limit(max: usize) -> Arc<Limit> {
+        Arc::new(Limit {
+            max,
+            slots: Mutex::new(Slots::default()),
+            changed: Condvar::new(),
+        })
+    }
+
+    /// Polls until `limit` counts `n` blocked spawners (a watchdog, not a
+    /// timing assertion).
+    fn until_waiting(limit: &Limit, n: usize) {
+        let start = Instant::now();
+        while limit.lock().waiting != n {
+            assert!(start.elapsed() < Duration::from_secs(30), "no waiter came");
+            thread::yield_now();
+        }
+    }
+
+    /// A slot freed while a spawner is blocked is that spawner's: `try_spawn`
+    /// (and a spawn from inside the group) cannot take it first, as Go's
+    /// `TryGo` cannot overtake a blocked `Go`.
+    #[test]
+    fn a_blocked_spawner_gets_the_freed_slot_before_a_try() {
+        let limit = limit(1);
+        let ctx = Context::background();
+        assert!(limit.try_acquire());
+        // The only slot is taken: a spawner blocks.
+        let waiter = {
+            let (limit, ctx) = (limit.clone(), ctx.clone());
+            thread::spawn(move || limit.acquire(&ctx))
+        };
+        until_waiting(&limit, 1);
+        assert!(!limit.try_acquire(), "full");
+        // The slot comes back: still the waiter's, until it has taken it.
+        drop(Slot(&limit));
+        assert!(!limit.try_acquire(), "the freed slot went to a try");
+        assert!(waiter.join().unwrap());
+        assert_eq!(limit.lock().running, 1);
+        assert_eq!(limit.lock().waiting, 0);
+        drop(Slot(&limit));
+        assert!(limit.try_acquire(), "nobody waits: the slot is free");
+    }
+
+    /// A blocked spawner whose context has ended, woken for a freed slot,
+    /// leaves it to the next blocked spawner instead of swallowing the wake-up.
+    #[test]
+    fn a_spawner_that_gives_up_passes_its_wake_up_on() {
+        let limit = limit(1);
+        assert!(limit.try_acquire());
+        let (ctx, cancel) = Context::background().with_cancel();
+        let quitter = {
+            let limit = limit.clone();
+            thread::spawn(move || limit.acquire(&ctx))
+        };
+        until_waiting(&limit, 1);
+        let stayer = {
+            let limit = limit.clone();
+            thread::spawn(move || limit.acquire(&Context::background()))
+        };
+        until_waiting(&limit, 2);
+        // The quitter's context ends, and nobody tells it yet.
+        cancel.cancel();
+        // One wake-up for the freed slot, whichever of the two it reaches.
+        drop(Slot(&limit));
+        let start = Instant::now();
+        while !stayer.is_finished() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the wake-up was lost"
+            );
+            thread::yield_now();
+        }
+        assert!(stayer.join().unwrap());
+        // What the group's `after_func` does once its context ends.
+        {
+            let _slots = limit.lock();
+            limit.changed.notify_all();
+        }
+        assert!(!quitter.join().unwrap());
+        assert_eq!(limit.lock().running, 1);
+        assert_eq!(limit.lock().waiting, 0);
     }
 }
