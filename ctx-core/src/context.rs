@@ -5,6 +5,7 @@ use crate::cancel_funcs::{CancelCauseFunc, CancelFunc, ContextGuard};
 use crate::error::{Cause, Error};
 use crate::sync::AtomicU64;
 use crate::timer::{self, Timer};
+use crate::tree::deadline::TimerRef;
 use crate::tree::node::{
     CANCEL_CAUSE_VTABLE, CancelPart, DeadlinePart, Detached, Kind, Links, MergePart, NodeRef,
     Payload, TimerPart, ValuePart,
@@ -199,7 +200,7 @@ impl Context {
     /// # drop(cancel);
     /// ```
     pub fn with_timeout(&self, timeout: Duration) -> (Context, CancelFunc) {
-        let timer = self.timer();
+        let timer = self.timer_ref();
         let now = timer.now();
         self.deadline_child(saturating_add(now, timeout), None, Some(timer), Some(now))
     }
@@ -211,7 +212,7 @@ impl Context {
         timeout: Duration,
         cause: impl Into<Cause>,
     ) -> (Context, CancelFunc) {
-        let timer = self.timer();
+        let timer = self.timer_ref();
         let now = timer.now();
         self.deadline_child(
             saturating_add(now, timeout),
@@ -432,14 +433,14 @@ impl Context {
         &self,
         deadline: Instant,
         cause: Option<Cause>,
-        timer: Option<Arc<dyn Timer>>,
+        timer: Option<TimerRef>,
         // The timer's clock as the caller already read it (one read per timeout).
         now: Option<Instant>,
     ) -> (Context, CancelFunc) {
         if self.deadline().is_some_and(|current| current <= deadline) {
             return self.with_cancel();
         }
-        let timer = timer.unwrap_or_else(|| self.timer());
+        let timer = timer.unwrap_or_else(|| self.timer_ref());
         // The clock first: if the backend's `now` panics, nothing exists yet.
         let now = now.unwrap_or_else(|| timer.now());
         let parent_carrier = self.carrier();
@@ -558,19 +559,37 @@ impl Context {
     /// The timer backend of this context's subtree.
     pub fn timer(&self) -> Arc<dyn Timer> {
         for node in self.node().into_iter().flat_map(NodeRef::ancestors) {
-            match node.kind() {
+            if node.kind() == Kind::Timer {
                 // SAFETY: timer nodes carry a `TimerPart`.
-                Kind::Timer => return unsafe { node.payload::<TimerPart>() }.timer.clone(),
-                Kind::Deadline => return node.deadline_part().timer.clone(),
-                _ => {}
+                return unsafe { node.payload::<TimerPart>() }.timer.clone();
             }
         }
         timer::default_timer()
     }
 
+    /// [`timer`](Context::timer), borrowed: valid as long as this context is,
+    /// and so in every node derived from it (which keeps it alive).
+    fn timer_ref(&self) -> TimerRef {
+        for node in self.node().into_iter().flat_map(NodeRef::ancestors) {
+            match node.kind() {
+                Kind::Timer => {
+                    // SAFETY: timer nodes carry a `TimerPart`; the node owning
+                    // the timer is this context's or an ancestor's, so it lives
+                    // as long as this context and every node derived from it.
+                    return unsafe { TimerRef::new(&*node.payload::<TimerPart>().timer) };
+                }
+                // A deadline node borrows from the same owner.
+                Kind::Deadline => return node.deadline_part().timer,
+                _ => {}
+            }
+        }
+        // SAFETY: the default timer is a static.
+        unsafe { TimerRef::new(timer::StdTimer::global_static()) }
+    }
+
     /// The current time by this context's timer clock.
     pub fn now(&self) -> Instant {
-        self.timer().now()
+        self.timer_ref().now()
     }
 
     /// How many cancelable children and `after_func` callbacks are registered with

@@ -3,12 +3,14 @@
 
 mod support;
 
-use ctx_core::{Cause, Context, Error, FutureExt, StreamExt, run_until_done, run_until_done_owned};
+use ctx_core::{
+    Cause, Context, Error, FutureExt, StreamExt, Timer, run_until_done, run_until_done_owned,
+};
 use futures_core::{FusedFuture, Stream};
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::thread;
 use std::time::Duration;
@@ -244,4 +246,36 @@ fn done_is_a_fused_future() {
     cancel.cancel();
     assert!(poll_once(Pin::new(&mut done)).is_ready());
     assert!(done.is_terminated());
+}
+
+/// A deadline keeps its timer backend for as long as it lives, also after the
+/// `with_timer` context above it is gone: its clock, its disarm and
+/// `timer()` below it all reach the same backend, which is released exactly
+/// once, when the last context under it goes.
+#[test]
+fn a_deadline_keeps_its_timer_after_the_with_timer_context_is_dropped() {
+    let timer = support::ManualTimer::new();
+    let root = timer.root();
+    let (ctx, cancel) = root.with_timeout(Duration::from_secs(60));
+    let (inner, cancel_inner) = ctx.with_timeout(Duration::from_secs(30));
+    drop(root);
+    assert_eq!(ctx.now(), timer.now());
+    assert_eq!(inner.now(), timer.now());
+    let below = inner.with_value(1u8);
+    let installed: Arc<dyn Timer> = timer.clone();
+    assert!(Arc::ptr_eq(&below.timer(), &installed));
+    assert_eq!(timer.armed(), 2);
+    timer.advance(Duration::from_secs(30));
+    assert_eq!(inner.err(), Some(Error::DeadlineExceeded));
+    assert_eq!(ctx.err(), None);
+    let disarms = timer.disarms();
+    cancel.cancel();
+    assert_eq!(timer.disarms(), disarms + 1, "the outer deadline's disarm");
+    assert_eq!(timer.armed(), 0);
+    drop((installed, below, inner, cancel_inner, ctx));
+    assert_eq!(
+        Arc::strong_count(&timer),
+        1,
+        "the backend is released, once"
+    );
 }

@@ -502,10 +502,9 @@ impl Timer for TokioTimer {
 
     fn arm(&self, deadline: Instant, expiry: Expiry) -> Option<TimerKey> {
         let shared = &*self.shared;
-        let index = shards::thread_index() & (shared.shards.len() - 1);
-        let shard = &shared.shards[index];
         let at = shared.nanos(deadline);
-        let mut core = shard.lock();
+        let (index, mut core) = shards::lock_for_arm(&shared.shards);
+        let shard = &shared.shards[index];
         let key = shard.count_arm(&mut core) << SHARD_BITS | index as u64;
         // Relaxed: `closed` is stored before the driver's drop takes each
         // shard's lock, so under ours we see it if the drop missed our entry.

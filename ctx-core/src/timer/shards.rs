@@ -4,8 +4,11 @@
 //!
 //! A backend keeps its deadlines in a few [`Shard`]s, each a binary heap behind
 //! a mutex of its own, on cache lines of its own. A thread arms into the shard
-//! [`thread_index`] gives it, so arming takes a lock no other thread usually
-//! wants and touches no line another thread writes.
+//! [`thread_index`] gives it, and moves to another when it finds that one's
+//! lock taken ([`lock_for_arm`]), so arming takes a lock no other thread
+//! usually wants and touches no line another thread writes. (Deadline nodes
+//! borrow their backend rather than count a reference on it, so the
+//! backend's reference count is no such line either.)
 //!
 //! Disarming is a counter update ([`Shard::note_disarm`]): the dead entry stays
 //! in its heap, holding only a weak reference, until it surfaces or a sweep
@@ -275,14 +278,18 @@ pub fn shrinkable(capacity: usize, len: usize) -> bool {
     capacity > SHRINK_FLOOR && len < capacity / 4
 }
 
+thread_local! {
+    /// This thread's shard index ([`thread_index`]); `usize::MAX` until its
+    /// first arm.
+    static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
 /// The shard a thread arms into (modulo the shard count): threads take the next
 /// index the first time they arm (with any timer), so that a few threads get
-/// shards of their own.
+/// shards of their own, and move on when they find theirs busy
+/// ([`lock_for_arm`]).
 pub fn thread_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
     INDEX
         .try_with(|index| {
             if index.get() == usize::MAX {
@@ -293,6 +300,32 @@ pub fn thread_index() -> usize {
         })
         // A thread arming from a thread-local's destructor shares shard 0.
         .unwrap_or(0)
+}
+
+/// Locks the shard this thread arms into, and says which one it is.
+///
+/// Threads get their indices in the order they first arm, so two threads
+/// that arm all the time may share a shard for their whole lives (which pairs
+/// share depends on what other threads armed first, run to run) and contend
+/// for its lock at every arm. So a thread that finds its shard's lock taken
+/// moves to the next shard, for this arm and the later ones: threads that
+/// keep meeting spread out over the shards. (The driver's passes and sweeps
+/// also hold shard locks briefly; a thread that moves because of them loses
+/// nothing.)
+pub fn lock_for_arm<T>(shards: &[Shard<T>]) -> (usize, MutexGuard<'_, Core<T>>) {
+    debug_assert!(shards.len().is_power_of_two());
+    let mask = shards.len() - 1;
+    let index = thread_index() & mask;
+    match shards[index].core.try_lock() {
+        Ok(core) => return (index, core),
+        Err(TryLockError::Poisoned(poisoned)) => return (index, poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => {}
+    }
+    let moved = thread_index().wrapping_add(1) & (usize::MAX >> 1);
+    // A thread whose locals are gone stays where it is (shard 0).
+    let _ = INDEX.try_with(|index| index.set(moved));
+    let index = moved & mask;
+    (index, shards[index].lock())
 }
 
 #[cfg(test)]

@@ -156,11 +156,19 @@ impl Shared {
     }
 }
 
+/// The process-wide timer ([`StdTimer::global`]).
+static GLOBAL: OnceLock<Arc<StdTimer>> = OnceLock::new();
+
 impl StdTimer {
     /// The process-wide timer (its thread starts on the first armed deadline).
     pub fn global() -> Arc<StdTimer> {
-        static GLOBAL: OnceLock<Arc<StdTimer>> = OnceLock::new();
         GLOBAL.get_or_init(StdTimer::new).clone()
+    }
+
+    /// [`global`](StdTimer::global), borrowed for the rest of the process (the
+    /// static is never dropped): deadlines on it count no reference.
+    pub(crate) fn global_static() -> &'static StdTimer {
+        GLOBAL.get_or_init(StdTimer::new)
     }
 
     /// A separate timer with its own thread, which stops when the timer is dropped.
@@ -221,15 +229,14 @@ impl Timer for StdTimer {
             // A timer of the parent process (type docs): nothing to arm here.
             return None;
         }
-        let index = shards::thread_index() & (shared.shards.len() - 1);
-        let shard = &shared.shards[index];
         let at = shared.nanos(deadline);
-        let unpark = {
-            let mut core = shard.lock();
-            shard.count_arm(&mut core);
-            shard.push(&mut core, shards::Entry { at, item: expiry });
-            wake::lower(&shard.next, &shared.wake_at, at)
-        };
+        let (index, mut core) = shards::lock_for_arm(&shared.shards);
+        let shard = &shared.shards[index];
+        shard.count_arm(&mut core);
+        shard.push(&mut core, shards::Entry { at, item: expiry });
+        let unpark = wake::lower(&shard.next, &shared.wake_at, at);
+        // The thread is unparked after the lock.
+        drop(core);
         if unpark {
             self.thread().unpark();
         }

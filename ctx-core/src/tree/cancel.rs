@@ -250,7 +250,7 @@ fn walk_cancel(node: NodeRef, closed: Option<Word>, origin: Origin) -> bool {
             // is the backend's, and must not stop the walk's other duties.
             let mut panic = None;
             walk.work
-                .run_disarms_of(&node.deadline_part().timer, &mut panic);
+                .run_disarms_of(node.deadline_part().timer, &mut panic);
             if walk.blocked.is_empty() && is_complete(node) {
                 register::detach(node);
                 // The subtree is complete: the waiters' wakers (executor code,

@@ -5,7 +5,7 @@
 //! A fresh deadline node arms its backend, then stores the key (`SeqCst`), then
 //! loads its state (`SeqCst`). The canceler's walk swaps the key out (`SeqCst`)
 //! after its close. One of the two sees the other, and the swap lets exactly one
-//! of them hand the key to [`Timer::disarm`](crate::Timer::disarm).
+//! of them hand the key to [`Timer::disarm`].
 //!
 //! # The exact-deadline read
 //!
@@ -22,8 +22,60 @@ use super::register::clone_reason;
 use super::state::{self, Word};
 use super::work::Work;
 use crate::sync::{Ordering, StoreRacingRmw};
-use crate::timer::{Expiry, TimerKey};
+use crate::timer::{Expiry, Timer, TimerKey};
 use std::num::NonZeroU64;
+use std::ptr::NonNull;
+
+/// The timer backend of a deadline node, borrowed, not counted.
+///
+/// Every deadline node's backend is owned elsewhere for at least as long as
+/// the node needs it: by the `with_timer` node above it, which the deadline
+/// node keeps alive through its parent link until its payload is gone (a
+/// deadline node in between borrows from the same owner), or, for contexts
+/// under no `with_timer`, by the process (the default timer is a static).
+/// So a deadline costs no read-modify-write on the backend's shared
+/// reference count, which every thread creating deadlines on that backend
+/// would otherwise write, twice per deadline.
+#[derive(Clone, Copy)]
+pub(crate) struct TimerRef(NonNull<dyn Timer>);
+
+// SAFETY: a shared reference to a `Timer`, which is `Send + Sync`.
+unsafe impl Send for TimerRef {}
+// SAFETY: as above.
+unsafe impl Sync for TimerRef {}
+
+impl TimerRef {
+    /// Borrows `timer`.
+    ///
+    /// # Safety
+    ///
+    /// `timer` must outlive every use of the reference: it is owned by a node
+    /// that every node storing the reference keeps alive (an ancestor), or
+    /// lives for the rest of the process.
+    pub(crate) unsafe fn new(timer: &dyn Timer) -> TimerRef {
+        TimerRef(NonNull::from(timer))
+    }
+
+    /// Whether both refer to the same backend.
+    pub(crate) fn same(self, other: &dyn Timer) -> bool {
+        std::ptr::addr_eq(self.0.as_ptr(), other)
+    }
+}
+
+impl std::ops::Deref for TimerRef {
+    type Target = dyn Timer;
+
+    fn deref(&self) -> &dyn Timer {
+        // SAFETY: the owner outlives the reference (`new`'s contract).
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl std::fmt::Debug for TimerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
 
 /// Arms the timer of a fresh deadline node that is live and whose deadline lies
 /// ahead. Handles the race with a concurrent cancel (which might run before the

@@ -124,7 +124,8 @@ pub(crate) struct CancelPart {
 pub(crate) struct DeadlinePart {
     pub(crate) cancel: CancelPart,
     pub(crate) deadline: Instant,
-    pub(crate) timer: std::sync::Arc<dyn Timer>,
+    /// Borrowed from its owner (see [`TimerRef`](super::deadline::TimerRef)).
+    pub(crate) timer: super::deadline::TimerRef,
     /// The armed timer's key, 0 when none is armed (or it was disarmed already).
     pub(crate) key: AtomicU64,
     /// What the node ends with when the deadline passes.

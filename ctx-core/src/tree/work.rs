@@ -9,7 +9,7 @@
 //! * `after_func` callbacks whose run this cancel claimed;
 //! * the `Drop` of nodes whose last strong reference the cancel released (a value,
 //!   a callback's captured state, a timer backend);
-//! * the backend's [`Timer::disarm`] of deadline nodes.
+//! * the backend's [`Timer::disarm`](crate::Timer::disarm) of deadline nodes.
 //!
 //! Where the work runs depends on who canceled ([`Origin`]): an explicit cancel
 //! (a `CancelFunc`, a parent's cancel, a context born done) runs it on its own
@@ -19,11 +19,12 @@
 //! backend or panic can hold back or stop the timer backend.
 
 use super::callback::Callback;
+use super::deadline::TimerRef;
 use super::node::{Kind, NodeRef};
 use super::state::Reason;
 use super::wake_list::WakeList;
 use crate::sync::Arc;
-use crate::timer::{Timer, TimerKey};
+use crate::timer::TimerKey;
 use smallvec::SmallVec;
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
@@ -165,27 +166,19 @@ impl Work {
     /// runner: that backend's `disarm` is user code to the firing one, and
     /// one that blocks must not hold back every deadline of the firing
     /// backend (a late disarm is within the `Timer` contract).
-    pub(crate) fn run_disarms_of(&mut self, firing: &std::sync::Arc<dyn Timer>, panic: &mut Panic) {
-        let firing = std::sync::Arc::as_ptr(firing);
-        self.run_disarms_where(
-            |timer| std::ptr::addr_eq(std::sync::Arc::as_ptr(timer), firing),
-            panic,
-        );
+    pub(crate) fn run_disarms_of(&mut self, firing: TimerRef, panic: &mut Panic) {
+        self.run_disarms_where(|timer| timer.same(&*firing), panic);
     }
 
     /// Gives back now the keys whose backend `now` picks; the others stay.
-    fn run_disarms_where(
-        &mut self,
-        now: impl Fn(&std::sync::Arc<dyn Timer>) -> bool,
-        panic: &mut Panic,
-    ) {
+    fn run_disarms_where(&mut self, now: impl Fn(TimerRef) -> bool, panic: &mut Panic) {
         if self.disarms.is_empty() {
             return;
         }
         let held = self.held;
         let mut done: SmallVec<[NodeRef; 1]> = SmallVec::new();
         self.disarms.retain(|(node, key)| {
-            let timer = &node.deadline_part().timer;
+            let timer = node.deadline_part().timer;
             if !now(timer) {
                 return true;
             }
