@@ -11,6 +11,13 @@ use std::time::Duration;
 
 /// Runs `child` in a forked process; true if it returned true there.
 fn in_forked_child(child: impl FnOnce() -> bool) -> bool {
+    in_forked_child_status(|| if child() { 0 } else { 1 }) == Some(0)
+}
+
+/// Runs `child` in a forked child process and returns its exit status (the
+/// status `child` returns; 101 if it panicked), or `None` if it was killed
+/// after hanging for a minute.
+fn in_forked_child_status(child: impl FnOnce() -> i32) -> Option<i32> {
     // SAFETY: the child only runs Rust code that allocates and starts threads,
     // which glibc and musl support after fork in a process whose other threads
     // hold no allocator lock at the moment of the fork: the parent is a test
@@ -18,9 +25,9 @@ fn in_forked_child(child: impl FnOnce() -> bool) -> bool {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(false);
+        let status = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
         // SAFETY: ends the child without running the parent's exit handlers.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        unsafe { libc::_exit(status) };
     }
     // A child that hangs fails the test instead of hanging it.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -29,7 +36,7 @@ fn in_forked_child(child: impl FnOnce() -> bool) -> bool {
         // SAFETY: `pid` is our child; `status` is a valid out-pointer.
         let waited = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
         if waited == pid {
-            return libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+            return libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
         }
         assert_eq!(waited, 0, "waitpid failed");
         if std::time::Instant::now() > deadline {
@@ -37,7 +44,7 @@ fn in_forked_child(child: impl FnOnce() -> bool) -> bool {
             unsafe { libc::kill(pid, libc::SIGKILL) };
             // SAFETY: as above; reaps it.
             unsafe { libc::waitpid(pid, &mut status, 0) };
-            return false;
+            return None;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -183,22 +190,35 @@ fn a_fork_while_the_runner_takes_jobs_leaves_the_child_a_runner_and_not_the_pare
         ctx.wait();
     });
     for round in 0..2000 {
-        let ok = in_forked_child(|| {
-            let root = Context::background().with_timer(StdTimer::new());
+        let status = in_forked_child_status(|| {
+            let timer = StdTimer::new();
+            let root = Context::background().with_timer(timer.clone());
             let (ctx, _cancel) = root.with_timeout(Duration::from_millis(1));
             let (tx, rx) = mpsc::channel();
             let _registration = ctx.after_func(move || tx.send(()).unwrap());
             if rx.recv_timeout(Duration::from_secs(30)).is_err() {
-                return false;
+                // Which part never happened: the timer's firing (it would
+                // have let go of the deadline), or the callback's run.
+                return if timer.armed() == 0 { 2 } else { 3 };
             }
             // Room for jobs queued before ours to finish on other runner
             // threads, had they been taken.
             std::thread::sleep(Duration::from_millis(2));
-            PARENT_CALLBACKS_RUN_HERE.load(Ordering::SeqCst) == 0
+            if PARENT_CALLBACKS_RUN_HERE.load(Ordering::SeqCst) == 0 {
+                0
+            } else {
+                4
+            }
         });
-        assert!(
-            ok,
-            "round {round}: the forked child hung, failed, or ran a callback of the parent's"
-        );
+        let failure = match status {
+            Some(0) => continue,
+            None => "hung for a minute",
+            Some(2) => "its timer fired, but the callback did not run within 30 s",
+            Some(3) => "its timer did not fire its 1 ms deadline within 30 s",
+            Some(4) => "it ran a callback of the parent's",
+            Some(101) => "it panicked",
+            Some(_) => "it exited oddly",
+        };
+        panic!("round {round}: the forked child failed: {failure} (status {status:?})");
     }
 }
