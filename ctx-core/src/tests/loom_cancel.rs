@@ -408,3 +408,37 @@ fn loom_cancel_inner_node_dropped_with_its_child_vs_parent_cancel() {
         assert_handles(&parent, 1);
     });
 }
+
+/// The walk of `root` wins the close of `a` (so it walks `a` under `a`'s
+/// `drained` flag alone) while another thread's cancel of `b`, below `a`,
+/// walks `b`'s own child: `a` may then have to wait for that walk, and is
+/// pinned with a strong reference before it blocks. After both cancels the
+/// whole chain is done, nothing stays registered, and every reference the
+/// walks took is given back (the counts are exact; a block without the pin
+/// releases one too many).
+#[test]
+fn loom_cancel_inner_node_blocked_on_a_foreign_child() {
+    model(|| {
+        let (root, cancel_root) = Context::background().with_cancel();
+        let (a, cancel_a) = root.with_cancel();
+        let (b, cancel_b) = a.with_cancel();
+        let (c, cancel_c) = b.with_cancel();
+        let t = thread::spawn(move || cancel_b.cancel());
+        cancel_root.cancel();
+        assert!(
+            a.is_done() && c.is_done(),
+            "cancel of `root` returned early"
+        );
+        t.join().unwrap();
+
+        assert_eq!(root.live_children(), 0);
+        assert_eq!(a.live_children(), 0);
+        assert_eq!(b.live_children(), 0);
+        drop((c, cancel_c));
+        assert_handles(&b, 1);
+        drop(b);
+        assert_handles(&a, 2);
+        drop((a, cancel_a));
+        assert_handles(&root, 1);
+    });
+}
