@@ -315,13 +315,14 @@ pub fn thread_index() -> usize {
 pub fn lock_for_arm<T>(shards: &[Shard<T>]) -> (usize, MutexGuard<'_, Core<T>>) {
     debug_assert!(shards.len().is_power_of_two());
     let mask = shards.len() - 1;
-    let index = thread_index() & mask;
+    let own = thread_index();
+    let index = own & mask;
     match shards[index].core.try_lock() {
         Ok(core) => return (index, core),
         Err(TryLockError::Poisoned(poisoned)) => return (index, poisoned.into_inner()),
         Err(TryLockError::WouldBlock) => {}
     }
-    let moved = thread_index().wrapping_add(1) & (usize::MAX >> 1);
+    let moved = own.wrapping_add(1) & (usize::MAX >> 1);
     // A thread whose locals are gone stays where it is (shard 0).
     let _ = INDEX.try_with(|index| index.set(moved));
     let index = moved & mask;

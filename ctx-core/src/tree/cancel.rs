@@ -463,8 +463,6 @@ struct Walk {
     /// Blocked nodes, children before parents.
     blocked: Vec<Blocked>,
     work: Work,
-    /// The node the walk started from, on which it holds no reference of its own.
-    root: Option<NodeRef>,
     /// The reason of the node visited last, kept for the next one.
     reason: Option<Reason>,
     /// The step above the top of `stack`: the child scheduled last.
@@ -517,8 +515,8 @@ impl Walk {
     /// Walks the subtree of `root`, which this walk owns. Never waits for another
     /// thread.
     fn run(&mut self, root: NodeRef) {
-        // The caller's reference keeps the root alive: the walk takes none on it.
-        self.root = Some(root);
+        // The caller's reference keeps the root alive: the walk takes none on it
+        // (`Hold::Caller`).
         self.work.hold(root);
         self.visit(root, NO_PARENT, Hold::Caller);
         loop {

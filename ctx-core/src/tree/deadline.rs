@@ -57,8 +57,8 @@ impl TimerRef {
     }
 
     /// Whether both refer to the same backend.
-    pub(crate) fn same(self, other: &dyn Timer) -> bool {
-        std::ptr::addr_eq(self.0.as_ptr(), other)
+    pub(crate) fn same(self, other: TimerRef) -> bool {
+        std::ptr::addr_eq(self.0.as_ptr(), other.0.as_ptr())
     }
 }
 

@@ -43,17 +43,16 @@ impl Drop for Chunk {
 /// Wakers in the order they were added: the first inline, the rest in chunks.
 #[derive(Default)]
 pub(crate) struct WakeList {
+    /// The first waker; `None` only while the list is empty.
     first: Option<Waker>,
     /// The chunk being filled, linked to the full ones before it.
     last: Option<Box<Chunk>>,
-    len: usize,
 }
 
 impl WakeList {
     /// Adds a waker at the end.
     pub(crate) fn push(&mut self, waker: Waker) {
-        self.len += 1;
-        if self.first.is_none() && self.last.is_none() {
+        if self.first.is_none() {
             self.first = Some(waker);
             return;
         }
@@ -70,23 +69,32 @@ impl WakeList {
 
     /// Whether the list holds no waker.
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.first.is_none()
     }
 
-    /// How many wakers the list holds.
+    /// How many wakers the list holds (a walk over its chunks: for `Debug`
+    /// and tests).
     pub(crate) fn len(&self) -> usize {
-        self.len
+        let mut len = usize::from(self.first.is_some());
+        let mut chunk = self.last.as_deref();
+        while let Some(c) = chunk {
+            len += c.wakers.len();
+            chunk = c.next.as_deref();
+        }
+        len
     }
 
     /// Empties the list, handing each waker to `each` in the order they were
     /// added. If `each` unwinds, the wakers not handed out yet are dropped.
     pub(crate) fn take_each(&mut self, mut each: impl FnMut(Waker)) {
-        self.len = 0;
-        if let Some(waker) = self.first.take() {
+        // Both taken before any waker is handed out: if `each` unwinds, the
+        // list is empty, and the rest go with the locals.
+        let first = self.first.take();
+        let mut newest = self.last.take();
+        if let Some(waker) = first {
             each(waker);
         }
         // The chain runs newest first: turn it around.
-        let mut newest = self.last.take();
         let mut oldest: Option<Box<Chunk>> = None;
         while let Some(mut chunk) = newest {
             newest = chunk.next.take();

@@ -167,7 +167,7 @@ impl Work {
     /// one that blocks must not hold back every deadline of the firing
     /// backend (a late disarm is within the `Timer` contract).
     pub(crate) fn run_disarms_of(&mut self, firing: TimerRef, panic: &mut Panic) {
-        self.run_disarms_where(|timer| timer.same(&*firing), panic);
+        self.run_disarms_where(|timer| timer.same(firing), panic);
     }
 
     /// Gives back now the keys whose backend `now` picks; the others stay.
