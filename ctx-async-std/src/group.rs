@@ -139,6 +139,15 @@ struct Shared {
 /// slot, or was dropped without one.
 struct Queued(Arc<Shared>);
 
+impl Queued {
+    /// Counts one more task of `shared` waiting for its first slot.
+    fn enter(shared: &Arc<Shared>) -> Queued {
+        // Relaxed: see `drop`.
+        shared.queued.fetch_add(1, Ordering::Relaxed);
+        Queued(shared.clone())
+    }
+}
+
 impl Shared {
     /// A slot, if one is free and no spawned task waits for its first one.
     fn try_take(&self) -> Option<SemaphoreGuardArc> {
@@ -255,9 +264,7 @@ impl Group {
         if self.shared.limit.is_some() {
             permit = self.shared.try_take();
             if permit.is_none() {
-                // Relaxed: see `Queued`.
-                self.shared.queued.fetch_add(1, Ordering::Relaxed);
-                queued = Some(Queued(self.shared.clone()));
+                queued = Some(Queued::enter(&self.shared));
             }
         }
         let shared = self.shared.clone();

@@ -205,6 +205,17 @@ struct Slots {
     waiting: usize,
 }
 
+impl Slots {
+    /// Takes a free slot if there is one that no blocked spawner waits for.
+    fn take_free(&mut self, max: usize) -> bool {
+        let free = self.running < max && self.waiting == 0;
+        if free {
+            self.running += 1;
+        }
+        free
+    }
+}
+
 fn run<'env, F, T>(parent: &Context, limit: Option<usize>, f: F) -> Result<T, Cause>
 where
     F: for<'scope> FnOnce(&Group<'scope, 'env>) -> T,
@@ -261,8 +272,9 @@ impl<'scope> Group<'scope, '_> {
     /// group's own threads (a clone of the group moved into it), it never waits:
     /// that thread already holds a slot, and waiting for another could deadlock
     /// (with `limit` 1, forever). It takes a free slot if there is one that no
-    /// blocked spawner waits for, and otherwise runs `f` right there, on the calling thread, in the caller's
-    /// slot, returning `true` once `f` has returned (its error or panic is
+    /// blocked spawner waits for, and otherwise runs `f` right there, on the
+    /// calling thread, in the caller's slot, returning `true` once `f` has
+    /// returned (its error or panic is
     /// recorded like any thread's). Only the group's own threads count as inside:
     /// a thread that one of them starts itself, and joins, spawns like an
     /// outsider and can deadlock a full group.
@@ -409,8 +421,7 @@ impl Limit {
         if ctx.is_done() {
             return false;
         }
-        if slots.running < self.max && slots.waiting == 0 {
-            slots.running += 1;
+        if slots.take_free(self.max) {
             return true;
         }
         slots.waiting += 1;
@@ -437,13 +448,7 @@ impl Limit {
 
     /// Takes a slot if one is free and no spawner waits for one.
     fn try_acquire(&self) -> bool {
-        let mut slots = self.lock();
-        if slots.running < self.max && slots.waiting == 0 {
-            slots.running += 1;
-            true
-        } else {
-            false
-        }
+        self.lock().take_free(self.max)
     }
 }
 

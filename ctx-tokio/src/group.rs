@@ -96,6 +96,15 @@ struct Limit {
 /// was dropped without one (aborted).
 struct Queued(Arc<AtomicUsize>);
 
+impl Queued {
+    /// Counts one more task waiting for a slot.
+    fn enter(queued: &Arc<AtomicUsize>) -> Queued {
+        // Relaxed: see `drop`.
+        queued.fetch_add(1, Ordering::Relaxed);
+        Queued(queued.clone())
+    }
+}
+
 impl Drop for Queued {
     fn drop(&mut self) {
         // Relaxed: a count read by the spawning thread as a hint of who is
@@ -216,9 +225,7 @@ impl Group {
             self.launch(std::future::ready(Some(permit)), f);
             return true;
         }
-        // Relaxed: see `Queued`.
-        limit.queued.fetch_add(1, Ordering::Relaxed);
-        let queued = Queued(limit.queued.clone());
+        let queued = Queued::enter(&limit.queued);
         let slots = limit.slots.clone();
         self.launch(
             async move {
