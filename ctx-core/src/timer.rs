@@ -223,9 +223,19 @@ impl Expiry {
     /// Whether the context still exists and a read closed it (`UNCLAIMED`)
     /// without anyone walking its subtree yet: what only `fire` would finish.
     fn noticed_but_unwalked(&self) -> bool {
-        // The weak reference keeps the state word's memory; a context whose
-        // handles are all gone has nobody left to wake or call back.
-        self.node.strong_count() > 0 && state::has(self.node.state(), state::UNCLAIMED)
+        // A context whose handles are all gone has nobody left to wake or call
+        // back. The read needs a strong reference: the weak one keeps the
+        // state word's memory, but not the payload, whose drop may be running
+        // on another thread (a data race with the read).
+        if !self.node.upgrade() {
+            return false;
+        }
+        let unclaimed = state::has(self.node.state(), state::UNCLAIMED);
+        // If every handle went away meanwhile, this was the last reference:
+        // its drop goes to the runner, not here (under the backend's lock,
+        // maybe).
+        shards::Releases::default().release(self.node);
+        unclaimed
     }
 }
 

@@ -655,8 +655,8 @@ impl NodeRef {
         }
     }
 
-    /// The strong count: a snapshot (Relaxed), for checks that tolerate a stale
-    /// answer (an expiry's drop) and for tests.
+    /// The strong count: a snapshot (Relaxed), for tests.
+    #[cfg(test)]
     pub(crate) fn strong_count(self) -> usize {
         (self.header().counts.load(Ordering::Relaxed) & STRONG_MASK) as usize
     }
