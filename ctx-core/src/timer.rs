@@ -234,7 +234,7 @@ impl Expiry {
         // If every handle went away meanwhile, this was the last reference:
         // its drop goes to the runner, not here (under the backend's lock,
         // maybe).
-        shards::Releases::default().release(self.node);
+        crate::tree::work::release_on_runner(self.node);
         unclaimed
     }
 }
