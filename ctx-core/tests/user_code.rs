@@ -692,3 +692,115 @@ fn a_timer_whose_arm_or_now_panics_leaks_no_node() {
         );
     }
 }
+
+// ===== wakers never run under the waiter list's lock =====
+
+type BoxedDone = std::pin::Pin<Box<ctx_core::Done>>;
+
+/// Wakes by dropping another waiter's `Done` of the same context: a waker
+/// that re-enters the context's waiter list (as a task polled inline that
+/// drops a listener would). Run under that list's lock, it would deadlock.
+struct ReenteringWaker {
+    victim: Mutex<Option<BoxedDone>>,
+    woken: mpsc::Sender<()>,
+}
+
+impl std::task::Wake for ReenteringWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        drop(self.victim.lock().unwrap().take());
+        let _ = self.woken.send(());
+    }
+}
+
+/// Cancels at thread exit, from a thread-local's destructor, then drops the
+/// waiters it kept.
+struct CancelAtExit {
+    cancel: Option<CancelFunc>,
+    waiters: Vec<BoxedDone>,
+}
+
+impl Drop for CancelAtExit {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.cancel.take() {
+            cancel.cancel();
+        }
+    }
+}
+
+thread_local! {
+    static AT_EXIT: std::cell::RefCell<CancelAtExit> =
+        const { std::cell::RefCell::new(CancelAtExit { cancel: None, waiters: Vec::new() }) };
+}
+
+/// Polls `done` once with `waker`.
+fn poll_done(done: &mut BoxedDone, waker: &std::task::Waker) -> Poll<()> {
+    std::future::Future::poll(done.as_mut(), &mut std::task::Context::from_waker(waker))
+}
+
+/// A context with three waiters (the first in the inline slot, the others on
+/// the waiter list), canceled from a thread-local's destructor after
+/// ctx-core's own thread-locals are gone: the waker that re-enters the list
+/// still runs, and not under the list's lock (it used to run there when the
+/// canceling thread's locals were gone, and hung).
+#[test]
+fn a_cancel_from_a_thread_local_destructor_runs_a_reentering_waker_outside_the_list_lock() {
+    let (woken, woken_rx) = mpsc::channel();
+    let (exited, exited_rx) = mpsc::channel::<()>();
+    let noop = std::task::Waker::noop();
+    let thread = thread::spawn(move || {
+        // Registered first, so destroyed after the thread-locals that ctx-core
+        // takes into use below.
+        AT_EXIT.with(|_| {});
+        // A cancel with listeners on this thread: ctx-core's own thread-locals,
+        // if it has any, are in use from here on.
+        {
+            let (ctx, cancel) = Context::background().with_cancel();
+            let mut a: BoxedDone = Box::pin(ctx.done());
+            let mut b: BoxedDone = Box::pin(ctx.done());
+            assert!(poll_done(&mut a, noop).is_pending());
+            assert!(poll_done(&mut b, noop).is_pending());
+            cancel.cancel();
+            assert!(poll_done(&mut a, noop).is_ready() && poll_done(&mut b, noop).is_ready());
+        }
+        let (ctx, cancel) = Context::background().with_cancel();
+        let mut slot: BoxedDone = Box::pin(ctx.done());
+        assert!(poll_done(&mut slot, noop).is_pending());
+        let mut victim: BoxedDone = Box::pin(ctx.done());
+        assert!(poll_done(&mut victim, noop).is_pending());
+        let waker = Arc::new(ReenteringWaker {
+            victim: Mutex::new(Some(victim)),
+            woken,
+        });
+        let mut reentering: BoxedDone = Box::pin(ctx.done());
+        assert!(poll_done(&mut reentering, &std::task::Waker::from(waker)).is_pending());
+        AT_EXIT.with(|at_exit| {
+            let mut at_exit = at_exit.borrow_mut();
+            at_exit.cancel = Some(cancel);
+            at_exit.waiters.extend([slot, reentering]);
+        });
+        // Dropped with the thread's other locals, after `AT_EXIT`'s cancel.
+        struct SendOnDrop(mpsc::Sender<()>);
+        impl Drop for SendOnDrop {
+            fn drop(&mut self) {
+                let _ = self.0.send(());
+            }
+        }
+        thread_local! {
+            static EXITED: std::cell::Cell<Option<SendOnDrop>> = const { std::cell::Cell::new(None) };
+        }
+        EXITED.with(|e| e.set(Some(SendOnDrop(exited))));
+    });
+    assert!(
+        woken_rx.recv_timeout(Duration::from_secs(30)).is_ok(),
+        "the re-entering waker never ran (a deadlock under the waiter list's lock?)"
+    );
+    assert!(
+        exited_rx.recv_timeout(Duration::from_secs(30)).is_ok(),
+        "the thread never finished its exit"
+    );
+    thread.join().unwrap();
+}

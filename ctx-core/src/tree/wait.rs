@@ -520,21 +520,49 @@ mod imp {
     //! stop the notification before the listeners after it; one that re-entered
     //! the list (a task polled inline that drops its listener) would deadlock.
     //! So each listener gives the event a [`Relay`] waker instead, which keeps the
-    //! task's waker. A notify on this thread collects the task wakers from the
-    //! relays as the event wakes them, and wakes them itself once the event's lock
-    //! is released, each one guarded.
+    //! task's waker and never runs it under the event's lock:
+    //!
+    //! * During a notify of ours, the relays put their tasks' wakers into the
+    //!   event's [`Collecting`], and the notifier wakes them once the event's
+    //!   lock is released, each one guarded. The collection belongs to the
+    //!   event, not to the notifying thread: a notify from a thread-local's
+    //!   destructor, when that thread's other locals may be gone, collects the
+    //!   same way.
+    //! * Outside one, `event-listener` passes on the notification of a
+    //!   listener that was dropped before it saw it, to a listener that came
+    //!   after the notify (and whose waiter saw the node done when it
+    //!   registered): a spurious wake, still delivered, but by the runner
+    //!   (`crate::runner`), whose jobs never run on the caller's thread.
 
     use super::super::wake_list::WakeList;
     use super::super::work::{self, Panic};
-    use std::cell::RefCell;
+    use crate::sync::{AtomicPtr, Ordering};
     use std::future::Future;
     use std::pin::Pin;
-    use std::sync::{Arc, Mutex, PoisonError};
+    use std::ptr;
+    use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
     use std::task::{Context, Poll, Wake, Waker};
 
-    /// The event further waiters sleep on.
+    /// The event further waiters sleep on: one pointer, to what the first
+    /// listener allocates (a node whose waiters never outnumber its slot
+    /// allocates nothing).
     #[derive(Debug)]
-    pub(crate) struct Event(event_listener::Event);
+    pub(crate) struct Event(AtomicPtr<Shared>);
+
+    /// An event's list and its collection, shared with its listeners' relays.
+    #[derive(Debug, Default)]
+    struct Shared {
+        event: event_listener::Event,
+        collecting: Mutex<Collecting>,
+    }
+
+    /// The task wakers that relays handed over during notifies of the event.
+    #[derive(Debug, Default)]
+    struct Collecting {
+        /// Notifies of the event under way (one, but nothing relies on it).
+        notifies: usize,
+        wakers: Vec<Waker>,
+    }
 
     /// A listener on the event, registered with a [`Relay`] waker.
     #[derive(Debug)]
@@ -547,24 +575,70 @@ mod imp {
     }
 
     /// The task's waker of one listener.
-    #[derive(Debug, Default)]
-    struct Relay(Mutex<Option<Waker>>);
+    #[derive(Debug)]
+    struct Relay {
+        task: Mutex<Option<Waker>>,
+        shared: Arc<Shared>,
+    }
 
-    thread_local! {
-        /// The task wakers a notify on this thread collected: `Some` while one
-        /// runs.
-        static COLLECTED: RefCell<Option<Vec<Waker>>> = const { RefCell::new(None) };
+    /// A lock whose poisoning only says that an earlier holder unwound: none
+    /// of these locks is held across user code, and the values stay whole.
+    fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+        mutex.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     impl Event {
         pub(crate) fn new() -> Event {
-            Event(event_listener::Event::new())
+            Event(AtomicPtr::new(ptr::null_mut()))
+        }
+
+        /// The shared part, if a listener ever allocated it.
+        fn shared(&self) -> Option<&Shared> {
+            // Acquire: pairs with the installing CAS, so the contents are seen.
+            let shared = self.0.load(Ordering::Acquire);
+            // SAFETY: a non-null pointer came from `Arc::into_raw` and the event
+            // owns that reference until it is dropped, which needs `&mut self`.
+            unsafe { shared.as_ref() }
+        }
+
+        /// The shared part, allocated by the first listener; a new reference.
+        fn shared_for_listener(&self) -> Arc<Shared> {
+            let mut current = self.0.load(Ordering::Acquire);
+            if current.is_null() {
+                let fresh = Arc::into_raw(Arc::new(Shared::default())).cast_mut();
+                // AcqRel: releases the fresh contents to other listeners and the
+                // notifier; acquires the winner's if another listener came first.
+                match self.0.compare_exchange(
+                    ptr::null_mut(),
+                    fresh,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => current = fresh,
+                    Err(winner) => {
+                        // SAFETY: ours from `into_raw` above, never published.
+                        drop(unsafe { Arc::from_raw(fresh) });
+                        current = winner;
+                    }
+                }
+            }
+            // SAFETY: `current` is the event's own reference (see `shared`),
+            // alive while `self` is; this adds one for the listener.
+            unsafe {
+                Arc::increment_strong_count(current);
+                Arc::from_raw(current)
+            }
         }
 
         pub(crate) fn listen(&self) -> Listener {
-            let relay = Arc::new(Relay::default());
+            let shared = self.shared_for_listener();
+            let listener = shared.event.listen();
+            let relay = Arc::new(Relay {
+                task: Mutex::new(None),
+                shared,
+            });
             Listener {
-                listener: self.0.listen(),
+                listener,
                 waker: Waker::from(relay.clone()),
                 relay,
             }
@@ -586,40 +660,45 @@ mod imp {
 
         /// Notifies every listener; returns their tasks' wakers, unwoken.
         fn notify_collecting(&self) -> Vec<Waker> {
-            // The wakers are woken after the collection ends, so notifies do
-            // not nest in it; keeping the one around it anyway costs nothing.
-            let Ok(outer) = COLLECTED.try_with(|c| c.replace(Some(Vec::new()))) else {
-                // The thread's locals are gone (a notify from a thread-local's
-                // destructor): the relays wake their wakers themselves.
-                self.0.notify(usize::MAX);
+            let Some(shared) = self.shared() else {
+                // Nobody ever listened.
                 return Vec::new();
             };
+            lock(&shared.collecting).notifies += 1;
             // Ends the collection even if `notify` unwinds (it runs none of our
-            // wakers, but is not ours): a collection left open would swallow
-            // every later relay wake on this thread.
-            let mut collection = Collection { outer: Some(outer) };
-            self.0.notify(usize::MAX);
+            // wakers, but is not ours).
+            let mut collection = Collection(Some(shared));
+            shared.event.notify(usize::MAX);
             collection.end()
         }
     }
 
-    /// A notify's open collection of wakers (see `notify_into`).
-    struct Collection {
-        /// The collection around this one, put back at the end.
-        outer: Option<Option<Vec<Waker>>>,
-    }
-
-    impl Collection {
-        /// Puts the outer collection back and returns what this one collected.
-        fn end(&mut self) -> Vec<Waker> {
-            let Some(outer) = self.outer.take() else {
-                return Vec::new();
-            };
-            COLLECTED.with(|c| c.replace(outer)).unwrap_or_default()
+    impl Drop for Event {
+        fn drop(&mut self) {
+            let shared = *self.0.get_mut();
+            if !shared.is_null() {
+                // SAFETY: the event's own reference (see `shared`), given back once.
+                drop(unsafe { Arc::from_raw(shared) });
+            }
         }
     }
 
-    impl Drop for Collection {
+    /// A notify's open collection (see `notify_collecting`).
+    struct Collection<'a>(Option<&'a Shared>);
+
+    impl Collection<'_> {
+        /// Closes this notify's collection and returns the wakers collected.
+        fn end(&mut self) -> Vec<Waker> {
+            let Some(shared) = self.0.take() else {
+                return Vec::new();
+            };
+            let mut collecting = lock(&shared.collecting);
+            collecting.notifies -= 1;
+            std::mem::take(&mut collecting.wakers)
+        }
+    }
+
+    impl Drop for Collection<'_> {
         /// `notify` unwound: the wakers collected so far are woken all the
         /// same, each guarded (nobody is left to take a panic).
         fn drop(&mut self) {
@@ -636,14 +715,14 @@ mod imp {
         /// clone and the old waker's drop (executor code) run outside the
         /// lock, which a notifier takes under event-listener's own.
         fn set(&self, waker: &Waker) {
-            // A poisoned lock means only that an earlier holder unwound; the
-            // value is whole.
-            let lock = || self.0.lock().unwrap_or_else(PoisonError::into_inner);
-            if lock().as_ref().is_some_and(|k| k.will_wake(waker)) {
+            if lock(&self.task)
+                .as_ref()
+                .is_some_and(|k| k.will_wake(waker))
+            {
                 return;
             }
             let fresh = waker.clone();
-            let old = lock().replace(fresh);
+            let old = lock(&self.task).replace(fresh);
             drop(old);
         }
     }
@@ -654,25 +733,22 @@ mod imp {
         }
 
         fn wake_by_ref(self: &Arc<Self>) {
-            let Some(waker) = self.0.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+            // Runs under event-listener's lock: no executor code here, not even
+            // a waker's drop.
+            let Some(waker) = lock(&self.task).take() else {
                 return;
             };
-            // Inside a notify on this thread: the notify wakes it, after the lock.
-            let mut waker = Some(waker);
-            let _ = COLLECTED.try_with(|c| {
-                if let Some(collected) = &mut *c.borrow_mut() {
-                    collected.extend(waker.take());
-                }
-            });
-            // Outside a notify: `event-listener` passing on the notification of a
-            // listener dropped before it saw it (such a listener came after the
-            // node was done, and checks that itself: the wake is spurious), or a
-            // notify on a thread whose locals are gone. A panic here has nobody
-            // to go to.
-            if let Some(waker) = waker {
-                let mut ignored = None;
-                work::catch(&mut ignored, || waker.wake());
+            let mut collecting = lock(&self.shared.collecting);
+            if collecting.notifies > 0 {
+                // A notify of ours: the notifier wakes it, after the lock.
+                collecting.wakers.push(waker);
+                return;
             }
+            drop(collecting);
+            // Outside a notify: event-listener passing on the notification of
+            // a listener dropped before it saw it (module docs). The runner
+            // wakes it, a panic there has nobody to go to.
+            crate::runner::spawn(Box::new(move || waker.wake()));
         }
     }
 
