@@ -11,6 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use std::fmt;
 use std::ops::Deref;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll, ready};
 
@@ -97,6 +98,16 @@ impl Drop for Watch {
     /// The body ended or was dropped: the request is over.
     fn drop(&mut self) {
         self.guard.finish();
+    }
+}
+
+/// Ends the request's context (`Responded`) as the body hands out its last
+/// frame. The cancel runs the context's `after_func` callbacks on this
+/// thread; one that panics must not cost the client the frame (the trailers,
+/// or the end of the stream): the panic hook reported it, and it stops here.
+fn end_without_losing(watch: Option<Watch>) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(watch))) {
+        ctx_core::adapter::drop_panic_payload(payload);
     }
 }
 
@@ -225,7 +236,7 @@ where
                         None | Some(Err(_)) => true,
                     };
                     if last {
-                        *this.watch = None; // ends the context: Responded
+                        end_without_losing(this.watch.take());
                     }
                     return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
                 }

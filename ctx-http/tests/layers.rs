@@ -648,6 +648,76 @@ async fn dropping_a_streaming_body_ends_the_context_with_responded() {
     assert_eq!(root.live_children(), 0);
 }
 
+/// A gRPC-style body: one chunk, then trailers with `grpc-status: 0`.
+#[derive(Default)]
+struct ChunkThenTrailers {
+    sent: usize,
+}
+
+/// For the layer's own answers: the same body.
+impl From<String> for ChunkThenTrailers {
+    fn from(_: String) -> ChunkThenTrailers {
+        ChunkThenTrailers::default()
+    }
+}
+
+impl http_body::Body for ChunkThenTrailers {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.sent += 1;
+        Poll::Ready(match self.sent {
+            1 => Some(Ok(Frame::data(Bytes::from_static(b"chunk")))),
+            2 => {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                Some(Ok(Frame::trailers(trailers)))
+            }
+            _ => None,
+        })
+    }
+}
+
+/// The body's last frame ends the request's context, which runs its
+/// `after_func` callbacks there and then: one that panics must not cost the
+/// client that frame (the panic hook reported it; the trailers still go out).
+#[tokio::test]
+async fn a_panicking_after_func_run_by_the_bodys_end_loses_no_trailers() {
+    let root = ctx_tokio::background();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let handler = service_fn({
+        let ran = ran.clone();
+        move |req: Request<String>| {
+            let ctx = request_ctx(&req);
+            let ran = ran.clone();
+            let _keep = ctx.after_func(move || {
+                ran.fetch_add(1, Ordering::SeqCst);
+                panic!("an after_func that panics at the end of the request");
+            });
+            tx.send(ctx).unwrap();
+            async move { Ok::<_, Infallible>(Response::new(ChunkThenTrailers::default())) }
+        }
+    });
+    let service = ServerLayer::new(&root).layer(handler);
+    let response = service.oneshot(Request::new(String::new())).await.unwrap();
+    let ctx = seen.recv().await.unwrap();
+    let mut body = response.into_body();
+    assert!(body.frame().await.unwrap().unwrap().is_data());
+    assert!(!ctx.is_done());
+    let frame = body.frame().await.unwrap().unwrap();
+    let trailers = frame.into_trailers().expect("the trailers");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(ran.load(Ordering::SeqCst), 1, "the callback ran");
+    assert_eq!(server_cause(&ctx), ServerCause::Responded);
+    assert!(body.frame().await.is_none());
+    assert_eq!(root.live_children(), 0);
+}
+
 // ===== the client layer =====
 
 /// A transport that answers with the `grpc-timeout` it was sent, and counts calls.
