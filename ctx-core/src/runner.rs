@@ -68,6 +68,8 @@ fn pool() -> &'static Pool {
 /// Runs `job` on a runner thread (module docs).
 #[cfg(not(all(test, ctx_loom)))]
 pub(crate) fn spawn(job: Job) {
+    #[cfg(feature = "test-util")]
+    crate::testing::count_hand_over();
     let pool = pool();
     let mut queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
     let epoch = crate::fork::epoch();

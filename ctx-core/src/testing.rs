@@ -22,3 +22,38 @@
 pub fn pin_child_shard(k: usize) {
     crate::tree::child_set::pin_current_shard(k);
 }
+
+thread_local! {
+    /// Jobs this thread handed to the runner (no destructor: readable while
+    /// the thread's other locals are torn down).
+    static HANDED_OVER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many jobs the calling thread has handed to ctx-core's runner threads so
+/// far: user code (callbacks, wakers, `Drop`s) and the rest of a walk that
+/// ctx-core must not run on the thread where it became due, such as a timer's
+/// thread or a thread that only read a context.
+///
+/// A test reads it before and after an operation to check whether that
+/// operation left work to the runner. Other threads' hand-overs do not count.
+///
+/// # Examples
+///
+/// ```
+/// use ctx_core::{Context, testing::runner_jobs_handed_over};
+///
+/// let before = runner_jobs_handed_over();
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// let _registration = ctx.after_func(|| {});
+/// // An explicit cancel runs the callbacks it set free on the caller's thread.
+/// cancel.cancel();
+/// assert_eq!(runner_jobs_handed_over(), before);
+/// ```
+pub fn runner_jobs_handed_over() -> usize {
+    HANDED_OVER.with(std::cell::Cell::get)
+}
+
+/// Counts one job handed to the runner by this thread.
+pub(crate) fn count_hand_over() {
+    HANDED_OVER.with(|count| count.set(count.get() + 1));
+}

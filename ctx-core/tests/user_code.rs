@@ -214,8 +214,18 @@ fn an_expiry_dropped_after_a_read_noticed_the_deadline_still_walks_the_subtree()
     assert_eq!(child.err(), Some(Error::DeadlineExceeded));
 }
 
+/// The jobs this thread handed to ctx-core's runner so far (with the
+/// `test-util` hooks; without them, nothing to compare: always 0).
+fn runner_jobs() -> usize {
+    #[cfg(feature = "test-util")]
+    return ctx_core::testing::runner_jobs_handed_over();
+    #[cfg(not(feature = "test-util"))]
+    0
+}
+
 /// The other drops of an unfired expiry start nothing: one disarmed because
-/// its context was canceled, and one whose context is gone.
+/// its context was canceled, and one whose context is gone. Nothing goes to
+/// the runner either (a forgiven expiry's walk would).
 #[test]
 fn an_expiry_dropped_unfired_after_a_cancel_or_with_its_context_starts_nothing() {
     let timer = ManualTimer::new();
@@ -228,19 +238,31 @@ fn an_expiry_dropped_unfired_after_a_cancel_or_with_its_context_starts_nothing()
             calls.fetch_add(1, Ordering::SeqCst);
         })
     };
+    let jobs = runner_jobs();
     cancel.cancel();
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(timer.armed(), 0, "the cancel disarmed the deadline");
+    assert_eq!(
+        runner_jobs(),
+        jobs,
+        "the cancel, or the drop of its disarmed expiry, handed work to the runner"
+    );
     // A context dropped after a read noticed its deadline: the disarm drops the
     // expiry of a context that is gone.
     let (gone, cancel_gone) = root.with_timeout(Duration::from_millis(1));
     timer.advance_silently(Duration::from_millis(2));
     assert_eq!(gone.err(), Some(Error::DeadlineExceeded));
+    let jobs = runner_jobs();
     drop((gone, cancel_gone));
     assert_eq!(
         timer.armed(),
         0,
         "dropping the context disarmed its deadline"
+    );
+    assert_eq!(
+        runner_jobs(),
+        jobs,
+        "the drop of an expiry whose context is gone handed work to the runner"
     );
     assert_eq!(
         ctx.err(),
