@@ -41,9 +41,9 @@
 //! The shape (names, `new` returning the group and its context, `with_limit`,
 //! `PanicError`, `stop`) is the same as ctx-tokio's `Group`.
 
+use ctx_core::adapter::Event;
 use ctx_core::adapter::GroupCancel;
 use ctx_core::{BoxError, Cause, Context};
-use event_listener::Event;
 use smol::lock::{Semaphore, SemaphoreGuardArc};
 use std::cell::RefCell;
 use std::fmt;
@@ -527,7 +527,7 @@ impl InnerWait<'_> {
             shared.inner.fetch_add(1, Ordering::SeqCst);
             // Other inner waiters may be done now that this task counts as
             // waiting.
-            shared.idle.notify(usize::MAX);
+            shared.idle.notify_all();
         }
         InnerWait {
             shared,
@@ -546,7 +546,7 @@ impl InnerWait<'_> {
         if shared.running.load(Ordering::SeqCst) <= shared.inner.load(Ordering::SeqCst) {
             // SeqCst: before the decrement in our drop (see `wait`).
             shared.settled.fetch_add(1, Ordering::SeqCst);
-            shared.idle.notify(usize::MAX);
+            shared.idle.notify_all();
         }
     }
 }
@@ -570,7 +570,7 @@ impl Drop for Finish<'_> {
         // half of the pair with an inner wait (module docs).
         let left = self.0.running.fetch_sub(1, Ordering::SeqCst) - 1;
         if left <= self.0.inner.load(Ordering::SeqCst) {
-            self.0.idle.notify(usize::MAX);
+            self.0.idle.notify_all();
         }
     }
 }

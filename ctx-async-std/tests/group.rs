@@ -526,3 +526,77 @@ fn limit_after_spawn_panics() {
     });
     let _ = group.with_limit(2);
 }
+
+type BoxedWait = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Cause>> + Send>>;
+
+/// Wakes by dropping another pending `wait` of the same group: a waker that
+/// re-enters the group's list of waiters (as a task polled inline that drops
+/// its listener would).
+struct ReenteringWaker {
+    victim: std::sync::Mutex<Option<BoxedWait>>,
+    woken: std::sync::mpsc::Sender<()>,
+}
+
+impl std::task::Wake for ReenteringWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        drop(self.victim.lock().unwrap().take());
+        let _ = self.woken.send(());
+    }
+}
+
+fn wait_of(group: &Arc<Group>) -> BoxedWait {
+    let group = group.clone();
+    Box::pin(async move { group.wait().await })
+}
+
+/// The end of the group's last task wakes the tasks in `wait`; their wakers
+/// run outside the list's lock. A waker that drops another `wait` of the group
+/// used to run under it, and hung the executor's thread for good.
+#[test]
+fn a_waiters_waker_that_drops_another_wait_of_the_group_does_not_deadlock() {
+    use std::task::{Context, Waker};
+    let (group, _ctx) = Group::new(&background());
+    let group = Arc::new(group);
+    let (release, released) = smol::channel::bounded::<()>(1);
+    assert!(group.spawn(move |_ctx| async move {
+        let _ = released.recv().await;
+        Ok::<(), Cause>(())
+    }));
+    let mut victim = wait_of(&group);
+    assert!(
+        victim
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_pending()
+    );
+    let (woken, woken_rx) = std::sync::mpsc::channel();
+    let waker = Waker::from(Arc::new(ReenteringWaker {
+        victim: std::sync::Mutex::new(Some(victim)),
+        woken,
+    }));
+    let mut reentering = wait_of(&group);
+    assert!(
+        reentering
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+    );
+    // The task ends, on an executor thread: its end notifies the waiters.
+    release.send_blocking(()).unwrap();
+    let woke = woken_rx.recv_timeout(Duration::from_secs(30));
+    if woke.is_err() {
+        // Dropping them would block on the lock held for good: leaked.
+        std::mem::forget((reentering, group));
+        panic!("the re-entering waker never returned: it ran under the waiters' lock");
+    }
+    assert!(
+        reentering
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_ready()
+    );
+}

@@ -10,10 +10,18 @@
 //!   accepted, the first failure as the cause, panics as
 //!   [`PanicError`](crate::PanicError), stop, the result); an adapter adds only
 //!   spawning, limiting and joining.
+//! * [`Event`]: a list of tasks waiting to be told something (a group's
+//!   `wait`), whose notify wakes them after its own lock, so that no waker runs
+//!   under it.
 
 pub use crate::group::GroupCancel;
 
+use crate::tree::wait::{ListEvent, ListListener};
 use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
 
 /// Drops the payload of a caught panic without letting a second panic out.
 ///
@@ -31,5 +39,92 @@ pub fn drop_panic_payload(payload: Box<dyn Any + Send>) {
     let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload)));
     if let Err(again) = dropped {
         std::mem::forget(again);
+    }
+}
+
+/// Tasks waiting to be told something, for an adapter's own waits (a group's
+/// `wait`, say): a task [`listen`](Event::listen)s, checks its condition, and
+/// awaits the [`Listener`] if it must wait; whoever changes the condition
+/// calls [`notify_all`](Event::notify_all).
+///
+/// `event-listener`'s `Event` with one difference: its notify wakes the
+/// listeners' wakers while it holds its list's lock, where a waker that
+/// re-enters the event (a task polled inline that drops a listener of it)
+/// deadlocks, and a panicking one stops the notification. This event wakes
+/// them after its lock, each guarded (the same list ctx-core's contexts use
+/// for their waiters after the first). No waker is ever run under a lock of
+/// ours.
+///
+/// # Examples
+///
+/// ```
+/// use std::future::Future;
+/// use std::task::{Context, Waker};
+///
+/// let event = ctx_core::adapter::Event::new();
+/// let mut listener = event.listen();
+/// let mut cx = Context::from_waker(Waker::noop());
+/// assert!(std::pin::Pin::new(&mut listener).poll(&mut cx).is_pending());
+/// // Every listener made before a notify is notified by it.
+/// event.notify_all();
+/// assert!(std::pin::Pin::new(&mut listener).poll(&mut cx).is_ready());
+/// ```
+pub struct Event(ListEvent);
+
+/// A task's place in an [`Event`]'s list: a future that completes once a
+/// [`notify_all`](Event::notify_all) that came after its
+/// [`listen`](Event::listen) has run. Dropping it leaves the list.
+#[must_use = "a listener does nothing unless awaited"]
+pub struct Listener(ListListener);
+
+impl Event {
+    /// An event with no listener; allocates nothing until the first listens.
+    pub fn new() -> Event {
+        Event(ListEvent::new())
+    }
+
+    /// Joins the list: the listener is notified by every
+    /// [`notify_all`](Event::notify_all) from now on. Listen *before* the
+    /// last check of the condition, so that a notify between that check and
+    /// the wait is not missed.
+    pub fn listen(&self) -> Listener {
+        Listener(self.0.listen())
+    }
+
+    /// Notifies every listener of the moment, then wakes their tasks' wakers,
+    /// outside every lock. A waker that panics costs no other its wake-up; the
+    /// first such panic is resumed once all were woken (unless the thread is
+    /// unwinding already).
+    pub fn notify_all(&self) {
+        let mut panic = None;
+        self.0.notify_all(&mut panic);
+        crate::tree::work::resume(panic);
+    }
+}
+
+impl Default for Event {
+    fn default() -> Event {
+        Event::new()
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event").finish_non_exhaustive()
+    }
+}
+
+impl Future for Listener {
+    type Output = ();
+
+    /// Ready once notified; otherwise keeps this task's waker for the notify.
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listener").finish_non_exhaustive()
     }
 }

@@ -107,6 +107,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll, Waker};
 
+/// The waiter list, for adapters' own waits (`adapter::Event`).
+pub(crate) use imp::{Event as ListEvent, Listener as ListListener};
+
 /// A waiter owns the slot.
 const CLAIMED: usize = 1;
 /// The owner holds the waker cell.
