@@ -5,8 +5,8 @@
 mod support;
 
 use ctx_async_std::{
-    after_func_spawn, after_func_spawn_blocking, background, run_until_done, sleep, sleep_until,
-    spawn, with_cancel_cause_on, with_cancel_on,
+    TaskError, after_func_spawn, after_func_spawn_blocking, background, run_until_done, sleep,
+    sleep_until, spawn, with_cancel_cause_on, with_cancel_on,
 };
 use ctx_core::{Cause, Error};
 use std::sync::Arc;
@@ -269,4 +269,42 @@ async fn with_cancel_on_reports_a_panicking_future_as_a_panic() {
             .map(|p| p.message()),
         Some("no cause for you")
     );
+}
+
+/// Panics when dropped: a guard in a task's body.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("the task's future panics as it is dropped");
+    }
+}
+
+/// A task stopped by its context drops its future where it stopped; a
+/// panic in that drop is the task's panic (`TaskError::Panic`), not one that
+/// reaches whoever awaits the handle.
+#[test]
+fn a_panic_while_a_stopped_task_drops_its_future_is_a_task_panic() {
+    let (ctx, cancel) = background().with_cancel();
+    let (started, started_rx) = std::sync::mpsc::channel();
+    let task = spawn(&ctx, async move {
+        let _guard = PanicsOnDrop;
+        started.send(()).unwrap();
+        std::future::pending::<()>().await;
+    });
+    started_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the task started");
+    cancel.cancel();
+    let awaited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| smol::block_on(task)));
+    match awaited {
+        Ok(Err(TaskError::Panic(panic))) => {
+            assert!(
+                panic.to_string().contains("panics as it is dropped"),
+                "{panic}"
+            );
+        }
+        Ok(other) => panic!("expected TaskError::Panic, got {other:?}"),
+        Err(_) => panic!("awaiting the handle panicked: the task's panic got out"),
+    }
 }
