@@ -426,10 +426,22 @@ impl Limit {
         }
         slots.waiting += 1;
         let acquired = loop {
-            slots = self
-                .changed
-                .wait(slots)
-                .unwrap_or_else(PoisonError::into_inner);
+            slots = match ctx.remaining() {
+                // The context's `after_func` wakes us when its timer fires, which
+                // may be late (the `Timer` contract allows it): never sleep past
+                // the deadline itself, so that the exact check below gets its
+                // turn. (On the timer's clock, converted through the time left.)
+                Some(left) => {
+                    self.changed
+                        .wait_timeout(slots, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+                None => self
+                    .changed
+                    .wait(slots)
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
             if ctx.is_done() {
                 break false;
             }

@@ -335,3 +335,63 @@ fn a_discarded_error_whose_drop_panics_is_caught_and_reported() {
     .expect("scope returns");
     assert_eq!(second.unwrap_err().to_string(), "first");
 }
+
+/// A clock set by hand, under a backend that never fires: allowed by the
+/// `Timer` contract (firing late is), and the extreme of a late timer.
+#[derive(Debug)]
+struct NeverFires(std::sync::Mutex<std::time::Instant>);
+
+impl ctx_core::Timer for NeverFires {
+    fn now(&self) -> std::time::Instant {
+        *self.0.lock().unwrap()
+    }
+
+    fn arm(&self, _: std::time::Instant, _: ctx_core::Expiry) -> Option<ctx_core::TimerKey> {
+        None
+    }
+
+    fn disarm(&self, _: ctx_core::TimerKey) {}
+}
+
+/// A spawner blocked on a full group returns `false` once the group's
+/// deadline has passed, although the timer never fires (nothing runs the
+/// context's callbacks) and the slot is still held: it used to wait until the
+/// slot was given back.
+#[test]
+fn a_spawner_blocked_on_a_full_group_sees_its_deadline_without_the_timer() {
+    within("a spawner blocked past the group's deadline", || {
+        let clock = Arc::new(NeverFires(std::sync::Mutex::new(std::time::Instant::now())));
+        let root = ctx_core::Context::background().with_timer(clock.clone());
+        let (parent, _cancel) = root.with_timeout(Duration::from_millis(20));
+        let (release, released) = mpsc::channel::<()>();
+        let (blocked, blocked_rx) = mpsc::channel::<()>();
+        let accepted = scope_with_limit(&parent, 1, |group| {
+            assert!(group.spawn(move |_ctx| {
+                // Holds the only slot until the test lets go.
+                released.recv().unwrap();
+                Ok::<(), Cause>(())
+            }));
+            thread::scope(|threads| {
+                let clock = clock.clone();
+                threads.spawn(move || {
+                    blocked_rx.recv().unwrap();
+                    // Most likely after the spawner went to sleep on the full
+                    // group (no outcome depends on it: only whether the old
+                    // flaw would show).
+                    thread::sleep(Duration::from_millis(50));
+                    // The deadline passes, silently.
+                    *clock.0.lock().unwrap() += Duration::from_secs(1);
+                });
+                blocked.send(()).unwrap();
+                let accepted = group.spawn(|_ctx| Ok::<(), Cause>(()));
+                assert_eq!(group.context().err(), Some(Error::DeadlineExceeded));
+                release.send(()).unwrap();
+                accepted
+            })
+        });
+        assert!(
+            !accepted.expect("no task failed"),
+            "a task was accepted into a group whose deadline had passed"
+        );
+    });
+}
