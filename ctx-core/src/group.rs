@@ -231,17 +231,24 @@ impl GroupCancel {
             self.discard(cause);
             return false;
         }
-        // The cancel runs the context's `after_func` callbacks on this thread
-        // (each guarded) and resumes the first one's panic afterwards. That
-        // panic is the callback's, reported by the hook already, not this
-        // failure's: unwinding here would take the adapter's worker (a scoped
-        // thread, a task) down with the failure just recorded. So it is
-        // dropped, as every adapter's group would drop it.
-        let canceled = catch_unwind(AssertUnwindSafe(|| self.canceler.cancel_with_cause(cause)));
+        self.cancel_keeping_on(|canceler| canceler.cancel_with_cause(cause));
+        true
+    }
+
+    /// Runs one of the group's cancels of its context. A cancel runs the
+    /// context's `after_func` callbacks on this thread (each guarded) and
+    /// resumes the first one's panic afterwards. That panic is the callback's,
+    /// reported by the hook already, not the group's: unwinding from here
+    /// would take the adapter's worker (a scoped thread, a task) down with the
+    /// failure just recorded, cut a stop short before it waited for the tasks
+    /// (whose accepted closures would then never run), or replace the result
+    /// of [`finish`](GroupCancel::finish). So it is dropped, as every
+    /// adapter's group would drop it.
+    fn cancel_keeping_on(&self, cancel: impl FnOnce(&Canceler) -> bool) {
+        let canceled = catch_unwind(AssertUnwindSafe(|| cancel(&self.canceler)));
         if let Err(payload) = canceled {
             crate::adapter::drop_panic_payload(payload);
         }
-        true
     }
 
     /// Drops an error the group does not report (returned after a stop, or a
@@ -275,8 +282,12 @@ impl GroupCancel {
 
     /// Cancels the group's context without a failure (a dropped group, a
     /// panicking body). When it returns, the context and its subtree are done.
+    /// A panic of one of the context's `after_func` callbacks, which the cancel
+    /// runs, is dropped here (the panic hook reported it): it is not the
+    /// group's, and neither [`stop`](GroupCancel::stop) nor
+    /// [`finish`](GroupCancel::finish) lets it out.
     pub fn cancel(&self) {
-        self.canceler.cancel();
+        self.cancel_keeping_on(Canceler::cancel);
     }
 
     /// Ends the group once the adapter has joined its tasks: cancels its context
@@ -310,9 +321,10 @@ impl fmt::Debug for GroupCancel {
 
 impl Drop for GroupCancel {
     /// Cancels the group's context, as dropping the [`CancelCauseFunc`] it was
-    /// made from would have.
+    /// made from would have, except that a callback's panic stays here (see
+    /// [`cancel`](GroupCancel::cancel)).
     fn drop(&mut self) {
-        self.canceler.cancel();
+        self.cancel();
     }
 }
 

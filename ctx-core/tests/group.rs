@@ -290,6 +290,51 @@ fn finish_cancels_the_context_and_returns_the_same_each_time() {
     assert!(group.finish().unwrap_err().same(&first));
 }
 
+/// An `after_func` callback of the group's context that panics is not the
+/// group's panic: the group's own cancels (stop, finish, cancel, drop) run it
+/// and keep its panic (the hook reported it), so a stop still lets the adapter
+/// wait for the tasks, and a finish still returns the group's result.
+#[test]
+fn a_panicking_callback_run_by_the_groups_own_cancels_stays_there() {
+    for end in ["stop", "finish", "cancel", "drop"] {
+        let group = new_group();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let _registration = {
+            let ran = ran.clone();
+            group.context().after_func(move || {
+                ran.fetch_add(1, Ordering::SeqCst);
+                panic!("a cleanup callback panics");
+            })
+        };
+        let ctx = group.context().clone();
+        let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match end {
+            "stop" => {
+                group.stop();
+                group.finish()
+            }
+            "finish" => group.finish(),
+            "cancel" => {
+                group.cancel();
+                group.finish()
+            }
+            _ => {
+                drop(group);
+                Ok(())
+            }
+        }));
+        assert!(
+            matches!(ended, Ok(Ok(()))),
+            "{end}: the callback's panic got out, or the result changed"
+        );
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            1,
+            "{end}: the callback ran once"
+        );
+        assert_eq!(ctx.err(), Some(Error::Canceled), "{end}");
+    }
+}
+
 #[test]
 fn the_parents_cancel_reaches_the_tasks_and_the_tasks_error_is_reported() {
     let (parent, cancel_parent) = Context::background().with_cancel_cause();

@@ -157,6 +157,28 @@ async fn an_accepted_closure_is_always_called() {
     }
 }
 
+/// A cleanup callback of the group's context that panics when `stop`
+/// cancels it: the stop still waits for the tasks (the accepted closure runs)
+/// and returns the group's result; the callback's panic stays with it.
+#[tokio::test]
+async fn a_panicking_callback_cuts_no_stop_short() {
+    let (mut group, ctx) = Group::new(&ctx_tokio::background());
+    let _cleanup = ctx.after_func(|| panic!("a cleanup callback panics"));
+    let called = Arc::new(AtomicUsize::new(0));
+    let counter = called.clone();
+    assert!(group.spawn(move |_ctx| async move {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Ok::<(), Error>(())
+    }));
+    let stopped = tokio::spawn(group.stop()).await;
+    assert!(matches!(stopped, Ok(Ok(()))), "the stop panicked or failed");
+    assert_eq!(
+        called.load(Ordering::SeqCst),
+        1,
+        "accepted, then not called"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn try_spawn_is_refused_when_the_limit_is_reached() {
     let (group, _ctx) = Group::new(&ctx_tokio::background());
