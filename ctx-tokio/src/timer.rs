@@ -495,7 +495,9 @@ impl TokioTimer {
 
 impl Timer for TokioTimer {
     /// Tokio's clock of this timer's runtime (paused time included), read as a
-    /// `std` instant.
+    /// `std` instant. On a thread whose thread-locals are being torn down
+    /// (tokio's runtime context among them), the system clock stands in: the
+    /// runtime's own cannot be entered there.
     fn now(&self) -> Instant {
         self.shared.now()
     }
@@ -599,6 +601,14 @@ impl Shared {
         if self.system_clock {
             // A multi-thread runtime's clock is never paused: tokio's reading of
             // it is the system clock's.
+            return Instant::now();
+        }
+        // Tokio keeps its runtime context in a thread-local, and entering it
+        // panics on a thread whose locals are being torn down (a context read
+        // from a thread-local's destructor), where a panic aborts the process.
+        // The runtime's clock cannot be read there: the system clock, which it
+        // follows unless paused, stands in.
+        if tokio::runtime::Handle::try_current().is_err_and(|e| e.is_thread_local_destroyed()) {
             return Instant::now();
         }
         // Enter the runtime so that tokio reads *its* clock even on a foreign thread

@@ -464,3 +464,48 @@ fn canceled_timeouts_do_not_pile_up() {
     drop(kept);
     assert_eq!(timer.armed(), 0);
 }
+
+/// Deadlines under a current-thread runtime's timer made and read from a
+/// thread-local's destructor, after tokio's own thread-locals are gone: the
+/// timer's clock reading used to enter the runtime there, which panics (and
+/// a panic in a thread-local's destructor aborts the process).
+#[test]
+fn a_deadline_made_in_a_thread_local_destructor_after_tokios_does_not_panic() {
+    use std::cell::RefCell;
+    use std::sync::mpsc;
+
+    struct AtExit(Option<ctx_core::Context>, mpsc::Sender<bool>);
+    impl Drop for AtExit {
+        fn drop(&mut self) {
+            let root = self.0.take().unwrap();
+            let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let (child, _cancel) = root.with_timeout(std::time::Duration::from_secs(60));
+                child.err().is_none()
+            }));
+            let _ = self.1.send(matches!(made, Ok(true)));
+        }
+    }
+    thread_local! {
+        static AT_EXIT: RefCell<Option<AtExit>> = const { RefCell::new(None) };
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let root = runtime.block_on(async { ctx_tokio::background() });
+    let (made, made_rx) = mpsc::channel();
+    let handle = runtime.handle().clone();
+    std::thread::spawn(move || {
+        // Registered before tokio's context (entered next), so destroyed after it.
+        AT_EXIT.with(|at_exit| *at_exit.borrow_mut() = Some(AtExit(Some(root), made)));
+        let _enter = handle.enter();
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        made_rx.recv().ok(),
+        Some(true),
+        "with_timeout panicked (or the deadline was already past) in a thread-local's destructor"
+    );
+}
