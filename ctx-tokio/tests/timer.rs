@@ -509,3 +509,23 @@ fn a_deadline_made_in_a_thread_local_destructor_after_tokios_does_not_panic() {
         "with_timeout panicked (or the deadline was already past) in a thread-local's destructor"
     );
 }
+
+/// A deadline beyond the timer's range (its nanoseconds since the timer was
+/// made overflow 64 bits: some 584 years) used to be stored at the end of the
+/// range and fired there, centuries early, once paused time auto-advanced to
+/// it. The contract allows late, never early.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_deadline_beyond_the_timers_range_never_fires_early() {
+    const YEAR: u64 = 365 * 86_400;
+    let root = ctx_tokio::background();
+    let (ctx, _cancel) = root.with_timeout(Duration::from_secs(1000 * YEAR));
+    let deadline = ctx.deadline().unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(700 * YEAR), ctx.done()).await;
+    assert!(
+        waited.is_err(),
+        "done ({:?}) with the deadline still {} years away",
+        ctx.err(),
+        (deadline - tokio::time::Instant::now().into_std()).as_secs() / YEAR
+    );
+    assert_eq!(ctx.err(), None);
+}
