@@ -153,7 +153,11 @@ use tokio::time::Sleep;
 /// expiry released last, run on ctx-core's runner threads (`ctx-runner`), so a
 /// callback that blocks or panics never delays another deadline or the runtime.
 /// To run a callback as a task on the runtime instead, register it with
-/// [`after_func_spawn`](crate::after_func_spawn).
+/// [`after_func_spawn`](crate::after_func_spawn). What firing does run is the
+/// wakers of the tasks that await the context ([`done()`](Context::done)), on
+/// the firing thread, as every timer does: executor code, which must not
+/// block (tokio's own do not). A panicking waker is caught; one that blocks
+/// holds back the deadlines fired after it in the same pass.
 ///
 /// Under paused time this has a consequence: tokio's auto-advance waits for the
 /// runtime's tasks, not for ctx-core's runner. Once the runtime is idle, the
