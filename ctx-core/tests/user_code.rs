@@ -826,3 +826,71 @@ fn a_cancel_from_a_thread_local_destructor_runs_a_reentering_waker_outside_the_l
     );
     thread.join().unwrap();
 }
+
+// ===== panic payloads are user code too =====
+
+/// A panic payload whose `Drop` panics (`std::panic::panic_any` takes any value).
+struct PayloadPanicsOnDrop;
+
+impl Drop for PayloadPanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("the payload's drop panics");
+    }
+}
+
+/// A cancel keeps the first callback panic and drops the later ones. A later
+/// one whose payload panics as it is dropped used to stop the cancel there:
+/// the callbacks after it never ran (and their `stop` said they had).
+#[test]
+fn a_later_callback_panic_whose_payload_panics_on_drop_stops_no_callback() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let calls = Calls::new();
+    let mut registrations = vec![ctx.after_func(|| panic!("the first callback panics"))];
+    for _ in 0..5 {
+        registrations.push(ctx.after_func(calls.callback()));
+    }
+    registrations.push(ctx.after_func(|| std::panic::panic_any(PayloadPanicsOnDrop)));
+    for _ in 0..5 {
+        registrations.push(ctx.after_func(calls.callback()));
+    }
+    let resumed = catch_unwind(AssertUnwindSafe(|| cancel.cancel())).unwrap_err();
+    assert_eq!(panic_text(&*resumed), "the first callback panics");
+    assert_eq!(calls.get(), 10, "callbacks the cancel claimed never ran");
+}
+
+/// Set in the process that the next test starts: it runs the cancel there.
+const UNWINDING_CANCEL: &str = "CTX_TEST_UNWINDING_CANCEL";
+
+/// A cancel function dropped while its thread unwinds (a `defer cancel()`
+/// in a body that panics) drops its callbacks' panics instead of resuming
+/// them; one whose payload panicked as it was dropped aborted the process.
+/// Run in a process of its own (this test binary again), which it would take
+/// down.
+#[test]
+#[cfg_attr(miri, ignore = "Miri cannot run a process")]
+fn a_callback_panic_during_an_unwinding_cancel_is_dropped_even_if_its_payload_panics() {
+    const NAME: &str =
+        "a_callback_panic_during_an_unwinding_cancel_is_dropped_even_if_its_payload_panics";
+    if std::env::var_os(UNWINDING_CANCEL).is_some() {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let _registration = ctx.after_func(|| std::panic::panic_any(PayloadPanicsOnDrop));
+        let body = catch_unwind(AssertUnwindSafe(move || {
+            let _cancel_at_the_end = cancel;
+            panic!("the body fails");
+        }));
+        assert!(body.is_err());
+        assert_eq!(ctx.err(), Some(Error::Canceled));
+        return;
+    }
+    let run = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([NAME, "--exact", "--test-threads=1"])
+        .env(UNWINDING_CANCEL, "1")
+        .output()
+        .expect("the test binary runs again");
+    assert!(
+        run.status.success(),
+        "the process did not survive: {:?}\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+}

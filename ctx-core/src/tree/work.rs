@@ -266,10 +266,16 @@ impl Drop for RunnerReleases {
     }
 }
 
-/// Runs `f`, keeping the first panic in `panic` instead of unwinding.
+/// Runs `f`, keeping the first panic in `panic` instead of unwinding. A later
+/// one's payload is dropped under a guard: its `Drop` is user code too, and
+/// one that panicked would unwind out of the work that meant to contain it.
 pub(crate) fn catch(panic: &mut Panic, f: impl FnOnce()) {
     if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(f)) {
-        panic.get_or_insert(payload);
+        if panic.is_none() {
+            *panic = Some(payload);
+        } else {
+            crate::adapter::drop_panic_payload(payload);
+        }
     }
 }
 
@@ -295,6 +301,8 @@ fn resume_payload(payload: Box<dyn std::any::Any + Send>) {
     if !std::thread::panicking() {
         panic::resume_unwind(payload);
     }
+    // Dropped under a guard: a panicking `Drop` during an unwind would abort.
+    crate::adapter::drop_panic_payload(payload);
 }
 
 #[cfg(all(test, not(ctx_loom)))]
