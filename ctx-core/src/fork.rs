@@ -45,7 +45,6 @@ pub(crate) fn epoch() -> usize {
 #[cfg(all(unix, not(all(test, ctx_loom))))]
 pub(crate) fn install() {
     use std::ffi::c_int;
-    use std::sync::Once;
 
     unsafe extern "C" {
         fn pthread_atfork(
@@ -69,8 +68,11 @@ pub(crate) fn install() {
         crate::runner::at_fork::release();
     }
 
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
+    // Relaxed: only whether to go on; `install_slow` orders what it needs.
+    if INSTALL.load(Ordering::Relaxed) == INSTALLED {
+        return;
+    }
+    install_slow(|| {
         // SAFETY: registers handlers that touch an atomic and take or release
         // one mutex the forking thread does not hold (no code of ours forks
         // under it); in the child that is an atomic swap and at most a futex
@@ -78,6 +80,62 @@ pub(crate) fn install() {
         // (no memory) leaves forks unnoticed, as they were before.
         let _ = unsafe { pthread_atfork(Some(before), Some(in_parent), Some(in_child)) };
     });
+}
+
+/// Where the handlers' registration stands: [`NOBODY`] yet, [`INSTALLED`], or,
+/// while a thread registers them, the id of its process.
+#[cfg(all(unix, not(all(test, ctx_loom))))]
+static INSTALL: crate::sync::AtomicU64 = crate::sync::AtomicU64::new(NOBODY);
+#[cfg(all(unix, not(all(test, ctx_loom))))]
+const NOBODY: u64 = 0;
+#[cfg(all(unix, not(all(test, ctx_loom))))]
+const INSTALLED: u64 = u64::MAX;
+
+/// The registration, once per process, with `register`.
+///
+/// Not a `Once`: a fork on another thread while one thread is inside it would
+/// leave the child's copy in progress for ever, and every later call there
+/// would wait for it (the registering thread does not exist in the child).
+/// So the registering thread marks the state with its process's id: a thread
+/// of the same process waits a moment for it, and one that finds another
+/// process's id is in a child forked in the middle of it, and takes over. Such
+/// a fork may have come before the handlers were registered (then nothing
+/// counted it), so the taking over counts it; if they did see it, it counts
+/// twice, which is harmless (epochs only need to differ), and so is a second
+/// registration (the handlers tolerate running twice, see
+/// `runner::at_fork::prepare`).
+#[cfg(all(unix, not(all(test, ctx_loom))))]
+#[cold]
+fn install_slow(register: impl FnOnce()) {
+    let me = u64::from(std::process::id());
+    // Acquire (here and below): sees the registration of the thread that
+    // stored `INSTALLED`.
+    let mut state = INSTALL.load(Ordering::Acquire);
+    loop {
+        if state == INSTALLED {
+            return;
+        }
+        if state == me {
+            // Another thread of this process is registering: a moment.
+            std::thread::yield_now();
+            state = INSTALL.load(Ordering::Acquire);
+            continue;
+        }
+        if let Err(now) = INSTALL.compare_exchange(state, me, Ordering::Acquire, Ordering::Acquire)
+        {
+            state = now;
+            continue;
+        }
+        if state != NOBODY {
+            // Relaxed: as in the child's handler; epochs are compared by the
+            // threads of this process, which start after this.
+            EPOCH.fetch_add(1, Ordering::Relaxed);
+        }
+        register();
+        // Release: the registration before the threads that see `INSTALLED`.
+        INSTALL.store(INSTALLED, Ordering::Release);
+        return;
+    }
 }
 
 /// Without `fork()` there is nothing to count.

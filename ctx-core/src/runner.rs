@@ -24,7 +24,7 @@
 //! held by a runner thread that does not exist there.
 
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 /// A unit of work for the runner.
@@ -33,7 +33,6 @@ pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
 /// How long an idle runner thread waits for work before it ends.
 const IDLE_EXIT: Duration = Duration::from_secs(5);
 
-#[derive(Default)]
 #[cfg_attr(all(test, ctx_loom), allow(dead_code))]
 struct Queue {
     /// The fork epoch the counts below belong to (`fork`): after `fork()` the
@@ -47,22 +46,35 @@ struct Queue {
     threads: usize,
 }
 
-#[derive(Default)]
+impl Queue {
+    /// No job and no thread, in no fork epoch yet: the first job counts afresh,
+    /// as in a child after a fork.
+    const EMPTY: Queue = Queue {
+        epoch: usize::MAX,
+        jobs: VecDeque::new(),
+        idle: 0,
+        wakeups: 0,
+        threads: 0,
+    };
+}
+
 struct Pool {
     queue: Mutex<Queue>,
     ready: Condvar,
 }
 
-static POOL: OnceLock<Pool> = OnceLock::new();
+/// The pool: a plain static, made at compile time. One initialized on first
+/// use (a `OnceLock`) could be caught in the middle of its initialization by
+/// a `fork()` on another thread, and every runner job of the child would wait
+/// for an initialization that never ends there (its thread does not exist in
+/// the child).
+static POOL: Pool = Pool {
+    queue: Mutex::new(Queue::EMPTY),
+    ready: Condvar::new(),
+};
 
 fn pool() -> &'static Pool {
-    POOL.get_or_init(|| Pool {
-        queue: Mutex::new(Queue {
-            epoch: crate::fork::installed_epoch(),
-            ..Queue::default()
-        }),
-        ready: Condvar::new(),
-    })
+    &POOL
 }
 
 /// Runs `job` on a runner thread (module docs).
@@ -70,6 +82,9 @@ fn pool() -> &'static Pool {
 pub(crate) fn spawn(job: Job) {
     #[cfg(feature = "test-util")]
     crate::testing::count_hand_over();
+    // Forks are counted from here on (the first time: registers the handler,
+    // which must not happen under the queue's lock, as a fork takes it).
+    crate::fork::install();
     let pool = pool();
     let mut queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
     let epoch = crate::fork::epoch();
@@ -167,11 +182,18 @@ pub(crate) mod at_fork {
         static HELD: RefCell<Option<MutexGuard<'static, Queue>>> = const { RefCell::new(None) };
     }
 
-    /// Before a fork: takes the queue's lock, if the pool exists. Its holders
+    /// Before a fork: takes the queue's lock. Its holders
     /// only push or pop (module docs of `runner`), so this waits briefly.
     pub(crate) fn prepare() {
-        let Some(pool) = POOL.get() else { return };
-        let guard = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
+        // The handlers may be registered twice (`fork::install_slow`): the
+        // second call finds the guard taken already.
+        if HELD
+            .try_with(|held| held.borrow().is_some())
+            .unwrap_or(false)
+        {
+            return;
+        }
+        let guard = POOL.queue.lock().unwrap_or_else(|e| e.into_inner());
         // A thread whose locals are gone (a fork from a thread-local destructor)
         // cannot keep the guard: it is released here, and that fork goes
         // unguarded, as every fork did before.

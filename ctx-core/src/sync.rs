@@ -120,9 +120,10 @@ store_racing_rmw! {
 }
 
 /// Atomics for code that runs outside every loom model: the built-in timer's own
-/// thread, which loom cannot run (it parks with timeouts).
+/// thread, which loom cannot run (it parks with timeouts), and process-wide
+/// statics (loom's atomics cannot live in one).
 pub(crate) mod unmodeled {
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 }
 
 /// The Acquire half of a reference count's "last one out": after the Release

@@ -50,7 +50,7 @@
 //! | `shutdown` | the timer was dropped | `Relaxed`, followed by an unpark |
 use super::shards::{self, IDLE, wake};
 use super::{Expiry, Timer, TimerKey};
-use crate::sync::unmodeled::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::unmodeled::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::fmt;
 use std::num::NonZeroU64;
 use std::panic::AssertUnwindSafe;
@@ -156,19 +156,60 @@ impl Shared {
     }
 }
 
-/// The process-wide timer ([`StdTimer::global`]).
-static GLOBAL: OnceLock<Arc<StdTimer>> = OnceLock::new();
+/// The process-wide timer ([`StdTimer::global`]): an `Arc` reference handed
+/// over by [`Arc::into_raw`] and never given back, installed by the first
+/// caller. Not a `OnceLock`: a `fork()` on another thread while one thread
+/// initializes it would leave the child's copy in progress for ever, and every
+/// deadline on the default timer there would wait for it.
+static GLOBAL: AtomicPtr<StdTimer> = AtomicPtr::new(std::ptr::null_mut());
 
 impl StdTimer {
     /// The process-wide timer (its thread starts on the first armed deadline).
     pub fn global() -> Arc<StdTimer> {
-        GLOBAL.get_or_init(StdTimer::new).clone()
+        let timer: *const StdTimer = StdTimer::global_static();
+        // SAFETY: `timer` came from `Arc::into_raw` (see `GLOBAL`), whose
+        // reference is never given back: adding one for the caller is sound.
+        unsafe {
+            Arc::increment_strong_count(timer);
+            Arc::from_raw(timer)
+        }
     }
 
     /// [`global`](StdTimer::global), borrowed for the rest of the process (the
-    /// static is never dropped): deadlines on it count no reference.
+    /// static's reference is never given back): deadlines on it count no
+    /// reference.
     pub(crate) fn global_static() -> &'static StdTimer {
-        GLOBAL.get_or_init(StdTimer::new)
+        // Acquire: pairs with the installing CAS, so the timer is seen whole.
+        let current = GLOBAL.load(Ordering::Acquire);
+        if current.is_null() {
+            return StdTimer::install_global();
+        }
+        // SAFETY: installed from `Arc::into_raw`, never freed (see `GLOBAL`).
+        unsafe { &*current }
+    }
+
+    /// Makes a timer and installs it as the global one, unless another thread
+    /// installed one first (then this one goes: it started no thread yet).
+    #[cold]
+    fn install_global() -> &'static StdTimer {
+        let fresh = Arc::into_raw(StdTimer::new()).cast_mut();
+        // AcqRel: releases the fresh timer to later readers; acquires the
+        // winner's if another thread installed one first.
+        match GLOBAL.compare_exchange(
+            std::ptr::null_mut(),
+            fresh,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            // SAFETY: just installed, never freed (see `GLOBAL`).
+            Ok(_) => unsafe { &*fresh },
+            Err(winner) => {
+                // SAFETY: ours, from `into_raw` above, never published.
+                drop(unsafe { Arc::from_raw(fresh) });
+                // SAFETY: installed from `Arc::into_raw`, never freed.
+                unsafe { &*winner }
+            }
+        }
     }
 
     /// A separate timer with its own thread, which stops when the timer is dropped.
