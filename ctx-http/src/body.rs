@@ -11,7 +11,6 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use std::fmt;
 use std::ops::Deref;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll, ready};
 
@@ -98,16 +97,6 @@ impl Drop for Watch {
     /// The body ended or was dropped: the request is over.
     fn drop(&mut self) {
         self.guard.finish();
-    }
-}
-
-/// Ends the request's context (`Responded`) as the body hands out its last
-/// frame. The cancel runs the context's `after_func` callbacks on this
-/// thread; one that panics must not cost the client the frame (the trailers,
-/// or the end of the stream): the panic hook reported it, and it stops here.
-fn end_without_losing(watch: Option<Watch>) {
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(watch))) {
-        ctx_core::adapter::drop_panic_payload(payload);
     }
 }
 
@@ -229,19 +218,26 @@ where
         // once the deadline has passed.
         let err = match watch.ctx.err() {
             Some(err) => err,
-            None => {
-                if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            None => match this.inner.poll_frame(cx) {
+                // Exact deadlines again: a frame whose making took the body
+                // past the deadline is not sent either.
+                Poll::Ready(_) if watch.ctx.is_done() => {
+                    watch.ctx.err().expect("a done context has an error")
+                }
+                Poll::Ready(frame) => {
                     let last = match &frame {
                         Some(Ok(frame)) => frame.is_trailers(),
                         None | Some(Err(_)) => true,
                     };
                     if last {
-                        end_without_losing(this.watch.take());
+                        // Ends the context: `Responded` (a panicking callback
+                        // of its stays there, see `Guard`).
+                        *this.watch = None;
                     }
                     return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
                 }
-                ready!(poll_done(&watch.ctx, &mut watch.done, cx))
-            }
+                Poll::Pending => ready!(poll_done(&watch.ctx, &mut watch.done, cx)),
+            },
         };
         // The context ended first: end the stream with its reason. The context
         // is done already, so the guard keeps its cause.

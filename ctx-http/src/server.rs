@@ -20,6 +20,7 @@ use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use std::fmt;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll, ready};
@@ -718,6 +719,14 @@ where
                     break 'race Rejection::from_context(err, cause_of(ctx, err));
                 }
                 if let Poll::Ready(result) = fut.poll(cx) {
+                    // Exact deadlines again: an answer whose making took the
+                    // handler past the deadline (work in the poll that returned
+                    // it) is not sent either.
+                    if result.is_ok()
+                        && let Some(err) = ctx.err()
+                    {
+                        break 'race Rejection::from_context(err, cause_of(ctx, err));
+                    }
                     let ctx = ctx.clone();
                     this.state.set(State::Finished);
                     return Poll::Ready(match result {
@@ -781,7 +790,7 @@ impl Guard {
     /// The request is over: ends the context with [`ServerCause::Responded`].
     pub(crate) fn finish(&mut self) {
         if let Some(canceler) = self.canceler.take() {
-            canceler.cancel_with_cause(shared_cause(&RESPONDED, ServerCause::Responded));
+            end(canceler, shared_cause(&RESPONDED, ServerCause::Responded));
         }
     }
 
@@ -794,8 +803,24 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(canceler) = self.canceler.take() {
-            canceler.cancel_with_cause(shared_cause(&CLIENT_GONE, ServerCause::ClientGone));
+            end(
+                canceler,
+                shared_cause(&CLIENT_GONE, ServerCause::ClientGone),
+            );
         }
+    }
+}
+
+/// Ends the request's context with `cause`. The cancel runs the context's
+/// `after_func` callbacks on this thread and resumes the first one's panic
+/// afterwards. That panic is the callback's (the panic hook reported it), not
+/// the request's: let out, it would unwind through the server's connection
+/// task, which then sends nothing more (not the response it was about to
+/// flush, nor the service's error). So it stops here.
+fn end(canceler: Canceler, cause: Cause) {
+    let ended = catch_unwind(AssertUnwindSafe(move || canceler.cancel_with_cause(cause)));
+    if let Err(payload) = ended {
+        ctx_core::adapter::drop_panic_payload(payload);
     }
 }
 

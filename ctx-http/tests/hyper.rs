@@ -698,3 +698,33 @@ async fn a_streamed_body_is_aborted_at_the_servers_maximum() {
     );
     bounded("the connection", server).await.unwrap();
 }
+
+/// An `after_func` callback of the request's context that panics when the
+/// response's body ends the context. A plain body is dropped by hyper once
+/// its one frame is out (it says it is at its end), and that drop ends the
+/// context: the callback's panic used to unwind through the connection task,
+/// which then flushed nothing, so the client got not even the status line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_callback_at_the_end_of_the_request_costs_the_client_nothing() {
+    let mut server = TestServer::start(
+        |layer| layer,
+        Duration::from_secs(1),
+        |req: Request<Incoming>| {
+            let ctx = request_ctx(&req);
+            std::mem::forget(ctx.after_func(|| panic!("a cleanup callback panics")));
+            async { text(StatusCode::OK, "hello") }
+        },
+    )
+    .await;
+    let response = bounded(
+        "the request",
+        http_client().get(server.url("/").parse().unwrap()),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(
+        bounded("the body", read_text(response)).await,
+        (StatusCode::OK, "hello".to_owned())
+    );
+    server.shut_down().await;
+}

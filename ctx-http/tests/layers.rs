@@ -1174,3 +1174,38 @@ mod grpc_statuses {
         assert_eq!(grpc::error(Code::Ok), None);
     }
 }
+
+/// The inner service fails, which ends the request's context there and then:
+/// a panicking `after_func` callback of the context must not replace the
+/// service's error with its panic.
+#[tokio::test]
+async fn a_panicking_callback_loses_no_error_of_the_service() {
+    let root = ctx_tokio::background();
+    let service = ServerLayer::new(&root).layer(service_fn(|req: Request<String>| {
+        std::mem::forget(request_ctx(&req).after_func(|| panic!("a cleanup callback panics")));
+        async { Err::<Response<String>, _>(std::io::Error::other("the service failed")) }
+    }));
+    let answered = tokio::spawn(service.oneshot(Request::new(String::new()))).await;
+    match answered {
+        Ok(Err(err)) => assert_eq!(err.to_string(), "the service failed"),
+        Ok(Ok(_)) => panic!("an answer from a service that failed"),
+        Err(_) => panic!("the layer's future panicked: the service's error was lost"),
+    }
+    assert_eq!(root.live_children(), 0);
+}
+
+/// A handler whose work takes it past the deadline inside the poll that
+/// returns its answer: the answer is not sent (it came after the deadline),
+/// the deadline's rejection is, as for a handler that is still working.
+#[tokio::test]
+async fn an_answer_made_past_the_deadline_is_not_sent() {
+    let root = Context::background();
+    let service = ServerLayer::new(&root).layer(service_fn(|_req: Request<String>| async {
+        // Blocking work, past the 20 ms the client gave.
+        std::thread::sleep(Duration::from_millis(100));
+        Ok::<_, Infallible>(Response::new("late answer".to_owned()))
+    }));
+    let response = service.oneshot(request_with_timeout("20m")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(root.live_children(), 0);
+}
