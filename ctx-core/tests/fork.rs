@@ -167,14 +167,20 @@ fn a_fork_during_the_first_use_on_other_threads_leaves_the_child_working() {
 /// be held for ever in the child, and hang every thread the child starts.)
 fn first_use_round() {
     let start = Arc::new(std::sync::Barrier::new(9));
+    // Held until the fork is over: a thread that ended at the fork would be
+    // such a thread too.
+    let (forked, wait_for_the_fork) = mpsc::channel::<()>();
+    let wait_for_the_fork = Arc::new(std::sync::Mutex::new(wait_for_the_fork));
     let threads: Vec<_> = (0..8)
         .map(|_| {
             let start = start.clone();
+            let wait_for_the_fork = wait_for_the_fork.clone();
             std::thread::spawn(move || {
                 start.wait();
                 // The fork handlers' registration, and the global timer.
                 drop(StdTimer::new());
                 drop(StdTimer::global());
+                let _ = wait_for_the_fork.lock().unwrap().recv();
             })
         })
         .collect();
@@ -197,6 +203,7 @@ fn first_use_round() {
             3
         }
     });
+    drop(forked);
     for thread in threads {
         thread.join().unwrap();
     }
