@@ -58,9 +58,14 @@
 //! * **Reads are cheap and run no user code.** [`Context::err`],
 //!   [`is_done`](Context::is_done), [`check`](Context::check),
 //!   [`cause`](Context::cause), [`deadline`](Context::deadline) and polling
-//!   [`Done`] are O(1) ([`value`](Context::value) is O(depth)): one atomic load on
-//!   a live context. Deadlines are exact — once the deadline passed by the timer's
-//!   clock, a read reports [`Error::DeadlineExceeded`] even if the timer is late —
+//!   [`Done`] are one atomic load on a live context without a deadline
+//!   ([`value`](Context::value) is O(depth)); below a deadline, a read also finds
+//!   the nearest deadline up the chain (a pointer per context in between) and
+//!   asks its clock. Deadlines are exact — once the deadline passed by the
+//!   timer's clock, a read reports [`Error::DeadlineExceeded`] even if the timer
+//!   is late, and a cancel function or [`Canceler`] that comes after finds the
+//!   context ended by its deadline (a cancel that a parent hands down records
+//!   the parent's reason, as in Go when the timer is late) —
 //!   but a read never cancels the subtree or runs a callback: it records the
 //!   expiry with one CAS, and the subtree is walked by the timer (or the next
 //!   cancel). What a read reports never changes afterwards, and `done()` and

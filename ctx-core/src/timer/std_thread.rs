@@ -233,7 +233,11 @@ impl StdTimer {
 
     /// How many timers are armed: armed and neither fired-and-released nor
     /// disarmed. Every context done before its deadline disarms its timer at once,
-    /// so this drops back to 0 when no deadline context is live.
+    /// so this drops back to 0 once every deadline context was canceled or its
+    /// deadline passed. (Dropping a cancel function cancels; a context whose
+    /// handles all go without a cancel, through a [`Canceler`](crate::Canceler),
+    /// which cancels nothing when dropped, keeps its timer armed until the
+    /// deadline, or until a later disarm in its shard sweeps it out.)
     pub fn armed(&self) -> usize {
         shards::armed(&self.shared.shards)
     }
