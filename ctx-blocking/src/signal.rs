@@ -180,6 +180,13 @@ pub struct SignalOptions {
 /// on, set it in the child before the `exec`, with
 /// `std::os::unix::process::CommandExt::pre_exec` calling
 /// `libc::signal(libc::SIGHUP, libc::SIG_IGN)` (async-signal-safe).
+/// The watcher learns that a signal started out ignored from the signal's
+/// disposition when it first watches it. If another signal-hook user (such as
+/// `tokio::signal`) installed its handler for that signal first, that
+/// disposition is the other handler, the ignore is no longer visible, and the
+/// signal gets its default action once no signal context catches it, as any
+/// other signal does: with an inherited ignore to keep, make the first signal
+/// context for that signal before the other handling starts.
 ///
 /// **`fork`.** The watcher thread, like every thread, exists only in the
 /// process that started it, while its handlers and state are copied into a

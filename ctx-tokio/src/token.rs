@@ -118,7 +118,7 @@ impl Drop for ContextToken {
 ///
 /// # Panics
 ///
-/// Panics outside a tokio runtime.
+/// Panics outside a tokio runtime, unless the token is canceled already.
 ///
 /// # Examples
 ///
@@ -137,10 +137,11 @@ impl Drop for ContextToken {
 #[track_caller]
 pub fn from_token(parent: &Context, token: CancellationToken) -> (Context, CancelFunc) {
     if token.is_cancelled() {
-        let (outer, cancel) = parent.with_cancel();
-        let (ctx, cancel_cause) = outer.with_cancel_cause();
-        cancel_cause.cancel(TokenCanceled);
-        return (ctx, cancel);
+        // One node, canceled at once: it leaves `parent`'s children now, as
+        // one canceled later by its token does.
+        let (ctx, cancel) = parent.with_cancel_cause();
+        cancel.canceler().cancel_with_cause(TokenCanceled);
+        return (ctx, cancel.into_cancel_func());
     }
     with_cancel_cause_on(parent, async move {
         token.cancelled().await;

@@ -132,3 +132,29 @@ async fn round_trip() {
             .is_some()
     );
 }
+
+/// A token canceled already gives a child born canceled, which is no live
+/// child of its parent even while its cancel function is kept (as one that
+/// its token cancels later). It used to be a done grandchild below a hidden
+/// live child, which stayed on the parent until the cancel function went.
+#[tokio::test]
+async fn a_child_of_a_canceled_token_is_born_done_and_leaves_its_parent() {
+    let (parent, _cancel_parent) = Context::background().with_cancel();
+    let token = CancellationToken::new();
+    token.cancel();
+    let kept: Vec<_> = (0..3)
+        .map(|_| {
+            let (ctx, cancel) = ctx_tokio::from_token(&parent, token.clone());
+            assert_eq!(ctx.err(), Some(Error::Canceled));
+            assert!(
+                ctx.cause()
+                    .unwrap()
+                    .downcast_ref::<TokenCanceled>()
+                    .is_some()
+            );
+            cancel
+        })
+        .collect();
+    assert_eq!(parent.live_children(), 0);
+    drop(kept);
+}
