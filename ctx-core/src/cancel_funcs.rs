@@ -218,14 +218,12 @@ impl Canceler {
     /// Cancels the context with [`Error::Canceled`]; returns whether this call
     /// ended it (false if it was done already: the first cancel wins).
     pub fn cancel(&self) -> bool {
-        tree::cancel::expire_if_due(self.node);
         tree::cancel(self.node, Reason::plain(Error::Canceled), Origin::Explicit)
     }
 
     /// Cancels the context with [`Error::Canceled`] and `cause` (Go's
     /// `CancelCauseFunc`); returns whether this call ended it.
     pub fn cancel_with_cause(&self, cause: impl Into<Cause>) -> bool {
-        tree::cancel::expire_if_due(self.node);
         tree::cancel(
             self.node,
             Reason::new(Error::Canceled, Some(cause.into())),

@@ -61,11 +61,11 @@
 //!   [`Done`] are one atomic load on a live context without a deadline
 //!   ([`value`](Context::value) is O(depth)); below a deadline, a read also finds
 //!   the nearest deadline up the chain (a pointer per context in between) and
-//!   asks its clock. Deadlines are exact — once the deadline passed by the
-//!   timer's clock, a read reports [`Error::DeadlineExceeded`] even if the timer
-//!   is late, and a cancel function or [`Canceler`] that comes after finds the
-//!   context ended by its deadline (a cancel that a parent hands down records
-//!   the parent's reason, as in Go when the timer is late) —
+//!   asks its clock. Deadlines are exact for reads — once the deadline passed by
+//!   the timer's clock, a read reports [`Error::DeadlineExceeded`] even if the
+//!   timer is late (a cancel that comes first, before any read or the timer
+//!   noticed the deadline, records its own reason, as in Go when the timer is
+//!   late: cancels do not read the clock) —
 //!   but a read never cancels the subtree or runs a callback: it records the
 //!   expiry with one CAS, and the subtree is walked by the timer (or the next
 //!   cancel). What a read reports never changes afterwards, and `done()` and

@@ -894,38 +894,3 @@ fn a_callback_panic_during_an_unwinding_cancel_is_dropped_even_if_its_payload_pa
         String::from_utf8_lossy(&run.stderr)
     );
 }
-
-// ===== exact deadlines for cancels =====
-
-/// A deadline that has passed while its timer is late ends the context: a
-/// cancel that comes after it finds the context ended by the deadline (as a
-/// read in between would have reported), and says it did not end it. It used
-/// to record `Canceled` unless something read the context first.
-#[test]
-fn a_cancel_after_the_deadline_passed_finds_the_context_ended_by_it() {
-    let timer = ManualTimer::new();
-    // Through the cancel function.
-    let (ctx, cancel) = timer.root().with_timeout(Duration::from_secs(1));
-    let (child, _cancel_child) = ctx.with_cancel();
-    timer.advance_silently(Duration::from_secs(2));
-    cancel.cancel();
-    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
-    assert_eq!(child.err(), Some(Error::DeadlineExceeded));
-    // Through a canceler, which says whether it ended the context.
-    let (ctx, cancel) = timer.root().with_timeout(Duration::from_secs(1));
-    let canceler = cancel.into_canceler();
-    timer.advance_silently(Duration::from_secs(2));
-    assert!(!canceler.cancel_with_cause(Cause::msg("too late")));
-    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
-    // A context below the deadline, canceled itself.
-    let (ctx, _cancel) = timer.root().with_timeout(Duration::from_secs(1));
-    let (below, cancel_below) = ctx.with_cancel();
-    timer.advance_silently(Duration::from_secs(2));
-    cancel_below.cancel();
-    assert_eq!(below.err(), Some(Error::DeadlineExceeded));
-    // Before the deadline, a cancel is a cancel.
-    let (ctx, cancel) = timer.root().with_timeout(Duration::from_secs(1));
-    let canceler = cancel.into_canceler();
-    assert!(canceler.cancel());
-    assert_eq!(ctx.err(), Some(Error::Canceled));
-}

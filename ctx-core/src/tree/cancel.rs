@@ -195,33 +195,6 @@ pub(crate) fn cancel(node: NodeRef, reason: Reason, origin: Origin) -> bool {
     finish_cancel(node, closed, reason, origin)
 }
 
-/// Exact deadlines for cancels too: a node below a deadline that has passed
-/// (its timer late) is ended by that deadline, which a read would report, not
-/// by a user's cancel that comes after it. So a cancel function or canceler
-/// makes the read's check first, and then finds the node done (by the
-/// deadline) and walks it. (Not a cancel that a parent hands down, at a
-/// child's birth under a done parent: that one carries the parent's reason,
-/// as in Go.) The check asks the timer's clock (backend code): a panic there
-/// is dropped, and the cancel goes on as if the deadline had not passed.
-#[inline]
-pub(crate) fn expire_if_due(node: NodeRef) {
-    let part = node.cancel_part();
-    if !part.has_deadline {
-        return;
-    }
-    // Acquire: as every read of the state word.
-    let word = part.state.load(Ordering::Acquire);
-    if state::is_done(word) {
-        return;
-    }
-    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        super::deadline::check(node, word);
-    }));
-    if let Err(payload) = checked {
-        crate::adapter::drop_panic_payload(payload);
-    }
-}
-
 /// The rest of [`cancel`] after its close (`closed`: the live word it replaced,
 /// or `None` if the node was done already).
 fn finish_cancel(node: NodeRef, closed: Option<Word>, reason: Reason, origin: Origin) -> bool {
@@ -348,7 +321,6 @@ fn finish_leaf_owing(node: NodeRef, previous: Word, flag: bool, panic: &mut Pani
 /// cancel closed a leaf that left its parent's set, the strong reference and the
 /// slot's weak one go back in one read-modify-write.
 pub(crate) fn cancel_and_release(node: NodeRef, reason: Reason) -> bool {
-    expire_if_due(node);
     let closed = try_close(node, &reason, false);
     if closed.is_none() && is_complete(node) {
         // Done and walked already (the common end of a cancel function whose
