@@ -36,6 +36,11 @@ pin_project! {
     ///   head is already sent, so its status can no longer change; the server
     ///   aborts the response, which the client sees as an incomplete body). The
     ///   error is the [`Rejection`] (downcast it from the boxed error).
+    ///   gRPC-web carries its trailers inside the body, which this wrapper
+    ///   cannot write into an arbitrary body type: put the layer inside
+    ///   tonic-web's (where responses are still `application/grpc` and their
+    ///   trailers are translated on the way out), or a gRPC-web client sees
+    ///   the cut stream end without a status.
     /// * When the body ends (or fails) or is dropped, the request's context is
     ///   canceled with [`ServerCause::Responded`](crate::ServerCause::Responded).
     ///
