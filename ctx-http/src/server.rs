@@ -97,6 +97,11 @@ pub enum ServerCause {
     /// context stays live, so a body that streams can rely on it (see
     /// [`ServerBody`]).
     Responded,
+    /// The response future was dropped by a panic before it finished: the
+    /// handler (or the code polling it) panicked, and the task serving the
+    /// request unwound. Not [`ClientGone`](ServerCause::ClientGone): the
+    /// client may still be there.
+    Panicked,
 }
 
 impl fmt::Display for ServerCause {
@@ -112,6 +117,9 @@ impl fmt::Display for ServerCause {
                 f.write_str("the client went away before the response was ready")
             }
             ServerCause::Responded => f.write_str("the request was answered"),
+            ServerCause::Panicked => {
+                f.write_str("the task serving the request panicked before the response was ready")
+            }
         }
     }
 }
@@ -146,7 +154,8 @@ impl std::error::Error for ServerCause {}
 /// 6. ends the context when the request ends, with the reason as its cause:
 ///    [`ServerCause::Responded`] once the body has ended (or is dropped) or the
 ///    inner service failed, [`ServerCause::ClientGone`] if the response future
-///    is dropped first (hyper drops it when the client hangs up).
+///    is dropped first (hyper drops it when the client hangs up), or
+///    [`ServerCause::Panicked`] if a panic dropped it.
 ///
 /// A parent that is already done (the server is shutting down) gives a context
 /// that is born done: the request is answered at once (503 with the parent's
@@ -635,7 +644,8 @@ pin_project! {
     /// [`ServerBody`], which takes the context over until the body ends.
     ///
     /// Dropping it before it completes ends the request's context with
-    /// [`ServerCause::ClientGone`].
+    /// [`ServerCause::ClientGone`] ([`ServerCause::Panicked`] if a panic
+    /// unwinds through it).
     ///
     /// # Examples
     ///
@@ -803,10 +813,14 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(canceler) = self.canceler.take() {
-            end(
-                canceler,
-                shared_cause(&CLIENT_GONE, ServerCause::ClientGone),
-            );
+            // Dropped by an unwind (the handler panicked), or by the server
+            // (the client hung up).
+            let cause = if std::thread::panicking() {
+                shared_cause(&PANICKED, ServerCause::Panicked)
+            } else {
+                shared_cause(&CLIENT_GONE, ServerCause::ClientGone)
+            };
+            end(canceler, cause);
         }
     }
 }
@@ -826,6 +840,7 @@ fn end(canceler: Canceler, cause: Cause) {
 
 static RESPONDED: OnceLock<Cause> = OnceLock::new();
 static CLIENT_GONE: OnceLock<Cause> = OnceLock::new();
+static PANICKED: OnceLock<Cause> = OnceLock::new();
 
 /// One shared allocation per process for the causes every request ends with.
 fn shared_cause(slot: &'static OnceLock<Cause>, cause: ServerCause) -> Cause {

@@ -1209,3 +1209,26 @@ async fn an_answer_made_past_the_deadline_is_not_sent() {
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(root.live_children(), 0);
 }
+
+/// A handler that panics: the unwind drops the layer's future, which ends
+/// the request's context with `Panicked`, not `ClientGone` (the client may
+/// well be there still).
+#[tokio::test]
+async fn a_panicking_handler_ends_its_context_as_panicked() {
+    let root = ctx_tokio::background();
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let service = ServerLayer::new(&root).layer(service_fn(move |req: Request<String>| {
+        tx.send(request_ctx(&req)).unwrap();
+        async {
+            panic!("the handler panics");
+            #[allow(unreachable_code)]
+            Ok::<Response<String>, Infallible>(Response::new(String::new()))
+        }
+    }));
+    let served = tokio::spawn(service.oneshot(Request::new(String::new()))).await;
+    assert!(served.is_err_and(|err| err.is_panic()));
+    let ctx = seen.recv().await.unwrap();
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    assert_eq!(server_cause(&ctx), ServerCause::Panicked);
+    assert_eq!(root.live_children(), 0);
+}
