@@ -188,9 +188,7 @@ async fn catch_unwind_to_the_end<F: Future>(fut: F) -> std::thread::Result<F::Ou
             // The output is only the context's error here (a future that
             // returned dropped its locals as it did): dropped all the same,
             // guarded, as user code.
-            if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(output))) {
-                ctx_core::adapter::drop_panic_payload(again);
-            }
+            ctx_core::adapter::contain_panic(move || drop(output));
             Err(payload)
         }
         (Err(first), Err(second)) => {

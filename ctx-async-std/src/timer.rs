@@ -294,11 +294,7 @@ impl Wake for Slot {
 fn spawn_fire(expiry: Expiry) {
     smol::spawn(async move {
         // `fire` runs no user code; the guard is for a panicking waker.
-        if let Err(payload) =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| expiry.fire()))
-        {
-            ctx_core::adapter::drop_panic_payload(payload);
-        }
+        ctx_core::adapter::contain_panic(|| expiry.fire());
     })
     .detach();
 }

@@ -10,6 +10,8 @@
 //!   accepted, the first failure as the cause, panics as
 //!   [`PanicError`](crate::PanicError), stop, the result); an adapter adds only
 //!   spawning, limiting and joining.
+//! * [`contain_panic`] and [`drop_panic_payload`]: a panic of user code that
+//!   has nobody to go to stops there, its payload's `Drop` guarded too.
 //! * [`Event`]: a list of tasks waiting to be told something (a group's
 //!   `wait`), whose notify wakes them after its own lock, so that no waker runs
 //!   under it.
@@ -39,6 +41,29 @@ pub fn drop_panic_payload(payload: Box<dyn Any + Send>) {
     let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload)));
     if let Err(again) = dropped {
         std::mem::forget(again);
+    }
+}
+
+/// Runs `f` so that a panic in it goes no further: caught, and dropped with
+/// [`drop_panic_payload`]; then `None`. For user code whose panic has nobody
+/// to go to once the panic hook has reported it: a cancel run on a timer's or
+/// a watcher's thread, a runner job, a cancel whose `after_func` callbacks are
+/// not the caller's business. (`f` is taken as unwind safe: what a panic
+/// leaves half done is the caller's to consider.)
+///
+/// ```
+/// use ctx_core::adapter::contain_panic;
+///
+/// assert_eq!(contain_panic(|| 7), Some(7));
+/// assert_eq!(contain_panic(|| -> u32 { panic!("a callback fails") }), None);
+/// ```
+pub fn contain_panic<R>(f: impl FnOnce() -> R) -> Option<R> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(value) => Some(value),
+        Err(payload) => {
+            drop_panic_payload(payload);
+            None
+        }
     }
 }
 

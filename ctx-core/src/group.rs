@@ -245,10 +245,7 @@ impl GroupCancel {
     /// of [`finish`](GroupCancel::finish). So it is dropped, as every
     /// adapter's group would drop it.
     fn cancel_keeping_on(&self, cancel: impl FnOnce(&Canceler) -> bool) {
-        let canceled = catch_unwind(AssertUnwindSafe(|| cancel(&self.canceler)));
-        if let Err(payload) = canceled {
-            crate::adapter::drop_panic_payload(payload);
-        }
+        crate::adapter::contain_panic(|| cancel(&self.canceler));
     }
 
     /// Drops an error the group does not report (returned after a stop, or a

@@ -130,9 +130,7 @@ pub(crate) fn spawn(job: Job) {
 fn run(job: Job) {
     // The panic was reported by the hook; the runner survives it, and its
     // payload's `Drop`.
-    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
-        crate::adapter::drop_panic_payload(payload);
-    }
+    crate::adapter::contain_panic(job);
 }
 
 #[cfg_attr(all(test, ctx_loom), allow(dead_code))]

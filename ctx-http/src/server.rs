@@ -20,7 +20,6 @@ use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use std::fmt;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll, ready};
@@ -832,10 +831,7 @@ impl Drop for Guard {
 /// task, which then sends nothing more (not the response it was about to
 /// flush, nor the service's error). So it stops here.
 fn end(canceler: Canceler, cause: Cause) {
-    let ended = catch_unwind(AssertUnwindSafe(move || canceler.cancel_with_cause(cause)));
-    if let Err(payload) = ended {
-        ctx_core::adapter::drop_panic_payload(payload);
-    }
+    ctx_core::adapter::contain_panic(move || canceler.cancel_with_cause(cause));
 }
 
 static RESPONDED: OnceLock<Cause> = OnceLock::new();

@@ -48,7 +48,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::poll_fn;
 use std::num::NonZeroU64;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -783,9 +782,7 @@ fn fire(batch: &mut Vec<Expiry>) -> usize {
         // A panic in user code run by the cancel (an `after_func` callback) must
         // not take the driver or the backstop down with it; ctx-core has already
         // finished the cancel when it resumes the panic.
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| expiry.fire())) {
-            ctx_core::adapter::drop_panic_payload(payload);
-        }
+        ctx_core::adapter::contain_panic(|| expiry.fire());
     }
     fired
 }

@@ -26,16 +26,17 @@
 //! Signals are rare and each listener fires once, so a thread per fired
 //! context costs little. Only when no thread can be spawned does a cancel run
 //! here, late rather than lost. That, and every delivery, runs under
-//! [`contain`], which keeps the thread alive through any panic: a dead watcher
-//! would lose every later signal (its listeners keep the default action off).
+//! [`contain_panic`], which keeps the thread alive through any panic: a dead
+//! watcher would lose every later signal (its listeners keep the default action
+//! off).
 
+use ctx_core::adapter::contain_panic;
 use ctx_core::{Canceler, SignalError};
 use signal_hook::consts::FORBIDDEN;
 use signal_hook::iterator::{Handle, Signals};
 use signal_hook::low_level::signal_name;
 use std::ffi::c_int;
 use std::io;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread;
@@ -200,7 +201,7 @@ impl State {
                     for signal in signals.forever() {
                         // Each delivery under its own guard: whatever happens in
                         // one, the thread goes on to the next.
-                        contain(|| dispatch(signal));
+                        contain_panic(|| dispatch(signal));
                     }
                 })?;
             self.pipe = Some(handle);
@@ -304,22 +305,13 @@ fn cancel(canceler: Canceler, name: &'static str) {
 }
 
 /// Cancels with the signal `name` as the cause, on the calling thread, under
-/// [`contain`]. The canceler is moved into the guard: dropping it can drop the
+/// [`contain_panic`]. The canceler is moved into the guard: dropping it can drop the
 /// last reference to the context, and so release user `Drop`s up its chain.
 fn cancel_here(canceler: Canceler, name: &'static str) {
-    contain(move || {
+    contain_panic(move || {
         // Losing to an earlier cancel (the stop, the parent) is fine.
         let _ = canceler.cancel_with_cause(SignalError::new(name));
     });
-}
-
-/// Runs `f` so that nothing it does unwinds out of it: the panics of user code
-/// it runs (a callback, a value's `Drop`) were reported by the panic hook
-/// already, and must not end a thread of the watcher.
-fn contain(f: impl FnOnce()) {
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
-        ctx_core::adapter::drop_panic_payload(payload);
-    }
 }
 
 /// Whether the process started with `signal` ignored (`SIG_IGN`), as a

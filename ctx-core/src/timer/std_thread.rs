@@ -381,9 +381,7 @@ fn pass(shared: &Shared, batch: &mut Vec<Expiry>) -> Sleep {
             // A disarmed entry does nothing here (its context is done or gone).
             // Firing runs no user code, but a panic in it must not take the
             // timer thread down with it.
-            if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| expiry.fire())) {
-                crate::adapter::drop_panic_payload(payload);
-            }
+            crate::adapter::contain_panic(|| expiry.fire());
         }
     }
     if busy {
