@@ -224,24 +224,24 @@ where
         let err = match watch.ctx.err() {
             Some(err) => err,
             None => match this.inner.poll_frame(cx) {
+                Poll::Pending => ready!(poll_done(&watch.ctx, &mut watch.done, cx)),
                 // Exact deadlines again: a frame whose making took the body
                 // past the deadline is not sent either.
-                Poll::Ready(_) if watch.ctx.is_done() => {
-                    watch.ctx.err().expect("a done context has an error")
-                }
-                Poll::Ready(frame) => {
-                    let last = match &frame {
-                        Some(Ok(frame)) => frame.is_trailers(),
-                        None | Some(Err(_)) => true,
-                    };
-                    if last {
-                        // Ends the context: `Responded` (a panicking callback
-                        // of its stays there, see `Guard`).
-                        *this.watch = None;
+                Poll::Ready(frame) => match watch.ctx.err() {
+                    Some(err) => err,
+                    None => {
+                        let last = match &frame {
+                            Some(Ok(frame)) => frame.is_trailers(),
+                            None | Some(Err(_)) => true,
+                        };
+                        if last {
+                            // Ends the context: `Responded` (a panicking
+                            // callback of its stays there, see `Guard`).
+                            *this.watch = None;
+                        }
+                        return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
                     }
-                    return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
-                }
-                Poll::Pending => ready!(poll_done(&watch.ctx, &mut watch.done, cx)),
+                },
             },
         };
         // The context ended first: end the stream with its reason. The context
