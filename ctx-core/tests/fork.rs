@@ -4,6 +4,8 @@
 //! whatever the parent's timer and runner threads were doing at the fork.
 #![cfg(unix)]
 
+mod support;
+
 use ctx_core::{Context, Error, StdTimer};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
@@ -147,11 +149,7 @@ fn a_fork_during_the_first_use_on_other_threads_leaves_the_child_working() {
         return;
     }
     for round in 0..200 {
-        let run = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([NAME, "--exact", "--test-threads=1", "--nocapture"])
-            .env(FIRST_USE_ROUND, "1")
-            .output()
-            .expect("the test binary runs again");
+        let run = support::rerun_in_own_process(NAME, FIRST_USE_ROUND);
         assert!(
             run.status.success(),
             "round {round}: {}{}",

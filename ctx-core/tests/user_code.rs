@@ -537,7 +537,7 @@ fn another_backends_blocking_disarm_holds_back_no_deadline_of_the_firing_timer()
 
 // ===== a panicking Drop stops a cancel halfway =====
 
-/// A value whose `Drop` panics.
+/// A value (or a panic payload) whose `Drop` panics.
 struct PanicOnDrop;
 
 impl Drop for PanicOnDrop {
@@ -829,15 +829,6 @@ fn a_cancel_from_a_thread_local_destructor_runs_a_reentering_waker_outside_the_l
 
 // ===== panic payloads are user code too =====
 
-/// A panic payload whose `Drop` panics (`std::panic::panic_any` takes any value).
-struct PayloadPanicsOnDrop;
-
-impl Drop for PayloadPanicsOnDrop {
-    fn drop(&mut self) {
-        panic!("the payload's drop panics");
-    }
-}
-
 /// A cancel keeps the first callback panic and drops the later ones. A later
 /// one whose payload panics as it is dropped used to stop the cancel there:
 /// the callbacks after it never ran (and their `stop` said they had).
@@ -849,7 +840,7 @@ fn a_later_callback_panic_whose_payload_panics_on_drop_stops_no_callback() {
     for _ in 0..5 {
         registrations.push(ctx.after_func(calls.callback()));
     }
-    registrations.push(ctx.after_func(|| std::panic::panic_any(PayloadPanicsOnDrop)));
+    registrations.push(ctx.after_func(|| std::panic::panic_any(PanicOnDrop)));
     for _ in 0..5 {
         registrations.push(ctx.after_func(calls.callback()));
     }
@@ -873,7 +864,7 @@ fn a_callback_panic_during_an_unwinding_cancel_is_dropped_even_if_its_payload_pa
         "a_callback_panic_during_an_unwinding_cancel_is_dropped_even_if_its_payload_panics";
     if std::env::var_os(UNWINDING_CANCEL).is_some() {
         let (ctx, cancel) = Context::background().with_cancel();
-        let _registration = ctx.after_func(|| std::panic::panic_any(PayloadPanicsOnDrop));
+        let _registration = ctx.after_func(|| std::panic::panic_any(PanicOnDrop));
         let body = catch_unwind(AssertUnwindSafe(move || {
             let _cancel_at_the_end = cancel;
             panic!("the body fails");
@@ -882,11 +873,7 @@ fn a_callback_panic_during_an_unwinding_cancel_is_dropped_even_if_its_payload_pa
         assert_eq!(ctx.err(), Some(Error::Canceled));
         return;
     }
-    let run = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([NAME, "--exact", "--test-threads=1"])
-        .env(UNWINDING_CANCEL, "1")
-        .output()
-        .expect("the test binary runs again");
+    let run = support::rerun_in_own_process(NAME, UNWINDING_CANCEL);
     assert!(
         run.status.success(),
         "the process did not survive: {:?}\n{}",

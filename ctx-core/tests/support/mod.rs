@@ -309,3 +309,15 @@ pub(crate) fn within_watchdog<T: Send + 'static>(
         }
     }
 }
+
+/// Runs the test `name` again, alone, in a process of its own (this test
+/// binary, with `flag` set in its environment), for what could take the
+/// process down or needs what happens once per process; returns how that
+/// process ended. The test checks `flag` first, and runs its body there.
+pub(crate) fn rerun_in_own_process(name: &str, flag: &str) -> std::process::Output {
+    std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args([name, "--exact", "--test-threads=1", "--nocapture"])
+        .env(flag, "1")
+        .output()
+        .expect("the test binary runs again")
+}
