@@ -26,6 +26,7 @@ use ctx_core::adapter::GroupCancel;
 use ctx_core::{AfterFunc, BoxError, Cause, Context};
 use std::cell::Cell;
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 
@@ -425,8 +426,8 @@ impl Limit {
             return true;
         }
         slots.waiting += 1;
-        let acquired = loop {
-            slots = match ctx.remaining() {
+        loop {
+            slots = match self.read_waiting(&mut slots, || ctx.remaining()) {
                 // The context's `after_func` wakes us when its timer fires, which
                 // may be late (the `Timer` contract allows it): never sleep past
                 // the deadline itself, so that the exact check below gets its
@@ -442,20 +443,41 @@ impl Limit {
                     .wait(slots)
                     .unwrap_or_else(PoisonError::into_inner),
             };
-            if ctx.is_done() {
-                break false;
+            if self.read_waiting(&mut slots, || ctx.is_done()) {
+                break;
             }
             if slots.running < self.max {
                 slots.running += 1;
-                break true;
+                slots.waiting -= 1;
+                return true;
             }
-        };
+        }
+        self.leave(&mut slots);
+        false
+    }
+
+    /// Reads the context (`read`) for a waiter counted in `slots`. Below a
+    /// deadline that asks the timer backend's clock, whose panic goes on to the
+    /// spawner, but not before the waiter is uncounted: counted, it would make
+    /// `try_spawn` refuse for good. (The lock is poisoned by the unwind;
+    /// [`lock`](Limit::lock) takes a poisoned one as it is.)
+    fn read_waiting<T>(&self, slots: &mut Slots, read: impl FnOnce() -> T) -> T {
+        match catch_unwind(AssertUnwindSafe(read)) {
+            Ok(value) => value,
+            Err(payload) => {
+                self.leave(slots);
+                resume_unwind(payload)
+            }
+        }
+    }
+
+    /// A waiter that leaves without a slot: uncounted, and a slot it was woken
+    /// for goes to the next one.
+    fn leave(&self, slots: &mut Slots) {
         slots.waiting -= 1;
-        if !acquired && slots.running < self.max && slots.waiting > 0 {
-            // A slot this waiter was woken for and leaves: the next one's.
+        if slots.running < self.max && slots.waiting > 0 {
             self.changed.notify_one();
         }
-        acquired
     }
 
     /// Takes a slot if one is free and no spawner waits for one.

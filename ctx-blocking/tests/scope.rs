@@ -395,3 +395,71 @@ fn a_spawner_blocked_on_a_full_group_sees_its_deadline_without_the_timer() {
         );
     });
 }
+
+/// A clock set by hand that panics while told to (a timer backend's `now`
+/// is its own code), under a backend that never fires.
+#[derive(Debug)]
+struct PanickyClock {
+    now: std::sync::Mutex<std::time::Instant>,
+    panics: std::sync::atomic::AtomicBool,
+}
+
+impl ctx_core::Timer for PanickyClock {
+    fn now(&self) -> std::time::Instant {
+        if self.panics.load(Ordering::SeqCst) {
+            panic!("the timer's clock panics");
+        }
+        *self.now.lock().unwrap()
+    }
+
+    fn arm(&self, _: std::time::Instant, _: ctx_core::Expiry) -> Option<ctx_core::TimerKey> {
+        None
+    }
+
+    fn disarm(&self, _: ctx_core::TimerKey) {}
+}
+
+/// A spawner blocked on a full group reads its context, and so the clock
+/// below its deadline, when it wakes. A panicking clock goes on to the
+/// spawner, but the spawner is no longer counted as waiting: counted, it made
+/// every later `try_spawn` refuse for good.
+#[test]
+fn a_blocked_spawner_whose_clock_panics_leaves_no_waiter_counted() {
+    within("a try_spawn after a spawner's clock panicked", || {
+        let clock = Arc::new(PanickyClock {
+            now: std::sync::Mutex::new(std::time::Instant::now()),
+            panics: std::sync::atomic::AtomicBool::new(false),
+        });
+        let root = ctx_core::Context::background().with_timer(clock.clone());
+        let (parent, _cancel) = root.with_timeout(Duration::from_secs(3600));
+        let (release, released) = mpsc::channel::<()>();
+        let accepted = scope_with_limit(&parent, 1, |group| {
+            assert!(group.spawn(move |_ctx| {
+                released.recv().unwrap();
+                Ok::<(), Cause>(())
+            }));
+            thread::scope(|threads| {
+                let clock = clock.clone();
+                threads.spawn(move || {
+                    // Most likely after the spawner went to sleep on the full
+                    // group (the old flaw shows only then; nothing else
+                    // depends on it).
+                    thread::sleep(Duration::from_millis(50));
+                    clock.panics.store(true, Ordering::SeqCst);
+                    // The slot comes back: the spawner wakes and reads.
+                    release.send(()).unwrap();
+                });
+                let spawned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    group.spawn(|_ctx| Ok::<(), Cause>(()))
+                }));
+                assert!(spawned.is_err(), "the clock's panic reached the spawner");
+            });
+            clock.panics.store(false, Ordering::SeqCst);
+            support::eventually(|| group.try_spawn(|_ctx| Ok::<(), Cause>(())))
+        });
+        assert!(
+            accepted.expect("no task failed"),
+            "try_spawn refused for good: a waiter stayed counted"
+        );
+    });
+}
