@@ -118,24 +118,25 @@ pub const IMPLEMENTATIONS: &[Implementation] = &[
         counts: [
             Count {
                 rmws: 3,
-                shared_lines: 1,
-                detail: "parent's strong count +1 (the parent's node line); a free-stack pop \
-                         (CAS) or a `bump` fetch-add and the slot store (`SeqCst`, an `xchg`), \
-                         both in this thread's own shard of the parent's set (lines of its \
-                         own, 128-byte aligned). A parent without a set takes the child in \
-                         its inline slot instead (a CAS on the parent's line)",
+                shared_lines: 0,
+                detail: "all in this thread's own shard of the parent's set (lines of its own, \
+                         128-byte aligned): the child's reference on the parent, counted in \
+                         the shard (+1), not in the parent's header; a free-stack pop (CAS) or \
+                         a `bump` fetch-add; the slot store (`SeqCst`, an `xchg`). The parent's \
+                         line is only read (its state word and count flags). A parent without \
+                         a set takes the child in its inline slot instead (a CAS on the \
+                         parent's line), and its first set child counts in its header, once",
             },
             Count {
                 rmws: 6,
-                shared_lines: 1,
+                shared_lines: 0,
                 detail: "own node: the handle's strong −1, the close CAS (a leaf is complete \
                          in the same CAS), and the cancel function's strong −1 together with \
                          the slot's weak −1 (one RMW; the strong references' own weak goes \
-                         without one when it is the last); the slot's remove CAS and the \
-                         free-stack push CAS in this thread's shard (not shared while the \
-                         child is dropped on the thread that made it); parent's strong −1 \
-                         (the parent's node line, which also holds its state word, so checks \
-                         of the parent see it)",
+                         without one when it is the last); in the shard the child was made \
+                         in (not shared while the child is dropped on the thread that made \
+                         it): the slot's remove CAS, the free-stack push CAS, and the \
+                         reference on the parent −1",
             },
             Count {
                 rmws: 2,

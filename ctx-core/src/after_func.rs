@@ -94,7 +94,7 @@ pub(crate) fn register(ctx: &Context, f: Thunk) -> AfterFunc {
     }
     // The slot owns a reference of its own: `Entry::from_raw` gives it back.
     let entry = Entry::callback_into_raw(callback.clone());
-    match register::register(carrier, entry, None) {
+    match register::register(carrier, entry, None, None) {
         Outcome::Registered { slot } => {
             carrier.inc_strong();
             AfterFunc {

@@ -401,7 +401,8 @@ impl Context {
         }
         let node = NodeRef::alloc(
             vtable,
-            self.parent_link(),
+            // Its reference on us is taken by `link`.
+            self.node,
             ptr::null(),
             2,
             // One weak reference for all strong ones, one for the parent's slot.
@@ -413,15 +414,26 @@ impl Context {
     }
 
     /// Registers a fresh cancelable node, whose slot's weak reference was counted
-    /// at allocation, with its parent carrier; cancels it at once (born done) if
-    /// the parent is done.
+    /// at allocation, with its parent carrier, and takes the node's reference on
+    /// us (its parent), which its allocation did not: in the shard of our child
+    /// set that took the node, where one did and our set's reference is held
+    /// (`tree::child_set`'s "Parent references"), else in our own count.
+    /// Cancels the node at once (born done) if the parent is done.
+    ///
+    /// Nothing here runs user code or can panic before the reference is
+    /// taken, so the node's handles, which may exist already, never drop
+    /// without it.
+    #[inline(always)]
     fn link(&self, node: NodeRef, parent_carrier: Option<NodeRef>) {
-        let Some(carrier) = parent_carrier else {
-            return;
-        };
-        if let Outcome::Done { reason, back } =
-            register(carrier, node.as_entry(), Some(&node.cancel_part().slot))
-        {
+        let part = node.cancel_part();
+        let outcome = parent_carrier.map(|carrier| {
+            // Our child set counts the node's reference on us only if we are
+            // the carrier.
+            let parent_ref = (self.node() == Some(carrier)).then_some(&part.parent_shard);
+            register(carrier, node.as_entry(), Some(&part.slot), parent_ref)
+        });
+        tree::register::take_parent_ref(node, self.node());
+        if let Some(Outcome::Done { reason, back }) = outcome {
             if back {
                 node.dec_weak();
             }
@@ -453,7 +465,8 @@ impl Context {
         };
         let node = NodeRef::alloc(
             DeadlinePart::VTABLE,
-            self.parent_link(),
+            // Its reference on us is taken by `link`.
+            self.node,
             ptr::null(),
             2,
             // One weak reference for all strong ones, one for the parent's slot.

@@ -18,14 +18,14 @@
 pub(crate) use std::sync::Arc;
 #[cfg(not(all(test, ctx_loom)))]
 pub(crate) use std::sync::atomic::{
-    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
+    AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
 };
 
 #[cfg(all(test, ctx_loom))]
 pub(crate) use loom::sync::Arc;
 #[cfg(all(test, ctx_loom))]
 pub(crate) use loom::sync::atomic::{
-    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
+    AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
 };
 
 /// An `UnsafeCell` with loom's closure-based API, so that loom can check every

@@ -46,6 +46,11 @@
 //! | `returned_cancel_means_done_subtree` | `root → a → b`: after a losing cancel of `a` returns, `b` is done | < 0.1 s |
 //! | `same_node_twice` | two cancels of one node: after each returns, the grandchild is done | < 0.1 s |
 //! | `live_leaf_dropped_vs_parent_cancel`, `live_inner_node_dropped_vs_parent_cancel` | a live child's canceler and last handle dropped during its parent's walk: the payload outlives the walk's hold on the entry (the detach waits for `drained`), every node freed | < 0.1 s |
+//! | **`loom_parent_ref`** (children's references counted in their parent's set) | | |
+//! | `last_handle_vs_counted_child` | the parent's last handle (no cancel) vs the drop of a child counted in a shard: the parent freed once, by whichever is last | < 0.1 s |
+//! | `cancel_and_last_handle_vs_counted_child` | the same after a cancel whose walk drains the child's entry | < 0.1 s |
+//! | `upgrade_vs_last_handle_vs_counted_child` | a weak reference upgraded (an expiry's `context`) during the last handle's release: one orphaning, and a child derived from the upgraded handle counts correctly | < 0.1 s |
+//! | `orphan_vs_releases_in_two_shards` | the orphaning's count against releases in two shards: exactly one party releases the set's reference | < 0.1 s |
 //! | **`loom_after_func`** | | |
 //! | `stop_vs_fire` | stop returns true iff the callback never runs | < 0.1 s |
 //! | `register_vs_cancel` | a callback registered during the cancel runs once | < 0.1 s |
@@ -100,6 +105,8 @@ mod loom_after_func;
 mod loom_cancel;
 #[cfg(ctx_loom)]
 mod loom_list;
+#[cfg(ctx_loom)]
+mod loom_parent_ref;
 #[cfg(ctx_loom)]
 mod loom_std_timer;
 #[cfg(ctx_loom)]

@@ -77,7 +77,49 @@
 //! CAS pushes it. A drained slot is never pushed (the owner is done for good, and
 //! anyone inserting later takes its entry back and frees its own index).
 
-use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, StoreRacingRmw};
+//!
+//! # Parent references
+//!
+//! A child keeps its parent alive (values, deadlines and the timer are read up
+//! the chain). Counted in the parent's own strong count, every child created
+//! and dropped would write the parent's header line, the one line that all
+//! threads churning children of that parent share. So a child registered in
+//! a shard of its parent's set (its parent being its carrier) counts its
+//! reference in that shard instead (`Shard::refs`, on the shard's own lines),
+//! and the set holds one strong reference on its owner for all of them: the
+//! set's reference, flagged in the owner's count word (`SET_REF` in
+//! `tree::node`) and taken by the registrant that installed the set. Children
+//! through the inline slot, through a value node, or of a parent whose set's
+//! reference is gone count in the parent's header as before.
+//!
+//! The set's reference goes once no handle is left and no shard counts a
+//! child:
+//!
+//! * The release that leaves the set's reference alone (the owner's last
+//!   handle) clears the flag by a CAS (which fails if an upgrade made a new
+//!   handle meanwhile: that handle's release tries again) and *orphans* the
+//!   set ([`ChildSet::orphan`]): it marks every shard's count `ORPHAN` with a
+//!   `fetch_or`, counts the shards that still count children, and adds that
+//!   number to `pending`. A child whose release takes an orphaned shard's
+//!   count to zero takes one off `pending`. Whichever of these makes
+//!   `pending` zero (the orphaning itself, when no shard counts a child)
+//!   releases the set's reference.
+//! * No shard count can grow once the flag is gone: a registrant holds a
+//!   handle on the parent (which keeps the flag: the CAS needs the count at
+//!   the set's reference alone) and reads the flag after its own reference
+//!   was made, so a registrant after the CAS sees it cleared and counts in
+//!   the header.
+
+use crate::sync::{
+    AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, StoreRacingRmw,
+};
+
+/// In a shard's `refs`: the set was orphaned (its owner's last handle went),
+/// and the release that takes the count to zero reports to `pending`.
+const ORPHAN: u32 = 1 << 31;
+/// Above this many children counted in one shard we abort, as for the strong
+/// count: the count must not reach the `ORPHAN` bit.
+const MAX_SHARD_REFS: u32 = 1 << 30;
 use std::ptr;
 
 /// Slots in the first segment.
@@ -110,6 +152,9 @@ pub(crate) struct Shard {
     free: AtomicU64,
     /// The next index never handed out.
     bump: AtomicUsize,
+    /// How many children count their reference on the set's owner here, and
+    /// `ORPHAN` (module docs: "Parent references").
+    refs: AtomicU32,
     /// Segment 0, inline.
     first: [Slot; BASE],
     /// Segments 1.., allocated on demand (`rest[k - 1]` is segment `k`).
@@ -137,6 +182,7 @@ impl Shard {
         Shard {
             free: AtomicU64::new(0),
             bump: AtomicUsize::new(0),
+            refs: AtomicU32::new(0),
             first: std::array::from_fn(|_| Slot::new()),
             rest: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
         }
@@ -358,6 +404,12 @@ impl Shard {
 
 impl Drop for Shard {
     fn drop(&mut self) {
+        debug_assert_eq!(
+            // Relaxed: `&mut self`, nobody else can reach the set.
+            self.refs.load(Ordering::Relaxed) & !ORPHAN,
+            0,
+            "a child's reference on the set's owner outlived it"
+        );
         // Relaxed: `&mut self`, nobody else can reach the set.
         let in_use = segments_in_use(self.bump.load(Ordering::Relaxed));
         for (k, segment) in (1..in_use).zip(self.rest.iter_mut()) {
@@ -394,25 +446,105 @@ const SHARD_SHIFT: u32 = 26;
 /// own (module docs).
 pub(crate) struct ChildSet {
     shards: [AtomicPtr<Shard>; SHARDS],
+    /// Orphaned shards still counting children, less those whose count went
+    /// to zero since (wrapping: a child may take its shard off before the
+    /// orphaning adds it). Zero again: the set's reference goes (module docs).
+    pending: AtomicUsize,
 }
 
 impl ChildSet {
     pub(crate) fn new() -> ChildSet {
         ChildSet {
             shards: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+            pending: AtomicUsize::new(0),
         }
     }
 
-    /// Stores `entry` (a non-null tagged pointer) in the calling thread's shard
-    /// and returns its slot index; see [`Shard::insert`] for what the caller
-    /// must do next.
-    pub(crate) fn insert(&self, entry: *mut ()) -> u32 {
-        self.insert_in(current_shard(), entry)
+    /// The installed shard that slot `index` belongs to.
+    fn shard_of(&self, index: u32) -> &Shard {
+        let k = (index >> SHARD_SHIFT) as usize;
+        // Acquire: pairs with the CAS that installed the shard; the index was
+        // handed out by it, so it exists.
+        let shard = self.shards[k].load(Ordering::Acquire);
+        // SAFETY: installed shards live as long as the set.
+        unsafe { shard.as_ref() }.expect("an index of a shard never installed")
     }
 
-    /// [`insert`](Self::insert) into shard `k`.
+    /// Gives back a reference counted in shard `k`; true if the caller must now
+    /// release the set's reference (the owner was orphaned and this was the
+    /// last child it waited for).
+    pub(crate) fn release_parent_ref(&self, k: u8) -> bool {
+        let shard = self.shard_of(u32::from(k) << SHARD_SHIFT);
+        // Release: the child's reads of its ancestors happen before whoever
+        // drops the owner (that party acquires this count or `pending`).
+        if shard.refs.fetch_sub(1, Ordering::Release) != ORPHAN | 1 {
+            return false;
+        }
+        // Acquire: this shard's earlier releases (and the orphaning's) happen
+        // before what follows.
+        crate::sync::fence(Ordering::Acquire);
+        // AcqRel: a chain of releases that the party reaching zero acquires.
+        self.pending.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+
+    /// Orphans the set (its owner's last handle went, and the caller took the
+    /// set's reference over); true if no child counts a reference here, and
+    /// the caller must release the set's reference now.
+    pub(crate) fn orphan(&self) -> bool {
+        let mut counting = 0usize;
+        for shard in &self.shards {
+            // Acquire: pairs with the CAS that installed the shard. A shard
+            // installed later than this load counts nothing (module docs).
+            // SAFETY: installed shards live as long as the set.
+            if let Some(shard) = unsafe { shard.load(Ordering::Acquire).as_ref() } {
+                // AcqRel: acquires the releases of children gone before; its
+                // release heads the chain that the last child acquires.
+                let previous = shard.refs.fetch_or(ORPHAN, Ordering::AcqRel);
+                debug_assert_eq!(previous & ORPHAN, 0, "orphaned twice");
+                counting += usize::from(previous != 0);
+            }
+        }
+        // AcqRel: as in `release_parent_ref`.
+        let previous = self.pending.fetch_add(counting, Ordering::AcqRel);
+        previous.wrapping_add(counting) == 0
+    }
+
+    /// [`insert_counting`](Self::insert_counting) without counting a reference.
+    #[cfg(test)]
     pub(crate) fn insert_in(&self, k: usize, entry: *mut ()) -> u32 {
-        let index = self.shard_or_init(k).insert(entry);
+        self.insert_counting(k, entry, None)
+    }
+
+    /// Stores `entry` (a non-null tagged pointer) in shard `k` and returns its
+    /// slot index; see [`Shard::insert`] for what the caller must do next.
+    /// With `parent_ref`, also counts a reference on the set's owner in that
+    /// shard for the child being registered, and stores the shard's number
+    /// there, for the child to give back to
+    /// [`release_parent_ref`](Self::release_parent_ref).
+    ///
+    /// The caller holds a handle on the owner and saw its `SET_REF` flag
+    /// after that handle was made (module docs: "Parent references").
+    pub(crate) fn insert_counting(
+        &self,
+        k: usize,
+        entry: *mut (),
+        parent_ref: Option<&AtomicU8>,
+    ) -> u32 {
+        let shard = self.shard_or_init(k);
+        if let Some(field) = parent_ref {
+            // Relaxed: a reference made while another (the caller's handle)
+            // keeps the owner alive, as `Arc::clone`; the handle's later
+            // release orders it before an orphaning.
+            let previous = shard.refs.fetch_add(1, Ordering::Relaxed);
+            debug_assert_eq!(previous & ORPHAN, 0, "a shard counted after its orphaning");
+            if previous >= MAX_SHARD_REFS {
+                std::process::abort();
+            }
+            // Relaxed: read by the child's drop, after the release of its last
+            // handle, which the caller still holds.
+            field.store(k as u8, Ordering::Relaxed);
+        }
+        let index = shard.insert(entry);
         debug_assert!(index < 1 << SHARD_SHIFT);
         ((k as u32) << SHARD_SHIFT) | index
     }
@@ -420,13 +552,8 @@ impl ChildSet {
     /// Empties slot `index` if it still holds `entry`; true if it did, and then the
     /// entry's owned reference belongs to the caller.
     pub(crate) fn remove(&self, index: u32, entry: *mut ()) -> bool {
-        let k = (index >> SHARD_SHIFT) as usize;
-        // Acquire: pairs with the CAS that installed the shard; the index was
-        // handed out by it, so it exists.
-        let shard = self.shards[k].load(Ordering::Acquire);
-        // SAFETY: installed shards live as long as the set.
-        let shard = unsafe { shard.as_ref() }.expect("an index of a shard never installed");
-        shard.remove(index & ((1 << SHARD_SHIFT) - 1), entry)
+        self.shard_of(index)
+            .remove(index & ((1 << SHARD_SHIFT) - 1), entry)
     }
 
     /// Takes every entry out of the set; the owner's state must already be done.
@@ -455,7 +582,7 @@ impl ChildSet {
     fn shard_or_init(&self, k: usize) -> &Shard {
         // SAFETY: shards are only ever installed by `install`, and freed with the
         // set.
-        unsafe { install(&self.shards[k], Shard::new) }
+        unsafe { install(&self.shards[k], Shard::new) }.0
     }
 }
 
@@ -466,27 +593,41 @@ impl ChildSet {
 ///
 /// `pointer` must be null or point to a boxed `T` that lives as long as the
 /// borrow of `pointer`, and only ever be set by this function.
-unsafe fn install<T>(pointer: &AtomicPtr<T>, make: impl FnOnce() -> T) -> &T {
+unsafe fn install<T>(pointer: &AtomicPtr<T>, make: impl FnOnce() -> T) -> (&T, bool) {
     // SeqCst: the canceler's loads of the pointer pair with the installing CAS
     // (the Dekker argument in the module docs); a plain Acquire would do for
     // dereferencing alone.
     let current = pointer.load(Ordering::SeqCst);
     // SAFETY: installed values live as long as `pointer` (the caller's contract).
     if let Some(value) = unsafe { current.as_ref() } {
-        return value;
+        return (value, false);
     }
+    // SAFETY: the caller's contract.
+    unsafe { install_slow(pointer, make) }
+}
+
+/// [`install`] once the pointer was null: out of line, so that the callers'
+/// fast path does not make room for a `T` (a shard is 128-byte aligned) on
+/// its stack.
+///
+/// # Safety
+///
+/// As for [`install`].
+#[cold]
+#[inline(never)]
+unsafe fn install_slow<T>(pointer: &AtomicPtr<T>, make: impl FnOnce() -> T) -> (&T, bool) {
     let fresh = Box::into_raw(Box::new(make()));
     // SeqCst: part of the insert side of the Dekker pair (module docs): the
     // value must be visible to a canceler that could miss the insert's state
     // load; also publishes the fresh value.
     match pointer.compare_exchange(ptr::null_mut(), fresh, Ordering::SeqCst, Ordering::SeqCst) {
         // SAFETY: just installed; it lives as long as `pointer`.
-        Ok(_) => unsafe { &*fresh },
+        Ok(_) => (unsafe { &*fresh }, true),
         Err(existing) => {
             // SAFETY: `fresh` was never shared; another thread installed its own.
             drop(unsafe { Box::from_raw(fresh) });
             // SAFETY: installed values live as long as `pointer`.
-            unsafe { &*existing }
+            (unsafe { &*existing }, false)
         }
     }
 }
@@ -585,7 +726,7 @@ impl Children {
 
     /// Stores the entry of the carrier's first registrant (the one that flagged
     /// its children as in use) in the inline slot and returns [`INLINE`]. The
-    /// caller's duty afterwards is as for [`ChildSet::insert`].
+    /// caller's duty afterwards is as for [`Shard::insert`].
     pub(crate) fn insert_first(&self, entry: *mut ()) -> u32 {
         debug_assert!(!entry.is_null());
         // SeqCst: the store half of the insert side of the Dekker pair (module
@@ -600,14 +741,24 @@ impl Children {
             return INLINE;
         }
         debug_assert!(false, "the inline slot is for the first registrant only");
-        self.insert(entry)
+        // (Without the set's reference: children then count in the header.)
+        self.insert(entry, None).0
     }
 
     /// Stores `entry` (a non-null tagged pointer) in the set and returns its
-    /// slot index. The caller's duty afterwards is as for [`ChildSet::insert`].
-    pub(crate) fn insert(&self, entry: *mut ()) -> u32 {
+    /// slot index, and whether this call installed the set (its installer
+    /// takes the set's reference on the owner: module docs). `parent_ref`: as
+    /// for [`ChildSet::insert_counting`], whose duty afterwards is the
+    /// caller's too.
+    pub(crate) fn insert(&self, entry: *mut (), parent_ref: Option<&AtomicU8>) -> (u32, bool) {
         debug_assert!(!entry.is_null());
-        self.set_or_init().insert(entry)
+        // SAFETY: the set is only ever installed by `install`, and freed with
+        // `self`.
+        let (set, installed) = unsafe { install(&self.set, ChildSet::new) };
+        (
+            set.insert_counting(current_shard(), entry, parent_ref),
+            installed,
+        )
     }
 
     /// Empties slot `index` if it still holds `entry`; true if it did, and then
@@ -674,13 +825,6 @@ impl Children {
         let set = self.set.load(Ordering::SeqCst);
         // SAFETY: once installed, the set lives as long as `self`.
         unsafe { set.as_ref() }
-    }
-
-    /// The set, allocated on first use.
-    fn set_or_init(&self) -> &ChildSet {
-        // SAFETY: the set is only ever installed by `install`, and freed with
-        // `self`.
-        unsafe { install(&self.set, ChildSet::new) }
     }
 }
 

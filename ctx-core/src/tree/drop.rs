@@ -12,7 +12,7 @@
 //! panics, the rest of the drop still happens — the memory is freed and every
 //! ancestor released — and the first panic is handed back to the caller.
 
-use super::node::{Kind, NodeRef};
+use super::node::{IN_HEADER, Kind, NodeRef};
 use super::work::{Panic, catch};
 use crate::sync::{Ordering, fence};
 
@@ -59,8 +59,16 @@ unsafe fn drop_one(current: NodeRef, panic: &mut Panic) -> Option<NodeRef> {
         }
         kind => kind.is_cancelable() && super::register::detach_owing(current),
     };
-    // The parent link, taken out before the payload goes.
+    // The parent link, and where the node's reference on the parent is
+    // counted, taken out before the payload goes.
     let parent = header.parent;
+    let counted_in = if header.vtable.kind.is_cancelable() {
+        // Relaxed: written by the registrant before any handle went; the
+        // release of the last one made it visible here.
+        current.cancel_part().parent_shard.load(Ordering::Relaxed)
+    } else {
+        IN_HEADER
+    };
     // SAFETY: the strong count is zero: the payload is ours to drop, once.
     // The pointer must be the node's own (it covers the payload), not one
     // derived from `&Header` (which would cover the header only).
@@ -70,9 +78,15 @@ unsafe fn drop_one(current: NodeRef, panic: &mut Panic) -> Option<NodeRef> {
     // SAFETY: the strong count is zero, the payload dropped, and the strong
     // references' weak one is ours now (and the slot's, if `slot`).
     unsafe { current.release_last_weaks(slot) };
-    parent
-        .real()
-        .filter(|parent| parent.release_strong_is_last())
+    let parent = parent.real()?;
+    if counted_in == IN_HEADER {
+        return parent.release_strong_is_last().then_some(parent);
+    }
+    // Counted in a shard of the parent's set (`child_set`'s "Parent
+    // references"), which lives while that count does.
+    let set = parent.cancel_part().children.set();
+    let set = set.expect("a reference counted in a set that does not exist");
+    (set.release_parent_ref(counted_in) && parent.release_strong_is_last()).then_some(parent)
 }
 
 /// [`drop_node`] once it met a merge node: a worklist for merge nodes' further

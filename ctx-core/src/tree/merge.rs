@@ -30,7 +30,7 @@ pub(crate) fn register_all(node: NodeRef) {
     for (carrier, index) in node.registrations() {
         // Each slot owns a weak reference of its own.
         node.inc_weak();
-        match register(carrier, node.as_entry(), Some(index)) {
+        match register(carrier, node.as_entry(), Some(index), None) {
             Outcome::Registered { .. } => {}
             Outcome::Done { reason, back } => {
                 if back {

@@ -30,6 +30,10 @@
 //!    parent link, and that slot owns one weak reference on it.
 //! 3. A child holds a strong reference on each parent, so a carrier outlives every
 //!    registration in its set, and a set outlives every index handed out from it.
+//!    A child in a set slot of its parent counts that reference in the slot's
+//!    shard, which the set's own strong reference on the parent stands for
+//!    until the parent's last handle is gone and no shard counts a child
+//!    ([`child_set`]'s "Parent references").
 //! 4. Whoever empties a slot (a walk's drain, a remover's CAS) owns the entry's
 //!    reference and releases it exactly once; a walk that drained a (non-merge)
 //!    child hands it to the child's detach instead (`register::mark_drained`),
@@ -81,7 +85,8 @@
 //! | slot index fields | registrant's store, detacher's swap | `Release` / `AcqRel` | each other (`register`) |
 //! | `CancelPart::drained` | the walk that drained the node's entry, once done with it (it also hands the slot's weak reference over) | `Release` store | a detacher's `Acquire` load (`register::wait_drained`) |
 //! | the waker slot's word (`Waiters`) | claim (CAS), owner's register/release, notifier's `fetch_or` | `AcqRel` | each other, `AtomicWaker`-style (`wait`) |
-//! | `Header::counts` (strong and weak in one word) | clone, drop, upgrade | as `Arc` | as `Arc` |
+//! | `Header::counts` (strong and weak in one word, and `SET_REF`) | clone, drop, upgrade; the set's installer sets `SET_REF`, the release that leaves it alone clears it (CAS) | as `Arc`; `Acquire` CAS | as `Arc` |
+//! | `Shard::refs`, `ChildSet::pending` | a counted child's registration (+1, `Relaxed`) and drop (−1, `Release`); the orphaning's `fetch_or` and `fetch_add` | `AcqRel` on the orphaning's side | the last party's `Acquire`, before the parent's drop (`child_set`) |
 //! | `Callback::state` | claims | `AcqRel` CAS | each other (`callback`) |
 //! | `DeadlinePart::key` | arm's store, the walk's swap | `SeqCst` | each other (`deadline`) |
 

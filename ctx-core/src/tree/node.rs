@@ -6,7 +6,9 @@
 //! the node's concrete type. Both structs are `#[repr(C)]` for exactly that reason.
 //!
 //! Reference counting follows `Arc`: `strong` counts handles ([`Context`],
-//! [`CancelFunc`], children through their `parent` link, running cancels); `weak`
+//! [`CancelFunc`], children through their `parent` link, running cancels,
+//! and the child set's one reference for the children that count theirs in
+//! its shards: `SET_REF`, see `child_set`'s "Parent references"); `weak`
 //! counts one for all strong references together plus one per registration in a
 //! parent's child set (still held by a node whose entry a walk drained, until
 //! its detach) plus one per armed timer [`Expiry`]. The payload is dropped
@@ -20,7 +22,7 @@ use super::child_set::Children;
 use super::state::{self, Reason, Record, Word};
 use super::wait::Waiters;
 use super::work::Work;
-use crate::sync::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use crate::timer::Timer;
 use std::any::TypeId;
 use std::ptr::{self, NonNull};
@@ -29,14 +31,19 @@ use std::time::Instant;
 /// The slot index of a node that is not registered with any parent.
 pub(crate) const UNREGISTERED: u32 = u32::MAX;
 
-/// Above this many references we abort, as `Arc` does: the count must not wrap.
-const MAX_REFCOUNT: u64 = i32::MAX as u64;
+/// Above this many references we abort, as `Arc` does: the count must not
+/// reach [`SET_REF`] (nor the weak count wrap).
+const MAX_REFCOUNT: u64 = 1 << 30;
 /// One strong reference in [`Header::counts`].
 const STRONG: u64 = 1;
 /// One weak reference in [`Header::counts`].
 const WEAK: u64 = 1 << 32;
+/// Set in [`Header::counts`] while one of the strong references counted is the
+/// child set's, held for the children counted in its shards (`child_set`'s
+/// "Parent references").
+const SET_REF: u64 = 1 << 31;
 /// The strong count's bits in [`Header::counts`].
-const STRONG_MASK: u64 = WEAK - 1;
+const STRONG_MASK: u64 = SET_REF - 1;
 
 /// What kind of context a node is; drives `Display` and which payload follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,9 +121,18 @@ pub(crate) struct CancelPart {
     /// for it (`register::detach_owing`). Unused by merge nodes. (In the
     /// padding before `slot`: it costs no size.)
     pub(crate) drained: AtomicBool,
+    /// The shard of the parent's set that counts this node's reference on the
+    /// parent, or [`IN_HEADER`] if the parent's own count does (`child_set`'s
+    /// "Parent references"). Written by the registrant before any handle can
+    /// go, read by the drop. (In the padding too.)
+    pub(crate) parent_shard: AtomicU8,
     /// Our index in the parent carrier's child set, or [`UNREGISTERED`].
     pub(crate) slot: AtomicU32,
 }
+
+/// [`CancelPart::parent_shard`] of a node whose reference on its parent is
+/// counted in the parent's header.
+pub(crate) const IN_HEADER: u8 = u8::MAX;
 
 /// The payload of a deadline node.
 #[repr(C)]
@@ -568,13 +584,77 @@ impl NodeRef {
         self.was_last_strong(previous)
     }
 
+    #[inline]
     fn was_last_strong(self, previous: u64) -> bool {
-        if previous & STRONG_MASK != 1 {
-            return false;
+        match previous & (STRONG_MASK | SET_REF) {
+            1 => {}
+            // The last handle went; the set's reference is left.
+            n if n == SET_REF | 2 => return self.last_handle_gone(),
+            _ => return false,
         }
         // Acquire: pairs with the Release decrements of all other handles.
         crate::sync::acquire_after_last_release(&self.header().counts);
         true
+    }
+
+    /// A release left the set's reference alone: take it over (unless an
+    /// upgrade made a new handle meanwhile, whose release comes back here) and
+    /// orphan the set. True if the set's reference was then released here and
+    /// was the last; else the last child counted in a shard releases it
+    /// (`child_set`'s "Parent references").
+    #[cold]
+    #[inline(never)]
+    fn last_handle_gone(self) -> bool {
+        let counts = &self.header().counts;
+        // Relaxed: only a first guess for the CAS loop.
+        let mut n = counts.load(Ordering::Relaxed);
+        loop {
+            if n & (STRONG_MASK | SET_REF) != SET_REF | 1 {
+                // A new handle (its release tries again), or another release
+                // took the set's reference over already.
+                return false;
+            }
+            // Acquire: the releases of the other handles happen before the
+            // orphaning (and a drop that may follow).
+            match counts.compare_exchange_weak(
+                n,
+                n & !SET_REF,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(actual) => n = actual,
+            }
+        }
+        // The set's reference is ours, and keeps the payload (and the set) alive.
+        let set = self.cancel_part().children.set();
+        let set = set.expect("the set's reference without a set");
+        set.orphan() && self.release_strong_is_last()
+    }
+
+    /// Takes the set's reference, for the registrant that installed this
+    /// node's child set (which holds a handle: the node is alive).
+    pub(crate) fn add_set_ref(self) {
+        // Relaxed: as for `inc_strong`; registrants that read the flag made
+        // their own reference first (`child_set`'s "Parent references").
+        let previous = self
+            .header()
+            .counts
+            .fetch_add(STRONG | SET_REF, Ordering::Relaxed);
+        debug_assert_eq!(previous & SET_REF, 0, "one set, one set's reference");
+        if previous & STRONG_MASK > MAX_REFCOUNT {
+            std::process::abort();
+        }
+    }
+
+    /// Whether the set's reference is held: a registrant with a handle that
+    /// sees it may count its reference in a shard of the set.
+    pub(crate) fn has_set_ref(self) -> bool {
+        // Relaxed: the caller's handle was made by an RMW of this word, so
+        // this load sees the flag as that RMW left it or later; and the flag
+        // cannot go while the handle is held (`child_set`'s "Parent
+        // references").
+        self.header().counts.load(Ordering::Relaxed) & SET_REF != 0
     }
 
     pub(crate) fn inc_weak(self) {
@@ -655,10 +735,12 @@ impl NodeRef {
         }
     }
 
-    /// The strong count: a snapshot (Relaxed), for tests.
+    /// The strong count, less the set's reference: a snapshot (Relaxed), for
+    /// tests.
     #[cfg(test)]
     pub(crate) fn strong_count(self) -> usize {
-        (self.header().counts.load(Ordering::Relaxed) & STRONG_MASK) as usize
+        let counts = self.header().counts.load(Ordering::Relaxed);
+        ((counts & STRONG_MASK) - u64::from(counts & SET_REF != 0)) as usize
     }
 
     /// The weak count (for the loom models).
@@ -706,6 +788,7 @@ impl CancelPart {
             waiters: Waiters::new(),
             has_deadline,
             drained: AtomicBool::new(false),
+            parent_shard: AtomicU8::new(IN_HEADER),
             slot: AtomicU32::new(UNREGISTERED),
         }
     }

@@ -18,6 +18,11 @@
 //!    on the reason itself, which is idempotent for children (the first close
 //!    wins) and for callbacks (the first claim wins).
 //!
+//! A child whose parent is the carrier and that goes into a set slot counts
+//! its reference on the parent in that slot's shard, if the set's reference is
+//! held ([`take_parent_ref`] counts it in the parent's header otherwise); see
+//! `child_set`'s "Parent references".
+//!
 //! # Leave
 //!
 //! [`detach`] takes each index field back to [`UNREGISTERED`] and removes the
@@ -46,9 +51,9 @@
 //! pointer published even on weakly ordered CPUs.
 
 use super::callback::Callback;
-use super::node::{Kind, NodeRef, UNREGISTERED};
+use super::node::{IN_HEADER, Kind, NodeRef, UNREGISTERED};
 use super::state::{self, HAS_SET, Reason, Word};
-use crate::sync::{Arc, AtomicU32, Ordering, StoreRacingRmw};
+use crate::sync::{Arc, AtomicU8, AtomicU32, Ordering, StoreRacingRmw};
 
 /// The tag of a callback entry in a child set (child nodes have tag 0).
 const CALLBACK_TAG: usize = 1;
@@ -134,11 +139,21 @@ pub(crate) enum Outcome {
 }
 
 /// Registers `entry` (whose reference the set takes over) with `carrier`, storing
-/// its slot index in `index` (module docs).
+/// its slot index in `index` (module docs). `parent_ref`: a child's
+/// `parent_shard` field, passed when the carrier is the child's parent: if the
+/// entry goes into a set slot while the set's reference is held, the child's
+/// reference on its parent is counted in that slot's shard, whose number goes
+/// into the field ([`take_parent_ref`] takes it in the parent's count
+/// otherwise).
 ///
 /// The caller keeps `carrier` alive for the duration (a child through its parent
 /// link, a callback through its context).
-pub(crate) fn register(carrier: NodeRef, entry: *mut (), index: Option<&AtomicU32>) -> Outcome {
+pub(crate) fn register(
+    carrier: NodeRef,
+    entry: *mut (),
+    index: Option<&AtomicU32>,
+    parent_ref: Option<&AtomicU8>,
+) -> Outcome {
     let part = carrier.cancel_part();
     let mut word = carrier.state();
     let mut first = false;
@@ -161,7 +176,17 @@ pub(crate) fn register(carrier: NodeRef, entry: *mut (), index: Option<&AtomicU3
     let slot = if first {
         set.insert_first(entry)
     } else {
-        set.insert(entry)
+        // A child counts its reference on its parent here if the parent is
+        // the carrier (the caller passes the field) and the set's reference
+        // is held (`child_set`'s "Parent references").
+        let parent_ref = parent_ref.filter(|_| carrier.has_set_ref());
+        let (slot, installed) = set.insert(entry, parent_ref);
+        if installed {
+            // The set's reference (`child_set`'s "Parent references"): the
+            // registrant keeps the carrier alive meanwhile.
+            carrier.add_set_ref();
+        }
+        slot
     };
     if let Some(index) = index {
         // Release: publishes the insert (and the segment it used) to a detacher on
@@ -194,6 +219,25 @@ pub(crate) fn register(carrier: NodeRef, entry: *mut (), index: Option<&AtomicU3
     Outcome::Done {
         reason: clone_reason(word),
         back,
+    }
+}
+
+/// Takes a freshly registered cancelable node's reference on its `parent`
+/// (the handle the caller derived it from; none for a root), which its
+/// allocation did not take, in the parent's own count, unless [`register`]
+/// counted it in a shard of the parent's set.
+///
+/// The caller still holds its handle on `parent`. Nothing between the
+/// allocation and here runs user code or can panic, so the node's handles,
+/// which may exist already, never drop before the reference is taken.
+#[inline]
+pub(crate) fn take_parent_ref(node: NodeRef, parent: Option<NodeRef>) {
+    let Some(parent) = parent else {
+        return;
+    };
+    // Relaxed: this thread wrote the field, if anyone did.
+    if node.cancel_part().parent_shard.load(Ordering::Relaxed) == IN_HEADER {
+        parent.inc_strong();
     }
 }
 
