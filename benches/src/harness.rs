@@ -3,9 +3,10 @@
 //! a future once.
 
 use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Condvar, Mutex};
+use std::sync::{Arc, Barrier, Condvar, Mutex, mpsc};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -16,31 +17,99 @@ use std::time::{Duration, Instant};
 ///
 /// Dividing the result by `iters` gives what Go's `b.RunParallel` reports: wall
 /// time per operation with all threads busy. Thread start-up is not timed.
+///
+/// The other threads are kept in a pool from one call to the next, as the
+/// worker threads of a real program live on: a thread started for every
+/// sample would make each sample measure that thread's start, its first
+/// allocations and the scheduler moving it off its creator's core, and would
+/// give it a new thread number (the tree's shard) every time.
 pub fn run_parallel<F>(threads: usize, iters: u64, work: F) -> Duration
 where
     F: Fn(usize, u64) + Sync,
 {
     assert!(threads >= 1);
     let threads_u64 = threads as u64;
-    let share = |index: usize| {
+    let share = move |index: usize| {
         let index = index as u64;
         iters / threads_u64 + u64::from(index < iters % threads_u64)
     };
     let barrier = Barrier::new(threads);
-    let mut start = None;
-    thread::scope(|scope| {
-        for index in 1..threads {
-            let (barrier, work) = (&barrier, &work);
-            scope.spawn(move || {
-                barrier.wait();
-                work(index, share(index));
-            });
+    let run = |index: usize| {
+        barrier.wait();
+        work(index, share(index));
+    };
+    let run: &(dyn Fn(usize) + Sync) = &run;
+    // SAFETY: only the lifetime changes. Every job sent below has finished
+    // with `run` (its `done` message received) before this function returns
+    // or unwinds: the loop below waits for all of them, and nothing before it
+    // can panic once the jobs are out (this thread's own `run` is caught).
+    let run: &'static (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(run) };
+    let (done_tx, done) = mpsc::channel();
+    {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        while pool.len() < threads - 1 {
+            pool.push(Worker::start());
         }
+        for (index, worker) in (1..threads).zip(pool.iter()) {
+            let done_tx = done_tx.clone();
+            worker.run(Box::new(move || {
+                let result = panic::catch_unwind(AssertUnwindSafe(|| run(index)));
+                let _ = done_tx.send(result);
+            }));
+        }
+    }
+    let mut start = None;
+    let ours = panic::catch_unwind(AssertUnwindSafe(|| {
         barrier.wait();
         start = Some(Instant::now());
         work(0, share(0));
-    });
-    start.expect("set above").elapsed()
+    }));
+    let mut first_panic = ours.err();
+    for _ in 1..threads {
+        let result = done.recv().expect("a pool worker exited");
+        first_panic = first_panic.or(result.err());
+    }
+    let elapsed = start.map(|start| start.elapsed());
+    if let Some(payload) = first_panic {
+        panic::resume_unwind(payload);
+    }
+    elapsed.expect("set above")
+}
+
+/// A job for a pool worker.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The threads `run_parallel` keeps between calls.
+static POOL: Mutex<Vec<Worker>> = Mutex::new(Vec::new());
+
+/// One pool thread, running the jobs sent to it, one after the other.
+struct Worker {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Worker {
+    fn start() -> Worker {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        thread::Builder::new()
+            .name("bench-worker".into())
+            .spawn(move || {
+                for job in queue {
+                    job();
+                }
+            })
+            .expect("spawn a bench worker");
+        Worker { jobs }
+    }
+
+    /// Hands `job` to the worker. Aborts if the worker is gone (it never exits:
+    /// every job catches its panics): jobs already handed out would otherwise
+    /// wait on their barrier for ever, borrowing a caller that unwound.
+    fn run(&self, job: Job) {
+        if self.jobs.send(job).is_err() {
+            eprintln!("a bench worker thread exited");
+            std::process::abort();
+        }
+    }
 }
 
 /// A thread that runs `step` in a loop until dropped: the "other thread" of the
