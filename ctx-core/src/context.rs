@@ -415,24 +415,28 @@ impl Context {
 
     /// Registers a fresh cancelable node, whose slot's weak reference was counted
     /// at allocation, with its parent carrier, and takes the node's reference on
-    /// us (its parent), which its allocation did not: in the shard of our child
-    /// set that took the node, where one did and our set's reference is held
-    /// (`tree::child_set`'s "Parent references"), else in our own count.
+    /// us (its parent), which its allocation did not: the registration takes it
+    /// if we are the carrier (in a shard of our child set, or in our own
+    /// count: `tree::register::register`), else it goes in our count here.
     /// Cancels the node at once (born done) if the parent is done.
     ///
     /// Nothing here runs user code or can panic before the reference is
     /// taken, so the node's handles, which may exist already, never drop
-    /// without it.
+    /// without it. (Always inlined: the hot path of every `with_cancel`.)
     #[inline(always)]
     fn link(&self, node: NodeRef, parent_carrier: Option<NodeRef>) {
         let part = node.cancel_part();
-        let outcome = parent_carrier.map(|carrier| {
-            // Our child set counts the node's reference on us only if we are
-            // the carrier.
-            let parent_ref = (self.node() == Some(carrier)).then_some(&part.parent_shard);
-            register(carrier, node.as_entry(), Some(&part.slot), parent_ref)
-        });
-        tree::register::take_parent_ref(node, self.node());
+        let parent_ref =
+            (self.node().is_some() && self.node() == parent_carrier).then_some(&part.parent_shard);
+        if parent_ref.is_none() {
+            // The registration takes the node's reference on us only if we
+            // are its carrier.
+            if let Some(parent) = self.node() {
+                parent.inc_strong();
+            }
+        }
+        let outcome = parent_carrier
+            .map(|carrier| register(carrier, node.as_entry(), Some(&part.slot), parent_ref));
         if let Some(Outcome::Done { reason, back }) = outcome {
             if back {
                 node.dec_weak();

@@ -18,10 +18,10 @@
 //!    on the reason itself, which is idempotent for children (the first close
 //!    wins) and for callbacks (the first claim wins).
 //!
-//! A child whose parent is the carrier and that goes into a set slot counts
-//! its reference on the parent in that slot's shard, if the set's reference is
-//! held ([`take_parent_ref`] counts it in the parent's header otherwise); see
-//! `child_set`'s "Parent references".
+//! A child whose parent is the carrier is allocated without a reference on
+//! it, and its registration takes one: in the shard of the set slot it goes
+//! into, if the set's reference is held, else in the parent's header (see
+//! `child_set`'s "Parent references").
 //!
 //! # Leave
 //!
@@ -51,7 +51,7 @@
 //! pointer published even on weakly ordered CPUs.
 
 use super::callback::Callback;
-use super::node::{IN_HEADER, Kind, NodeRef, UNREGISTERED};
+use super::node::{Kind, NodeRef, UNREGISTERED};
 use super::state::{self, HAS_SET, Reason, Word};
 use crate::sync::{Arc, AtomicU8, AtomicU32, Ordering, StoreRacingRmw};
 
@@ -139,12 +139,15 @@ pub(crate) enum Outcome {
 }
 
 /// Registers `entry` (whose reference the set takes over) with `carrier`, storing
-/// its slot index in `index` (module docs). `parent_ref`: a child's
-/// `parent_shard` field, passed when the carrier is the child's parent: if the
-/// entry goes into a set slot while the set's reference is held, the child's
-/// reference on its parent is counted in that slot's shard, whose number goes
-/// into the field ([`take_parent_ref`] takes it in the parent's count
-/// otherwise).
+/// its slot index in `index` (module docs).
+///
+/// `parent_ref`: a fresh child's `parent_shard` field, passed when the carrier
+/// is the child's parent and the child's allocation took no reference on it:
+/// the registration takes it. If the entry goes into a set slot while the
+/// set's reference is held, in that slot's shard, whose number goes into the
+/// field; else in the carrier's header. Nothing here runs user code or can
+/// panic before that, so the child's handles, which may exist already, never
+/// drop without it. The caller holds a handle on the carrier.
 ///
 /// The caller keeps `carrier` alive for the duration (a child through its parent
 /// link, a callback through its context).
@@ -165,6 +168,7 @@ pub(crate) fn register(
     }
     if state::is_done(word) {
         // A done carrier never takes new entries.
+        header_ref(carrier, parent_ref);
         return Outcome::Done {
             reason: clone_reason(word),
             back: true,
@@ -174,13 +178,17 @@ pub(crate) fn register(
     // The registrant whose CAS set the flag takes the inline slot; all others
     // use the set (`child_set`).
     let slot = if first {
+        header_ref(carrier, parent_ref);
         set.insert_first(entry)
     } else {
-        // A child counts its reference on its parent here if the parent is
-        // the carrier (the caller passes the field) and the set's reference
-        // is held (`child_set`'s "Parent references").
-        let parent_ref = parent_ref.filter(|_| carrier.has_set_ref());
-        let (slot, installed) = set.insert(entry, parent_ref);
+        // A child counts its reference on its parent (the carrier: the
+        // caller passed the field) in its shard if the set's reference is
+        // held (`child_set`'s "Parent references").
+        let counted = parent_ref.filter(|_| carrier.has_set_ref());
+        if counted.is_none() {
+            header_ref(carrier, parent_ref);
+        }
+        let (slot, installed) = set.insert(entry, counted);
         if installed {
             // The set's reference (`child_set`'s "Parent references"): the
             // registrant keeps the carrier alive meanwhile.
@@ -222,22 +230,13 @@ pub(crate) fn register(
     }
 }
 
-/// Takes a freshly registered cancelable node's reference on its `parent`
-/// (the handle the caller derived it from; none for a root), which its
-/// allocation did not take, in the parent's own count, unless [`register`]
-/// counted it in a shard of the parent's set.
-///
-/// The caller still holds its handle on `parent`. Nothing between the
-/// allocation and here runs user code or can panic, so the node's handles,
-/// which may exist already, never drop before the reference is taken.
+/// Takes a child's reference on its parent, `carrier`, in the carrier's own
+/// count, if the caller of [`register`] passed `parent_ref` (the child's
+/// allocation took none).
 #[inline]
-pub(crate) fn take_parent_ref(node: NodeRef, parent: Option<NodeRef>) {
-    let Some(parent) = parent else {
-        return;
-    };
-    // Relaxed: this thread wrote the field, if anyone did.
-    if node.cancel_part().parent_shard.load(Ordering::Relaxed) == IN_HEADER {
-        parent.inc_strong();
+fn header_ref(carrier: NodeRef, parent_ref: Option<&AtomicU8>) {
+    if parent_ref.is_some() {
+        carrier.inc_strong();
     }
 }
 
