@@ -420,9 +420,11 @@ impl Context {
     /// count: `tree::register::register`), else it goes in our count here.
     /// Cancels the node at once (born done) if the parent is done.
     ///
-    /// Nothing here runs user code or can panic before the reference is
-    /// taken, so the node's handles, which may exist already, never drop
-    /// without it. (Always inlined: the hot path of every `with_cancel`.)
+    /// The reference is taken before anything here can panic (the one panic
+    /// is the child set's capacity check, in the slot allocation), and
+    /// nothing here runs user code: the node's handles, which may exist
+    /// already (`deadline_child`), never drop without it. (Always inlined: the
+    /// hot path of every `with_cancel`.)
     #[inline(always)]
     fn link(&self, node: NodeRef, parent_carrier: Option<NodeRef>) {
         let part = node.cancel_part();

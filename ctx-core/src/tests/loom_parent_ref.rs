@@ -92,6 +92,31 @@ fn loom_parent_ref_upgrade_vs_last_handle_vs_counted_child() {
     });
 }
 
+/// A root's walk reaches a counted child whose own handles go meanwhile (its
+/// set orphaned while the walk may be inside it), and that child's counted
+/// child is dropped at the same time: every node freed once.
+#[test]
+fn loom_parent_ref_walk_vs_orphaned_counted_child() {
+    model(|| {
+        let ((root, canceler), mut children) = parent_with_a_counted_child();
+        let (middle, cancel_middle) = children.pop().unwrap();
+        drop(children);
+        let mut grandchildren: Vec<_> = (0..3).map(|_| middle.with_cancel()).collect();
+        let leaf = grandchildren.pop().unwrap();
+        drop(grandchildren);
+        let middle_handles = (middle, cancel_middle.into_canceler());
+        let walker = thread::spawn(move || {
+            canceler.cancel();
+            drop((root, canceler));
+        });
+        let dropper = thread::spawn(move || drop(middle_handles));
+        assert_eq!(leaf.0.value::<u8>(), Some(&7));
+        drop(leaf);
+        walker.join().unwrap();
+        dropper.join().unwrap();
+    });
+}
+
 /// The accounting of the orphaning on the set alone, with children counted in
 /// two shards released while the set is orphaned: exactly one party is told
 /// to release the set's reference.

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! `cargo xtask loom` runs exactly that. On the 2-core reference machine (shared
-//! with other jobs) the 48 models take about 15 s, most of it in three of them
+//! with other jobs) the 55 models take about 15 s, most of it in three of them
 //! (the `time` column, at `LOOM_MAX_PREEMPTIONS=2`; "< 0.1 s" models explore a few
 //! hundred executions at most), plus under a minute for a cold release build.
 //! With `LOOM_MAX_PREEMPTIONS=3` they take about 5 minutes, most of it in the
@@ -50,6 +50,7 @@
 //! | `last_handle_vs_counted_child` | the parent's last handle (no cancel) vs the drop of a child counted in a shard: the parent freed once, by whichever is last | < 0.1 s |
 //! | `cancel_and_last_handle_vs_counted_child` | the same after a cancel whose walk drains the child's entry | < 0.1 s |
 //! | `upgrade_vs_last_handle_vs_counted_child` | a weak reference upgraded (an expiry's `context`) during the last handle's release: one orphaning, and a child derived from the upgraded handle counts correctly | < 0.1 s |
+//! | `walk_vs_orphaned_counted_child` | a root's walk reaches a counted child whose handles go meanwhile while that child's counted child is dropped | < 0.1 s |
 //! | `orphan_vs_releases_in_two_shards` | the orphaning's count against releases in two shards: exactly one party releases the set's reference | < 0.1 s |
 //! | **`loom_after_func`** | | |
 //! | `stop_vs_fire` | stop returns true iff the callback never runs | < 0.1 s |

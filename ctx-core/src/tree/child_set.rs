@@ -531,6 +531,9 @@ impl ChildSet {
         parent_ref: Option<&AtomicU8>,
     ) -> u32 {
         let shard = self.shard_or_init(k);
+        // Counted before the insert, whose capacity check may panic: the
+        // child's handles may exist already, and their drop releases what
+        // the field says was taken (`register`).
         if let Some(field) = parent_ref {
             // Relaxed: a reference made while another (the caller's handle)
             // keeps the owner alive, as `Arc::clone`; the handle's later

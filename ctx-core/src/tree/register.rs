@@ -145,9 +145,11 @@ pub(crate) enum Outcome {
 /// is the child's parent and the child's allocation took no reference on it:
 /// the registration takes it. If the entry goes into a set slot while the
 /// set's reference is held, in that slot's shard, whose number goes into the
-/// field; else in the carrier's header. Nothing here runs user code or can
-/// panic before that, so the child's handles, which may exist already, never
-/// drop without it. The caller holds a handle on the carrier.
+/// field; else in the carrier's header. It is taken before anything here can
+/// panic (a full set's capacity check, in the slot allocation:
+/// [`ChildSet::insert_counting`](super::child_set::ChildSet::insert_counting)
+/// counts first), and nothing here runs user code, so the child's handles,
+/// which may exist already, never drop without it.
 ///
 /// The caller keeps `carrier` alive for the duration (a child through its parent
 /// link, a callback through its context).
