@@ -399,26 +399,39 @@ impl Context {
                 payload(CancelPart::with_state(has_deadline, done)),
             );
         }
+        let (parent, in_set) = self.child_parent_link(parent_carrier);
         let node = NodeRef::alloc(
             vtable,
-            // Its reference on us is taken by `link`.
-            self.node,
+            parent,
             ptr::null(),
             2,
             // One weak reference for all strong ones, one for the parent's slot.
             1 + u32::from(parent_carrier.is_some()),
             payload(CancelPart::new(has_deadline)),
         );
-        self.link(node, parent_carrier);
+        self.link(node, parent_carrier, in_set);
         node
     }
 
+    /// Our node as a fresh cancelable child's parent link, and whether the
+    /// child's registration takes its reference on us (in a shard of our
+    /// child set: we are its carrier and our set's reference is held, which
+    /// `self` keeps so; `tree::child_set`'s "Parent references"). If not, the
+    /// reference is taken here, in our own count.
+    #[inline]
+    fn child_parent_link(&self, parent_carrier: Option<NodeRef>) -> (NodeRef, bool) {
+        match self.node() {
+            Some(node) if Some(node) == parent_carrier && node.has_set_ref() => (self.node, true),
+            _ => (self.parent_link(), false),
+        }
+    }
+
     /// Registers a fresh cancelable node, whose slot's weak reference was counted
-    /// at allocation, with its parent carrier, and takes the node's reference on
-    /// us (its parent), which its allocation did not: the registration takes it
-    /// if we are the carrier (in a shard of our child set, or in our own
-    /// count: `tree::register::register`), else it goes in our count here.
-    /// Cancels the node at once (born done) if the parent is done.
+    /// at allocation, with its parent carrier; with `in_set`
+    /// ([`child_parent_link`](Self::child_parent_link)), the registration also
+    /// takes the node's reference on us, which its allocation did not (in a
+    /// shard of our set: `tree::register::register`). Cancels the node at
+    /// once (born done) if the parent is done.
     ///
     /// The reference is taken before anything here can panic (the one panic
     /// is the child set's capacity check, in the slot allocation), and
@@ -426,17 +439,9 @@ impl Context {
     /// already (`deadline_child`), never drop without it. (Always inlined: the
     /// hot path of every `with_cancel`.)
     #[inline(always)]
-    fn link(&self, node: NodeRef, parent_carrier: Option<NodeRef>) {
+    fn link(&self, node: NodeRef, parent_carrier: Option<NodeRef>, in_set: bool) {
         let part = node.cancel_part();
-        let parent_ref =
-            (self.node().is_some() && self.node() == parent_carrier).then_some(&part.parent_shard);
-        if parent_ref.is_none() {
-            // The registration takes the node's reference on us only if we
-            // are its carrier.
-            if let Some(parent) = self.node() {
-                parent.inc_strong();
-            }
-        }
+        let parent_ref = in_set.then_some(&part.parent_shard);
         let outcome = parent_carrier
             .map(|carrier| register(carrier, node.as_entry(), Some(&part.slot), parent_ref));
         if let Some(Outcome::Done { reason, back }) = outcome {
@@ -469,10 +474,10 @@ impl Context {
             key: AtomicU64::new(0),
             reason: Reason::new(Error::DeadlineExceeded, cause),
         };
+        let (parent, in_set) = self.child_parent_link(parent_carrier);
         let node = NodeRef::alloc(
             DeadlinePart::VTABLE,
-            // Its reference on us is taken by `link`.
-            self.node,
+            parent,
             ptr::null(),
             2,
             // One weak reference for all strong ones, one for the parent's slot.
@@ -482,7 +487,7 @@ impl Context {
         // The handles exist before any backend code runs: if `arm` panics, the
         // unwinding drops them, which cancels and releases the node.
         let handles = (Context::from_strong(node), CancelFunc::new(node));
-        self.link(node, parent_carrier);
+        self.link(node, parent_carrier, in_set);
         if !state::is_done(node.state()) {
             if now >= deadline {
                 let reason = node.deadline_part().reason.clone();

@@ -18,10 +18,10 @@
 //!    on the reason itself, which is idempotent for children (the first close
 //!    wins) and for callbacks (the first claim wins).
 //!
-//! A child whose parent is the carrier is allocated without a reference on
-//! it, and its registration takes one: in the shard of the set slot it goes
-//! into, if the set's reference is held, else in the parent's header (see
-//! `child_set`'s "Parent references").
+//! A child whose parent is the carrier, once the carrier's set's reference is
+//! held, is allocated without a reference on it, and its registration takes
+//! one: in the shard of the set slot it goes into (see `child_set`'s "Parent
+//! references").
 //!
 //! # Leave
 //!
@@ -142,10 +142,11 @@ pub(crate) enum Outcome {
 /// its slot index in `index` (module docs).
 ///
 /// `parent_ref`: a fresh child's `parent_shard` field, passed when the carrier
-/// is the child's parent and the child's allocation took no reference on it:
-/// the registration takes it. If the entry goes into a set slot while the
-/// set's reference is held, in that slot's shard, whose number goes into the
-/// field; else in the carrier's header. It is taken before anything here can
+/// is the child's parent, its set's reference is held (the caller saw it
+/// while holding a handle, which keeps it so) and the child's allocation took
+/// no reference on it: the registration takes it, in the shard of the set
+/// slot the entry goes into, whose number goes into the field (in the
+/// carrier's header if the carrier is done already). It is taken before anything here can
 /// panic (a full set's capacity check, in the slot allocation:
 /// [`ChildSet::insert_counting`](super::child_set::ChildSet::insert_counting)
 /// counts first), and nothing here runs user code, so the child's handles,
@@ -183,14 +184,10 @@ pub(crate) fn register(
         header_ref(carrier, parent_ref);
         set.insert_first(entry)
     } else {
-        // A child counts its reference on its parent (the carrier: the
-        // caller passed the field) in its shard if the set's reference is
-        // held (`child_set`'s "Parent references").
-        let counted = parent_ref.filter(|_| carrier.has_set_ref());
-        if counted.is_none() {
-            header_ref(carrier, parent_ref);
-        }
-        let (slot, installed) = set.insert(entry, counted);
+        // A child counts its reference on its parent (the carrier, whose
+        // set's reference the caller saw: `child_set`'s "Parent references")
+        // in its shard.
+        let (slot, installed) = set.insert(entry, parent_ref);
         if installed {
             // The set's reference (`child_set`'s "Parent references"): the
             // registrant keeps the carrier alive meanwhile.
