@@ -15,6 +15,7 @@
 use crate::SignalStop;
 use ctx_core::{Context, Error, SignalError};
 use std::ffi::c_int;
+use std::os::unix::process::CommandExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -27,6 +28,16 @@ pub const WATCHDOG: Duration = Duration::from_secs(60);
 
 /// Set in a child to the name of the test it runs.
 const CHILD: &str = "CTX_SIGNAL_TEST_CHILD";
+
+/// The signals the scenarios raise, reset to their default action in every
+/// child ([`in_child_with`]).
+const DEFAULT_IN_CHILD: [libc::c_int; 5] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+];
 
 /// How a child ended.
 #[must_use]
@@ -61,6 +72,21 @@ pub fn in_child_with(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // The scenarios start from the default dispositions, whatever this test
+    // run inherited: a background job of a non-interactive shell starts with
+    // SIGINT ignored, which the watcher keeps ignored (as Go does), so a
+    // scenario expecting death by SIGINT would see its child survive.
+    // `configure` comes after, so a scenario can still start ignoring one.
+    // SAFETY: the closure runs in the forked child before `exec`, and only
+    // calls `signal`, which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            for signal in DEFAULT_IN_CHILD {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+            Ok(())
+        })
+    };
     configure(&mut command);
     let child = command.spawn().expect("start the child");
     let pid = child.id();
