@@ -284,16 +284,30 @@ fn a_fork_while_the_runner_takes_jobs_leaves_the_child_a_runner_and_not_the_pare
     });
     // The runner's threads start while the churn warms up. A fork while a
     // thread starts or ends catches the standard library's own bookkeeping
-    // of threads (a lock) held, for ever in the child, where every thread
-    // then hangs as it starts: not ours to fix, and not what this tests.
+    // of threads (the lock of `stack_overflow::thread_info`) held, for ever
+    // in the child, where every thread then hangs as it starts: not ours to
+    // fix, and not what this tests. The runner still starts and ends threads
+    // as the churn's demand varies, so a child first checks that a thread of
+    // its own starts; one that does not is a round the fork made
+    // inconclusive (seen: about one round in 20,000), not a failure.
     std::thread::sleep(Duration::from_millis(200));
+    let mut inconclusive = 0;
     for round in 0..2000 {
         let status = in_forked_child_status(|| {
+            let (started, probe) = mpsc::channel();
+            std::thread::spawn(move || started.send(()).unwrap());
+            if probe.recv_timeout(Duration::from_secs(10)).is_err() {
+                return 5;
+            }
             let timer = StdTimer::new();
             let root = Context::background().with_timer(timer.clone());
             let (ctx, _cancel) = root.with_timeout(Duration::from_millis(1));
             let (tx, rx) = mpsc::channel();
-            let _registration = ctx.after_func(move || tx.send(()).unwrap());
+            // Late (a run after the wait below gave up, when the child's
+            // handles drop): nobody listens, and the failure is the wait's.
+            let _registration = ctx.after_func(move || {
+                let _ = tx.send(());
+            });
             if rx.recv_timeout(Duration::from_secs(30)).is_err() {
                 // Which part never happened: the timer's firing (it would
                 // have let go of the deadline), or the callback's run.
@@ -310,6 +324,11 @@ fn a_fork_while_the_runner_takes_jobs_leaves_the_child_a_runner_and_not_the_pare
         });
         let failure = match status {
             Some(0) => continue,
+            Some(5) if inconclusive < 20 => {
+                inconclusive += 1;
+                continue;
+            }
+            Some(5) => "no thread of its own started, in more than 1% of the rounds",
             None => "hung for a minute",
             Some(2) => "its timer fired, but the callback did not run within 30 s",
             Some(3) => "its timer did not fire its 1 ms deadline within 30 s",
