@@ -399,7 +399,7 @@ impl Context {
                 payload(CancelPart::with_state(has_deadline, done)),
             );
         }
-        let (parent, in_set) = self.child_parent_link(parent_carrier);
+        let (parent, in_set) = tree::register::child_parent_link(self.node, parent_carrier);
         let node = NodeRef::alloc(
             vtable,
             parent,
@@ -413,22 +413,9 @@ impl Context {
         node
     }
 
-    /// Our node as a fresh cancelable child's parent link, and whether the
-    /// child's registration takes its reference on us (in a shard of our
-    /// child set: we are its carrier and our set's reference is held, which
-    /// `self` keeps so; `tree::child_set`'s "Parent references"). If not, the
-    /// reference is taken here, in our own count.
-    #[inline]
-    fn child_parent_link(&self, parent_carrier: Option<NodeRef>) -> (NodeRef, bool) {
-        match self.node() {
-            Some(node) if Some(node) == parent_carrier && node.has_set_ref() => (self.node, true),
-            _ => (self.parent_link(), false),
-        }
-    }
-
     /// Registers a fresh cancelable node, whose slot's weak reference was counted
     /// at allocation, with its parent carrier; with `in_set`
-    /// ([`child_parent_link`](Self::child_parent_link)), the registration also
+    /// (`tree::register::child_parent_link`), the registration also
     /// takes the node's reference on us, which its allocation did not (in a
     /// shard of our set: `tree::register::register`). Cancels the node at
     /// once (born done) if the parent is done.
@@ -474,7 +461,7 @@ impl Context {
             key: AtomicU64::new(0),
             reason: Reason::new(Error::DeadlineExceeded, cause),
         };
-        let (parent, in_set) = self.child_parent_link(parent_carrier);
+        let (parent, in_set) = tree::register::child_parent_link(self.node, parent_carrier);
         let node = NodeRef::alloc(
             DeadlinePart::VTABLE,
             parent,

@@ -113,6 +113,7 @@
 use crate::sync::{
     AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, StoreRacingRmw,
 };
+use std::ptr;
 
 /// In a shard's `refs`: the set was orphaned (its owner's last handle went),
 /// and the release that takes the count to zero reports to `pending`.
@@ -120,7 +121,6 @@ const ORPHAN: u32 = 1 << 31;
 /// Above this many children counted in one shard we abort, as for the strong
 /// count: the count must not reach the `ORPHAN` bit.
 const MAX_SHARD_REFS: u32 = 1 << 30;
-use std::ptr;
 
 /// Slots in the first segment.
 const BASE: usize = 4;

@@ -52,23 +52,23 @@ unsafe fn drop_one(current: NodeRef, panic: &mut Panic) -> Option<NodeRef> {
     let header = current.header();
     // The slot's weak reference, if the detach took it back, goes with the
     // strong references' own below (one RMW, or none).
-    let slot = match header.vtable.kind {
+    // Also where the node's reference on its parent is counted (merge nodes:
+    // always in the header), taken out before the payload goes.
+    let (slot, counted_in) = match header.vtable.kind {
         Kind::Merge => {
             super::register::detach(current);
-            false
+            (false, IN_HEADER)
         }
-        kind => kind.is_cancelable() && super::register::detach_owing(current),
+        kind if kind.is_cancelable() => (
+            super::register::detach_owing(current),
+            // Relaxed: written by the registrant before any handle went; the
+            // release of the last one made it visible here.
+            current.cancel_part().parent_shard.load(Ordering::Relaxed),
+        ),
+        _ => (false, IN_HEADER),
     };
-    // The parent link, and where the node's reference on the parent is
-    // counted, taken out before the payload goes.
+    // The parent link, taken out before the payload goes.
     let parent = header.parent;
-    let counted_in = if header.vtable.kind.is_cancelable() {
-        // Relaxed: written by the registrant before any handle went; the
-        // release of the last one made it visible here.
-        current.cancel_part().parent_shard.load(Ordering::Relaxed)
-    } else {
-        IN_HEADER
-    };
     // SAFETY: the strong count is zero: the payload is ours to drop, once.
     // The pointer must be the node's own (it covers the payload), not one
     // derived from `&Header` (which would cover the header only).

@@ -181,7 +181,8 @@ pub(crate) fn register(
     // The registrant whose CAS set the flag takes the inline slot; all others
     // use the set (`child_set`).
     let slot = if first {
-        header_ref(carrier, parent_ref);
+        // A caller with the set's reference saw the set, so `HAS_SET` too.
+        debug_assert!(parent_ref.is_none(), "the set's reference before the set");
         set.insert_first(entry)
     } else {
         // A child counts its reference on its parent (the carrier, whose
@@ -227,6 +228,23 @@ pub(crate) fn register(
         reason: clone_reason(word),
         back,
     }
+}
+
+/// `parent` (a context's node, or a root sentinel) as the parent link of a
+/// fresh cancelable child whose parent carrier is `carrier`, and whether the
+/// child's registration takes the link's reference (in a shard of the
+/// parent's set: the parent is the carrier and its set's reference is held,
+/// which the caller's handle on it keeps so; `child_set`'s "Parent
+/// references"). If not, the reference is taken here, in the parent's count.
+#[inline]
+pub(crate) fn child_parent_link(parent: NodeRef, carrier: Option<NodeRef>) -> (NodeRef, bool) {
+    if let Some(node) = parent.real() {
+        if Some(node) == carrier && node.has_set_ref() {
+            return (parent, true);
+        }
+        node.inc_strong();
+    }
+    (parent, false)
 }
 
 /// Takes a child's reference on its parent, `carrier`, in the carrier's own
