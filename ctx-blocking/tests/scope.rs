@@ -337,13 +337,29 @@ fn a_discarded_error_whose_drop_panics_is_caught_and_reported() {
 }
 
 /// A clock set by hand, under a backend that never fires: allowed by the
-/// `Timer` contract (firing late is), and the extreme of a late timer.
+/// `Timer` contract (firing late is), and the extreme of a late timer. Its
+/// `now` panics while told to (a timer backend's `now` is its own code).
 #[derive(Debug)]
-struct NeverFires(std::sync::Mutex<std::time::Instant>);
+struct HandClock {
+    now: std::sync::Mutex<std::time::Instant>,
+    panics: std::sync::atomic::AtomicBool,
+}
 
-impl ctx_core::Timer for NeverFires {
+impl HandClock {
+    fn new() -> Arc<HandClock> {
+        Arc::new(HandClock {
+            now: std::sync::Mutex::new(std::time::Instant::now()),
+            panics: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+}
+
+impl ctx_core::Timer for HandClock {
     fn now(&self) -> std::time::Instant {
-        *self.0.lock().unwrap()
+        if self.panics.load(Ordering::SeqCst) {
+            panic!("the timer's clock panics");
+        }
+        *self.now.lock().unwrap()
     }
 
     fn arm(&self, _: std::time::Instant, _: ctx_core::Expiry) -> Option<ctx_core::TimerKey> {
@@ -360,7 +376,7 @@ impl ctx_core::Timer for NeverFires {
 #[test]
 fn a_spawner_blocked_on_a_full_group_sees_its_deadline_without_the_timer() {
     within("a spawner blocked past the group's deadline", || {
-        let clock = Arc::new(NeverFires(std::sync::Mutex::new(std::time::Instant::now())));
+        let clock = HandClock::new();
         let root = ctx_core::Context::background().with_timer(clock.clone());
         let (parent, _cancel) = root.with_timeout(Duration::from_millis(20));
         let (release, released) = mpsc::channel::<()>();
@@ -380,7 +396,7 @@ fn a_spawner_blocked_on_a_full_group_sees_its_deadline_without_the_timer() {
                     // flaw would show).
                     thread::sleep(Duration::from_millis(50));
                     // The deadline passes, silently.
-                    *clock.0.lock().unwrap() += Duration::from_secs(1);
+                    *clock.now.lock().unwrap() += Duration::from_secs(1);
                 });
                 blocked.send(()).unwrap();
                 let accepted = group.spawn(|_ctx| Ok::<(), Cause>(()));
@@ -396,29 +412,6 @@ fn a_spawner_blocked_on_a_full_group_sees_its_deadline_without_the_timer() {
     });
 }
 
-/// A clock set by hand that panics while told to (a timer backend's `now`
-/// is its own code), under a backend that never fires.
-#[derive(Debug)]
-struct PanickyClock {
-    now: std::sync::Mutex<std::time::Instant>,
-    panics: std::sync::atomic::AtomicBool,
-}
-
-impl ctx_core::Timer for PanickyClock {
-    fn now(&self) -> std::time::Instant {
-        if self.panics.load(Ordering::SeqCst) {
-            panic!("the timer's clock panics");
-        }
-        *self.now.lock().unwrap()
-    }
-
-    fn arm(&self, _: std::time::Instant, _: ctx_core::Expiry) -> Option<ctx_core::TimerKey> {
-        None
-    }
-
-    fn disarm(&self, _: ctx_core::TimerKey) {}
-}
-
 /// A spawner blocked on a full group reads its context, and so the clock
 /// below its deadline, when it wakes. A panicking clock goes on to the
 /// spawner, but the spawner is no longer counted as waiting: counted, it made
@@ -426,10 +419,7 @@ impl ctx_core::Timer for PanickyClock {
 #[test]
 fn a_blocked_spawner_whose_clock_panics_leaves_no_waiter_counted() {
     within("a try_spawn after a spawner's clock panicked", || {
-        let clock = Arc::new(PanickyClock {
-            now: std::sync::Mutex::new(std::time::Instant::now()),
-            panics: std::sync::atomic::AtomicBool::new(false),
-        });
+        let clock = HandClock::new();
         let root = ctx_core::Context::background().with_timer(clock.clone());
         let (parent, _cancel) = root.with_timeout(Duration::from_secs(3600));
         let (release, released) = mpsc::channel::<()>();

@@ -6,6 +6,12 @@ use ctx_core::{Context, Error};
 use ctx_tokio::{ContextTokenExt, TokenCanceled};
 use tokio_util::sync::CancellationToken;
 
+/// Whether `ctx` ended with its token's cause.
+fn canceled_by_token(ctx: &Context) -> bool {
+    ctx.cause()
+        .is_some_and(|cause| cause.downcast_ref::<TokenCanceled>().is_some())
+}
+
 #[test]
 fn to_token_is_canceled_with_the_context_and_needs_no_runtime() {
     let (ctx, cancel) = Context::background().with_cancel();
@@ -95,12 +101,7 @@ async fn from_a_canceled_token_is_born_canceled() {
     token.cancel();
     let (ctx, _cancel) = ctx_tokio::from_token(&ctx_tokio::background(), token);
     assert_eq!(ctx.err(), Some(Error::Canceled));
-    assert!(
-        ctx.cause()
-            .unwrap()
-            .downcast_ref::<TokenCanceled>()
-            .is_some()
-    );
+    assert!(canceled_by_token(&ctx));
 }
 
 #[tokio::test]
@@ -125,12 +126,7 @@ async fn round_trip() {
     let (back, _cancel_back) = ctx_tokio::from_token(&ctx_tokio::background(), token.clone());
     cancel.cancel();
     back.done().await;
-    assert!(
-        back.cause()
-            .unwrap()
-            .downcast_ref::<TokenCanceled>()
-            .is_some()
-    );
+    assert!(canceled_by_token(&back));
 }
 
 /// A token canceled already gives a child born canceled, which is no live
@@ -146,12 +142,7 @@ async fn a_child_of_a_canceled_token_is_born_done_and_leaves_its_parent() {
         .map(|_| {
             let (ctx, cancel) = ctx_tokio::from_token(&parent, token.clone());
             assert_eq!(ctx.err(), Some(Error::Canceled));
-            assert!(
-                ctx.cause()
-                    .unwrap()
-                    .downcast_ref::<TokenCanceled>()
-                    .is_some()
-            );
+            assert!(canceled_by_token(&ctx));
             cancel
         })
         .collect();

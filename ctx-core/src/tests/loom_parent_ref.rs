@@ -9,22 +9,26 @@ use crate::tree::node::IN_HEADER;
 use loom::sync::atomic::{AtomicU8, Ordering};
 use loom::thread;
 
-/// A parent with three children: the first takes the inline slot and the
-/// second installs the set (both count in the parent's header), the third
-/// counts in a shard. Returns the parent's handles and the children.
-fn parent_with_a_counted_child() -> (
-    (Context, crate::Canceler),
-    Vec<(Context, crate::CancelFunc)>,
-) {
-    let (parent, cancel) = Context::background().with_value(7u8).with_cancel();
-    let children: Vec<_> = (0..3).map(|_| parent.with_cancel()).collect();
+/// A child of `parent` that counts its reference in a shard of `parent`'s
+/// set: its third, made after one that takes the inline slot and one that
+/// installs the set (both counted in the parent's header, and dropped here).
+fn counted_child(parent: &Context) -> (Context, crate::CancelFunc) {
+    let mut children: Vec<_> = (0..3).map(|_| parent.with_cancel()).collect();
     let counted = |child: &Context| {
         let part = child.node().unwrap().cancel_part();
         part.parent_shard.load(Ordering::Relaxed) != IN_HEADER
     };
     assert!(!counted(&children[0].0) && !counted(&children[1].0));
     assert!(counted(&children[2].0), "the third child counts in a shard");
-    ((parent, cancel.into_canceler()), children)
+    children.pop().unwrap()
+}
+
+/// A parent below a value (7u8), its handles (the cancel function turned into
+/// a canceler, so that dropping it cancels nothing) and a counted child.
+fn parent_with_a_counted_child() -> ((Context, crate::Canceler), (Context, crate::CancelFunc)) {
+    let (parent, cancel) = Context::background().with_value(7u8).with_cancel();
+    let child = counted_child(&parent);
+    ((parent, cancel.into_canceler()), child)
 }
 
 /// The parent's last handle goes (without a cancel) while its counted child is
@@ -33,9 +37,7 @@ fn parent_with_a_counted_child() -> (
 #[test]
 fn loom_parent_ref_last_handle_vs_counted_child() {
     model(|| {
-        let (handles, mut children) = parent_with_a_counted_child();
-        let (child, cancel_child) = children.pop().unwrap();
-        drop(children);
+        let (handles, (child, cancel_child)) = parent_with_a_counted_child();
         let t = thread::spawn(move || {
             assert_eq!(child.value::<u8>(), Some(&7));
             drop((child, cancel_child));
@@ -51,9 +53,7 @@ fn loom_parent_ref_last_handle_vs_counted_child() {
 #[test]
 fn loom_parent_ref_cancel_and_last_handle_vs_counted_child() {
     model(|| {
-        let ((parent, canceler), mut children) = parent_with_a_counted_child();
-        let (child, cancel_child) = children.pop().unwrap();
-        drop(children);
+        let ((parent, canceler), (child, cancel_child)) = parent_with_a_counted_child();
         let t = thread::spawn(move || {
             drop(cancel_child);
             assert_eq!(child.value::<u8>(), Some(&7));
@@ -73,9 +73,7 @@ fn loom_parent_ref_cancel_and_last_handle_vs_counted_child() {
 #[test]
 fn loom_parent_ref_upgrade_vs_last_handle_vs_counted_child() {
     model(|| {
-        let (handles, mut children) = parent_with_a_counted_child();
-        let (child, cancel_child) = children.pop().unwrap();
-        drop(children);
+        let (handles, (child, cancel_child)) = parent_with_a_counted_child();
         let node = handles.0.node().unwrap();
         node.inc_weak();
         let upgrader = thread::spawn(move || {
@@ -98,12 +96,8 @@ fn loom_parent_ref_upgrade_vs_last_handle_vs_counted_child() {
 #[test]
 fn loom_parent_ref_walk_vs_orphaned_counted_child() {
     model(|| {
-        let ((root, canceler), mut children) = parent_with_a_counted_child();
-        let (middle, cancel_middle) = children.pop().unwrap();
-        drop(children);
-        let mut grandchildren: Vec<_> = (0..3).map(|_| middle.with_cancel()).collect();
-        let leaf = grandchildren.pop().unwrap();
-        drop(grandchildren);
+        let ((root, canceler), (middle, cancel_middle)) = parent_with_a_counted_child();
+        let leaf = counted_child(&middle);
         let middle_handles = (middle, cancel_middle.into_canceler());
         let walker = thread::spawn(move || {
             canceler.cancel();
