@@ -204,6 +204,9 @@ struct Slots {
     /// one waits, `try_spawn` refuses (as Go's `TryGo` does while a `Go` is
     /// blocked: a freed slot goes to the blocked sender first).
     waiting: usize,
+    /// The group's context is done (set by its `after_func`): blocked
+    /// spawners give up.
+    done: bool,
 }
 
 impl Slots {
@@ -233,12 +236,7 @@ where
     // the handle keeps the registration; it runs at the latest when `run` cancels.
     let _wake: Option<AfterFunc> = limit.as_ref().map(|limit| {
         let limit = limit.clone();
-        core.context().after_func(move || {
-            // Under the lock, so a spawner between its check and its wait is not
-            // missed.
-            let _slots = limit.lock();
-            limit.changed.notify_all();
-        })
+        core.context().after_func(move || limit.close())
     });
     let state = Arc::new(State { core, limit });
     let value = thread::scope(|scope| {
@@ -417,9 +415,17 @@ impl Limit {
     }
 
     /// Takes a slot, waiting for one; false if `ctx` is done first.
+    ///
+    /// The context is read outside the lock: below a deadline a read asks the
+    /// timer backend's clock, which is the backend's code. Read under the lock,
+    /// a clock that blocks would hold up every other spawner and every thread
+    /// giving its slot back; one that panics would poison the lock.
     fn acquire(&self, ctx: &Context) -> bool {
-        let mut slots = self.lock();
         if ctx.is_done() {
+            return false;
+        }
+        let mut slots = self.lock();
+        if slots.done {
             return false;
         }
         if slots.take_free(self.max) {
@@ -427,11 +433,40 @@ impl Limit {
         }
         slots.waiting += 1;
         loop {
-            slots = match self.read_waiting(&mut slots, || ctx.remaining()) {
-                // The context's `after_func` wakes us when its timer fires, which
-                // may be late (the `Timer` contract allows it): never sleep past
-                // the deadline itself, so that the exact check below gets its
-                // turn. (On the timer's clock, converted through the time left.)
+            drop(slots);
+            let read = catch_unwind(AssertUnwindSafe(|| {
+                (!ctx.is_done()).then(|| ctx.remaining())
+            }));
+            slots = self.lock();
+            let left = match read {
+                Ok(Some(left)) => left,
+                Ok(None) => break,
+                Err(payload) => {
+                    // Uncounted before the panic goes on: counted, it would
+                    // make `try_spawn` refuse for good.
+                    self.leave(&mut slots);
+                    drop(slots);
+                    resume_unwind(payload)
+                }
+            };
+            // What happened while the lock was free is in `slots`: a slot
+            // given back, or the context's end (`done`, set by its
+            // `after_func`), so no wake-up is missed between the read and the
+            // wait below.
+            if slots.done {
+                break;
+            }
+            if slots.running < self.max {
+                slots.running += 1;
+                slots.waiting -= 1;
+                return true;
+            }
+            slots = match left {
+                // The context's `after_func` wakes us when its timer fires,
+                // which may be late (the `Timer` contract allows it): never
+                // sleep past the deadline itself, so that the exact read at
+                // the top gets its turn. (On the timer's clock, converted
+                // through the time left.)
                 Some(left) => {
                     self.changed
                         .wait_timeout(slots, left)
@@ -443,32 +478,15 @@ impl Limit {
                     .wait(slots)
                     .unwrap_or_else(PoisonError::into_inner),
             };
-            if self.read_waiting(&mut slots, || ctx.is_done()) {
-                break;
-            }
-            if slots.running < self.max {
-                slots.running += 1;
-                slots.waiting -= 1;
-                return true;
-            }
         }
         self.leave(&mut slots);
         false
     }
 
-    /// Reads the context (`read`) for a waiter counted in `slots`. Below a
-    /// deadline that asks the timer backend's clock, whose panic goes on to the
-    /// spawner, but not before the waiter is uncounted: counted, it would make
-    /// `try_spawn` refuse for good. (The lock is poisoned by the unwind;
-    /// [`lock`](Limit::lock) takes a poisoned one as it is.)
-    fn read_waiting<T>(&self, slots: &mut Slots, read: impl FnOnce() -> T) -> T {
-        match catch_unwind(AssertUnwindSafe(read)) {
-            Ok(value) => value,
-            Err(payload) => {
-                self.leave(slots);
-                resume_unwind(payload)
-            }
-        }
+    /// The group's context is done: every blocked spawner gives up.
+    fn close(&self) {
+        self.lock().done = true;
+        self.changed.notify_all();
     }
 
     /// A waiter that leaves without a slot: uncounted, and a slot it was woken
@@ -499,6 +517,7 @@ impl Drop for Slot<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering::SeqCst;
     use std::time::{Duration, Instant};
 
     fn limit(max: usize) -> Arc<Limit> {
@@ -575,11 +594,94 @@ mod tests {
         }
         assert!(stayer.join().unwrap());
         // What the group's `after_func` does once its context ends.
-        {
-            let _slots = limit.lock();
-            limit.changed.notify_all();
-        }
+        limit.close();
         assert!(!quitter.join().unwrap());
+        assert_eq!(limit.lock().running, 1);
+        assert_eq!(limit.lock().waiting, 0);
+    }
+
+    /// A clock that blocks while its gate is shut, counting the reads it
+    /// holds (a timer backend's `now` is its own code); it never fires.
+    #[derive(Debug, Default)]
+    struct GateClock {
+        shut: Mutex<bool>,
+        opened: Condvar,
+        blocked: std::sync::atomic::AtomicUsize,
+    }
+
+    impl GateClock {
+        fn set_shut(&self, shut: bool) {
+            *self.shut.lock().unwrap() = shut;
+            self.opened.notify_all();
+        }
+    }
+
+    impl ctx_core::Timer for GateClock {
+        fn now(&self) -> Instant {
+            let mut shut = self.shut.lock().unwrap();
+            if *shut {
+                self.blocked.fetch_add(1, SeqCst);
+                while *shut {
+                    shut = self.opened.wait(shut).unwrap();
+                }
+                self.blocked.fetch_sub(1, SeqCst);
+            }
+            Instant::now()
+        }
+
+        fn arm(&self, _: Instant, _: ctx_core::Expiry) -> Option<ctx_core::TimerKey> {
+            None
+        }
+
+        fn disarm(&self, _: ctx_core::TimerKey) {}
+    }
+
+    /// A blocked spawner reads its context, and so the clock below its
+    /// deadline, outside the lock: a clock that blocks holds up that spawner
+    /// alone, not a `try_spawn` nor a thread giving its slot back. (The read
+    /// was under the lock.)
+    #[test]
+    fn a_spawner_whose_clock_blocks_holds_up_nobody_else() {
+        let limit = limit(1);
+        let clock = Arc::new(GateClock::default());
+        let (ctx, _cancel) = Context::background()
+            .with_timer(clock.clone())
+            .with_timeout(Duration::from_secs(3600));
+        assert!(limit.try_acquire());
+        let spawner = {
+            let limit = limit.clone();
+            thread::spawn(move || limit.acquire(&ctx))
+        };
+        until_waiting(&limit, 1);
+        clock.set_shut(true);
+        // The slot comes back: the spawner wakes, and its read blocks.
+        drop(Slot(&limit));
+        let start = Instant::now();
+        while clock.blocked.load(SeqCst) == 0 {
+            assert!(start.elapsed() < Duration::from_secs(30), "no read came");
+            thread::yield_now();
+        }
+        // Another user of the lock, watched: the clock opens either way, so
+        // that a failure leaves no thread behind.
+        let (done, finished) = std::sync::mpsc::channel();
+        let probe = {
+            let limit = limit.clone();
+            thread::spawn(move || {
+                // The freed slot is the blocked spawner's.
+                let refused = !limit.try_acquire();
+                drop(limit.lock());
+                done.send(()).unwrap();
+                refused
+            })
+        };
+        let held_up = finished.recv_timeout(Duration::from_secs(10)).is_err();
+        clock.set_shut(false);
+        assert!(
+            probe.join().unwrap(),
+            "a try took the blocked spawner's slot"
+        );
+        assert!(!held_up, "the lock was held while the clock blocked");
+        assert!(spawner.join().unwrap(), "the spawner got the slot");
         assert_eq!(limit.lock().running, 1);
         assert_eq!(limit.lock().waiting, 0);
     }
