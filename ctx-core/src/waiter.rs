@@ -11,6 +11,7 @@ use crate::tree::wait::Waiter;
 use std::borrow::Borrow;
 use std::fmt;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 #[cfg(not(all(test, ctx_loom)))]
@@ -59,8 +60,11 @@ use std::time::Instant;
 pub struct Done<C: Borrow<Context> = Context> {
     ctx: C,
     /// The registration with the context's carrier, released on completion and
-    /// on drop.
-    waiter: Waiter,
+    /// on drop. `ManuallyDrop`: released by [`Drop`] (after which it is idle),
+    /// it needs no drop glue, which is a call out of line (the event
+    /// listener's drop is large) on every `Done` dropped, most of which never
+    /// registered (a check of a done context: `CheckCanceled/Done`).
+    waiter: ManuallyDrop<Waiter>,
     /// The carrier `waiter` is registered with, while it is. Kept rather than
     /// looked up again through `ctx`: `Borrow` is the caller's code, and one
     /// that hands out another context on a later call must not make this
@@ -76,7 +80,7 @@ impl<C: Borrow<Context>> Done<C> {
     pub(crate) fn new(ctx: C) -> Done<C> {
         Done {
             ctx,
-            waiter: Waiter::Idle,
+            waiter: ManuallyDrop::new(Waiter::Idle),
             registered: None,
             completed: false,
         }
@@ -129,11 +133,29 @@ impl<C: Borrow<Context> + Unpin> Future for Done<C> {
 }
 
 impl<C: Borrow<Context>> Drop for Done<C> {
+    #[inline]
     fn drop(&mut self) {
-        // A `Done` that is dropped while registered frees the slot for the next
-        // waiter (the carrier is still alive here: see `registered`).
+        // Most `Done`s never registered (a check of a done context): the
+        // release stays out of line.
+        if self.registered.is_some() || !matches!(*self.waiter, Waiter::Idle) {
+            self.release_on_drop();
+        }
+    }
+}
+
+impl<C: Borrow<Context>> Done<C> {
+    /// A `Done` that is dropped while registered frees the slot for the next
+    /// waiter (the carrier is still alive here: see `registered`).
+    #[inline(never)]
+    fn release_on_drop(&mut self) {
         if let Some(carrier) = self.registered.take() {
             self.waiter.release(carrier);
+        }
+        // Idle by now: registered whenever not idle (`poll` records the
+        // carrier before it registers). Were it not, it is dropped here, so
+        // nothing leaks; an idle waiter owns nothing.
+        if !matches!(*self.waiter, Waiter::Idle) {
+            drop(std::mem::take(&mut *self.waiter));
         }
     }
 }
