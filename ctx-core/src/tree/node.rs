@@ -107,27 +107,27 @@ pub(crate) struct Header {
 pub(crate) struct CancelPart {
     /// Live or done and why: see [`state`].
     pub(crate) state: AtomicPtr<Record>,
+    /// Whether a deadline applies here (this node's or an ancestor's): only then do
+    /// readers look for it, walking up (see [`NodeRef::deadline_node`]). Beside
+    /// `state`, so that a read of a live context touches one cache line.
+    pub(crate) has_deadline: bool,
+    /// Set once the parent's walk, which took this node's entry out of the
+    /// parent's set, is done with the node; the slot's weak reference is then
+    /// the node's detach's to release. A detach that finds its entry gone waits
+    /// for it (`register::detach_owing`). Unused by merge nodes.
+    pub(crate) drained: AtomicBool,
+    /// The shard of the parent's set that counts this node's reference on the
+    /// parent, or [`IN_HEADER`] if the parent's own count does (`child_set`'s
+    /// "Parent references"). Written by the registrant before any handle can
+    /// go, read by the drop.
+    pub(crate) parent_shard: AtomicU8,
+    /// Our index in the parent carrier's child set, or [`UNREGISTERED`].
+    pub(crate) slot: AtomicU32,
     /// Children and callbacks: an inline slot, then a set allocated on demand.
     pub(crate) children: Children,
     /// Where `Done` futures and blocking waits sleep: one inline waker slot, and
     /// an event for further waiters (see `wait`).
     pub(crate) waiters: Waiters,
-    /// Whether a deadline applies here (this node's or an ancestor's): only then do
-    /// readers look for it, walking up (see [`NodeRef::deadline_node`]).
-    pub(crate) has_deadline: bool,
-    /// Set once the parent's walk, which took this node's entry out of the
-    /// parent's set, is done with the node; the slot's weak reference is then
-    /// the node's detach's to release. A detach that finds its entry gone waits
-    /// for it (`register::detach_owing`). Unused by merge nodes. (In the
-    /// padding before `slot`: it costs no size.)
-    pub(crate) drained: AtomicBool,
-    /// The shard of the parent's set that counts this node's reference on the
-    /// parent, or [`IN_HEADER`] if the parent's own count does (`child_set`'s
-    /// "Parent references"). Written by the registrant before any handle can
-    /// go, read by the drop. (In the padding too.)
-    pub(crate) parent_shard: AtomicU8,
-    /// Our index in the parent carrier's child set, or [`UNREGISTERED`].
-    pub(crate) slot: AtomicU32,
 }
 
 /// [`CancelPart::parent_shard`] of a node whose reference on its parent is
