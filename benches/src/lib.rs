@@ -1,5 +1,6 @@
 //! Shared pieces of the ctx benchmarks: run modes, thread harnesses, latency
-//! histograms, allocation counting, the Go baseline parser and the scaling model.
+//! histograms, allocation counting, the Go baseline parser, the baseline
+//! and the scaling model.
 //!
 //! The criterion benches (`benches/*.rs`), the allocation report
 //! (`src/bin/alloc_report.rs`) and the report generator (`src/bin/report.rs`) all
@@ -9,6 +10,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod alloc;
+pub mod baseline;
 pub mod go;
 pub mod harness;
 pub mod readme;

@@ -24,6 +24,7 @@
 //! benchmarks did not run show "—". It never fails on timing.
 
 use benches::alloc::{self, Counting};
+use benches::baseline;
 use benches::go::{self, GoBaseline};
 use benches::readme;
 use benches::stats;
@@ -63,8 +64,10 @@ fn main() {
             provenance: "none (benches/go-baseline.txt is missing)".into(),
             ..GoBaseline::default()
         });
+    let issue_baseline = baseline::checked_in();
     let report = Report {
         results: &results,
+        baseline: &issue_baseline,
         tails: &tails,
         allocs: &allocs,
         chain: &chain,
@@ -573,6 +576,9 @@ enum Goal {
     /// Bytes per level of the deep chain, which must cancel and drop on the
     /// small stack.
     DeepChain { bytes: f64 },
+    /// No row of the report the issue was filed against (`benches::baseline`)
+    /// slower by more than its tolerance.
+    NoRowSlower,
 }
 
 /// A row of the targets table.
@@ -582,7 +588,7 @@ struct Goalpost {
 }
 
 fn goalposts() -> Vec<Goalpost> {
-    use Goal::{ChildMemory, DeepChain, Faster, NoSlower, Scales};
+    use Goal::{ChildMemory, DeepChain, Faster, NoRowSlower, NoSlower, Scales};
     use Peer::{Go, Tokio};
     let row = |workload, goal| Goalpost { workload, goal };
     vec![
@@ -674,6 +680,10 @@ fn goalposts() -> Vec<Goalpost> {
             },
         ),
         row("1,000,000-deep chain", DeepChain { bytes: 120.0 }),
+        row(
+            "every row of the report the issue was filed against",
+            NoRowSlower,
+        ),
     ]
 }
 
@@ -687,6 +697,8 @@ struct Report<'a> {
     chain: &'a Result<alloc::Chain, String>,
     go: &'a GoBaseline,
     go_reference: Option<&'a GoBaseline>,
+    /// ctx-core's times in the report the issue was filed against.
+    baseline: &'a Result<BTreeMap<String, f64>, String>,
 }
 
 impl Report<'_> {
@@ -720,8 +732,63 @@ impl Report<'_> {
         self.render_design(&mut out);
         self.render_allocs(&mut out);
         self.render_tails(&mut out);
+        self.render_against_baseline(&mut out);
         self.render_all(&mut out);
         out
+    }
+
+    /// ctx-core's rows measured again, beside the report the issue was filed
+    /// against.
+    fn against_baseline(&self) -> Result<Vec<baseline::Compared>, String> {
+        let then = self.baseline.as_ref().map_err(Clone::clone)?;
+        Ok(baseline::compare(then, |id| {
+            self.ns(&format!("{id}/{CORE}"))
+        }))
+    }
+
+    fn render_against_baseline(&self, out: &mut String) {
+        out.push_str(
+            "## Against the report the issue was filed on
+
+",
+        );
+        let rows = match self.against_baseline() {
+            Ok(rows) => rows,
+            Err(why) => {
+                let _ = writeln!(out, "Not compared: {why}.\n");
+                return;
+            }
+        };
+        let _ = writeln!(
+            out,
+            "ctx-core's time in every row measured again, beside its time in the report \
+             the performance issue was filed against (`{}`: a full run at 8251c23, \
+             2026-11-22, on a 2-core Xeon). A row slower by more than {:.0} % is marked. \
+             The two runs are days apart and may be on different machines of the same \
+             kind: a few percent either way, and a tenth of a nanosecond on the \
+             sub-nanosecond rows, is noise.\n",
+            baseline::FILE,
+            (baseline::TOLERANCE - 1.0) * 100.0
+        );
+        out.push_str("| benchmark | then | now | change | slower? |\n|---|---:|---:|---:|:-:|\n");
+        for row in &rows {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} | {} |",
+                row.id,
+                auto(row.then_ns),
+                auto(row.now_ns),
+                percent(row.change()),
+                if row.slower() { "❌ slower" } else { "" }
+            );
+        }
+        let slower = rows.iter().filter(|r| r.slower()).count();
+        let _ = writeln!(
+            out,
+            "\n{slower} of {} rows measured again are slower by more than {:.0} %.\n",
+            rows.len(),
+            (baseline::TOLERANCE - 1.0) * 100.0
+        );
     }
 
     fn render_provenance(&self, out: &mut String) {
@@ -945,6 +1012,34 @@ impl Report<'_> {
                         Some(chain.bytes_per_level <= bytes),
                     ),
                     Err(why) => (target, why.clone(), Some(false)),
+                }
+            }
+            Goal::NoRowSlower => {
+                let target = format!(
+                    "none slower by more than {:.0} %",
+                    (baseline::TOLERANCE - 1.0) * 100.0
+                );
+                match self.against_baseline() {
+                    Ok(rows) if !rows.is_empty() => {
+                        let slower: Vec<String> = rows
+                            .iter()
+                            .filter(|r| r.slower())
+                            .map(|r| format!("`{}` {}", r.id, percent(r.change())))
+                            .collect();
+                        let measured = if slower.is_empty() {
+                            format!("none of {} rows measured again", rows.len())
+                        } else {
+                            format!(
+                                "{} of {} rows measured again: {}",
+                                slower.len(),
+                                rows.len(),
+                                slower.join(", ")
+                            )
+                        };
+                        (target, measured, Some(slower.is_empty()))
+                    }
+                    Ok(_) => (target, missing(), None),
+                    Err(why) => (target, why, None),
                 }
             }
         }
@@ -1553,6 +1648,13 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
+/// A time ratio as a signed change: 1.1 is "+10 %", 0.5 is "−50 %".
+fn percent(change: f64) -> String {
+    let p = (change - 1.0) * 100.0;
+    let sign = if p < 0.0 { "−" } else { "+" };
+    format!("{sign}{} %", num(p.abs()))
+}
+
 fn mark(met: bool) -> &'static str {
     if met { "✅ met" } else { "❌ missed" }
 }
@@ -1713,7 +1815,7 @@ mod tests {
                     }
                 }
                 Goal::Scales { one, two, .. } => known.extend([one, two]),
-                Goal::ChildMemory { .. } | Goal::DeepChain { .. } => {}
+                Goal::ChildMemory { .. } | Goal::DeepChain { .. } | Goal::NoRowSlower => {}
             }
         }
         // Shown in the README only (the one-thread churn row's peer).

@@ -1,0 +1,152 @@
+//! The report the performance issue was filed against, and the rows slower than
+//! it.
+//!
+//! `benches/issue-baseline.txt` keeps ctx-core's column of that report's "Every
+//! result" table: one criterion id (without the implementation) and its time in
+//! nanoseconds per line. One of the issue's targets is that no row is slower
+//! than there by more than 5 %; the report checks every row measured again.
+//!
+//! The baseline was measured on another day, possibly on another machine of the
+//! same kind: a row a few percent off may be the machine's noise. Sub-nanosecond
+//! rows in particular move by a tenth of a nanosecond between runs.
+
+use std::collections::BTreeMap;
+
+/// Where the baseline lives, under the workspace root.
+pub const FILE: &str = "benches/issue-baseline.txt";
+
+/// How much slower a row may be: 5 %.
+pub const TOLERANCE: f64 = 1.05;
+
+/// A row measured both then and now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Compared {
+    /// The criterion id without the implementation.
+    pub id: String,
+    /// ns then.
+    pub then_ns: f64,
+    /// ns now.
+    pub now_ns: f64,
+}
+
+impl Compared {
+    /// Now's time over then's: above 1 is slower.
+    pub fn change(&self) -> f64 {
+        self.now_ns / self.then_ns
+    }
+
+    /// Whether the row is slower than [`TOLERANCE`] allows.
+    pub fn slower(&self) -> bool {
+        self.change() > TOLERANCE
+    }
+}
+
+/// Parses the baseline: `id<TAB>ns` lines; `#` starts a comment line. Lines
+/// that do not parse are an error (naming the line), so that a damaged file is
+/// not silently a shorter baseline.
+pub fn parse(text: &str) -> Result<BTreeMap<String, f64>, String> {
+    let mut rows = BTreeMap::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parsed = line.split_once('\t').and_then(|(id, ns)| {
+            let ns: f64 = ns.trim().parse().ok()?;
+            (ns.is_finite() && ns > 0.0 && !id.trim().is_empty()).then(|| (id.trim(), ns))
+        });
+        match parsed {
+            Some((id, ns)) => {
+                if rows.insert(id.to_owned(), ns).is_some() {
+                    return Err(format!("line {}: `{id}` appears twice", number + 1));
+                }
+            }
+            None => return Err(format!("line {}: not `id<TAB>ns`: {line:?}", number + 1)),
+        }
+    }
+    Ok(rows)
+}
+
+/// The checked-in baseline, or why it could not be read.
+pub fn checked_in() -> Result<BTreeMap<String, f64>, String> {
+    let path = crate::workspace_root().join(FILE);
+    let text = std::fs::read_to_string(&path).map_err(|err| format!("{FILE}: {err}"))?;
+    parse(&text).map_err(|err| format!("{FILE}: {err}"))
+}
+
+/// The rows in both: `now` maps an id without the implementation to ctx-core's
+/// time now. In the baseline's order (by id).
+pub fn compare(then: &BTreeMap<String, f64>, now: impl Fn(&str) -> Option<f64>) -> Vec<Compared> {
+    then.iter()
+        .filter_map(|(id, &then_ns)| {
+            let now_ns = now(id).filter(|ns| ns.is_finite() && *ns > 0.0)?;
+            Some(Compared {
+                id: id.clone(),
+                then_ns,
+                now_ns,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rows_and_skips_comments() {
+        let rows = parse("# a comment\n\nErrOK\t0.767\nCancelChain/depth=10000\t431000\n").unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows["ErrOK"], 0.767);
+        assert_eq!(rows["CancelChain/depth=10000"], 431000.0);
+    }
+
+    #[test]
+    fn a_damaged_line_is_an_error_not_a_shorter_baseline() {
+        for bad in [
+            "ErrOK 0.767",
+            "ErrOK\tfast",
+            "ErrOK\t-1",
+            "\t3",
+            "ErrOK\tNaN",
+        ] {
+            let err = parse(&format!("Fine\t1\n{bad}\n")).unwrap_err();
+            assert!(err.starts_with("line 2:"), "{bad:?}: {err}");
+        }
+        assert!(parse("A\t1\nA\t2\n").unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn compares_the_rows_measured_again_and_flags_the_slower_ones() {
+        let then = parse("A\t100\nB\t100\nC\t100\nGone\t1\n").unwrap();
+        let now = |id: &str| match id {
+            "A" => Some(105.0),
+            "B" => Some(105.1),
+            "C" => Some(50.0),
+            _ => None,
+        };
+        let rows = compare(&then, now);
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["A", "B", "C"]);
+        let slower: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.slower())
+            .map(|r| r.id.as_str())
+            .collect();
+        assert_eq!(slower, ["B"], "5 % is allowed, more is not");
+        assert!((rows[2].change() - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_checked_in_baseline_parses_and_names_the_issue_rows() {
+        let rows = checked_in().unwrap();
+        for id in [
+            "ErrOK",
+            "CheckCanceled/Done",
+            "CancelTree/depth=1000/Root=OpenCanceler",
+            "ChildCreateDrop/threads=2",
+        ] {
+            assert!(rows.contains_key(id), "{id} missing");
+        }
+    }
+}
