@@ -22,15 +22,19 @@
 //!
 //! # Races
 //!
-//! `arm` registers the reactor timer *while holding* the shard lock and inserts the
-//! entry before releasing it, so an expiry that comes at once (the reactor thread
-//! waits for the lock) always finds the entry. Whoever takes the `Expiry` out of
-//! the slot (the waker or `disarm`) owns it, so it is fired at most once; whoever
-//! removes the map entry decrements the armed count, so that happens exactly once.
+//! `arm` registers the reactor timer *before* taking the shard lock (the poll
+//! may run other timers' waker drops: foreign code), then, under the shard lock,
+//! inserts the entry only if the slot still holds its `Expiry`. An expiry that
+//! comes at once either took the `Expiry` before that check (no entry is made,
+//! and its fire is spawned) or waits for the shard lock and finds the entry.
+//! Whoever takes the `Expiry` out of the slot (the waker or `disarm`) owns it, so
+//! it is fired at most once; whoever removes the map entry decrements the armed
+//! count, so that happens exactly once.
 //!
-//! Lock order: a shard lock and a slot's lock are never held together, and nothing
-//! that could drop a context (and with it, possibly, this timer) is dropped while
-//! a lock is held.
+//! Lock order: a shard lock, then a slot's lock (only `arm`'s check takes both);
+//! nothing else holds them together, and nothing that could drop a context (and
+//! with it, possibly, this timer), no reactor call and no waker runs while a
+//! lock is held.
 
 use ctx_core::{Expiry, Timer, TimerKey};
 use std::collections::HashMap;
@@ -180,25 +184,37 @@ impl Timer for AsyncIoTimer {
         });
         let waker = Waker::from(slot.clone());
         let mut timer = async_io::Timer::at(deadline);
-        let mut shard = self.shared.shard(key);
-        // Registers the deadline with the reactor (module docs: under the lock).
+        // Registers the deadline with the reactor, outside every lock of ours: the
+        // poll may drain async-io's queue of timer operations on this thread, which
+        // drops other timers' wakers, and a waker's `Drop` is foreign code that may
+        // cancel a context (a `disarm` here) or arm again (module docs).
         match Pin::new(&mut timer).poll(&mut TaskContext::from_waker(&waker)) {
             Poll::Pending => {
-                shard.insert(
-                    key,
-                    Armed {
-                        _timer: timer,
-                        slot,
-                    },
-                );
-                // Relaxed: a statistic, changed under the shard lock (see `armed`).
-                self.shared.armed.fetch_add(1, Ordering::Relaxed);
+                let mut shard = self.shared.shard(key);
+                // The reactor may have called the slot already: then its expiry is
+                // taken (and its fire spawned), and there is nothing to keep.
+                let live = slot
+                    .expiry
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_some();
+                if live {
+                    shard.insert(
+                        key,
+                        Armed {
+                            _timer: timer,
+                            slot,
+                        },
+                    );
+                    // Relaxed: a statistic, changed under the shard lock (see `armed`).
+                    self.shared.armed.fetch_add(1, Ordering::Relaxed);
+                }
                 drop(shard);
-                NonZeroU64::new(key).map(TimerKey::new)
+                live.then(|| NonZeroU64::new(key).map(TimerKey::new))
+                    .flatten()
             }
             Poll::Ready(_) => {
                 // The deadline passed between the caller's clock check and now.
-                drop(shard);
                 if let Some(expiry) = slot.take() {
                     spawn_fire(expiry);
                 }

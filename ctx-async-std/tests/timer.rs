@@ -70,3 +70,34 @@ fn a_deadline_fires_on_a_smol_thread() {
         "fired on {name:?}"
     );
 }
+
+/// Deadlines that fall due while `arm` runs, from threads contending for the
+/// shards: the reactor may call a slot before its `arm` files the entry. Every
+/// one fires and the count returns to 0.
+#[test]
+fn deadlines_due_during_arm_fire_and_leave_no_entry() {
+    let timer = AsyncIoTimer::new();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let root = root(&timer);
+            std::thread::spawn(move || {
+                let mut ctxs = Vec::new();
+                for i in 0..5_000u64 {
+                    ctxs.push(root.with_timeout(Duration::from_nanos(i % 64 * 1_000)));
+                }
+                for (ctx, _cancel) in &ctxs {
+                    smol::block_on(support::within("done()", ctx.done()));
+                    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert!(
+        support::eventually(|| timer.armed() == 0),
+        "armed {}",
+        timer.armed()
+    );
+}
