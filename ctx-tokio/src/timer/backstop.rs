@@ -160,6 +160,8 @@ fn run() {
     let backstop = BACKSTOP.wait();
     let mut late: Vec<Arc<Shared>> = Vec::new();
     let mut batch: Vec<Expiry> = Vec::new();
+    // The timers upgraded during a scan, released after it.
+    let mut scanned: Vec<Arc<Shared>> = Vec::new();
     loop {
         // SeqCst: cleared before the scan (module docs).
         backstop.dirty.store(false, Ordering::SeqCst);
@@ -169,16 +171,21 @@ fn run() {
             let Some(shared) = watched.shared.upgrade() else {
                 return false;
             };
-            if shared.is_finished() {
-                return false;
+            let keep = !shared.is_finished();
+            if keep {
+                match watched.check(&shared, now) {
+                    Check::Idle => {}
+                    Check::At(at) => next = Some(next.map_or(at, |next| next.min(at))),
+                    Check::TakeOver => late.push(shared.clone()),
+                }
             }
-            match watched.check(&shared, now) {
-                Check::Idle => {}
-                Check::At(at) => next = Some(next.map_or(at, |next| next.min(at))),
-                Check::TakeOver => late.push(shared),
-            }
-            true
+            scanned.push(shared);
+            keep
         });
+        // Outside the registry lock: the timer's other owners may have let go
+        // meanwhile, and the last reference drops its runtime handle, which can
+        // be the runtime's last (its hooks are user code).
+        scanned.clear();
         if !late.is_empty() {
             // Outside the registry lock: firing may run user code, which may arm
             // on a new timer (and register it).
