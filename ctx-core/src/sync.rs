@@ -64,6 +64,21 @@ pub(crate) fn ptr_get_mut<T>(atomic: &mut AtomicPtr<T>) -> *mut T {
     atomic.with_mut(|value| *value)
 }
 
+/// Reads an `AtomicU64` through `&mut` (no other thread can reach it), as
+/// [`ptr_get_mut`] does for pointers.
+#[cfg(not(all(test, ctx_loom)))]
+#[inline]
+pub(crate) fn u64_get_mut(atomic: &mut AtomicU64) -> u64 {
+    *atomic.get_mut()
+}
+
+/// Reads an `AtomicU64` through `&mut` (no other thread can reach it), as
+/// [`ptr_get_mut`] does for pointers.
+#[cfg(all(test, ctx_loom))]
+pub(crate) fn u64_get_mut(atomic: &mut AtomicU64) -> u64 {
+    atomic.with_mut(|value| *value)
+}
+
 /// Marks the middle of one side of a Dekker pair: a `SeqCst` store or RMW of one
 /// atomic, then a `SeqCst` load of another, where the two sides must not both miss
 /// each other's write.

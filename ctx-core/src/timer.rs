@@ -39,8 +39,9 @@ pub use std_thread::StdTimer;
 ///   first. Firing late is allowed (contexts check deadlines exactly anyway);
 ///   firing early is not. It must not call `fire` from inside `arm` itself.
 /// * [`disarm`](Timer::disarm) is called at most once per key, when the context is
-///   done (by its deadline or otherwise); it may arrive after the timer already
-///   fired, and must then do nothing harmful. [`Expiry::fire`] calls this
+///   done (by its deadline or otherwise), or when its last handle goes before
+///   that (then the expiry would do nothing); it may arrive after the timer
+///   already fired, and must then do nothing harmful. [`Expiry::fire`] calls this
 ///   backend's own `disarm` (for the fired deadline and this backend's other
 ///   deadlines below it) on the firing thread before it returns, so do not
 ///   call `fire` while holding a lock that `disarm` takes. (Another backend's
@@ -177,8 +178,10 @@ impl Expiry {
     ///
     /// A strong handle: if every other handle goes meanwhile, dropping this one
     /// drops the context, and the `Drop`s of its values run on the thread that
-    /// drops it. A backend that must run no user code on its own thread should
-    /// not keep it, and use [`is_done`](Expiry::is_done) for its checks.
+    /// drops it, as does the backend's own `disarm` of the key (so never drop
+    /// it under a lock that `disarm` takes). A backend that must run no user
+    /// code on its own thread should not keep it, and use
+    /// [`is_done`](Expiry::is_done) for its checks.
     pub fn context(&self) -> Option<Context> {
         self.node.upgrade().then(|| Context::from_strong(self.node))
     }

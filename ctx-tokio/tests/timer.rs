@@ -529,3 +529,27 @@ async fn a_deadline_beyond_the_timers_range_never_fires_early() {
     );
     assert_eq!(ctx.err(), None);
 }
+
+/// A timeout whose handles all go without a cancel (through a `Canceler`) is
+/// disarmed too: a paused runtime does not auto-advance its clock to it.
+#[tokio::test(start_paused = true)]
+async fn dropped_uncanceled_deadline_does_not_auto_advance_the_clock() {
+    let (root, timer) = root();
+    let start = tokio::time::Instant::now();
+    let (ctx, cancel) = root.with_timeout(Duration::from_secs(3600));
+    settle().await; // the driver now sleeps towards the deadline
+    drop((ctx, cancel.into_canceler()));
+    assert_eq!(timer.armed(), 0);
+    settle().await;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        tx.send(()).unwrap();
+    });
+    rx.await.unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "clock moved by {:?}",
+        start.elapsed()
+    );
+}

@@ -198,6 +198,45 @@ fn loom_timer_fire_then_drop_vs_parent_cancel() {
     fire_vs_parent_cancel(true);
 }
 
+/// The last handles of a deadline context (the context and a `Canceler`,
+/// which cancels nothing when dropped) go while its timer fires: the key is
+/// disarmed exactly once, by the expiry's walk if it upgraded first, else by
+/// the node's drop.
+#[test]
+fn loom_timer_last_handle_gone_vs_fire() {
+    model(|| {
+        let timer = Recorder::new();
+        let root = Context::background().with_timer(timer.clone());
+        let (ctx, cancel) = root.with_deadline(timer.deadline());
+        let canceler = cancel.into_canceler();
+        let (key, expiry) = timer.take_expiry();
+        let t = thread::spawn(move || expiry.fire());
+        drop((ctx, canceler));
+        t.join().unwrap();
+        timer.assert_disarmed_once(vec![key]);
+    });
+}
+
+/// The same, while the parent is canceled: the parent's walk (which holds the
+/// child while it walks it) or the child's drop disarms, exactly once.
+#[test]
+fn loom_timer_last_handle_gone_vs_parent_cancel() {
+    model(|| {
+        let timer = Recorder::new();
+        let root = Context::background().with_timer(timer.clone());
+        let (parent, cancel_parent) = root.with_cancel();
+        let (child, cancel) = parent.with_deadline(timer.deadline());
+        let canceler = cancel.into_canceler();
+        let t = thread::spawn(move || drop((child, canceler)));
+        cancel_parent.cancel();
+        t.join().unwrap();
+        timer.assert_disarmed_once(timer.armed_keys());
+        assert_eq!(parent.live_children(), 0);
+        drop((parent, root));
+        timer.armed.lock().unwrap().clear();
+    });
+}
+
 /// The exact-deadline read on the deadline node itself: a reader finds the
 /// deadline passed (by the timer's clock, before the timer fired) while the
 /// node's cancel function runs. The read closes the node with `UNCLAIMED` and

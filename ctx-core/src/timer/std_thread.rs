@@ -233,11 +233,9 @@ impl StdTimer {
 
     /// How many timers are armed: armed and neither fired-and-released nor
     /// disarmed. Every context done before its deadline disarms its timer at once,
-    /// so this drops back to 0 once every deadline context was canceled or its
-    /// deadline passed. (Dropping a cancel function cancels; a context whose
-    /// handles all go without a cancel, through a [`Canceler`](crate::Canceler),
-    /// which cancels nothing when dropped, keeps its timer armed until the
-    /// deadline, or until a later disarm in its shard sweeps it out.)
+    /// and so does one whose handles all go without a cancel (through a
+    /// [`Canceler`](crate::Canceler), which cancels nothing when dropped), so
+    /// this drops back to 0 once no deadline context is live.
     pub fn armed(&self) -> usize {
         shards::armed(&self.shared.shards)
     }
@@ -437,6 +435,28 @@ mod tests {
         drop(kept);
         assert_eq!(timer.armed(), 0);
         assert!(held(&timer).0 <= floor);
+    }
+
+    /// Long timeouts whose handles all go without a cancel (the cancel
+    /// function turned into a `Canceler`, which cancels nothing when dropped)
+    /// are disarmed when the last handle goes: the count drops back and the
+    /// sweeps keep the heaps from growing with every such timeout.
+    #[test]
+    fn timeouts_dropped_through_a_canceler_do_not_pile_up() {
+        let timer = StdTimer::new();
+        let root = Context::background().with_timer(timer.clone());
+        let n = if cfg!(miri) { 500 } else { 100_000 };
+        for _ in 0..n {
+            let (ctx, cancel) = root.with_timeout(HOUR);
+            drop((ctx, cancel.into_canceler()));
+        }
+        let (len, capacity) = held(&timer);
+        let shards = timer.shared.shards.len();
+        assert_eq!(timer.armed(), 0, "{len} entries held, {capacity} slots");
+        assert!(
+            len <= shards * SWEEP_FLOOR,
+            "{len} entries held for none live"
+        );
     }
 
     /// After a spike of armed timeouts, the heaps give their slots back.

@@ -17,7 +17,7 @@
 //! subtree is walked by the first cancel that claims a node (the late timer's
 //! expiry, a cancel function, a parent's cancel).
 
-use super::node::{Kind, NodeRef};
+use super::node::{DeadlinePart, Kind, NodeRef};
 use super::register::clone_reason;
 use super::state::{self, Word};
 use super::work::Work;
@@ -108,6 +108,26 @@ fn take_key(node: NodeRef) -> Option<TimerKey> {
 pub(crate) fn on_done(node: NodeRef, work: &mut Work) {
     if let Some(key) = take_key(node) {
         work.disarm(node, key);
+    }
+}
+
+/// The last handle on a deadline node went before anything ended it: a
+/// `Canceler` (which cancels nothing when dropped) or a disarmed `DropGuard`
+/// was the last to go, or the cancel function was forgotten. Nothing can
+/// observe or cancel the context any more (its descendants and `after_func`
+/// handles held it), and its expiry would do nothing (it cannot upgrade), so
+/// its key goes back now instead of staying armed, with the node's memory,
+/// until the deadline. Only deadline nodes pay for this: it is their
+/// payload's drop, which runs where a node's drop runs (never under a lock of
+/// ours), while its backend is still kept alive by the parent link.
+impl Drop for DeadlinePart {
+    fn drop(&mut self) {
+        // A plain read: the strong count reached zero with an Acquire, so
+        // every swap of the key (by a walk or `arm`, which hold a handle) is
+        // visible, and nobody else can reach the key any more.
+        if let Some(key) = NonZeroU64::new(crate::sync::u64_get_mut(&mut self.key)) {
+            self.timer.disarm(TimerKey::new(key));
+        }
     }
 }
 

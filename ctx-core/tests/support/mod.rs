@@ -111,14 +111,21 @@ impl ManualTimer {
     /// every armed expiry whose context already reports done (the evidence
     /// `Timer::arm` warns against). Returns how many it dropped.
     pub(crate) fn drop_expiries_of_done_contexts(&self) -> usize {
+        // The contexts read are dropped after the lock: the last handle's drop
+        // disarms (this backend's lock again).
+        let mut read = Vec::new();
         let dropped: Vec<(u64, Instant, Expiry)> = {
             let mut armed = self.armed.lock().unwrap();
-            let (done, rest) = armed
-                .drain(..)
-                .partition(|(_, _, expiry)| expiry.context().is_none_or(|ctx| ctx.is_done()));
+            let (done, rest) = armed.drain(..).partition(|(_, _, expiry)| {
+                let ctx = expiry.context();
+                let done = ctx.as_ref().is_none_or(|ctx| ctx.is_done());
+                read.extend(ctx);
+                done
+            });
             *armed = rest;
             done
         };
+        drop(read);
         dropped.len()
     }
 
