@@ -15,6 +15,16 @@ use std::fmt;
 ///
 /// Dropping the handle does not unregister the callback (as in Go): it still runs
 /// when the context is done. Call [`stop`](AfterFunc::stop) to prevent that.
+///
+/// The registration is kept by the context, and the context by its handles
+/// (and by this one while it lives). A context whose every handle goes before
+/// it is done (its clones, its children, and a [`Canceler`](crate::Canceler),
+/// which cancels nothing when dropped) is dropped, and a pending callback with
+/// it, unrun: nothing can observe that context any more, and it will never be
+/// done. (Go's garbage collector keeps such a context while its parent or its
+/// timer can still cancel it, and runs the callback then.) A
+/// [`CancelFunc`](crate::CancelFunc) cancels when dropped, and so runs the
+/// callback; so does a [`DropGuard`](crate::DropGuard) of a `Canceler`.
 #[must_use = "dropping an AfterFunc keeps the callback registered; keep it to be able to stop it"]
 pub struct AfterFunc {
     callback: Arc<Callback>,

@@ -175,8 +175,11 @@ impl fmt::Debug for CancelCauseFunc {
 ///
 /// Unlike a [`CancelFunc`], dropping a `Canceler` does nothing: the context
 /// lives on until a `Canceler` (or the `CancelFunc`, its parent, its deadline)
-/// ends it. [`drop_guard`](Canceler::drop_guard) gives the cancel-on-drop
-/// behaviour back where it is wanted. A [`Context`] itself stays observe-only.
+/// ends it, or until its last handle goes (then it is dropped undone: its
+/// timer is given back, and a pending [`after_func`](Context::after_func)
+/// callback never runs). [`drop_guard`](Canceler::drop_guard) gives the
+/// cancel-on-drop behaviour back where it is wanted. A [`Context`] itself
+/// stays observe-only.
 ///
 /// Every cancel follows the rule of [`CancelFunc`]: the first one wins, and when
 /// any call returns, the context and all its descendants are done.

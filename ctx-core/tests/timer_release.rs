@@ -128,7 +128,9 @@ fn an_orphaned_after_func_does_not_keep_the_timer() {
     drop((ctx, cancel.into_canceler()));
     assert_eq!((timer.disarms(), timer.armed()), (1, 0));
     timer.advance(2 * HOUR);
+    // Dropped unrun with the context (`AfterFunc`'s docs), its closure too.
     assert!(!ran.load(Ordering::SeqCst));
+    assert_eq!(Arc::strong_count(&ran), 1, "the closure was kept");
 }
 
 /// Many long timeouts dropped early through a `Canceler`: nothing piles up in
