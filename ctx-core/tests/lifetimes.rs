@@ -6,12 +6,12 @@
 
 mod support;
 
-use ctx_core::{CancelFunc, Context, Expiry, Timer, TimerKey};
+use ctx_core::{CancelFunc, Context, Expiry};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
-use support::{eventually, scaled};
+use std::time::Duration;
+use support::{KeepExpiries, eventually, scaled};
 
 /// A value that counts its drops.
 struct Counted(Arc<AtomicUsize>);
@@ -167,21 +167,6 @@ fn spread(parent: &Context, n: usize) -> Vec<(Context, CancelFunc)> {
             thread::spawn(move || parent.with_cancel()).join().unwrap()
         })
         .collect()
-}
-
-/// A backend that keeps every expiry armed on it and never fires by itself.
-#[derive(Debug, Default)]
-struct KeepExpiries(Mutex<Vec<Expiry>>);
-
-impl Timer for KeepExpiries {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-    fn arm(&self, _deadline: Instant, expiry: Expiry) -> Option<TimerKey> {
-        self.0.lock().unwrap().push(expiry);
-        None
-    }
-    fn disarm(&self, _key: TimerKey) {}
 }
 
 /// A deadline context (an hour away) on a [`KeepExpiries`] timer, below a

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! `cargo xtask loom` runs exactly that. On the 2-core reference machine (shared
-//! with other jobs) the 55 models take about 15 s, most of it in three of them
+//! with other jobs) the 64 models take about 20 s, most of it in three of them
 //! (the `time` column, at `LOOM_MAX_PREEMPTIONS=2`; "< 0.1 s" models explore a few
 //! hundred executions at most), plus under a minute for a cold release build.
 //! With `LOOM_MAX_PREEMPTIONS=3` they take about 5 minutes, most of it in the
@@ -51,7 +51,10 @@
 //! | `cancel_and_last_handle_vs_counted_child` | the same after a cancel whose walk drains the child's entry | < 0.1 s |
 //! | `upgrade_vs_last_handle_vs_counted_child` | a weak reference upgraded (an expiry's `context`) during the last handle's release: one orphaning, and a child derived from the upgraded handle counts correctly | < 0.1 s |
 //! | `walk_vs_orphaned_counted_child` | a root's walk reaches a counted child whose handles go meanwhile while that child's counted child is dropped | < 0.1 s |
-//! | `orphan_vs_releases_in_two_shards` | the orphaning's count against releases in two shards: exactly one party releases the set's reference | < 0.1 s |
+//! | `orphan_vs_releases_in_two_shards`, `_in_three_shards`, `orphan_vs_two_releases_in_one_shard` | the orphaning's count against releases in two or three shards, two of them racing in one: exactly one party releases the set's reference | < 0.5 s |
+//! | `revived_handle_installs_a_shard_during_orphaning`, `revived_handle_child_outlives_everything` | a handle revived through an upgrade derives a child in a new shard (installing it) while the set is orphaned; its child outlives everything else | < 0.5 s |
+//! | `installer_vs_registrant_vs_last_handle`, `installer_vs_registrant_children_outlive_handles` | the set's installer and a registrant in another shard race the parent's last handles | < 0.5 s |
+//! | `cancel_vs_revived_handle_in_new_shard` | the parent's cancel, a revived handle's child in a new shard and the counted child's drop (catches an orphaning that skips shards past the first) | < 0.5 s |
 //! | **`loom_after_func`** | | |
 //! | `stop_vs_fire` | stop returns true iff the callback never runs | < 0.1 s |
 //! | `register_vs_cancel` | a callback registered during the cancel runs once | < 0.1 s |

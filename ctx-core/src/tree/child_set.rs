@@ -696,7 +696,20 @@ pub(crate) fn pin_current_shard(k: usize) {
 /// pick shards explicitly with `insert_in`.
 #[cfg(all(test, ctx_loom))]
 fn current_shard() -> usize {
-    0
+    LOOM_SHARD.with(std::cell::Cell::get)
+}
+
+#[cfg(all(test, ctx_loom))]
+loom::thread_local! {
+    /// The shard a model thread inserts into (0 unless a model pins another
+    /// with [`loom_pin_shard`]).
+    static LOOM_SHARD: std::cell::Cell<usize> = std::cell::Cell::new(0);
+}
+
+/// Makes the calling model thread insert into shard `k` from now on.
+#[cfg(all(test, ctx_loom))]
+pub(crate) fn loom_pin_shard(k: usize) {
+    LOOM_SHARD.with(|shard| shard.set(k % SHARDS));
 }
 
 /// Under loom, every thread uses shard 0 already.

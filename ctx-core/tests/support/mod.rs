@@ -213,6 +213,23 @@ impl Calls {
     }
 }
 
+/// A backend that keeps every expiry armed on it and never fires by itself
+/// (a test takes an expiry out to fire or revive it).
+#[allow(dead_code)] // not every test binary uses it
+#[derive(Debug, Default)]
+pub(crate) struct KeepExpiries(pub(crate) Mutex<Vec<Expiry>>);
+
+impl Timer for KeepExpiries {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+    fn arm(&self, _deadline: Instant, expiry: Expiry) -> Option<TimerKey> {
+        self.0.lock().unwrap().push(expiry);
+        None
+    }
+    fn disarm(&self, _key: TimerKey) {}
+}
+
 /// A small seeded random number generator (SplitMix64): deterministic, so a
 /// failing seed can be replayed.
 #[derive(Clone, Debug)]
