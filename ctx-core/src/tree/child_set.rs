@@ -691,9 +691,10 @@ pub(crate) fn pin_current_shard(k: usize) {
     SHARD.with(|shard| shard.set(k % SHARDS));
 }
 
-/// Under loom every model thread runs on one OS thread: one shard for all, so
-/// that the models of whole contexts stay deterministic. The set's own models
-/// pick shards explicitly with `insert_in`.
+/// Under loom every model thread runs on one OS thread: shard 0 for all
+/// unless a model pins a thread to another ([`loom_pin_shard`], a loom
+/// thread-local), so that the models of whole contexts stay deterministic.
+/// The set's own models pick shards explicitly with `insert_in`.
 #[cfg(all(test, ctx_loom))]
 fn current_shard() -> usize {
     LOOM_SHARD.with(std::cell::Cell::get)
@@ -712,7 +713,7 @@ pub(crate) fn loom_pin_shard(k: usize) {
     LOOM_SHARD.with(|shard| shard.set(k % SHARDS));
 }
 
-/// Under loom, every thread uses shard 0 already.
+/// Under loom, models pin shards with [`loom_pin_shard`] instead.
 #[cfg(all(feature = "test-util", test, ctx_loom))]
 pub(crate) fn pin_current_shard(_k: usize) {}
 
