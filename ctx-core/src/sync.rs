@@ -149,14 +149,33 @@ pub(crate) mod unmodeled {
 /// `--cfg ctx_sanitize` an Acquire load of the counter does the same job (which is
 /// what `Arc` does under ThreadSanitizer too).
 #[inline]
-pub(crate) fn acquire_after_last_release(counter: &AtomicU64) {
+pub(crate) fn acquire_after_last_release(counter: &impl AcquireLoad) {
     #[cfg(not(ctx_sanitize))]
     {
         let _ = counter;
         fence(Ordering::Acquire);
     }
     #[cfg(ctx_sanitize)]
-    counter.load(Ordering::Acquire);
+    counter.acquire_load();
+}
+
+/// A counter that [`acquire_after_last_release`] can load.
+pub(crate) trait AcquireLoad {
+    /// An Acquire load whose value is dropped.
+    #[cfg_attr(not(ctx_sanitize), allow(dead_code))]
+    fn acquire_load(&self);
+}
+
+impl AcquireLoad for AtomicU64 {
+    fn acquire_load(&self) {
+        self.load(Ordering::Acquire);
+    }
+}
+
+impl AcquireLoad for AtomicU32 {
+    fn acquire_load(&self) {
+        self.load(Ordering::Acquire);
+    }
 }
 
 /// Waiting for another thread's progress without a lock: spin briefly, then

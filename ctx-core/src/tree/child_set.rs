@@ -95,18 +95,21 @@
 //! The set's reference goes once no handle is left and no shard counts a
 //! child:
 //!
-//! * The release that leaves the set's reference alone (the owner's last
-//!   handle) clears the flag by a CAS (which fails if an upgrade made a new
-//!   handle meanwhile: that handle's release tries again) and *orphans* the
-//!   set ([`ChildSet::orphan`]): it marks every shard's count `ORPHAN` with a
+//! * The release of the owner's last handle (the one that would leave the
+//!   set's reference alone) is a CAS that also clears the flag, keeping the
+//!   strong reference the flag stood for: it takes the set's reference over
+//!   in the same step as it gives its own up, so it never touches the node
+//!   unreferenced. (A CAS that fails because an upgrade made a new handle
+//!   meanwhile is a plain release; that handle's release tries again.) It
+//!   then *orphans* the set ([`ChildSet::orphan`]): it marks every shard's count `ORPHAN` with a
 //!   `fetch_or`, counts the shards that still count children, and adds that
 //!   number to `pending`. A child whose release takes an orphaned shard's
 //!   count to zero takes one off `pending`. Whichever of these makes
 //!   `pending` zero (the orphaning itself, when no shard counts a child)
 //!   releases the set's reference.
 //! * No shard count can grow once the flag is gone: a registrant holds a
-//!   handle on the parent (which keeps the flag: the CAS needs the count at
-//!   the set's reference alone) and reads the flag after its own reference
+//!   handle on the parent (which keeps the flag: the take-over needs the
+//!   count at that handle and the set's reference alone) and reads the flag after its own reference
 //!   was made, so a registrant after the CAS sees it cleared and counts in
 //!   the header.
 
@@ -482,7 +485,7 @@ impl ChildSet {
         }
         // Acquire: this shard's earlier releases (and the orphaning's) happen
         // before what follows.
-        crate::sync::fence(Ordering::Acquire);
+        crate::sync::acquire_after_last_release(&shard.refs);
         // AcqRel: a chain of releases that the party reaching zero acquires.
         self.pending.fetch_sub(1, Ordering::AcqRel) == 1
     }

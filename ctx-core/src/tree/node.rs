@@ -561,9 +561,7 @@ impl NodeRef {
     /// Releases one strong reference and says whether it was the last; the caller
     /// must then drop the node.
     pub(crate) fn release_strong_is_last(self) -> bool {
-        // Release: everything this handle did happens-before the drop.
-        let previous = self.header().counts.fetch_sub(STRONG, Ordering::Release);
-        self.was_last_strong(previous)
+        self.release(STRONG)
     }
 
     /// Releases one strong and one weak reference at once (a walk's hold on a
@@ -572,60 +570,63 @@ impl NodeRef {
     /// which still holds the weak reference of all strong ones, so the weak one
     /// released here was never the last.
     pub(crate) fn release_strong_and_weak_is_last(self) -> bool {
-        // Release: as for `release_strong_is_last` and `dec_weak`.
-        let previous = self
-            .header()
-            .counts
-            .fetch_sub(STRONG + WEAK, Ordering::Release);
-        debug_assert!(
-            previous >> 32 >= 2,
-            "the strong references' weak one remains"
-        );
-        self.was_last_strong(previous)
+        self.release(STRONG + WEAK)
     }
 
+    /// Subtracts `amount` (one strong reference, and maybe one weak) from the
+    /// counts; true if the strong one was the last.
+    ///
+    /// One compare-and-swap, not a subtraction: the release that leaves the
+    /// set's reference alone takes it over in the same step (clears `SET_REF`,
+    /// keeping the strong reference it stands for), and then orphans the set.
+    /// Decided after the subtraction, the take-over would touch the node with
+    /// no reference left: a handle revived meanwhile (an upgrade) could take
+    /// the set's reference over, orphan the set and free the node first.
     #[inline]
-    fn was_last_strong(self, previous: u64) -> bool {
-        match previous & (STRONG_MASK | SET_REF) {
-            1 => {}
-            // The last handle went; the set's reference is left.
-            n if n == SET_REF | 2 => return self.last_handle_gone(),
-            _ => return false,
-        }
-        // Acquire: pairs with the Release decrements of all other handles.
-        crate::sync::acquire_after_last_release(&self.header().counts);
-        true
-    }
-
-    /// A release left the set's reference alone: take it over (unless an
-    /// upgrade made a new handle meanwhile, whose release comes back here) and
-    /// orphan the set. True if the set's reference was then released here and
-    /// was the last; else the last child counted in a shard releases it
-    /// (`child_set`'s "Parent references").
-    #[cold]
-    #[inline(never)]
-    fn last_handle_gone(self) -> bool {
+    fn release(self, amount: u64) -> bool {
         let counts = &self.header().counts;
         // Relaxed: only a first guess for the CAS loop.
         let mut n = counts.load(Ordering::Relaxed);
         loop {
-            if n & (STRONG_MASK | SET_REF) != SET_REF | 1 {
-                // A new handle (its release tries again), or another release
-                // took the set's reference over already.
-                return false;
-            }
-            // Acquire: the releases of the other handles happen before the
-            // orphaning (and a drop that may follow).
-            match counts.compare_exchange_weak(
-                n,
-                n & !SET_REF,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
+            debug_assert!(n & STRONG_MASK > 0 && (amount < WEAK || n >> 32 >= 2));
+            let take_over = n & (STRONG_MASK | SET_REF) == SET_REF | 2;
+            let new = if take_over {
+                (n - amount) & !SET_REF
+            } else {
+                n - amount
+            };
+            // Release: everything this handle did happens-before the drop (or
+            // the orphaning). Acquire, for a take-over: the releases of the
+            // other handles happen before the orphaning and a drop that may
+            // follow. (The last release acquires below instead.)
+            let order = if take_over {
+                Ordering::AcqRel
+            } else {
+                Ordering::Release
+            };
+            match counts.compare_exchange_weak(n, new, order, Ordering::Relaxed) {
+                Ok(_) if take_over => return self.orphan_taken_over(),
+                Ok(previous) => {
+                    if previous & (STRONG_MASK | SET_REF) != 1 {
+                        return false;
+                    }
+                    // Acquire: pairs with the Release decrements of all other
+                    // handles.
+                    crate::sync::acquire_after_last_release(counts);
+                    return true;
+                }
                 Err(actual) => n = actual,
             }
         }
+    }
+
+    /// This release took the set's reference over from the last handle: the
+    /// set is orphaned. True if the set's reference was then released here and
+    /// was the last; else the last child counted in a shard releases it
+    /// (`child_set`'s "Parent references").
+    #[cold]
+    #[inline(never)]
+    fn orphan_taken_over(self) -> bool {
         // The set's reference is ours, and keeps the payload (and the set) alive.
         let set = self.cancel_part().children.set();
         let set = set.expect("the set's reference without a set");
