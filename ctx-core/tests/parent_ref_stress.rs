@@ -12,7 +12,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::{KeepExpiries, Rng, scaled};
 
 /// A ledger of values: each one's drop count.
@@ -157,20 +157,12 @@ fn round(seed: u64, shards: &[usize], per_thread: usize) {
     drop(kept);
     other.join().unwrap();
     drop(expiry);
-    // The expiry's walk may leave drops to the runner.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let done = ledger
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .all(|c| c.load(Ordering::SeqCst) != 0);
-        if done || Instant::now() > deadline {
-            break;
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
+    // The expiry's walk may leave drops to the runner: wait for them (a
+    // watchdog; the check below says what is missing).
+    support::eventually(|| {
+        let values = ledger.0.lock().unwrap();
+        values.iter().all(|c| c.load(Ordering::SeqCst) != 0)
+    });
     ledger.check(&format!("seed {seed} shards {shards:?}"));
 }
 
