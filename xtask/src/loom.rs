@@ -10,6 +10,10 @@ use crate::{CORE_PACKAGE, Error, Result, cargo, fail, run_tee, set_rustflags};
 /// The test name filter that selects every loom model.
 pub(crate) const DEFAULT_FILTER: &str = "loom_";
 
+/// Where the models build, relative to the workspace root: their `RUSTFLAGS`
+/// differ from every other step's.
+pub(crate) const TARGET_DIR: &str = "target/loom";
+
 /// The number of preemptions loom explores unless `LOOM_MAX_PREEMPTIONS` is already set.
 const DEFAULT_MAX_PREEMPTIONS: &str = "2";
 
@@ -20,7 +24,7 @@ const DEFAULT_MAX_BRANCHES: &str = "10000";
 pub(crate) fn run_models(filter: &str) -> Result {
     let mut cmd = cargo();
     cmd.args(["test", "-p", CORE_PACKAGE, "--lib", "--release"])
-        .args(["--target-dir", "target/loom"])
+        .args(["--target-dir", TARGET_DIR])
         .args(["--", "--nocapture", "--test-threads=1", filter]);
     set_rustflags(&mut cmd, "--cfg ctx_loom -C debug-assertions");
     for (name, default) in [

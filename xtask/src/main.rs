@@ -118,6 +118,14 @@ pub(crate) fn project_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR` if set, else `target/` at the root.
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}
+
 /// Runs `body` inside a collapsible log group and reports how long it took.
 ///
 /// The `::group::` and `::endgroup::` markers are understood by common CI

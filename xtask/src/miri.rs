@@ -18,6 +18,10 @@ use crate::{CORE_PACKAGE, Error, Result, run, set_rustflags, toolchain_cargo};
 const MIRIFLAGS: &str = "-Zmiri-strict-provenance -Zmiri-symbolic-alignment-check \
      -Zmiri-disable-isolation -Zmiri-ignore-leaks";
 
+/// Where Miri builds, relative to the workspace root: its sysroot and flags are
+/// its own.
+pub(crate) const TARGET_DIR: &str = "target/miri";
+
 /// Runs the ctx-core tests under Miri, optionally restricted to tests matching `filter`.
 pub(crate) fn run_miri(tree_borrows: bool, filter: Option<&str>) -> Result {
     crate::ensure_nightly(&["miri", "rust-src"])?;
@@ -43,7 +47,7 @@ fn run_pass(miriflags: &str, filter: Option<&str>) -> Result {
         "--lib",
         "--tests",
         "--target-dir",
-        "target/miri",
+        TARGET_DIR,
     ])
     .env("MIRIFLAGS", miriflags);
     set_rustflags(&mut cmd, "-Zrandomize-layout");

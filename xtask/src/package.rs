@@ -31,7 +31,9 @@ use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use crate::{Result, cargo, fail, no_more_args, project_root, run, section, set_rustflags};
+use crate::{
+    Result, cargo, fail, no_more_args, project_root, run, section, set_rustflags, target_dir,
+};
 
 /// The `RUSTFLAGS` of every build here: the same as the other CI steps.
 const DENY_WARNINGS: &str = "-D warnings";
@@ -365,14 +367,6 @@ fn check_contents(root: &Path, unpacked: &Path) -> Result {
         }
     }
     Ok(())
-}
-
-/// Cargo's target directory: `CARGO_TARGET_DIR` if set, else `target/` at the root.
-fn target_dir(root: &Path) -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("target"),
-    }
 }
 
 /// A scratch directory outside the workspace, one per checkout (so that two
