@@ -98,8 +98,10 @@ pub enum ServerCause {
     Responded,
     /// The response future was dropped by a panic before it finished: the
     /// handler (or the code polling it) panicked, and the task serving the
-    /// request unwound. Not [`ClientGone`](ServerCause::ClientGone): the
-    /// client may still be there.
+    /// request unwound, or a layer above caught the panic out of the
+    /// handler's poll (tower-http's `CatchPanicLayer`, which answers 500) and
+    /// dropped the future afterwards. Not [`ClientGone`](ServerCause::ClientGone):
+    /// the client may still be there.
     Panicked,
 }
 
@@ -154,7 +156,7 @@ impl std::error::Error for ServerCause {}
 ///    [`ServerCause::Responded`] once the body has ended (or is dropped) or the
 ///    inner service failed, [`ServerCause::ClientGone`] if the response future
 ///    is dropped first (hyper drops it when the client hangs up), or
-///    [`ServerCause::Panicked`] if a panic dropped it.
+///    [`ServerCause::Panicked`] if a panic out of the handler ended it.
 ///
 /// A parent that is already done (the server is shutting down) gives a context
 /// that is born done: the request is answered at once (503 with the parent's
@@ -644,7 +646,7 @@ pin_project! {
     ///
     /// Dropping it before it completes ends the request's context with
     /// [`ServerCause::ClientGone`] ([`ServerCause::Panicked`] if a panic
-    /// unwinds through it).
+    /// unwinds through it, or left its last poll and was caught above it).
     ///
     /// # Examples
     ///
@@ -727,7 +729,14 @@ where
                 if let Some(err) = ctx.err() {
                     break 'race Rejection::from_context(err, cause_of(ctx, err));
                 }
-                if let Poll::Ready(result) = fut.poll(cx) {
+                // Marked while the inner future runs: a panic out of its poll that
+                // is caught above this future (tower-http's `CatchPanicLayer`
+                // answers 500 and drops the future later, the unwind over)
+                // leaves the mark for the guard to see.
+                this.guard.in_poll = true;
+                let polled = fut.poll(cx);
+                this.guard.in_poll = false;
+                if let Poll::Ready(result) = polled {
                     // Exact deadlines again: an answer whose making took the
                     // handler past the deadline (work in the poll that returned
                     // it) is not sent either.
@@ -787,12 +796,16 @@ impl<F, R> fmt::Debug for ServerFuture<F, R> {
 #[derive(Default)]
 pub(crate) struct Guard {
     canceler: Option<Canceler>,
+    // Set while the inner future is polled: still set when the guard is dropped,
+    // that poll never returned (it panicked).
+    in_poll: bool,
 }
 
 impl Guard {
     fn new(canceler: Canceler) -> Guard {
         Guard {
             canceler: Some(canceler),
+            in_poll: false,
         }
     }
 
@@ -812,9 +825,10 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(canceler) = self.canceler.take() {
-            // Dropped by an unwind (the handler panicked), or by the server
+            // Dropped by an unwind (the handler panicked), after a panic out of
+            // the handler's poll that something above caught, or by the server
             // (the client hung up).
-            let cause = if std::thread::panicking() {
+            let cause = if std::thread::panicking() || self.in_poll {
                 shared_cause(&PANICKED, ServerCause::Panicked)
             } else {
                 shared_cause(&CLIENT_GONE, ServerCause::ClientGone)

@@ -1232,3 +1232,68 @@ async fn a_panicking_handler_ends_its_context_as_panicked() {
     assert_eq!(server_cause(&ctx), ServerCause::Panicked);
     assert_eq!(root.live_children(), 0);
 }
+
+/// What tower-http's `CatchPanic` does with the future it wraps: polls it under
+/// `catch_unwind`, answers at once on a panic, and drops the future later,
+/// when the unwind is long over.
+struct CatchPanic<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let polled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.0.as_mut().poll(cx)));
+        match polled {
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Ok(Poll::Pending) => Poll::Pending,
+            // The client gets a 500; the panicked future is dropped with `self`.
+            Err(_) => Poll::Ready(Err(())),
+        }
+    }
+}
+
+/// A handler's panic caught by a layer above (answering 500): the future is
+/// dropped after the unwind, not by it, and the cause is still `Panicked`
+/// (the client is there, reading the 500), not `ClientGone`.
+#[tokio::test]
+async fn a_handler_panic_caught_above_the_layer_ends_its_context_as_panicked() {
+    let root = ctx_tokio::background();
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let service = ServerLayer::new(&root).layer(service_fn(move |req: Request<String>| {
+        tx.send(request_ctx(&req)).unwrap();
+        async {
+            tokio::task::yield_now().await;
+            panic!("the handler panics");
+            #[allow(unreachable_code)]
+            Ok::<Response<String>, Infallible>(Response::new(String::new()))
+        }
+    }));
+    let caught = CatchPanic(Box::pin(service.oneshot(Request::new(String::new())))).await;
+    assert!(caught.is_err(), "the panic was caught above the layer");
+    let ctx = seen.recv().await.unwrap();
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    assert_eq!(server_cause(&ctx), ServerCause::Panicked);
+    assert_eq!(root.live_children(), 0);
+}
+
+/// The mark is only up during the inner poll: a future that returned
+/// `Pending` and is dropped by the server afterwards is still `ClientGone`.
+#[tokio::test]
+async fn a_pending_handler_dropped_after_a_caught_panic_elsewhere_is_client_gone() {
+    let root = ctx_tokio::background();
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let mut service = ServerLayer::new(&root).layer(service_fn(move |req: Request<String>| {
+        tx.send(request_ctx(&req)).unwrap();
+        std::future::pending::<Result<Response<String>, Infallible>>()
+    }));
+    let mut future = Box::pin(service.call(Request::new(String::new())));
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    assert!(future.as_mut().poll(&mut cx).is_pending());
+    // Another request's panic, caught on this thread, is none of this one's.
+    assert!(std::panic::catch_unwind(|| panic!("elsewhere")).is_err());
+    drop(future);
+    let ctx = seen.recv().await.unwrap();
+    assert_eq!(server_cause(&ctx), ServerCause::ClientGone);
+    assert_eq!(root.live_children(), 0);
+}
