@@ -269,9 +269,13 @@ impl From<Cause> for anyhow::Error {
 }
 
 /// `?` from a context's [`Error`] into `std::io::Result`: `Canceled` becomes
-/// [`ErrorKind::Interrupted`](std::io::ErrorKind::Interrupted),
+/// [`ErrorKind::Other`](std::io::ErrorKind::Other),
 /// `DeadlineExceeded` becomes [`ErrorKind::TimedOut`](std::io::ErrorKind::TimedOut),
 /// and the [`Error`] stays inside for downcasting.
+///
+/// Not `ErrorKind::Interrupted`: `std::io` retries that kind (`read_exact`,
+/// `write_all`, `io::copy` loop on it), so a reader that stops with
+/// `ctx.check()?` would spin forever once its context is canceled.
 ///
 /// ```
 /// use ctx_core::{Context, Error};
@@ -286,13 +290,13 @@ impl From<Cause> for anyhow::Error {
 /// assert_eq!(copy_chunk(&ctx).unwrap(), 4096);
 /// cancel.cancel();
 /// let err = copy_chunk(&ctx).unwrap_err();
-/// assert_eq!(err.kind(), io::ErrorKind::Interrupted);
+/// assert_eq!(err.kind(), io::ErrorKind::Other);
 /// assert_eq!(err.get_ref().unwrap().downcast_ref::<Error>(), Some(&Error::Canceled));
 /// ```
 impl From<Error> for std::io::Error {
     fn from(err: Error) -> std::io::Error {
         let kind = match err {
-            Error::Canceled => std::io::ErrorKind::Interrupted,
+            Error::Canceled => std::io::ErrorKind::Other,
             Error::DeadlineExceeded => std::io::ErrorKind::TimedOut,
         };
         std::io::Error::new(kind, err)

@@ -165,6 +165,41 @@ fn after_func_with_gets_the_error_and_the_cause() {
     assert_eq!(cause.to_string(), "slow");
 }
 
+/// A reader that stops with `ctx.check()?`, counting its calls.
+struct CheckedReader {
+    ctx: Context,
+    calls: usize,
+}
+
+impl std::io::Read for CheckedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.calls += 1;
+        if self.calls > 100 {
+            // Retried past any reason: end the loop so the test can fail.
+            return Ok(0);
+        }
+        self.ctx.check()?;
+        buf[0] = 0;
+        Ok(1)
+    }
+}
+
+/// `std::io` retries `ErrorKind::Interrupted`: a canceled context must not
+/// map to it, or `read_exact` over such a reader would never return.
+#[test]
+fn a_canceled_context_stops_std_io_loops_at_once() {
+    use std::io::Read;
+    let (ctx, cancel) = Context::background().with_cancel();
+    cancel.cancel();
+    let mut reader = CheckedReader { ctx, calls: 0 };
+    let err = reader.read_exact(&mut [0; 16]).unwrap_err();
+    assert_eq!(reader.calls, 1, "read_exact retried the canceled read");
+    assert_eq!(
+        err.get_ref().unwrap().downcast_ref::<Error>(),
+        Some(&Error::Canceled)
+    );
+}
+
 #[test]
 fn errors_convert_into_io_and_boxed_errors() {
     let io: std::io::Error = Error::DeadlineExceeded.into();
@@ -174,7 +209,11 @@ fn errors_convert_into_io_and_boxed_errors() {
         Some(&Error::DeadlineExceeded)
     );
     let io: std::io::Error = Error::Canceled.into();
-    assert_eq!(io.kind(), std::io::ErrorKind::Interrupted);
+    assert_eq!(io.kind(), std::io::ErrorKind::Other);
+    assert_eq!(
+        io.get_ref().unwrap().downcast_ref::<Error>(),
+        Some(&Error::Canceled)
+    );
 
     let boxed: Box<dyn std::error::Error + Send + Sync> = Cause::from(Error::Canceled).into();
     assert_eq!(boxed.downcast_ref::<Error>(), Some(&Error::Canceled));
