@@ -8,7 +8,9 @@
 //!
 //! The runner is a small pool: a job goes to an idle thread if there is one, and
 //! otherwise starts a new thread, so a callback that blocks delays no other job
-//! (as Go runs each `AfterFunc` on a goroutine of its own). Threads that stay idle
+//! (as Go runs each `AfterFunc` on a goroutine of its own). The callbacks one
+//! expiry sets free are jobs of their own (`Work::run_on_this_runner`): one
+//! that blocks delays no other callback of the same expiry either. Threads that stay idle
 //! for [`IDLE_EXIT`] end. A panicking job is caught (the panic hook has reported
 //! it) and the thread carries on. If no thread can be started, the job stays in
 //! the queue, and the next job's attempt to start a thread (or a runner that is

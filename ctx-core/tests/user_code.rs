@@ -465,6 +465,49 @@ fn a_blocked_and_a_panicking_callback_hold_back_no_other_deadline() {
     assert_eq!(panicking.err(), Some(Error::DeadlineExceeded));
 }
 
+/// The callbacks one expiry sets free run on runner jobs of their own: one that
+/// blocks holds back no other of the same expiry (Go runs each `AfterFunc` on a
+/// goroutine of its own), whichever was registered first, on the deadline
+/// context itself or below it. They used to run one after another in a single
+/// job.
+#[test]
+#[cfg_attr(miri, ignore)] // runner threads and a watchdog in real time
+fn a_blocked_callback_holds_back_no_other_callback_of_the_same_expiry() {
+    for blocking_first in [true, false] {
+        for on_child in [false, true] {
+            let timer = ManualTimer::new();
+            let (ctx, _cancel) = timer.root().with_timeout(Duration::from_secs(1));
+            let (child, _cancel_child) = ctx.with_cancel();
+            let other_ctx = if on_child { &child } else { &ctx };
+            let (started_tx, started_rx) = mpsc::channel();
+            let (release_tx, release_rx) = mpsc::channel::<()>();
+            let (ran_tx, ran_rx) = mpsc::channel();
+            let block = move || {
+                started_tx.send(()).unwrap();
+                // Released by the test (a watchdog bounds the wait).
+                let _ = release_rx.recv_timeout(Duration::from_secs(30));
+            };
+            let other = move || ran_tx.send(()).unwrap();
+            let _registrations = if blocking_first {
+                (ctx.after_func(block), other_ctx.after_func(other))
+            } else {
+                (other_ctx.after_func(other), ctx.after_func(block))
+            };
+            assert_eq!(timer.advance(Duration::from_secs(1)), 1);
+            started_rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the blocking callback never started");
+            let ran = ran_rx.recv_timeout(Duration::from_secs(30));
+            let _ = release_tx.send(());
+            assert!(
+                ran.is_ok(),
+                "blocking first: {blocking_first}, on the child: {on_child}: the other \
+                 callback waited for the blocked one"
+            );
+        }
+    }
+}
+
 /// A backend whose `disarm` blocks until the test lets it go; it keeps its
 /// expiries and never fires them.
 #[derive(Debug, Default)]

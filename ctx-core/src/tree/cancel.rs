@@ -241,7 +241,7 @@ fn walk_cancel(node: NodeRef, closed: Option<Word>, origin: Origin) -> bool {
     match origin {
         Origin::Explicit => {
             let mut panic = None;
-            walk.finish(node, &mut panic);
+            walk.finish(node, &mut panic, false);
             work::resume(panic);
         }
         Origin::Timer => {
@@ -376,7 +376,7 @@ impl WalkRest {
     fn finish(self) {
         let WalkRest { node, mut walk } = self;
         let mut panic = None;
-        walk.finish(node, &mut panic);
+        walk.finish(node, &mut panic, true);
         let mut work = Work::default();
         work.release(node);
         work.run(&mut panic);
@@ -765,12 +765,17 @@ impl Walk {
     }
 
     /// The end of the cancel that owned `node`'s walk: waits for its blocked
-    /// nodes, takes the node out of its parents, then runs the user code.
-    fn finish(&mut self, node: NodeRef, panic: &mut Panic) {
+    /// nodes, takes the node out of its parents, then runs the user code (each
+    /// callback on a job of its own if this is a runner thread).
+    fn finish(&mut self, node: NodeRef, panic: &mut Panic, on_runner: bool) {
         self.unblock();
         debug_assert!(is_complete(node));
         register::detach(node);
-        self.work.run(panic);
+        if on_runner {
+            self.work.run_on_this_runner(panic);
+        } else {
+            self.work.run(panic);
+        }
     }
 
     /// Polls the children other owners walk until every blocked node of this walk

@@ -200,7 +200,7 @@ impl Work {
         if !self.is_empty() {
             crate::runner::spawn(Box::new(move || {
                 let mut panic = None;
-                self.run(&mut panic);
+                self.run_on_this_runner(&mut panic);
                 discard(panic);
             }));
         }
@@ -215,17 +215,36 @@ impl Work {
     /// never skips the others; the first is returned.
     /// (In place, so that the inline storage is not moved around.)
     pub(crate) fn run(&mut self, panic: &mut Panic) {
+        self.run_with(panic, false);
+    }
+
+    /// [`run`](Self::run) on a runner thread: every callback but the last runs
+    /// on a runner job of its own, so that one that blocks holds back no other
+    /// (Go runs each `AfterFunc` on a goroutine of its own), once the wakers
+    /// were woken.
+    pub(crate) fn run_on_this_runner(&mut self, panic: &mut Panic) {
+        self.run_with(panic, true);
+    }
+
+    fn run_with(&mut self, panic: &mut Panic, spread: bool) {
         if self.is_empty() {
             return;
         }
         self.run_disarms(panic);
         self.run_wakes(panic);
-        for (callback, reason) in self.callbacks.drain(..) {
-            // The callback's and the reason's own `Drop`s are user code too.
-            catch(panic, move || {
-                callback.run(&reason);
-                drop((callback, reason));
-            });
+        let mut callbacks = self.callbacks.drain(..);
+        if spread {
+            let others = callbacks.len().saturating_sub(1);
+            for (callback, reason) in callbacks.by_ref().take(others) {
+                crate::runner::spawn(Box::new(move || {
+                    let mut panic = None;
+                    run_callback(&mut panic, callback, reason);
+                    discard(panic);
+                }));
+            }
+        }
+        for (callback, reason) in callbacks {
+            run_callback(panic, callback, reason);
         }
         for node in self.drops.drain(..) {
             // SAFETY: `release` saw this node's strong count reach zero.
@@ -235,6 +254,15 @@ impl Work {
             catch(panic, move || drop(reason));
         }
     }
+}
+
+/// Runs a claimed callback, guarded. The callback's and the reason's own `Drop`s
+/// are user code too.
+fn run_callback(panic: &mut Panic, callback: Arc<Callback>, reason: Reason) {
+    catch(panic, move || {
+        callback.run(&reason);
+        drop((callback, reason));
+    });
 }
 
 /// Releases one strong reference without running user code here: if it was the
