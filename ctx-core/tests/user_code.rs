@@ -181,6 +181,53 @@ fn a_read_past_the_deadline_reports_it_runs_nothing_and_the_report_sticks() {
     assert_eq!(ctx.live_children(), 0);
 }
 
+/// A read below a late deadline closes every context between the deadline and
+/// the one read, top down: a cancel of one in between that comes afterwards
+/// records nothing, so no context reports another reason than its parent's
+/// (Go: a child canceled through its parent has the parent's error and cause).
+/// The read used to close the deadline and the context read only: a cancel in
+/// between then recorded `Canceled` above a child reading `DeadlineExceeded`.
+/// A branch the read did not cross keeps its own cancel's reason, which came
+/// first there, and hands it down.
+#[test]
+fn a_read_below_a_late_deadline_leaves_no_context_between_to_record_another_reason() {
+    let timer = ManualTimer::new();
+    let root = timer.root();
+    let (deadline, _cancel) =
+        root.with_timeout_cause(Duration::from_millis(1), Cause::msg("too slow"));
+    let (middle, cancel_middle) = deadline.with_cancel_cause();
+    let (inner, cancel_inner) = middle.with_value(7u32).with_cancel();
+    let (read, _cancel_read) = inner.with_cancel();
+    let (sibling, cancel_sibling) = deadline.with_cancel_cause();
+    let (below_sibling, _cancel_below_sibling) = sibling.with_cancel();
+    let (other, _cancel_other) = Context::background().with_cancel();
+    let (merged, _cancel_merged) = Context::with_cancel_any(&[other, middle.clone()]);
+    let (below_merged, _cancel_below_merged) = merged.with_cancel();
+    timer.advance_silently(Duration::from_millis(2));
+
+    let exceeded = |ctx: &Context| (ctx.err(), ctx.cause().map(|cause| cause.to_string()));
+    let expected = (Some(Error::DeadlineExceeded), Some("too slow".to_owned()));
+    // Through the merge first: its way up goes through its further parent.
+    assert_eq!(exceeded(&below_merged), expected);
+    assert_eq!(exceeded(&read), expected);
+    cancel_middle.cancel(Cause::msg("stop"));
+    cancel_inner.cancel();
+    cancel_sibling.cancel(Cause::msg("sibling stop"));
+    for (name, ctx) in [
+        ("deadline", &deadline),
+        ("middle", &middle),
+        ("inner", &inner),
+        ("read", &read),
+        ("merged", &merged),
+        ("below merged", &below_merged),
+    ] {
+        assert_eq!(exceeded(ctx), expected, "{name}");
+    }
+    let stopped = (Some(Error::Canceled), Some("sibling stop".to_owned()));
+    assert_eq!(exceeded(&sibling), stopped);
+    assert_eq!(exceeded(&below_sibling), stopped);
+}
+
 /// A backend that drops an expiry unfired because its context already reports
 /// done (a read found the deadline passed) breaks the `Timer` contract: only
 /// `fire` walks the subtree. The drop is forgiven: the expiry's drop sees the

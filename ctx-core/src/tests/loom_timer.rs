@@ -580,3 +580,37 @@ fn loom_timer_waiter_vs_unclaimed_read_then_fire() {
         expired.finish(seen, reader_id);
     });
 }
+
+/// An exact-deadline read of a grandchild of the deadline node races the
+/// cancel (with a cause of its own) of the context in between. The read closes
+/// from the top down, each context with the reason of the one above it, and
+/// the cancel closes the middle one or finds it closed: whichever reaches the
+/// middle context first decides for it and for everything below it. So the
+/// middle context and the one read always end with the same reason, and the
+/// reader saw that one.
+#[test]
+fn loom_timer_read_through_a_middle_context_vs_its_cancel() {
+    model(|| {
+        let timer = Recorder::new();
+        let root = Context::background().with_timer(timer.clone());
+        let (deadline, _cancel) = root.with_deadline(timer.deadline());
+        let (middle, cancel_middle) = deadline.with_cancel_cause();
+        let (read, _cancel_read) = middle.with_cancel();
+        timer.expired.store(true, Ordering::SeqCst);
+        let reader = {
+            let read = read.clone();
+            thread::spawn(move || (read.err(), read.cause().map(|c| c.to_string())))
+        };
+        cancel_middle.cancel(crate::Cause::msg("stop"));
+        let seen = reader.join().unwrap();
+        let reason = |ctx: &Context| (ctx.err(), ctx.cause().map(|c| c.to_string()));
+        assert_eq!(
+            reason(&middle),
+            reason(&read),
+            "the middle and the read disagree"
+        );
+        assert_eq!(seen, reason(&read), "the reader's answer changed");
+        assert_eq!(deadline.err(), Some(Error::DeadlineExceeded));
+        timer.armed.lock().unwrap().clear();
+    });
+}

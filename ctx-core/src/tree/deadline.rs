@@ -11,11 +11,20 @@
 //!
 //! A read of a context below a deadline whose time has passed reports
 //! `DeadlineExceeded` even if the timer has not fired. To keep that answer (and
-//! `done()`, `wait()` in agreement), the read closes the deadline node and the
-//! context's own carrier with the `UNCLAIMED` flag: one CAS each, no walk, no
-//! callback; only waiters already parked on those two nodes are woken. The
-//! subtree is walked by the first cancel that claims a node (the late timer's
-//! expiry, a cancel function, a parent's cancel).
+//! `done()`, `wait()` in agreement), the read closes the deadline node, then
+//! every cancelable context on the way down to the context's own carrier, top
+//! down, with the `UNCLAIMED` flag: one CAS each, no walk, no callback; only
+//! waiters already parked on those nodes are woken. The subtree is walked by
+//! the first cancel that claims a node (the late timer's expiry, a cancel
+//! function, a parent's cancel).
+//!
+//! Top down, each with the reason the one above it ended with, as a walk
+//! would: a context in between that its own cancel closed first hands its
+//! reason on to those below it, and one the read closed first has nothing
+//! left to record when its cancel comes. So no context ends with another
+//! reason than its parent's unless its own cancel came first, as in Go
+//! (closing the carrier alone let a cancel in between record `Canceled` above
+//! a child that read `DeadlineExceeded`).
 
 use super::node::{DeadlinePart, Kind, NodeRef};
 use super::register::clone_reason;
@@ -23,6 +32,7 @@ use super::state::{self, Word};
 use super::work::Work;
 use crate::sync::{Ordering, StoreRacingRmw};
 use crate::timer::{Expiry, Timer, TimerKey};
+use smallvec::SmallVec;
 use std::num::NonZeroU64;
 use std::ptr::NonNull;
 
@@ -148,12 +158,52 @@ pub(crate) fn check(carrier: NodeRef, word: Word) -> Word {
     let closed = super::cancel::try_close(src, &part.reason, true);
     wake_parked(src, closed);
     if carrier != src {
-        // The subtree between them is the walk's business; the reason is what
-        // the walk would bring: whatever `src` ended with.
-        let closed = super::cancel::try_close(carrier, &clone_reason(src.state()), true);
-        wake_parked(carrier, closed);
+        close_down_to(carrier, src);
     }
     carrier.state()
+}
+
+/// Closes the cancelable contexts from below `src` (closed already) down to
+/// `carrier`, top down, each with the reason of the one above it (module
+/// docs). The way up stops early at a context that is done already: its
+/// reason is the one to hand down.
+///
+/// Every node on the way is an ancestor of `carrier` (or a further parent of
+/// a merge node among them, which that node keeps alive), so the caller's
+/// reference on `carrier` keeps them all.
+#[cold]
+fn close_down_to(carrier: NodeRef, src: NodeRef) {
+    let mut between: SmallVec<[NodeRef; 8]> = SmallVec::new();
+    let mut top = src;
+    let mut node = carrier;
+    while let Some(up) = toward(node, src) {
+        if up == src || state::is_done(up.state()) {
+            top = up;
+            break;
+        }
+        between.push(up);
+        node = up;
+    }
+    let mut above = top;
+    for node in between.into_iter().rev().chain(std::iter::once(carrier)) {
+        let closed = super::cancel::try_close(node, &clone_reason(above.state()), true);
+        wake_parked(node, closed);
+        above = node;
+    }
+}
+
+/// The cancelable context just above `node` on its way to the deadline node
+/// `src`: its parent's carrier, or for a merge node, the carrier of a parent
+/// whose deadline is `src`'s. `None` if there is none (then the caller hands
+/// `src`'s reason down directly).
+fn toward(node: NodeRef, src: NodeRef) -> Option<NodeRef> {
+    if node.kind() == Kind::Merge {
+        node.registrations()
+            .map(|(carrier, _)| carrier)
+            .find(|carrier| carrier.deadline_node() == Some(src))
+    } else {
+        node.header().parent.real().and_then(NodeRef::carrier)
+    }
 }
 
 /// After a read closed `node` (`closed` is the live word it replaced), wakes the
