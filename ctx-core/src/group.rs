@@ -194,9 +194,16 @@ impl GroupCancel {
             Ok(Ok(())) => {}
             // After a stop, errors are its doing (the task saw its context done).
             Ok(Err(err)) if self.is_stopped() => self.discard(err),
-            Ok(Err(err)) => {
-                self.fail(Cause::from_boxed(err.into()));
-            }
+            // The conversion is the task's code too (a `From` impl of the
+            // user's): a panic in it is the task's panic. Uncaught, it would
+            // unwind out of `run` with the group never failed, so its context
+            // never canceled and a sibling waiting on it would wait for ever.
+            Ok(Err(err)) => match catch_unwind(AssertUnwindSafe(move || err.into())) {
+                Ok(boxed) => {
+                    self.fail(Cause::from_boxed(boxed));
+                }
+                Err(payload) => self.record_panic(payload),
+            },
             Err(payload) => self.record_panic(payload),
         }
     }

@@ -168,6 +168,42 @@ fn run_async_catches_panics_in_the_closure_and_in_any_poll() {
     assert_eq!(panic_message(&group), "in a later poll");
 }
 
+/// An error whose conversion into a `BoxError` panics: user code the group
+/// runs after the task returned.
+#[derive(Debug)]
+struct PanicsWhenBoxed;
+
+impl From<PanicsWhenBoxed> for ctx_core::BoxError {
+    fn from(_: PanicsWhenBoxed) -> Self {
+        panic!("the conversion panics")
+    }
+}
+
+/// A panic in the conversion of a task's error is the task's panic: a
+/// `PanicError` failure that cancels the group's context (a sibling waiting on
+/// it is released), in `run` and in `run_async`; nothing unwinds out of either.
+#[test]
+fn a_panicking_error_conversion_is_the_tasks_panic() {
+    let group = new_group();
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        group.run(|_ctx| Err(PanicsWhenBoxed));
+    }));
+    assert!(ran.is_ok(), "the conversion's panic escaped run");
+    assert_eq!(group.context().err(), Some(Error::Canceled));
+    assert_eq!(panic_message(&group), "the conversion panics");
+
+    let group = new_group();
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        block_on(group.run_async(|_ctx| async {
+            yield_once().await;
+            Err(PanicsWhenBoxed)
+        }));
+    }));
+    assert!(ran.is_ok(), "the conversion's panic escaped run_async");
+    assert_eq!(group.context().err(), Some(Error::Canceled));
+    assert_eq!(panic_message(&group), "the conversion panics");
+}
+
 #[test]
 fn tasks_may_fail_with_any_error_type_in_run_and_run_async() {
     let group = new_group();
