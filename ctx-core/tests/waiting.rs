@@ -505,3 +505,26 @@ fn an_expiry_only_a_read_noticed_is_not_done() {
     assert!(support::eventually(|| calls.get() == 1));
     assert_eq!(child.err(), Some(Error::DeadlineExceeded));
 }
+
+/// `adapter::Listener` completes only for a `notify_all` after its `listen`:
+/// a listener notified, then dropped without seeing it, does not pass its
+/// notification on to one that came after the notify (event-listener does
+/// that unless the listener leaves with `discard`). A later notify completes
+/// the late one.
+#[test]
+fn an_adapter_listener_completes_only_for_a_notify_after_its_listen() {
+    let event = ctx_core::adapter::Event::new();
+    let early = event.listen();
+    event.notify_all();
+    let woken = support::WakeFlag::new();
+    let mut late = Box::pin(event.listen());
+    assert!(woken.poll(&mut late).is_pending());
+    drop(early);
+    assert!(
+        woken.poll(&mut late).is_pending(),
+        "the late listener completed with the dropped one's notification"
+    );
+    event.notify_all();
+    assert!(woken.woken());
+    assert!(woken.poll(&mut late).is_ready());
+}

@@ -531,11 +531,14 @@ mod imp {
     //!   event, not to the notifying thread: a notify from a thread-local's
     //!   destructor, when that thread's other locals may be gone, collects the
     //!   same way.
-    //! * Outside one, `event-listener` passes on the notification of a
-    //!   listener that was dropped before it saw it, to a listener that came
-    //!   after the notify (and whose waiter saw the node done when it
-    //!   registered): a spurious wake, still delivered, but by the runner
-    //!   (`crate::runner`), whose jobs never run on the caller's thread.
+    //! * Nothing else wakes a relay: a listener that goes leaves the list with
+    //!   `discard`, so `event-listener` never passes the notification of one
+    //!   dropped before it saw it on to a listener that came after the notify
+    //!   (every notify here is a notify-all: nobody needs it passed on, and a
+    //!   listener must complete only for a notify after its `listen`). Should
+    //!   a relay be woken outside a notify all the same, the runner
+    //!   (`crate::runner`), whose jobs never run on the caller's thread, wakes
+    //!   its task.
 
     use super::super::wake_list::WakeList;
     use super::super::work::{self, Panic};
@@ -570,7 +573,8 @@ mod imp {
     /// A listener on the event, registered with a [`Relay`] waker.
     #[derive(Debug)]
     pub(crate) struct Listener {
-        listener: event_listener::EventListener,
+        /// `None` only once dropped (`discard` takes it by value).
+        listener: Option<event_listener::EventListener>,
         relay: Arc<Relay>,
         /// `relay` as a waker, made once so that every poll hands the event the
         /// same waker (`will_wake` holds, nothing is cloned).
@@ -641,7 +645,7 @@ mod imp {
                 shared,
             });
             Listener {
-                listener,
+                listener: Some(listener),
                 waker: Waker::from(relay.clone()),
                 relay,
             }
@@ -748,9 +752,9 @@ mod imp {
                 return;
             }
             drop(collecting);
-            // Outside a notify: event-listener passing on the notification of
-            // a listener dropped before it saw it (module docs). The runner
-            // wakes it, a panic there has nobody to go to.
+            // Outside a notify (module docs: not expected, as listeners leave
+            // with `discard`). The runner wakes it, a panic there has nobody to
+            // go to.
             crate::runner::spawn(Box::new(move || waker.wake()));
         }
     }
@@ -763,7 +767,21 @@ mod imp {
             // The task's waker first: a notify that finds the listener after this
             // wakes it; one before leaves the listener notified, seen below.
             this.relay.set(cx.waker());
-            Pin::new(&mut this.listener).poll(&mut Context::from_waker(&this.waker))
+            let listener = this
+                .listener
+                .as_mut()
+                .expect("a listener is only taken by its drop");
+            Pin::new(listener).poll(&mut Context::from_waker(&this.waker))
+        }
+    }
+
+    impl Drop for Listener {
+        /// Leaves the list without passing a notification this listener did
+        /// not see on to another listener (module docs).
+        fn drop(&mut self) {
+            if let Some(listener) = self.listener.take() {
+                event_listener::Listener::discard(listener);
+            }
         }
     }
 }
