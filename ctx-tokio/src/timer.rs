@@ -190,10 +190,19 @@ use tokio::time::Sleep;
 ///
 /// [`now`](Timer::now) on a multi-thread runtime reads the system clock, which
 /// is that runtime's clock (tokio pauses only current-thread runtimes). On a
-/// current-thread runtime it enters the runtime's context for the read (a
+/// current-thread runtime, a thread already in the runtime reads its clock
+/// directly; any other thread enters the runtime's context for the read (a
 /// reference count increment and decrement on the runtime handle), so that it
 /// reads *this* runtime's clock on any thread: tokio's `Instant::now` reads the
-/// clock of whichever runtime the calling thread is in.
+/// clock of whichever runtime the calling thread is in. Where tokio forbids
+/// entering (a thread-local's destructor, a `Drop` that another runtime's
+/// `tokio::spawn` runs as it drops a future at shutdown), the system clock
+/// stands in; a read never panics.
+///
+/// Deadlines are kept as nanoseconds after the timer was made: one more than
+/// some 584 years after that (only paused time gets there) is never fired by
+/// this timer. Reads still see it pass, but its subtree is not walked (its
+/// `after_func` callbacks do not run) until something else cancels it.
 ///
 /// # When the runtime goes away
 ///
@@ -366,10 +375,7 @@ impl TokioTimer {
     /// A timer on the runtime behind `handle`.
     #[must_use]
     pub fn new(handle: Handle) -> Arc<TokioTimer> {
-        let epoch = {
-            let _enter = handle.enter();
-            tokio::time::Instant::now().into_std()
-        };
+        let epoch = clock_of(&handle);
         // Twice the cores, so that threads rarely share a shard.
         let shards = std::thread::available_parallelism()
             .map_or(4, |n| n.get() * 2)
@@ -498,9 +504,9 @@ impl TokioTimer {
 
 impl Timer for TokioTimer {
     /// Tokio's clock of this timer's runtime (paused time included), read as a
-    /// `std` instant. On a thread whose thread-locals are being torn down
-    /// (tokio's runtime context among them), the system clock stands in: the
-    /// runtime's own cannot be entered there.
+    /// `std` instant. Where the runtime cannot be entered (a thread whose
+    /// thread-locals are being torn down, another runtime's `tokio::spawn`
+    /// dropping a future), the system clock stands in.
     fn now(&self) -> Instant {
         self.shared.now()
     }
@@ -604,6 +610,38 @@ impl fmt::Display for NoRuntime {
 
 impl std::error::Error for NoRuntime {}
 
+/// The clock of the runtime behind `handle` (paused time included), read from
+/// any thread, never panicking: a read of a context is no place for a panic.
+///
+/// Tokio's `Instant::now` reads the clock of the runtime the thread is in, so
+/// a thread outside ours enters it first. Entering takes tokio's thread-local
+/// runtime context mutably, and two places make that panic:
+///
+/// * a thread whose locals are being torn down (a read from a thread-local's
+///   destructor), where a panic aborts the process;
+/// * a runtime's `tokio::spawn`, which holds that context shared while it drops
+///   the future it was given on a runtime that shut down: a `Drop` in that
+///   future that reads a context panicked with "already borrowed".
+///
+/// So a thread already in our runtime reads its clock without entering it
+/// again (the common case, and the second one on our own runtime), and the
+/// system clock, which the runtime's follows unless paused, stands in where
+/// the runtime cannot be entered.
+fn clock_of(handle: &Handle) -> Instant {
+    match Handle::try_current() {
+        Ok(current) if current.id() == handle.id() => tokio::time::Instant::now().into_std(),
+        Err(err) if err.is_thread_local_destroyed() => Instant::now(),
+        // No runtime here, or another one: enter ours. Under another runtime's
+        // `spawn` dropping a future (above) that still panics; the system
+        // clock stands in (the panic hook has printed the message).
+        _ => std::panic::catch_unwind(|| {
+            let _enter = handle.enter();
+            tokio::time::Instant::now().into_std()
+        })
+        .unwrap_or_else(|_| Instant::now()),
+    }
+}
+
 // ===== impl Shared =====
 
 impl Shared {
@@ -614,18 +652,7 @@ impl Shared {
             // it is the system clock's.
             return Instant::now();
         }
-        // Tokio keeps its runtime context in a thread-local, and entering it
-        // panics on a thread whose locals are being torn down (a context read
-        // from a thread-local's destructor), where a panic aborts the process.
-        // The runtime's clock cannot be read there: the system clock, which it
-        // follows unless paused, stands in.
-        if tokio::runtime::Handle::try_current().is_err_and(|e| e.is_thread_local_destroyed()) {
-            return Instant::now();
-        }
-        // Enter the runtime so that tokio reads *its* clock even on a foreign thread
-        // (tokio's `Instant::now` uses the clock of the current runtime context).
-        let _enter = self.handle.enter();
-        tokio::time::Instant::now().into_std()
+        clock_of(&self.handle)
     }
 
     /// `at` as nanoseconds after `epoch` (exact: instants differ by whole

@@ -548,3 +548,80 @@ async fn dropped_uncanceled_deadline_does_not_auto_advance_the_clock() {
     })
     .await;
 }
+
+/// What a `ReadOnDrop` saw: the read's answer, or its panic's message.
+type Seen = Arc<std::sync::Mutex<Option<Result<Option<Error>, String>>>>;
+
+/// Reads a context in its `Drop` (catching a panic, to report it) and records
+/// what it saw.
+struct ReadOnDrop(Context, Seen);
+
+impl Drop for ReadOnDrop {
+    fn drop(&mut self) {
+        let ctx = self.0.clone();
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ctx.err()));
+        *self.1.lock().unwrap() = Some(read.map_err(|payload| {
+            payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default()
+        }));
+    }
+}
+
+/// Hands what it holds to `tokio::spawn` when dropped: on a runtime that shut
+/// down, tokio drops that future right there, inside `spawn`.
+struct SpawnOnDrop(Option<ReadOnDrop>);
+
+impl Drop for SpawnOnDrop {
+    fn drop(&mut self) {
+        let held = self.0.take();
+        drop(tokio::spawn(async move { drop(held) }));
+    }
+}
+
+/// A read of a context on a current-thread runtime's timer, from a `Drop` that
+/// `tokio::spawn` runs while it drops a future on a runtime that shut down (a
+/// task's `Drop` spawning its cleanup, at shutdown), on that runtime or on
+/// another one. The read entered the timer's runtime, which tokio forbids
+/// there: it panicked ("already borrowed"), and the rest of that `Drop` was
+/// lost. On the same runtime the read needs no entering; on another it falls
+/// back to the system clock.
+#[test]
+fn a_read_from_a_future_tokio_spawn_drops_at_shutdown_does_not_panic() {
+    for same_runtime in [true, false] {
+        let timer_rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (ctx, cancel) = timer_rt
+            .block_on(async { ctx_tokio::background().with_timeout(Duration::from_secs(3600)) });
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let guard = SpawnOnDrop(Some(ReadOnDrop(ctx, seen.clone())));
+        let spawning_rt = if same_runtime {
+            timer_rt
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        spawning_rt.block_on(async move {
+            tokio::spawn(async move {
+                let _guard = guard;
+                std::future::pending::<()>().await
+            });
+            tokio::task::yield_now().await;
+        });
+        // The shutdown drops the task: `SpawnOnDrop` spawns, tokio drops that
+        // future inside `spawn`, and `ReadOnDrop` reads.
+        drop(spawning_rt);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            Some(Ok(None)),
+            "same runtime: {same_runtime}"
+        );
+        drop(cancel);
+    }
+}
