@@ -211,7 +211,8 @@ impl Group {
     ///
     /// # Panics
     ///
-    /// If `limit` is 0, or if tasks were already spawned.
+    /// If `limit` is 0, or if a task spawned before has not finished yet (set
+    /// the limit before spawning: tasks that finished already ran unlimited).
     pub fn with_limit(mut self, limit: usize) -> Group {
         assert!(
             limit > 0,
