@@ -743,6 +743,7 @@ impl Shared {
                     break;
                 }
             }
+            core.shrink_if_sparse();
             shard.publish(&core);
         }
         if !more {

@@ -625,3 +625,32 @@ fn a_read_from_a_future_tokio_spawn_drops_at_shutdown_does_not_panic() {
         drop(cancel);
     }
 }
+
+/// A spike of deadlines that fire together gives its heap slots back. Here the
+/// driver fires in batches, so the expiries' disarms sweep the heap while it
+/// is still long; the pass also shrinks a heap it emptied (ctx-core's
+/// `StdTimer`, which pops a whole spike in one pass, kept its slots for good
+/// without that).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn heaps_shrink_after_a_spike_that_fired() {
+    const N: usize = 100_000;
+    let timer = TokioTimer::current();
+    let root = Context::background().with_timer(timer.clone());
+    let contexts: Vec<_> = (0..N)
+        .map(|_| root.with_timeout(Duration::from_secs(1)))
+        .collect();
+    assert!(timer.__stats().heap_capacity >= N);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The driver fires in batches, yielding in between.
+    while timer.armed() != 0 || timer.__stats().heap_len != 0 {
+        tokio::task::yield_now().await;
+    }
+    assert!(contexts.iter().all(|(ctx, _)| ctx.is_done()));
+    let stats = timer.__stats();
+    assert!(
+        stats.heap_capacity < N / 8,
+        "{} slots still allocated for {} entries, none armed",
+        stats.heap_capacity,
+        stats.heap_len
+    );
+}

@@ -85,6 +85,21 @@ pub struct Core<T> {
     pub arms: u64,
 }
 
+impl<T> Core<T> {
+    /// Gives memory back after a spike: a heap left less than a quarter full is
+    /// shrunk to twice its length (amortized O(1): it lost three quarters of
+    /// its entries since it last grew or shrank). For a sweep, and for a
+    /// backend's pass once it popped what came due: a spike of deadlines that
+    /// fire together leaves a heap no disarm sweeps (too short to), which
+    /// would keep the spike's slots for good.
+    pub fn shrink_if_sparse(&mut self) {
+        let (len, capacity) = (self.heap.len(), self.heap.capacity());
+        if shrinkable(capacity, len) {
+            self.heap.shrink_to(2 * len);
+        }
+    }
+}
+
 /// One heap of deadlines, on cache lines of its own so that threads arming into
 /// different shards do not contend.
 #[repr(align(128))]
@@ -217,13 +232,7 @@ impl<T> Shard<T> {
         self.swept_at
             .store(self.disarms.load(Ordering::Relaxed), Ordering::Relaxed);
         core.heap.retain(|entry| !dead(&entry.item, &mut later));
-        // A heap left less than a quarter full is shrunk to twice its length
-        // (amortized O(1): it lost three quarters of its entries since it last
-        // grew or shrank).
-        let (len, capacity) = (core.heap.len(), core.heap.capacity());
-        if shrinkable(capacity, len) {
-            core.heap.shrink_to(2 * len);
-        }
+        core.shrink_if_sparse();
         self.publish(&core);
     }
 

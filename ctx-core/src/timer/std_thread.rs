@@ -372,6 +372,7 @@ fn pass(shared: &Shared, batch: &mut Vec<Expiry>) -> Sleep {
             while core.heap.peek().is_some_and(|entry| entry.at <= now) {
                 batch.push(core.heap.pop().expect("peeked").item);
             }
+            core.shrink_if_sparse();
             shard.publish(&core);
         }
         // Outside the lock: firing disarms (the same shard, maybe sweeping it).
@@ -380,6 +381,10 @@ fn pass(shared: &Shared, batch: &mut Vec<Expiry>) -> Sleep {
             // Firing runs no user code, but a panic in it must not take the
             // timer thread down with it.
             crate::adapter::contain_panic(|| expiry.fire());
+        }
+        // The batch too gives a spike's memory back (it is reused, not freed).
+        if batch.capacity() > shards::SHRINK_FLOOR {
+            batch.shrink_to(shards::SHRINK_FLOOR);
         }
     }
     if busy {
@@ -475,6 +480,34 @@ mod tests {
         assert!(
             capacity <= shards * 4 * SHRINK_FLOOR,
             "{capacity} slots still allocated"
+        );
+    }
+
+    /// A spike of deadlines that fire together (one shutdown deadline handed
+    /// to every connection, say) gives its slots back too: the pass that pops
+    /// them shrinks the heap. No disarm follows to sweep it (a heap that
+    /// short is never swept), so the slots stayed for good.
+    #[test]
+    #[cfg_attr(miri, ignore)] // the timer thread in real time, a large spike
+    fn heaps_shrink_after_a_spike_that_fired() {
+        let timer = StdTimer::new();
+        let root = Context::background().with_timer(timer.clone());
+        let shards = timer.shared.shards.len();
+        let bound = shards * 4 * SHRINK_FLOOR;
+        let at = Instant::now() + Duration::from_secs(1);
+        let spike: Vec<_> = (0..4 * bound).map(|_| root.with_deadline(at)).collect();
+        assert!(held(&timer).1 > bound, "the spike was armed");
+        // Until every deadline fired (a watchdog, not a timing assertion).
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while (timer.armed() != 0 || held(&timer).0 != 0) && Instant::now() < give_up {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(timer.armed(), 0);
+        assert!(spike.iter().all(|(ctx, _)| ctx.is_done()));
+        let (len, capacity) = held(&timer);
+        assert!(
+            capacity <= bound,
+            "{capacity} slots still allocated for {len} entries, none armed"
         );
     }
 
