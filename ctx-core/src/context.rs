@@ -319,6 +319,15 @@ impl Context {
     ///
     /// Deadlines derived below it read `timer.now()` and are armed on `timer`;
     /// this context's own cancellation is unchanged. See [`Timer`].
+    ///
+    /// A deadline above, on another clock, still ends the subtree when its
+    /// own timer fires. Instants of two clocks do not compare, so a deadline
+    /// derived below always gets a node of its own on `timer` (on one clock,
+    /// one later than a deadline above is only a cancel), and
+    /// [`deadline`](Context::deadline) below reports the nearest deadline,
+    /// on `timer`'s clock. Exact reads ([`err`](Context::err) past a deadline
+    /// whose timer is late) look at the nearest deadline only: a late timer
+    /// of another clock above is waited for.
     pub fn with_timer(&self, timer: Arc<dyn Timer>) -> Context {
         let node = NodeRef::alloc(
             TimerPart::VTABLE,
@@ -447,10 +456,15 @@ impl Context {
         // The timer's clock as the caller already read it (one read per timeout).
         now: Option<Instant>,
     ) -> (Context, CancelFunc) {
-        if self.deadline().is_some_and(|current| current <= deadline) {
-            return self.with_cancel();
-        }
         let timer = timer.unwrap_or_else(|| self.timer_ref());
+        // A deadline above that comes first makes ours moot, but only on the
+        // same clock: instants of two clocks do not compare (`with_timer`).
+        if let Some(src) = self.carrier().and_then(NodeRef::deadline_node) {
+            let above = src.deadline_part();
+            if above.timer.same(timer) && above.deadline <= deadline {
+                return self.with_cancel();
+            }
+        }
         // The clock first: if the backend's `now` panics, nothing exists yet.
         let now = now.unwrap_or_else(|| timer.now());
         let parent_carrier = self.carrier();

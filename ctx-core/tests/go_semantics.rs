@@ -970,6 +970,34 @@ fn a_childs_deadline_is_never_later_than_its_parents() {
     assert_eq!(timer.armed(), 2);
 }
 
+/// Below `with_timer`, a deadline is always the context's own, armed on its
+/// own timer: an instant of another clock above does not compare with it. A
+/// 1 s timeout under a clock that runs ahead of the one above (the manual
+/// clock here is an hour ahead of the real one) used to be taken for "later
+/// than the deadline above" and turned into a plain cancel, which never timed
+/// out by its own clock. The deadline above still ends the subtree when its
+/// timer fires.
+#[test]
+fn a_deadline_under_another_clock_is_armed_on_that_clock() {
+    let outer = ManualTimer::new();
+    let (above, _cancel_above) = outer.root().with_timeout(Duration::from_secs(1800));
+    // An hour ahead of `outer`'s clock: the instants would compare wrongly.
+    let inner = ManualTimer::new();
+    inner.advance_silently(Duration::from_secs(3600));
+    let under = above.with_timer(inner.clone());
+    let (ctx, _cancel) = under.with_timeout(Duration::from_secs(1));
+    assert_eq!(inner.armed(), 1, "the timeout was not armed on its clock");
+    assert_eq!(ctx.deadline(), Some(under.now() + Duration::from_secs(1)));
+    assert_eq!(inner.advance(Duration::from_secs(2)), 1);
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+
+    // The deadline above, on the other clock, reaches a live child when its
+    // timer fires.
+    let (longer, _cancel_longer) = under.with_timeout(Duration::from_secs(7200));
+    assert_eq!(outer.advance(Duration::from_secs(1800)), 1);
+    assert_eq!(longer.err(), Some(Error::DeadlineExceeded));
+}
+
 #[test]
 fn an_expired_deadline_sets_deadline_exceeded_and_its_cause_on_the_subtree() {
     let timer = ManualTimer::new();
