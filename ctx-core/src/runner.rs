@@ -138,10 +138,21 @@ fn run(job: Job) {
 #[cfg_attr(all(test, ctx_loom), allow(dead_code))]
 fn work(pool: &'static Pool) {
     let mut queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
+    // The fork epoch this thread was counted in (by `spawn`, which set the
+    // queue's). A job that forks (an `after_func` callback calling `fork()`)
+    // brings this thread into the child, where it was never counted: the
+    // counts are the parent's until the child's first `spawn` starts afresh,
+    // and the jobs queued are the parent's. So there it leaves at once,
+    // touching neither (its decrements would underflow the child's counts,
+    // and a count gone wrong promises wake-ups to threads that do not exist).
+    let epoch = queue.epoch;
     loop {
         if let Some(job) = queue.jobs.pop_front() {
             drop(queue);
             run(job);
+            if crate::fork::epoch() != epoch {
+                return;
+            }
             queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
             continue;
         }

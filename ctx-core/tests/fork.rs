@@ -339,3 +339,78 @@ fn a_fork_while_the_runner_takes_jobs_leaves_the_child_a_runner_and_not_the_pare
         panic!("round {round}: the forked child failed: {failure} (status {status:?})");
     }
 }
+
+/// A runner job that forks (an `after_func` callback calling `fork()`) brings
+/// its runner thread into the child, where the runner never counted it. It
+/// used to go back to waiting for jobs there, on the parent's counts: it took
+/// the child's jobs (promised to the child's own threads) and, once idle long
+/// enough, its decrements underflowed the child's counts, after which the
+/// runner promised wake-ups to threads that did not exist and the child's
+/// callbacks stopped running. It leaves instead; the child's jobs run on
+/// threads of the child's runner.
+#[test]
+#[cfg_attr(miri, ignore = "Miri cannot fork")]
+#[cfg_attr(
+    ctx_sanitize,
+    ignore = "ThreadSanitizer cannot start threads after a multi-threaded fork"
+)]
+fn a_fork_from_a_runner_job_leaves_the_forking_thread_out_of_the_childs_runner() {
+    let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(1));
+    let (forked, pid) = mpsc::channel();
+    let _registration = ctx.after_func(move || {
+        // SAFETY: as in `in_forked_child_status`; the child ends with `_exit`.
+        let child = unsafe { libc::fork() };
+        if child != 0 {
+            forked.send(child).unwrap();
+            return;
+        }
+        // The child, on the runner thread that forked.
+        let forking_thread = std::thread::current().id();
+        std::thread::spawn(move || {
+            let root = Context::background().with_timer(StdTimer::new());
+            let mut status = 0;
+            for _ in 0..40 {
+                let (ctx, _cancel) = root.with_timeout(Duration::from_millis(1));
+                let (ran_on, ran) = mpsc::channel();
+                let _registration = ctx.after_func(move || {
+                    let _ = ran_on.send(std::thread::current().id());
+                });
+                match ran.recv_timeout(Duration::from_secs(30)) {
+                    Ok(thread) if thread == forking_thread => status = 2,
+                    Ok(_) => {}
+                    Err(_) => status = 3,
+                }
+                if status != 0 {
+                    break;
+                }
+            }
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(status) };
+        });
+    });
+    let pid = pid
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the callback never forked");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut status = 0;
+    loop {
+        // SAFETY: `pid` is our child; `status` is a valid out-pointer.
+        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            // SAFETY: `pid` is our child, still running.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: as above; reaps it.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            panic!("the child hung");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(libc::WIFEXITED(status), "the child was killed: {status}");
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        0,
+        "2: a child's job ran on the thread that forked; 3: a child's callback never ran"
+    );
+}
