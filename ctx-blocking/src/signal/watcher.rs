@@ -139,7 +139,66 @@ enum Catch {
 }
 
 fn lock() -> MutexGuard<'static, State> {
+    at_fork::install();
     STATE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Holding [`STATE`]'s lock across `fork()`.
+///
+/// Without it, a thread making or stopping a signal context at the moment
+/// another thread forks leaves the lock held in the child for ever (that
+/// thread does not exist there): the child's first `signal_context`, or the
+/// drop of a `SignalStop` it inherited, waits for ever. Its holders never
+/// wait for a forking thread (no user code runs under it, and nothing of ours
+/// forks), so the fork waits for it briefly.
+mod at_fork {
+    use super::{STATE, State};
+    use std::cell::RefCell;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{MutexGuard, PoisonError};
+
+    thread_local! {
+        /// The guard taken before a fork, on the forking thread (the only
+        /// thread the child has, with a copy of this slot).
+        static HELD: RefCell<Option<MutexGuard<'static, State>>> = const { RefCell::new(None) };
+    }
+
+    /// Whether the handlers were registered (or are being registered).
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+    /// Registers the handlers, once per process: before the lock is first
+    /// taken. A fork while the first thread registers them goes unguarded, as
+    /// every fork did before; a thread that finds them being registered does
+    /// not wait (its fork, in that moment, would be unguarded too).
+    pub(super) fn install() {
+        // Relaxed: only whether to register; the handlers order nothing else.
+        if INSTALLED.load(Ordering::Relaxed) || INSTALLED.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        // SAFETY: registers handlers that take and release one mutex that the
+        // forking thread does not hold (nothing of ours forks under it); in the
+        // child, the release is at most a futex wake. A failure (no memory)
+        // leaves forks unguarded, as they were before.
+        let _ = unsafe { libc::pthread_atfork(Some(prepare), Some(release), Some(release)) };
+    }
+
+    /// Before a fork: takes the lock.
+    unsafe extern "C" fn prepare() {
+        let guard = STATE.lock().unwrap_or_else(PoisonError::into_inner);
+        // A thread whose locals are gone (a fork from a thread-local's
+        // destructor) cannot keep the guard: that fork goes unguarded.
+        let _ = HELD.try_with(|held| *held.borrow_mut() = Some(guard));
+    }
+
+    /// After a fork, in the parent and in the child: releases what `prepare`
+    /// took.
+    unsafe extern "C" fn release() {
+        let guard = HELD
+            .try_with(|held| held.borrow_mut().take())
+            .ok()
+            .flatten();
+        drop(guard);
+    }
 }
 
 /// Rejects what signal-hook would panic on, or could not name.
