@@ -344,7 +344,9 @@ impl Context {
     /// and cause, or when the returned [`CancelFunc`] is called or dropped.
     ///
     /// Values come from the first parent; the deadline is the earliest of the
-    /// parents'. With no parents this is `background().with_cancel()`.
+    /// parents' (on parents of different clocks, the one with the least time
+    /// left, by its own clock). With no parents this is
+    /// `background().with_cancel()`.
     ///
     /// # Examples
     ///
@@ -364,12 +366,7 @@ impl Context {
         if rest.is_empty() {
             return first.with_cancel();
         }
-        let deadline_src = parents
-            .iter()
-            .filter_map(|p| p.carrier())
-            .filter_map(NodeRef::deadline_node)
-            .min_by_key(|d| d.deadline_part().deadline)
-            .map_or(ptr::null(), NodeRef::as_ptr);
+        let deadline_src = earliest_deadline(parents).map_or(ptr::null(), NodeRef::as_ptr);
         let extra = Links::new(rest);
         let payload = MergePart {
             cancel: CancelPart::new(!deadline_src.is_null()),
@@ -796,6 +793,37 @@ impl Default for Context {
     fn default() -> Context {
         Context::background()
     }
+}
+
+/// The deadline node among `parents`' whose deadline comes first: on one
+/// clock, the earliest instant; across clocks (instants of two clocks do not
+/// compare, see [`Context::with_timer`]), the least time left, each by its own
+/// clock, read once per clock.
+fn earliest_deadline(parents: &[Context]) -> Option<NodeRef> {
+    let sources = parents
+        .iter()
+        .filter_map(Context::carrier)
+        .filter_map(NodeRef::deadline_node);
+    let first = sources.clone().next()?.deadline_part().timer;
+    if sources
+        .clone()
+        .all(|src| src.deadline_part().timer.same(first))
+    {
+        return sources.min_by_key(|src| src.deadline_part().deadline);
+    }
+    let mut clocks: Vec<(TimerRef, Instant)> = Vec::new();
+    sources.min_by_key(|src| {
+        let part = src.deadline_part();
+        let now = match clocks.iter().find(|(timer, _)| timer.same(part.timer)) {
+            Some(&(_, now)) => now,
+            None => {
+                let now = part.timer.now();
+                clocks.push((part.timer, now));
+                now
+            }
+        };
+        part.deadline.saturating_duration_since(now)
+    })
 }
 
 impl fmt::Display for Context {

@@ -998,6 +998,24 @@ fn a_deadline_under_another_clock_is_armed_on_that_clock() {
     assert_eq!(longer.err(), Some(Error::DeadlineExceeded));
 }
 
+/// A merge's deadline is the parent's that comes first, also when the parents
+/// run on different clocks: by the time left on each one's own clock, not by
+/// comparing their instants (the manual clock runs an hour ahead of the real
+/// one, so its 1 s deadline is the later instant).
+#[test]
+fn a_merges_deadline_across_clocks_is_the_one_with_the_least_time_left() {
+    let timer = ManualTimer::new();
+    let (soon, _c1) = timer.root().with_timeout(Duration::from_secs(1));
+    let (later, _c2) = Context::background().with_timeout(Duration::from_secs(100));
+    for parents in [[soon.clone(), later.clone()], [later.clone(), soon.clone()]] {
+        let (merged, _cancel) = Context::with_cancel_any(&parents);
+        assert_eq!(merged.deadline(), soon.deadline());
+    }
+    let (merged, _cancel) = Context::with_cancel_any(&[later, soon]);
+    timer.advance_silently(Duration::from_secs(2));
+    assert_eq!(merged.err(), Some(Error::DeadlineExceeded));
+}
+
 #[test]
 fn an_expired_deadline_sets_deadline_exceeded_and_its_cause_on_the_subtree() {
     let timer = ManualTimer::new();
