@@ -151,7 +151,9 @@ pub struct SignalOptions {
 /// killed by it, which a shell reports as status 130 for SIGINT, 143 for
 /// SIGTERM), unless another live signal context still catches it. "The next
 /// one" is a signal that arrives after the watcher thread has handled the first:
-/// signals that arrive together are delivered as one.
+/// signals that arrive together are delivered as one. It counts signals, not
+/// cancels: a context that its parent ended first still catches its first
+/// signal (which then does nothing), and only the one after ends the process.
 ///
 /// # Caveats
 ///
@@ -167,7 +169,10 @@ pub struct SignalOptions {
 /// context for a signal, and in a process that never makes one, the other
 /// handler alone decides.) To keep handling a signal another way after the
 /// shutdown, keep a signal context for it (and its `SignalStop`) alive for as
-/// long as that handling must see the signal.
+/// long as that handling must see the signal. Code that installs its handler
+/// with a plain `sigaction` (not through signal-hook) after the first signal
+/// context for that signal replaces the watcher's handler: from then on no
+/// signal context sees that signal.
 ///
 /// **Programs started afterwards, and inherited ignores.** A signal the process
 /// started out ignoring (`SIG_IGN`, such as SIGHUP under `nohup`, or SIGINT in
