@@ -14,6 +14,7 @@ use crate::tree::register::{Outcome, register};
 use crate::tree::state::{self, Reason, Word};
 use crate::tree::{self as tree, Origin};
 use crate::waiter::Done;
+use smallvec::SmallVec;
 use std::any::TypeId;
 use std::fmt;
 use std::ptr;
@@ -800,19 +801,23 @@ impl Default for Context {
 /// compare, see [`Context::with_timer`]), the least time left, each by its own
 /// clock, read once per clock.
 fn earliest_deadline(parents: &[Context]) -> Option<NodeRef> {
-    let sources = parents
+    // Found once: each is a walk up that parent's chain.
+    let sources: SmallVec<[NodeRef; 4]> = parents
         .iter()
         .filter_map(Context::carrier)
-        .filter_map(NodeRef::deadline_node);
-    let first = sources.clone().next()?.deadline_part().timer;
+        .filter_map(NodeRef::deadline_node)
+        .collect();
+    let first = sources.first()?.deadline_part().timer;
     if sources
-        .clone()
+        .iter()
         .all(|src| src.deadline_part().timer.same(first))
     {
-        return sources.min_by_key(|src| src.deadline_part().deadline);
+        return sources
+            .into_iter()
+            .min_by_key(|src| src.deadline_part().deadline);
     }
-    let mut clocks: Vec<(TimerRef, Instant)> = Vec::new();
-    sources.min_by_key(|src| {
+    let mut clocks: SmallVec<[(TimerRef, Instant); 2]> = SmallVec::new();
+    sources.into_iter().min_by_key(|src| {
         let part = src.deadline_part();
         let now = match clocks.iter().find(|(timer, _)| timer.same(part.timer)) {
             Some(&(_, now)) => now,
