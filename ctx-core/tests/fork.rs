@@ -31,7 +31,13 @@ fn in_forked_child_status(child: impl FnOnce() -> i32) -> Option<i32> {
         // SAFETY: ends the child without running the parent's exit handlers.
         unsafe { libc::_exit(status) };
     }
-    // A child that hangs fails the test instead of hanging it.
+    wait_for_child(pid)
+}
+
+/// Waits for the child `pid` and returns its exit status, or `None` if it was
+/// killed, or killed here after hanging for a minute (a child that hangs fails
+/// the test instead of hanging it).
+fn wait_for_child(pid: libc::pid_t) -> Option<i32> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut status = 0;
     loop {
@@ -391,26 +397,9 @@ fn a_fork_from_a_runner_job_leaves_the_forking_thread_out_of_the_childs_runner()
     let pid = pid
         .recv_timeout(Duration::from_secs(30))
         .expect("the callback never forked");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut status = 0;
-    loop {
-        // SAFETY: `pid` is our child; `status` is a valid out-pointer.
-        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            // SAFETY: `pid` is our child, still running.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            // SAFETY: as above; reaps it.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
-            panic!("the child hung");
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    assert!(libc::WIFEXITED(status), "the child was killed: {status}");
     assert_eq!(
-        libc::WEXITSTATUS(status),
-        0,
+        wait_for_child(pid),
+        Some(0),
         "2: a child's job ran on the thread that forked; 3: a child's callback never ran"
     );
 }
