@@ -614,3 +614,45 @@ fn loom_timer_read_through_a_middle_context_vs_its_cancel() {
         timer.armed.lock().unwrap().clear();
     });
 }
+
+/// The read of the model above, through a merge node: the context read is
+/// derived from a merge of the deadline's branch (whose middle context is
+/// canceled with a cause of its own, racing the read) and a live parent on
+/// another branch. The read finds its way up through the merge's parent whose
+/// deadline it is, and closes that branch top down: the merge and the context
+/// read end with the middle context's reason, whichever of the read and the
+/// cancel reached the middle context first, and the reader saw that reason.
+#[test]
+fn loom_timer_read_through_a_merge_vs_the_cancel_of_its_parent() {
+    model(|| {
+        let timer = Recorder::new();
+        let root = Context::background().with_timer(timer.clone());
+        let (deadline, _cancel) = root.with_deadline(timer.deadline());
+        let (middle, cancel_middle) = deadline.with_cancel_cause();
+        let (other, _cancel_other) = root.with_cancel();
+        let (merged, _cancel_merged) = Context::with_cancel_any(&[middle.clone(), other.clone()]);
+        let (read, _cancel_read) = merged.with_cancel();
+        timer.expired.store(true, Ordering::SeqCst);
+        let reader = {
+            let read = read.clone();
+            thread::spawn(move || (read.err(), read.cause().map(|c| c.to_string())))
+        };
+        cancel_middle.cancel(crate::Cause::msg("stop"));
+        let seen = reader.join().unwrap();
+        let reason = |ctx: &Context| (ctx.err(), ctx.cause().map(|c| c.to_string()));
+        assert_eq!(
+            reason(&middle),
+            reason(&merged),
+            "the middle and the merge disagree"
+        );
+        assert_eq!(
+            reason(&merged),
+            reason(&read),
+            "the merge and the read disagree"
+        );
+        assert_eq!(seen, reason(&read), "the reader's answer changed");
+        assert_eq!(deadline.err(), Some(Error::DeadlineExceeded));
+        assert_eq!(other.err(), None, "the other branch is not the deadline's");
+        timer.armed.lock().unwrap().clear();
+    });
+}
