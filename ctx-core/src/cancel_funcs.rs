@@ -4,15 +4,16 @@
 
 use crate::context::Context;
 use crate::error::{Cause, Error};
-use crate::tree::{self, Origin, node::NodeRef, state::Reason};
+use crate::tree::{self, node::NodeRef, state::Reason};
 use std::fmt;
 
 /// Cancels its context when called, or when dropped (Go's `CancelFunc`).
 ///
 /// Dropping is Rust's `defer cancel()`: a context derived in a scope is canceled
 /// when the scope ends, so no subtree, timer or registration outlives its use by
-/// accident. Canceling twice (or after the parent was canceled) does nothing; the
-/// first cancel wins.
+/// accident. Canceling twice (or after the parent was canceled, or after the
+/// context's deadline passed, its timer late or not) does nothing; the first
+/// cancel wins.
 ///
 /// Keep it in a named binding: `let (ctx, _cancel) = …` keeps it to the end of the
 /// scope, while `let (ctx, _) = …` drops it, and so cancels `ctx`, immediately.
@@ -219,19 +220,16 @@ unsafe impl Sync for Canceler {}
 
 impl Canceler {
     /// Cancels the context with [`Error::Canceled`]; returns whether this call
-    /// ended it (false if it was done already: the first cancel wins).
+    /// ended it (false if it was done already: the first cancel wins; also if
+    /// its deadline passed, its timer late, or its parent was done).
     pub fn cancel(&self) -> bool {
-        tree::cancel(self.node, Reason::plain(Error::Canceled), Origin::Explicit)
+        tree::cancel::cancel_explicit(self.node, Reason::plain(Error::Canceled))
     }
 
     /// Cancels the context with [`Error::Canceled`] and `cause` (Go's
     /// `CancelCauseFunc`); returns whether this call ended it.
     pub fn cancel_with_cause(&self, cause: impl Into<Cause>) -> bool {
-        tree::cancel(
-            self.node,
-            Reason::new(Error::Canceled, Some(cause.into())),
-            Origin::Explicit,
-        )
+        tree::cancel::cancel_explicit(self.node, Reason::new(Error::Canceled, Some(cause.into())))
     }
 
     /// The context this handle cancels.

@@ -515,7 +515,8 @@ impl Context {
     ///
     /// Deadlines are exact: once the deadline has passed by the timer's clock, this
     /// reports [`Error::DeadlineExceeded`] even if the timer has not fired yet, and
-    /// keeps reporting it. A read never runs user code and never walks the
+    /// keeps reporting it (a cancel that comes after the deadline changes nothing,
+    /// read or not in between). A read never runs user code and never walks the
     /// subtree: the descendants and `after_func` callbacks are reached by the
     /// timer's expiry (or the next cancel), not by the reader.
     #[inline]

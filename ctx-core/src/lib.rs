@@ -61,14 +61,13 @@
 //!   [`Done`] are one atomic load on a live context without a deadline
 //!   ([`value`](Context::value) is O(depth)); below a deadline, a read also finds
 //!   the nearest deadline up the chain (a pointer per context in between) and
-//!   asks its clock. Deadlines are exact for reads — once the deadline passed by
-//!   the timer's clock, a read reports [`Error::DeadlineExceeded`] even if the
-//!   timer is late (a cancel that comes first, before a read of the context
-//!   or of one below it noticed the deadline and before the timer's walk
-//!   reached it, records its own reason, as in Go when the timer is late:
-//!   cancels do not read the clock; a read closes every context between the
-//!   deadline and the one read, so none of them records another reason than
-//!   its parent's) —
+//!   asks its clock. Deadlines are exact — once the deadline passed by the
+//!   timer's clock, a read reports [`Error::DeadlineExceeded`] even if the
+//!   timer is late, and a cancel that comes afterwards finds the context done
+//!   by its deadline, whether or not anybody read it in between (a cancel
+//!   below a deadline reads the clock first; a read closes every context
+//!   between the deadline and the one read, so none of them records another
+//!   reason than its parent's) —
 //!   but a read never cancels the subtree or runs a callback: it records the
 //!   expiry with one CAS, and the subtree is walked by the timer (or the next
 //!   cancel). What a read reports never changes afterwards, and `done()` and

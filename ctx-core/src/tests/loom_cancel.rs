@@ -442,3 +442,34 @@ fn loom_cancel_inner_node_blocked_on_a_foreign_child() {
         assert_handles(&root, 1);
     });
 }
+
+/// A parent's cancel races its child's own cancel, which a thread makes after
+/// it saw the parent done (the parent's walk may not have reached the child
+/// yet): that cancel came after the parent's, so the child ends with the
+/// parent's cause, as in Go (whose parent holds its lock until every child is
+/// closed). A child canceled before the thread saw the parent done may keep
+/// its own. Either way the child's subtree agrees with it.
+#[test]
+fn loom_cancel_child_canceled_after_its_parent_was_seen_done() {
+    model(|| {
+        let (parent, cancel_parent) = Context::background().with_cancel_cause();
+        let (child, cancel_child) = parent.with_cancel_cause();
+        let (grandchild, _cancel_grandchild) = child.with_cancel();
+        let t = thread::spawn(move || cancel_parent.cancel(Cause::msg("parent")));
+        // Lets the cancel run first (a switch loom's preemption bound does not
+        // count), so that the walk is caught between the parent's close and
+        // the child's.
+        thread::yield_now();
+        let saw_parent_done = parent.is_done();
+        cancel_child.cancel(Cause::msg("child"));
+        t.join().unwrap();
+
+        if saw_parent_done {
+            assert_eq!(cause(&child).as_deref(), Some("parent"));
+        }
+        assert!(cause(&child).is_some());
+        assert_eq!(cause(&grandchild), cause(&child));
+        assert_eq!(parent.live_children(), 0);
+        assert_eq!(child.live_children(), 0);
+    });
+}

@@ -656,3 +656,40 @@ fn loom_timer_read_through_a_merge_vs_the_cancel_of_its_parent() {
         timer.armed.lock().unwrap().clear();
     });
 }
+
+/// A cancel of a context whose deadline passed (the timer late) races a read
+/// of it: the cancel reads the context exactly before it closes it, so
+/// whichever comes first, the context ends with the deadline's error and
+/// cause, the cancel reports that it ended nothing, and the reader saw the
+/// same.
+#[test]
+fn loom_timer_cancel_after_the_deadline_vs_a_read() {
+    model(|| {
+        let timer = Recorder::new();
+        let root = Context::background().with_timer(timer.clone());
+        let (deadline, cancel) =
+            root.with_deadline_cause(timer.deadline(), crate::Cause::msg("late"));
+        let (child, _cancel_child) = deadline.with_cancel();
+        timer.expired.store(true, Ordering::SeqCst);
+        let reader = {
+            let child = child.clone();
+            thread::spawn(move || (child.err(), child.cause().map(|c| c.to_string())))
+        };
+        let ended = cancel
+            .into_canceler()
+            .cancel_with_cause(crate::Cause::msg("stop"));
+        let seen = reader.join().unwrap();
+        let expected = (Some(Error::DeadlineExceeded), Some("late".to_owned()));
+        assert!(!ended, "the deadline came first");
+        assert_eq!(seen, expected);
+        assert_eq!(
+            (deadline.err(), deadline.cause().map(|c| c.to_string())),
+            expected
+        );
+        assert_eq!(
+            (child.err(), child.cause().map(|c| c.to_string())),
+            expected
+        );
+        timer.armed.lock().unwrap().clear();
+    });
+}

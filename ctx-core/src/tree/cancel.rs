@@ -67,6 +67,31 @@
 //! atomics, and the waker runs once it has returned. The uncontended cancel
 //! never waits: it owns everything it walks.
 //!
+//! # What came first
+//!
+//! A context ends with the reason of whatever ended it first, as in Go with
+//! punctual timers and a parent's cancel that holds its lock until every
+//! child is closed. Two things can have come first without having closed the
+//! node yet, and a cancel by a user's handle (a cancel function, a
+//! `Canceler`, a guard) looks for both before its close ([`settle`]):
+//!
+//! * A deadline at or above the node that has passed by its timer's clock,
+//!   its timer late: the cancel reads the context exactly first
+//!   (`deadline`'s "exact-deadline read"), which closes it, and then claims
+//!   its walk. So the context ends with `DeadlineExceeded` whether or not
+//!   anybody read it before the cancel.
+//! * A parent that is done, whose walk has not reached the node yet (or that
+//!   a read closed): the node takes the parent's reason, as that walk would
+//!   give it. So once a thread saw a parent done, a cancel of its child
+//!   changes nothing, as in Go.
+//!
+//! The walk of such a cancel does the first for the children it reaches that
+//! have a deadline of their own (a deadline node, or a merge node whose
+//! deadline comes from another parent), with one clock read per walk and
+//! timer backend. A timer's expiry does not: it reads no clock (a backend may
+//! fire while holding the lock its `now` takes), and the deadline it fires
+//! for is the one that came first as far as its backend can tell.
+//!
 //! # Cost
 //!
 //! A leaf costs its close and nothing else: no step, no flag of its own (the
@@ -80,6 +105,7 @@
 //! a second touch of each level, which is what a deep chain pays for the
 //! guarantee above (Go pays a lock per level for the same).
 
+use super::deadline::{self, TimerRef};
 use super::drop::merge_leaves_parents;
 use super::node::{Kind, NodeRef};
 use super::register::{self, Entry, clone_reason};
@@ -88,6 +114,7 @@ use super::wake_list::WakeList;
 use super::work::{self, Origin, Panic, Work};
 use crate::sync::{Backoff, Ordering, StoreRacingRmw};
 use smallvec::SmallVec;
+use std::time::Instant;
 
 /// Moves a live node to done with `reason` (and `UNCLAIMED` if a reader does it).
 /// Returns the previous (live) word, whose `WAITERS` bit says whether anyone must
@@ -195,6 +222,39 @@ pub(crate) fn cancel(node: NodeRef, reason: Reason, origin: Origin) -> bool {
     finish_cancel(node, closed, reason, origin)
 }
 
+/// Cancels `node` for a user's handle (a cancel function, a `Canceler`, a
+/// guard): [`cancel`] with [`Origin::Explicit`], after [`settle`]. Returns
+/// whether this call closed the node: not if it was done, nor if its deadline
+/// had passed or its parent was done already.
+pub(crate) fn cancel_explicit(node: NodeRef, reason: Reason) -> bool {
+    let reason = settle(node, reason);
+    cancel(node, reason, Origin::Explicit)
+}
+
+/// What a cancel of `node` by a user's handle comes after (module docs: "What
+/// came first"): if a deadline at or above it has passed, the exact read
+/// closes it here (the cancel then finds it done and claims its walk); if a
+/// parent of it is done, the parent's reason is returned for the close
+/// instead of `reason`. The caller keeps `node` alive.
+#[inline]
+fn settle(node: NodeRef, reason: Reason) -> Reason {
+    let part = node.cancel_part();
+    let word = node.state();
+    if state::is_done(word) || (part.has_deadline && state::is_done(deadline::settle(node, word))) {
+        return reason;
+    }
+    // The parent's carrier, and a merge node's further parents' too. Each is
+    // kept alive by `node`'s links, and so is its record while it is done.
+    match node
+        .registrations()
+        .map(|(carrier, _)| carrier.state())
+        .find(|&word| state::is_done(word))
+    {
+        Some(word) => clone_reason(word),
+        None => reason,
+    }
+}
+
 /// The rest of [`cancel`] after its close (`closed`: the live word it replaced,
 /// or `None` if the node was done already).
 fn finish_cancel(node: NodeRef, closed: Option<Word>, reason: Reason, origin: Origin) -> bool {
@@ -236,7 +296,10 @@ fn walk_cancel(node: NodeRef, closed: Option<Word>, origin: Origin) -> bool {
         }
         return false;
     }
-    let mut walk = Walk::default();
+    let mut walk = Walk {
+        settle: origin == Origin::Explicit,
+        ..Walk::default()
+    };
     walk.run(node);
     match origin {
         Origin::Explicit => {
@@ -321,6 +384,7 @@ fn finish_leaf_owing(node: NodeRef, previous: Word, flag: bool, panic: &mut Pani
 /// cancel closed a leaf that left its parent's set, the strong reference and the
 /// slot's weak one go back in one read-modify-write.
 pub(crate) fn cancel_and_release(node: NodeRef, reason: Reason) -> bool {
+    let reason = settle(node, reason);
     let closed = try_close(node, &reason, false);
     if closed.is_none() && is_complete(node) {
         // Done and walked already (the common end of a cancel function whose
@@ -467,6 +531,12 @@ struct Walk {
     reason: Option<Reason>,
     /// The step above the top of `stack`: the child scheduled last.
     next: Option<(NodeRef, u32, Hold)>,
+    /// Whether children with a deadline of their own are read exactly before
+    /// their close (a cancel by a user's handle; module docs: "What came
+    /// first").
+    settle: bool,
+    /// The clock read of that, per backend: the last one read.
+    clock: Option<(TimerRef, Instant)>,
 }
 
 /// What a plain child (one parent, no timer) whose entry a walk took needs, if
@@ -649,7 +719,15 @@ impl Walk {
             }
             return;
         }
-        match closed.unwrap_or_else(|| try_close(child, reason, false)) {
+        let closed = closed.unwrap_or_else(|| {
+            // A deadline node or a merge node (the others were tried by
+            // `close_plain_leaf`).
+            if self.settle {
+                self.settle_child(child);
+            }
+            try_close(child, reason, false)
+        });
+        match closed {
             Some(previous) if !state::has(previous, HAS_SET) => {
                 // A leaf, complete at its close: finished here, without a step
                 // of its own.
@@ -663,6 +741,34 @@ impl Walk {
                 self.foreign.push(child);
                 *foreign += 1;
             }
+        }
+    }
+
+    /// Before the close of `child`, a deadline node or a merge node that this
+    /// walk pinned: if the deadline that applies to it (its own, or a merge
+    /// node's earliest) has passed, the exact read closes it first, with that
+    /// deadline's reason (module docs: "What came first"). The clock is read
+    /// once per backend and walk: a deadline that passes later came after
+    /// this cancel.
+    fn settle_child(&mut self, child: NodeRef) {
+        let Some(src) = child.deadline_node() else {
+            return;
+        };
+        let part = src.deadline_part();
+        let now = match self.clock {
+            Some((timer, now)) if timer.same(part.timer) => now,
+            _ => {
+                let now = part.timer.now();
+                self.clock = Some((part.timer, now));
+                now
+            }
+        };
+        if now < part.deadline {
+            return;
+        }
+        let word = child.state();
+        if !state::is_done(word) {
+            deadline::settle(child, word);
         }
     }
 

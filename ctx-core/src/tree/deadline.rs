@@ -25,6 +25,11 @@
 //! reason than its parent's unless its own cancel came first, as in Go
 //! (closing the carrier alone let a cancel in between record `Canceled` above
 //! a child that read `DeadlineExceeded`).
+//!
+//! A cancel by a user's handle makes this read before its close, and its walk
+//! makes it for the children with a deadline of their own (`cancel`'s "What
+//! came first"): a cancel that comes after a deadline passed finds the
+//! context done by it, whether or not anybody read it in between.
 
 use super::node::{DeadlinePart, Kind, NodeRef};
 use super::register::clone_reason;
@@ -146,6 +151,21 @@ impl Drop for DeadlinePart {
 /// `UNCLAIMED` and returns its done word; otherwise returns `word`.
 #[cold]
 pub(crate) fn check(carrier: NodeRef, word: Word) -> Word {
+    close_if_passed(carrier, word, true)
+}
+
+/// [`check`] for a canceler that claims `carrier`'s walk next (`cancel`'s
+/// "What came first"): the waiters parked on `carrier` itself are left to
+/// that walk, which wakes them on the canceler's thread, as for any cancel.
+/// (Those on the contexts above it are woken as by a read.)
+#[cold]
+pub(crate) fn settle(carrier: NodeRef, word: Word) -> Word {
+    close_if_passed(carrier, word, false)
+}
+
+/// [`check`], waking the waiters parked on `carrier` if `wake_carrier`
+/// (otherwise they stay for the walk of whoever claims it).
+fn close_if_passed(carrier: NodeRef, word: Word, wake_carrier: bool) -> Word {
     let Some(src) = carrier.deadline_node() else {
         return word;
     };
@@ -156,9 +176,13 @@ pub(crate) fn check(carrier: NodeRef, word: Word) -> Word {
     }
     // `carrier` is `src` or registered below it, and the caller keeps both alive.
     let closed = super::cancel::try_close(src, &part.reason, true);
-    wake_parked(src, closed);
-    if carrier != src {
-        close_down_to(carrier, src);
+    if carrier == src {
+        if wake_carrier {
+            wake_parked(src, closed);
+        }
+    } else {
+        wake_parked(src, closed);
+        close_down_to(carrier, src, wake_carrier);
     }
     carrier.state()
 }
@@ -172,7 +196,7 @@ pub(crate) fn check(carrier: NodeRef, word: Word) -> Word {
 /// a merge node among them, which that node keeps alive), so the caller's
 /// reference on `carrier` keeps them all.
 #[cold]
-fn close_down_to(carrier: NodeRef, src: NodeRef) {
+fn close_down_to(carrier: NodeRef, src: NodeRef, wake_carrier: bool) {
     let mut between: SmallVec<[NodeRef; 8]> = SmallVec::new();
     let mut top = src;
     let mut node = carrier;
@@ -185,10 +209,14 @@ fn close_down_to(carrier: NodeRef, src: NodeRef) {
         node = up;
     }
     let mut above = top;
-    for node in between.into_iter().rev().chain(std::iter::once(carrier)) {
+    for node in between.into_iter().rev() {
         let closed = super::cancel::try_close(node, &clone_reason(above.state()), true);
         wake_parked(node, closed);
         above = node;
+    }
+    let closed = super::cancel::try_close(carrier, &clone_reason(above.state()), true);
+    if wake_carrier {
+        wake_parked(carrier, closed);
     }
 }
 
