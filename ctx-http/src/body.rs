@@ -42,7 +42,9 @@ pin_project! {
     ///   trailers are translated on the way out), or a gRPC-web client sees
     ///   the cut stream end without a status.
     /// * When the body ends (or fails) or is dropped, the request's context is
-    ///   canceled with [`ServerCause::Responded`](crate::ServerCause::Responded).
+    ///   canceled with [`ServerCause::Responded`](crate::ServerCause::Responded);
+    ///   when a panic ends it (its `poll_frame` panics, or an unwind drops it),
+    ///   with [`ServerCause::Panicked`](crate::ServerCause::Panicked).
     ///
     /// It derefs to the inner body, so a test can look at an in-memory body
     /// directly (`response.body().len()`, `assert_eq!(response.body(), "ok")`).
@@ -99,7 +101,8 @@ struct Watch {
 }
 
 impl Drop for Watch {
-    /// The body ended or was dropped: the request is over.
+    /// The body ended or was dropped: the request is over (`Responded`, or
+    /// `Panicked` if a panic dropped it or left its last poll).
     fn drop(&mut self) {
         self.guard.finish();
     }
@@ -223,7 +226,7 @@ where
         // once the deadline has passed.
         let err = match watch.ctx.err() {
             Some(err) => err,
-            None => match this.inner.poll_frame(cx) {
+            None => match poll_marked(&mut watch.guard, this.inner, cx) {
                 Poll::Pending => ready!(poll_done(&watch.ctx, &mut watch.done, cx)),
                 // Exact deadlines again: a frame whose making took the body
                 // past the deadline is not sent either.
@@ -269,6 +272,20 @@ where
             self.inner.size_hint()
         }
     }
+}
+
+/// Polls the inner body with the guard marked: a panic out of that poll
+/// (whether it unwinds through the body or is caught above and the body
+/// dropped later) leaves the mark, and the request ends `Panicked`.
+fn poll_marked<B: Body>(
+    guard: &mut Guard,
+    inner: Pin<&mut B>,
+    cx: &mut TaskContext<'_>,
+) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+    guard.set_in_poll(true);
+    let polled = inner.poll_frame(cx);
+    guard.set_in_poll(false);
+    polled
 }
 
 /// gRPC's `DEADLINE_EXCEEDED`.

@@ -96,12 +96,15 @@ pub enum ServerCause {
     /// context stays live, so a body that streams can rely on it (see
     /// [`ServerBody`]).
     Responded,
-    /// The response future was dropped by a panic before it finished: the
-    /// handler (or the code polling it) panicked, and the task serving the
-    /// request unwound, or a layer above caught the panic out of the
-    /// handler's poll (tower-http's `CatchPanicLayer`, which answers 500) and
-    /// dropped the future afterwards. Not [`ClientGone`](ServerCause::ClientGone):
-    /// the client may still be there.
+    /// A panic ended the request before it was answered: the handler (or the
+    /// code polling it) panicked, and the task serving the request unwound,
+    /// or a layer above caught the panic out of the handler's poll
+    /// (tower-http's `CatchPanicLayer`, which answers 500) and dropped the
+    /// future afterwards. The same holds for a streaming response's body
+    /// ([`ServerBody`]): a body whose `poll_frame` panics, or that is dropped
+    /// by an unwind, ends the context with this cause, not with
+    /// [`Responded`](ServerCause::Responded). Not
+    /// [`ClientGone`](ServerCause::ClientGone): the client may still be there.
     Panicked,
 }
 
@@ -156,7 +159,8 @@ impl std::error::Error for ServerCause {}
 ///    [`ServerCause::Responded`] once the body has ended (or is dropped) or the
 ///    inner service failed, [`ServerCause::ClientGone`] if the response future
 ///    is dropped first (hyper drops it when the client hangs up), or
-///    [`ServerCause::Panicked`] if a panic out of the handler ended it.
+///    [`ServerCause::Panicked`] if a panic out of the handler (or out of the
+///    body, while it streams) ended it.
 ///
 /// A parent that is already done (the server is shutting down) gives a context
 /// that is born done: the request is answered at once (503 with the parent's
@@ -809,11 +813,24 @@ impl Guard {
         }
     }
 
-    /// The request is over: ends the context with [`ServerCause::Responded`].
+    /// The request is over: ends the context with [`ServerCause::Responded`],
+    /// or with [`ServerCause::Panicked`] when a panic is what ended it (an
+    /// unwind drops the body, or a panic left the body's last poll).
     pub(crate) fn finish(&mut self) {
         if let Some(canceler) = self.canceler.take() {
-            end(canceler, shared_cause(&RESPONDED, ServerCause::Responded));
+            let cause = if std::thread::panicking() || self.in_poll {
+                shared_cause(&PANICKED, ServerCause::Panicked)
+            } else {
+                shared_cause(&RESPONDED, ServerCause::Responded)
+            };
+            end(canceler, cause);
         }
+    }
+
+    /// Marks (or unmarks) a poll of the handler's future or body: a mark
+    /// still set when the request ends means that poll panicked.
+    pub(crate) fn set_in_poll(&mut self, in_poll: bool) {
+        self.in_poll = in_poll;
     }
 
     /// The context is already done: releases it without another cause.
