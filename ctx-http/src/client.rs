@@ -323,6 +323,14 @@ where
                     }
                     match inner.poll_ready(cx) {
                         Poll::Ready(Ok(())) => {
+                            // Exact deadlines again: a deadline that passed
+                            // while the service got ready (work in the poll
+                            // that returned `Ready`) sends nothing either.
+                            if let Some(ctx) = ctx
+                                && let Some(err) = ctx.err()
+                            {
+                                break ClientError::not_sent(ctx, err);
+                            }
                             let mut req =
                                 req.take().expect("a ClientFuture sends its request once");
                             if let Some(ctx) = ctx {
