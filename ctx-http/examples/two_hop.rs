@@ -20,7 +20,7 @@
 
 use bytes::Bytes;
 use ctx_core::{CancelCauseFunc, Cause, Context};
-use ctx_http::{ClientLayer, ClientService, ServerLayer};
+use ctx_http::{ClientError, ClientLayer, ClientService, ServerLayer};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -160,8 +160,14 @@ async fn proxy(
             }
         }
         Err(err) => {
+            let err = match &err {
+                // The layer's message says the transport failed; its error
+                // (the source) says how.
+                ClientError::Service(transport) => format!("{err}: {transport}"),
+                _ => err.to_string(),
+            };
             log(start, "proxy", format!("{id}: call to the backend: {err}"));
-            text(StatusCode::BAD_GATEWAY, err.to_string())
+            text(StatusCode::BAD_GATEWAY, err)
         }
     }
 }

@@ -439,7 +439,10 @@ pub enum ClientError<E> {
         /// The context's cause.
         cause: Cause,
     },
-    /// The inner service failed.
+    /// The inner service failed. Its error is this one's
+    /// [`source`](std::error::Error::source) (the message says only that
+    /// the service failed, as the sources follow it in an error report) and
+    /// [`into_service_error`](ClientError::into_service_error)'s result.
     Service(E),
 }
 
@@ -520,18 +523,33 @@ impl<E: fmt::Display> fmt::Display for ClientError<E> {
                 f.write_str("request abandoned: ")?;
                 describe(f, *err, cause)
             }
-            ClientError::Service(err) => err.fmt(f),
+            // The service's error is the source: not repeated here.
+            ClientError::Service(_) => f.write_str("request failed in the inner service"),
         }
     }
 }
 
 impl<E: std::error::Error + 'static> std::error::Error for ClientError<E> {
+    /// [`Service`](ClientError::Service)'s source is the service's error.
+    ///
+    /// The source of [`NotSent`](ClientError::NotSent) and
+    /// [`Abandoned`](ClientError::Abandoned) is the context's cause; with the
+    /// `tonic` feature it is a `tonic::Status` with the code of
+    /// `grpc::code` instead (`DEADLINE_EXCEEDED` or `CANCELLED`), so that
+    /// tonic's client, which turns a service's error into a status by looking
+    /// for one along its sources, reports the context's end. The cause is
+    /// [`cause`](ClientError::cause) either way, and in the message.
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
+            #[cfg(feature = "tonic")]
+            ClientError::NotSent { err, .. } => Some(crate::grpc::client_status(false, *err)),
+            #[cfg(feature = "tonic")]
+            ClientError::Abandoned { err, .. } => Some(crate::grpc::client_status(true, *err)),
+            #[cfg(not(feature = "tonic"))]
             ClientError::NotSent { cause, .. } | ClientError::Abandoned { cause, .. } => {
                 Some(&**cause)
             }
-            ClientError::Service(err) => err.source(),
+            ClientError::Service(err) => Some(err),
         }
     }
 }

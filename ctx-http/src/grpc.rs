@@ -24,8 +24,15 @@
 //! ends with [`ServerCause::Responded`](crate::ServerCause::Responded).
 //!
 //! On the client side, insert the context into the `tonic::Request`'s
-//! extensions and wrap the channel in [`ClientLayer`](crate::ClientLayer); its
-//! errors turn into statuses with `Status::from`.
+//! extensions and wrap the channel in [`ClientLayer`](crate::ClientLayer).
+//! tonic's client turns the layer's errors into statuses itself, with
+//! `Status::from_error`, which looks for a status along the error's sources:
+//! a call whose context ended fails with [`code`]'s status
+//! (`DEADLINE_EXCEEDED` or `CANCELLED`, with "request not sent" or "request
+//! abandoned" and the context error as the message; the status's source is
+//! the [`ClientError`], which has the cause), and a transport error that is a
+//! status keeps its code. Code that calls the layer itself can use
+//! `Status::from`, whose message carries the cause too.
 //!
 //! # Examples
 //!
@@ -46,6 +53,7 @@ use crate::client::ClientError;
 use crate::response::{Rejection, Responder};
 use ctx_core::{Cause, Context, Error};
 use http::Response;
+use std::sync::OnceLock;
 use tonic::{Code, Status};
 
 /// The gRPC code for a context error: `DeadlineExceeded` or `Cancelled`.
@@ -107,6 +115,27 @@ pub fn status(err: Error, cause: &Cause) -> Status {
 pub fn context_status(ctx: &Context) -> Option<Status> {
     let err = ctx.err()?;
     Some(status(err, &crate::ended::cause_of(ctx, err)))
+}
+
+/// The status that is the source of a context error of [`ClientError`]
+/// (`sent`: [`ClientError::Abandoned`], else [`ClientError::NotSent`]):
+/// [`code`] for `err`, and the error's message without its cause (which is
+/// the [`ClientError`]'s own). One shared value each, since a source is
+/// borrowed from the error and a variant has no room for a status of its own.
+pub(crate) fn client_status(sent: bool, err: Error) -> &'static Status {
+    static STATUSES: [[OnceLock<Status>; 2]; 2] = [
+        [OnceLock::new(), OnceLock::new()],
+        [OnceLock::new(), OnceLock::new()],
+    ];
+    let timeout = err == Error::DeadlineExceeded;
+    STATUSES[usize::from(sent)][usize::from(timeout)].get_or_init(|| {
+        let what = if sent {
+            "request abandoned"
+        } else {
+            "request not sent"
+        };
+        Status::new(code(err), format!("{what}: {err}"))
+    })
 }
 
 impl<E> From<ClientError<E>> for Status

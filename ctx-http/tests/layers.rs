@@ -886,7 +886,10 @@ async fn a_transport_error_is_wrapped_as_a_service_error() {
     let ctx = Context::background();
     let err = client.oneshot(request_under(&ctx)).await.unwrap_err();
     assert_eq!(err.context_err(), None);
-    assert_eq!(err.to_string(), "connection refused");
+    // The transport's error is the source, not repeated in the message.
+    assert_eq!(err.to_string(), "request failed in the inner service");
+    let source = std::error::Error::source(&err).expect("the transport's error");
+    assert_eq!(source.to_string(), "connection refused");
     assert_eq!(
         err.into_service_error().unwrap().kind(),
         std::io::ErrorKind::Other
