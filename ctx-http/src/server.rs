@@ -145,10 +145,11 @@ impl std::error::Error for ServerCause {}
 ///    caller's identity) and puts the result in the request's extensions, where
 ///    the handler finds it: `req.extensions().get::<Context>()` (with the `axum`
 ///    feature, the `RequestContext` extractor);
-/// 4. runs the inner service until it answers or the context is done. A context
-///    that ends first gets an answer from the [`Responder`] (by default 504 for
-///    a deadline, 503 for a parent canceled at shutdown; see
-///    [`TextResponder`]), and the inner future is dropped;
+/// 4. waits for the inner service to be ready, then runs it, until it answers
+///    or the context is done. A context that ends first (while the request
+///    waits for a busy service, too) gets an answer from the [`Responder`] (by
+///    default 504 for a deadline, 503 for a parent canceled at shutdown; see
+///    [`TextResponder`]), and the inner future (or the wait) is dropped;
 /// 5. hands on the inner service's response with its body wrapped in a
 ///    [`ServerBody`], which keeps the context live, and its deadline armed,
 ///    while the body streams: a deadline (or a shutdown) that comes while the
@@ -165,6 +166,29 @@ impl std::error::Error for ServerCause {}
 /// A parent that is already done (the server is shutting down) gives a context
 /// that is born done: the request is answered at once (503 with the parent's
 /// cause, by default) and the inner service is not called.
+///
+/// # Readiness
+///
+/// [`ServerService`] is always ready: the request's context starts when the
+/// request arrives (in `call`), and a service that is not ready (a
+/// concurrency limit that is full, a pool being refilled) is waited for in the
+/// response future, under that context: the deadline counts from arrival, and
+/// a request that waits too long is answered 504 at its deadline, not when
+/// the service gets round to it. Each call takes a clone of the inner service
+/// for this (as tower's `Oneshot` does) and calls the clone it got ready, so
+/// the inner service must be `Clone`, as axum's `Router`, tonic's routes,
+/// `service_fn` over a `Clone` closure and tower's `ConcurrencyLimit` or
+/// `BoxCloneService` over a `Clone` service are. A service that is not (tower's
+/// `RateLimit`, a `BoxService`) can go in tower's `Buffer`, which is; the wait
+/// for the wrapped service then happens in the buffer's worker after the
+/// call, where the layer still races it against the context (but the
+/// request stays in the buffer's queue until the worker takes it: see
+/// [`ClientLayer`'s readiness](crate::ClientLayer#readiness)). Backpressure
+/// moves with it: the server is not held back in `poll_ready` (hyper never
+/// is: it calls a clone of the service per request), each request's response
+/// future waits instead. A panic out of the inner service's `poll_ready` ends
+/// the request with [`ServerCause::Panicked`], as one out of the handler
+/// does; an error out of it is the response future's error.
 ///
 /// # A client that hangs up
 ///
@@ -362,7 +386,8 @@ impl<R> ServerLayer<R> {
     /// Return the context given, or one derived from it: the layer answers for
     /// (and ends) the context it created either way, but a context that is not
     /// its descendant would not see the request end. The hook runs on the
-    /// thread that calls the service, before the inner service is called; a
+    /// thread that calls the service, when the request arrives (before the
+    /// layer waits for the inner service to be ready, and calls it); a
     /// request whose context is born done skips it.
     ///
     /// # Examples
@@ -567,15 +592,18 @@ impl<S: fmt::Debug, R: fmt::Debug> fmt::Debug for ServerService<S, R> {
 
 impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for ServerService<S, R>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     R: Responder<ResBody>,
 {
     type Response = Response<ServerBody<ResBody>>;
     type Error = S::Error;
-    type Future = ServerFuture<S::Future, R>;
+    type Future = ServerFuture<S, Request<ReqBody>, R>;
 
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
+    /// Always ready: the inner service's readiness is waited for in the
+    /// response future, under the request's context (see
+    /// [`ServerLayer`'s readiness](ServerLayer#readiness)).
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
@@ -631,10 +659,15 @@ where
             None => ctx.clone(),
         };
         req.extensions_mut().insert(handler_ctx);
+        // As tower's `Oneshot`: the future takes the instance it readies and
+        // calls, and leaves a fresh clone behind.
+        let fresh = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, fresh);
         ServerFuture {
             guard,
-            state: State::Running {
-                fut: self.inner.call(req),
+            state: State::NotReady {
+                inner,
+                req: Some(req),
                 ctx,
                 done: None,
             },
@@ -644,9 +677,10 @@ where
 }
 
 pin_project! {
-    /// The response future of [`ServerService`]: the inner service's future
-    /// raced against the request's context. Its response's body is a
-    /// [`ServerBody`], which takes the context over until the body ends.
+    /// The response future of [`ServerService`]: the inner service's
+    /// readiness, then its call, raced against the request's context. Its
+    /// response's body is a [`ServerBody`], which takes the context over
+    /// until the body ends.
     ///
     /// Dropping it before it completes ends the request's context with
     /// [`ServerCause::ClientGone`] ([`ServerCause::Panicked`] if a panic
@@ -658,6 +692,7 @@ pin_project! {
     /// use ctx_core::Context;
     /// use ctx_http::ServerCause;
     /// use http::{Request, Response};
+    /// use std::future::Future;
     /// use std::sync::{Arc, Mutex};
     /// use tower::{Layer, Service};
     ///
@@ -669,29 +704,47 @@ pin_project! {
     ///         std::future::pending::<Result<Response<String>, std::convert::Infallible>>()
     ///     }),
     /// );
-    /// let future = service.call(Request::new(String::new()));
+    /// let mut future = Box::pin(service.call(Request::new(String::new())));
+    /// // The first poll gets the handler ready and calls it.
+    /// let waker = std::task::Waker::noop();
+    /// assert!(future.as_mut().poll(&mut std::task::Context::from_waker(waker)).is_pending());
     /// drop(future); // the client hung up
     /// let ctx = seen.lock().unwrap().take().unwrap();
     /// let cause = ctx.cause().unwrap();
     /// assert_eq!(cause.downcast_ref::<ServerCause>(), Some(&ServerCause::ClientGone));
     /// ```
     #[must_use = "futures do nothing unless polled"]
-    pub struct ServerFuture<F, R = TextResponder> {
+    pub struct ServerFuture<S, Req, R = TextResponder>
+    where
+        S: Service<Req>,
+    {
         // Declared first so that it is dropped first: the context is done
         // before the inner future's own `Drop`s run, which can then see why.
         guard: Guard,
         #[pin]
-        state: State<F>,
+        state: State<S, Req>,
         config: Arc<Config<R>>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
+    enum State<S, Req>
+    where
+        S: Service<Req>,
+    {
+        // Waiting for the inner service (this request's instance of it) to be
+        // ready, under the request's context.
+        NotReady {
+            inner: S,
+            req: Option<Req>,
+            ctx: Context,
+            // Created on the first `Pending` only, and kept for the call.
+            done: Option<Done>,
+        },
         Running {
             #[pin]
-            fut: F,
+            fut: S::Future,
             ctx: Context,
             // Created on the first `Pending` only: a service that answers at
             // once never registers a waiter.
@@ -704,7 +757,10 @@ pin_project! {
     }
 }
 
-impl<F, R> ServerFuture<F, R> {
+impl<S, Req, R> ServerFuture<S, Req, R>
+where
+    S: Service<Req>,
+{
     fn rejected(rejection: Rejection, guard: Guard, config: &Arc<Config<R>>) -> Self {
         ServerFuture {
             guard,
@@ -716,64 +772,111 @@ impl<F, R> ServerFuture<F, R> {
     }
 }
 
-impl<F, R, ResBody, E> Future for ServerFuture<F, R>
+impl<S, B, R, ResBody> Future for ServerFuture<S, Request<B>, R>
 where
-    F: Future<Output = Result<Response<ResBody>, E>>,
+    S: Service<Request<B>, Response = Response<ResBody>>,
     R: Responder<ResBody>,
 {
-    type Output = Result<Response<ServerBody<ResBody>>, E>;
+    type Output = Result<Response<ServerBody<ResBody>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let rejection = match this.state.as_mut().project() {
-            StateProj::Running { fut, ctx, done } => 'race: {
-                // Exact deadlines: `err` reports an expired deadline even before
-                // the timer has fired, so a late poll never lets a handler answer
-                // after the deadline.
-                if let Some(err) = ctx.err() {
-                    break 'race Rejection::from_context(err, cause_of(ctx, err));
-                }
-                // Marked while the inner future runs: a panic out of its poll that
-                // is caught above this future (tower-http's `CatchPanicLayer`
-                // answers 500 and drops the future later, the unwind over)
-                // leaves the mark for the guard to see.
-                this.guard.in_poll = true;
-                let polled = fut.poll(cx);
-                this.guard.in_poll = false;
-                if let Poll::Ready(result) = polled {
-                    // Exact deadlines again: an answer whose making took the
-                    // handler past the deadline (work in the poll that returned
-                    // it) is not sent either.
-                    if result.is_ok()
-                        && let Some(err) = ctx.err()
-                    {
-                        break 'race Rejection::from_context(err, cause_of(ctx, err));
+        let rejection = loop {
+            match this.state.as_mut().project() {
+                StateProj::NotReady {
+                    inner,
+                    req,
+                    ctx,
+                    done,
+                } => {
+                    // Exact deadlines: `err` reports an expired deadline even
+                    // before the timer has fired.
+                    if let Some(err) = ctx.err() {
+                        break Rejection::from_context(err, cause_of(ctx, err));
                     }
-                    let ctx = ctx.clone();
-                    this.state.set(State::Finished);
-                    return Poll::Ready(match result {
-                        // The body keeps the context alive until it is sent.
-                        Ok(response) => {
-                            let guard = std::mem::take(this.guard);
-                            let (parts, body) = response.into_parts();
-                            let body = ServerBody::watching(body, guard, ctx, &parts.headers);
-                            Ok(Response::from_parts(parts, body))
+                    // Marked, as the handler's polls below: a panic out of
+                    // the inner service ends the request as `Panicked`.
+                    this.guard.in_poll = true;
+                    let ready = inner.poll_ready(cx);
+                    this.guard.in_poll = false;
+                    match ready {
+                        Poll::Ready(Ok(())) => {
+                            // Exact deadlines again: a deadline that passed
+                            // while the service got ready calls nothing.
+                            if let Some(err) = ctx.err() {
+                                break Rejection::from_context(err, cause_of(ctx, err));
+                            }
+                            let req = req.take().expect("a ServerFuture calls its service once");
+                            this.guard.in_poll = true;
+                            let fut = inner.call(req);
+                            this.guard.in_poll = false;
+                            let (ctx, done) = (ctx.clone(), done.take());
+                            this.state.set(State::Running { fut, ctx, done });
                         }
-                        Err(err) => {
+                        Poll::Ready(Err(err)) => {
+                            // The inner service failed: the request is over.
+                            this.state.set(State::Finished);
                             this.guard.finish();
-                            Err(err)
+                            return Poll::Ready(Err(err));
                         }
-                    });
+                        Poll::Pending => {
+                            let err = ready!(poll_done(ctx, done, cx));
+                            break Rejection::from_context(err, cause_of(ctx, err));
+                        }
+                    }
                 }
-                let err = ready!(poll_done(ctx, done, cx));
-                Rejection::from_context(err, cause_of(ctx, err))
+                StateProj::Running { fut, ctx, done } => {
+                    // Exact deadlines: a late poll never lets a handler answer
+                    // after the deadline.
+                    if let Some(err) = ctx.err() {
+                        break Rejection::from_context(err, cause_of(ctx, err));
+                    }
+                    // Marked while the inner future runs: a panic out of its
+                    // poll that is caught above this future (tower-http's
+                    // `CatchPanicLayer` answers 500 and drops the future
+                    // later, the unwind over) leaves the mark for the guard
+                    // to see.
+                    this.guard.in_poll = true;
+                    let polled = fut.poll(cx);
+                    this.guard.in_poll = false;
+                    if let Poll::Ready(result) = polled {
+                        // Exact deadlines again: an answer whose making took
+                        // the handler past the deadline (work in the poll that
+                        // returned it) is not sent either.
+                        if result.is_ok()
+                            && let Some(err) = ctx.err()
+                        {
+                            break Rejection::from_context(err, cause_of(ctx, err));
+                        }
+                        let ctx = ctx.clone();
+                        this.state.set(State::Finished);
+                        return Poll::Ready(match result {
+                            // The body keeps the context alive until it is sent.
+                            Ok(response) => {
+                                let guard = std::mem::take(this.guard);
+                                let (parts, body) = response.into_parts();
+                                let body = ServerBody::watching(body, guard, ctx, &parts.headers);
+                                Ok(Response::from_parts(parts, body))
+                            }
+                            Err(err) => {
+                                this.guard.finish();
+                                Err(err)
+                            }
+                        });
+                    }
+                    let err = ready!(poll_done(ctx, done, cx));
+                    break Rejection::from_context(err, cause_of(ctx, err));
+                }
+                StateProj::Rejected { rejection } => {
+                    break rejection
+                        .take()
+                        .expect("a rejected ServerFuture holds its rejection");
+                }
+                StateProj::Finished => panic!("ServerFuture polled after completion"),
             }
-            StateProj::Rejected { rejection } => rejection
-                .take()
-                .expect("a rejected ServerFuture holds its rejection"),
-            StateProj::Finished => panic!("ServerFuture polled after completion"),
         };
-        // Drop the inner future now: its context is done and nobody waits for it.
+        // Drop the inner service or future now: the context is done and nobody
+        // waits for it.
         this.state.set(State::Finished);
         this.guard.disarm();
         let response = this.config.responder.respond(rejection);
@@ -781,9 +884,15 @@ where
     }
 }
 
-impl<F, R> fmt::Debug for ServerFuture<F, R> {
+impl<S, Req, R> fmt::Debug for ServerFuture<S, Req, R>
+where
+    S: Service<Req>,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
+            State::NotReady { ctx, .. } => {
+                format!("waiting for the service to be ready under {ctx}")
+            }
             State::Running { ctx, .. } => format!("running under {ctx}"),
             State::Rejected { .. } => "rejected".to_owned(),
             State::Finished => "finished".to_owned(),

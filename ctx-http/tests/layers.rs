@@ -1008,7 +1008,10 @@ fn public_types_are_send_and_sync() {
     type Svc = Handler;
     check::<ServerLayer>();
     check::<ctx_http::ServerService<Svc>>();
-    check::<ctx_http::ServerFuture<std::future::Ready<Result<Response<String>, Infallible>>>>();
+    type Answer = tower::util::ServiceFn<
+        fn(Request<String>) -> std::future::Ready<Result<Response<String>, Infallible>>,
+    >;
+    check::<ctx_http::ServerFuture<Answer, Request<String>>>();
     check::<ClientLayer>();
     check::<ctx_http::ClientService<Svc>>();
     type Transport = tower::util::ServiceFn<
