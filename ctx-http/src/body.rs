@@ -274,6 +274,9 @@ where
     }
 }
 
+/// What a poll of the inner body gives.
+type InnerPoll<B> = Poll<Option<Result<Frame<<B as Body>::Data>, <B as Body>::Error>>>;
+
 /// Polls the inner body with the guard marked: a panic out of that poll
 /// (whether it unwinds through the body or is caught above and the body
 /// dropped later) leaves the mark, and the request ends `Panicked`.
@@ -281,7 +284,7 @@ fn poll_marked<B: Body>(
     guard: &mut Guard,
     inner: Pin<&mut B>,
     cx: &mut TaskContext<'_>,
-) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+) -> InnerPoll<B> {
     guard.set_in_poll(true);
     let polled = inner.poll_frame(cx);
     guard.set_in_poll(false);
