@@ -28,9 +28,9 @@ use tower_service::Service;
 ///
 /// * fails with [`ClientError::NotSent`] without calling the inner service when
 ///   the context is already done;
-/// * waits for the inner service to be ready (a concurrency limit, a rate
-///   limit, a buffer that is full) in the response future, racing the
-///   context: when the context ends first, the call fails with
+/// * waits for the inner service to be ready (a concurrency limit, a
+///   connection pool, a buffer whose queue is full) in the response future,
+///   racing the context: when the context ends first, the call fails with
 ///   [`ClientError::NotSent`] (nothing was sent);
 /// * writes the time left until the context's deadline, when the request
 ///   leaves, as `grpc-timeout` (keeping a value already there if it is
@@ -50,12 +50,30 @@ use tower_service::Service;
 /// takes a clone of the inner service instead (as tower's `Oneshot` does),
 /// and waits for that clone's readiness under the request's context. So the
 /// inner service must be `Clone`, as HTTP clients are (hyper-util's `Client`,
-/// tonic's `Channel`) and as tower's `ConcurrencyLimit`, `Buffer` and
-/// `BoxCloneService` are over a `Clone` service. Wrap a service that is not
-/// (tower's `RateLimit`, a `BoxService`) in tower's `Buffer`: the wait for a
-/// slot then happens in the buffer's readiness, which the layer races.
-/// Backpressure moves with it: a caller is not held back in `poll_ready`, its
-/// response future waits instead.
+/// tonic's `Channel`) and as tower's `ConcurrencyLimit` and `BoxCloneService`
+/// are over a `Clone` service. Backpressure moves with it: a caller is not
+/// held back in `poll_ready`, its response future waits instead.
+///
+/// A service that is not `Clone` (tower's `RateLimit`, a `BoxService`) goes
+/// in tower's `Buffer`, and the layer goes *inside* the buffer, under the
+/// service that makes requests wait:
+/// `ServiceBuilder::new().buffer(n).rate_limit(..).layer(ClientLayer::new())`.
+/// The layer is then called when the request leaves the rate limit, so the
+/// `grpc-timeout` it writes is the time left then, and a request whose context
+/// ended while it waited is refused with [`ClientError::NotSent`] (the
+/// buffer's error is the boxed [`ClientError`]: downcast it). The caller's
+/// future is the buffer's, though, which the layer does not race: it ends when
+/// the request's turn comes, not when its context ends. To give up at the
+/// context's end, race the call as well (`ctx_tokio::run_until_done`, say);
+/// the buffer drops a request whose caller is gone without sending it.
+///
+/// Not the other way round. Over a `Buffer`, the layer sees only the buffer's
+/// readiness, which is room in its queue: the wait for the rate limit happens
+/// in the buffer's worker after the call. The `grpc-timeout` is then the time
+/// left when the request was queued, more than the server really has once it
+/// leaves, and a context that ends while the request is still queued ends the
+/// call with [`ClientError::Abandoned`] (which says the request may have been
+/// sent) although the buffer drops it unsent.
 ///
 /// # Caveats
 ///

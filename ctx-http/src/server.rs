@@ -179,11 +179,11 @@ impl std::error::Error for ServerCause {}
 /// the inner service must be `Clone`, as axum's `Router`, tonic's routes,
 /// `service_fn` over a `Clone` closure and tower's `ConcurrencyLimit` or
 /// `BoxCloneService` over a `Clone` service are. A service that is not (tower's
-/// `RateLimit`, a `BoxService`) can go in tower's `Buffer`, which is; the wait
-/// for the wrapped service then happens in the buffer's worker after the
-/// call, where the layer still races it against the context (but the
-/// request stays in the buffer's queue until the worker takes it: see
-/// [`ClientLayer`'s readiness](crate::ClientLayer#readiness)). Backpressure
+/// `RateLimit`, a `BoxService`) can go in tower's `Buffer`, inside the layer;
+/// the wait for the wrapped service then happens in the buffer's worker after
+/// the call, and the layer races the buffer's response future against the
+/// context as it would the handler's: a request answered 504 while it is
+/// queued is dropped by the buffer without being handled. Backpressure
 /// moves with it: the server is not held back in `poll_ready` (hyper never
 /// is: it calls a clone of the service per request), each request's response
 /// future waits instead. A panic out of the inner service's `poll_ready` ends

@@ -223,3 +223,43 @@ async fn a_readiness_panic_ends_the_context_as_panicked() {
         Some(&ServerCause::Panicked)
     );
 }
+
+/// A handler that is not `Clone` (tower's `RateLimit`) in tower's `Buffer`:
+/// the wait happens in the buffer's worker, and the layer races the buffer's
+/// future. A request answered 504 while it is queued is never handled.
+#[tokio::test(start_paused = true)]
+async fn over_a_buffer_a_queued_request_gets_its_504_and_is_never_handled() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let handler = service_fn(move |_req: Request<String>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok::<_, Infallible>(Response::new("done".to_owned())))
+    });
+    let limited = tower::limit::RateLimit::new(
+        handler,
+        tower::limit::rate::Rate::new(1, Duration::from_secs(1)),
+    );
+    let buffered = tower::buffer::Buffer::new(limited, 8);
+    let service = ServerLayer::new(&ctx_tokio::background()).layer(buffered);
+    let first = service
+        .clone()
+        .oneshot(Request::new(String::new()))
+        .await
+        .unwrap();
+    assert_eq!(first.body(), "done");
+
+    let start = Instant::now();
+    let mut request = Request::new(String::new());
+    request
+        .headers_mut()
+        .insert(GRPC_TIMEOUT, HeaderValue::from_static("100m"));
+    let response = service.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the late request was handled"
+    );
+}
