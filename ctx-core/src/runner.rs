@@ -1,20 +1,29 @@
-//! The runner: threads that run the user code a timer's expiry sets free.
+//! The runner: threads that run `after_func` callbacks, and the user code a
+//! timer's expiry sets free.
 //!
-//! A timer backend must never wait for user code: one `after_func` callback that
-//! blocks, or a `Drop` that panics, would otherwise hold back (or stop) every
-//! other deadline of the backend. So an expiry walks the subtree on the timer's
-//! thread (state words only) and hands the callbacks, the `Drop`s of nodes it
-//! released last and the rest of its walk to the runner (see `tree::work`).
+//! Every `after_func` callback runs here, on a job of its own, as Go runs each
+//! `AfterFunc` on a goroutine of its own: a cancel never waits for one (a
+//! callback may wait for what the canceler does next), two callbacks of one
+//! cancel may wait for each other, and a callback never runs under a lock its
+//! canceler or registrant holds. And a timer backend must never wait for user
+//! code: one callback that blocks, or a `Drop` that panics, would otherwise
+//! hold back (or stop) every other deadline of the backend. So an expiry walks
+//! the subtree on the timer's thread (state words only) and hands the
+//! callbacks, the `Drop`s of nodes it released last and the rest of its walk
+//! to the runner (see `tree::work`).
 //!
-//! The runner is a small pool: a job goes to an idle thread if there is one, and
-//! otherwise starts a new thread, so a callback that blocks delays no other job
-//! (as Go runs each `AfterFunc` on a goroutine of its own). The callbacks one
-//! expiry sets free are jobs of their own (`Work::run_on_this_runner`): one
-//! that blocks delays no other callback of the same expiry either. Threads that stay idle
+//! The runner is a pool that grows as its jobs block: a job goes to an idle
+//! thread if there is one; otherwise it starts a new thread while fewer than
+//! [`eager_threads`] exist (one per CPU, at least [`MIN_EAGER`]), and beyond
+//! that a monitor thread starts one more whenever the queue has not moved for
+//! [`STALL`]. So a burst of quick jobs (a fan-out whose every child has a
+//! callback) runs on a few threads instead of starting one per job, and jobs
+//! that block (a callback waiting for another) never starve the ones queued
+//! behind them: those get a thread within a few `STALL`s. Threads that stay idle
 //! for [`IDLE_EXIT`] end. A panicking job is caught (the panic hook has reported
 //! it) and the thread carries on. If no thread can be started, the job stays in
 //! the queue, and the next job's attempt to start a thread (or a runner that is
-//! still there) takes it. It never runs on the caller's thread: callers may hold
+//! still there, or the monitor) takes it. It never runs on the caller's thread: callers may hold
 //! locks of their own (a timer backend may ask `Expiry::is_done` under its own
 //! lock, and the last reference that call releases is dropped here), and a
 //! `Drop` that arms a timer on the same backend would deadlock. (The built-in
@@ -26,7 +35,8 @@
 //! held by a runner thread that does not exist there.
 
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// A unit of work for the runner.
@@ -34,6 +44,33 @@ pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// How long an idle runner thread waits for work before it ends.
 const IDLE_EXIT: Duration = Duration::from_secs(5);
+
+/// Threads started at once for jobs that find no idle thread, at least.
+#[cfg_attr(all(test, ctx_loom), allow(dead_code))]
+const MIN_EAGER: usize = 4;
+
+/// How long the queue may stand still, with jobs waiting and every thread
+/// busy, before the monitor starts one more thread.
+const STALL: Duration = Duration::from_millis(1);
+
+/// How many threads are started at once for jobs that find no idle thread:
+/// one per CPU, at least [`MIN_EAGER`]. Beyond that, the monitor starts them.
+#[cfg_attr(all(test, ctx_loom), allow(dead_code))]
+fn eager_threads() -> usize {
+    // Cached in an atomic, not a `OnceLock` (see `POOL`); a race computes it
+    // twice. 0: not known yet.
+    static EAGER: AtomicUsize = AtomicUsize::new(0);
+    match EAGER.load(Ordering::Relaxed) {
+        0 => {
+            let eager = std::thread::available_parallelism()
+                .map_or(MIN_EAGER, usize::from)
+                .max(MIN_EAGER);
+            EAGER.store(eager, Ordering::Relaxed);
+            eager
+        }
+        eager => eager,
+    }
+}
 
 #[cfg_attr(all(test, ctx_loom), allow(dead_code))]
 struct Queue {
@@ -46,6 +83,11 @@ struct Queue {
     /// Wake-ups promised to idle threads and not yet taken.
     wakeups: usize,
     threads: usize,
+    /// Jobs taken off the queue so far (wrapping): the monitor's measure of
+    /// progress.
+    taken: usize,
+    /// Whether the monitor thread runs.
+    monitor: bool,
 }
 
 impl Queue {
@@ -57,6 +99,8 @@ impl Queue {
         idle: 0,
         wakeups: 0,
         threads: 0,
+        taken: 0,
+        monitor: false,
     };
 }
 
@@ -87,15 +131,18 @@ pub(crate) fn spawn(job: Job) {
     // Forks are counted from here on (the first time: registers the handler,
     // which must not happen under the queue's lock, as a fork takes it).
     crate::fork::install();
+    // Read outside the lock: the first call asks the system.
+    let eager = eager_threads();
     let pool = pool();
     let mut queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
     let epoch = crate::fork::epoch();
     if queue.epoch != epoch {
-        // A child after `fork()`: no runner thread exists here.
+        // A child after `fork()`: no runner thread (nor monitor) exists here.
         queue.epoch = epoch;
         queue.idle = 0;
         queue.wakeups = 0;
         queue.threads = 0;
+        queue.monitor = false;
         // The jobs queued at the fork are the parent's: it runs them (an
         // `after_func` callback must not run once in each process), and a
         // walk's rest would wait here for threads that do not exist. Leaked,
@@ -110,15 +157,67 @@ pub(crate) fn spawn(job: Job) {
         pool.ready.notify_one();
         return;
     }
+    if queue.threads < eager {
+        start_thread(pool, queue);
+    } else if !queue.monitor {
+        start_monitor(pool, queue);
+    }
+}
+
+/// Starts a runner thread, counted under `queue` (released here first). If
+/// it cannot start, the jobs stay queued for the next attempt (module docs).
+#[cfg_attr(all(test, ctx_loom), allow(dead_code))]
+fn start_thread(pool: &'static Pool, mut queue: MutexGuard<'_, Queue>) {
     queue.threads += 1;
     drop(queue);
     let started = std::thread::Builder::new()
         .name("ctx-runner".into())
         .spawn(move || work(pool));
     if started.is_err() {
-        // The job stays queued for the next thread that starts (module docs).
         let mut queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
         queue.threads -= 1;
+    }
+}
+
+/// Starts the monitor (`queue.monitor` was false).
+#[cfg_attr(all(test, ctx_loom), allow(dead_code))]
+fn start_monitor(pool: &'static Pool, mut queue: MutexGuard<'_, Queue>) {
+    queue.monitor = true;
+    drop(queue);
+    let started = std::thread::Builder::new()
+        .name("ctx-runner-monitor".into())
+        .spawn(move || monitor(pool));
+    if started.is_err() {
+        // The next job that finds every thread busy tries again.
+        pool.queue.lock().unwrap_or_else(|e| e.into_inner()).monitor = false;
+    }
+}
+
+/// The monitor: while jobs wait, starts one more thread each time the queue
+/// stood still for [`STALL`] (every thread busy, none taking a job: they
+/// block, or run long); ends once the queue is empty. It runs no job itself.
+#[cfg_attr(all(test, ctx_loom), allow(dead_code))]
+fn monitor(pool: &'static Pool) {
+    let mut queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
+    // The monitor of this fork epoch: in a child after a fork it does not
+    // exist, and the child's first job starts afresh (as for `work`).
+    let epoch = queue.epoch;
+    loop {
+        if queue.jobs.is_empty() || queue.epoch != epoch {
+            if queue.epoch == epoch {
+                queue.monitor = false;
+            }
+            return;
+        }
+        let taken = queue.taken;
+        drop(queue);
+        std::thread::sleep(STALL);
+        queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.epoch == epoch && !queue.jobs.is_empty() && queue.taken == taken && queue.idle == 0
+        {
+            start_thread(pool, queue);
+            queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 
@@ -148,6 +247,7 @@ fn work(pool: &'static Pool) {
     let epoch = queue.epoch;
     loop {
         if let Some(job) = queue.jobs.pop_front() {
+            queue.taken = queue.taken.wrapping_add(1);
             drop(queue);
             run(job);
             if crate::fork::epoch() != epoch {
