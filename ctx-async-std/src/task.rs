@@ -286,7 +286,7 @@ impl std::error::Error for TaskError {
 }
 
 /// Like [`Context::after_func`], but `f` runs as its own task on smol's global
-/// executor instead of on the canceling thread: Go's `context.AfterFunc`.
+/// executor instead of on ctx-core's runner threads, so it can await.
 ///
 /// `f` is called, and the future it returns awaited, in a new task once `ctx` is
 /// done (at once if it already is). [`AfterFunc::stop`] prevents a pending run,

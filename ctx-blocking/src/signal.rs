@@ -10,11 +10,11 @@
 //! self-pipe handler for each signal any context has asked for, read by one
 //! thread named `ctx-signal`. That thread runs no code of yours: it hands the
 //! cancel of each context a signal fires to a short-lived thread of its own
-//! (`ctx-signal-cancel`), where the [`after_func`](Context::after_func)
-//! callbacks of that context and its descendants run. So a slow or blocking
-//! callback holds back neither the other contexts of the same signal nor any
-//! later signal, and a callback may wait for another context the same signal
-//! cancels; a panicking callback (or `Drop`) stops nothing. Should no thread
+//! (`ctx-signal-cancel`), where the wakers of that context's waiters and the
+//! `Drop`s its cancel releases run (its [`after_func`](Context::after_func)
+//! callbacks run on ctx-core's runner, as every callback does). So a slow or
+//! blocking waker or `Drop` holds back neither the other contexts of the same
+//! signal nor any later signal; a panicking one stops nothing. Should no thread
 //! be available, the watcher cancels the context itself: late rather than
 //! lost. Each of those signals also gets signal-hook's conditional default
 //! handler, which runs the signal's default action while no live context
@@ -51,9 +51,8 @@ pub use ctx_core::SignalError;
 /// [`SignalStop`](SignalStop#gos-rule).
 ///
 /// Needs no runtime: the signals are read by one background thread
-/// (`ctx-signal`), started on the first call; each cancel a signal makes (with
-/// its [`after_func`](Context::after_func) callbacks) runs on a short-lived
-/// thread of its own. See the [caveats](SignalStop#caveats) (`fork`, inherited
+/// (`ctx-signal`), started on the first call; each cancel a signal makes runs
+/// on a short-lived thread of its own. See the [caveats](SignalStop#caveats) (`fork`, inherited
 /// ignores, other signal handlers).
 ///
 /// # Panics
@@ -296,8 +295,8 @@ impl SignalStop {
 
 impl Drop for SignalStop {
     fn drop(&mut self) {
-        // The signals first, so that a panicking `after_func` callback of the
-        // cancel cannot leave them caught.
+        // The signals first, so that a panicking `Drop` released by the cancel
+        // cannot leave them caught.
         #[cfg(unix)]
         watcher::unsubscribe(self.id);
         // Cancels the context with `Canceled` (unless a signal was first). Done

@@ -130,24 +130,46 @@ fn a_panicking_drop_released_by_a_signal_does_not_stop_the_watcher() {
     in_child(
         "a_panicking_drop_released_by_a_signal_does_not_stop_the_watcher",
         || {
-            use std::sync::mpsc;
+            use std::future::Future;
+            use std::sync::{Arc, Mutex, mpsc};
+            use std::task::{Context as TaskContext, Wake, Waker};
+
+            /// A waiter's waker that holds the cancel that wakes it (wakers
+            /// run on the canceling thread, before its cancel returns) until
+            /// released.
+            struct Hold {
+                entered: Mutex<Option<mpsc::Sender<()>>>,
+                released: Mutex<mpsc::Receiver<()>>,
+            }
+            impl Wake for Hold {
+                fn wake(self: Arc<Self>) {
+                    if let Some(entered) = self.entered.lock().unwrap().take() {
+                        entered.send(()).unwrap();
+                        let _ = self.released.lock().unwrap().recv_timeout(WATCHDOG / 2);
+                    }
+                }
+            }
+
             let parent = background().with_value(PanicsOnDrop);
             let (ctx, stop) = signal_context(&parent);
             drop(parent);
-            // The callback holds the signal's cancel until the stop handle and
+            // The waker holds the signal's cancel until the stop handle and
             // the context are gone, so the watcher's side holds the last
             // reference to the context, and its drop releases the value.
-            let (in_callback, callback_entered) = mpsc::channel();
+            let (in_wake, wake_entered) = mpsc::channel();
             let (release, released) = mpsc::channel::<()>();
-            let registration = ctx.after_func(move || {
-                in_callback.send(()).unwrap();
-                let _ = released.recv_timeout(WATCHDOG / 2);
-            });
+            let waker = Waker::from(Arc::new(Hold {
+                entered: Mutex::new(Some(in_wake)),
+                released: Mutex::new(released),
+            }));
+            let mut done = ctx.done();
+            let poll = std::pin::Pin::new(&mut done).poll(&mut TaskContext::from_waker(&waker));
+            assert!(poll.is_pending());
             raise(libc::SIGINT, 1);
-            callback_entered
+            wake_entered
                 .recv_timeout(WATCHDOG / 2)
                 .expect("SIGINT did not cancel the context");
-            drop((stop, ctx, registration));
+            drop((stop, ctx, done));
             release.send(()).unwrap();
             stage("value released");
 

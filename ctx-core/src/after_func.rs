@@ -99,7 +99,7 @@ pub(crate) fn register(ctx: &Context, f: Thunk) -> AfterFunc {
     // The exact read: a deadline that passed counts as done.
     if let Some(err) = ctx.err() {
         let cause = ctx.cause().unwrap_or_else(|| err.into());
-        callback.fire(&Reason::new(err, Some(cause)));
+        fire_on_runner(&callback, Reason::new(err, Some(cause)));
         return unregistered(callback);
     }
     // The slot owns a reference of its own: `Entry::from_raw` gives it back.
@@ -118,8 +118,18 @@ pub(crate) fn register(ctx: &Context, f: Thunk) -> AfterFunc {
                 drop(unsafe { Entry::from_raw(entry) });
             }
             // Whoever emptied the slot, the closure runs at most once (the claim).
-            callback.fire(&reason);
+            fire_on_runner(&callback, reason);
             unregistered(callback)
         }
+    }
+}
+
+/// The registration found the context done: the callback is claimed here (a
+/// `stop` from now on reports that it ran) and runs on the runner, as every
+/// callback does: never on the registering thread, which may hold a lock the
+/// callback takes (Go runs it in a goroutine of its own).
+fn fire_on_runner(callback: &Arc<Callback>, reason: Reason) {
+    if callback.claim_fire() {
+        crate::tree::work::spawn_callback(callback.clone(), reason);
     }
 }

@@ -28,10 +28,12 @@ use std::fmt;
 /// inline by its executor's waker: there the walk it would wait for may be the
 /// one running the waker, so the call returns once the context is done, and
 /// that walk finishes the subtree before its own cancel returns.)
-/// An uncontended cancel never waits for another thread. The `after_func`
-/// callbacks this cancel set free have run on this thread by then (after the
-/// whole subtree was done); if one of them, or a `Drop` of a value released by
-/// the cancel, panicked, the first panic is resumed here once everything is done.
+/// An uncontended cancel never waits for another thread. The waiters were
+/// woken by then. The `after_func` callbacks this cancel set free run on
+/// ctx-core's runner threads, each on its own, and the cancel does not wait for
+/// them (Go runs each `AfterFunc` in a goroutine of its own); a callback's panic
+/// stays there. If a `Drop` of a value the cancel released panicked, the first
+/// panic is resumed here once everything is done.
 ///
 /// # Examples
 ///
@@ -92,8 +94,8 @@ impl CancelFunc {
 
 impl Drop for CancelFunc {
     fn drop(&mut self) {
-        // Our strong reference goes with the cancel (also when an `after_func`
-        // callback's panic resurfaces from it).
+        // Our strong reference goes with the cancel (also when a released
+        // value's `Drop` panics and that panic resurfaces from it).
         tree::cancel::cancel_and_release(self.node, Reason::plain(Error::Canceled));
     }
 }

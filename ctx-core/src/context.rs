@@ -687,20 +687,22 @@ impl Context {
 
     /// Runs `f` once this context is done (Go's `AfterFunc`).
     ///
-    /// `f` runs once, after the context and its whole subtree are done: on the
-    /// thread whose cancel function (or parent's cancel) ended it, or on ctx-core's
-    /// runner threads when its deadline ended it (never on a timer's thread). The
-    /// adapter crates offer variants that spawn it on their executor instead, as
-    /// Go does. If the context is already done, `f` runs at once on this thread.
-    /// [`AfterFunc::stop`] prevents a pending run.
+    /// `f` runs once, after the context and its whole subtree are done, on
+    /// ctx-core's runner threads, in a job of its own (Go runs it in a goroutine
+    /// of its own): never on the thread that cancels (a cancel does not wait for
+    /// `f`, which may wait for what the canceler does next), never on a timer's
+    /// thread, and never on this thread (if the context is already done, `f` is
+    /// started at once; this thread may hold a lock `f` takes). Callbacks do not
+    /// wait for each other: one that blocks holds back no other (the runner
+    /// starts threads as its jobs block). The adapter crates offer variants that
+    /// spawn `f` on their executor. [`AfterFunc::stop`] prevents a run that has
+    /// not started.
     ///
     /// # Panics
     ///
-    /// A panicking `f` does not disturb the cancel: the whole subtree is still
-    /// canceled and every other callback still runs; then the first panic is
-    /// resumed on the canceling thread (or dropped, if that thread is already
-    /// unwinding, for example when the cancel came from a `Drop`, or if it is a
-    /// runner thread).
+    /// A panicking `f` disturbs nothing: the cancel and every other callback are
+    /// unaffected, and the panic, reported by the panic hook, ends with `f`'s
+    /// job.
     ///
     /// # Examples
     ///

@@ -242,9 +242,9 @@ impl GroupCancel {
         true
     }
 
-    /// Runs one of the group's cancels of its context. A cancel runs the
-    /// context's `after_func` callbacks on this thread (each guarded) and
-    /// resumes the first one's panic afterwards. That panic is the callback's,
+    /// Runs one of the group's cancels of its context. A cancel runs the `Drop`s
+    /// of the values it released last on this thread (each guarded) and
+    /// resumes the first one's panic afterwards. That panic is the value's,
     /// reported by the hook already, not the group's: unwinding from here
     /// would take the adapter's worker (a scoped thread, a task) down with the
     /// failure just recorded, cut a stop short before it waited for the tasks
@@ -286,10 +286,11 @@ impl GroupCancel {
 
     /// Cancels the group's context without a failure (a dropped group, a
     /// panicking body). When it returns, the context and its subtree are done.
-    /// A panic of one of the context's `after_func` callbacks, which the cancel
-    /// runs, is dropped here (the panic hook reported it): it is not the
-    /// group's, and neither [`stop`](GroupCancel::stop) nor
-    /// [`finish`](GroupCancel::finish) lets it out.
+    /// A panic of a `Drop` the cancel runs (a value it released last) is
+    /// dropped here (the panic hook reported it): it is not the group's, and
+    /// neither [`stop`](GroupCancel::stop) nor [`finish`](GroupCancel::finish)
+    /// lets it out. (The context's `after_func` callbacks run on ctx-core's
+    /// runner, where their panics stay.)
     pub fn cancel(&self) {
         self.cancel_keeping_on(Canceler::cancel);
     }

@@ -82,16 +82,17 @@
 //!   waker while a cancel's walk runs it, is in [`CancelFunc`]'s docs). An
 //!   uncontended cancel never waits.
 //! * **Where user code runs.** `after_func` callbacks run once, after the whole
-//!   subtree is done: on the thread of the cancel function (or parent cancel) that
-//!   ended the context; on ctx-core's runner threads when a deadline ended it
-//!   (never on a timer backend's thread, so one callback that blocks cannot hold
-//!   back other deadlines); at once on the registering thread if the context is
-//!   already done. `Drop`s of values and closures released by a cancel follow the
-//!   same rule.
+//!   subtree is done, each on a job of its own on ctx-core's runner threads (Go:
+//!   each `AfterFunc` in a goroutine of its own): a cancel does not wait for
+//!   them, they do not wait for each other, and none runs on the canceling or
+//!   registering thread (whose locks it may take) or on a timer backend's thread
+//!   (so one callback that blocks holds back nothing else). `Drop`s of values
+//!   and closures released by a cancel run on the cancel function's thread, or
+//!   on the runner when a deadline ended the context.
 //! * **User code cannot break the tree.** A callback or `Drop` that panics never
 //!   leaves a subtree half canceled or a registration leaked: the cancel finishes,
-//!   then resumes the first panic (on a runner thread, the panic is reported by
-//!   the panic hook and dropped).
+//!   then resumes the first `Drop`'s panic (a callback's panic, and any on a
+//!   runner thread, is reported by the panic hook and dropped).
 //!
 //! # Features
 //!

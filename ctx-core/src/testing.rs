@@ -23,6 +23,32 @@ pub fn pin_child_shard(k: usize) {
     crate::tree::child_set::pin_current_shard(k);
 }
 
+/// How many `Done` futures and blocking waits are registered on `ctx`'s
+/// nearest cancelable context right now (a snapshot; 0 for a context that can
+/// never be done). A waiter registers on its first `Pending` poll and leaves
+/// when it is dropped or its context is done.
+///
+/// # Examples
+///
+/// ```
+/// use ctx_core::Context;
+/// use std::future::Future;
+/// use std::task::{Context as TaskContext, Waker};
+///
+/// let (ctx, _cancel) = Context::background().with_cancel();
+/// let mut done = ctx.done();
+/// let poll = std::pin::Pin::new(&mut done).poll(&mut TaskContext::from_waker(Waker::noop()));
+/// assert!(poll.is_pending());
+/// assert_eq!(ctx_core::testing::waiters(&ctx), 1);
+/// drop(done);
+/// assert_eq!(ctx_core::testing::waiters(&ctx), 0);
+/// ```
+#[cfg(not(all(test, ctx_loom)))]
+pub fn waiters(ctx: &crate::Context) -> usize {
+    ctx.carrier()
+        .map_or(0, |carrier| carrier.cancel_part().waiters.count())
+}
+
 thread_local! {
     /// Jobs this thread handed to the runner (no destructor: readable while
     /// the thread's other locals are torn down).
@@ -44,10 +70,16 @@ thread_local! {
 ///
 /// let before = runner_jobs_handed_over();
 /// let (ctx, cancel) = Context::background().with_cancel();
-/// let _registration = ctx.after_func(|| {});
-/// // An explicit cancel runs the callbacks it set free on the caller's thread.
-/// cancel.cancel();
+/// let (child, cancel_child) = ctx.with_cancel();
+/// // An explicit cancel does its own work on the caller's thread.
+/// cancel_child.cancel();
+/// assert!(child.is_done());
 /// assert_eq!(runner_jobs_handed_over(), before);
+/// // Each `after_func` callback it sets free runs on a runner job of its own.
+/// let _first = ctx.after_func(|| {});
+/// let _second = ctx.after_func(|| {});
+/// cancel.cancel();
+/// assert_eq!(runner_jobs_handed_over(), before + 2);
 /// ```
 pub fn runner_jobs_handed_over() -> usize {
     HANDED_OVER.with(std::cell::Cell::get)

@@ -148,19 +148,21 @@ fn after_func_with_gets_the_error_and_the_cause() {
     let (tx, rx) = mpsc::channel();
     let _registration = ctx.after_func_with(move |err, cause| tx.send((err, cause)).unwrap());
     cancel.cancel(Cause::msg("why"));
-    let (err, cause) = rx.recv().unwrap();
+    let (err, cause) = support::recv_within(&rx, "the callback ran");
     assert_eq!(err, Error::Canceled);
     assert_eq!(cause.to_string(), "why");
 
-    // Already done: runs at once, with the context's own error and cause.
+    // Already done: started at once (on the runner), with the context's own
+    // error and cause.
     let timer = support::ManualTimer::new();
     let (ctx, _cancel) = timer
         .root()
         .with_timeout_cause(Duration::from_secs(1), Cause::msg("slow"));
     timer.advance_silently(Duration::from_secs(1));
     let (tx, rx) = mpsc::channel();
-    let _registration = ctx.after_func_with(move |err, cause| tx.send((err, cause)).unwrap());
-    let (err, cause) = rx.try_recv().unwrap();
+    let registration = ctx.after_func_with(move |err, cause| tx.send((err, cause)).unwrap());
+    assert!(!registration.stop(), "claimed by the registration");
+    let (err, cause) = support::recv_within(&rx, "the callback on a done context ran");
     assert_eq!(err, Error::DeadlineExceeded);
     assert_eq!(cause.to_string(), "slow");
 }

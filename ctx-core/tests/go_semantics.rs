@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{Calls, ManualTimer, Rng, real_time_root, scaled};
+use support::{Calls, ManualTimer, Rng, WATCHDOG, real_time_root, recv_within, scaled};
 
 /// A timeout short enough to keep the suite fast, long enough to be "later".
 const SHORT: Duration = Duration::from_millis(5);
@@ -127,8 +127,8 @@ fn canceling_a_parent_finishes_all_kinds_of_children() {
     assert_done_plain(&cancel_child, Error::Canceled);
     assert_done_plain(&value_child, Error::Canceled);
     assert_done_plain(&timer_child, Error::Canceled);
-    assert_eq!(calls.get(), 1);
     assert_eq!(timer.armed(), 0, "the canceled child's timer is released");
+    calls.wait_for(1);
 
     // A child made now is born done and never registers.
     let (late, _late) = parent.with_cancel();
@@ -386,11 +386,15 @@ fn a_child_canceled_when_its_parent_is_done_interlocks() {
     watcher.join().unwrap();
     assert_done_plain(&child, Error::Canceled);
 
-    // The same chain, done inline by after_func.
+    // The same chain, done by after_func (on the runner, as Go's goroutine).
     let (parent, cancel_parent) = Context::background().with_cancel();
     let (child, cancel_child) = Context::background().with_cancel();
     let _link = parent.after_func(move || cancel_child.cancel());
     cancel_parent.cancel();
+    assert!(
+        child.wait_timeout(WATCHDOG),
+        "the link never canceled the child"
+    );
     assert_done_plain(&child, Error::Canceled);
 }
 
@@ -688,9 +692,10 @@ fn after_func_runs_after_cancel_and_then_cannot_be_stopped() {
     let registration = ctx.after_func(calls.callback());
     assert_eq!(calls.get(), 0, "not before the context is done");
     cancel.cancel();
-    assert_eq!(calls.get(), 1);
+    // The cancel claimed the run: a stop is too late, started or not.
+    assert!(!registration.stop(), "stop after the cancel reports false");
+    calls.wait_for(1);
     assert!(!registration.stop(), "stop after the run reports false");
-    assert_eq!(calls.get(), 1);
 }
 
 #[test]
@@ -712,38 +717,98 @@ fn after_func_runs_after_a_real_timeout() {
     let (tx, rx) = mpsc::channel();
     let _registration = ctx.after_func(move || tx.send(()).unwrap());
     ctx.wait();
-    // The callback runs on whichever thread canceled: the timer thread, or this
-    // one if `wait` noticed the deadline first; either way before `wait` returns
-    // or soon after.
-    rx.recv().unwrap();
+    // The callback runs on the runner, whoever noticed the deadline first,
+    // before `wait` returns or soon after.
+    recv_within(&rx, "the callback of a real timeout ran");
     assert_done_plain(&ctx, Error::DeadlineExceeded);
 }
 
+/// Go: `AfterFunc` "arranges to call f in its own goroutine after ctx is
+/// done". The callback runs on another thread than the canceler, sees the
+/// whole subtree done, and the cancel returns without waiting for it: here
+/// the callback cannot finish before the test thread, after the cancel
+/// returned, releases it.
 #[test]
-fn after_func_runs_on_the_canceling_thread_before_cancel_returns() {
+fn after_func_runs_on_another_thread_after_the_subtree_is_done_and_cancel_does_not_wait() {
     let (ctx, cancel) = Context::background().with_cancel();
-    let ran_on = Arc::new(Mutex::new(None));
+    let (child, _cancel_child) = ctx.with_cancel();
+    let (grandchild, _cancel_grandchild) = child.with_value(1u8).with_cancel();
+    let (release, released) = mpsc::channel::<()>();
+    let (report, reported) = mpsc::channel();
     let _registration = {
-        let ran_on = ran_on.clone();
-        ctx.after_func(move || *ran_on.lock().unwrap() = Some(thread::current().id()))
+        let (child, grandchild) = (child.clone(), grandchild.clone());
+        ctx.after_func(move || {
+            let subtree_done = child.is_done() && grandchild.is_done();
+            let was_released = released.recv_timeout(WATCHDOG).is_ok();
+            report
+                .send((thread::current().id(), subtree_done, was_released))
+                .unwrap();
+        })
     };
-    let canceler = thread::spawn(move || {
-        cancel.cancel();
-        thread::current().id()
-    });
-    let canceler_id = canceler.join().unwrap();
-    assert_eq!(*ran_on.lock().unwrap(), Some(canceler_id));
+    cancel.cancel();
+    // The cancel returned while the callback waits for this (or has not even
+    // started): a cancel that waited for it would have returned only once the
+    // callback gave up.
+    release.send(()).unwrap();
+    let (ran_on, subtree_done, was_released) = recv_within(&reported, "the callback ran");
+    assert!(was_released, "the cancel waited for the callback");
+    assert_ne!(
+        ran_on,
+        thread::current().id(),
+        "ran on the canceling thread"
+    );
+    assert!(subtree_done, "ran before the whole subtree was done");
 }
 
+/// Go: "if ctx is already done, AfterFunc calls f immediately in its own
+/// goroutine". The run is claimed before `after_func` returns (`stop` reports
+/// false), and happens on another thread.
 #[test]
-fn after_func_on_a_done_context_runs_at_once() {
+fn after_func_on_a_done_context_starts_at_once_on_another_thread() {
     let (ctx, cancel) = Context::background().with_cancel();
     cancel.cancel();
-    let calls = Calls::new();
-    let registration = ctx.after_func(calls.callback());
-    assert_eq!(calls.get(), 1, "ran before after_func returned");
-    assert!(!registration.stop());
+    let (ran_on, ran_on_rx) = mpsc::channel();
+    let registration = ctx.after_func(move || ran_on.send(thread::current().id()).unwrap());
+    assert!(!registration.stop(), "the run was not claimed at once");
     assert_eq!(ctx.live_children(), 0);
+    assert_ne!(
+        recv_within(&ran_on_rx, "the callback on a done context ran"),
+        thread::current().id(),
+        "ran on the registering thread"
+    );
+}
+
+/// Go's `ExampleAfterFunc_cond` on a context already done (its deadline is in
+/// the past): the registrant holds the lock the callback takes to broadcast,
+/// and then waits on the condition variable. `after_func` returns without
+/// running the callback under that lock (which would deadlock), and the
+/// callback runs once the wait releases the lock, waking the waiter.
+#[test]
+fn after_func_on_a_done_context_runs_once_the_registrant_releases_its_lock() {
+    let (claimed, err) = support::within_watchdog("after_func under the callback's lock", || {
+        let timer = ManualTimer::new();
+        let root = timer.root();
+        let (ctx, _cancel) = root.with_deadline(root.now() - Duration::from_secs(1));
+        let cond = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let (lock, cvar) = &*cond;
+        let mut broadcast = lock.lock().unwrap();
+        let registration = {
+            let cond = cond.clone();
+            ctx.after_func(move || {
+                *cond.0.lock().unwrap() = true;
+                cond.1.notify_all();
+            })
+        };
+        // Still under the lock: the callback cannot have run.
+        assert!(!*broadcast);
+        let claimed = !registration.stop();
+        while !*broadcast {
+            broadcast = cvar.wait(broadcast).unwrap();
+        }
+        (claimed, ctx.err())
+    });
+    assert!(claimed, "the run was not claimed at once");
+    assert_eq!(err, Some(Error::DeadlineExceeded));
 }
 
 #[test]
@@ -795,7 +860,7 @@ fn canceling_a_parent_reaches_a_child_and_its_after_func() {
     let _registration = ctx1.after_func(calls.callback());
     cancel0.cancel();
     assert_done_plain(&ctx1, Error::Canceled);
-    assert_eq!(calls.get(), 1);
+    calls.wait_for(1);
 }
 
 #[test]
@@ -1115,7 +1180,7 @@ fn after_func_runs_exactly_once_however_often_the_context_is_ended() {
     cancel.cancel();
     cancel_parent.cancel();
     timer.advance(Duration::from_secs(2));
-    assert_eq!(calls.get(), 1);
+    calls.wait_for(1);
 }
 
 #[test]
@@ -1142,8 +1207,8 @@ fn a_dropped_after_func_handle_still_runs_the_callback() {
     drop(ctx.after_func(calls.callback()));
     assert_eq!(ctx.live_children(), 1);
     cancel.cancel();
-    assert_eq!(calls.get(), 1);
     assert_eq!(ctx.live_children(), 0);
+    calls.wait_for(1);
 }
 
 #[test]
@@ -1285,14 +1350,9 @@ fn many_threads_cancel_at_once_and_the_first_cause_wins_everywhere() {
             .collect();
         let contexts: Vec<Context> = parents.iter().map(|(ctx, _)| ctx.clone()).collect();
         let (target, _cancel_target) = Context::with_cancel_any(&contexts);
-        // The callback runs on the thread whose cancel reached `target` first.
-        let winner = Arc::new(Mutex::new(None));
-        let _registration = {
-            let winner = winner.clone();
-            target.after_func(move || {
-                *winner.lock().unwrap() = thread::current().name().map(str::to_owned);
-            })
-        };
+        // The callback gets the cause of the cancel that reached `target` first.
+        let (winner, winner_rx) = mpsc::channel();
+        let _registration = target.after_func_with(move |_, cause| winner.send(cause).unwrap());
         // A chain with one cancel per link, canceled by the same threads.
         let mut chain = vec![];
         let mut link = Context::background();
@@ -1346,8 +1406,11 @@ fn many_threads_cancel_at_once_and_the_first_cause_wins_everywhere() {
             thread.join().unwrap();
         }
         stop.store(true, Ordering::SeqCst);
-        let winner = winner.lock().unwrap().clone().expect("the callback ran");
-        let index: usize = winner.trim_start_matches("canceler-").parse().unwrap();
+        let winner = recv_within(&winner_rx, "the callback ran");
+        let index = causes
+            .iter()
+            .position(|cause| winner.same(cause))
+            .unwrap_or_else(|| panic!("round {round}: the callback got {winner}"));
         assert_done_with(&target, Error::Canceled, &causes[index]);
         for creator in creators {
             for (child, _) in creator.join().unwrap() {

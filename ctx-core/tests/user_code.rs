@@ -12,7 +12,10 @@ use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::task::Poll;
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{Calls, DropFlag, ManualTimer, WakeFlag, eventually, scaled, within_watchdog};
+use support::{
+    Calls, DropFlag, ManualTimer, WakeFlag, eventually, recv_within, runner_jobs, scaled,
+    wait_until_set, within_watchdog,
+};
 
 /// The text of a panic payload made by `panic!` with a literal or a format.
 fn panic_text(payload: &(dyn Any + Send)) -> String {
@@ -104,10 +107,11 @@ fn go_example_after_func_cond_returns_deadline_exceeded_without_deadlock() {
 /// A read after the deadline passed, while the timer is late (a manual timer that
 /// never fires), reports `DeadlineExceeded` with the deadline's cause, on the
 /// context and below it, and runs nothing on the reading thread: the context's
-/// `after_func` callback is still pending afterwards (the old read canceled the
-/// subtree and ran it there). The report sticks: a later explicit cancel changes
-/// neither `err()` nor `cause()`, and it is that cancel that runs the callback.
-/// `done()` and `wait()` agree with the read.
+/// `after_func` callback is still pending afterwards and the read handed nothing
+/// to the runner (the old read canceled the subtree and ran it there). The
+/// report sticks: a later explicit cancel changes neither `err()` nor `cause()`,
+/// and it is that cancel that sets the callback off, on the runner. `done()`
+/// and `wait()` agree with the read.
 #[test]
 fn a_read_past_the_deadline_reports_it_runs_nothing_and_the_report_sticks() {
     let timer = ManualTimer::new();
@@ -126,6 +130,7 @@ fn a_read_past_the_deadline_reports_it_runs_nothing_and_the_report_sticks() {
     let reader = {
         let (ctx, child) = (ctx.clone(), child.clone());
         thread::spawn(move || {
+            let jobs = runner_jobs();
             let seen = (
                 ctx.err(),
                 ctx.cause().map(|c| c.to_string()),
@@ -134,10 +139,10 @@ fn a_read_past_the_deadline_reports_it_runs_nothing_and_the_report_sticks() {
                 child.err(),
                 child.cause().map(|c| c.to_string()),
             );
-            (seen, thread::current().id())
+            (seen, thread::current().id(), runner_jobs() - jobs)
         })
     };
-    let (seen, reader_id) = reader.join().expect("the reader panicked");
+    let (seen, reader_id, handed_over) = reader.join().expect("the reader panicked");
     let expected = (
         Some(Error::DeadlineExceeded),
         Some("too slow".to_owned()),
@@ -147,6 +152,8 @@ fn a_read_past_the_deadline_reports_it_runs_nothing_and_the_report_sticks() {
         Some("too slow".to_owned()),
     );
     assert_eq!(seen, expected);
+    // Not started on the runner either (where it might not have run yet).
+    assert_eq!(handed_over, 0, "a read handed work to the runner");
     assert!(
         ran_on.lock().unwrap().is_empty(),
         "a read ran the after_func callback (on the reading thread: {})",
@@ -165,7 +172,7 @@ fn a_read_past_the_deadline_reports_it_runs_nothing_and_the_report_sticks() {
         "wait() on a done context blocked"
     );
 
-    // The report sticks through an explicit cancel, which runs the callback here.
+    // The report sticks through an explicit cancel, which sets the callback off.
     cancel.cancel();
     assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
     assert_eq!(
@@ -177,8 +184,17 @@ fn a_read_past_the_deadline_reports_it_runs_nothing_and_the_report_sticks() {
         child.cause().map(|c| c.to_string()),
         Some("too slow".to_owned())
     );
-    assert_eq!(*ran_on.lock().unwrap(), vec![thread::current().id()]);
     assert_eq!(ctx.live_children(), 0);
+    assert!(
+        eventually(|| !ran_on.lock().unwrap().is_empty()),
+        "the cancel never ran the callback"
+    );
+    let ran_on = ran_on.lock().unwrap().clone();
+    assert_eq!(ran_on.len(), 1, "the callback ran more than once");
+    assert!(
+        ran_on[0] != thread::current().id() && ran_on[0] != reader_id,
+        "the callback ran on the canceling or the reading thread"
+    );
 }
 
 /// A read below a late deadline closes every context between the deadline and
@@ -261,39 +277,28 @@ fn an_expiry_dropped_after_a_read_noticed_the_deadline_still_walks_the_subtree()
     assert_eq!(child.err(), Some(Error::DeadlineExceeded));
 }
 
-/// The jobs this thread handed to ctx-core's runner so far (with the
-/// `test-util` hooks; without them, nothing to compare: always 0).
-fn runner_jobs() -> usize {
-    #[cfg(feature = "test-util")]
-    return ctx_core::testing::runner_jobs_handed_over();
-    #[cfg(not(feature = "test-util"))]
-    0
-}
-
 /// The other drops of an unfired expiry start nothing: one disarmed because
 /// its context was canceled, and one whose context is gone. Nothing goes to
-/// the runner either (a forgiven expiry's walk would).
+/// the runner either (a forgiven expiry's walk would) but the cancel's own
+/// callback, a job of its own.
 #[test]
 fn an_expiry_dropped_unfired_after_a_cancel_or_with_its_context_starts_nothing() {
     let timer = ManualTimer::new();
     let root = timer.root();
-    let calls = Arc::new(AtomicUsize::new(0));
+    let calls = Calls::new();
     let (ctx, cancel) = root.with_timeout(Duration::from_millis(1));
-    let _registration = {
-        let calls = calls.clone();
-        ctx.after_func(move || {
-            calls.fetch_add(1, Ordering::SeqCst);
-        })
-    };
+    let _registration = ctx.after_func(calls.callback());
+    // The hand-overs counted (with the `test-util` hooks; without, none).
+    let callback_job = usize::from(cfg!(feature = "test-util"));
     let jobs = runner_jobs();
     cancel.cancel();
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(timer.armed(), 0, "the cancel disarmed the deadline");
     assert_eq!(
         runner_jobs(),
-        jobs,
-        "the cancel, or the drop of its disarmed expiry, handed work to the runner"
+        jobs + callback_job,
+        "the cancel, or the drop of its disarmed expiry, handed other work to the runner"
     );
+    calls.wait_for(1);
     // A context dropped after a read noticed its deadline: the disarm drops the
     // expiry of a context that is gone.
     let (gone, cancel_gone) = root.with_timeout(Duration::from_millis(1));
@@ -316,7 +321,7 @@ fn an_expiry_dropped_unfired_after_a_cancel_or_with_its_context_starts_nothing()
         Some(Error::Canceled),
         "the cancel's reason stays"
     );
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(calls.get(), 1, "the callback ran again");
 }
 
 // ===== wakers that need a lock a canceler or a reader holds =====
@@ -638,14 +643,29 @@ impl Drop for PanicOnDrop {
     }
 }
 
+/// A waker that drops what it holds when it is woken.
+struct DropOnWake(Mutex<Option<Box<dyn Send>>>);
+
+impl std::task::Wake for DropOnWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let held = self.0.lock().unwrap().take();
+        drop(held);
+    }
+}
+
 /// A cancel that releases the last reference on a context holding a value whose
 /// `Drop` panics still finishes the whole subtree — siblings' children are done,
 /// a waiter on a sibling is woken — frees everything above the panicking value,
 /// and then resumes the panic. Here the parent's cancel closes `doomed` and its
-/// sibling, and an `after_func` callback of the parent drops `doomed`'s handles,
-/// so the cancel's own reference on `doomed` is (or would be, in the old walk)
-/// the last one. The old cancel let the panic unwind out of its walk: the sibling's
-/// child stayed live, its waiter asleep, and the value above leaked.
+/// sibling, and a waiter on the parent, which the cancel wakes on its own
+/// thread, drops `doomed`'s handles, so the cancel's own reference on `doomed`
+/// is (or would be, in the old walk) the last one. The old cancel let the panic
+/// unwind out of its walk: the sibling's child stayed live, its waiter asleep,
+/// and the value above leaked.
 #[test]
 fn a_panicking_drop_released_by_a_cancel_stops_nothing_and_resurfaces() {
     let (parent, cancel_parent) = Context::background().with_cancel();
@@ -657,7 +677,20 @@ fn a_panicking_drop_released_by_a_cancel_stops_nothing_and_resurfaces() {
         .with_value(flag)
         .with_value(PanicOnDrop)
         .with_cancel();
-    let _registration = parent.after_func(move || drop((doomed, cancel_doomed)));
+    let dropper = Arc::new(DropOnWake(Mutex::new(Some(Box::new((
+        doomed,
+        cancel_doomed,
+    ))))));
+    let mut parent_done = parent.done();
+    let waker = std::task::Waker::from(dropper.clone());
+    assert!(
+        std::future::Future::poll(
+            std::pin::Pin::new(&mut parent_done),
+            &mut std::task::Context::from_waker(&waker),
+        )
+        .is_pending()
+    );
+    drop(waker);
     let woken = WakeFlag::new();
     let mut sibling_done = sibling.done();
     assert_eq!(woken.poll(&mut sibling_done), Poll::Pending);
@@ -680,8 +713,41 @@ fn a_panicking_drop_released_by_a_cancel_stops_nothing_and_resurfaces() {
         freed.load(Ordering::SeqCst),
         "the value above the panicking one was never freed"
     );
+    assert!(dropper.0.lock().unwrap().is_none(), "the waker ran");
     assert_eq!(parent.live_children(), 0);
     assert_eq!(sibling.live_children(), 0);
+}
+
+/// The same panicking `Drop`, released by an `after_func` callback of the
+/// parent instead: the callback runs on the runner, after the cancel, so the
+/// last reference on `doomed` goes there, and the panic with it (reported by
+/// the hook). The cancel returns normally with the whole subtree done, and
+/// everything above the panicking value is freed once the callback ran.
+#[test]
+fn a_panicking_drop_released_by_a_callback_stays_on_the_runner() {
+    let (parent, cancel_parent) = Context::background().with_cancel();
+    let (sibling, _cancel_sibling) = parent.with_cancel();
+    let (nephew, _cancel_nephew) = sibling.with_cancel();
+    let (flag, freed) = DropFlag::new();
+    let (doomed, cancel_doomed) = parent
+        .with_value(flag)
+        .with_value(PanicOnDrop)
+        .with_cancel();
+    let _registration = parent.after_func(move || drop((doomed, cancel_doomed)));
+    let woken = WakeFlag::new();
+    let mut sibling_done = sibling.done();
+    assert_eq!(woken.poll(&mut sibling_done), Poll::Pending);
+
+    let result = catch_unwind(AssertUnwindSafe(|| cancel_parent.cancel()));
+    assert!(result.is_ok(), "the callback's panic reached the canceler");
+    assert_eq!(nephew.err(), Some(Error::Canceled));
+    assert!(
+        woken.woken(),
+        "the waiter on the canceled sibling was never woken"
+    );
+    assert_eq!(parent.live_children(), 0);
+    assert_eq!(sibling.live_children(), 0);
+    wait_until_set(&freed, "the value above the panicking one was freed");
 }
 
 // ===== dropping a chain of merge links recursed =====
@@ -921,48 +987,79 @@ fn a_cancel_from_a_thread_local_destructor_runs_a_reentering_waker_outside_the_l
 
 // ===== panic payloads are user code too =====
 
-/// A cancel keeps the first callback panic and drops the later ones. A later
-/// one whose payload panics as it is dropped used to stop the cancel there:
-/// the callbacks after it never ran (and their `stop` said they had).
+/// A panic payload that says when it is being dropped, then panics.
+struct SignalThenPanicOnDrop(mpsc::Sender<()>);
+
+impl Drop for SignalThenPanicOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+        panic!("a panic payload's Drop panics");
+    }
+}
+
+/// Callback panics end on the runner, their payloads dropped there. One whose
+/// payload panics as it is dropped used to stop the cancel that ran it: the
+/// callbacks after it never ran (and their `stop` said they had). Now no
+/// callback panic reaches the cancel, every callback runs, and the runner
+/// survives the payload's panic: callbacks still run afterwards.
 #[test]
-fn a_later_callback_panic_whose_payload_panics_on_drop_stops_no_callback() {
+fn a_callback_panic_whose_payload_panics_on_drop_stops_no_callback_and_no_runner() {
     let (ctx, cancel) = Context::background().with_cancel();
     let calls = Calls::new();
+    let (payload_dropped, payload_dropped_rx) = mpsc::channel();
     let mut registrations = vec![ctx.after_func(|| panic!("the first callback panics"))];
     for _ in 0..5 {
         registrations.push(ctx.after_func(calls.callback()));
     }
-    registrations.push(ctx.after_func(|| std::panic::panic_any(PanicOnDrop)));
+    registrations.push(
+        ctx.after_func(move || std::panic::panic_any(SignalThenPanicOnDrop(payload_dropped))),
+    );
     for _ in 0..5 {
         registrations.push(ctx.after_func(calls.callback()));
     }
-    let resumed = catch_unwind(AssertUnwindSafe(|| cancel.cancel())).unwrap_err();
-    assert_eq!(panic_text(&*resumed), "the first callback panics");
-    assert_eq!(calls.get(), 10, "callbacks the cancel claimed never ran");
+    let result = catch_unwind(AssertUnwindSafe(|| cancel.cancel()));
+    assert!(result.is_ok(), "a callback's panic reached the canceler");
+    calls.wait_for(10);
+    recv_within(&payload_dropped_rx, "the panic payload was dropped");
+    // The runner carries on after the payload's panic.
+    let (again, cancel_again) = Context::background().with_cancel();
+    let later = Calls::new();
+    let _later = again.after_func(later.callback());
+    cancel_again.cancel();
+    later.wait_for(1);
 }
 
 /// Set in the process that the next test starts: it runs the cancel there.
 const UNWINDING_CANCEL: &str = "CTX_TEST_UNWINDING_CANCEL";
 
 /// A cancel function dropped while its thread unwinds (a `defer cancel()`
-/// in a body that panics) drops its callbacks' panics instead of resuming
-/// them; one whose payload panicked as it was dropped aborted the process.
-/// Run in a process of its own (this test binary again), which it would take
-/// down.
+/// in a body that panics) sets its callbacks off on the runner, where their
+/// panics end; one whose payload panicked as it was dropped (on the unwinding
+/// thread, in the old cancel) aborted the process. Run in a process of its own
+/// (this test binary again), which it would take down; it waits there for the
+/// payload's drop, and for a later callback.
 #[test]
 #[cfg_attr(miri, ignore = "Miri cannot run a process")]
-fn a_callback_panic_during_an_unwinding_cancel_is_dropped_even_if_its_payload_panics() {
+fn a_callback_panic_after_an_unwinding_cancel_is_contained_even_if_its_payload_panics() {
     const NAME: &str =
-        "a_callback_panic_during_an_unwinding_cancel_is_dropped_even_if_its_payload_panics";
+        "a_callback_panic_after_an_unwinding_cancel_is_contained_even_if_its_payload_panics";
     if std::env::var_os(UNWINDING_CANCEL).is_some() {
         let (ctx, cancel) = Context::background().with_cancel();
-        let _registration = ctx.after_func(|| std::panic::panic_any(PanicOnDrop));
+        let (payload_dropped, payload_dropped_rx) = mpsc::channel();
+        let _registration =
+            ctx.after_func(move || std::panic::panic_any(SignalThenPanicOnDrop(payload_dropped)));
         let body = catch_unwind(AssertUnwindSafe(move || {
             let _cancel_at_the_end = cancel;
             panic!("the body fails");
         }));
-        assert!(body.is_err());
+        assert_eq!(panic_text(&*body.unwrap_err()), "the body fails");
         assert_eq!(ctx.err(), Some(Error::Canceled));
+        recv_within(&payload_dropped_rx, "the panic payload was dropped");
+        let (again, cancel_again) = Context::background().with_cancel();
+        let later = Calls::new();
+        let _later = again.after_func(later.callback());
+        cancel_again.cancel();
+        later.wait_for(1);
         return;
     }
     let run = support::rerun_in_own_process(NAME, UNWINDING_CANCEL);

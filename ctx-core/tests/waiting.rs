@@ -201,7 +201,7 @@ fn a_passed_deadline_is_seen_even_if_the_timer_never_fires() {
     let (child, _cancel_child) = ctx.with_cancel();
     let grandchild = child.with_value(1u8);
     let calls = Calls::new();
-    let _registration = child.after_func(calls.callback());
+    let registration = child.after_func(calls.callback());
     assert_eq!(ctx.remaining(), Some(Duration::from_secs(10)));
     assert_eq!(ctx.live_children(), 1);
 
@@ -213,9 +213,15 @@ fn a_passed_deadline_is_seen_even_if_the_timer_never_fires() {
     timer.advance_silently(Duration::from_secs(1));
     assert_eq!(ctx.remaining(), Some(Duration::ZERO));
     // The first reader, deep in the subtree, notices — and only reads: no walk of
-    // the subtree, no callback on the reader's thread.
+    // the subtree, no callback on the reader's thread nor set off on the runner.
+    let jobs = support::runner_jobs();
     assert_eq!(grandchild.err(), Some(Error::DeadlineExceeded));
     assert!(grandchild.cause().unwrap().same(&slow));
+    assert_eq!(
+        support::runner_jobs(),
+        jobs,
+        "a read handed work to the runner"
+    );
     assert_eq!(calls.get(), 0, "a read ran a callback");
     assert!(ctx.is_done());
     // What a read reported sticks, whatever comes later.
@@ -225,9 +231,13 @@ fn a_passed_deadline_is_seen_even_if_the_timer_never_fires() {
     // Waiting on it returns at once.
     ctx.wait();
     assert!(poll_with(&mut ctx.done(), Waker::noop()).is_ready());
-    // The child's cancel function took over the walk below the child: its
-    // callback ran, on this thread.
-    assert_eq!(calls.get(), 1);
+    // The child's cancel function took over the walk below the child: it set
+    // the callback off (on the runner).
+    assert!(
+        !registration.stop(),
+        "the child's cancel claimed the callback"
+    );
+    calls.wait_for(1);
     // The late timer takes over the rest.
     timer.advance(Duration::ZERO);
     assert_eq!(ctx.live_children(), 0);
@@ -250,10 +260,12 @@ fn a_registration_after_the_deadline_passed_sees_it() {
     let timer = ManualTimer::new();
     let (ctx, _cancel) = timer.root().with_timeout(Duration::from_secs(1));
     timer.advance_silently(Duration::from_secs(2));
-    // Deriving and registering both check the deadline first.
+    // Deriving and registering both check the deadline first: the callback is
+    // claimed at once, and runs on the runner.
     let calls = Calls::new();
-    let _registration = ctx.after_func(calls.callback());
-    assert_eq!(calls.get(), 1);
+    let registration = ctx.after_func(calls.callback());
+    assert!(!registration.stop(), "the registration missed the deadline");
+    calls.wait_for(1);
     let (child, _c) = ctx.with_cancel();
     assert_eq!(child.err(), Some(Error::DeadlineExceeded));
 }

@@ -964,9 +964,9 @@ impl Drop for Guard {
     }
 }
 
-/// Ends the request's context with `cause`. The cancel runs the context's
-/// `after_func` callbacks on this thread and resumes the first one's panic
-/// afterwards. That panic is the callback's (the panic hook reported it), not
+/// Ends the request's context with `cause`. The cancel runs the `Drop`s of the
+/// values it released last on this thread and resumes the first one's panic
+/// afterwards. That panic is the value's (the panic hook reported it), not
 /// the request's: let out, it would unwind through the server's connection
 /// task, which then sends nothing more (not the response it was about to
 /// flush, nor the service's error). So it stops here.

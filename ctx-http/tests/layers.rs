@@ -682,9 +682,10 @@ impl http_body::Body for ChunkThenTrailers {
     }
 }
 
-/// The body's last frame ends the request's context, which runs its
-/// `after_func` callbacks there and then: one that panics must not cost the
-/// client that frame (the panic hook reported it; the trailers still go out).
+/// The body's last frame ends the request's context, which sets its
+/// `after_func` callbacks free (they run on ctx-core's runner): one that
+/// panics must not cost the client that frame (the panic hook reported it;
+/// the trailers still go out).
 #[tokio::test]
 async fn a_panicking_after_func_run_by_the_bodys_end_loses_no_trailers() {
     let root = ctx_tokio::background();
@@ -712,6 +713,11 @@ async fn a_panicking_after_func_run_by_the_bodys_end_loses_no_trailers() {
     let frame = body.frame().await.unwrap().unwrap();
     let trailers = frame.into_trailers().expect("the trailers");
     assert_eq!(trailers["grpc-status"], "0");
+    // On the runner: waited for (the bound only catches a hang).
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while ran.load(Ordering::SeqCst) == 0 && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     assert_eq!(ran.load(Ordering::SeqCst), 1, "the callback ran");
     assert_eq!(server_cause(&ctx), ServerCause::Responded);
     assert!(body.frame().await.is_none());

@@ -231,9 +231,10 @@ pub enum TaskError {
 /// Runs `f` as a task on the current runtime once `ctx` is done (Go's
 /// `AfterFunc`, which runs `f` in its own goroutine), unless stopped first.
 ///
-/// ctx-core's [`Context::after_func`] runs its callback on the canceling thread
-/// (or on ctx-core's runner threads, for a deadline); this variant only spawns
-/// there, so a slow or async callback never delays the cancel. If `ctx` is already done, the task is spawned at once.
+/// ctx-core's [`Context::after_func`] runs its callback on ctx-core's runner
+/// threads; this variant only spawns the task there, so the callback runs on
+/// the runtime, where it can await. If `ctx` is already done, the task is
+/// spawned at once.
 /// [`AfterFunc::stop`] prevents a pending spawn. If the runtime has shut down when
 /// `ctx` is done, the callback is dropped without running.
 ///

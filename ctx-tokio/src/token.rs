@@ -1,19 +1,22 @@
 //! A bridge to and from tokio-util's [`CancellationToken`] (feature `tokio-util`).
 //!
 //! * [`ContextTokenExt::to_token`]: a token canceled when a context is done,
-//!   held by a [`ContextToken`] guard. It is an
-//!   [`after_func`](Context::after_func) registration, no task: the token is
-//!   canceled inline by whoever cancels the context (for a deadline, ctx-core's
-//!   runner thread; see *Paused time* on [`ContextTokenExt::to_token`]).
-//!   Dropping the guard takes the registration back, so a long-lived context
-//!   does not collect one per call.
+//!   held by a [`ContextToken`] guard. It is a waiter on the context, no task:
+//!   the token is canceled where the context's waiters are woken, inline by
+//!   whoever cancels the context, before that cancel returns (for a deadline,
+//!   by the timer's expiry). Dropping the guard takes the waiter back, so a
+//!   long-lived context does not collect one per call.
 //! * [`from_token`]: a context canceled when a token is, through
 //!   [`with_cancel_cause_on`] (one watching task).
 
 use crate::task::with_cancel_cause_on;
-use ctx_core::{AfterFunc, CancelFunc, Context};
+use ctx_core::{CancelFunc, Context, Done};
 use std::fmt;
+use std::future::Future;
 use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Wake, Waker};
 use tokio_util::sync::CancellationToken;
 
 /// Converts a [`Context`] into a [`CancellationToken`], for APIs that take one.
@@ -22,24 +25,19 @@ pub trait ContextTokenExt {
     /// is), for as long as the returned guard lives. Canceling the token does not
     /// cancel the context.
     ///
+    /// The token is canceled where the context's waiters are woken: by a cancel
+    /// of the context (or of a parent) before that cancel returns, and for a
+    /// deadline by the timer's expiry (on the runtime, with [`TokioTimer`]),
+    /// as for a task awaiting `ctx.done()`. A read that finds the deadline
+    /// passed before the timer fired has the token canceled on ctx-core's
+    /// runner thread, shortly after.
+    ///
     /// The guard dereferences to the token: pass `token.clone()` to an API that
     /// takes a `CancellationToken`, and keep the guard while that API runs.
-    /// Dropping the guard takes its registration off the context (see
+    /// Dropping the guard takes its waiter off the context (see
     /// [`ContextToken`]).
     ///
-    /// # Paused time
-    ///
-    /// For a deadline, the token is canceled on ctx-core's runner thread (as
-    /// every [`after_func`](Context::after_func) callback of a deadline is),
-    /// which tokio knows nothing of. Under `tokio::time::pause`, auto-advance
-    /// does not wait for it: once the runtime's own tasks are idle, the paused
-    /// clock may jump to the next timer, and run what waits for it, before the
-    /// token is canceled. So a task waiting on `token.cancelled()` may see
-    /// things due later than the deadline happen first. Where that order
-    /// matters in a paused-time test, await the context itself
-    /// (`ctx.done().await`), whose waiters the expiry wakes inline on the
-    /// runtime, or cancel the token from a task that does
-    /// (`tokio::spawn(async move { ctx.done().await; token.cancel() })`).
+    /// [`TokioTimer`]: crate::TokioTimer
     ///
     /// # Examples
     ///
@@ -60,26 +58,44 @@ pub trait ContextTokenExt {
 /// [`ContextTokenExt::to_token`]; it dereferences to the token.
 ///
 /// While the guard lives, the token (and every clone and child of it) is
-/// canceled when the context is done. Dropping the guard takes its
-/// [`after_func`](Context::after_func) registration off the context, so calling
-/// `to_token` again and again on a long-lived context leaves nothing behind;
-/// from then on, a token that is not canceled yet no longer follows the context.
+/// canceled when the context is done. Dropping the guard takes its waiter off
+/// the context, so calling `to_token` again and again on a long-lived context
+/// leaves nothing behind; from then on, a token that is not canceled yet no
+/// longer follows the context.
 #[must_use = "dropping a ContextToken disconnects its token from the context at once"]
 #[derive(Debug)]
 pub struct ContextToken {
     token: CancellationToken,
-    registration: AfterFunc,
+    /// The context's `Done`, polled once with a waker that cancels the token;
+    /// dropping it takes the waiter off the context.
+    _done: Done,
+}
+
+/// The waker of a [`ContextToken`]'s waiter: its wake cancels the token.
+struct CancelOnWake(CancellationToken);
+
+impl Wake for CancelOnWake {
+    fn wake(self: Arc<Self>) {
+        self.0.cancel();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.cancel();
+    }
 }
 
 impl ContextTokenExt for Context {
     fn to_token(&self) -> ContextToken {
         let token = CancellationToken::new();
-        let canceler = token.clone();
-        let registration = self.after_func(move || canceler.cancel());
-        ContextToken {
-            token,
-            registration,
+        let mut done = self.done();
+        let waker = Waker::from(Arc::new(CancelOnWake(token.clone())));
+        if Pin::new(&mut done)
+            .poll(&mut TaskContext::from_waker(&waker))
+            .is_ready()
+        {
+            token.cancel();
         }
+        ContextToken { token, _done: done }
     }
 }
 
@@ -97,14 +113,6 @@ impl Deref for ContextToken {
 
     fn deref(&self) -> &CancellationToken {
         &self.token
-    }
-}
-
-impl Drop for ContextToken {
-    fn drop(&mut self) {
-        // False if the context is already done (the token is canceled) or has
-        // never been cancelable: nothing to take back then.
-        self.registration.stop();
     }
 }
 

@@ -2,6 +2,7 @@
 
 #![cfg(feature = "tokio-util")]
 
+use ctx_core::testing::waiters;
 use ctx_core::{Context, Error};
 use ctx_tokio::{ContextTokenExt, TokenCanceled};
 use tokio_util::sync::CancellationToken;
@@ -18,7 +19,8 @@ fn to_token_is_canceled_with_the_context_and_needs_no_runtime() {
     let token = ctx.to_token();
     let child = token.child_token();
     assert!(!token.is_cancelled());
-    assert_eq!(ctx.live_children(), 1);
+    assert_eq!(waiters(&ctx), 1);
+    // Canceled before the cancel returns.
     cancel.cancel();
     assert!(token.is_cancelled());
     assert!(child.is_cancelled());
@@ -28,15 +30,15 @@ fn to_token_is_canceled_with_the_context_and_needs_no_runtime() {
 fn dropped_tokens_leave_no_registration_behind() {
     let (ctx, cancel) = Context::background().with_cancel();
     let tokens: Vec<_> = (0..10_000).map(|_| ctx.to_token()).collect();
-    assert_eq!(ctx.live_children(), 10_000);
+    assert_eq!(waiters(&ctx), 10_000);
     drop(tokens);
-    assert_eq!(ctx.live_children(), 0);
+    assert_eq!(waiters(&ctx), 0);
     // One at a time, as a long-lived context sees them.
     for _ in 0..10_000 {
         let token = ctx.to_token();
         assert!(!token.is_cancelled());
     }
-    assert_eq!(ctx.live_children(), 0);
+    assert_eq!(waiters(&ctx), 0);
     // The context still works, and so does a token taken now.
     let token = ctx.to_token();
     cancel.cancel();
@@ -78,6 +80,23 @@ async fn to_token_follows_a_deadline() {
     let (ctx, _cancel) = ctx_tokio::background().with_timeout(std::time::Duration::from_secs(5));
     let token = ctx.to_token();
     token.cancelled().await;
+    assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+}
+
+/// The token is canceled where the context's waiters are woken: by the
+/// expiry, on the runtime. So under paused time a timer due after the
+/// deadline cannot run first (auto-advance waits for the runtime's tasks, not
+/// for ctx-core's runner threads).
+#[tokio::test(start_paused = true)]
+async fn under_paused_time_the_token_is_canceled_before_a_later_timer_runs() {
+    let (ctx, _cancel) = ctx_tokio::background().with_timeout(std::time::Duration::from_secs(5));
+    let token = ctx.to_token();
+    let later = tokio::time::sleep(std::time::Duration::from_secs(6));
+    tokio::select! {
+        biased;
+        () = token.cancelled() => {}
+        () = later => panic!("a timer due after the deadline ran before the token was canceled"),
+    }
     assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
 }
 

@@ -18,11 +18,11 @@
 //! gets no conditional default, so it stays ignored while nobody catches it.
 //!
 //! No user code runs on the `ctx-signal` thread: `dispatch` only marks the
-//! listeners fired, under the lock, and hands each fired context's cancel (its
-//! `after_func` callbacks, and the `Drop`s a last reference releases) to a
-//! short-lived thread of its own (`cancel`). So a slow or blocking callback
-//! delays neither the other contexts of the same signal nor any later signal,
-//! and a callback may wait for another context that the same signal cancels.
+//! listeners fired, under the lock, and hands each fired context's cancel (the
+//! wakers of its waiters, and the `Drop`s a last reference releases; its
+//! `after_func` callbacks run on ctx-core's runner) to a short-lived thread of
+//! its own (`cancel`). So a slow or blocking waker or `Drop` delays neither
+//! the other contexts of the same signal nor any later signal.
 //! Signals are rare and each listener fires once, so a thread per fired
 //! context costs little. Only when no thread can be spawned does a cancel run
 //! here, late rather than lost. That, and every delivery, runs under
@@ -326,19 +326,19 @@ fn dispatch(signal: c_int) {
         }
         (name, fired)
     };
-    // Canceled outside the lock: a cancel runs the contexts' `after_func`
-    // callbacks, which may make or stop signal contexts themselves.
+    // Canceled outside the lock: a cancel runs the wakers of the contexts'
+    // waiters and the `Drop`s it releases, which may make or stop signal
+    // contexts themselves.
     for canceler in fired {
         cancel(canceler, name);
     }
 }
 
 /// Cancels a fired listener's context with the signal `name` as the cause, on a
-/// thread of its own (module docs): its callbacks may block, and may wait for
-/// another context this signal cancels.
+/// thread of its own (module docs): the wakers and `Drop`s it runs may block.
 ///
 /// If no thread can be spawned, cancels it right here instead: late (after the
-/// callbacks of the contexts before it) is better than a signal lost.
+/// cancels of the contexts before it) is better than a signal lost.
 fn cancel(canceler: Canceler, name: &'static str) {
     // The canceler reaches the thread through a channel, not the closure: a
     // failed spawn drops its closure, and this thread needs the canceler back.

@@ -39,8 +39,9 @@ fn loom_after_func_stop_vs_fire() {
 }
 
 /// A callback is registered while the context is canceled: it runs exactly once
-/// (on the canceler's thread or, when the registration saw the cancel, on the
-/// registrant's), and nothing stays registered.
+/// (claimed by the canceler's walk or, when the registration saw the cancel, by
+/// the registrant; under loom the runner runs its job at once), and nothing
+/// stays registered.
 #[test]
 fn loom_after_func_register_vs_cancel() {
     model(|| {

@@ -91,13 +91,6 @@ impl Callback {
         }
     }
 
-    /// Claims and runs at once (the registrant of a context that is already done).
-    pub(crate) fn fire(&self, reason: &Reason) {
-        if self.claim_fire() {
-            self.run(reason);
-        }
-    }
-
     /// Moves `PENDING` to `to`; true if this call did.
     fn claim(&self, to: u32) -> bool {
         // AcqRel: acquire the closure as written at registration; release so the

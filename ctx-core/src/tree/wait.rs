@@ -165,6 +165,15 @@ impl Waiters {
         }
     }
 
+    /// How many waiters are registered: the slot's, and those on the event
+    /// (introspection for tests; a snapshot).
+    #[cfg(all(feature = "test-util", not(all(test, ctx_loom))))]
+    pub(crate) fn count(&self) -> usize {
+        // Relaxed: a snapshot, like `Children::len`.
+        let slot = usize::from(self.word.load(Ordering::Relaxed) & CLAIMED != 0);
+        slot + self.event.listeners()
+    }
+
     /// Whether a waiter holds the slot (for tests).
     #[cfg(all(test, not(ctx_loom)))]
     pub(crate) fn is_claimed(&self) -> bool {
@@ -649,6 +658,13 @@ mod imp {
                 waker: Waker::from(relay.clone()),
                 relay,
             }
+        }
+
+        /// How many listeners are on the list (introspection for tests).
+        #[cfg(feature = "test-util")]
+        pub(crate) fn listeners(&self) -> usize {
+            self.shared()
+                .map_or(0, |shared| shared.event.total_listeners())
         }
 
         /// Notifies every listener, then wakes their tasks' wakers (the first

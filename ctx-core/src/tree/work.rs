@@ -11,12 +11,14 @@
 //!   a callback's captured state, a timer backend);
 //! * the backend's [`Timer::disarm`](crate::Timer::disarm) of deadline nodes.
 //!
-//! Where the work runs depends on who canceled ([`Origin`]): an explicit cancel
-//! (a `CancelFunc`, a parent's cancel, a context born done) runs it on its own
+//! The callbacks always run on the [`runner`](crate::runner), each on a job of
+//! its own, as Go runs each `AfterFunc` on a goroutine of its own. Where the
+//! rest runs depends on who canceled ([`Origin`]): an explicit cancel (a
+//! `CancelFunc`, a parent's cancel, a context born done) runs it on its own
 //! thread before it returns, and then resumes the first panic; a timer's expiry
 //! wakes the wakers and runs its own backend's disarms on its thread, and hands
-//! the rest to the [`runner`](crate::runner) so that no callback, `Drop`, other
-//! backend or panic can hold back or stop the timer backend.
+//! the rest to the runner so that no `Drop`, other backend or panic can hold
+//! back or stop the timer backend.
 
 use super::callback::Callback;
 use super::deadline::TimerRef;
@@ -33,7 +35,7 @@ use std::panic::{self, AssertUnwindSafe};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Origin {
     /// A cancel function, a drop, or a context born done: user code runs on this
-    /// thread before `cancel` returns.
+    /// thread before `cancel` returns, but for the callbacks (runner jobs).
     Explicit,
     /// A timer backend firing an expiry: user code runs on the runner's threads.
     Timer,
@@ -211,39 +213,37 @@ impl Work {
         self.wakers.take_each(|waker| catch(panic, || waker.wake()));
     }
 
-    /// Runs everything owed on this thread. Each piece is guarded: a panic in one
-    /// never skips the others; the first is returned.
+    /// Runs everything owed on this thread, but for the callbacks, which go to
+    /// the runner, each on a job of its own (module docs). Each piece is
+    /// guarded: a panic in one never skips the others; the first is returned.
     /// (In place, so that the inline storage is not moved around.)
     pub(crate) fn run(&mut self, panic: &mut Panic) {
         self.run_with(panic, false);
     }
 
     /// [`run`](Self::run) on a runner thread: every callback but the last runs
-    /// on a runner job of its own, so that one that blocks holds back no other
-    /// (Go runs each `AfterFunc` on a goroutine of its own), once the wakers
-    /// were woken.
+    /// on a runner job of its own, so that one that blocks holds back no other,
+    /// and the last right here, once the wakers were woken.
     pub(crate) fn run_on_this_runner(&mut self, panic: &mut Panic) {
         self.run_with(panic, true);
     }
 
-    fn run_with(&mut self, panic: &mut Panic, spread: bool) {
+    fn run_with(&mut self, panic: &mut Panic, on_runner: bool) {
         if self.is_empty() {
             return;
         }
         self.run_disarms(panic);
         self.run_wakes(panic);
         let mut callbacks = self.callbacks.drain(..);
-        if spread {
-            let others = callbacks.len().saturating_sub(1);
-            for (callback, reason) in callbacks.by_ref().take(others) {
-                crate::runner::spawn(Box::new(move || {
-                    let mut panic = None;
-                    run_callback(&mut panic, callback, reason);
-                    discard(panic);
-                }));
-            }
-        }
+        let last = if on_runner {
+            callbacks.next_back()
+        } else {
+            None
+        };
         for (callback, reason) in callbacks {
+            spawn_callback(callback, reason);
+        }
+        if let Some((callback, reason)) = last {
             run_callback(panic, callback, reason);
         }
         for node in self.drops.drain(..) {
@@ -254,6 +254,16 @@ impl Work {
             catch(panic, move || drop(reason));
         }
     }
+}
+
+/// Runs a claimed callback on a runner job of its own. A panic there has
+/// nobody to go to: the hook reported it, and it is dropped.
+pub(crate) fn spawn_callback(callback: Arc<Callback>, reason: Reason) {
+    crate::runner::spawn(Box::new(move || {
+        let mut panic = None;
+        run_callback(&mut panic, callback, reason);
+        discard(panic);
+    }));
 }
 
 /// Runs a claimed callback, guarded. The callback's and the reason's own `Drop`s

@@ -9,7 +9,7 @@
 use ctx_core::{Context, Expiry, Timer, TimerKey};
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Picks the iteration count for a native run or a Miri run (Miri interprets the
@@ -190,9 +190,17 @@ impl Drop for DropFlag {
     }
 }
 
+/// How long a test waits for something that must happen (a callback on the
+/// runner, a value freed there): a watchdog against hangs, never a timing
+/// assertion. A passing run waits only as long as the thing takes.
+pub(crate) const WATCHDOG: Duration = Duration::from_secs(30);
+
 /// A shared call counter for `after_func` callbacks.
+///
+/// Callbacks run on ctx-core's runner threads, never on the thread that
+/// canceled: a test that expects runs waits for them with [`Calls::wait_for`].
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Calls(Arc<AtomicUsize>);
+pub(crate) struct Calls(Arc<(Mutex<usize>, Condvar)>);
 
 impl Calls {
     pub(crate) fn new() -> Calls {
@@ -201,16 +209,67 @@ impl Calls {
 
     /// A callback that counts one call each time it runs.
     pub(crate) fn callback(&self) -> impl FnOnce() + Send + 'static {
-        let count = self.0.clone();
+        let calls = self.clone();
         move || {
-            count.fetch_add(1, Ordering::SeqCst);
+            let (count, changed) = &*calls.0;
+            *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            changed.notify_all();
         }
     }
 
-    /// How many times the callbacks made by [`Calls::callback`] ran.
+    /// How many times the callbacks made by [`Calls::callback`] ran so far.
     pub(crate) fn get(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
+        *self.0.0.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Waits until the callbacks ran `n` times in all, then checks that they
+    /// ran no more than that; panics if they have not got there within
+    /// [`WATCHDOG`] (a callback that never runs).
+    #[track_caller]
+    pub(crate) fn wait_for(&self, n: usize) {
+        let (count, changed) = &*self.0;
+        let guard = count.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = changed
+            .wait_timeout_while(guard, WATCHDOG, |ran| *ran < n)
+            .unwrap_or_else(|e| e.into_inner());
+        let ran = *guard;
+        drop(guard);
+        assert!(
+            ran >= n,
+            "the callbacks ran {ran} times, not {n}, within {WATCHDOG:?}"
+        );
+        assert_eq!(ran, n, "the callbacks ran more often than expected");
+    }
+}
+
+/// How many jobs this thread handed to ctx-core's runner so far (with the
+/// `test-util` hooks; without them, nothing to compare: always 0).
+pub(crate) fn runner_jobs() -> usize {
+    #[cfg(feature = "test-util")]
+    return ctx_core::testing::runner_jobs_handed_over();
+    #[cfg(not(feature = "test-util"))]
+    0
+}
+
+/// Receives from `rx`, or panics naming `what` if nothing came within
+/// [`WATCHDOG`] (a watchdog against hangs, not a timing assertion).
+#[track_caller]
+pub(crate) fn recv_within<T>(rx: &std::sync::mpsc::Receiver<T>, what: &str) -> T {
+    match rx.recv_timeout(WATCHDOG) {
+        Ok(value) => value,
+        Err(err) => panic!("{what}: nothing within {WATCHDOG:?} ({err})"),
+    }
+}
+
+/// Waits until `flag` is set, or panics naming `what` after [`WATCHDOG`]:
+/// for a [`DropFlag`] whose value is freed on another thread (a callback's
+/// captured state, dropped on the runner once the callback ran).
+#[track_caller]
+pub(crate) fn wait_until_set(flag: &AtomicBool, what: &str) {
+    assert!(
+        eventually(|| flag.load(Ordering::SeqCst)),
+        "{what}: not within {WATCHDOG:?}"
+    );
 }
 
 /// A backend that keeps every expiry armed on it and never fires by itself
@@ -259,16 +318,24 @@ impl Rng {
     }
 }
 
-/// Polls `condition` until it holds or 30 s pass (a watchdog against hangs, not a
-/// timing assertion); true if it held.
+/// Polls `condition` until it holds or [`WATCHDOG`] passes (a watchdog against
+/// hangs, not a timing assertion); true if it held. It yields before it
+/// sleeps, so that what it waits for, often already under way, ends the wait
+/// at once.
 #[allow(dead_code)]
 pub(crate) fn eventually(mut condition: impl FnMut() -> bool) -> bool {
-    let give_up = Instant::now() + Duration::from_secs(30);
+    let give_up = Instant::now() + WATCHDOG;
+    let mut polls = 0u32;
     while Instant::now() < give_up {
         if condition() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(1));
+        if polls < 100 {
+            polls += 1;
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
     condition()
 }
