@@ -24,10 +24,12 @@ use std::time::{Duration, Instant};
 /// The context's [`Error`] if it is done first.
 ///
 /// Returns `Ok` with the future's output, or `Err` with the context's error once
-/// it is done; the future is then dropped without being polled again. The
-/// context is checked first: a context that is already done never polls `fut`,
-/// and when both are ready at once the context wins (as in tokio-util's
-/// `run_until_cancelled`). The returned future does not borrow `ctx`.
+/// it is done; the future is then dropped without being polled again. At the
+/// first poll the context is checked first: a context that is already done
+/// never polls `fut`. At every later poll `fut` goes first, so when both are
+/// ready at once the future's output wins (as in tokio-util's
+/// `run_until_cancelled`; see [which side wins](ctx_core::run_until_done#which-side-wins)).
+/// The returned future does not borrow `ctx`.
 ///
 /// # Examples
 ///

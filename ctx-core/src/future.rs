@@ -1,9 +1,10 @@
 //! Running futures and streams until a context is done, on any executor.
 //!
 //! [`run_until_done`] races a future against its context; the extension traits
-//! [`FutureExt`] and [`StreamExt`] put the same at the end of a method chain. All
-//! of them check the context first, so a context that is already done wins
-//! without polling the future at all; none needs a runtime or allocates.
+//! [`FutureExt`] and [`StreamExt`] put the same at the end of a method chain.
+//! None needs a runtime or allocates. A future is biased towards its own
+//! completion once polled, a stream towards the context: see
+//! [which side wins](run_until_done#which-side-wins).
 
 use crate::context::Context;
 use crate::error::Error;
@@ -23,8 +24,28 @@ use std::task::{Context as TaskContext, Poll};
 ///
 /// # Errors
 ///
-/// The context's [`Error`] if it is done before `fut` completes (or already at
-/// the first poll, which then does not poll `fut`).
+/// The context's [`Error`] if it is done before `fut` completes: already at
+/// the first poll (which then does not poll `fut`), or at a later poll at which
+/// `fut` is still pending. An output `fut` has ready at a later poll wins over
+/// a context that ended meanwhile (see [which side wins](#which-side-wins)).
+///
+/// # Which side wins
+///
+/// A future is biased towards its own completion, as tokio-util's
+/// `run_until_cancelled` and `with_cancellation_token` are: at the first poll
+/// the context goes first, so a context that is already done wins without
+/// polling the future at all; at every later poll the future goes first, and
+/// the context is read only if the future is pending. A future that became
+/// ready in the same window as the context's end (a value arrived on a
+/// channel, then the cancel) hands its output back instead of dropping it.
+/// Once the future is pending, a done context always ends the wait, an exact
+/// deadline included (one whose timer is late).
+///
+/// A stream is biased towards the context: every poll reads the context
+/// first, and a done context ends the stream even if the next item is ready.
+/// A stream has no completion to favour, only one more item; taking items
+/// after the context's end would let a stream that is always ready (a
+/// channel under load) run on for ever.
 ///
 /// # Cancellation safety
 ///
@@ -61,12 +82,17 @@ pub fn run_until_done_owned<F: IntoFuture>(ctx: Context, fut: F) -> WithContext<
 /// A future or stream raced against a context: see [`run_until_done`],
 /// [`FutureExt::with_context`] and [`StreamExt::with_context`].
 ///
-/// As a future it yields `Ok(output)` or `Err(the context's error)`; as a stream,
-/// it yields the inner stream's items until the context is done, then ends.
+/// As a future it yields `Ok(output)` or `Err(the context's error)`, biased
+/// towards the future's completion after the first poll; as a stream, it yields
+/// the inner stream's items until the context is done, then ends, biased
+/// towards the context (see [which side wins](run_until_done#which-side-wins)).
 #[must_use = "futures and streams do nothing unless polled"]
 pub struct WithContext<F, C: Borrow<Context> = Context> {
     inner: F,
     done: Done<C>,
+    /// Whether the future was polled already: from the second poll on, it goes
+    /// before the context.
+    polled: bool,
     finished: bool,
 }
 
@@ -75,6 +101,7 @@ impl<F, C: Borrow<Context>> WithContext<F, C> {
         WithContext {
             inner,
             done: Done::new(ctx),
+            polled: false,
             finished: false,
         }
     }
@@ -84,31 +111,43 @@ impl<F, C: Borrow<Context>> WithContext<F, C> {
         self.done.context()
     }
 
-    /// Projects the pinned wrapper to its pinned inner future and its `Done`.
-    fn project(self: Pin<&mut Self>) -> (Pin<&mut F>, &mut Done<C>, &mut bool) {
+    /// Projects the pinned wrapper to its pinned inner future, its `Done` and
+    /// its flags (`polled`, `finished`).
+    fn project(self: Pin<&mut Self>) -> (Pin<&mut F>, &mut Done<C>, &mut bool, &mut bool) {
         // SAFETY: `inner` is structurally pinned: it is never moved out of a
         // pinned `WithContext` (no method takes it by value, and `Drop` is not
-        // implemented), so pinning the wrapper pins it. `done` and `finished` are
+        // implemented), so pinning the wrapper pins it. `done` and the flags are
         // not pinned (`Done<C>` is `Unpin` for the `C` used with `poll`).
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: see above.
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
-        (inner, &mut this.done, &mut this.finished)
+        (inner, &mut this.done, &mut this.polled, &mut this.finished)
     }
 }
 
 impl<F: Future, C: Borrow<Context> + Unpin> Future for WithContext<F, C> {
     type Output = Result<F::Output, Error>;
 
+    /// At the first poll the context goes first: done, it wins without a poll
+    /// of the future. At every later poll the future goes first, and the
+    /// context is read only if the future is pending: an output that became
+    /// ready in the same window as the context's end is returned, not dropped.
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let (inner, done, finished) = self.project();
+        let (mut inner, done, polled, finished) = self.project();
+        let first = !std::mem::replace(polled, true);
+        if !first && let Poll::Ready(output) = inner.as_mut().poll(cx) {
+            *finished = true;
+            return Poll::Ready(Ok(output));
+        }
         if Pin::new(&mut *done).poll(cx).is_ready() {
             *finished = true;
             return Poll::Ready(Err(done.context().err().unwrap_or(Error::Canceled)));
         }
-        let poll = inner.poll(cx).map(Ok);
-        *finished = poll.is_ready();
-        poll
+        if first && let Poll::Ready(output) = inner.poll(cx) {
+            *finished = true;
+            return Poll::Ready(Ok(output));
+        }
+        Poll::Pending
     }
 }
 
@@ -122,7 +161,7 @@ impl<S: Stream, C: Borrow<Context> + Unpin> Stream for WithContext<S, C> {
     type Item = S::Item;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<S::Item>> {
-        let (inner, done, finished) = self.project();
+        let (inner, done, _, finished) = self.project();
         if *finished {
             return Poll::Ready(None);
         }
@@ -174,6 +213,9 @@ impl<F: Future> FutureExt for F {}
 
 /// `stream.with_context(&ctx)`: the stream's items until the context is done,
 /// then the end of the stream.
+///
+/// Every poll reads the context before the stream: an item the stream has
+/// ready when the context is done is not taken (the stream ends instead).
 pub trait StreamExt: Stream + Sized {
     /// Ends this stream as soon as `ctx` is done (borrowed or owned).
     fn with_context<C: Borrow<Context>>(self, ctx: C) -> WithContext<Self, C> {

@@ -25,7 +25,9 @@ use tokio::task::{AbortHandle, JoinError};
 ///
 /// Returns the future's output, or the context's error (`Canceled` or
 /// `DeadlineExceeded`) if the context was done first; a context already done
-/// returns its error without polling `fut` at all.
+/// returns its error without polling `fut` at all. After the first poll, `fut`
+/// goes first: an output it has ready wins over a context that ended in the
+/// same window (see [which side wins](ctx_core::run_until_done#which-side-wins)).
 ///
 /// # Errors
 ///

@@ -63,6 +63,21 @@ async fn run_until_done_on_a_done_context_never_polls() {
     assert_eq!(polls.load(Ordering::SeqCst), 0);
 }
 
+/// A value sent on a oneshot channel and a cancel in the same window (both
+/// before the waiting task's next poll): the value is received, not dropped
+/// with the future.
+#[tokio::test]
+async fn run_until_done_keeps_a_value_received_as_the_context_is_canceled() {
+    let (ctx, cancel) = ctx_tokio::background().with_cancel();
+    let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
+    let mut receive = std::pin::pin!(ctx_tokio::run_until_done(&ctx, rx));
+    let noop = &mut TaskContext::from_waker(std::task::Waker::noop());
+    assert!(receive.as_mut().poll(noop).is_pending());
+    tx.send(5).unwrap();
+    cancel.cancel();
+    assert_eq!(receive.as_mut().poll(noop), Poll::Ready(Ok(Ok(5))));
+}
+
 #[tokio::test(start_paused = true)]
 async fn run_until_done_reports_the_deadline_and_drops_the_future() {
     let (ctx, _cancel) = ctx_tokio::background().with_timeout(Duration::from_millis(100));
