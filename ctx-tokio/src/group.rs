@@ -151,6 +151,10 @@ impl Group {
     /// (its LIFO slot), while other workers steal the rest. Do not rely on an
     /// order among the waiting tasks.
     ///
+    /// A limit above tokio's [`Semaphore::MAX_PERMITS`] (more tasks than any
+    /// group can hold) is taken as that maximum, which is no limit:
+    /// `with_limit(usize::MAX)` is accepted, as ctx-async-std's group accepts it.
+    ///
     /// # Panics
     ///
     /// Panics if `limit` is 0, or if tasks were already spawned.
@@ -164,7 +168,9 @@ impl Group {
             "ctx_tokio::Group::with_limit: call it before spawning tasks"
         );
         self.limit = Some(Limit {
-            slots: Arc::new(Semaphore::new(limit)),
+            // tokio's semaphore panics above its maximum; a limit that large
+            // never holds a task back anyway.
+            slots: Arc::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS))),
             queued: Arc::new(AtomicUsize::new(0)),
         });
         self

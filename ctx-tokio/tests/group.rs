@@ -287,6 +287,24 @@ fn a_zero_limit_is_refused() {
     let _group = group.with_limit(0);
 }
 
+/// A limit beyond what tokio's semaphore can count (`usize::MAX`) is taken as
+/// no limit, as ctx-async-std's group takes it, instead of panicking.
+#[tokio::test(start_paused = true)]
+async fn a_limit_of_usize_max_is_no_limit() {
+    let (group, _ctx) = Group::new(&ctx_tokio::background());
+    let mut group = group.with_limit(usize::MAX);
+    let finished = Arc::new(AtomicUsize::new(0));
+    for _ in 0..5 {
+        let finished = finished.clone();
+        assert!(group.try_spawn(move |_ctx| async move {
+            finished.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), Error>(())
+        }));
+    }
+    group.wait().await.unwrap();
+    assert_eq!(finished.load(Ordering::SeqCst), 5);
+}
+
 /// A task spawned over the limit is ahead of any later `try_spawn` (Go's `Go`
 /// takes its slot before it returns, so a `TryGo` after it finds the group
 /// full): also before the runtime first runs it, and right after the slot it
