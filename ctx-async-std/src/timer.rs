@@ -64,7 +64,7 @@ const SHRINK_FLOOR: usize = 256;
 /// # Where deadlines fire
 ///
 /// The reactor only reports that a deadline passed; the cancel runs as a task on
-/// smol's global executor, on one of its threads (`smol-0`, … as many as
+/// smol's global executor, on one of its threads (`smol-1` … `smol-N`, N being
 /// `SMOL_THREADS`, default 1), never on the reactor's thread. User code that the
 /// expiry sets free, the context's [`after_func`](ctx_core::Context::after_func)
 /// callbacks and the `Drop`s of contexts it released last, runs on ctx-core's
