@@ -35,7 +35,6 @@
 //! held by a runner thread that does not exist there.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -55,21 +54,16 @@ const STALL: Duration = Duration::from_millis(1);
 
 /// How many threads are started at once for jobs that find no idle thread:
 /// one per CPU, at least [`MIN_EAGER`]. Beyond that, the monitor starts them.
+/// Asked of the system once (under the queue's lock, kept in the queue, not
+/// in a `OnceLock`: see `POOL`).
 #[cfg_attr(all(test, ctx_loom), allow(dead_code))]
-fn eager_threads() -> usize {
-    // Cached in an atomic, not a `OnceLock` (see `POOL`); a race computes it
-    // twice. 0: not known yet.
-    static EAGER: AtomicUsize = AtomicUsize::new(0);
-    match EAGER.load(Ordering::Relaxed) {
-        0 => {
-            let eager = std::thread::available_parallelism()
-                .map_or(MIN_EAGER, usize::from)
-                .max(MIN_EAGER);
-            EAGER.store(eager, Ordering::Relaxed);
-            eager
-        }
-        eager => eager,
+fn eager_threads(queue: &mut Queue) -> usize {
+    if queue.eager == 0 {
+        queue.eager = std::thread::available_parallelism()
+            .map_or(MIN_EAGER, usize::from)
+            .max(MIN_EAGER);
     }
+    queue.eager
 }
 
 #[cfg_attr(all(test, ctx_loom), allow(dead_code))]
@@ -88,6 +82,8 @@ struct Queue {
     taken: usize,
     /// Whether the monitor thread runs.
     monitor: bool,
+    /// [`eager_threads`], once known (0 before).
+    eager: usize,
 }
 
 impl Queue {
@@ -101,6 +97,7 @@ impl Queue {
         threads: 0,
         taken: 0,
         monitor: false,
+        eager: 0,
     };
 }
 
@@ -131,8 +128,6 @@ pub(crate) fn spawn(job: Job) {
     // Forks are counted from here on (the first time: registers the handler,
     // which must not happen under the queue's lock, as a fork takes it).
     crate::fork::install();
-    // Read outside the lock: the first call asks the system.
-    let eager = eager_threads();
     let pool = pool();
     let mut queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
     let epoch = crate::fork::epoch();
@@ -157,7 +152,7 @@ pub(crate) fn spawn(job: Job) {
         pool.ready.notify_one();
         return;
     }
-    if queue.threads < eager {
+    if queue.threads < eager_threads(&mut queue) {
         start_thread(pool, queue);
     } else if !queue.monitor {
         start_monitor(pool, queue);
