@@ -20,7 +20,7 @@
 
 use bytes::Bytes;
 use ctx_core::{CancelCauseFunc, Cause, Context};
-use ctx_http::{ClientError, ClientLayer, ClientService, ServerLayer};
+use ctx_http::{ClientLayer, ClientService, ServerLayer};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -160,12 +160,7 @@ async fn proxy(
             }
         }
         Err(err) => {
-            let err = match &err {
-                // The layer's message says the transport failed; its error
-                // (the source) says how.
-                ClientError::Service(transport) => format!("{err}: {transport}"),
-                _ => err.to_string(),
-            };
+            let err = report(&err);
             log(start, "proxy", format!("{id}: call to the backend: {err}"));
             text(StatusCode::BAD_GATEWAY, err)
         }
@@ -327,6 +322,19 @@ async fn send(request: Request<Body>) -> io::Result<(StatusCode, String)> {
     tokio::time::timeout(PATIENCE, call)
         .await
         .map_err(|_| io::Error::other("no answer"))?
+}
+
+/// An error and its sources, each message after the one before: the layer's
+/// error says what happened to the call, its sources why (the context's cause,
+/// the transport's error).
+fn report(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut report = err.to_string();
+    let mut source = err.source();
+    while let Some(err) = source {
+        report = format!("{report}: {err}");
+        source = err.source();
+    }
+    report
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {

@@ -9,7 +9,6 @@
 
 use crate::ended::{cause_of, poll_done};
 use crate::header::{GRPC_TIMEOUT, encode, parse_timeout};
-use crate::response::describe;
 use ctx_core::{Cause, Context, Done, Error};
 use http::Request;
 use pin_project_lite::pin_project;
@@ -435,8 +434,17 @@ where
 ///     ClientError::NotSent { err: Error::Canceled, cause: Cause::msg("user pressed stop") };
 /// assert!(!err.was_sent());
 /// assert_eq!(err.context_err(), Some(Error::Canceled));
-/// assert_eq!(err.to_string(), "request not sent: context canceled: user pressed stop");
+/// // The message says what happened; the cause is the source.
+/// assert_eq!(err.to_string(), "request not sent: context canceled");
+/// let source = std::error::Error::source(&err).unwrap();
+/// assert_eq!(source.to_string(), "user pressed stop");
 /// ```
+///
+/// The message and the sources follow Rust's convention for error reports:
+/// each error's message leaves out what its source says, and a report
+/// prints the chain ("request not sent: context canceled: user pressed
+/// stop"). The chain is the same with every feature of the crate. With the
+/// `tonic` feature, `tonic::Status::from` turns the error into a gRPC status.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ClientError<E> {
@@ -533,14 +541,9 @@ impl<E> ClientError<E> {
 impl<E: fmt::Display> fmt::Display for ClientError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::NotSent { err, cause } => {
-                f.write_str("request not sent: ")?;
-                describe(f, *err, cause)
-            }
-            ClientError::Abandoned { err, cause } => {
-                f.write_str("request abandoned: ")?;
-                describe(f, *err, cause)
-            }
+            // The cause, if any, is the source: not repeated here.
+            ClientError::NotSent { err, .. } => write!(f, "request not sent: {err}"),
+            ClientError::Abandoned { err, .. } => write!(f, "request abandoned: {err}"),
             // The service's error is the source: not repeated here.
             ClientError::Service(_) => f.write_str("request failed in the inner service"),
         }
@@ -551,21 +554,18 @@ impl<E: std::error::Error + 'static> std::error::Error for ClientError<E> {
     /// [`Service`](ClientError::Service)'s source is the service's error.
     ///
     /// The source of [`NotSent`](ClientError::NotSent) and
-    /// [`Abandoned`](ClientError::Abandoned) is the context's cause; with the
-    /// `tonic` feature it is a `tonic::Status` with the code of
-    /// `grpc::code` instead (`DEADLINE_EXCEEDED` or `CANCELLED`), so that
-    /// tonic's client, which turns a service's error into a status by looking
-    /// for one along its sources, reports the context's end. The cause is
-    /// [`cause`](ClientError::cause) either way, and in the message.
+    /// [`Abandoned`](ClientError::Abandoned) is the context's cause, unless
+    /// the cause is just the context's error (a context canceled or timed out
+    /// without a cause of its own), which the message says already: then
+    /// there is none.
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            #[cfg(feature = "tonic")]
-            ClientError::NotSent { err, .. } => Some(crate::grpc::client_status(false, *err)),
-            #[cfg(feature = "tonic")]
-            ClientError::Abandoned { err, .. } => Some(crate::grpc::client_status(true, *err)),
-            #[cfg(not(feature = "tonic"))]
-            ClientError::NotSent { cause, .. } | ClientError::Abandoned { cause, .. } => {
-                Some(&**cause)
+            ClientError::NotSent { err, cause } | ClientError::Abandoned { err, cause } => {
+                if cause.as_error() == Some(*err) {
+                    None
+                } else {
+                    Some(&**cause)
+                }
             }
             ClientError::Service(err) => Some(err),
         }

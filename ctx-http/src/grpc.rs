@@ -25,14 +25,11 @@
 //!
 //! On the client side, insert the context into the `tonic::Request`'s
 //! extensions and wrap the channel in [`ClientLayer`](crate::ClientLayer).
-//! tonic's client turns the layer's errors into statuses itself, with
-//! `Status::from_error`, which looks for a status along the error's sources:
-//! a call whose context ended fails with [`code`]'s status
-//! (`DEADLINE_EXCEEDED` or `CANCELLED`, with "request not sent" or "request
-//! abandoned" and the context error as the message; the status's source is
-//! the [`ClientError`], which has the cause), and a transport error that is a
-//! status keeps its code. Code that calls the layer itself can use
-//! `Status::from`, whose message carries the cause too.
+//! tonic's client turns a service's error into a status with
+//! `Status::from_error`, which knows nothing of
+//! [`ClientError`](crate::ClientError): map the layer's errors with
+//! `Status::from` first (tower's `map_err`), which gives [`code`]'s code to a
+//! call whose context ended and keeps a transport's own status.
 //!
 //! # Examples
 //!
@@ -53,8 +50,11 @@ use crate::client::ClientError;
 use crate::response::{Rejection, Responder};
 use ctx_core::{Cause, Context, Error};
 use http::Response;
-use std::sync::OnceLock;
+use std::sync::Arc;
 use tonic::{Code, Status};
+
+/// A boxed error, as tower and tonic spell it.
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The gRPC code for a context error: `DeadlineExceeded` or `Cancelled`.
 ///
@@ -117,49 +117,50 @@ pub fn context_status(ctx: &Context) -> Option<Status> {
     Some(status(err, &crate::ended::cause_of(ctx, err)))
 }
 
-/// The status that is the source of a context error of [`ClientError`]
-/// (`sent`: [`ClientError::Abandoned`], else [`ClientError::NotSent`]):
-/// [`code`] for `err`, and the error's message without its cause (which is
-/// the [`ClientError`]'s own). One shared value each, since a source is
-/// borrowed from the error and a variant has no room for a status of its own.
-pub(crate) fn client_status(sent: bool, err: Error) -> &'static Status {
-    static STATUSES: [[OnceLock<Status>; 2]; 2] = [
-        [OnceLock::new(), OnceLock::new()],
-        [OnceLock::new(), OnceLock::new()],
-    ];
-    let timeout = err == Error::DeadlineExceeded;
-    STATUSES[usize::from(sent)][usize::from(timeout)].get_or_init(|| {
-        let what = if sent {
-            "request abandoned"
-        } else {
-            "request not sent"
-        };
-        Status::new(code(err), format!("{what}: {err}"))
-    })
-}
-
 impl<E> From<ClientError<E>> for Status
 where
-    E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    E: Into<BoxError>,
 {
-    /// A context error becomes [`status`]; a transport error goes through
-    /// [`Status::from_error`], which finds a status (or an h2 reset) inside it.
+    /// A context error becomes a status with [`code`]'s code
+    /// (`DEADLINE_EXCEEDED` or `CANCELLED`), the error's message and the
+    /// cause as the message ("request not sent: context canceled: user
+    /// left"; a status has no chain of messages), and the cause, unless it is
+    /// just the context's error, as the status's source.
+    ///
+    /// A service's error goes through tonic's own [`Status::from_error`]: a
+    /// status (the error itself, or one along its sources) keeps its code and
+    /// message; any other error is `UNKNOWN`, with the error's message.
     ///
     /// ```
     /// use ctx_core::{Cause, Error};
     /// use ctx_http::ClientError;
+    /// use tonic::{Code, Status};
     ///
     /// let err: ClientError<std::io::Error> =
-    ///     ClientError::Abandoned { err: Error::DeadlineExceeded, cause: Cause::new(Error::DeadlineExceeded) };
-    /// assert_eq!(tonic::Status::from(err).code(), tonic::Code::DeadlineExceeded);
+    ///     ClientError::Abandoned { err: Error::DeadlineExceeded, cause: Cause::msg("budget spent") };
+    /// let status = Status::from(err);
+    /// assert_eq!(status.code(), Code::DeadlineExceeded);
+    /// assert_eq!(status.message(), "request abandoned: context deadline exceeded: budget spent");
+    ///
+    /// let err = ClientError::Service(std::io::Error::other("connection reset"));
+    /// let status = Status::from(err);
+    /// assert_eq!((status.code(), status.message()), (Code::Unknown, "connection reset"));
+    ///
+    /// let err = ClientError::Service(Status::unavailable("backend down"));
+    /// assert_eq!(Status::from(err).code(), Code::Unavailable);
     /// ```
     fn from(err: ClientError<E>) -> Status {
-        match err {
-            ClientError::NotSent { err, cause } | ClientError::Abandoned { err, cause } => {
-                status(err, &cause)
-            }
-            ClientError::Service(err) => Status::from_error(err.into()),
+        let (what, err, cause) = match err {
+            ClientError::NotSent { err, cause } => ("request not sent", err, cause),
+            ClientError::Abandoned { err, cause } => ("request abandoned", err, cause),
+            ClientError::Service(err) => return Status::from_error(err.into()),
+        };
+        let rejection = Rejection::from_context(err, cause.clone());
+        let mut status = Status::new(code(err), format!("{what}: {rejection}"));
+        if cause.as_error() != Some(err) {
+            status.set_source(Arc::from(BoxError::from(cause)));
         }
+        status
     }
 }
 

@@ -824,10 +824,10 @@ async fn the_client_refuses_to_send_when_the_context_is_done() {
     assert!(!err.was_sent());
     assert_eq!(err.context_err(), Some(Error::Canceled));
     assert_eq!(err.cause().unwrap().to_string(), "user pressed stop");
-    assert_eq!(
-        err.to_string(),
-        "request not sent: context canceled: user pressed stop"
-    );
+    // The cause is the source, not repeated in the message.
+    assert_eq!(err.to_string(), "request not sent: context canceled");
+    let source = std::error::Error::source(&err).expect("the cause");
+    assert_eq!(source.to_string(), "user pressed stop");
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
@@ -1171,7 +1171,27 @@ mod grpc_statuses {
         };
         let status = Status::from(gone);
         assert_eq!(status.code(), Code::Cancelled);
-        assert_eq!(status.message(), "context canceled: caller left");
+        // A status has no chain of messages: the cause is in its message, and
+        // its source.
+        assert_eq!(
+            status.message(),
+            "request abandoned: context canceled: caller left"
+        );
+        let source = std::error::Error::source(&status).expect("the cause");
+        assert_eq!(source.to_string(), "caller left");
+
+        // A context that ended without a cause of its own: no source.
+        let late: ClientError<std::io::Error> = ClientError::NotSent {
+            err: Error::DeadlineExceeded,
+            cause: Cause::new(Error::DeadlineExceeded),
+        };
+        let status = Status::from(late);
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert_eq!(
+            status.message(),
+            "request not sent: context deadline exceeded"
+        );
+        assert!(std::error::Error::source(&status).is_none());
 
         let broken: ClientError<std::io::Error> =
             ClientError::Service(std::io::Error::other("reset"));
