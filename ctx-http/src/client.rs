@@ -42,6 +42,10 @@ use tower_service::Service;
 /// A request without a context passes through untouched (it still waits for
 /// the inner service's readiness in its response future).
 ///
+/// Under tonic's client, use `grpc::GrpcClientLayer` (feature `tonic`): the
+/// same layer, whose errors are gRPC statuses (`DEADLINE_EXCEEDED`,
+/// `CANCELLED`, the transport's own).
+///
 /// # Readiness
 ///
 /// [`ClientService`] is always ready: `poll_ready` does not see the request,
@@ -443,8 +447,11 @@ where
 /// The message and the sources follow Rust's convention for error reports:
 /// each error's message leaves out what its source says, and a report
 /// prints the chain ("request not sent: context canceled: user pressed
-/// stop"). The chain is the same with every feature of the crate. With the
-/// `tonic` feature, `tonic::Status::from` turns the error into a gRPC status.
+/// stop"). The chain is the same with every feature of the crate.
+///
+/// tonic's client does not know this type (it would report every one as
+/// `UNKNOWN`): under it, use `grpc::GrpcClientLayer` (feature `tonic`), whose
+/// errors are these turned into gRPC statuses by `tonic::Status::from`.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ClientError<E> {

@@ -24,12 +24,17 @@
 //! ends with [`ServerCause::Responded`](crate::ServerCause::Responded).
 //!
 //! On the client side, insert the context into the `tonic::Request`'s
-//! extensions and wrap the channel in [`ClientLayer`](crate::ClientLayer).
-//! tonic's client turns a service's error into a status with
-//! `Status::from_error`, which knows nothing of
-//! [`ClientError`](crate::ClientError): map the layer's errors with
-//! `Status::from` first (tower's `map_err`), which gives [`code`]'s code to a
-//! call whose context ended and keeps a transport's own status.
+//! extensions and wrap the channel in [`GrpcClientLayer`]:
+//! `MyClient::new(GrpcClientLayer::new().layer(channel))`. It is
+//! [`ClientLayer`] (the deadline as `grpc-timeout`, no call sent once the
+//! context is done, a call in flight dropped when it ends) with errors that
+//! are statuses already: tonic's client, which turns any other error into a
+//! status with `Status::from_error`, would report the plain layer's
+//! [`ClientError`]s as `UNKNOWN`. A call whose context ended fails with
+//! [`code`]'s code (`DEADLINE_EXCEEDED` or `CANCELLED`), a transport's own
+//! status comes through as it is, and any other transport error is `UNKNOWN`
+//! with its own message. Code that calls [`ClientLayer`] itself converts its
+//! errors with `Status::from`, which does the same.
 //!
 //! # Examples
 //!
@@ -46,12 +51,18 @@
 //! ```
 
 use crate::body::grpc_code;
-use crate::client::ClientError;
+use crate::client::{ClientError, ClientFuture, ClientLayer, ClientService};
 use crate::response::{Rejection, Responder};
 use ctx_core::{Cause, Context, Error};
-use http::Response;
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, ready};
 use tonic::{Code, Status};
+use tower_layer::Layer;
+use tower_service::Service;
 
 /// A boxed error, as tower and tonic spell it.
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -161,6 +172,231 @@ where
             status.set_source(Arc::from(BoxError::from(cause)));
         }
         status
+    }
+}
+
+/// [`ClientLayer`] for tonic's client: the same calls, whose errors are
+/// gRPC statuses.
+///
+/// tonic's client (`tonic::client::Grpc`, under every generated client)
+/// turns a service's error into a status with [`Status::from_error`], which
+/// knows nothing of [`ClientError`]: over the plain [`ClientLayer`], a call
+/// whose context ended would fail with `UNKNOWN`. This layer converts each
+/// [`ClientError`] with `Status::from` (see [`From<ClientError<E>> for
+/// Status`](ClientError#impl-From%3CClientError%3CE%3E%3E-for-Status)) before
+/// tonic sees it:
+///
+/// * a call refused or abandoned because its context ended is
+///   `DEADLINE_EXCEEDED` or `CANCELLED` ([`code`]), with "request not sent"
+///   (always safe to retry) or "request abandoned", the context's error and
+///   its cause in the message, and the cause as the status's source;
+/// * a transport's error goes through tonic's own [`Status::from_error`],
+///   as tonic's client would convert it without the layer: a status (the
+///   error, or one along its sources, as from tower's `Buffer` around a
+///   channel) is kept as it is, and an error tonic does not recognize is
+///   `UNKNOWN` with the error's own message.
+///
+/// The inner service's error need only be `Into<BoxError>`, as tonic
+/// requires: tower's `Buffer`, `Timeout` and `LoadShed` (whose error is
+/// tower's `BoxError`) work here. Everything else is [`ClientLayer`]'s: the
+/// context travels in the `tonic::Request`'s extensions, `grpc-timeout`
+/// carries its deadline, and the service is always ready (see
+/// [`ClientLayer`'s readiness](ClientLayer#readiness)).
+///
+/// # Examples
+///
+/// ```
+/// use ctx_core::Context;
+/// use ctx_http::grpc::GrpcClientLayer;
+/// use http::{Request, Response};
+/// use tonic::body::Body;
+/// use tower::{Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Stands in for a tonic `Channel` (`Channel::from_static(url).connect_lazy()`).
+/// let channel = tower::service_fn(|_req: Request<Body>| async {
+///     Ok::<_, tonic::Status>(Response::new(Body::empty()))
+/// });
+/// let service = GrpcClientLayer::new().layer(channel);
+///
+/// // What a generated client is built on (`MyClient::new(service)` takes it too).
+/// let _grpc = tonic::client::Grpc::new(service.clone());
+///
+/// // A call whose context is done is refused with a status.
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// cancel.cancel();
+/// let mut request = Request::new(Body::empty());
+/// request.extensions_mut().insert(ctx);
+/// let status = service.oneshot(request).await.unwrap_err();
+/// assert_eq!(status.code(), tonic::Code::Cancelled);
+/// assert_eq!(status.message(), "request not sent: context canceled");
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GrpcClientLayer {
+    _private: (),
+}
+
+impl GrpcClientLayer {
+    /// The layer (it has no settings, as [`ClientLayer`]).
+    ///
+    /// ```
+    /// # use tower::Layer;
+    /// let channel = tower::service_fn(|_req: http::Request<tonic::body::Body>| async {
+    ///     Ok::<_, tonic::Status>(http::Response::new(tonic::body::Body::empty()))
+    /// });
+    /// let _grpc = tonic::client::Grpc::new(ctx_http::grpc::GrpcClientLayer::new().layer(channel));
+    /// ```
+    pub fn new() -> GrpcClientLayer {
+        GrpcClientLayer { _private: () }
+    }
+}
+
+impl<S> Layer<S> for GrpcClientLayer {
+    type Service = GrpcClientService<S>;
+
+    fn layer(&self, inner: S) -> GrpcClientService<S> {
+        GrpcClientService {
+            inner: ClientLayer::new().layer(inner),
+        }
+    }
+}
+
+/// The service [`GrpcClientLayer`] wraps around a gRPC channel: a
+/// [`ClientService`] whose errors are [`Status`]es.
+///
+/// # Examples
+///
+/// ```
+/// use tower::Layer;
+///
+/// let service = ctx_http::grpc::GrpcClientLayer::new().layer(tower::service_fn(
+///     |_req: http::Request<tonic::body::Body>| async {
+///         Ok::<_, tonic::Status>(http::Response::new(tonic::body::Body::empty()))
+///     },
+/// ));
+/// let _channel = service.into_inner();
+/// ```
+#[derive(Clone, Debug)]
+pub struct GrpcClientService<S> {
+    inner: ClientService<S>,
+}
+
+impl<S> GrpcClientService<S> {
+    /// The inner service (the channel).
+    ///
+    /// ```
+    /// # use tower::Layer;
+    /// let service = ctx_http::grpc::GrpcClientLayer::new().layer(tower::service_fn(
+    ///     |_req: http::Request<()>| async { Ok::<_, tonic::Status>(http::Response::new(())) },
+    /// ));
+    /// let _channel = service.get_ref();
+    /// ```
+    pub fn get_ref(&self) -> &S {
+        self.inner.get_ref()
+    }
+
+    /// The inner service (the channel), mutably.
+    ///
+    /// ```
+    /// # use tower::Layer;
+    /// let mut service = ctx_http::grpc::GrpcClientLayer::new().layer(tower::service_fn(
+    ///     |_req: http::Request<()>| async { Ok::<_, tonic::Status>(http::Response::new(())) },
+    /// ));
+    /// let _channel = service.get_mut();
+    /// ```
+    pub fn get_mut(&mut self) -> &mut S {
+        self.inner.get_mut()
+    }
+
+    /// The inner service (the channel), without the layer.
+    ///
+    /// ```
+    /// # use tower::Layer;
+    /// let service = ctx_http::grpc::GrpcClientLayer::new().layer(tower::service_fn(
+    ///     |_req: http::Request<()>| async { Ok::<_, tonic::Status>(http::Response::new(())) },
+    /// ));
+    /// let _channel = service.into_inner();
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.inner.into_inner()
+    }
+}
+
+impl<S, B> Service<Request<B>> for GrpcClientService<S>
+where
+    S: Service<Request<B>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = Status;
+    type Future = GrpcClientFuture<S, Request<B>>;
+
+    /// Always ready, as [`ClientService`]: the inner service's readiness is
+    /// waited for in the response future, under the request's context.
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        GrpcClientFuture {
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`GrpcClientService`]: [`ClientFuture`], whose
+    /// error becomes a [`Status`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ctx_http::grpc::GrpcClientFuture;
+    /// use http::{Request, Response};
+    /// use tower::{Layer, Service};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut service = ctx_http::grpc::GrpcClientLayer::new().layer(tower::service_fn(
+    ///     |_req: Request<()>| std::future::ready(Ok::<_, tonic::Status>(Response::new("pong"))),
+    /// ));
+    /// let future: GrpcClientFuture<_, _> = service.call(Request::new(()));
+    /// assert_eq!(*future.await.unwrap().body(), "pong");
+    /// # }
+    /// ```
+    #[must_use = "futures do nothing unless polled"]
+    pub struct GrpcClientFuture<S, Req>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        inner: ClientFuture<S, Req>,
+    }
+}
+
+impl<S, Req> std::fmt::Debug for GrpcClientFuture<S, Req>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcClientFuture")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl<S, B> Future for GrpcClientFuture<S, Request<B>>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let result = ready!(self.project().inner.poll(cx));
+        Poll::Ready(result.map_err(Status::from))
     }
 }
 

@@ -20,7 +20,8 @@
 //! * On the client, [`ClientLayer`] sends the remaining time of the request's
 //!   context as `grpc-timeout`, refuses to send when the context is already
 //!   done, and drops the call when it ends, which the next server sees as a
-//!   client that went away.
+//!   client that went away. Under tonic's client, `grpc::GrpcClientLayer`
+//!   (feature `tonic`) does the same with errors that are gRPC statuses.
 //! * Helpers: [`GRPC_TIMEOUT`], [`parse_timeout`], [`timeout_from_headers`],
 //!   [`set_timeout_header`], an axum extractor ([`RequestContext`], feature
 //!   `axum`), tonic `Code`/`Status` conversions ([`grpc`], feature `tonic`).
@@ -97,8 +98,10 @@
 //! * `axum` (off by default): [`RequestContext`], an axum extractor for the
 //!   request's context (depends on `axum-core` only).
 //! * `tonic` (off by default): the [`grpc`] module, with tonic's `Code` and
-//!   `Status` for context errors and a responder that answers with gRPC
-//!   statuses (depends on tonic without its default features).
+//!   `Status` for context errors, a responder that answers with gRPC
+//!   statuses, and `GrpcClientLayer`, the client layer for tonic's clients,
+//!   whose errors are statuses (depends on tonic without its default
+//!   features).
 
 // The feature-gated items are linked when they exist, and point at the
 // feature list when they do not (a default-features doc build).

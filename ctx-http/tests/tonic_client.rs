@@ -1,10 +1,11 @@
-//! `ClientLayer` under tonic's client, which turns a service's error into a
-//! status with `Status::from_error`: the layer's errors mapped with
-//! `Status::from` first (feature `tonic`).
+//! `GrpcClientLayer` under tonic's client, which turns a service's error into
+//! a status with `Status::from_error`: the layer's errors are statuses
+//! already (feature `tonic`).
 #![cfg(feature = "tonic")]
 
 use ctx_core::{Cause, Context, Error};
-use ctx_http::{ClientError, ClientLayer};
+use ctx_http::ClientError;
+use ctx_http::grpc::GrpcClientLayer;
 use http::uri::PathAndQuery;
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
-use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt, service_fn};
+use tower::{BoxError, Layer, Service, ServiceBuilder, service_fn};
 
 /// A codec for empty messages (the tests never get as far as the wire).
 #[derive(Clone, Copy, Default)]
@@ -55,8 +56,7 @@ where
     S::Error: Into<BoxError>,
     S::Future: Send,
 {
-    let service = ClientLayer::new().layer(channel).map_err(Status::from);
-    let mut grpc = tonic::client::Grpc::new(service);
+    let mut grpc = tonic::client::Grpc::new(GrpcClientLayer::new().layer(channel));
     let mut request = tonic::Request::new(());
     request.extensions_mut().insert(ctx);
     grpc.ready().await.unwrap();
