@@ -791,3 +791,45 @@ fn many_callbacks_of_one_cancel_all_waiting_for_each_other_complete() {
     met.wait_for(n);
     drop(registrations);
 }
+
+/// A panicking callback whose job holds the last reference on a cause whose
+/// `Drop` panics too: each is guarded on its own, so the second panic is not
+/// one during the first's unwind (which would abort the process), and the
+/// runner goes on with later callbacks.
+#[test]
+fn a_panicking_callback_holding_the_last_cause_whose_drop_panics_aborts_nothing() {
+    use std::sync::atomic::AtomicBool;
+
+    #[derive(Debug)]
+    struct DropPanics(Arc<AtomicBool>);
+    impl std::fmt::Display for DropPanics {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a cause whose drop panics")
+        }
+    }
+    impl std::error::Error for DropPanics {}
+    impl Drop for DropPanics {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+            panic!("the cause's Drop panics");
+        }
+    }
+
+    let dropped = Arc::new(AtomicBool::new(false));
+    let (ctx, cancel) = Context::background().with_cancel_cause();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let registration = ctx.after_func(move || {
+        let _ = wait.recv();
+        panic!("the callback panics");
+    });
+    cancel.cancel(Cause::new(DropPanics(dropped.clone())));
+    // The callback's job now holds the cause's last reference.
+    drop((ctx, registration));
+    go.send(()).unwrap();
+    assert!(support::eventually(|| dropped.load(Ordering::SeqCst)));
+    let (ran, seen) = std::sync::mpsc::channel();
+    let (done, cancel) = Context::background().with_cancel();
+    cancel.cancel();
+    let _later = done.after_func(move || ran.send(()).unwrap());
+    seen.recv_timeout(WATCHDOG).expect("a later callback runs");
+}

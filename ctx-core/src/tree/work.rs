@@ -267,12 +267,12 @@ pub(crate) fn spawn_callback(callback: Arc<Callback>, reason: Reason) {
 }
 
 /// Runs a claimed callback, guarded. The callback's and the reason's own `Drop`s
-/// are user code too.
+/// are user code too, each guarded on its own: dropped by the unwind of a
+/// panicking callback, a `Drop` that panicked too would abort the process.
 fn run_callback(panic: &mut Panic, callback: Arc<Callback>, reason: Reason) {
-    catch(panic, move || {
-        callback.run(&reason);
-        drop((callback, reason));
-    });
+    catch(panic, || callback.run(&reason));
+    catch(panic, move || drop(callback));
+    catch(panic, move || drop(reason));
 }
 
 /// Releases one strong reference without running user code here: if it was the
