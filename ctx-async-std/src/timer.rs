@@ -174,6 +174,10 @@ impl Timer for AsyncIoTimer {
         Instant::now()
     }
 
+    fn is_system_clock(&self) -> bool {
+        true
+    }
+
     fn arm(&self, deadline: Instant, expiry: Expiry) -> Option<TimerKey> {
         // Relaxed: keys only need to be unique.
         let key = self.shared.next_key.fetch_add(1, Ordering::Relaxed);

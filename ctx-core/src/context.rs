@@ -463,8 +463,9 @@ impl Context {
                 return self.with_cancel();
             }
         }
-        // The clock first: if the backend's `now` panics, nothing exists yet.
+        // The backend's answers first: if one panics, nothing exists yet.
         let now = now.unwrap_or_else(|| timer.now());
+        let system_clock = timer.is_system_clock();
         let parent_carrier = self.carrier();
         let payload = DeadlinePart {
             cancel: CancelPart::new(true),
@@ -472,6 +473,7 @@ impl Context {
             timer,
             key: AtomicU64::new(0),
             reason: Reason::new(Error::DeadlineExceeded, cause),
+            system_clock,
         };
         let (parent, in_set) = tree::register::child_parent_link(self.node, parent_carrier);
         let node = NodeRef::alloc(
@@ -687,12 +689,14 @@ impl Context {
 
     /// Runs `f` once this context is done (Go's `AfterFunc`).
     ///
-    /// `f` runs once, after the context and its whole subtree are done, on
-    /// ctx-core's runner threads, in a job of its own (Go runs it in a goroutine
-    /// of its own): never on the thread that cancels (a cancel does not wait for
-    /// `f`, which may wait for what the canceler does next), never on a timer's
-    /// thread, and never on this thread (if the context is already done, `f` is
-    /// started at once; this thread may hold a lock `f` takes). Callbacks do not
+    /// `f` runs once, after the context is done (and, when a cancel sets it
+    /// free, after that cancel finished the whole subtree), on ctx-core's runner
+    /// threads, in a job of its own (Go runs it in a goroutine of its own):
+    /// never on the thread that cancels (a cancel does not wait for `f`, which
+    /// may wait for what the canceler does next), never on a timer's thread, and
+    /// never on this thread (if the context is already done, `f` is started at
+    /// once, as in Go, even while another thread's cancel is still closing
+    /// descendants; this thread may hold a lock `f` takes). Callbacks do not
     /// wait for each other: one that blocks holds back no other (the runner
     /// starts threads as its jobs block). The adapter crates offer variants that
     /// spawn `f` on their executor. [`AfterFunc::stop`] prevents a run that has

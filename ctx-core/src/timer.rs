@@ -109,6 +109,17 @@ pub trait Timer: Send + Sync + fmt::Debug + 'static {
 
     /// Disarms a timer armed by this backend (see the contract above).
     fn disarm(&self, key: TimerKey);
+
+    /// Whether [`now`](Timer::now) is always the system's clock,
+    /// `Instant::now()` (false unless the backend says so). A cancel then
+    /// reads that clock itself where it must not run a backend's code: in
+    /// the middle of a walk, to find the descendants whose deadlines passed
+    /// while their timer was late, which end with `DeadlineExceeded` rather
+    /// than the cancel's reason. Without it, only those on the canceled
+    /// context's own deadline's backend are found.
+    fn is_system_clock(&self) -> bool {
+        false
+    }
 }
 
 /// Identifies an armed timer within its backend.

@@ -511,6 +511,11 @@ impl Timer for TokioTimer {
         self.shared.now()
     }
 
+    /// True on a multi-thread runtime, whose clock is never paused.
+    fn is_system_clock(&self) -> bool {
+        self.shared.system_clock
+    }
+
     fn arm(&self, deadline: Instant, expiry: Expiry) -> Option<TimerKey> {
         let shared = &*self.shared;
         let at = shared.nanos(deadline);

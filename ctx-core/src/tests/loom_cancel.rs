@@ -447,8 +447,9 @@ fn loom_cancel_inner_node_blocked_on_a_foreign_child() {
 /// it saw the parent done (the parent's walk may not have reached the child
 /// yet): that cancel came after the parent's, so the child ends with the
 /// parent's cause, as in Go (whose parent holds its lock until every child is
-/// closed). A child canceled before the thread saw the parent done may keep
-/// its own. Either way the child's subtree agrees with it.
+/// closed), and its cancel reports that it ended nothing. A child canceled
+/// before the thread saw the parent done may keep its own. Either way the
+/// child's subtree agrees with it.
 #[test]
 fn loom_cancel_child_canceled_after_its_parent_was_seen_done() {
     model(|| {
@@ -461,12 +462,19 @@ fn loom_cancel_child_canceled_after_its_parent_was_seen_done() {
         // the child's.
         thread::yield_now();
         let saw_parent_done = parent.is_done();
-        cancel_child.cancel(Cause::msg("child"));
+        let ended = cancel_child
+            .canceler()
+            .cancel_with_cause(Cause::msg("child"));
         t.join().unwrap();
 
         if saw_parent_done {
             assert_eq!(cause(&child).as_deref(), Some("parent"));
+            assert!(
+                !ended,
+                "the cancel reported ending a child its parent ended"
+            );
         }
+        drop(cancel_child);
         assert!(cause(&child).is_some());
         assert_eq!(cause(&grandchild), cause(&child));
         assert_eq!(parent.live_children(), 0);

@@ -266,6 +266,10 @@ impl Timer for StdTimer {
         Instant::now()
     }
 
+    fn is_system_clock(&self) -> bool {
+        true
+    }
+
     fn arm(&self, deadline: Instant, expiry: Expiry) -> Option<TimerKey> {
         let shared = &*self.shared;
         if shared.forked() {

@@ -219,51 +219,103 @@ fn mark_complete(node: NodeRef) {
 /// everything that could block or run user code goes to the runner.
 pub(crate) fn cancel(node: NodeRef, reason: Reason, origin: Origin) -> bool {
     let closed = try_close(node, &reason, false);
-    finish_cancel(node, closed, reason, origin)
+    finish_cancel(node, closed, reason, origin, None)
 }
 
 /// Cancels `node` for a user's handle (a cancel function, a `Canceler`, a
 /// guard): [`cancel`] with [`Origin::Explicit`], after [`settle`]. Returns
-/// whether this call closed the node: not if it was done, nor if its deadline
+/// whether this call ended the node: not if it was done, nor if its deadline
 /// had passed or its parent was done already.
 pub(crate) fn cancel_explicit(node: NodeRef, reason: Reason) -> bool {
-    let reason = settle(node, reason);
-    cancel(node, reason, Origin::Explicit)
+    let Settled {
+        reason,
+        adopted,
+        clock,
+        panic,
+    } = settle(node, reason);
+    let closed = try_close(node, &reason, false);
+    let ended = finish_cancel(node, closed, reason, Origin::Explicit, clock);
+    work::resume(panic);
+    ended && !adopted
+}
+
+/// What [`settle`] found before an explicit cancel's close.
+struct Settled {
+    /// The reason to close with: the cancel's own, or a done parent's.
+    reason: Reason,
+    /// Whether a done parent's reason replaced the cancel's own.
+    adopted: bool,
+    /// The reading of the clock of the node's deadline, if it has one: the
+    /// walk's for its children's deadlines on the same backend.
+    clock: Option<(TimerRef, Instant)>,
+    /// A panic of user code run here (the backend's `now`, the `Drop` of the
+    /// cause set aside), to resume once the cancel is done.
+    panic: Panic,
 }
 
 /// What a cancel of `node` by a user's handle comes after (module docs: "What
 /// came first"): if a deadline at or above it has passed, the exact read
 /// closes it here (the cancel then finds it done and claims its walk); if a
-/// parent of it is done, the parent's reason is returned for the close
-/// instead of `reason`. The caller keeps `node` alive.
+/// parent of it is done, that parent's reason replaces `reason`. The clock
+/// is read here, before the close, where nobody can be waiting for this
+/// cancel: a backend's `now` is user code, which may panic (the cancel goes
+/// on without the reading, and the panic is resumed after it) or take a lock
+/// that a canceler losing a race to this one holds. The caller keeps `node`
+/// alive.
 #[inline]
-fn settle(node: NodeRef, reason: Reason) -> Reason {
-    let part = node.cancel_part();
-    let word = node.state();
-    if state::is_done(word) || (part.has_deadline && state::is_done(deadline::settle(node, word))) {
-        return reason;
+fn settle(node: NodeRef, reason: Reason) -> Settled {
+    let mut settled = Settled {
+        reason,
+        adopted: false,
+        clock: None,
+        panic: None,
+    };
+    let mut word = node.state();
+    if state::is_done(word) {
+        return settled;
+    }
+    if let Some(src) = node.deadline_node() {
+        let timer = src.deadline_part().timer;
+        let mut now = None;
+        work::catch(&mut settled.panic, || now = Some(timer.now()));
+        if let Some(now) = now {
+            settled.clock = Some((timer, now));
+            word = deadline::settle(node, word, now);
+        }
+        if state::is_done(word) {
+            return settled;
+        }
     }
     // The parent's carrier, and a merge node's further parents' too. Each is
     // kept alive by `node`'s links, and so is its record while it is done.
-    match node
+    if let Some(word) = node
         .registrations()
         .map(|(carrier, _)| carrier.state())
         .find(|&word| state::is_done(word))
     {
-        Some(word) => clone_reason(word),
-        None => reason,
+        let own = std::mem::replace(&mut settled.reason, clone_reason(word));
+        settled.adopted = true;
+        // A user's cause, of which this may be the last reference.
+        work::catch(&mut settled.panic, move || drop(own));
     }
+    settled
 }
 
 /// The rest of [`cancel`] after its close (`closed`: the live word it replaced,
-/// or `None` if the node was done already).
-fn finish_cancel(node: NodeRef, closed: Option<Word>, reason: Reason, origin: Origin) -> bool {
+/// or `None` if the node was done already); `clock`: [`Settled::clock`].
+fn finish_cancel(
+    node: NodeRef,
+    closed: Option<Word>,
+    reason: Reason,
+    origin: Origin,
+    clock: Option<(TimerRef, Instant)>,
+) -> bool {
     drop(reason);
     if let Some((previous, flag)) = as_leaf(node, closed) {
         finish_leaf(node, previous, origin, flag);
         return true;
     }
-    walk_cancel(node, closed, origin)
+    walk_cancel(node, closed, origin, clock)
 }
 
 /// Whether a cancel that closed `node` (`closed`: the live word it replaced)
@@ -289,7 +341,12 @@ fn as_leaf(node: NodeRef, closed: Option<Word>) -> Option<(Word, bool)> {
 /// this cancel closed the node or claims a read's close; otherwise another
 /// thread owns the walk, and an explicit cancel waits for it (an expiry has
 /// nothing to add: the owner finishes and detaches).
-fn walk_cancel(node: NodeRef, closed: Option<Word>, origin: Origin) -> bool {
+fn walk_cancel(
+    node: NodeRef,
+    closed: Option<Word>,
+    origin: Origin,
+    clock: Option<(TimerRef, Instant)>,
+) -> bool {
     if closed.is_none() && !claim(node) {
         if origin == Origin::Explicit {
             wait_complete(node);
@@ -298,6 +355,7 @@ fn walk_cancel(node: NodeRef, closed: Option<Word>, origin: Origin) -> bool {
     }
     let mut walk = Walk {
         settle: origin == Origin::Explicit,
+        clock,
         ..Walk::default()
     };
     walk.run(node);
@@ -384,7 +442,19 @@ fn finish_leaf_owing(node: NodeRef, previous: Word, flag: bool, panic: &mut Pani
 /// cancel closed a leaf that left its parent's set, the strong reference and the
 /// slot's weak one go back in one read-modify-write.
 pub(crate) fn cancel_and_release(node: NodeRef, reason: Reason) -> bool {
-    let reason = settle(node, reason);
+    let Settled {
+        reason,
+        clock,
+        panic,
+        ..
+    } = settle(node, reason);
+    let closed = release_after_close(node, reason, clock);
+    work::resume(panic);
+    closed
+}
+
+/// [`cancel_and_release`] after [`settle`].
+fn release_after_close(node: NodeRef, reason: Reason, clock: Option<(TimerRef, Instant)>) -> bool {
     let closed = try_close(node, &reason, false);
     if closed.is_none() && is_complete(node) {
         // Done and walked already (the common end of a cancel function whose
@@ -399,7 +469,7 @@ pub(crate) fn cancel_and_release(node: NodeRef, reason: Reason) -> bool {
         // Released even if a callback's panic resurfaces from the cancel.
         let _release = node.strong_guard();
         drop(reason);
-        return walk_cancel(node, closed, Origin::Explicit);
+        return walk_cancel(node, closed, Origin::Explicit, clock);
     };
     drop(reason);
     let mut panic = None;
@@ -535,8 +605,15 @@ struct Walk {
     /// their close (a cancel by a user's handle; module docs: "What came
     /// first").
     settle: bool,
-    /// The clock read of that, per backend: the last one read.
+    /// The clock of the canceled node's deadline, read before the close
+    /// ([`Settled::clock`]).
     clock: Option<(TimerRef, Instant)>,
+    /// The system clock, read once for the children with deadlines on a
+    /// backend whose clock it is ([`Timer::is_system_clock`]): no backend
+    /// code, so a walk may read it.
+    ///
+    /// [`Timer::is_system_clock`]: crate::Timer::is_system_clock
+    system_now: Option<Instant>,
 }
 
 /// What a plain child (one parent, no timer) whose entry a walk took needs, if
@@ -747,9 +824,12 @@ impl Walk {
     /// Before the close of `child`, a deadline node or a merge node that this
     /// walk pinned: if the deadline that applies to it (its own, or a merge
     /// node's earliest) has passed, the exact read closes it first, with that
-    /// deadline's reason (module docs: "What came first"). The clock is read
-    /// once per backend and walk: a deadline that passes later came after
-    /// this cancel.
+    /// deadline's reason (module docs: "What came first"). With a clock read
+    /// before the walk (a deadline that passes later came after this
+    /// cancel), or the system clock for a backend whose clock it is; never a
+    /// backend's `now` in the middle of the walk (user code, while cancelers
+    /// that lost may wait for the walk): a deadline on another backend gets
+    /// the walk's reason, as before exact reads.
     fn settle_child(&mut self, child: NodeRef) {
         let Some(src) = child.deadline_node() else {
             return;
@@ -757,18 +837,16 @@ impl Walk {
         let part = src.deadline_part();
         let now = match self.clock {
             Some((timer, now)) if timer.same(part.timer) => now,
-            _ => {
-                let now = part.timer.now();
-                self.clock = Some((part.timer, now));
-                now
-            }
+            // Asked of the backend when the node was made.
+            _ if part.system_clock => *self.system_now.get_or_insert_with(Instant::now),
+            _ => return,
         };
         if now < part.deadline {
             return;
         }
         let word = child.state();
         if !state::is_done(word) {
-            deadline::settle(child, word);
+            deadline::settle(child, word, now);
         }
     }
 

@@ -40,6 +40,7 @@ use crate::timer::{Expiry, Timer, TimerKey};
 use smallvec::SmallVec;
 use std::num::NonZeroU64;
 use std::ptr::NonNull;
+use std::time::Instant;
 
 /// The timer backend of a deadline node, borrowed, not counted.
 ///
@@ -151,27 +152,30 @@ impl Drop for DeadlinePart {
 /// `UNCLAIMED` and returns its done word; otherwise returns `word`.
 #[cold]
 pub(crate) fn check(carrier: NodeRef, word: Word) -> Word {
-    close_if_passed(carrier, word, true)
+    close_if_passed(carrier, word, true, None)
 }
 
 /// [`check`] for a canceler that claims `carrier`'s walk next (`cancel`'s
-/// "What came first"): the waiters parked on `carrier` itself are left to
-/// that walk, which wakes them on the canceler's thread, as for any cancel.
-/// (Those on the contexts above it are woken as by a read.)
+/// "What came first"), with `now`, the caller's reading of the clock of
+/// `carrier`'s deadline (the caller reads it where a backend's code may run:
+/// never in the middle of a walk). The waiters parked on `carrier` itself
+/// are left to that walk, which wakes them on the canceler's thread, as for
+/// any cancel. (Those on the contexts above it are woken as by a read.)
 #[cold]
-pub(crate) fn settle(carrier: NodeRef, word: Word) -> Word {
-    close_if_passed(carrier, word, false)
+pub(crate) fn settle(carrier: NodeRef, word: Word, now: Instant) -> Word {
+    close_if_passed(carrier, word, false, Some(now))
 }
 
 /// [`check`], waking the waiters parked on `carrier` if `wake_carrier`
-/// (otherwise they stay for the walk of whoever claims it).
-fn close_if_passed(carrier: NodeRef, word: Word, wake_carrier: bool) -> Word {
+/// (otherwise they stay for the walk of whoever claims it); `now`, if given,
+/// stands for the clock's reading.
+fn close_if_passed(carrier: NodeRef, word: Word, wake_carrier: bool, now: Option<Instant>) -> Word {
     let Some(src) = carrier.deadline_node() else {
         return word;
     };
     debug_assert_eq!(src.kind(), Kind::Deadline);
     let part = src.deadline_part();
-    if part.timer.now() < part.deadline {
+    if now.unwrap_or_else(|| part.timer.now()) < part.deadline {
         return word;
     }
     // `carrier` is `src` or registered below it, and the caller keeps both alive.

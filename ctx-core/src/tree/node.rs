@@ -146,6 +146,9 @@ pub(crate) struct DeadlinePart {
     pub(crate) key: AtomicU64,
     /// What the node ends with when the deadline passes.
     pub(crate) reason: Reason,
+    /// The backend's [`Timer::is_system_clock`], asked when the node was made
+    /// (a walk asks no backend anything).
+    pub(crate) system_clock: bool,
 }
 
 /// The payload of a node with several parents (`with_cancel_any`).
