@@ -13,6 +13,8 @@
 //! * `CancelFanout/children=1000/waiters=threads` (ctx-core only; tokio-util has
 //!   no blocking wait): 1000 threads blocked in `ctx.wait()` on their children;
 //!   timed from the cancel until all have returned.
+//! * `CancelCallbacks/callbacks=N`: `N` `after_func` callbacks on one context,
+//!   timed from its cancel until every callback has run on ctx-core's runner.
 //!
 //! Building the tree, spawning and tearing down are not timed.
 
@@ -266,9 +268,43 @@ fn blocked_threads(c: &mut Criterion) {
     drop(pool);
 }
 
+/// (d) `after_func` callbacks on the root, set free by its cancel and run on
+/// ctx-core's runner threads, each in a job of its own: timed from the cancel
+/// until every callback has run (ctx-core only; tokio-util has no callbacks).
+/// With one callback, this is the hand-off to a parked runner thread.
+fn callbacks(c: &mut Criterion) {
+    let mut group = c.benchmark_group("CancelCallbacks");
+    common::heavy(&mut group);
+    let latch = Arc::new(Latch::new());
+    for n in params(&[1, 1_000], &[1, 1_000]) {
+        group.bench_function(BenchmarkId::new(format!("callbacks={n}"), CORE), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    latch.reset(n);
+                    let (root, cancel) = Context::background().with_cancel();
+                    let registrations: Vec<_> = (0..n)
+                        .map(|_| {
+                            let latch = latch.clone();
+                            root.after_func(move || latch.arrive())
+                        })
+                        .collect();
+                    let start = Instant::now();
+                    cancel.cancel();
+                    latch.wait();
+                    total += start.elapsed();
+                    drop(registrations);
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = fanout;
     config = common::config();
-    targets = no_waiters, tokio_tasks, blocked_threads
+    targets = no_waiters, tokio_tasks, blocked_threads, callbacks
 }
 criterion_main!(fanout);
