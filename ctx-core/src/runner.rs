@@ -123,8 +123,27 @@ fn pool() -> &'static Pool {
 /// Runs `job` on a runner thread (module docs).
 #[cfg(not(all(test, ctx_loom)))]
 pub(crate) fn spawn(job: Job) {
+    spawn_all(std::iter::once(job));
+}
+
+/// Runs each of `jobs` on a runner thread, each a job of its own (module
+/// docs), queued under one taking of the queue's lock: a cancel that sets
+/// many callbacks free hands them over at once.
+#[cfg(not(all(test, ctx_loom)))]
+pub(crate) fn spawn_all<I>(jobs: I)
+where
+    I: IntoIterator<Item = Job>,
+    I::IntoIter: ExactSizeIterator,
+{
+    let jobs = jobs.into_iter();
+    let mut left = jobs.len();
+    if left == 0 {
+        return;
+    }
     #[cfg(feature = "test-util")]
-    crate::testing::count_hand_over();
+    for _ in 0..left {
+        crate::testing::count_hand_over();
+    }
     // Forks are counted from here on (the first time: registers the handler,
     // which must not happen under the queue's lock, as a fork takes it).
     crate::fork::install();
@@ -144,18 +163,27 @@ pub(crate) fn spawn(job: Job) {
         // not dropped: their `Drop`s are user code of the parent's too.
         std::mem::forget(std::mem::take(&mut queue.jobs));
     }
-    queue.jobs.push_back(job);
-    if queue.idle > 0 {
-        queue.idle -= 1;
-        queue.wakeups += 1;
-        drop(queue);
+    queue.jobs.extend(jobs);
+    // Idle threads first, one wake-up each.
+    let woken = left.min(queue.idle);
+    queue.idle -= woken;
+    queue.wakeups += woken;
+    left -= woken;
+    // Then new threads while fewer than the eager ones exist, then the monitor.
+    let start = left.min(eager_threads(&mut queue).saturating_sub(queue.threads));
+    left -= start;
+    let monitor = left > 0 && !queue.monitor;
+    queue.threads += start;
+    queue.monitor |= monitor;
+    drop(queue);
+    for _ in 0..woken {
         pool.ready.notify_one();
-        return;
     }
-    if queue.threads < eager_threads(&mut queue) {
-        start_thread(pool, queue);
-    } else if !queue.monitor {
-        start_monitor(pool, queue);
+    for _ in 0..start {
+        start_counted_thread(pool);
+    }
+    if monitor {
+        start_counted_monitor(pool);
     }
 }
 
@@ -165,6 +193,13 @@ pub(crate) fn spawn(job: Job) {
 fn start_thread(pool: &'static Pool, mut queue: MutexGuard<'_, Queue>) {
     queue.threads += 1;
     drop(queue);
+    start_counted_thread(pool);
+}
+
+/// Starts a runner thread already counted in `threads`; uncounts it if it
+/// cannot start (the jobs stay queued for the next attempt: module docs).
+#[cfg_attr(all(test, ctx_loom), allow(dead_code))]
+fn start_counted_thread(pool: &'static Pool) {
     let started = std::thread::Builder::new()
         .name("ctx-runner".into())
         .spawn(move || work(pool));
@@ -174,16 +209,15 @@ fn start_thread(pool: &'static Pool, mut queue: MutexGuard<'_, Queue>) {
     }
 }
 
-/// Starts the monitor (`queue.monitor` was false).
+/// Starts the monitor, already marked running (`queue.monitor`); unmarks it
+/// if it cannot start (the next job that finds every thread busy tries
+/// again).
 #[cfg_attr(all(test, ctx_loom), allow(dead_code))]
-fn start_monitor(pool: &'static Pool, mut queue: MutexGuard<'_, Queue>) {
-    queue.monitor = true;
-    drop(queue);
+fn start_counted_monitor(pool: &'static Pool) {
     let started = std::thread::Builder::new()
         .name("ctx-runner-monitor".into())
         .spawn(move || monitor(pool));
     if started.is_err() {
-        // The next job that finds every thread busy tries again.
         pool.queue.lock().unwrap_or_else(|e| e.into_inner()).monitor = false;
     }
 }
@@ -221,6 +255,12 @@ fn monitor(pool: &'static Pool) {
 pub(crate) fn spawn(job: Job) {
     let _ = pool;
     run(job);
+}
+
+/// Under loom, each job runs at once.
+#[cfg(all(test, ctx_loom))]
+pub(crate) fn spawn_all(jobs: impl IntoIterator<Item = Job>) {
+    jobs.into_iter().for_each(run);
 }
 
 fn run(job: Job) {

@@ -240,9 +240,8 @@ impl Work {
         } else {
             None
         };
-        for (callback, reason) in callbacks {
-            spawn_callback(callback, reason);
-        }
+        // Handed over together: one taking of the runner's lock.
+        crate::runner::spawn_all(callbacks.map(callback_job));
         if let Some((callback, reason)) = last {
             run_callback(panic, callback, reason);
         }
@@ -259,11 +258,16 @@ impl Work {
 /// Runs a claimed callback on a runner job of its own. A panic there has
 /// nobody to go to: the hook reported it, and it is dropped.
 pub(crate) fn spawn_callback(callback: Arc<Callback>, reason: Reason) {
-    crate::runner::spawn(Box::new(move || {
+    crate::runner::spawn(callback_job((callback, reason)));
+}
+
+/// A claimed callback as a runner job (see [`spawn_callback`]).
+fn callback_job((callback, reason): (Arc<Callback>, Reason)) -> crate::runner::Job {
+    Box::new(move || {
         let mut panic = None;
         run_callback(&mut panic, callback, reason);
         discard(panic);
-    }));
+    })
 }
 
 /// Runs a claimed callback, guarded. The callback's and the reason's own `Drop`s
