@@ -270,20 +270,18 @@ fn settle(node: NodeRef, reason: Reason) -> Settled {
         clock: None,
         panic: None,
     };
-    let mut word = node.state();
-    if state::is_done(word) {
+    if state::is_done(node.state()) {
         return settled;
     }
     if let Some(src) = node.deadline_node() {
-        let timer = src.deadline_part().timer;
+        let part = src.deadline_part();
         let mut now = None;
-        work::catch(&mut settled.panic, || now = Some(timer.now()));
+        work::catch(&mut settled.panic, || now = Some(part.timer.now()));
         if let Some(now) = now {
-            settled.clock = Some((timer, now));
-            word = deadline::settle(node, word, now);
-        }
-        if state::is_done(word) {
-            return settled;
+            settled.clock = Some((part.timer, now));
+            if now >= part.deadline && state::is_done(deadline::settle(node, src)) {
+                return settled;
+            }
         }
     }
     // The parent's carrier, and a merge node's further parents' too. Each is
@@ -841,12 +839,8 @@ impl Walk {
             _ if part.system_clock => *self.system_now.get_or_insert_with(Instant::now),
             _ => return,
         };
-        if now < part.deadline {
-            return;
-        }
-        let word = child.state();
-        if !state::is_done(word) {
-            deadline::settle(child, word, now);
+        if now >= part.deadline && !state::is_done(child.state()) {
+            deadline::settle(child, src);
         }
     }
 

@@ -40,7 +40,6 @@ use crate::timer::{Expiry, Timer, TimerKey};
 use smallvec::SmallVec;
 use std::num::NonZeroU64;
 use std::ptr::NonNull;
-use std::time::Instant;
 
 /// The timer backend of a deadline node, borrowed, not counted.
 ///
@@ -152,32 +151,35 @@ impl Drop for DeadlinePart {
 /// `UNCLAIMED` and returns its done word; otherwise returns `word`.
 #[cold]
 pub(crate) fn check(carrier: NodeRef, word: Word) -> Word {
-    close_if_passed(carrier, word, true, None)
-}
-
-/// [`check`] for a canceler that claims `carrier`'s walk next (`cancel`'s
-/// "What came first"), with `now`, the caller's reading of the clock of
-/// `carrier`'s deadline (the caller reads it where a backend's code may run:
-/// never in the middle of a walk). The waiters parked on `carrier` itself
-/// are left to that walk, which wakes them on the canceler's thread, as for
-/// any cancel. (Those on the contexts above it are woken as by a read.)
-#[cold]
-pub(crate) fn settle(carrier: NodeRef, word: Word, now: Instant) -> Word {
-    close_if_passed(carrier, word, false, Some(now))
-}
-
-/// [`check`], waking the waiters parked on `carrier` if `wake_carrier`
-/// (otherwise they stay for the walk of whoever claims it); `now`, if given,
-/// stands for the clock's reading.
-fn close_if_passed(carrier: NodeRef, word: Word, wake_carrier: bool, now: Option<Instant>) -> Word {
     let Some(src) = carrier.deadline_node() else {
         return word;
     };
-    debug_assert_eq!(src.kind(), Kind::Deadline);
     let part = src.deadline_part();
-    if now.unwrap_or_else(|| part.timer.now()) < part.deadline {
+    if part.timer.now() < part.deadline {
         return word;
     }
+    close_passed(carrier, src, true)
+}
+
+/// [`check`]'s closes for a canceler that claims `carrier`'s walk next
+/// (`cancel`'s "What came first") and found the deadline of `src`,
+/// `carrier`'s deadline node, passed by its own reading of the clock (read
+/// where a backend's code may run: never in the middle of a walk). The
+/// waiters parked on `carrier` itself are left to that walk, which wakes
+/// them on the canceler's thread, as for any cancel. (Those on the contexts
+/// above it are woken as by a read.) Returns `carrier`'s word.
+#[cold]
+pub(crate) fn settle(carrier: NodeRef, src: NodeRef) -> Word {
+    close_passed(carrier, src, false)
+}
+
+/// Closes `src`, a deadline node whose deadline passed, and the contexts down
+/// to `carrier` (module docs), waking the waiters parked on `carrier` if
+/// `wake_carrier` (otherwise they stay for the walk of whoever claims it);
+/// returns `carrier`'s word.
+fn close_passed(carrier: NodeRef, src: NodeRef, wake_carrier: bool) -> Word {
+    debug_assert_eq!(src.kind(), Kind::Deadline);
+    let part = src.deadline_part();
     // `carrier` is `src` or registered below it, and the caller keeps both alive.
     let closed = super::cancel::try_close(src, &part.reason, true);
     if carrier == src {
