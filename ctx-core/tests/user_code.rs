@@ -657,6 +657,40 @@ impl std::task::Wake for DropOnWake {
     }
 }
 
+/// The tree of the two tests below: under `parent`, a sibling with a child
+/// (registered first: the old walk visited it after `doomed`), and `doomed`,
+/// a child holding a value whose `Drop` panics below one that sets `freed`.
+struct Doomed {
+    sibling: Context,
+    _cancel_sibling: CancelFunc,
+    nephew: Context,
+    _cancel_nephew: CancelFunc,
+    freed: Arc<AtomicBool>,
+    doomed: Context,
+    cancel_doomed: CancelFunc,
+}
+
+impl Doomed {
+    fn under(parent: &Context) -> Doomed {
+        let (sibling, _cancel_sibling) = parent.with_cancel();
+        let (nephew, _cancel_nephew) = sibling.with_cancel();
+        let (flag, freed) = DropFlag::new();
+        let (doomed, cancel_doomed) = parent
+            .with_value(flag)
+            .with_value(PanicOnDrop)
+            .with_cancel();
+        Doomed {
+            sibling,
+            _cancel_sibling,
+            nephew,
+            _cancel_nephew,
+            freed,
+            doomed,
+            cancel_doomed,
+        }
+    }
+}
+
 /// A cancel that releases the last reference on a context holding a value whose
 /// `Drop` panics still finishes the whole subtree — siblings' children are done,
 /// a waiter on a sibling is woken — frees everything above the panicking value,
@@ -669,14 +703,15 @@ impl std::task::Wake for DropOnWake {
 #[test]
 fn a_panicking_drop_released_by_a_cancel_stops_nothing_and_resurfaces() {
     let (parent, cancel_parent) = Context::background().with_cancel();
-    // Registered first: the old walk visits it after `doomed`.
-    let (sibling, _cancel_sibling) = parent.with_cancel();
-    let (nephew, _cancel_nephew) = sibling.with_cancel();
-    let (flag, freed) = DropFlag::new();
-    let (doomed, cancel_doomed) = parent
-        .with_value(flag)
-        .with_value(PanicOnDrop)
-        .with_cancel();
+    let Doomed {
+        sibling,
+        _cancel_sibling,
+        nephew,
+        _cancel_nephew,
+        freed,
+        doomed,
+        cancel_doomed,
+    } = Doomed::under(&parent);
     let dropper = Arc::new(DropOnWake(Mutex::new(Some(Box::new((
         doomed,
         cancel_doomed,
@@ -726,13 +761,15 @@ fn a_panicking_drop_released_by_a_cancel_stops_nothing_and_resurfaces() {
 #[test]
 fn a_panicking_drop_released_by_a_callback_stays_on_the_runner() {
     let (parent, cancel_parent) = Context::background().with_cancel();
-    let (sibling, _cancel_sibling) = parent.with_cancel();
-    let (nephew, _cancel_nephew) = sibling.with_cancel();
-    let (flag, freed) = DropFlag::new();
-    let (doomed, cancel_doomed) = parent
-        .with_value(flag)
-        .with_value(PanicOnDrop)
-        .with_cancel();
+    let Doomed {
+        sibling,
+        _cancel_sibling,
+        nephew,
+        _cancel_nephew,
+        freed,
+        doomed,
+        cancel_doomed,
+    } = Doomed::under(&parent);
     let _registration = parent.after_func(move || drop((doomed, cancel_doomed)));
     let woken = WakeFlag::new();
     let mut sibling_done = sibling.done();
