@@ -25,29 +25,43 @@
 //! |---|---|---|---|
 //! | `CLAIMED` | a claim (CAS from a free word) | the owner's release | a waiter owns the slot |
 //! | `REGISTERING` | the owner (claim, update, release) | the owner | the owner has the waker cell |
-//! | `WAKING` | a notifier (`fetch_or`) | that notifier, or the owner (below) | a notifier has the cell, or skipped it |
+//! | `WAKING` | a notifier (`fetch_or`) | the owner, if the notifier skipped the cell (below) | a notifier has the cell, or skipped it |
 //! | `EVENT` | a waiter that listens on the event | never | the event has (had) listeners |
 //!
 //! It is `AtomicWaker`'s protocol (futures, tokio, the `atomic-waker` crate), plus
 //! ownership. The waker cell is accessed only by whoever holds it: the owner between
 //! setting `REGISTERING` on a word without `WAKING` and clearing it, or a notifier
-//! whose `fetch_or(WAKING)` read neither `REGISTERING` nor `WAKING`, until it
-//! clears `WAKING`. Nobody ever waits for the other side:
+//! whose `fetch_or(WAKING)` read neither `REGISTERING` nor `WAKING`, from then
+//! on (it never gives the cell back). Nobody ever waits for the other side:
 //!
 //! * A notifier that reads `REGISTERING` or `WAKING` leaves the cell alone, and
 //!   leaves its `WAKING` bit set. If `REGISTERING` was set, the owner finds the bit
 //!   when it clears `REGISTERING` (both bits in one RMW) and knows that a notifier
 //!   passed: the node is done, and the owner's own check (below) sees it. If
 //!   `WAKING` was set, the notifier holding the cell wakes the waker that is there.
-//!   (A `WAKING` that a skipper leaves after the holder cleared its own stays
-//!   until the owner's next release; the node is done by then, so nothing
-//!   waits on the slot any more.)
+//!   (That holder never clears its own `WAKING`: "The slot after the close".)
 //! * An owner that reads `WAKING` when it sets `REGISTERING` leaves the cell to the
 //!   notifier (which takes and wakes the waker in it) and clears its bit again; the
 //!   node is done. An owner that releases the slot in that case just gives up
 //!   `CLAIMED`; the notifier empties the cell.
 //! * A claim needs a word without `CLAIMED`, `REGISTERING` and `WAKING`; a
 //!   waiter that cannot claim listens on the event instead.
+//!
+//! # The slot after the close
+//!
+//! A notifier that gets the cell (its `fetch_or` read neither `REGISTERING`
+//! nor `WAKING`) takes the waker out and keeps the cell for good: it never
+//! clears its `WAKING`. Notifiers run only once the node is done, and nothing
+//! needs the slot after that: every waiter checks the node before it
+//! registers, an owner that finds `WAKING` on an update learns that the node
+//! is done, and on its release gives up `CLAIMED` without touching the cell
+//! (already empty); a later notifier skips it; the rare waiter that raced the
+//! close and cannot claim listens on the event, whose `WAITERS` RMW then
+//! reads the done word. A walk that closes many awaited nodes so pays one
+//! read-modify-write of each slot's word, not two. The cell's last access,
+//! the notifier's `take`, comes before the node's payload is dropped: every
+//! notifier holds a reference on the node (or its `drained` flag) and gives
+//! it back with a release after the take.
 //!
 //! Every change of the word is an RMW, so the accesses to the cell are ordered by
 //! the word's modification order; the RMW that ends an access releases, and the
@@ -286,9 +300,10 @@ impl Waiters {
         let previous = self.word.fetch_or(REGISTERING, Ordering::Acquire);
         debug_assert!(previous & CLAIMED != 0 && previous & REGISTERING == 0);
         if previous & WAKING != 0 {
-            // A notifier holds the cell and will empty it (and wake our old waker,
-            // harmlessly); the slot is free again once it clears `WAKING`. Relaxed:
-            // we did not touch the cell.
+            // A notifier holds the cell and empties it (and wakes our old waker,
+            // harmlessly); the node is done, the slot is not needed again
+            // (module docs, "The slot after the close"). Relaxed: we did not
+            // touch the cell.
             self.word
                 .fetch_and(!(CLAIMED | REGISTERING), Ordering::Relaxed);
             return;
@@ -344,10 +359,11 @@ impl Waiters {
         let mut waker = None;
         if previous & (REGISTERING | WAKING) == 0 {
             // SAFETY: our `fetch_or` set `WAKING` on a word without `REGISTERING`
-            // or `WAKING`: we hold the cell until we clear it.
+            // or `WAKING`: we hold the cell, for good. The bit stays: the node
+            // is done, so no waiter needs the slot again (module docs, "The
+            // slot after the close"), and a second read-modify-write of the
+            // word per waiter, in every walk, is saved.
             waker = self.waker.with_mut(|cell| unsafe { (*cell).take() });
-            // Release: the emptied cell to the next holder.
-            self.word.fetch_and(!WAKING, Ordering::Release);
         }
         if previous & EVENT != 0 {
             notify(&self.event);
