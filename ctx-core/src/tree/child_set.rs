@@ -114,9 +114,12 @@
 //!   the header.
 
 use crate::sync::{
-    AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, StoreRacingRmw,
+    AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, StoreRacingRmw, prefetch,
 };
 use std::ptr;
+
+/// How many slots ahead a drain asks for the nodes it will close.
+const PREFETCH_AHEAD: usize = 8;
 
 /// In a shard's `refs`: the set was orphaned (its owner's last handle went),
 /// and the release that takes the count to zero reports to `pending`.
@@ -240,7 +243,18 @@ impl Shard {
                 // inserter may have overtaken the one still allocating this one.
                 continue;
             }
-            for offset in 0..segment_len(k) {
+            let len = segment_len(k);
+            for offset in 0..len {
+                if !cfg!(all(test, ctx_loom)) && offset + PREFETCH_AHEAD < len {
+                    // SAFETY: in bounds of the same live segment, as below.
+                    let ahead = unsafe { &*base.add(offset + PREFETCH_AHEAD) };
+                    // Relaxed: only the address of a hint (`sync::prefetch`);
+                    // the entry is read for real when its turn comes.
+                    let entry = ahead.entry.load(Ordering::Relaxed).cast::<u8>();
+                    prefetch(entry);
+                    prefetch(entry.wrapping_add(48));
+                    prefetch(entry.wrapping_add(95));
+                }
                 // SAFETY: `base` points to a live segment of `segment_len(k)` slots;
                 // segments are only freed when the set is dropped.
                 let slot = unsafe { &*base.add(offset) };
