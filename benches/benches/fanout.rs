@@ -9,7 +9,10 @@
 //!   own task on a 2-worker tokio runtime; timed from the cancel until every task
 //!   has observed it (the last one to do so opens a latch the benchmark thread is
 //!   blocked on). The cancel starts only once every task has polled its future
-//!   and parked.
+//!   and parked. A third variant, `plain-wakers`, uses no library at all:
+//!   every task's waker sits in a slot of its own, woken by a plain loop over
+//!   the slots; it is the floor both libraries stand on (tokio's own cost of
+//!   scheduling the tasks woken from outside the runtime and running them).
 //! * `CancelFanout/children=1000/waiters=threads` (ctx-core only; tokio-util has
 //!   no blocking wait): 1000 threads blocked in `ctx.wait()` on their children;
 //!   timed from the cancel until all have returned.
@@ -35,6 +38,8 @@ use tokio_util::sync::CancellationToken;
 
 const CORE: &str = "ctx-core";
 const TOKIO_UTIL: &str = "tokio-util";
+/// No library: the tasks' wakers woken by a plain loop (the floor of (b)).
+const PLAIN_WAKERS: &str = "plain-wakers";
 
 fn sizes() -> Vec<usize> {
     params(&[1_000, 10_000, 100_000], &[1_000, 100_000])
@@ -104,6 +109,37 @@ async fn observe<F: Future<Output = ()>>(fut: F, ready: &AtomicUsize, latch: &La
     latch.arrive();
 }
 
+/// One task's waker and whether it was woken: the plain-wakers floor of (b).
+#[derive(Default)]
+struct WakeSlot {
+    woken: AtomicBool,
+    waker: Mutex<Option<std::task::Waker>>,
+}
+
+impl WakeSlot {
+    /// Ready once [`WakeSlot::wake`] ran.
+    fn woken(&self) -> impl Future<Output = ()> + '_ {
+        poll_fn(|cx| {
+            if self.woken.load(Ordering::Acquire) {
+                return std::task::Poll::Ready(());
+            }
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            if self.woken.load(Ordering::Acquire) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+    }
+
+    fn wake(&self) {
+        self.woken.store(true, Ordering::Release);
+        if let Some(waker) = self.waker.lock().unwrap().take() {
+            waker.wake();
+        }
+    }
+}
+
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -139,6 +175,33 @@ fn tokio_tasks(c: &mut Criterion) {
                     latch.wait();
                     total += start.elapsed();
                     drop(cancels);
+                }
+                total
+            })
+        });
+        // The floor for both: no cancellation library, each task's waker kept
+        // in a slot of its own and woken by a plain loop over the slots. What
+        // is left is tokio's own cost of scheduling `n` tasks woken from
+        // outside the runtime and running them to completion.
+        group.bench_function(id(n, "tokio-tasks", PLAIN_WAKERS), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    ready.store(0, Ordering::SeqCst);
+                    latch.reset(n);
+                    let slots: Vec<Arc<WakeSlot>> =
+                        (0..n).map(|_| Arc::new(WakeSlot::default())).collect();
+                    for slot in &slots {
+                        let (slot, ready, latch) = (slot.clone(), ready.clone(), latch.clone());
+                        rt.spawn(async move { observe(slot.woken(), &ready, &latch).await });
+                    }
+                    wait_until(|| ready.load(Ordering::Acquire) == n);
+                    let start = Instant::now();
+                    for slot in &slots {
+                        slot.wake();
+                    }
+                    latch.wait();
+                    total += start.elapsed();
                 }
                 total
             })
