@@ -299,7 +299,10 @@ impl Group {
     ///
     /// The first task error (or [`PanicError`], or a message saying so for a
     /// task that its runtime's shutdown aborted), as a [`Cause`]: the same one
-    /// the group's context was canceled with.
+    /// the group's context was canceled with when that failure is what ended
+    /// it. When something else ended the group's context first (its parent,
+    /// a deadline), the context keeps that cause, and this is still the first
+    /// task error, as Go's `errgroup` returns it.
     ///
     /// # Cancellation safety
     ///

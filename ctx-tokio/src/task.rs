@@ -242,17 +242,18 @@ pub enum TaskError {
 ///
 /// # Paused time
 ///
-/// For a deadline, the spawn happens on ctx-core's runner thread, which tokio
-/// knows nothing of. Under `tokio::time::pause`, auto-advance does not wait for
-/// it: once the runtime's own tasks are idle, the paused clock may jump to the
-/// next timer (a later sleep or deadline), and run what waits for it, before
-/// the task is spawned. So in paused-time tests the task may run late, after
-/// things due later than the deadline. Where that order matters, await the
-/// context in a task instead, whose wake-up comes inline from the expiry on
-/// the runtime, before auto-advance can move on:
+/// The spawn happens on ctx-core's runner thread, which tokio knows nothing
+/// of, whatever ended the context: a deadline, or a cancel, even one made on
+/// the runtime's own thread. Under `tokio::time::pause`, auto-advance does not
+/// wait for it: once the runtime's own tasks are idle, the paused clock may
+/// jump to the next timer (a later sleep or deadline), and run what waits for
+/// it, before the task is spawned. So in paused-time tests the task may run
+/// late, after things due later than the context's end. Where that order
+/// matters, await the context in a task instead, whose wake-up comes before
+/// the cancel returns (or inline from the expiry on the runtime), before
+/// auto-advance can move on:
 /// `tokio::spawn(async move { ctx.done().await; f().await })` (a `done()` waiter
-/// is never late this way). A cancel (not a deadline) spawns on the canceling
-/// thread, as documented above.
+/// is never late this way).
 ///
 /// # Panics
 ///
