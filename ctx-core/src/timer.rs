@@ -174,6 +174,13 @@ impl Expiry {
     /// contexts it releases last, other backends' `disarm`s and any wait for
     /// another canceler run on ctx-core's runner threads, so a callback that
     /// blocks or panics never holds back or stops the backend.
+    ///
+    /// The waiters' wakers are executor code and run here, on the caller's
+    /// thread, as every executor's own timer wakes its tasks: a panicking
+    /// waker is caught (the others are still woken, and `fire` returns), but
+    /// a waker that blocks holds this thread, and with it the backend's other
+    /// deadlines, until it returns. Wakers are meant to be quick (they hand a
+    /// task to its scheduler); those of ctx-core's own waits are.
     pub fn fire(self) {
         if !self.node.upgrade() {
             return;
