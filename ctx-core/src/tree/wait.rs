@@ -42,8 +42,8 @@
 //!   (That holder never clears its own `WAKING`: "The slot after the close".)
 //! * An owner that reads `WAKING` when it sets `REGISTERING` leaves the cell to the
 //!   notifier (which takes and wakes the waker in it) and clears its bit again; the
-//!   node is done. An owner that releases the slot in that case just gives up
-//!   `CLAIMED`; the notifier empties the cell.
+//!   node is done. An owner that releases the slot in that case leaves the
+//!   cell alone (at most it gives up `CLAIMED`); the notifier empties it.
 //! * A claim needs a word without `CLAIMED`, `REGISTERING` and `WAKING`; a
 //!   waiter that cannot claim listens on the event instead.
 //!
@@ -54,8 +54,8 @@
 //! clears its `WAKING`. Notifiers run only once the node is done, and nothing
 //! needs the slot after that: every waiter checks the node before it
 //! registers, an owner that finds `WAKING` on an update learns that the node
-//! is done, and on its release gives up `CLAIMED` without touching the cell
-//! (already empty); a later notifier skips it; the rare waiter that raced the
+//! is done, and its release leaves the word alone (one load: the slot is
+//! dead, and nobody claims it again); a later notifier skips it; the rare waiter that raced the
 //! close and cannot claim listens on the event, whose `WAITERS` RMW then
 //! reads the done word. A walk that closes many awaited nodes so pays one
 //! read-modify-write of each slot's word, not two. The cell's last access,
@@ -184,14 +184,17 @@ impl Waiters {
     #[cfg(all(feature = "test-util", not(all(test, ctx_loom))))]
     pub(crate) fn count(&self) -> usize {
         // Relaxed: a snapshot, like `Children::len`.
-        let slot = usize::from(self.word.load(Ordering::Relaxed) & CLAIMED != 0);
+        let word = self.word.load(Ordering::Relaxed);
+        // A slot a notifier took for good has no waiter left in it.
+        let slot = usize::from(word & (CLAIMED | WAKING) == CLAIMED);
         slot + self.event.listeners()
     }
 
     /// Whether a waiter holds the slot (for tests).
     #[cfg(all(test, not(ctx_loom)))]
     pub(crate) fn is_claimed(&self) -> bool {
-        self.word.load(Ordering::SeqCst) & CLAIMED != 0
+        // A slot a notifier took for good is dead, not claimed.
+        self.word.load(Ordering::SeqCst) & (CLAIMED | WAKING) == CLAIMED
     }
 
     /// Whether a waiter ever listened on the event (for tests).
@@ -296,6 +299,14 @@ impl Waiters {
 
     /// Releases the slot the caller owns, dropping its waker.
     fn release(&self) {
+        // Relaxed: a `WAKING` read here is that of a notifier that holds the
+        // cell for good (module docs, "The slot after the close"): the owner
+        // is not registering, and it cleared any skipper's bit when it last
+        // gave the cell back. Then the node is done, and the slot is dead:
+        // nothing to give back, and nothing of the cell is read.
+        if self.word.load(Ordering::Relaxed) & WAKING != 0 {
+            return;
+        }
         // Acquire: as in `update`.
         let previous = self.word.fetch_or(REGISTERING, Ordering::Acquire);
         debug_assert!(previous & CLAIMED != 0 && previous & REGISTERING == 0);
