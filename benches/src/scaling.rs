@@ -97,13 +97,15 @@ impl Implementation {
 
 /// ctx-core's first wait today.
 const FIRST_WAIT_NOW: Count = Count {
-    rmws: 6,
+    rmws: 4,
     shared_lines: 2,
     detail: "the waker slot (`tree/wait.rs`): the claim CAS and the `fetch_and` that ends \
              registering, on the slot's word in the node; the waker's clone (its task's \
-             count, +1); the state word's CAS setting `WAITERS` (the node's line); on drop, \
-             the slot's release (`fetch_or`, `fetch_and`) and the waker's drop (−1). No lock, \
-             no allocation; event-listener only for a second concurrent waiter",
+             count, +1); the state word's CAS setting `WAITERS` (the node's line); on drop \
+             after the cancel took the waker (the canceler keeps the dead slot), one load. \
+             A waiter dropped before any cancel releases the slot instead (`fetch_or`, \
+             `fetch_and`) and drops its waker (−1). No lock, no allocation; event-listener \
+             only for a second concurrent waiter",
 };
 
 /// Every column. The counts are for the common path: a parent that already has
@@ -147,8 +149,9 @@ pub const IMPLEMENTATIONS: &[Implementation] = &[
                          it has children, under the slot's weak reference alone, and that \
                          reference goes to the child's own drop, which releases it with its \
                          other weak one (no extra RMW). A timer, a merge node or a close \
-                         another thread won adds an upgrade CAS and its strong −1; waiters \
-                         add the waker slot's two RMWs",
+                         another thread won adds an upgrade CAS and its strong −1; a waiter \
+                         adds the waker slot's `fetch_or` that takes its waker (the \
+                         canceler keeps the cell: the slot is dead from then on)",
             },
             Count {
                 rmws: 0,
