@@ -1,6 +1,12 @@
 //! The built-in timer: sharded deadline heaps, and one background thread,
 //! started on first use, that fires them.
 //!
+//! The first arm starts the thread before it touches a heap: an arm that
+//! cannot start it (the process is short of memory or threads) panics having
+//! armed nothing, and the next arm tries again. (Started after the push, a
+//! thread that failed left an entry no thread would fire, and the wake-up
+//! mark lowered to it, so later arms saw no reason to start one.)
+//!
 //! # Arming
 //!
 //! The deadlines live in a few *shards*, each a binary heap behind a mutex of
@@ -75,6 +81,14 @@ const MIN_SLEEP: Duration = Duration::from_micros(50);
 /// deadline, and the `Drop`s of contexts the expiry released last, run on
 /// ctx-core's runner threads (a small pool that grows when a callback blocks and
 /// shrinks when idle), as Go runs each `AfterFunc` on a goroutine of its own.
+///
+/// # Panics
+///
+/// The timer's thread starts with its first deadline. If it cannot start (the
+/// system is out of memory or threads), that deadline's `with_deadline` or
+/// `with_timeout` panics, as [`std::thread::spawn`] does, and arms nothing.
+/// The timer stays usable: the next deadline tries to start the thread again,
+/// and fires as usual once it could.
 ///
 /// # Cost
 ///
@@ -240,13 +254,15 @@ impl StdTimer {
         shards::armed(&self.shared.shards)
     }
 
+    /// The timer's thread, started by the first caller. Panics if it cannot
+    /// start; the next caller tries again (type docs).
     fn thread(&self) -> &Thread {
         self.shared.thread.get_or_init(|| {
             let shared = self.shared.clone();
             thread::Builder::new()
                 .name("ctx-timer".into())
                 .spawn(move || run(&shared))
-                .expect("ctx: cannot start the timer thread")
+                .unwrap_or_else(|error| panic!("ctx: cannot start the timer thread: {error}"))
                 .thread()
                 .clone()
         })
@@ -276,6 +292,11 @@ impl Timer for StdTimer {
             // A timer of the parent process (type docs): nothing to arm here.
             return None;
         }
+        // The thread first: if it cannot start, this panics having armed
+        // nothing, and the next arm tries again (type docs). Pushed first,
+        // the entry would stay with no thread to fire it, and `wake_at`
+        // lowered to it, so that no later arm would start one.
+        let thread = self.thread();
         let at = shared.nanos(deadline);
         let (index, mut core) = shards::lock_for_arm(&shared.shards);
         let shard = &shared.shards[index];
@@ -285,7 +306,7 @@ impl Timer for StdTimer {
         // The thread is unparked after the lock.
         drop(core);
         if unpark {
-            self.thread().unpark();
+            thread.unpark();
         }
         let key = u64::try_from(index + 1).expect("at most MAX_SHARDS shards");
         NonZeroU64::new(key).map(TimerKey::new)
