@@ -21,13 +21,20 @@
 //! that block (a callback waiting for another) never starve the ones queued
 //! behind them: those get a thread within a few `STALL`s. Threads that stay idle
 //! for [`IDLE_EXIT`] end. A panicking job is caught (the panic hook has reported
-//! it) and the thread carries on. If no thread can be started, the job stays in
-//! the queue, and the next job's attempt to start a thread (or a runner that is
-//! still there, or the monitor) takes it. It never runs on the caller's thread: callers may hold
-//! locks of their own (a timer backend may ask `Expiry::is_done` under its own
-//! lock, and the last reference that call releases is dropped here), and a
-//! `Drop` that arms a timer on the same backend would deadlock. (The built-in
-//! backends hand such references over only after their locks.)
+//! it) and the thread carries on.
+//!
+//! A thread that cannot start (the system is short of memory or threads)
+//! leaves its job queued and the monitor in charge, started for it if it is
+//! not running: the queue stands still, so the monitor tries again after
+//! [`STALL`], then twice as long after each failure, up to [`RETRY_MAX`],
+//! until the queue drains. The monitor has a small stack ([`MONITOR_STACK`]),
+//! so it may start where a runner thread cannot; if not even it can, the jobs
+//! wait for a runner thread that is still there, or for the next hand-over,
+//! which tries both again. A job never runs on the caller's thread: callers
+//! may hold locks of their own (a timer backend may ask `Expiry::is_done`
+//! under its own lock, and the last reference that call releases is dropped
+//! here), and a `Drop` that arms a timer on the same backend would deadlock.
+//! (The built-in backends hand such references over only after their locks.)
 //!
 //! The pool's queue sits behind a `Mutex`, held only to push or pop a job; no job
 //! runs under it. After `fork()`, the child starts its own runner threads; the
@@ -35,7 +42,7 @@
 //! held by a runner thread that does not exist there.
 
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 /// A unit of work for the runner.
@@ -51,6 +58,20 @@ const MIN_EAGER: usize = 4;
 /// How long the queue may stand still, with jobs waiting and every thread
 /// busy, before the monitor starts one more thread.
 const STALL: Duration = Duration::from_millis(1);
+
+/// The longest the monitor waits before it tries again to start a runner
+/// thread that could not start: [`STALL`] after the first failure, twice as
+/// long after each further one, up to this (no busy loop of failing starts
+/// while memory is short).
+#[cfg_attr(all(test, ctx_loom), allow(dead_code))]
+const RETRY_MAX: Duration = Duration::from_millis(500);
+
+/// The monitor's stack. It runs no user code and little of ours (it sleeps,
+/// locks the queue, starts threads), so a small stack does: one that can
+/// still be had when a runner thread's full stack cannot, so that the
+/// monitor is there to start that thread once it can.
+#[cfg_attr(all(test, ctx_loom), allow(dead_code))]
+const MONITOR_STACK: usize = 64 * 1024;
 
 /// How many threads are started at once for jobs that find no idle thread:
 /// one per CPU, at least [`MIN_EAGER`]. Beyond that, the monitor starts them.
@@ -179,43 +200,52 @@ where
     for _ in 0..woken {
         pool.ready.notify_one();
     }
-    for _ in 0..start {
-        start_counted_thread(pool);
+    // After a thread that could not start, the next would most likely fail
+    // too: the monitor takes over.
+    let started = (0..start)
+        .take_while(|_| start_counted_thread(pool))
+        .count();
+    let failed = start - started;
+    let mut monitor = monitor;
+    if failed > 0 {
+        monitor |= uncount_failed(pool, failed);
     }
     if monitor {
         start_counted_monitor(pool);
     }
 }
 
-/// Starts a runner thread, counted under `queue` (released here first). If
-/// it cannot start, the jobs stay queued for the next attempt (module docs).
+/// Uncounts `failed` eager threads that could not start. Their jobs stay
+/// queued, for the monitor to start threads for (module docs): returns
+/// whether the caller starts it (it was not running, and jobs are queued),
+/// marked running here.
 #[cfg_attr(all(test, ctx_loom), allow(dead_code))]
-fn start_thread(pool: &'static Pool, mut queue: MutexGuard<'_, Queue>) {
-    queue.threads += 1;
-    drop(queue);
-    start_counted_thread(pool);
+fn uncount_failed(pool: &'static Pool, failed: usize) -> bool {
+    let mut queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
+    queue.threads -= failed;
+    let monitor = !queue.jobs.is_empty() && !queue.monitor;
+    queue.monitor |= monitor;
+    monitor
 }
 
-/// Starts a runner thread already counted in `threads`; uncounts it if it
-/// cannot start (the jobs stay queued for the next attempt: module docs).
+/// Starts a runner thread already counted in `threads`; whether it started.
+/// The caller uncounts one that could not.
 #[cfg_attr(all(test, ctx_loom), allow(dead_code))]
-fn start_counted_thread(pool: &'static Pool) {
-    let started = std::thread::Builder::new()
+fn start_counted_thread(pool: &'static Pool) -> bool {
+    std::thread::Builder::new()
         .name("ctx-runner".into())
-        .spawn(move || work(pool));
-    if started.is_err() {
-        let mut queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
-        queue.threads -= 1;
-    }
+        .spawn(move || work(pool))
+        .is_ok()
 }
 
-/// Starts the monitor, already marked running (`queue.monitor`); unmarks it
-/// if it cannot start (the next job that finds every thread busy tries
-/// again).
+/// Starts the monitor, already marked running (`queue.monitor`), with its
+/// small stack ([`MONITOR_STACK`]); unmarks it if it cannot start (the next
+/// hand-over tries again).
 #[cfg_attr(all(test, ctx_loom), allow(dead_code))]
 fn start_counted_monitor(pool: &'static Pool) {
     let started = std::thread::Builder::new()
         .name("ctx-runner-monitor".into())
+        .stack_size(MONITOR_STACK)
         .spawn(move || monitor(pool));
     if started.is_err() {
         pool.queue.lock().unwrap_or_else(|e| e.into_inner()).monitor = false;
@@ -223,14 +253,17 @@ fn start_counted_monitor(pool: &'static Pool) {
 }
 
 /// The monitor: while jobs wait, starts one more thread each time the queue
-/// stood still for [`STALL`] (every thread busy, none taking a job: they
-/// block, or run long); ends once the queue is empty. It runs no job itself.
+/// stood still for [`STALL`] (every thread busy, or none there, none taking a
+/// job: they block, or run long, or could not start); ends once the queue is
+/// empty. After a thread that could not start, it waits twice as long before
+/// the next attempt, up to [`RETRY_MAX`]. It runs no job itself.
 #[cfg_attr(all(test, ctx_loom), allow(dead_code))]
 fn monitor(pool: &'static Pool) {
     let mut queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
     // The monitor of this fork epoch: in a child after a fork it does not
     // exist, and the child's first job starts afresh (as for `work`).
     let epoch = queue.epoch;
+    let mut pause = STALL;
     loop {
         if queue.jobs.is_empty() || queue.epoch != epoch {
             if queue.epoch == epoch {
@@ -240,12 +273,21 @@ fn monitor(pool: &'static Pool) {
         }
         let taken = queue.taken;
         drop(queue);
-        std::thread::sleep(STALL);
+        std::thread::sleep(pause);
         queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
         if queue.epoch == epoch && !queue.jobs.is_empty() && queue.taken == taken && queue.idle == 0
         {
-            start_thread(pool, queue);
+            queue.threads += 1;
+            drop(queue);
+            let started = start_counted_thread(pool);
             queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if started {
+                pause = STALL;
+            } else {
+                // The monitor never forks: still this process's epoch.
+                queue.threads -= 1;
+                pause = pause.saturating_mul(2).min(RETRY_MAX);
+            }
         }
     }
 }

@@ -187,3 +187,33 @@ fn a_deadline_armed_after_the_timer_thread_could_not_start_fires() {
         "the later deadline never fired (1: its callback did not run within the watchdog)"
     );
 }
+
+/// A cancel hands its callback to the runner while no runner thread can
+/// start: the callback stays queued, and runs once threads can start again,
+/// with nothing more handed to the runner: the monitor, whose small stack
+/// can be had under the cap, tries again until one starts.
+///
+/// It used to wait for the next job handed to the runner, if one ever came:
+/// a runner thread that could not start was only uncounted, and the monitor
+/// (which retries) was only started for jobs beyond the eager threads' quota.
+#[test]
+#[cfg_attr(miri, ignore = "Miri cannot fork")]
+fn a_callback_whose_runner_thread_could_not_start_runs_once_threads_can() {
+    let status = in_forked_child(|| {
+        let ran = Arc::new(AtomicBool::new(false));
+        let (ctx, cancel) = Context::background().with_cancel();
+        let flag = ran.clone();
+        let _registration = ctx.after_func(move || flag.store(true, Ordering::SeqCst));
+        let ((), capped) = with_address_space_capped(|| cancel.cancel());
+        if !capped {
+            return NO_SETUP;
+        }
+        if eventually_set(&ran) { 0 } else { 1 }
+    });
+    assert_ne!(status, Some(NO_SETUP), "threads could still start");
+    assert_eq!(
+        status,
+        Some(0),
+        "the callback never ran (1: not within the watchdog after threads could start)"
+    );
+}
