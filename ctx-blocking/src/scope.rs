@@ -281,6 +281,8 @@ impl<'scope> Group<'scope, '_> {
     /// # Panics
     ///
     /// If the OS fails to create a thread (as [`std::thread::Scope::spawn`]).
+    /// `f` is then dropped without being called, and the slot it took under a
+    /// limit is free again.
     pub fn spawn<F, E>(&self, f: F) -> bool
     where
         F: FnOnce(Context) -> Result<(), E> + Send + 'scope,
@@ -310,6 +312,10 @@ impl<'scope> Group<'scope, '_> {
     /// blocked in [`spawn`](Group::spawn) first: while one waits, this refuses.
     /// It never runs `f` on the calling thread. Without a limit this is
     /// [`spawn`](Group::spawn).
+    ///
+    /// # Panics
+    ///
+    /// If the OS fails to create a thread, as [`spawn`](Group::spawn) does.
     pub fn try_spawn<F, E>(&self, f: F) -> bool
     where
         F: FnOnce(Context) -> Result<(), E> + Send + 'scope,
@@ -339,8 +345,11 @@ impl<'scope> Group<'scope, '_> {
         E: Into<BoxError>,
     {
         let state = self.state.clone();
+        // Made here and moved into the thread: if the OS refuses the thread,
+        // `spawn` drops the closure as it panics, and the slot goes back.
+        let slot = state.limit.clone().map(Slot);
         self.scope.spawn(move || {
-            let _slot = state.limit.as_deref().map(Slot);
+            let _slot = slot;
             let _inside = Inside::enter(&state);
             state.core.run(f);
         });
@@ -504,10 +513,11 @@ impl Limit {
     }
 }
 
-/// A held slot, given back when its thread ends, however it ends.
-struct Slot<'a>(&'a Limit);
+/// A held slot, given back when its thread ends, however it ends, or when
+/// its thread cannot be started.
+struct Slot(Arc<Limit>);
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.0.lock().running -= 1;
         self.0.changed.notify_one();
@@ -554,12 +564,12 @@ mod tests {
         until_waiting(&limit, 1);
         assert!(!limit.try_acquire(), "full");
         // The slot comes back: still the waiter's, until it has taken it.
-        drop(Slot(&limit));
+        drop(Slot(limit.clone()));
         assert!(!limit.try_acquire(), "the freed slot went to a try");
         assert!(waiter.join().unwrap());
         assert_eq!(limit.lock().running, 1);
         assert_eq!(limit.lock().waiting, 0);
-        drop(Slot(&limit));
+        drop(Slot(limit.clone()));
         assert!(limit.try_acquire(), "nobody waits: the slot is free");
     }
 
@@ -583,7 +593,7 @@ mod tests {
         // The quitter's context ends, and nobody tells it yet.
         cancel.cancel();
         // One wake-up for the freed slot, whichever of the two it reaches.
-        drop(Slot(&limit));
+        drop(Slot(limit.clone()));
         let start = Instant::now();
         while !stayer.is_finished() {
             assert!(
@@ -655,7 +665,7 @@ mod tests {
         until_waiting(&limit, 1);
         clock.set_shut(true);
         // The slot comes back: the spawner wakes, and its read blocks.
-        drop(Slot(&limit));
+        drop(Slot(limit.clone()));
         let start = Instant::now();
         while clock.blocked.load(SeqCst) == 0 {
             assert!(start.elapsed() < Duration::from_secs(30), "no read came");
