@@ -223,3 +223,69 @@ fn a_blocking_callback_does_not_hold_back_the_other_contexts() {
     )
     .survived(&["both callbacks saw the other done"]);
 }
+
+/// Signals whose default action ends the process.
+const ENDING: [libc::c_int; 8] = [
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGHUP,
+    libc::SIGALRM,
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGVTALRM,
+    libc::SIGPROF,
+];
+
+/// Another signal-hook handler handles signals whose default action ends the
+/// process, while a stream of them arrives; the first signal context for
+/// them is made meanwhile. Before that call the other handler alone decides,
+/// from it the signals are caught: no moment in between runs the default
+/// action. (The stream has to hit that moment: twenty children give it
+/// eight chances each, one per signal.)
+#[test]
+fn a_signal_during_the_first_signal_context_call_does_not_kill() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    for _ in 0..20 {
+        in_child(
+            "a_signal_during_the_first_signal_context_call_does_not_kill",
+            || {
+                let seen = Arc::new(AtomicBool::new(false));
+                for signal in ENDING {
+                    signal_hook::flag::register(signal, seen.clone()).expect("a handler");
+                }
+                let done = Arc::new(AtomicBool::new(false));
+                let sender = {
+                    let done = done.clone();
+                    std::thread::spawn(move || {
+                        while !done.load(Ordering::Relaxed) {
+                            for signal in ENDING {
+                                // SAFETY: `kill` only sends a signal, to this
+                                // process.
+                                unsafe { libc::kill(libc::getpid(), signal) };
+                            }
+                        }
+                    })
+                };
+                while !seen.load(Ordering::Relaxed) {
+                    std::thread::yield_now();
+                }
+                stage("the other handler handles the signals");
+                let (_ctx, stop) = SignalOptions::new()
+                    .signals(&ENDING)
+                    .signal_context(&background())
+                    .expect("handlers installed");
+                stage("the signal context is made");
+                done.store(true, Ordering::Relaxed);
+                sender.join().expect("the sender");
+                // Still caught when the child exits: its last signals may
+                // still be on their way.
+                std::mem::forget(stop);
+            },
+        )
+        .survived(&[
+            "the other handler handles the signals",
+            "the signal context is made",
+        ]);
+    }
+}

@@ -5,7 +5,9 @@
 //! ever asked for, how many listeners *catch* it and the flag its conditional
 //! default handler reads. The flag is true exactly while no listener catches the
 //! signal (the count is zero), and it is only written under the lock, so it
-//! always matches the list.
+//! always matches the list; only while `subscribe` watches a signal for the
+//! first time is it false with the count still zero: the signal is caught from
+//! that call, and no moment of it runs the default action.
 //!
 //! A listener catches its signals from `subscribe` to `unsubscribe`; one with
 //! `exit_on_second_signal` only until the first of them fired it (`dispatch`).
@@ -55,8 +57,23 @@ pub(super) fn subscribe(
         check(signal)?;
     }
     let mut state = lock();
-    for &signal in &signals {
-        state.watch(signal)?;
+    for (at, &signal) in signals.iter().enumerate() {
+        if let Err(err) = state.watch(signal) {
+            // Those watched first by this call (their flags clear, no
+            // catcher): their default action is back.
+            for &signal in &signals[..at] {
+                let watched = state.signals.iter().find(|w| w.signal == signal);
+                if let Some(Watched {
+                    catchers: 0,
+                    default_action: Some(flag),
+                    ..
+                }) = watched
+                {
+                    flag.store(true, Ordering::SeqCst);
+                }
+            }
+            return Err(err);
+        }
     }
     let id = state.next_id;
     state.next_id += 1;
@@ -228,8 +245,9 @@ impl State {
         let conditional_default = if started_ignored(signal) {
             None
         } else {
-            // True: nobody catches it yet.
-            let flag = Arc::new(AtomicBool::new(true));
+            // False: caught from here, by this call's listener. Set once
+            // `subscribe` has counted it, or if it fails.
+            let flag = Arc::new(AtomicBool::new(false));
             let id = signal_hook::flag::register_conditional_default(signal, Arc::clone(&flag))?;
             Some((flag, id))
         };
