@@ -16,9 +16,12 @@
 //! blocking waker or `Drop` holds back neither the other contexts of the same
 //! signal nor any later signal; a panicking one stops nothing. Should no thread
 //! be available, the watcher cancels the context itself: late rather than
-//! lost. Each of those signals also gets signal-hook's conditional default
-//! handler, which runs the signal's default action while no live context
-//! catches it. The handlers stay installed for the life of the process
+//! lost. Each of those signals also gets a handler of the watcher's own,
+//! ahead of the self-pipe's, which counts its deliveries and runs the
+//! signal's default action while no live context catches it. The count lets a
+//! stop hand the signals delivered before it to the contexts itself, without
+//! waiting for the watcher thread, and keeps each delivery from the contexts
+//! made after it. The handlers stay installed for the life of the process
 //! (signal-hook cannot take one back), so a disposition query (`sigaction`)
 //! shows a handler even while the default action is in force.
 //!
@@ -134,7 +137,9 @@ pub struct SignalOptions {
 /// From the call that makes a signal context until its `SignalStop` is stopped
 /// or dropped, the process *catches* the context's signals (SIGINT and SIGTERM,
 /// unless [`SignalOptions::signals`] chose others). The first one cancels the
-/// context with a [`SignalError`] naming it. Every later one is caught too and
+/// context with a [`SignalError`] naming it: a signal that arrived before the
+/// call never does, and one that arrived before the stop always does, by the
+/// time the stop returns (Go's `Stop` waits for such signals too). Every later one is caught too and
 /// does nothing, also once the context is done, whatever ended it: a burst of
 /// Ctrl-C cannot kill the program while its shutdown code runs. After the stop,
 /// the signals have their default action again (SIGINT and SIGTERM end the
@@ -149,8 +154,9 @@ pub struct SignalOptions {
 /// one has canceled it. The next one gets its default action (the process is
 /// killed by it, which a shell reports as status 130 for SIGINT, 143 for
 /// SIGTERM), unless another live signal context still catches it. "The next
-/// one" is a signal that arrives after the watcher thread has handled the first:
-/// signals that arrive together are delivered as one. It counts signals, not
+/// one" is a signal that arrives after the first has been handed to the signal
+/// contexts (by the watcher thread, at once unless it is held up, or by a
+/// stop): signals that arrive together are delivered as one. It counts signals, not
 /// cancels: a context that its parent ended first still catches its first
 /// signal (which then does nothing), and only the one after ends the process.
 ///
@@ -195,8 +201,9 @@ pub struct SignalOptions {
 /// **`fork`.** The watcher thread, like every thread, exists only in the
 /// process that started it, while its handlers and state are copied into a
 /// child made by `fork()` (without `exec`). In that child, a signal only
-/// reaches the self-pipe, which no thread reads: a signal never cancels a
-/// signal context made there (its stop and its parent still do), and while a
+/// reaches the self-pipe, which no thread reads (and a stop there hands no
+/// signal out): a signal never cancels a signal context made there (its stop
+/// and its parent still do), and while a
 /// signal context is alive in it (inherited from the parent or made there),
 /// SIGINT and SIGTERM do not get their default action either; they are
 /// silently dropped. Make signal contexts in the process that

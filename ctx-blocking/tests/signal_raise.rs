@@ -8,7 +8,8 @@ use ctx_blocking::__private::signal_testing::{
     WATCHDOG, assert_canceled_by, in_child, in_child_with, raise, stage,
 };
 use ctx_blocking::{SignalOptions, SignalStop, background, signal_context, wait_timeout};
-use ctx_core::{Context, Error};
+use ctx_core::{Context, Error, SignalError};
+use std::time::Duration;
 
 fn wait(ctx: &Context) -> bool {
     wait_timeout(ctx, WATCHDOG)
@@ -222,6 +223,66 @@ fn a_blocking_callback_does_not_hold_back_the_other_contexts() {
         },
     )
     .survived(&["both callbacks saw the other done"]);
+}
+
+fn usr1_context() -> (Context, SignalStop) {
+    SignalOptions::new()
+        .signals(&[libc::SIGUSR1])
+        .signal_context(&background())
+        .expect("handlers installed")
+}
+
+#[test]
+fn a_signal_caught_before_the_stop_reaches_its_context_and_no_later_one() {
+    in_child(
+        "a_signal_caught_before_the_stop_reaches_its_context_and_no_later_one",
+        || {
+            // Keeps SIGUSR1 caught throughout, so that no round can end the
+            // process, whatever the watcher thread does.
+            let (_keep, _keep_stop) = usr1_context();
+            for round in 0..100 {
+                let (caught_by, stop) = usr1_context();
+                // Handled before `raise` returns: caught while `caught_by`
+                // catches it, by the time of the stop.
+                raise(libc::SIGUSR1, 1);
+                stop.stop();
+                assert!(
+                    caught_by
+                        .cause()
+                        .is_some_and(|cause| cause.downcast_ref::<SignalError>().is_some()),
+                    "round {round}: the context that caught the signal ended with {:?}",
+                    caught_by.cause()
+                );
+                assert_canceled_by(&caught_by, "SIGUSR1");
+                // The signal arrived before this context: it never sees it.
+                let (later, _later_stop) = usr1_context();
+                assert!(
+                    !wait_timeout(&later, Duration::from_millis(10)),
+                    "round {round}: a signal from before the context canceled it"
+                );
+            }
+            stage("every round delivered");
+        },
+    )
+    .survived(&["every round delivered"]);
+}
+
+/// Go's rule for a stop: a signal caught before it is "either delivered to
+/// the channel, or the program takes the default action", never lost. Raised
+/// (and so caught) before the stop of the last catcher, it is delivered.
+#[test]
+fn a_signal_caught_just_before_the_last_stop_is_delivered() {
+    in_child(
+        "a_signal_caught_just_before_the_last_stop_is_delivered",
+        || {
+            let (ctx, stop) = usr1_context();
+            raise(libc::SIGUSR1, 1);
+            stop.stop();
+            assert_canceled_by(&ctx, "SIGUSR1");
+            stage("delivered");
+        },
+    )
+    .survived(&["delivered"]);
 }
 
 /// Signals whose default action ends the process.
