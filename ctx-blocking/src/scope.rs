@@ -44,6 +44,9 @@ pub use ctx_core::PanicError;
 /// itself, which is kept as it is). The first thread that
 /// returns `Err` (or panics) cancels the group's context with that error as its
 /// [cause](Context::cause); `scope` then returns `Err` with that same cause.
+/// (When something else ended the group's context first, its parent or a
+/// deadline, the context keeps that cause, and `scope` still returns the
+/// first thread's error, as Go's `errgroup` does.)
 ///
 /// * No closure is accepted after the group's context is done:
 ///   [`Group::spawn`] returns `false` and drops it uncalled. A closure that was
