@@ -1107,3 +1107,45 @@ fn a_callback_panic_after_an_unwinding_cancel_is_contained_even_if_its_payload_p
         String::from_utf8_lossy(&run.stderr)
     );
 }
+
+// ===== a timer's expiry never unwinds into its backend =====
+
+/// A waker that panics with a payload whose `Drop` panics too.
+struct WakerPanicsWithAPanickingPayload;
+
+impl std::task::Wake for WakerPanicsWithAPanickingPayload {
+    fn wake(self: Arc<Self>) {
+        std::panic::panic_any(PanicOnDrop);
+    }
+}
+
+/// An expiry that ends a context without registrations (a leaf) wakes its
+/// waiters on the backend's thread; one waker panics, with a payload whose
+/// `Drop` panics too. Neither reaches the backend: its firing loop goes on,
+/// and the next deadline it fires walks its own subtree. The old expiry
+/// dropped the caught payload unguarded, so its panic unwound out of
+/// `Expiry::fire` and stopped the loop.
+#[test]
+fn an_expiry_whose_waker_panics_with_a_payload_that_panics_on_drop_stops_no_firing_loop() {
+    let timer = ManualTimer::new();
+    let (first, _cancel_first) = timer.root().with_timeout(Duration::from_secs(1));
+    let (second, _cancel_second) = timer.root().with_timeout(Duration::from_secs(2));
+    let calls = Calls::new();
+    let _registration = second.after_func(calls.callback());
+    let waker = std::task::Waker::from(Arc::new(WakerPanicsWithAPanickingPayload));
+    let mut done = first.done();
+    assert!(
+        std::future::Future::poll(
+            std::pin::Pin::new(&mut done),
+            &mut std::task::Context::from_waker(&waker),
+        )
+        .is_pending()
+    );
+    let fired = catch_unwind(AssertUnwindSafe(|| timer.advance(Duration::from_secs(3))));
+    assert_eq!(
+        fired.ok(),
+        Some(2),
+        "a panic escaped Expiry::fire into the backend's firing loop"
+    );
+    calls.wait_for(1);
+}

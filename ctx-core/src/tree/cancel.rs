@@ -400,8 +400,11 @@ fn finish_leaf(node: NodeRef, previous: Word, origin: Origin, flag: bool) {
     if finish_leaf_owing(node, previous, flag, &mut panic) {
         node.dec_weak();
     }
-    if origin == Origin::Explicit {
-        work::resume(panic);
+    match origin {
+        Origin::Explicit => work::resume(panic),
+        // A timer backend's thread, which nothing may unwind into: dropped,
+        // its payload's `Drop` (user code too) guarded.
+        Origin::Timer => work::discard(panic),
     }
 }
 
