@@ -1149,3 +1149,101 @@ fn an_expiry_whose_waker_panics_with_a_payload_that_panics_on_drop_stops_no_firi
     );
     calls.wait_for(1);
 }
+
+// ===== a cancel's own cause whose Drop panics =====
+
+/// A cause whose `Drop` panics (unless the thread unwinds already).
+#[derive(Debug)]
+struct CauseThatPanicsOnDrop;
+
+impl std::fmt::Display for CauseThatPanicsOnDrop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a cause that panics on drop")
+    }
+}
+
+impl std::error::Error for CauseThatPanicsOnDrop {}
+
+impl Drop for CauseThatPanicsOnDrop {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            panic!("a cause's Drop panics");
+        }
+    }
+}
+
+/// A cancel that loses the race to another thread's (whose walk of a long
+/// chain is still under way) drops its own cause, the last reference to it:
+/// its `Drop` panics. The cancel still returns only with the whole subtree
+/// done, and then resumes that panic. The old cancel dropped the cause before
+/// it waited for the winner: the panic unwound out of it at once, the chain
+/// below still live.
+#[test]
+#[cfg_attr(miri, ignore)] // a chain long enough to race a walk, and real threads
+fn a_losing_cancel_whose_cause_panics_on_drop_returns_with_the_subtree_done() {
+    const DEPTH: usize = 200_000;
+    for _ in 0..3 {
+        let (top, cancel_top) = Context::background().with_cancel_cause();
+        let winner = cancel_top.canceler();
+        let mut cancels = Vec::with_capacity(DEPTH);
+        let mut ctx = top.clone();
+        for _ in 0..DEPTH {
+            let (child, cancel) = ctx.with_cancel();
+            cancels.push(cancel);
+            ctx = child;
+        }
+        let leaf = ctx;
+        let (go, going) = mpsc::channel::<()>();
+        let winning = thread::spawn(move || {
+            going.recv().unwrap();
+            winner.cancel();
+        });
+        go.send(()).unwrap();
+        while !top.is_done() {
+            std::hint::spin_loop();
+        }
+        // `top` is closed: this cancel lost, and drops its cause.
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            cancel_top.cancel(CauseThatPanicsOnDrop);
+        }));
+        let leaf_done = leaf.is_done();
+        winning.join().unwrap();
+        let payload = result.expect_err("the cause's panic resurfaces from the cancel");
+        assert_eq!(panic_text(&*payload), "a cause's Drop panics");
+        assert!(
+            leaf_done,
+            "the losing cancel returned before the subtree was done"
+        );
+        drop(cancels);
+    }
+}
+
+/// A context that a read closed (its deadline passed, its timer late), with
+/// an `after_func` callback below it: a cancel by its own handle claims its
+/// walk, and runs the callback, also when the cancel's cause (unused: the
+/// deadline came first) panics as it is dropped. The old cancel dropped the
+/// cause before its claim: the panic unwound out of it, and nothing walked
+/// the subtree, so the callback never ran.
+#[test]
+fn a_cancel_of_a_context_a_read_closed_walks_it_even_if_its_cause_panics_on_drop() {
+    let timer = ManualTimer::new();
+    let (timed, cancel_timed) = timer.root().with_timeout(Duration::from_secs(1));
+    let (child, _cancel_child) = timed.with_cancel();
+    let calls = Calls::new();
+    let _registration = child.after_func(calls.callback());
+    timer.advance_silently(Duration::from_secs(2));
+    assert_eq!(timed.err(), Some(Error::DeadlineExceeded));
+    let canceler = cancel_timed.into_canceler();
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        canceler.cancel_with_cause(CauseThatPanicsOnDrop)
+    }));
+    let payload = result.expect_err("the cause's panic resurfaces from the cancel");
+    assert_eq!(panic_text(&*payload), "a cause's Drop panics");
+    assert_eq!(child.err(), Some(Error::DeadlineExceeded));
+    assert_eq!(
+        timed.live_children(),
+        0,
+        "the read-closed context was never walked"
+    );
+    calls.wait_for(1);
+}

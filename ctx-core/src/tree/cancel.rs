@@ -219,7 +219,7 @@ fn mark_complete(node: NodeRef) {
 /// everything that could block or run user code goes to the runner.
 pub(crate) fn cancel(node: NodeRef, reason: Reason, origin: Origin) -> bool {
     let closed = try_close(node, &reason, false);
-    finish_cancel(node, closed, reason, origin, None)
+    finish_cancel(node, closed, reason, origin, None, None)
 }
 
 /// Cancels `node` for a user's handle (a cancel function, a `Canceler`, a
@@ -234,8 +234,7 @@ pub(crate) fn cancel_explicit(node: NodeRef, reason: Reason) -> bool {
         panic,
     } = settle(node, reason);
     let closed = try_close(node, &reason, false);
-    let ended = finish_cancel(node, closed, reason, Origin::Explicit, clock);
-    work::resume(panic);
+    let ended = finish_cancel(node, closed, reason, Origin::Explicit, clock, panic);
     ended && !adopted
 }
 
@@ -300,20 +299,44 @@ fn settle(node: NodeRef, reason: Reason) -> Settled {
 }
 
 /// The rest of [`cancel`] after its close (`closed`: the live word it replaced,
-/// or `None` if the node was done already); `clock`: [`Settled::clock`].
+/// or `None` if the node was done already); `clock`: [`Settled::clock`];
+/// `panic`: one caught before ([`Settled::panic`]), resumed (or, for an
+/// expiry, dropped) once the cancel is done, as any it catches here.
 fn finish_cancel(
     node: NodeRef,
     closed: Option<Word>,
     reason: Reason,
     origin: Origin,
     clock: Option<(TimerRef, Instant)>,
+    mut panic: Panic,
 ) -> bool {
-    drop(reason);
-    if let Some((previous, flag)) = as_leaf(node, closed) {
-        finish_leaf(node, previous, origin, flag);
-        return true;
+    drop_reason(reason, &mut panic);
+    let ended = if let Some((previous, flag)) = as_leaf(node, closed) {
+        if finish_leaf_owing(node, previous, flag, &mut panic) {
+            node.dec_weak();
+        }
+        true
+    } else {
+        walk_cancel(node, closed, origin, clock, &mut panic)
+    };
+    match origin {
+        Origin::Explicit => work::resume(panic),
+        // A timer backend's thread, which nothing may unwind into: dropped,
+        // its payload's `Drop` (user code too) guarded.
+        Origin::Timer => work::discard(panic),
     }
-    walk_cancel(node, closed, origin, clock)
+    ended
+}
+
+/// Drops a cancel's own reason once its close is tried: if the close lost,
+/// it may hold the last reference to a user's cause, whose `Drop` may
+/// panic. Guarded, so that the cancel still claims or waits for the walk
+/// (a loser returns with its subtree done, and a context that a read closed
+/// is walked), and the panic is resumed once it is done.
+fn drop_reason(reason: Reason, panic: &mut Panic) {
+    if reason.is_shared() {
+        work::catch(panic, move || drop(reason));
+    }
 }
 
 /// Whether a cancel that closed `node` (`closed`: the live word it replaced)
@@ -338,12 +361,14 @@ fn as_leaf(node: NodeRef, closed: Option<Word>) -> Option<(Word, bool)> {
 /// The rest of a cancel of a node that is no leaf ([`as_leaf`]): the walk, if
 /// this cancel closed the node or claims a read's close; otherwise another
 /// thread owns the walk, and an explicit cancel waits for it (an expiry has
-/// nothing to add: the owner finishes and detaches).
+/// nothing to add: the owner finishes and detaches). A panic it catches goes
+/// to `panic`, for the caller to resume or drop.
 fn walk_cancel(
     node: NodeRef,
     closed: Option<Word>,
     origin: Origin,
     clock: Option<(TimerRef, Instant)>,
+    panic: &mut Panic,
 ) -> bool {
     if closed.is_none() && !claim(node) {
         if origin == Origin::Explicit {
@@ -358,30 +383,22 @@ fn walk_cancel(
     };
     walk.run(node);
     match origin {
-        Origin::Explicit => {
-            let mut panic = None;
-            walk.finish(node, &mut panic, false);
-            work::resume(panic);
-        }
+        Origin::Explicit => walk.finish(node, panic, false),
         Origin::Timer => {
             // The firing backend's own `disarm`s may run on its own thread (any
             // other backend's go to the runner with the rest); a panic in one
             // is the backend's, and must not stop the walk's other duties.
-            let mut panic = None;
-            walk.work
-                .run_disarms_of(node.deadline_part().timer, &mut panic);
+            walk.work.run_disarms_of(node.deadline_part().timer, panic);
             if walk.blocked.is_empty() && is_complete(node) {
                 register::detach(node);
                 // The subtree is complete: the waiters' wakers (executor code,
                 // which a backend's thread may run) are woken here, without a
                 // hop to the runner.
-                walk.work.run_wakes(&mut panic);
-                work::discard(panic);
+                walk.work.run_wakes(panic);
                 if !walk.work.is_empty() {
                     std::mem::take(&mut walk.work).run_on_runner();
                 }
             } else {
-                work::discard(panic);
                 node.inc_strong();
                 let job = WalkRest { node, walk };
                 crate::runner::spawn(Box::new(move || job.finish()));
@@ -394,23 +411,10 @@ fn walk_cancel(
 /// The rest of a cancel that closed a leaf (no registration ever, or none
 /// left: `flag` says whether its `COMPLETE` flag is still to be set), so no
 /// walk: give the timer back, wake the waiters, leave the parents — the same
-/// steps as a walk of one node, without its bookkeeping.
-fn finish_leaf(node: NodeRef, previous: Word, origin: Origin, flag: bool) {
-    let mut panic = None;
-    if finish_leaf_owing(node, previous, flag, &mut panic) {
-        node.dec_weak();
-    }
-    match origin {
-        Origin::Explicit => work::resume(panic),
-        // A timer backend's thread, which nothing may unwind into: dropped,
-        // its payload's `Drop` (user code too) guarded.
-        Origin::Timer => work::discard(panic),
-    }
-}
-
-/// [`finish_leaf`], except that a slot reference the leaf's detach takes back
-/// from its parent is not released but owed to the caller (true): a caller
-/// that releases its own strong reference next gives back both in one RMW.
+/// steps as a walk of one node, without its bookkeeping. A slot reference
+/// the leaf's detach takes back from its parent is not released but owed to
+/// the caller (true): a caller that releases its own strong reference next
+/// gives back both in one RMW.
 fn finish_leaf_owing(node: NodeRef, previous: Word, flag: bool, panic: &mut Panic) -> bool {
     if flag {
         // Complete before any backend or executor code runs, as a leaf is
@@ -449,32 +453,29 @@ pub(crate) fn cancel_and_release(node: NodeRef, reason: Reason) -> bool {
         panic,
         ..
     } = settle(node, reason);
-    let closed = release_after_close(node, reason, clock);
-    work::resume(panic);
-    closed
+    release_after_close(node, reason, clock, panic)
 }
 
-/// [`cancel_and_release`] after [`settle`].
-fn release_after_close(node: NodeRef, reason: Reason, clock: Option<(TimerRef, Instant)>) -> bool {
+/// [`cancel_and_release`] after [`settle`] (`panic`: [`Settled::panic`]).
+fn release_after_close(
+    node: NodeRef,
+    reason: Reason,
+    clock: Option<(TimerRef, Instant)>,
+    mut panic: Panic,
+) -> bool {
     let closed = try_close(node, &reason, false);
-    if closed.is_none() && is_complete(node) {
+    drop_reason(reason, &mut panic);
+    let (ended, owing) = if closed.is_none() && is_complete(node) {
         // Done and walked already (the common end of a cancel function whose
-        // context was canceled before): nothing to wait for. The reference is
-        // released even if the reason's `Drop` (a user's cause, of which this
-        // may be the last reference) panics.
-        let _release = node.strong_guard();
-        drop(reason);
-        return false;
-    }
-    let Some((previous, flag)) = as_leaf(node, closed) else {
-        // Released even if a callback's panic resurfaces from the cancel.
-        let _release = node.strong_guard();
-        drop(reason);
-        return walk_cancel(node, closed, Origin::Explicit, clock);
+        // context was canceled before): nothing to wait for.
+        (false, false)
+    } else if let Some((previous, flag)) = as_leaf(node, closed) {
+        (true, finish_leaf_owing(node, previous, flag, &mut panic))
+    } else {
+        let ended = walk_cancel(node, closed, Origin::Explicit, clock, &mut panic);
+        (ended, false)
     };
-    drop(reason);
-    let mut panic = None;
-    let last = if finish_leaf_owing(node, previous, flag, &mut panic) {
+    let last = if owing {
         node.release_strong_and_weak_is_last()
     } else {
         node.release_strong_is_last()
@@ -484,7 +485,7 @@ fn release_after_close(node: NodeRef, reason: Reason, clock: Option<(TimerRef, I
         unsafe { super::drop::drop_node(node, &mut panic) };
     }
     work::resume(panic);
-    true
+    ended
 }
 
 /// Waits until another thread's walk completed `node` (a cancel that lost).

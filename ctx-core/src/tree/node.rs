@@ -555,12 +555,6 @@ impl NodeRef {
         super::work::resume(panic);
     }
 
-    /// A guard that releases one strong reference when dropped, also when a panic
-    /// unwinds through its scope.
-    pub(crate) fn strong_guard(self) -> StrongGuard {
-        StrongGuard(self)
-    }
-
     /// Releases one strong reference and says whether it was the last; the caller
     /// must then drop the node.
     pub(crate) fn release_strong_is_last(self) -> bool {
@@ -765,16 +759,6 @@ impl NodeRef {
     /// The entry pointer that stands for this node in a child set (tag 0).
     pub(crate) fn as_entry(self) -> *mut () {
         self.0.as_ptr().cast::<()>()
-    }
-}
-
-/// Owns one strong reference on a node and releases it on drop.
-#[derive(Debug)]
-pub(crate) struct StrongGuard(NodeRef);
-
-impl Drop for StrongGuard {
-    fn drop(&mut self) {
-        self.0.dec_strong();
     }
 }
 
