@@ -729,10 +729,20 @@ impl Walk {
         // The children get this node's reason: its error and cause, whoever
         // ended it (Go: a child canceled through its parent has the parent's).
         // Usually the reason the walk holds already (the nodes it closed share
-        // their record): no reference to take per level.
+        // their record): no reference to take per level. Another one (a child
+        // that a read closed first, with its deadline's) is kept for after the
+        // walk, not dropped here: the nodes it was read from may have gone
+        // meanwhile (a release by another thread), and then it is the last
+        // reference to a user's cause, whose `Drop` must not run (and maybe
+        // panic) in the middle of the walk.
         let reason = match self.reason.take() {
             Some(held) if held.word() == state::reason_of(word) => held,
-            _ => clone_reason(word),
+            held => {
+                if let Some(held) = held {
+                    self.work.keep(held);
+                }
+                clone_reason(word)
+            }
         };
         part.children.drain(|raw| {
             // SAFETY: `drain` hands over each entry it swapped out; we own its

@@ -61,10 +61,10 @@ pub(crate) struct Work {
     /// A node the caller keeps alive until this work has run (the root of a
     /// cancel): it needs no reference of the work's own.
     held: Option<NodeRef>,
-    /// A reason a walk held: once the nodes it was read from are released, it
-    /// may be the last reference to a user's cause, so it goes where user
-    /// code may run.
-    kept: Option<Reason>,
+    /// Reasons a walk held: once the nodes they were read from are released,
+    /// each may be the last reference to a user's cause, so they go where
+    /// user code may run.
+    kept: SmallVec<[Reason; 1]>,
 }
 
 // SAFETY: the node references are counted references on `Send + Sync` nodes;
@@ -145,15 +145,14 @@ impl Work {
             && self.wakers.is_empty()
             && self.callbacks.is_empty()
             && self.drops.is_empty()
-            && self.kept.is_none()
+            && self.kept.is_empty()
     }
 
     /// Keeps a reason a walk held until the work runs (see `kept`); a static
     /// record needs no keeping.
     pub(crate) fn keep(&mut self, reason: Reason) {
         if reason.is_shared() {
-            debug_assert!(self.kept.is_none(), "one walk, one held reason");
-            self.kept = Some(reason);
+            self.kept.push(reason);
         }
     }
 
@@ -249,7 +248,7 @@ impl Work {
             // SAFETY: `release` saw this node's strong count reach zero.
             unsafe { super::drop::drop_node(node, panic) };
         }
-        if let Some(reason) = self.kept.take() {
+        for reason in self.kept.drain(..) {
             catch(panic, move || drop(reason));
         }
     }
