@@ -1247,3 +1247,41 @@ fn a_cancel_of_a_context_a_read_closed_walks_it_even_if_its_cause_panics_on_drop
     );
     calls.wait_for(1);
 }
+
+// ===== another backend's blocking disarm holds back no callback =====
+
+/// A deadline's expiry ends a subtree holding a deadline of another backend,
+/// whose `disarm` blocks. The `after_func` callback of the context the expiry
+/// ended runs all the same, while that `disarm` still blocks: it waits for no
+/// other backend. The old expiry handed both to one runner job, which gave the
+/// keys back first, so the callback waited for the blocked `disarm`.
+#[test]
+#[cfg_attr(miri, ignore)] // runner threads blocked in real time
+fn another_backends_blocking_disarm_holds_back_no_callback_of_the_expired_context() {
+    let (entered, entering) = mpsc::channel();
+    let (go, going) = mpsc::channel();
+    let backend = Arc::new(BlockingDisarm {
+        entered: Mutex::new(Some(entered)),
+        go: Mutex::new(Some(going)),
+        ..BlockingDisarm::default()
+    });
+    let timer = ManualTimer::new();
+    let (outer, _cancel_outer) = timer.root().with_timeout(Duration::from_secs(1));
+    // Earlier than the outer deadline (the manual clock runs an hour
+    // ahead), so a deadline of its own; its backend never fires.
+    let (inner, _cancel_inner) = outer
+        .with_timer(backend.clone())
+        .with_timeout(Duration::from_secs(60));
+    let calls = Calls::new();
+    let _registration = outer.after_func(calls.callback());
+    assert_eq!(timer.advance(Duration::from_secs(2)), 1);
+    recv_within(
+        &entering,
+        "the inner deadline's key went back to its backend",
+    );
+    assert_eq!(inner.err(), Some(Error::DeadlineExceeded));
+    // The other backend's disarm blocks now: the callback runs anyway.
+    let ran = eventually(|| calls.get() == 1);
+    go.send(()).unwrap();
+    assert!(ran, "the callback waited for another backend's disarm");
+}

@@ -12,13 +12,15 @@
 //! * the backend's [`Timer::disarm`](crate::Timer::disarm) of deadline nodes.
 //!
 //! The callbacks always run on the [`runner`](crate::runner), each on a job of
-//! its own, as Go runs each `AfterFunc` on a goroutine of its own. Where the
-//! rest runs depends on who canceled ([`Origin`]): an explicit cancel (a
-//! `CancelFunc`, a parent's cancel, a context born done) runs it on its own
-//! thread before it returns, and then resumes the first panic; a timer's expiry
-//! wakes the wakers and runs its own backend's disarms on its thread, and hands
-//! the rest to the runner so that no `Drop`, other backend or panic can hold
-//! back or stop the timer backend.
+//! its own, as Go runs each `AfterFunc` on a goroutine of its own; they are
+//! handed over before any disarm, so that no backend's `disarm` holds them
+//! back. The disarms come before the wakers, so that a waiter that wakes up
+//! finds its timer released. Where the rest runs depends on who canceled
+//! ([`Origin`]): an explicit cancel (a `CancelFunc`, a parent's cancel, a
+//! context born done) runs it on its own thread before it returns, and then
+//! resumes the first panic; a timer's expiry wakes the wakers and runs its own
+//! backend's disarms on its thread, and hands the rest to the runner so that
+//! no `Drop`, other backend or panic can hold back or stop the timer backend.
 
 use super::callback::Callback;
 use super::deadline::TimerRef;
@@ -222,7 +224,8 @@ impl Work {
 
     /// [`run`](Self::run) on a runner thread: every callback but the last runs
     /// on a runner job of its own, so that one that blocks holds back no other,
-    /// and the last right here, once the wakers were woken.
+    /// and the last right here, once the wakers were woken (unless a backend's
+    /// `disarm` comes first: then it gets a job of its own too).
     pub(crate) fn run_on_this_runner(&mut self, panic: &mut Panic) {
         self.run_with(panic, true);
     }
@@ -231,16 +234,23 @@ impl Work {
         if self.is_empty() {
             return;
         }
-        self.run_disarms(panic);
-        self.run_wakes(panic);
+        // The callbacks are handed over first: a `disarm` is backend code,
+        // which may block (a late disarm is within the `Timer` contract), and
+        // a callback waits for no backend, least of all one that did not end
+        // its context. The waiters are woken after the disarms (a waiter that
+        // wakes up finds its timer released), and so is the last callback
+        // when it runs right here: only when no disarm is owed.
+        let keep_last = on_runner && self.disarms.is_empty();
         let mut callbacks = self.callbacks.drain(..);
-        let last = if on_runner {
+        let last = if keep_last {
             callbacks.next_back()
         } else {
             None
         };
         // Handed over together: one taking of the runner's lock.
         crate::runner::spawn_all(callbacks.map(callback_job));
+        self.run_disarms(panic);
+        self.run_wakes(panic);
         if let Some((callback, reason)) = last {
             run_callback(panic, callback, reason);
         }
