@@ -6,9 +6,10 @@
 use crate::context::Context;
 use crate::sync::Arc;
 use crate::tree::callback::{Callback, Thunk};
+use crate::tree::deadline;
 use crate::tree::node::NodeRef;
-use crate::tree::register::{self, Entry, Outcome};
-use crate::tree::state::Reason;
+use crate::tree::register::{self, Entry, Outcome, clone_reason};
+use crate::tree::state::{self, Reason};
 use std::fmt;
 
 /// The handle of an [`after_func`](Context::after_func) registration.
@@ -36,8 +37,13 @@ impl AfterFunc {
     /// Stops the callback from running.
     ///
     /// Returns true if this call prevented the run; false if the callback already
-    /// ran, is running, or was stopped before. After a successful `stop` the
-    /// closure is dropped at once.
+    /// ran, is running, or was stopped before, or if the context is done. After
+    /// a successful `stop` the closure is dropped at once.
+    ///
+    /// A context that reports done has started its callback (Go: once `Err`
+    /// is non-nil, `stop` returns false), also when its deadline passed while
+    /// its timer is late and nothing has reached the callback yet: then this
+    /// call hands it to the runner, as registering on a done context does.
     ///
     /// # Examples
     ///
@@ -56,6 +62,25 @@ impl AfterFunc {
     /// assert!(!ran.load(Ordering::SeqCst));
     /// ```
     pub fn stop(&self) -> bool {
+        if let Some((carrier, _)) = self.registration {
+            // The exact read, as `Context::err` does: a deadline that passed
+            // counts as done. The registration keeps the carrier alive.
+            let mut word = carrier.state();
+            if !state::is_done(word) && carrier.cancel_part().has_deadline {
+                word = deadline::check(carrier, word);
+            }
+            if state::is_done(word) {
+                // Whoever claims the run (this call, the walk that reaches
+                // the callback, or another `stop`) hands it to the runner;
+                // exactly one does.
+                if self.callback.claim_fire() {
+                    crate::tree::work::spawn_callback(self.callback.clone(), clone_reason(word));
+                }
+                return false;
+            }
+        }
+        // Live at the read: a cancel that comes later finds the callback
+        // stopped, if this claim comes first.
         if !self.callback.claim_stop() {
             return false;
         }

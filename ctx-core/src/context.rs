@@ -700,7 +700,7 @@ impl Context {
     /// wait for each other: one that blocks holds back no other (the runner
     /// starts threads as its jobs block). The adapter crates offer variants that
     /// spawn `f` on their executor. [`AfterFunc::stop`] prevents a run that has
-    /// not started.
+    /// not started; once the context reports done, it has.
     ///
     /// # Panics
     ///

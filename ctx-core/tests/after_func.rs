@@ -833,3 +833,35 @@ fn a_panicking_callback_holding_the_last_cause_whose_drop_panics_aborts_nothing(
     let _later = done.after_func(move || ran.send(()).unwrap());
     seen.recv_timeout(WATCHDOG).expect("a later callback runs");
 }
+
+/// A context whose deadline passed while its timer is late is done (a read
+/// says so), though no walk reached its callback yet. `stop` then reports
+/// false, as in Go once `Err` is non-nil, and the callback runs, once, also
+/// when the timer fires later. The old `stop` won, and the callback never ran.
+#[test]
+fn stop_after_the_deadline_passed_reports_false_and_the_callback_runs() {
+    let timer = ManualTimer::new();
+    let (read, _cancel_read) = timer.root().with_timeout(Duration::from_secs(1));
+    let (unread, _cancel_unread) = timer.root().with_timeout(Duration::from_secs(1));
+    let calls = Calls::new();
+    let read_registration = read.after_func(calls.callback());
+    let unread_registration = unread.after_func(calls.callback());
+    timer.advance_silently(Duration::from_secs(2));
+    assert_eq!(read.err(), Some(Error::DeadlineExceeded));
+    assert!(
+        !read_registration.stop(),
+        "stop won after a read had reported the context done"
+    );
+    assert!(
+        !unread_registration.stop(),
+        "stop won after the deadline had passed"
+    );
+    calls.wait_for(2);
+    // The late timer fires now: nothing runs twice.
+    assert_eq!(timer.advance(Duration::ZERO), 2);
+    assert!(!read_registration.stop());
+    let (again, cancel_again) = Context::background().with_cancel();
+    let _again = again.after_func(calls.callback());
+    cancel_again.cancel();
+    calls.wait_for(3);
+}

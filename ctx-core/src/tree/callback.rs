@@ -4,7 +4,7 @@
 //! decides who owns the closure:
 //!
 //! ```text
-//!            claim_fire (a canceler, or the registrant of a done context)
+//!            claim_fire (a canceler, or a registrant or stop that finds it done)
 //!   PENDING ───────────────────────────────────────────▶ FIRED    (closure runs once)
 //!      │
 //!      └───────────────────────────────────────────────▶ STOPPED  (closure dropped, never runs)
