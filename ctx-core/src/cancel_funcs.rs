@@ -24,16 +24,21 @@ use std::fmt;
 /// derived from it report done — also when this call lost a race (the context was
 /// already ended by a parent, its deadline or another thread): then it waits for
 /// the winner to finish the subtree, as Go's cancel blocks on the winner's lock.
-/// (Except inside a waker that a cancel's walk runs, such as a task polled
-/// inline by its executor's waker: there the walk it would wait for may be the
-/// one running the waker, so the call returns once the context is done, and
-/// that walk finishes the subtree before its own cancel returns.)
-/// An uncontended cancel never waits for another thread. The waiters were
-/// woken by then. The `after_func` callbacks this cancel set free run on
-/// ctx-core's runner threads, each on its own, and the cancel does not wait for
-/// them (Go runs each `AfterFunc` in a goroutine of its own); a callback's panic
-/// stays there. If a `Drop` of a value the cancel released panicked, the first
-/// panic is resumed here once everything is done.
+/// That wait is for atomics only: a cancel runs no waker, callback or `Drop`
+/// until its whole subtree is done, so the wait never depends on a lock the
+/// waiting thread holds, and a cancel made from a waker that another cancel
+/// runs (a task polled inline by its executor's waker) never waits for that
+/// cancel. An uncontended cancel never waits for another thread.
+///
+/// The waiters of the subtree are woken once it is done, by the cancel that
+/// walked it: before this call returns if that was this call, maybe just after
+/// if it lost (those parked before a read found a deadline passed are woken
+/// on the runner, by that read). The `after_func` callbacks this cancel set
+/// free run on ctx-core's runner threads, each on its own, and the cancel does
+/// not wait for them (Go runs each `AfterFunc` in a goroutine of its own); a
+/// callback's panic stays there. If a `Drop` of a value the cancel released
+/// (or of its own cause) panicked, the first panic is resumed here once
+/// everything is done.
 ///
 /// # Examples
 ///

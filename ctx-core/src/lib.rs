@@ -78,9 +78,9 @@
 //! * **A returned cancel means a done subtree.** When a [`CancelFunc`] returns (or
 //!   its drop ends), the context and every descendant report done, also when the
 //!   call lost a race with another cancel (it waits for the winner, as Go's
-//!   cancel blocks on the winner's lock; the one exception, a cancel made by a
-//!   waker while a cancel's walk runs it, is in [`CancelFunc`]'s docs). An
-//!   uncontended cancel never waits.
+//!   cancel blocks on the winner's lock, and for atomics only: the winner runs
+//!   no waker, callback or `Drop` before the subtree is done). An uncontended
+//!   cancel never waits.
 //! * **Where user code runs.** `after_func` callbacks run once, after the whole
 //!   subtree is done, each on a job of its own on ctx-core's runner threads (Go:
 //!   each `AfterFunc` in a goroutine of its own): a cancel does not wait for
