@@ -350,3 +350,69 @@ fn a_signal_during_the_first_signal_context_call_does_not_kill() {
         ]);
     }
 }
+
+/// One signal, sent from another thread a little later each time, while the
+/// first signal context for it is being made (another handler keeps the
+/// process alive before that). Whenever the signal came after the call
+/// started to catch it, it reaches the context without waiting for the
+/// stop: also one counted between our handler's install and the self-pipe's,
+/// which woke no watcher thread.
+#[test]
+fn a_signal_caught_during_the_first_signal_context_call_reaches_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const TEST: &str = "a_signal_caught_during_the_first_signal_context_call_reaches_it";
+    for delay in (0..2000u32).step_by(20) {
+        in_child_with(
+            TEST,
+            |command| {
+                command.env("SIGNAL_DELAY", delay.to_string());
+            },
+            || {
+                let delay: u32 = std::env::var("SIGNAL_DELAY")
+                    .expect("the delay")
+                    .parse()
+                    .expect("a number");
+                let seen = Arc::new(AtomicBool::new(false));
+                signal_hook::flag::register(libc::SIGUSR1, seen.clone()).expect("a handler");
+                let go = Arc::new(AtomicBool::new(false));
+                // SAFETY: `pthread_self` has no preconditions.
+                let main = unsafe { libc::pthread_self() } as usize;
+                let sender = {
+                    let go = go.clone();
+                    std::thread::spawn(move || {
+                        while !go.load(Ordering::SeqCst) {}
+                        for i in 0..delay {
+                            std::hint::black_box(i);
+                        }
+                        // SAFETY: sends a signal to a thread of this process
+                        // that is alive (it joins this one below).
+                        unsafe { libc::pthread_kill(main as libc::pthread_t, libc::SIGUSR1) };
+                    })
+                };
+                go.store(true, Ordering::SeqCst);
+                let (ctx, stop) = SignalOptions::new()
+                    .signals(&[libc::SIGUSR1])
+                    .signal_context(&background())
+                    .expect("handlers installed");
+                sender.join().expect("the sender");
+                while !seen.load(Ordering::SeqCst) {
+                    std::thread::yield_now();
+                }
+                if !wait_timeout(&ctx, Duration::from_secs(2)) {
+                    // Not delivered: it must have come before the call.
+                    stop.stop();
+                    let by_signal = ctx
+                        .cause()
+                        .is_some_and(|cause| cause.downcast_ref::<SignalError>().is_some());
+                    assert!(
+                        !by_signal,
+                        "caught for the context, yet only delivered by its stop"
+                    );
+                }
+                stage("checked");
+            },
+        )
+        .survived(&["checked"]);
+    }
+}

@@ -121,6 +121,22 @@ pub(super) fn subscribe(
             .map_or(counted, |&(_, since)| since);
     }
     state.listeners.push(listener);
+    // A signal watched for the first time had our handler before the
+    // self-pipe's: a delivery in between was counted (and caught for this
+    // listener) but woke no watcher. Handed out here, as a stop hands out
+    // what came before it. (In a forked child nothing dispatches: module
+    // docs.)
+    let mut fired = Vec::new();
+    if state.watcher_pid == Some(std::process::id()) {
+        for (signal, _) in new {
+            fired.extend(state.dispatch_pending(signal, None));
+        }
+    }
+    drop(state);
+    // Outside the lock, as in `dispatch`.
+    for (canceler, name) in fired {
+        cancel(canceler, name);
+    }
     Ok(id)
 }
 
