@@ -155,6 +155,10 @@ fn eventually_set(flag: &AtomicBool) -> bool {
 /// that was not earlier tried to start the thread again, and none fired.
 #[test]
 #[cfg_attr(miri, ignore = "Miri cannot fork")]
+#[cfg_attr(
+    ctx_sanitize,
+    ignore = "ThreadSanitizer cannot start threads after a multi-threaded fork"
+)]
 fn a_deadline_armed_after_the_timer_thread_could_not_start_fires() {
     let status = in_forked_child(|| {
         // The panic below is expected: no report of it.
@@ -198,6 +202,10 @@ fn a_deadline_armed_after_the_timer_thread_could_not_start_fires() {
 /// (which retries) was only started for jobs beyond the eager threads' quota.
 #[test]
 #[cfg_attr(miri, ignore = "Miri cannot fork")]
+#[cfg_attr(
+    ctx_sanitize,
+    ignore = "ThreadSanitizer cannot start threads after a multi-threaded fork"
+)]
 fn a_callback_whose_runner_thread_could_not_start_runs_once_threads_can() {
     let status = in_forked_child(|| {
         let ran = Arc::new(AtomicBool::new(false));
