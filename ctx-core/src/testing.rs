@@ -45,8 +45,16 @@ pub fn pin_child_shard(k: usize) {
 /// ```
 #[cfg(not(all(test, ctx_loom)))]
 pub fn waiters(ctx: &crate::Context) -> usize {
-    ctx.carrier()
-        .map_or(0, |carrier| carrier.cancel_part().waiters.count())
+    ctx.carrier().map_or(0, |carrier| {
+        // Done (as recorded: no exact read here), nobody waits any more,
+        // whether a waiter was in the slot or on the event, and polled
+        // again or not.
+        if crate::tree::state::is_done(carrier.state()) {
+            0
+        } else {
+            carrier.cancel_part().waiters.count()
+        }
+    })
 }
 
 thread_local! {

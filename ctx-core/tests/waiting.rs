@@ -540,3 +540,23 @@ fn an_adapter_listener_completes_only_for_a_notify_after_its_listen() {
     assert!(woken.woken());
     assert!(woken.poll(&mut late).is_ready());
 }
+
+/// A cancel leaves nobody registered: `testing::waiters` says 0 at once,
+/// for a waiter in the inline slot and one on the event alike, before either
+/// is polled again.
+#[cfg(feature = "test-util")]
+#[test]
+fn no_waiter_is_counted_once_the_context_is_done() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let mut in_slot = ctx.done();
+    let mut on_event = ctx.done();
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    assert!(Pin::new(&mut in_slot).poll(&mut cx).is_pending());
+    assert!(Pin::new(&mut on_event).poll(&mut cx).is_pending());
+    assert_eq!(ctx_core::testing::waiters(&ctx), 2);
+    cancel.cancel();
+    assert_eq!(ctx_core::testing::waiters(&ctx), 0);
+    assert!(Pin::new(&mut in_slot).poll(&mut cx).is_ready());
+    assert!(Pin::new(&mut on_event).poll(&mut cx).is_ready());
+    assert_eq!(ctx_core::testing::waiters(&ctx), 0);
+}
