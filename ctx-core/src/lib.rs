@@ -82,7 +82,10 @@
 //!   no waker, callback or `Drop` before the subtree is done). An uncontended
 //!   cancel never waits.
 //! * **Where user code runs.** `after_func` callbacks run once, after the whole
-//!   subtree is done, each on a job of its own on ctx-core's runner threads (Go:
+//!   subtree is done when a cancel sets them free (one registered, or
+//!   stopped, once the context reports done starts at once, as in Go, even
+//!   while a cancel still closes descendants), each on a job of its own on
+//!   ctx-core's runner threads (Go:
 //!   each `AfterFunc` in a goroutine of its own): a cancel does not wait for
 //!   them, they do not wait for each other, and none runs on the canceling or
 //!   registering thread (whose locks it may take) or on a timer backend's thread
