@@ -184,3 +184,50 @@ fn loom_waiter_slot_same_waker_vs_cancel() {
         t.join().unwrap();
     });
 }
+
+/// The slot after the close (`tree/wait.rs`): a leaf's slot owner re-polls
+/// and then drops its `Done`, its context and its canceler (the node's drop)
+/// while its parent's walk takes the slot's waker under the `drained` flag
+/// and keeps the cell. The owner's release is one load when it finds the
+/// walk's `WAKING`; either way the cell is touched by one side at a time and
+/// the node outlives the walk's access.
+#[test]
+fn loom_waiter_slot_owner_drops_its_node_vs_parent_walk() {
+    model(|| {
+        let (parent, cancel_parent) = Context::background().with_cancel();
+        let (child, cancel_child) = parent.with_cancel();
+        let canceler = cancel_child.into_canceler();
+        let mut done = child.done();
+        assert!(poll_once(&mut done).is_pending());
+        let owner = thread::spawn(move || {
+            let _ = poll_once(&mut done);
+            drop(done);
+            drop(child);
+            drop(canceler);
+        });
+        cancel_parent.cancel();
+        owner.join().unwrap();
+        drop(parent);
+    });
+}
+
+/// The slot after the close: the slot's owner completes or drops while the
+/// cancel takes its waker, then a new waiter arrives on the done context: it
+/// is ready at once, whatever the dead slot's word says.
+#[test]
+fn loom_waiter_new_waiter_after_the_slot_died() {
+    model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let mut first = ctx.done();
+        assert!(poll_once(&mut first).is_pending());
+        let again = ctx.clone();
+        let owner = thread::spawn(move || {
+            let _ = poll_once(&mut first);
+            drop(first);
+            block_on(again.done());
+        });
+        cancel.cancel();
+        owner.join().unwrap();
+        block_on(ctx.done());
+    });
+}
