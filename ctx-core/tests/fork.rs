@@ -10,52 +10,11 @@ use ctx_core::{Context, Error, StdTimer};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
+use support::{in_forked_child_status, wait_for_child};
 
 /// Runs `child` in a forked process; true if it returned true there.
 fn in_forked_child(child: impl FnOnce() -> bool) -> bool {
     in_forked_child_status(|| if child() { 0 } else { 1 }) == Some(0)
-}
-
-/// Runs `child` in a forked child process and returns its exit status (the
-/// status `child` returns; 101 if it panicked), or `None` if it was killed
-/// after hanging for a minute.
-fn in_forked_child_status(child: impl FnOnce() -> i32) -> Option<i32> {
-    // SAFETY: the child only runs Rust code that allocates and starts threads,
-    // which glibc and musl support after fork in a process whose other threads
-    // hold no allocator lock at the moment of the fork: the parent is a test
-    // thread that just made its contexts, and the child ends with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let status = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
-        // SAFETY: ends the child without running the parent's exit handlers.
-        unsafe { libc::_exit(status) };
-    }
-    wait_for_child(pid)
-}
-
-/// Waits for the child `pid` and returns its exit status, or `None` if it was
-/// killed, or killed here after hanging for a minute (a child that hangs fails
-/// the test instead of hanging it).
-fn wait_for_child(pid: libc::pid_t) -> Option<i32> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut status = 0;
-    loop {
-        // SAFETY: `pid` is our child; `status` is a valid out-pointer.
-        let waited = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if waited == pid {
-            return libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-        }
-        assert_eq!(waited, 0, "waitpid failed");
-        if std::time::Instant::now() > deadline {
-            // SAFETY: `pid` is our child, still running.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            // SAFETY: as above; reaps it.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 /// Threads (four per core) that run one step again and again until dropped.
@@ -364,7 +323,7 @@ fn a_fork_from_a_runner_job_leaves_the_forking_thread_out_of_the_childs_runner()
     let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(1));
     let (forked, pid) = mpsc::channel();
     let _registration = ctx.after_func(move || {
-        // SAFETY: as in `in_forked_child_status`; the child ends with `_exit`.
+        // SAFETY: as in `support::in_forked_child_status`; the child ends with `_exit`.
         let child = unsafe { libc::fork() };
         if child != 0 {
             forked.send(child).unwrap();

@@ -6,14 +6,13 @@
 //! just above what it uses: no thread with a full-sized stack can start then.
 #![cfg(target_os = "linux")]
 
+mod support;
+
 use ctx_core::{Context, StdTimer};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
-
-/// How long a child waits for what it expects, at most: a watchdog, not a
-/// timing assertion.
-const WATCHDOG: Duration = Duration::from_secs(30);
+use std::time::Duration;
+use support::{eventually, in_forked_child_status};
 
 /// The child's exit status when the failure could not be set up.
 const NO_SETUP: i32 = 2;
@@ -101,51 +100,6 @@ fn with_address_space_capped<R>(f: impl FnOnce() -> R) -> (R, bool) {
     (result, capped)
 }
 
-/// Runs `child` in a forked child process and returns its exit status (101 if
-/// it panicked), or `None` if it was killed after hanging for a minute.
-fn in_forked_child(child: fn() -> i32) -> Option<i32> {
-    // SAFETY: the child only runs Rust code that allocates and starts threads,
-    // which glibc supports after fork (the parent's other threads are test
-    // threads), and ends with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let status = std::panic::catch_unwind(child).unwrap_or(101);
-        // SAFETY: ends the child without running the parent's exit handlers.
-        unsafe { libc::_exit(status) };
-    }
-    let give_up = Instant::now() + Duration::from_secs(60);
-    let mut status = 0;
-    loop {
-        // SAFETY: `pid` is our child; `status` is a valid out-pointer.
-        let waited = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if waited == pid {
-            return libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-        }
-        assert_eq!(waited, 0, "waitpid failed");
-        if Instant::now() > give_up {
-            // SAFETY: `pid` is our child, still running.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            // SAFETY: as above; reaps it.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Whether `flag` is set within the watchdog.
-fn eventually_set(flag: &AtomicBool) -> bool {
-    let give_up = Instant::now() + WATCHDOG;
-    while !flag.load(Ordering::SeqCst) {
-        if Instant::now() > give_up {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    true
-}
-
 /// The first deadline on a `StdTimer` starts its thread; if that cannot start,
 /// the arm panics (as `std::thread::spawn` does) and arms nothing. A later
 /// deadline, once threads can start, starts the thread and fires.
@@ -160,7 +114,7 @@ fn eventually_set(flag: &AtomicBool) -> bool {
     ignore = "ThreadSanitizer cannot start threads after a multi-threaded fork"
 )]
 fn a_deadline_armed_after_the_timer_thread_could_not_start_fires() {
-    let status = in_forked_child(|| {
+    let status = in_forked_child_status(|| {
         // The panic below is expected: no report of it.
         std::panic::set_hook(Box::new(|_| {}));
         let timer = StdTimer::new();
@@ -182,7 +136,11 @@ fn a_deadline_armed_after_the_timer_thread_could_not_start_fires() {
         let flag = fired.clone();
         let _registration = ctx.after_func(move || flag.store(true, Ordering::SeqCst));
         // Only the timer sets the callback free: nothing here reads `ctx`.
-        if eventually_set(&fired) { 0 } else { 1 }
+        if eventually(|| fired.load(Ordering::SeqCst)) {
+            0
+        } else {
+            1
+        }
     });
     assert_ne!(status, Some(NO_SETUP), "threads could still start");
     assert_eq!(
@@ -207,7 +165,7 @@ fn a_deadline_armed_after_the_timer_thread_could_not_start_fires() {
     ignore = "ThreadSanitizer cannot start threads after a multi-threaded fork"
 )]
 fn a_callback_whose_runner_thread_could_not_start_runs_once_threads_can() {
-    let status = in_forked_child(|| {
+    let status = in_forked_child_status(|| {
         let ran = Arc::new(AtomicBool::new(false));
         let (ctx, cancel) = Context::background().with_cancel();
         let flag = ran.clone();
@@ -216,7 +174,11 @@ fn a_callback_whose_runner_thread_could_not_start_runs_once_threads_can() {
         if !capped {
             return NO_SETUP;
         }
-        if eventually_set(&ran) { 0 } else { 1 }
+        if eventually(|| ran.load(Ordering::SeqCst)) {
+            0
+        } else {
+            1
+        }
     });
     assert_ne!(status, Some(NO_SETUP), "threads could still start");
     assert_eq!(

@@ -412,3 +412,49 @@ pub(crate) fn rerun_in_own_process(name: &str, flag: &str) -> std::process::Outp
         .output()
         .expect("the test binary runs again")
 }
+
+// ===== child processes =====
+
+#[cfg(unix)]
+/// Runs `child` in a forked child process and returns its exit status (the
+/// status `child` returns; 101 if it panicked), or `None` if it was killed
+/// after hanging for a minute.
+pub(crate) fn in_forked_child_status(child: impl FnOnce() -> i32) -> Option<i32> {
+    // SAFETY: the child only runs Rust code that allocates and starts threads,
+    // which glibc and musl support after fork in a process whose other threads
+    // hold no allocator lock at the moment of the fork: the parent is a test
+    // thread that just made its contexts, and the child ends with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let status = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
+        // SAFETY: ends the child without running the parent's exit handlers.
+        unsafe { libc::_exit(status) };
+    }
+    wait_for_child(pid)
+}
+
+#[cfg(unix)]
+/// Waits for the child `pid` and returns its exit status, or `None` if it was
+/// killed, or killed here after hanging for a minute (a child that hangs fails
+/// the test instead of hanging it).
+pub(crate) fn wait_for_child(pid: libc::pid_t) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut status = 0;
+    loop {
+        // SAFETY: `pid` is our child; `status` is a valid out-pointer.
+        let waited = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if waited == pid {
+            return libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+        }
+        assert_eq!(waited, 0, "waitpid failed");
+        if Instant::now() > deadline {
+            // SAFETY: `pid` is our child, still running.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: as above; reaps it.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
