@@ -693,3 +693,30 @@ fn loom_timer_cancel_after_the_deadline_vs_a_read() {
         timer.armed.lock().unwrap().clear();
     });
 }
+
+/// `AfterFunc::stop` called after the deadline passed, while the timer is
+/// late, races the timer's expiry: stop's exact read finds the context done,
+/// so whichever of the two claims the callback hands it over, it runs once,
+/// and stop reports false (Go: once `Err` is non-nil, `stop` is false).
+#[test]
+fn loom_timer_stop_after_the_deadline_vs_fire() {
+    model(|| {
+        let expired = Expired::new();
+        let (_, expiry) = expired.timer.take_expiry();
+        let registration = expired.registration;
+        let stopper = thread::spawn(move || registration.stop());
+        expiry.fire();
+        assert!(
+            !stopper.join().unwrap(),
+            "stop prevented a callback after the deadline passed"
+        );
+        // Under loom the runner runs jobs inline: whoever claimed it ran it.
+        assert_eq!(
+            expired.runs.lock().unwrap().len(),
+            1,
+            "the callback ran twice or never"
+        );
+        expired.timer.assert_disarmed_once(vec![1]);
+        expired.timer.armed.lock().unwrap().clear();
+    });
+}
