@@ -447,6 +447,21 @@ fn finish_leaf_owing(node: NodeRef, previous: Word, flag: bool, panic: &mut Pani
 /// cancel closed a leaf that left its parent's set, the strong reference and the
 /// slot's weak one go back in one read-modify-write.
 pub(crate) fn cancel_and_release(node: NodeRef, reason: Reason) -> bool {
+    if !reason.is_shared() && is_complete(node) {
+        // The common end of a cancel function whose context was canceled
+        // before, done and walked already: nothing to settle, close or wait
+        // for, the same end as the full path's below without its steps. (A
+        // shared reason may hold the last reference to a user's cause, whose
+        // `Drop` the full path guards.)
+        drop(reason);
+        if node.release_strong_is_last() {
+            let mut panic = None;
+            // SAFETY: the strong count just reached zero.
+            unsafe { super::drop::drop_node(node, &mut panic) };
+            work::resume(panic);
+        }
+        return false;
+    }
     let Settled {
         reason,
         clock,
