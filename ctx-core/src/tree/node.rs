@@ -343,8 +343,9 @@ impl Drop for CancelPart {
             return;
         }
         let mut panic = None;
-        self.children
-            .drain(|raw| super::work::catch(&mut panic, || super::register::release_entry(raw)));
+        self.children.drain_left_over(|raw| {
+            super::work::catch(&mut panic, || super::register::release_entry(raw))
+        });
         super::work::resume(panic);
     }
 }
