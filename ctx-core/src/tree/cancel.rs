@@ -119,6 +119,7 @@ use std::time::Instant;
 /// Moves a live node to done with `reason` (and `UNCLAIMED` if a reader does it).
 /// Returns the previous (live) word, whose `WAITERS` bit says whether anyone must
 /// be woken, or `None` if the node was done already.
+#[inline]
 pub(crate) fn try_close(node: NodeRef, reason: &Reason, unclaimed: bool) -> Option<Word> {
     let part = node.cancel_part();
     // Relaxed: only a first guess for the CAS loop.

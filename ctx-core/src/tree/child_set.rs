@@ -872,6 +872,7 @@ impl Children {
     /// its entry: a few instructions after its CAS, with nothing in between
     /// that waits or runs user code.
     #[cold]
+    #[inline(never)]
     fn wait_inline(&self) -> *mut () {
         let mut backoff = crate::sync::Backoff::new();
         loop {
