@@ -339,7 +339,20 @@ impl Drop for CancelPart {
         // drained its set. Callbacks of a context that was never canceled remain;
         // dropping them runs their closures' `Drop`s, each guarded so that one
         // panic cannot leak the rest (the first is resumed afterwards).
-        if self.children.is_untouched() {
+        //
+        // A node walked to the end (`COMPLETE`, and no read's close left
+        // unclaimed) has nothing left: its walk drained every entry there
+        // was, and a registrant that came later took its own back before it
+        // let go of the handle that kept the node alive. So the slots of a
+        // large set are not scanned again.
+        let walked = state::has(word, state::COMPLETE) && !state::has(word, state::UNCLAIMED);
+        #[cfg(debug_assertions)]
+        if walked {
+            let mut left = 0;
+            self.children.drain_left_over(|_| left += 1);
+            assert_eq!(left, 0, "a node walked to the end kept registrations");
+        }
+        if walked || self.children.is_untouched() {
             return;
         }
         let mut panic = None;
