@@ -105,6 +105,7 @@
 //! a second touch of each level, which is what a deep chain pays for the
 //! guarantee above (Go pays a lock per level for the same).
 
+use super::callback::Callback;
 use super::deadline::{self, TimerRef};
 use super::drop::merge_leaves_parents;
 use super::node::{Kind, NodeRef};
@@ -112,7 +113,7 @@ use super::register::{self, Entry, clone_reason};
 use super::state::{self, COMPLETE, HAS_SET, Reason, UNCLAIMED, WAITERS, Word};
 use super::wake_list::WakeList;
 use super::work::{self, Origin, Panic, Work};
-use crate::sync::{Backoff, Ordering, StoreRacingRmw};
+use crate::sync::{Arc, Backoff, Ordering, StoreRacingRmw};
 use smallvec::SmallVec;
 use std::time::Instant;
 
@@ -769,11 +770,7 @@ impl Walk {
                         self.reach(reached, &reason, step, &mut foreign);
                     }
                 }
-                Entry::Callback(callback) => {
-                    if callback.claim_fire() {
-                        self.work.callback(callback, reason.clone());
-                    }
-                }
+                Entry::Callback(callback) => self.drained_callback(callback, &reason),
             }
         });
         self.reason = Some(reason);
@@ -784,6 +781,16 @@ impl Walk {
         }
     }
 
+    /// A callback whose entry the drain took: it runs after the walk, unless
+    /// its `stop` claimed it first. Out of line, so that the drain's loop
+    /// keeps the path of a plain child short.
+    #[inline(never)]
+    fn drained_callback(&mut self, callback: Arc<Callback>, reason: &Reason) {
+        if callback.claim_fire() {
+            self.work.callback(callback, reason.clone());
+        }
+    }
+
     /// A child whose entry the drain took (with the slot's weak reference), and
     /// its close if [`close_plain_leaf`] tried it already. One whose close
     /// that won is walked under its `drained` flag ([`Hold::Drained`]); any
@@ -791,7 +798,7 @@ impl Walk {
     /// claimed, found complete, or left to the thread that walks it. The walk
     /// gives the strong reference back (`Work::release_reached`), and a merge
     /// node's slot reference with it.
-    #[inline]
+    #[inline(never)]
     fn reach(
         &mut self,
         (child, closed): (NodeRef, Option<Option<Word>>),
