@@ -766,8 +766,18 @@ impl Walk {
             // reference.
             match unsafe { Entry::from_raw(raw) } {
                 Entry::Child(child) => {
-                    if let Some(reached) = close_plain_leaf(child, &reason, &mut self.work.wakers) {
-                        self.reach(reached, &reason, step, &mut foreign);
+                    match close_plain_leaf(child, &reason, &mut self.work.wakers) {
+                        None => {}
+                        Some((child, Some(Some(previous)))) => {
+                            // Closed by `close_plain_leaf`, so a non-merge child
+                            // without a timer, and with registrations (a leaf would
+                            // be finished there): walked under the `drained` flag
+                            // alone, which it leaves unset until the walk leaves it
+                            // (`Hold::Drained`).
+                            debug_assert!(state::has(previous, HAS_SET));
+                            self.push_visit(child, step, Hold::Drained);
+                        }
+                        Some(reached) => self.reach(reached, &reason, step, &mut foreign),
                     }
                 }
                 Entry::Callback(callback) => self.drained_callback(callback, &reason),
@@ -791,13 +801,15 @@ impl Walk {
         }
     }
 
-    /// A child whose entry the drain took (with the slot's weak reference), and
-    /// its close if [`close_plain_leaf`] tried it already. One whose close
-    /// that won is walked under its `drained` flag ([`Hold::Drained`]); any
-    /// other is pinned with a strong reference of the walk's, then closed,
-    /// claimed, found complete, or left to the thread that walks it. The walk
-    /// gives the strong reference back (`Work::release_reached`), and a merge
-    /// node's slot reference with it.
+    /// A child whose entry the drain took (with the slot's weak reference),
+    /// and the outcome of [`close_plain_leaf`]'s close if it tried one, but
+    /// not one that won on a child with registrations (the drain walks that
+    /// one under its `drained` flag, [`Hold::Drained`]): it is pinned with a
+    /// strong reference of the walk's, then closed, claimed, found complete,
+    /// or left to the thread that walks it. The walk gives the strong
+    /// reference back (`Work::release_reached`), and a merge node's slot
+    /// reference with it. Out of line: the drain's loop keeps the common
+    /// paths short.
     #[inline(never)]
     fn reach(
         &mut self,
@@ -806,15 +818,7 @@ impl Walk {
         step: u32,
         foreign: &mut u32,
     ) {
-        if let Some(Some(previous)) = closed {
-            // Closed by `close_plain_leaf`, so a non-merge child without a
-            // timer, and with registrations (a leaf would be finished there):
-            // walked under the `drained` flag alone, which it leaves unset
-            // until the walk leaves it (`Hold::Drained`).
-            debug_assert!(state::has(previous, HAS_SET));
-            self.push_visit(child, step, Hold::Drained);
-            return;
-        }
+        debug_assert!(!matches!(closed, Some(Some(_))), "the drain walks those");
         let pinned = child.upgrade();
         let merge = child.kind() == Kind::Merge;
         if !merge {
