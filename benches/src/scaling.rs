@@ -125,11 +125,9 @@ pub const IMPLEMENTATIONS: &[Implementation] = &[
                          128-byte aligned): the child's reference on the parent, counted in \
                          the shard (+1), not in the parent's header; a free-stack pop (CAS) or \
                          a `bump` fetch-add; the slot store (`SeqCst`, an `xchg`). The parent's \
-                         line is only read (its state word and count flags). A parent's first \
-                         child goes to its inline slot instead: the CAS that flags the \
-                         parent's state word as having children elects it, its entry is a \
-                         plain store, and its reference counts in the parent's header (+1); \
-                         the parent's first set child counts in its header too, once",
+                         line is only read (its state word and count flags). A parent without \
+                         a set takes the child in its inline slot instead (a CAS on the \
+                         parent's line), and its first set child counts in its header, once",
             },
             Count {
                 rmws: 6,

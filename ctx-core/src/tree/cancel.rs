@@ -100,7 +100,7 @@
 //! left again before the close (a chain dropped from the inside out), and that
 //! so never got a child set, is finished as a leaf too, its flag set by a
 //! store right after the close: its canceler finds its children vacant with
-//! loads alone. A node with children costs one step on the stack
+//! the drain's own loads. A node with children costs one step on the stack
 //! (inline storage for shallow walks) and the `COMPLETE` store after its subtree:
 //! a second touch of each level, which is what a deep chain pays for the
 //! guarantee above (Go pays a lock per level for the same).

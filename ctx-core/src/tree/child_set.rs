@@ -45,13 +45,13 @@
 //! The set itself has no "closed" flag: the owner node's state word is the flag.
 //!
 //! * **insert** (creating a child, registering a callback): the first
-//!   registrant stores its entry in the inline slot (`Release`) and is done
-//!   (see "The inline slot" below). Any other pops or bumps an index and
-//!   stores the entry into that slot (`SeqCst`), then loads the owner's state
-//!   (`SeqCst`). If the owner is done, it tries to [`ChildSet::remove`] the
-//!   entry again and acts as the canceler would for it.
+//!   registrant CASes the inline slot from empty to the entry (`SeqCst`); any
+//!   other pops or bumps an index and stores the entry into that slot
+//!   (`SeqCst`). Then load the owner's state
+//!   (`SeqCst`). If the owner is done, try to [`ChildSet::remove`] the entry again
+//!   and act as the canceler would for it.
 //! * **cancel**: CAS the owner's state to done (`SeqCst`), then [`Children::drain`]:
-//!   take the inline slot's entry (below); load
+//!   load the inline slot (`SeqCst`) and swap it empty if it holds an entry; load
 //!   the set pointer (`SeqCst`) and, if there is a set, load the count of indices handed out (`SeqCst`), then every segment pointer
 //!   and every slot up to it (`SeqCst`), and `swap` each non-empty slot to null.
 //!   What a swap returns, the canceler owns. (An inserter takes a fresh index by a
@@ -62,10 +62,10 @@
 //!   reference now belongs to the remover, who also returns the index to the free
 //!   stack; failure means a canceler took it first.
 //!
-//! Why no set entry is lost (the store-then-load pattern on both sides, a Dekker pair):
+//! Why no entry is lost (the store-then-load pattern on both sides, a Dekker pair):
 //! all four operations are `SeqCst`, so they sit in one total order. If the
 //! inserter's state load does not see the cancel, it precedes the canceler's state
-//! CAS, so the inserter's slot store (and the set's and segment's
+//! CAS, so the inserter's slot store or inline CAS (and the set's and segment's
 //! installing CAS before it) precede the
 //! canceler's loads of that segment and slot: the canceler finds the entry. If the
 //! inserter does see the cancel, it tries to take the entry back. Either way exactly
@@ -76,30 +76,6 @@
 //! stack only after the CAS that emptied it succeeded, and only the winner of that
 //! CAS pushes it. A drained slot is never pushed (the owner is done for good, and
 //! anyone inserting later takes its entry back and frees its own index).
-//!
-//! ## The inline slot
-//!
-//! The inline slot needs no Dekker pair: its one registrant is elected by the
-//! CAS that sets `HAS_SET` on the owner's live state word, an RMW of the same
-//! word as the close, so the two are ordered. A close that comes first makes
-//! that CAS fail (nothing is inserted). A close that comes after it finds
-//! `HAS_SET`, and the registrant is then bound to store its entry: nothing
-//! lies between its CAS and its store (no allocation, no user code, no
-//! wait), so the canceler's drain that finds the slot still empty waits for
-//! the store ([`Children::drain`]), and the registrant never looks at the
-//! state again. That saves the registrant a read-modify-write: its store is
-//! a plain one, where a CAS or a `SeqCst` store (an RMW on x86) was needed
-//! while the slot took part in the Dekker pair.
-//!
-//! An entry leaves the slot for good: its removal (a CAS from the entry) and
-//! the drain (a swap) both leave the [`left`] marker, so an empty slot under `HAS_SET`
-//! always means a registrant between its CAS and its store.
-//!
-//! The one place where that wait could last: a process forked while another
-//! thread was between those two steps. The child process has no such thread,
-//! so a cancel there of that one node would wait for ever. (After `fork` in a
-//! multi-threaded process, POSIX allows only async-signal-safe calls until
-//! `exec`; this is one more reason.)
 
 //!
 //! # Parent references
@@ -762,28 +738,12 @@ pub(crate) fn pin_current_shard(_k: usize) {}
 /// indices stay below 2^26, so it never names a set slot.
 pub(crate) const INLINE: u32 = u32::MAX - 1;
 
-/// What the inline slot holds once its entry left (removed, or taken by a
-/// drain): never an entry's address (nodes and callbacks are aligned to 8).
-const LEFT_ADDR: usize = 2;
-
-/// The inline slot's value once its entry left (module docs: "The inline
-/// slot"); empty (null) means no entry yet.
-fn left() -> *mut () {
-    ptr::without_provenance_mut(LEFT_ADDR)
-}
-
-/// Whether an inline slot's value is an entry (neither empty nor [`left`]).
-fn is_entry(raw: *mut ()) -> bool {
-    !raw.is_null() && raw.addr() != LEFT_ADDR
-}
-
 /// A node's children and callbacks: one inline slot, then a [`ChildSet`]
 /// allocated on demand (module docs).
 #[derive(Debug)]
 pub(crate) struct Children {
-    /// A tagged entry pointer, null, or [`left`]: the entry of the carrier's
-    /// first registrant (the one whose CAS set `HAS_SET`), never reused once
-    /// it left (module docs: "The inline slot").
+    /// A tagged entry pointer, or null: the entry of the carrier's first
+    /// registrant (the one whose CAS set `HAS_SET`), never reused once it left.
     inline: AtomicPtr<()>,
     /// The set, allocated by the first registrant after the first; it lives
     /// beside the inline slot.
@@ -798,19 +758,25 @@ impl Children {
         }
     }
 
-    /// Stores the entry of the carrier's first registrant (the one whose CAS
-    /// set `HAS_SET` on its live word) in the inline slot and returns
-    /// [`INLINE`]. Unlike a set insert, nothing is left to check: a close
-    /// after that CAS finds the entry (module docs: "The inline slot"). The
-    /// caller must get here from its CAS without waiting for anything.
+    /// Stores the entry of the carrier's first registrant (the one that flagged
+    /// its children as in use) in the inline slot and returns [`INLINE`]. The
+    /// caller's duty afterwards is as for [`Shard::insert`].
     pub(crate) fn insert_first(&self, entry: *mut ()) -> u32 {
-        debug_assert!(is_entry(entry));
-        // Relaxed: only the first registrant ever writes an empty slot.
-        debug_assert!(self.inline.load(Ordering::Relaxed).is_null());
-        // Release: publishes the entry's contents to the drain's Acquire load
-        // or a remover's CAS. A plain store: nobody writes an empty slot.
-        self.inline.store(entry, Ordering::Release);
-        INLINE
+        debug_assert!(!entry.is_null());
+        // SeqCst: the store half of the insert side of the Dekker pair (module
+        // docs), as the set's slot store; its release publishes the entry. Only
+        // the first registrant ever uses the slot, so the CAS finds it empty.
+        if self
+            .inline
+            .compare_exchange(ptr::null_mut(), entry, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+        {
+            crate::sync::dekker_point();
+            return INLINE;
+        }
+        debug_assert!(false, "the inline slot is for the first registrant only");
+        // (Without the set's reference: children then count in the header.)
+        self.insert(entry, None).0
     }
 
     /// Stores `entry` (a non-null tagged pointer) in the set and returns its
@@ -833,11 +799,11 @@ impl Children {
     /// the entry's owned reference belongs to the caller.
     pub(crate) fn remove(&self, index: u32, entry: *mut ()) -> bool {
         if index == INLINE {
-            // AcqRel: acquire so the winner sees the entry as stored. The slot
-            // is never used again: it keeps `left`.
+            // AcqRel: acquire so the winner sees the entry as stored; release so
+            // the emptied slot is published before a later inserter's CAS.
             return self
                 .inline
-                .compare_exchange(entry, left(), Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(entry, ptr::null_mut(), Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok();
         }
         self.set()
@@ -845,21 +811,14 @@ impl Children {
             .remove(index, entry)
     }
 
-    /// Takes every entry out, for the walk of the owner, whose close (or the
-    /// read's close it claimed) found `HAS_SET`: the inline slot's registrant
-    /// then stores its entry if it has not yet, and this waits for it (module
-    /// docs: "The inline slot").
+    /// Takes every entry out; the owner's state must already be done.
     pub(crate) fn drain(&self, mut each: impl FnMut(*mut ())) {
-        // Acquire: the entry's contents, if the slot holds one.
-        let mut current = self.inline.load(Ordering::Acquire);
-        if current.is_null() {
-            current = self.wait_inline();
-        }
-        if is_entry(current) {
-            // AcqRel: acquire the entry's contents; the swap decides ownership
-            // against a remover's CAS.
-            let entry = self.inline.swap(left(), Ordering::AcqRel);
-            if is_entry(entry) {
+        // SeqCst: the load half of the canceler's side of the Dekker pair; the
+        // load filters an empty slot without a read-modify-write.
+        if !self.inline.load(Ordering::SeqCst).is_null() {
+            // AcqRel: acquire the entry's contents; the swap decides ownership.
+            let entry = self.inline.swap(ptr::null_mut(), Ordering::AcqRel);
+            if !entry.is_null() {
                 each(entry);
             }
         }
@@ -868,29 +827,11 @@ impl Children {
         }
     }
 
-    /// Waits until the inline slot's registrant, which set `HAS_SET`, stored
-    /// its entry: a few instructions after its CAS, with nothing in between
-    /// that waits or runs user code.
-    #[cold]
-    #[inline(never)]
-    fn wait_inline(&self) -> *mut () {
-        let mut backoff = crate::sync::Backoff::new();
-        loop {
-            // Acquire: pairs with the registrant's Release store.
-            let current = self.inline.load(Ordering::Acquire);
-            if !current.is_null() {
-                return current;
-            }
-            backoff.snooze();
-        }
-    }
-
     /// Takes what is left here out of a node being dropped, which nobody
-    /// else can reach (its registrants held references on it): an inline
-    /// slot that is empty then never had an entry.
+    /// else can reach (its registrants held references on it).
     pub(crate) fn drain_left_over(&mut self, mut each: impl FnMut(*mut ())) {
         let inline = crate::sync::ptr_get_mut(&mut self.inline);
-        if is_entry(inline) {
+        if !inline.is_null() {
             each(inline);
         }
         if let Some(set) = self.set() {
@@ -899,29 +840,27 @@ impl Children {
     }
 
     /// Whether nothing is registered here, checked by the owner's canceler
-    /// after a close that found `HAS_SET`: the inline entry left and there is
-    /// no set. An empty inline slot is a registrant about to store its entry
-    /// (not vacant: the drain waits for it). A set registrant that the drain
-    /// would have found is found here too (the same `SeqCst` load of the set
-    /// pointer), and one that inserts later sees the close and takes its
+    /// after its close with the same loads as [`drain`](Self::drain): no
+    /// inline entry and no set. A registrant that the drain would have found is
+    /// found here too, and one that inserts later sees the close and takes its
     /// entry back.
     pub(crate) fn is_vacant(&self) -> bool {
-        // Acquire: pairs with the remover's CAS that left the slot.
-        self.inline.load(Ordering::Acquire).addr() == LEFT_ADDR && self.set().is_none()
+        // SeqCst: as in `drain`, the canceler's side of the Dekker pair.
+        self.inline.load(Ordering::SeqCst).is_null() && self.set().is_none()
     }
 
     /// How many entries are registered right now (introspection; see
     /// [`ChildSet::len`]).
     pub(crate) fn len(&self) -> usize {
         // Relaxed: a snapshot, as in `ChildSet::len`.
-        let inline = usize::from(is_entry(self.inline.load(Ordering::Relaxed)));
+        let inline = usize::from(!self.inline.load(Ordering::Relaxed).is_null());
         inline + self.set().map_or(0, ChildSet::len)
     }
 
     /// Whether nothing was ever left here: no inline entry and no set (for a
     /// node being dropped, which nobody else can reach).
     pub(crate) fn is_untouched(&mut self) -> bool {
-        !is_entry(crate::sync::ptr_get_mut(&mut self.inline))
+        crate::sync::ptr_get_mut(&mut self.inline).is_null()
             && crate::sync::ptr_get_mut(&mut self.set).is_null()
     }
 

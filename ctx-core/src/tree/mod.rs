@@ -80,8 +80,7 @@
 //! | atomic | written by | ordering | pairs with |
 //! |---|---|---|---|
 //! | `CancelPart::state` | close (CAS), claim (CAS), `COMPLETE` (the owner's store: nobody else writes a done word), waiter (CAS) | `SeqCst`, `Release` for `COMPLETE` | readers' `Acquire` load (the record); the registrant's `SeqCst` load (Dekker); the waiter's `SeqCst` RMW (lost wake-up); `is_complete`'s load |
-//! | `ChildSet` slots | insert's store, remove's CAS, drain's swap | `SeqCst` / `AcqRel` | each other (`child_set`) |
-//! | the inline slot | its one registrant's store (elected by the `HAS_SET` CAS), remove's CAS, drain's swap | `Release` / `AcqRel` | the drain's `Acquire` load, which waits for the store under `HAS_SET` (`child_set`'s "The inline slot") |
+//! | `ChildSet` slots, the inline slot | insert's store (inline: CAS), remove's CAS, drain's swap | `SeqCst` / `AcqRel` | each other (`child_set`) |
 //! | the set pointer in `Children`, shard pointers, segment pointers | the first insert's CAS (`install`, `ensure_segment`) | `SeqCst` | the canceler's `SeqCst` loads |
 //! | slot index fields | registrant's store, detacher's swap | `Release` / `AcqRel` | each other (`register`) |
 //! | `CancelPart::drained` | the walk that drained the node's entry, once done with it (it also hands the slot's weak reference over) | `Release` store | a detacher's `Acquire` load (`register::wait_drained`) |

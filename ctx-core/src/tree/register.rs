@@ -8,13 +8,10 @@
 //!    The first registrant of a carrier sets `HAS_SET` in the state word by a
 //!    CAS that fails once the carrier is done; a close that finds no `HAS_SET`
 //!    makes the node complete at once.
-//! 2. Otherwise the entry goes into a slot (the inline slot's plain store, for
-//!    the registrant whose CAS set `HAS_SET`, or a set slot's `SeqCst` store),
-//!    and the slot index is published in the registrant's index field
-//!    (`Release`, see below). The inline slot's registrant is registered
-//!    then: a close after its CAS finds the entry (`child_set`'s "The inline
-//!    slot").
-//! 3. A set registrant then loads the carrier's state again (`SeqCst`). Live: registered. Done:
+//! 2. Otherwise the entry goes into a slot (the inline slot's `SeqCst` CAS, or a
+//!    set slot's `SeqCst` store), and the slot index is
+//!    published in the registrant's index field (`Release`, see below).
+//! 3. Then the carrier's state is loaded again (`SeqCst`). Live: registered. Done:
 //!    the canceler may or may not have seen the entry (the Dekker pair in
 //!    `child_set`), so the registrant tries to take it back with a CAS. Whoever
 //!    empties the slot owns the entry's reference; either way the registrant acts
@@ -204,11 +201,6 @@ pub(crate) fn register(
         // another thread (module docs). The loom-friendly store, because a
         // detacher may swap the field at the same time.
         index.store_racing_rmw(slot, Ordering::Release);
-    }
-    if first {
-        // A close after our flag finds the inline entry (`child_set`'s "The
-        // inline slot"): registered, whatever the state is now.
-        return Outcome::Registered { slot };
     }
     // SeqCst: the load half of the insert side of the Dekker pair (`child_set`).
     let word = part.state.load(Ordering::SeqCst);

@@ -41,9 +41,7 @@ pub(crate) const COMPLETE: usize = 2;
 /// it inserts into the node's child set. A node closed without it has no
 /// registration to walk: the close itself sets `COMPLETE`. This is what lets a
 /// leaf be complete at its close, and a late registrant never make a complete
-/// node look incomplete. The CAS that sets it also elects the registrant of
-/// the inline slot, whose entry a close that finds the flag waits for
-/// (`child_set`'s "The inline slot").
+/// node look incomplete.
 pub(crate) const HAS_SET: usize = 8;
 /// All flag bits.
 const FLAGS: usize = WAITERS | UNCLAIMED | COMPLETE | HAS_SET;
