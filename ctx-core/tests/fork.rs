@@ -89,6 +89,53 @@ fn a_fork_during_arms_and_disarms_leaves_the_child_able_to_make_timeouts() {
     }
 }
 
+/// The root that `a_fork_during_registrations_leaves_the_child_able_to_cancel`
+/// churns children under.
+static REGISTRATION_ROOT: std::sync::OnceLock<Context> = std::sync::OnceLock::new();
+
+/// A fork can catch another thread in the middle of a registration: between
+/// the CAS that flags a node as having children and the store of its entry,
+/// say. The child process has no such thread, so nothing it does may wait for
+/// that registration to finish: its cancel of the whole tree must return.
+/// Threads make a child and a grandchild (each the first registrant of its
+/// parent) again and again, and never cancel anything in the parent process
+/// (their cancel functions become `Canceler`s, whose drop cancels nothing).
+#[test]
+#[cfg_attr(miri, ignore = "Miri cannot fork")]
+#[cfg_attr(
+    ctx_sanitize,
+    ignore = "ThreadSanitizer cannot start threads after a multi-threaded fork"
+)]
+fn a_fork_during_registrations_leaves_the_child_able_to_cancel() {
+    let (root, cancel_root) = Context::background().with_cancel();
+    let canceler = cancel_root.into_canceler();
+    // The root's own inline slot is taken, so the churn's children go to its
+    // set; their own children are each their parent's first registrant.
+    let (_first, _first_cancel) = root.with_cancel();
+    REGISTRATION_ROOT
+        .set(root)
+        .expect("the only user of this root");
+    let _churn = Churn::start(|| {
+        let root = REGISTRATION_ROOT.get().expect("set above");
+        let (child, cancel_child) = root.with_cancel();
+        let child_canceler = cancel_child.into_canceler();
+        let (grandchild, cancel_grandchild) = child.with_cancel();
+        drop((grandchild, cancel_grandchild.into_canceler()));
+        drop((child, child_canceler));
+    });
+    for round in 0..200 {
+        let canceler = canceler.clone();
+        let ok = in_forked_child(move || {
+            canceler.cancel();
+            REGISTRATION_ROOT.get().is_some_and(|root| root.is_done())
+        });
+        assert!(
+            ok,
+            "round {round}: the forked child's cancel hung or failed"
+        );
+    }
+}
+
 /// Set in the processes that `a_fork_during_the_first_use_on_other_threads`
 /// starts: they run one round of it.
 const FIRST_USE_ROUND: &str = "CTX_FORK_TEST_FIRST_USE_ROUND";

@@ -79,3 +79,28 @@ fn loom_after_func_register_stop_vs_cancel() {
         assert_eq!(ctx.node().unwrap().strong_count(), 1);
     });
 }
+
+/// A callback becomes the first registrant (the inline slot) of a context
+/// whose cancel function is dropped meanwhile, and is then stopped: it runs
+/// exactly when `stop` fails, at most once, and leaves nothing registered.
+#[test]
+fn loom_after_func_first_callback_stop_vs_cancel_and_release() {
+    model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let (runs, callback) = counter();
+        let handle = ctx.clone();
+        let t = thread::spawn(move || {
+            let registration = handle.after_func(callback);
+            let stopped = registration.stop();
+            drop(handle);
+            stopped
+        });
+        drop(cancel);
+        let stopped = t.join().unwrap();
+        let ran = runs.load(Ordering::SeqCst);
+        assert!(ran <= 1);
+        assert_ne!(stopped, ran == 1, "stopped {stopped}, ran {ran} times");
+        assert_eq!(ctx.live_children(), 0);
+        assert_eq!(ctx.node().unwrap().strong_count(), 1);
+    });
+}

@@ -481,3 +481,89 @@ fn loom_cancel_child_canceled_after_its_parent_was_seen_done() {
         assert_eq!(child.live_children(), 0);
     });
 }
+
+/// The parent's first child (its inline slot's registrant) is made and
+/// dropped at once while the parent is canceled: its drop may meet the
+/// parent's walk holding its entry. Nothing stays registered or referenced.
+#[test]
+fn loom_cancel_first_child_dropped_at_once_vs_parent_cancel() {
+    model(|| {
+        let (parent, cancel_parent) = Context::background().with_cancel();
+        let handle = parent.clone();
+        let t = thread::spawn(move || {
+            let (child, cancel_child) = handle.with_cancel();
+            drop((cancel_child, child));
+            drop(handle);
+        });
+        cancel_parent.cancel();
+        t.join().unwrap();
+        assert_eq!(parent.live_children(), 0);
+        assert_handles(&parent, 1);
+    });
+}
+
+/// A chain of first children (each its parent's inline registrant) is built
+/// on one thread while the root is canceled: every level ends done, and
+/// nothing stays registered.
+#[test]
+fn loom_cancel_first_child_chain_vs_root_cancel() {
+    model(|| {
+        let (root, cancel_root) = Context::background().with_cancel();
+        let handle = root.clone();
+        let t = thread::spawn(move || {
+            let (child, cancel_child) = handle.with_cancel();
+            let (grandchild, cancel_grandchild) = child.with_cancel();
+            (child, cancel_child, grandchild, cancel_grandchild)
+        });
+        cancel_root.cancel();
+        let (child, cancel_child, grandchild, cancel_grandchild) = t.join().unwrap();
+        assert_eq!(child.err(), Some(Error::Canceled));
+        assert_eq!(grandchild.err(), Some(Error::Canceled));
+        assert_eq!(root.live_children(), 0);
+        assert_eq!(child.live_children(), 0);
+        drop((grandchild, cancel_grandchild));
+        drop((child, cancel_child));
+        assert_handles(&root, 1);
+    });
+}
+
+/// A merge node becomes the first registrant of both its parents while both
+/// are canceled: it ends done, registered nowhere.
+#[test]
+fn loom_cancel_merge_first_registrant_vs_both_parents_canceled() {
+    model(|| {
+        let (a, cancel_a) = Context::background().with_cancel();
+        let (b, cancel_b) = Context::background().with_cancel();
+        let parents = [a.clone(), b.clone()];
+        let t1 = thread::spawn(move || Context::with_cancel_any(&parents));
+        let t2 = thread::spawn(move || cancel_b.cancel());
+        cancel_a.cancel();
+        t2.join().unwrap();
+        let (merged, cancel_merged) = t1.join().unwrap();
+        assert_eq!(merged.err(), Some(Error::Canceled));
+        assert_eq!(a.live_children(), 0);
+        assert_eq!(b.live_children(), 0);
+        drop((merged, cancel_merged));
+        assert_handles(&a, 1);
+        assert_handles(&b, 1);
+    });
+}
+
+/// A merge node takes `a`'s inline slot while `b` is canceled, and its handles
+/// go at once on the registering thread: it leaves both parents.
+#[test]
+fn loom_cancel_merge_first_registrant_dropped_vs_other_parent_cancel() {
+    model(|| {
+        let (a, cancel_a) = Context::background().with_cancel();
+        let (b, cancel_b) = Context::background().with_cancel();
+        let parents = [a.clone(), b.clone()];
+        let t = thread::spawn(move || drop(Context::with_cancel_any(&parents)));
+        cancel_b.cancel();
+        t.join().unwrap();
+        assert_eq!(a.live_children(), 0);
+        assert_eq!(b.live_children(), 0);
+        assert_handles(&a, 2);
+        assert_handles(&b, 1);
+        drop(cancel_a);
+    });
+}

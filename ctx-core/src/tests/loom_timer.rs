@@ -720,3 +720,61 @@ fn loom_timer_stop_after_the_deadline_vs_fire() {
         expired.timer.armed.lock().unwrap().clear();
     });
 }
+
+/// A callback becomes the first registrant of a deadline node while an exact
+/// read finds the deadline passed and closes the node (`UNCLAIMED`); then the
+/// expiry fires and walks. The callback runs exactly once (by the walk, or by
+/// its registration, which saw the close), and a later `stop` fails.
+#[test]
+fn loom_timer_first_callback_vs_unclaimed_read_then_fire() {
+    model(|| {
+        let timer = Recorder::new();
+        let root = Context::background().with_timer(timer.clone());
+        let (ctx, cancel) = root.with_deadline(timer.deadline());
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = runs.clone();
+        let handle = ctx.clone();
+        let t = thread::spawn(move || {
+            let registration = handle.after_func(move || {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+            drop(handle);
+            registration
+        });
+        timer.expired.store(true, Ordering::SeqCst);
+        assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+        let (_, expiry) = timer.take_expiry();
+        expiry.fire();
+        let registration = t.join().unwrap();
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(!registration.stop());
+        assert_eq!(ctx.live_children(), 0);
+        drop((registration, cancel, ctx, root));
+        timer.armed.lock().unwrap().clear();
+    });
+}
+
+/// A first child registers with a deadline node while an exact read closes it
+/// (`UNCLAIMED`); then every handle of the node goes without anyone walking
+/// it. The child still ends with the deadline's error.
+#[test]
+fn loom_timer_first_child_vs_unclaimed_read_then_drop() {
+    model(|| {
+        let timer = Recorder::new();
+        let root = Context::background().with_timer(timer.clone());
+        let (ctx, cancel) = root.with_deadline(timer.deadline());
+        let handle = ctx.clone();
+        let t = thread::spawn(move || {
+            let (child, cancel_child) = handle.with_cancel();
+            drop(handle);
+            (child, cancel_child)
+        });
+        timer.expired.store(true, Ordering::SeqCst);
+        assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+        let (child, cancel_child) = t.join().unwrap();
+        drop((cancel, ctx));
+        timer.armed.lock().unwrap().clear();
+        assert_eq!(child.err(), Some(Error::DeadlineExceeded));
+        drop((child, cancel_child, root));
+    });
+}
