@@ -169,7 +169,9 @@ fn loom_list_insert_vs_drain() {
         assert_eq!(owner.done.swap(1, Ordering::SeqCst), 0);
         crate::sync::dekker_point();
         let mut drained = Vec::new();
-        owner.set.drain(|e| drained.push(e.addr() / 8));
+        owner
+            .set
+            .drain(&mut |e: *mut ()| drained.push(e.addr() / 8));
         let taken_back = t.join().unwrap();
 
         let found = drained.contains(&1);
@@ -224,7 +226,9 @@ fn loom_list_remove_vs_drain() {
         owner.done.store(1, Ordering::SeqCst);
         crate::sync::dekker_point();
         let mut drained = Vec::new();
-        owner.set.drain(|e| drained.push(e.addr() / 8));
+        owner
+            .set
+            .drain(&mut |e: *mut ()| drained.push(e.addr() / 8));
         let removed = t.join().unwrap();
 
         assert!(drained.contains(&1) != removed, "entry taken twice or lost");
@@ -284,7 +288,9 @@ fn loom_list_segment_growth_vs_drain() {
         assert_eq!(owner.done.swap(1, Ordering::SeqCst), 0);
         crate::sync::dekker_point();
         let mut drained = Vec::new();
-        owner.set.drain(|e| drained.push(e.addr() / 8));
+        owner
+            .set
+            .drain(&mut |e: *mut ()| drained.push(e.addr() / 8));
         let outcomes: Vec<_> = inserters.into_iter().map(|t| t.join().unwrap()).collect();
 
         for (n, &(_, taken_back)) in (1..).zip(&outcomes) {
@@ -355,7 +361,9 @@ fn loom_list_shards_vs_drain() {
         assert_eq!(owner.done.swap(1, Ordering::SeqCst), 0);
         crate::sync::dekker_point();
         let mut drained = Vec::new();
-        owner.set.drain(|e| drained.push(e.addr() / 8));
+        owner
+            .set
+            .drain(&mut |e: *mut ()| drained.push(e.addr() / 8));
         assert_drained_or_taken_back(&drained, inserters);
         let removed = remover.join().unwrap();
         assert!(

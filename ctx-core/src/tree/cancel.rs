@@ -106,6 +106,7 @@
 //! guarantee above (Go pays a lock per level for the same).
 
 use super::callback::Callback;
+use super::child_set::Take;
 use super::deadline::{self, TimerRef};
 use super::drop::merge_leaves_parents;
 use super::node::{Kind, NodeRef};
@@ -677,6 +678,48 @@ fn close_plain_leaf(
     Some((child, Some(closed)))
 }
 
+/// The walk's step for each entry that its drain of a node takes out (see
+/// [`Walk::visit`]): a child is closed (a plain leaf is finished there), a
+/// callback claimed.
+struct Drained<'a> {
+    walk: &'a mut Walk,
+    /// The reason of the node drained, for its children.
+    reason: &'a Reason,
+    /// The node's `Step::Complete`, which a child walked next reports to.
+    step: u32,
+    /// How many children another thread owns (counted into the step).
+    foreign: u32,
+}
+
+impl Take for Drained<'_> {
+    /// Always inlined into the drain's loop over the slots: the path of a
+    /// plain child is short, the rest goes out of line.
+    #[inline(always)]
+    fn take(&mut self, raw: *mut ()) {
+        let walk = &mut *self.walk;
+        // SAFETY: `drain` hands over each entry it swapped out; we own its
+        // reference.
+        match unsafe { Entry::from_raw(raw) } {
+            Entry::Child(child) => {
+                match close_plain_leaf(child, self.reason, &mut walk.work.wakers) {
+                    None => {}
+                    Some((child, Some(Some(previous)))) => {
+                        // Closed by `close_plain_leaf`, so a non-merge child
+                        // without a timer, and with registrations (a leaf would
+                        // be finished there): walked under the `drained` flag
+                        // alone, which it leaves unset until the walk leaves it
+                        // (`Hold::Drained`).
+                        debug_assert!(state::has(previous, HAS_SET));
+                        walk.push_visit(child, self.step, Hold::Drained);
+                    }
+                    Some(reached) => walk.reach(reached, self.reason, self.step, &mut self.foreign),
+                }
+            }
+            Entry::Callback(callback) => walk.drained_callback(callback, self.reason),
+        }
+    }
+}
+
 impl Walk {
     /// Walks the subtree of `root`, which this walk owns. Never waits for another
     /// thread.
@@ -742,7 +785,6 @@ impl Walk {
             foreign: 0,
             blocked_children: 0,
         });
-        let mut foreign = 0;
         // The children get this node's reason: its error and cause, whoever
         // ended it (Go: a child canceled through its parent has the parent's).
         // Usually the reason the walk holds already (the nodes it closed share
@@ -761,28 +803,14 @@ impl Walk {
                 clone_reason(word)
             }
         };
-        part.children.drain(|raw| {
-            // SAFETY: `drain` hands over each entry it swapped out; we own its
-            // reference.
-            match unsafe { Entry::from_raw(raw) } {
-                Entry::Child(child) => {
-                    match close_plain_leaf(child, &reason, &mut self.work.wakers) {
-                        None => {}
-                        Some((child, Some(Some(previous)))) => {
-                            // Closed by `close_plain_leaf`, so a non-merge child
-                            // without a timer, and with registrations (a leaf would
-                            // be finished there): walked under the `drained` flag
-                            // alone, which it leaves unset until the walk leaves it
-                            // (`Hold::Drained`).
-                            debug_assert!(state::has(previous, HAS_SET));
-                            self.push_visit(child, step, Hold::Drained);
-                        }
-                        Some(reached) => self.reach(reached, &reason, step, &mut foreign),
-                    }
-                }
-                Entry::Callback(callback) => self.drained_callback(callback, &reason),
-            }
-        });
+        let mut drained = Drained {
+            walk: self,
+            reason: &reason,
+            step,
+            foreign: 0,
+        };
+        part.children.drain(&mut drained);
+        let foreign = drained.foreign;
         self.reason = Some(reason);
         if foreign > 0
             && let Step::Complete { foreign: count, .. } = &mut self.stack[step as usize]
