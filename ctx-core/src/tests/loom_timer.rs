@@ -731,12 +731,12 @@ fn loom_timer_first_callback_vs_unclaimed_read_then_fire() {
         let timer = Recorder::new();
         let root = Context::background().with_timer(timer.clone());
         let (ctx, cancel) = root.with_deadline(timer.deadline());
-        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let runs = Arc::new(crate::sync::AtomicUsize::new(0));
         let counted = runs.clone();
         let handle = ctx.clone();
         let t = thread::spawn(move || {
             let registration = handle.after_func(move || {
-                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                counted.fetch_add(1, Ordering::SeqCst);
             });
             drop(handle);
             registration
@@ -746,7 +746,7 @@ fn loom_timer_first_callback_vs_unclaimed_read_then_fire() {
         let (_, expiry) = timer.take_expiry();
         expiry.fire();
         let registration = t.join().unwrap();
-        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
         assert!(!registration.stop());
         assert_eq!(ctx.live_children(), 0);
         drop((registration, cancel, ctx, root));
