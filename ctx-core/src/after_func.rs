@@ -65,10 +65,7 @@ impl AfterFunc {
         if let Some((carrier, _)) = self.registration {
             // The exact read, as `Context::err` does: a deadline that passed
             // counts as done. The registration keeps the carrier alive.
-            let mut word = carrier.state();
-            if !state::is_done(word) && carrier.cancel_part().has_deadline {
-                word = deadline::check(carrier, word);
-            }
+            let word = deadline::exact_word(carrier);
             if state::is_done(word) {
                 // Whoever claims the run (this call, the walk that reaches
                 // the callback, or another `stop`) hands it to the runner;

@@ -506,11 +506,7 @@ impl Context {
     #[inline]
     fn word(&self) -> Option<(NodeRef, Word)> {
         let carrier = self.carrier()?;
-        let word = carrier.state();
-        if state::is_done(word) || !carrier.cancel_part().has_deadline {
-            return Some((carrier, word));
-        }
-        Some((carrier, tree::deadline::check(carrier, word)))
+        Some((carrier, tree::deadline::exact_word(carrier)))
     }
 
     /// Why this context is done, or `None` while it is live (Go's `Err()`).

@@ -146,6 +146,18 @@ impl Drop for DeadlinePart {
     }
 }
 
+/// `carrier`'s state word as a reader sees it: loaded, then, if live and a
+/// deadline applies, after the exact-deadline [`check`] (a deadline that
+/// passed counts as done even while its timer is late).
+#[inline]
+pub(crate) fn exact_word(carrier: NodeRef) -> Word {
+    let word = carrier.state();
+    if state::is_done(word) || !carrier.cancel_part().has_deadline {
+        return word;
+    }
+    check(carrier, word)
+}
+
 /// The exact-deadline read of a live `carrier` whose `word` was just loaded:
 /// if the deadline above it has passed, closes it (and the deadline node) with
 /// `UNCLAIMED` and returns its done word; otherwise returns `word`.
