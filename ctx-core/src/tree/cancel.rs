@@ -457,12 +457,7 @@ pub(crate) fn cancel_and_release(node: NodeRef, reason: Reason) -> bool {
         // shared reason may hold the last reference to a user's cause, whose
         // `Drop` the full path guards.)
         drop(reason);
-        if node.release_strong_is_last() {
-            let mut panic = None;
-            // SAFETY: the strong count just reached zero.
-            unsafe { super::drop::drop_node(node, &mut panic) };
-            work::resume(panic);
-        }
+        node.dec_strong();
         return false;
     }
     let Settled {

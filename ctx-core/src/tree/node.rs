@@ -559,6 +559,7 @@ impl NodeRef {
     /// Releases one strong reference; the last one drops the node (and possibly,
     /// iteratively, its ancestors). A panicking payload `Drop` does not stop that
     /// drop; its panic is resumed afterwards.
+    #[inline]
     pub(crate) fn dec_strong(self) {
         if !self.release_strong_is_last() {
             return;
