@@ -571,6 +571,25 @@ struct BlockingDisarm {
     go: Mutex<Option<mpsc::Receiver<()>>>,
 }
 
+impl BlockingDisarm {
+    /// A backend whose first `disarm` reports its thread's name on the
+    /// receiver, then blocks until the sender sends (or a minute passes).
+    fn gated() -> (
+        Arc<BlockingDisarm>,
+        mpsc::Receiver<String>,
+        mpsc::Sender<()>,
+    ) {
+        let (entered, entering) = mpsc::channel();
+        let (go, going) = mpsc::channel();
+        let backend = Arc::new(BlockingDisarm {
+            entered: Mutex::new(Some(entered)),
+            go: Mutex::new(Some(going)),
+            ..BlockingDisarm::default()
+        });
+        (backend, entering, go)
+    }
+}
+
 impl Timer for BlockingDisarm {
     fn now(&self) -> Instant {
         Instant::now()
@@ -599,13 +618,7 @@ impl Timer for BlockingDisarm {
 #[cfg_attr(miri, ignore)] // the built-in timer thread and real time
 fn another_backends_blocking_disarm_holds_back_no_deadline_of_the_firing_timer() {
     within_watchdog("a timeout while another backend's disarm blocks", || {
-        let (entered, entering) = mpsc::channel();
-        let (go, going) = mpsc::channel();
-        let backend = Arc::new(BlockingDisarm {
-            entered: Mutex::new(Some(entered)),
-            go: Mutex::new(Some(going)),
-            ..BlockingDisarm::default()
-        });
+        let (backend, entering, go) = BlockingDisarm::gated();
         // The inner deadline is earlier (else it would be the outer one's), but
         // its backend never fires: the outer expiry closes it.
         let (outer, _cancel_outer) = Context::background().with_timeout(Duration::from_millis(20));
@@ -1258,13 +1271,7 @@ fn a_cancel_of_a_context_a_read_closed_walks_it_even_if_its_cause_panics_on_drop
 #[test]
 #[cfg_attr(miri, ignore)] // runner threads blocked in real time
 fn another_backends_blocking_disarm_holds_back_no_callback_of_the_expired_context() {
-    let (entered, entering) = mpsc::channel();
-    let (go, going) = mpsc::channel();
-    let backend = Arc::new(BlockingDisarm {
-        entered: Mutex::new(Some(entered)),
-        go: Mutex::new(Some(going)),
-        ..BlockingDisarm::default()
-    });
+    let (backend, entering, go) = BlockingDisarm::gated();
     let timer = ManualTimer::new();
     let (outer, _cancel_outer) = timer.root().with_timeout(Duration::from_secs(1));
     // Earlier than the outer deadline (the manual clock runs an hour

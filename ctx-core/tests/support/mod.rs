@@ -420,10 +420,11 @@ pub(crate) fn rerun_in_own_process(name: &str, flag: &str) -> std::process::Outp
 /// status `child` returns; 101 if it panicked), or `None` if it was killed
 /// after hanging for a minute.
 pub(crate) fn in_forked_child_status(child: impl FnOnce() -> i32) -> Option<i32> {
-    // SAFETY: the child only runs Rust code that allocates and starts threads,
-    // which glibc and musl support after fork in a process whose other threads
-    // hold no allocator lock at the moment of the fork: the parent is a test
-    // thread that just made its contexts, and the child ends with `_exit`.
+    // SAFETY: the child only runs Rust code that allocates and starts threads
+    // and ends with `_exit`. The C library keeps its allocator usable in a
+    // forked child even when other threads of the parent were allocating at
+    // the fork (glibc takes its arena locks across it), and the library's
+    // own locks are its fork handlers' business, which these tests check.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
