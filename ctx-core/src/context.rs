@@ -8,14 +8,14 @@ use crate::timer::{self, Timer};
 use crate::tree::deadline::TimerRef;
 use crate::tree::node::{
     CANCEL_CAUSE_VTABLE, CancelPart, DeadlinePart, Detached, Kind, Links, MergePart, NodeRef,
-    Payload, TimerPart, ValuePart,
+    Payload, TimerPart,
 };
 use crate::tree::register::{Outcome, register};
 use crate::tree::state::{self, Reason, Word};
+use crate::tree::value::ValuePart;
 use crate::tree::{self as tree, Origin};
 use crate::waiter::Done;
 use smallvec::SmallVec;
-use std::any::TypeId;
 use std::fmt;
 use std::ptr;
 use std::sync::Arc;
@@ -267,27 +267,19 @@ impl Context {
             self.carrier_ptr(),
             1,
             1,
-            ValuePart { value },
+            ValuePart::new(self.node, value),
         );
         Context::from_strong(node)
     }
 
     /// The nearest value of type `T` on the way up from this context.
+    ///
+    /// Found values cost a walk of the nodes up to theirs. A lookup that
+    /// misses usually stops at the first value node on the way: each value
+    /// node summarizes the value types above it (a 64-bit filter by type id),
+    /// and a type it rules out is nowhere above.
     pub fn value<T: Send + Sync + 'static>(&self) -> Option<&T> {
-        let wanted = TypeId::of::<ValuePart<T>>();
-        // The hot walk of the crate (O(depth) per lookup): written out rather than
-        // through `NodeRef::ancestors`, which costs a few percent here.
-        let mut node = self.node();
-        while let Some(current) = node {
-            let header = current.header();
-            if header.vtable.type_id == Some(wanted) {
-                // SAFETY: the vtable's type id says this node carries a
-                // `ValuePart<T>`; `self` keeps the whole chain alive for the borrow.
-                return Some(unsafe { &current.payload::<ValuePart<T>>().value });
-            }
-            node = header.parent.real();
-        }
-        None
+        crate::tree::value::find(self.node())
     }
 
     /// A child that keeps this context's values but is never canceled and has no

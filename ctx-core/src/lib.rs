@@ -59,7 +59,8 @@
 //!   [`is_done`](Context::is_done), [`check`](Context::check),
 //!   [`cause`](Context::cause), [`deadline`](Context::deadline) and polling
 //!   [`Done`] are one atomic load on a live context without a deadline
-//!   ([`value`](Context::value) is O(depth)); below a deadline, a read also finds
+//!   ([`value`](Context::value) is O(depth) when it finds its value, and
+//!   usually stops at the first value node when it does not); below a deadline, a read also finds
 //!   the nearest deadline up the chain (a pointer per context in between) and
 //!   asks its clock. Deadlines are exact — once the deadline passed by the
 //!   timer's clock, a read reports [`Error::DeadlineExceeded`] even if the

@@ -20,6 +20,7 @@
 //! | [`deadline`] | arming and disarming timers; the exact-deadline read |
 //! | [`merge`] | registering a node with several parents |
 //! | [`wait`] | registering a waiter without a lost wake-up |
+//! | [`value`] | value nodes and the key summary that ends a missing lookup early |
 //!
 //! # Invariants
 //!
@@ -99,6 +100,7 @@ pub(crate) mod merge;
 pub(crate) mod node;
 pub(crate) mod register;
 pub(crate) mod state;
+pub(crate) mod value;
 pub(crate) mod wait;
 pub(crate) mod wake_list;
 pub(crate) mod work;

@@ -20,6 +20,7 @@
 
 use super::child_set::Children;
 use super::state::{self, Reason, Record, Word};
+use super::value::ValuePart;
 use super::wait::Waiters;
 use super::work::Work;
 use crate::sync::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -73,6 +74,9 @@ pub(crate) struct VTable {
     pub(crate) kind: Kind,
     /// For value nodes: the type of the value.
     pub(crate) type_id: Option<TypeId>,
+    /// For value nodes whose [`Keys`](super::value::Keys) start right after
+    /// the header: every value node but those of types aligned to more than it.
+    pub(crate) value_keys: bool,
     /// For value nodes: the name of the value's type.
     pub(crate) type_name: fn() -> &'static str,
     /// Drops the payload in place (the header stays).
@@ -224,13 +228,6 @@ impl Links {
     }
 }
 
-/// The payload of a value node.
-#[repr(C)]
-#[derive(Debug)]
-pub(crate) struct ValuePart<T> {
-    pub(crate) value: T,
-}
-
 /// The payload of a node that installs a timer backend for its subtree.
 #[repr(C)]
 #[derive(Debug)]
@@ -258,11 +255,14 @@ pub(crate) trait Payload: Sized + Send + Sync + 'static {
         } else {
             None
         },
+        value_keys: Self::VALUE_KEYS,
         type_name: Self::name,
         drop_payload: drop_payload::<Self>,
         dealloc: dealloc::<Self>,
         on_done: Self::ON_DONE,
     };
+    /// See [`VTable::value_keys`].
+    const VALUE_KEYS: bool = false;
     /// See [`VTable::on_done`].
     const ON_DONE: Option<fn(NodeRef, &mut Work)> = None;
 }
@@ -282,6 +282,7 @@ impl Payload for TimerPart {
 }
 impl<T: Send + Sync + 'static> Payload for ValuePart<T> {
     const KIND: Kind = Kind::Value;
+    const VALUE_KEYS: bool = ValuePart::<T>::KEYS_AFTER_HEADER;
     fn name() -> &'static str {
         std::any::type_name::<T>()
     }
@@ -297,6 +298,7 @@ impl Payload for Detached {
 pub(crate) static CANCEL_CAUSE_VTABLE: VTable = VTable {
     kind: Kind::CancelCause,
     type_id: None,
+    value_keys: false,
     type_name: <CancelPart as Payload>::name,
     drop_payload: drop_payload::<CancelPart>,
     dealloc: dealloc::<CancelPart>,
