@@ -6,6 +6,7 @@
 mod support;
 
 use ctx_async_std::AsyncIoTimer;
+use ctx_core::testing::live_deadline;
 use ctx_core::{Context, Error};
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,10 +61,9 @@ fn the_global_backend_serves_background() {
 #[test]
 fn a_deadline_fires_on_a_smol_thread() {
     let timer = AsyncIoTimer::new();
-    let (ctx, _cancel) = root(&timer).with_timeout(Duration::from_millis(5));
-    let (_done, fired_on) = support::firing_thread(&ctx);
-    let name = fired_on
-        .recv_timeout(support::WATCHDOG)
+    let (_ctx, _cancel, report) = live_deadline(|timeout| root(&timer).with_timeout(timeout));
+    let name = report
+        .thread_name(support::WATCHDOG)
         .expect("the deadline fired");
     // Read as smol reads it: a number, else the default.
     let threads: usize = std::env::var("SMOL_THREADS")

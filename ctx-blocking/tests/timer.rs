@@ -7,6 +7,7 @@ mod support;
 
 use ctx_blocking::{background, wait_timeout};
 use ctx_core::Error;
+use ctx_core::testing::live_deadline;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -26,10 +27,9 @@ fn the_global_timer_serves_background() {
 /// passed may complete the cancel itself, on the reading thread.)
 #[test]
 fn a_deadline_fires_on_the_timer_thread() {
-    let (ctx, _cancel) = background().with_timeout(Duration::from_millis(5));
-    let (_done, fired_on) = support::firing_thread(&ctx);
-    let name = fired_on
-        .recv_timeout(support::WATCHDOG)
+    let (_ctx, _cancel, report) = live_deadline(|timeout| background().with_timeout(timeout));
+    let name = report
+        .thread_name(support::WATCHDOG)
         .expect("the deadline fired");
     assert_eq!(name.as_deref(), Some("ctx-timer"));
 }

@@ -103,7 +103,8 @@
 //! * `anyhow`: `?` from a [`Cause`] into `anyhow::Result`.
 //! * `test-util` (testing hooks, exempt from semver): `timer::conformance`, the
 //!   [`Timer`] contract as a test kit for backends; `testing`, hooks that let a
-//!   test force an interleaving inside the tree.
+//!   test force an interleaving inside the tree or see which thread ended a
+//!   context.
 //!
 //! Nothing depends on an executor.
 //!

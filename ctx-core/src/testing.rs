@@ -1,5 +1,5 @@
-//! Hooks that let a test force an interleaving inside the tree (feature
-//! `test-util`; exempt from semver).
+//! Hooks that let a test force an interleaving inside the tree, or see which
+//! thread ended a context (feature `test-util`; exempt from semver).
 
 /// Makes the calling thread register every child and callback it creates from
 /// now on in shard `k` (modulo the shard count) of its parent's child set.
@@ -98,4 +98,120 @@ pub fn runner_jobs_handed_over() -> usize {
 #[cfg(not(all(test, ctx_loom)))]
 pub(crate) fn count_hand_over() {
     HANDED_OVER.with(|count| count.set(count.get() + 1));
+}
+
+/// Which thread ends a context, as its waiters see it: a waker registered on
+/// the context's [`done()`](crate::Context::done) that reports the name of
+/// the thread it is woken on. A cancel wakes the waiters on the thread that
+/// runs it (a deadline's on the thread its timer fires on), so this is how a
+/// test of a timer backend checks where deadlines fire.
+///
+/// # Examples
+///
+/// ```
+/// use ctx_core::testing::WakeReport;
+/// use std::time::Duration;
+///
+/// let (ctx, cancel) = ctx_core::Context::background().with_cancel();
+/// let report = WakeReport::register(&ctx).expect("the context is live");
+/// assert_eq!(report.try_thread_name(), None);
+/// std::thread::Builder::new()
+///     .name("canceler".into())
+///     .spawn(move || cancel.cancel())
+///     .unwrap()
+///     .join()
+///     .unwrap();
+/// assert_eq!(
+///     report.thread_name(Duration::from_secs(60)),
+///     Ok(Some("canceler".to_owned()))
+/// );
+/// ```
+#[cfg(not(all(test, ctx_loom)))]
+#[derive(Debug)]
+pub struct WakeReport {
+    /// Keeps the waker registered.
+    _done: crate::Done,
+    woken_on: std::sync::mpsc::Receiver<Option<String>>,
+}
+
+#[cfg(not(all(test, ctx_loom)))]
+impl WakeReport {
+    /// Registers the reporting waker on `ctx`; `None` if `ctx` was done
+    /// already (nobody will wake it).
+    pub fn register(ctx: &crate::Context) -> Option<WakeReport> {
+        use std::sync::{Arc, Mutex, mpsc};
+        use std::task::{Context as TaskContext, Wake, Waker};
+
+        struct Report(Mutex<Option<mpsc::Sender<Option<String>>>>);
+        impl Wake for Report {
+            fn wake(self: Arc<Self>) {
+                self.wake_by_ref();
+            }
+            fn wake_by_ref(self: &Arc<Self>) {
+                if let Some(tx) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    let _ = tx.send(std::thread::current().name().map(str::to_owned));
+                }
+            }
+        }
+        let (tx, woken_on) = mpsc::channel();
+        let waker = Waker::from(Arc::new(Report(Mutex::new(Some(tx)))));
+        let mut done = ctx.done();
+        let poll = std::future::Future::poll(
+            std::pin::Pin::new(&mut done),
+            &mut TaskContext::from_waker(&waker),
+        );
+        poll.is_pending().then_some(WakeReport {
+            _done: done,
+            woken_on,
+        })
+    }
+
+    /// The name of the thread the waker was woken on (`None` for a thread
+    /// without a name), waiting up to `timeout` for the wake.
+    pub fn thread_name(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<Option<String>, std::sync::mpsc::RecvTimeoutError> {
+        self.woken_on.recv_timeout(timeout)
+    }
+
+    /// [`thread_name`](Self::thread_name) without waiting: `None` if not
+    /// woken yet.
+    pub fn try_thread_name(&self) -> Option<Option<String>> {
+        self.woken_on.try_recv().ok()
+    }
+}
+
+/// A deadline context that is still live once a [`WakeReport`] registered on
+/// it. `make` derives it with the timeout it is given: 5 ms first, then ten
+/// times longer each time the deadline passed before the registration (a
+/// machine that stalled the test that long), up to an hour.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let (ctx, _cancel, report) =
+///     ctx_core::testing::live_deadline(|timeout| ctx_core::Context::background().with_timeout(timeout));
+/// // Fired by ctx-core's own timer thread.
+/// assert!(report.thread_name(Duration::from_secs(60)).is_ok());
+/// assert!(ctx.is_done());
+/// ```
+#[cfg(not(all(test, ctx_loom)))]
+pub fn live_deadline(
+    mut make: impl FnMut(std::time::Duration) -> (crate::Context, crate::CancelFunc),
+) -> (crate::Context, crate::CancelFunc, WakeReport) {
+    let mut timeout = std::time::Duration::from_millis(5);
+    loop {
+        let (ctx, cancel) = make(timeout);
+        if let Some(report) = WakeReport::register(&ctx) {
+            return (ctx, cancel, report);
+        }
+        assert!(
+            timeout < std::time::Duration::from_secs(3600),
+            "every deadline passed before its registration"
+        );
+        timeout *= 10;
+    }
 }

@@ -6,6 +6,7 @@
 
 mod support;
 
+use ctx_core::testing::live_deadline;
 use ctx_core::{Context, Error, Timer};
 use ctx_tokio::{NoRuntime, TokioTimer};
 use std::sync::Arc;
@@ -429,10 +430,9 @@ fn a_deadline_fires_on_the_runtime() {
         .unwrap();
     let name = runtime.block_on(async {
         let (root, _timer) = root();
-        let (ctx, _cancel) = root.with_timeout(Duration::from_millis(5));
-        let (_done, fired_on) = support::firing_thread(&ctx);
+        let (ctx, _cancel, report) = live_deadline(|timeout| root.with_timeout(timeout));
         ctx.done().await;
-        fired_on.recv_timeout(support::WATCHDOG).unwrap()
+        report.thread_name(support::WATCHDOG).unwrap()
     });
     assert_eq!(name.as_deref(), Some("the-runtime"));
 }

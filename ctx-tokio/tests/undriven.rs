@@ -6,13 +6,14 @@
 
 mod support;
 
+use ctx_core::testing::WakeReport;
 use ctx_core::{Context, Error};
 use ctx_tokio::TokioTimer;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{WATCHDOG, block_on, firing_thread, within};
+use support::{WATCHDOG, block_on, within};
 
 fn current_thread(paused: bool) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -29,7 +30,7 @@ fn a_deadline_fires_for_a_plain_thread_while_nobody_drives_the_runtime() {
     let runtime = current_thread(false);
     let root = runtime.block_on(async { ctx_tokio::background() });
     let (ctx, _cancel) = root.with_timeout(Duration::from_millis(200));
-    let (_done, fired_on) = firing_thread(&ctx);
+    let report = WakeReport::register(&ctx).expect("the context is live");
     let (tx, ran) = mpsc::channel();
     drop(ctx.after_func(move || {
         let _ = tx.send(());
@@ -39,7 +40,7 @@ fn a_deadline_fires_for_a_plain_thread_while_nobody_drives_the_runtime() {
         block_on(waited.done());
     });
     assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
-    let thread = fired_on.recv_timeout(WATCHDOG).expect("the deadline fired");
+    let thread = report.thread_name(WATCHDOG).expect("the deadline fired");
     assert_eq!(thread.as_deref(), Some("ctx-tokio-timer"));
     ran.recv_timeout(WATCHDOG).expect("the after_func ran");
     drop(runtime);
@@ -76,9 +77,9 @@ fn a_deadline_fires_while_the_runtime_thread_is_blocked() {
         runtime.block_on(async {
             let root = ctx_tokio::background();
             let (ctx, _cancel) = root.with_timeout(Duration::from_millis(20));
-            let (_done, fired_on) = firing_thread(&ctx);
+            let report = WakeReport::register(&ctx).expect("the context is live");
             // Blocks the runtime's thread: the driver task cannot run.
-            fired_on.recv_timeout(WATCHDOG)
+            report.thread_name(WATCHDOG)
         })
     });
     assert_eq!(
@@ -125,7 +126,7 @@ fn a_deadline_fires_while_its_worker_blocks(
     let task = runtime.spawn(async move {
         let root = root.unwrap_or_else(ctx_tokio::background);
         let (ctx, _cancel) = root.with_timeout(Duration::from_millis(50));
-        let (_done, fired_on) = firing_thread(&ctx);
+        let report = WakeReport::register(&ctx).expect("the context is live");
         let fired = Arc::new(AtomicBool::new(false));
         let flag = fired.clone();
         drop(ctx.after_func(move || flag.store(true, Ordering::SeqCst)));
@@ -135,7 +136,7 @@ fn a_deadline_fires_while_its_worker_blocks(
         (
             fired_while_blocked,
             ctx.err(),
-            fired_on.try_recv().ok().flatten(),
+            report.try_thread_name().flatten(),
         )
     });
     let (fired_while_blocked, err, fired_on) =

@@ -33,38 +33,6 @@ pub(crate) async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Out
     smol::future::or(fut, watchdog).await
 }
 
-/// The thread that cancels `ctx`, as told by the waker of a pending `done()`
-/// (a cancel wakes the waiters on the thread that runs it). Keep the returned
-/// `Done` until then: dropping it unregisters the waker.
-#[allow(dead_code)] // not every test binary uses it
-pub(crate) fn firing_thread(
-    ctx: &ctx_core::Context,
-) -> (ctx_core::Done, std::sync::mpsc::Receiver<Option<String>>) {
-    use std::sync::{Arc, Mutex, mpsc};
-    use std::task::{Context as TaskContext, Wake, Waker};
-
-    struct Report(Mutex<Option<mpsc::Sender<Option<String>>>>);
-    impl Wake for Report {
-        fn wake(self: Arc<Self>) {
-            self.wake_by_ref();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            if let Some(tx) = self.0.lock().unwrap().take() {
-                let _ = tx.send(std::thread::current().name().map(str::to_owned));
-            }
-        }
-    }
-    let (tx, rx) = mpsc::channel();
-    let waker = Waker::from(Arc::new(Report(Mutex::new(Some(tx)))));
-    let mut done = ctx.done();
-    let polled = std::future::Future::poll(
-        std::pin::Pin::new(&mut done),
-        &mut TaskContext::from_waker(&waker),
-    );
-    assert!(polled.is_pending(), "the context is live");
-    (done, rx)
-}
-
 /// Polls `condition` until it holds or [`WATCHDOG`] passes (a watchdog, not a
 /// timing assertion): for what an expiry task or ctx-core's runner threads do a
 /// moment later.

@@ -48,31 +48,6 @@ pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
     }
 }
 
-/// The thread that cancels `ctx`, as told by the waker of a pending `done()`
-/// (a cancel wakes the waiters on the thread that runs it). Keep the returned
-/// `Done` until then: dropping it unregisters the waker.
-pub(crate) fn firing_thread(
-    ctx: &ctx_core::Context,
-) -> (ctx_core::Done, mpsc::Receiver<Option<String>>) {
-    struct Report(std::sync::Mutex<Option<mpsc::Sender<Option<String>>>>);
-    impl Wake for Report {
-        fn wake(self: Arc<Self>) {
-            self.wake_by_ref();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            if let Some(tx) = self.0.lock().unwrap().take() {
-                let _ = tx.send(thread::current().name().map(str::to_owned));
-            }
-        }
-    }
-    let (tx, rx) = mpsc::channel();
-    let waker = Waker::from(Arc::new(Report(std::sync::Mutex::new(Some(tx)))));
-    let mut done = ctx.done();
-    let polled = std::pin::Pin::new(&mut done).poll(&mut TaskContext::from_waker(&waker));
-    assert!(polled.is_pending(), "the context is live");
-    (done, rx)
-}
-
 /// Polls `condition` from a plain thread until it holds or [`WATCHDOG`] passes
 /// (a watchdog, not a timing assertion): for what the driver task or ctx-core's
 /// runner threads do a moment later.
