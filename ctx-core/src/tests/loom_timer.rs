@@ -237,6 +237,32 @@ fn loom_timer_last_handle_gone_vs_parent_cancel() {
     });
 }
 
+/// The same, after the backend dropped the expiry unfired, so that the
+/// child's slot holds the only weak reference besides its handles': the
+/// parent's walk pins the child (a deadline node is walked under a strong
+/// reference of its own) while its last handle goes. The last release may
+/// skip its read-modify-write only when no walk holds the child; one that
+/// decided on counts read before the walk's pin would free the node under
+/// the walk.
+#[test]
+fn loom_timer_last_handle_gone_vs_parent_walk_pinning_it() {
+    model(|| {
+        let timer = Recorder::new();
+        let root = Context::background().with_timer(timer.clone());
+        let (parent, cancel_parent) = root.with_cancel();
+        let (child, cancel) = parent.with_deadline(timer.deadline());
+        let canceler = cancel.into_canceler();
+        let (key, expiry) = timer.take_expiry();
+        drop(expiry);
+        let t = thread::spawn(move || drop((child, canceler)));
+        cancel_parent.cancel();
+        t.join().unwrap();
+        timer.assert_disarmed_once(vec![key]);
+        assert_eq!(parent.live_children(), 0);
+        drop((parent, root));
+    });
+}
+
 /// The exact-deadline read on the deadline node itself: a reader finds the
 /// deadline passed (by the timer's clock, before the timer fired) while the
 /// node's cancel function runs. The read closes the node with `UNCLAIMED` and

@@ -574,8 +574,62 @@ impl NodeRef {
 
     /// Releases one strong reference and says whether it was the last; the caller
     /// must then drop the node.
+    ///
+    /// A handle that is the only reference left of any kind writes no
+    /// read-modify-write: see [`sole_reference`](Self::sole_reference).
+    #[inline]
     pub(crate) fn release_strong_is_last(self) -> bool {
-        self.release(STRONG)
+        let counts = &self.header().counts;
+        // Relaxed: the fence in `sole_reference` orders it, and otherwise only
+        // a first guess for the CAS loop.
+        let n = counts.load(Ordering::Relaxed);
+        if self.sole_reference(n) {
+            // Nobody else reads or writes the word any more: the count is
+            // brought to what the drop expects (no strong reference) with a
+            // plain store.
+            counts.store(n - STRONG, Ordering::Relaxed);
+            return true;
+        }
+        self.release_from(n, STRONG)
+    }
+
+    /// Whether `n`, just loaded from the counts by a holder of a strong
+    /// reference, says that this reference is the last one of any kind that
+    /// anyone can use: the one strong reference, and as weak ones only the
+    /// strong references' own and, for a node whose parent's walk is done
+    /// with it (`drained`) and that is still registered, its slot's, which
+    /// the node's detach (the drop) releases. Nobody else can then make,
+    /// release or use a reference, so the release needs no read-modify-write.
+    /// If so, everything the other holders did happens-before the return.
+    #[inline]
+    fn sole_reference(self, n: u64) -> bool {
+        let sole = if n == STRONG + WEAK {
+            true
+        } else if n == STRONG + 2 * WEAK {
+            let vtable = self.header().vtable;
+            if vtable.kind == Kind::Merge || !vtable.kind.is_cancelable() {
+                return false;
+            }
+            let part = self.cancel_part();
+            // Acquire: pairs with the walk's Release store, made once it is
+            // done with the node (as in `register::detach_owing`). A walk
+            // that pins the node (`Walk::reach`) does so before that store,
+            // so the counts are read again after it: a pin would show. The
+            // index is cleared only by the node's detach, which a holder of
+            // a handle runs; Acquire as there.
+            part.drained.load(Ordering::Acquire)
+                && part.slot.load(Ordering::Acquire) != UNREGISTERED
+                && self.header().counts.load(Ordering::Relaxed) == n
+        } else {
+            false
+        };
+        if sole {
+            // Acquire: the load of the counts read the Release decrements of
+            // every other holder, whose uses of the node must happen-before
+            // its drop.
+            crate::sync::acquire_after_last_release(&self.header().counts);
+        }
+        sole
     }
 
     /// Releases one strong and one weak reference at once (a walk's hold on a
@@ -598,9 +652,14 @@ impl NodeRef {
     /// the set's reference over, orphan the set and free the node first.
     #[inline]
     fn release(self, amount: u64) -> bool {
-        let counts = &self.header().counts;
         // Relaxed: only a first guess for the CAS loop.
-        let mut n = counts.load(Ordering::Relaxed);
+        self.release_from(self.header().counts.load(Ordering::Relaxed), amount)
+    }
+
+    /// [`release`](Self::release), from a first guess `n` of the counts.
+    #[inline]
+    fn release_from(self, mut n: u64, amount: u64) -> bool {
+        let counts = &self.header().counts;
         loop {
             debug_assert!(n & STRONG_MASK > 0 && (amount < WEAK || n >> 32 >= 2));
             let take_over = n & (STRONG_MASK | SET_REF) == SET_REF | 2;

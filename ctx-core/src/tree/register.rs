@@ -400,7 +400,10 @@ fn wait_drained(node: NodeRef) {
 /// drop frees the node without a read-modify-write when no other weak
 /// reference is left). Not for merge nodes: they are walked only under a
 /// reference of the walk's own, never wait, and their entries' weak references
-/// go back at once.
+/// go back at once. A walk that pins the node with a strong reference of its
+/// own (`Walk::reach`) does so before this store: a last handle that finds
+/// the flag set and its counts unchanged afterwards knows that no walk holds
+/// one (`NodeRef::sole_reference`).
 #[inline]
 pub(crate) fn mark_drained(node: NodeRef) {
     debug_assert_ne!(node.kind(), Kind::Merge);
