@@ -180,7 +180,10 @@ static GLOBAL: AtomicPtr<StdTimer> = AtomicPtr::new(std::ptr::null_mut());
 impl StdTimer {
     /// The process-wide timer (its thread starts on the first armed deadline).
     pub fn global() -> Arc<StdTimer> {
-        let timer: *const StdTimer = StdTimer::global_static();
+        // The pointer of `GLOBAL` itself, not one made from a reference: the
+        // reference counts before the timer are outside what a `&StdTimer`
+        // may reach.
+        let timer = StdTimer::global_ptr();
         // SAFETY: `timer` came from `Arc::into_raw` (see `GLOBAL`), whose
         // reference is never given back: adding one for the caller is sound.
         unsafe {
@@ -193,19 +196,24 @@ impl StdTimer {
     /// static's reference is never given back): deadlines on it count no
     /// reference.
     pub(crate) fn global_static() -> &'static StdTimer {
+        // SAFETY: installed from `Arc::into_raw`, never freed (see `GLOBAL`).
+        unsafe { &*StdTimer::global_ptr() }
+    }
+
+    /// The pointer in `GLOBAL`, installed first if need be.
+    fn global_ptr() -> *const StdTimer {
         // Acquire: pairs with the installing CAS, so the timer is seen whole.
         let current = GLOBAL.load(Ordering::Acquire);
         if current.is_null() {
             return StdTimer::install_global();
         }
-        // SAFETY: installed from `Arc::into_raw`, never freed (see `GLOBAL`).
-        unsafe { &*current }
+        current
     }
 
     /// Makes a timer and installs it as the global one, unless another thread
     /// installed one first (then this one goes: it started no thread yet).
     #[cold]
-    fn install_global() -> &'static StdTimer {
+    fn install_global() -> *const StdTimer {
         let fresh = Arc::into_raw(StdTimer::new()).cast_mut();
         // AcqRel: releases the fresh timer to later readers; acquires the
         // winner's if another thread installed one first.
@@ -215,13 +223,11 @@ impl StdTimer {
             Ordering::AcqRel,
             Ordering::Acquire,
         ) {
-            // SAFETY: just installed, never freed (see `GLOBAL`).
-            Ok(_) => unsafe { &*fresh },
+            Ok(_) => fresh,
             Err(winner) => {
                 // SAFETY: ours, from `into_raw` above, never published.
                 drop(unsafe { Arc::from_raw(fresh) });
-                // SAFETY: installed from `Arc::into_raw`, never freed.
-                unsafe { &*winner }
+                winner
             }
         }
     }
@@ -444,6 +450,21 @@ mod tests {
                 let core = shard.lock();
                 (len + core.heap.len(), cap + core.heap.capacity())
             })
+    }
+
+    /// Every `global()` is a reference on the one `Arc` that `GLOBAL` keeps,
+    /// made through `GLOBAL`'s own pointer (under Miri: one made from a
+    /// `&StdTimer` may not reach the counts before the timer).
+    #[test]
+    fn the_global_timer_is_one_shared_arc() {
+        let first = StdTimer::global();
+        let second = StdTimer::global();
+        assert!(Arc::ptr_eq(&first, &second));
+        assert!(std::ptr::eq(&*first, StdTimer::global_static()));
+        let before = Arc::strong_count(&first);
+        drop(second);
+        assert_eq!(Arc::strong_count(&first), before - 1);
+        let _default = Context::background().timer();
     }
 
     /// The lazy disarm leaves dead entries behind, but the sweeps keep them to
