@@ -480,6 +480,15 @@ fn headlines() -> Vec<Headline> {
             design_tokio: "n/a",
         },
         Headline {
+            workload: "… a lookup that finds its value at the top of 100 layers (extra: the walk the miss above no longer makes; Go's miss walks the same chain), ns",
+            unit: Unit::Ns,
+            core: Bench("DeepValueFound/depth=100/ctx-core"),
+            tokio: NotApplicable,
+            go: Some("DeepValueSameGoRoutine/depth=100"),
+            target: None,
+            design_tokio: "n/a",
+        },
+        Headline {
             workload: "WithTimeout concurrency=40 (10 ctx create+cancel per op), tokio backend, ns/op",
             unit: Unit::Ns,
             core: Bench("WithTimeout/concurrency=40/timer=tokio/ctx-core"),
