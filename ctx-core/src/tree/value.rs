@@ -245,6 +245,108 @@ mod tests {
         assert_eq!(below_wide.value::<Wide>().map(|w| w.0), Some(7));
     }
 
+    /// One of 24 value types: more types than the summary has bits to spare
+    /// in a chain of 30, so bits are shared.
+    #[allow(dead_code, reason = "only the type matters")]
+    struct Tagged<const N: usize>(u8);
+    #[allow(dead_code, reason = "only the type matters")]
+    #[repr(align(32))]
+    struct Align32(u8);
+    #[allow(dead_code, reason = "only the type matters")]
+    #[repr(align(64))]
+    struct Align64(u8);
+
+    /// Calls `$each!(type, value)` for every test value type.
+    macro_rules! each_type {
+        ($each:ident) => {
+            each_type!(@tags $each 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23);
+            $each!(u128, 7u128);
+            $each!((), ());
+            $each!(Align32, Align32(3));
+            $each!(Align64, Align64(4));
+        };
+        (@tags $each:ident $($n:literal)*) => {
+            $($each!(Tagged<$n>, Tagged::<$n>($n));)*
+        };
+    }
+
+    /// Random chains of every kind of node: after each step, the lookup with
+    /// summaries finds exactly what the plain walk finds, for every type.
+    #[test]
+    fn random_chains_find_what_the_plain_walk_finds() {
+        let mut seed: u64 = 0x5eed_cafe;
+        let mut random = move |n: usize| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            usize::try_from(seed >> 33).unwrap() % n
+        };
+        const TYPES: usize = 28;
+        let chains = if cfg!(miri) { 10 } else { 400 };
+        for _ in 0..chains {
+            let mut cancels = Vec::new();
+            let mut others = vec![Context::background()];
+            let mut ctx = Context::background();
+            for _ in 0..random(30) {
+                let pick = random(TYPES + 9);
+                let mut index = 0;
+                macro_rules! add {
+                    ($t:ty, $value:expr) => {
+                        if pick == index {
+                            ctx = ctx.with_value::<$t>($value);
+                        }
+                        index += 1;
+                    };
+                }
+                each_type!(add);
+                assert_eq!(index, TYPES);
+                match pick.checked_sub(TYPES) {
+                    None => {}
+                    Some(0 | 1) => {
+                        let (child, cancel) = ctx.with_cancel();
+                        cancels.push(cancel);
+                        ctx = child;
+                    }
+                    Some(2) => ctx = ctx.without_cancel(),
+                    Some(3) => ctx = ctx.with_timer(crate::StdTimer::global()),
+                    Some(4) => {
+                        let (child, cancel) =
+                            ctx.with_timeout(std::time::Duration::from_secs(3600));
+                        cancels.push(cancel);
+                        ctx = child;
+                    }
+                    Some(5 | 6) => {
+                        let other = others[random(others.len())].clone();
+                        let parents = if random(2) == 0 {
+                            [ctx.clone(), other]
+                        } else {
+                            [other, ctx.clone()]
+                        };
+                        let (child, cancel) = Context::with_cancel_any(&parents);
+                        cancels.push(cancel);
+                        ctx = child;
+                    }
+                    Some(7) => others.push(ctx.clone()),
+                    Some(8) => {
+                        // Born done below a canceled node.
+                        let (child, cancel) = ctx.with_cancel();
+                        cancel.cancel();
+                        ctx = child;
+                    }
+                    _ => {}
+                }
+                macro_rules! check {
+                    ($t:ty, $value:expr) => {
+                        let with_summaries = find::<$t>(ctx.node()).map(std::ptr::from_ref);
+                        let plain = find_plain::<$t>(ctx.node()).map(std::ptr::from_ref);
+                        assert_eq!(with_summaries, plain, "{}", std::any::type_name::<$t>());
+                    };
+                }
+                each_type!(check);
+            }
+        }
+    }
+
     #[test]
     fn a_lookup_finds_values_past_shared_bits() {
         // Whatever the bits: every value is found, shadowing holds, and a
