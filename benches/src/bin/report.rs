@@ -178,8 +178,14 @@ fn readme_rows() -> Vec<ReadmeRow> {
             Some("CancelTree/depth=1000/Root=OpenCanceler"),
         ),
         row(
-            "DeepValueSameGoRoutine depth=100",
+            "DeepValueSameGoRoutine depth=100 (a missing value)",
             "DeepValueSameGoRoutine/depth=100/ctx-core",
+            None,
+            Some("DeepValueSameGoRoutine/depth=100"),
+        ),
+        row(
+            "a value found at the top of 100 layers (Go: its miss, the same walk)",
+            "DeepValueFound/depth=100/ctx-core",
             None,
             Some("DeepValueSameGoRoutine/depth=100"),
         ),
