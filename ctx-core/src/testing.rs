@@ -139,28 +139,16 @@ impl WakeReport {
     /// Registers the reporting waker on `ctx`; `None` if `ctx` was done
     /// already (nobody will wake it).
     pub fn register(ctx: &crate::Context) -> Option<WakeReport> {
-        use std::sync::{Arc, Mutex, mpsc};
-        use std::task::{Context as TaskContext, Wake, Waker};
-
-        struct Report(Mutex<Option<mpsc::Sender<Option<String>>>>);
-        impl Wake for Report {
-            fn wake(self: Arc<Self>) {
-                self.wake_by_ref();
+        let (tx, woken_on) = std::sync::mpsc::channel();
+        // The first wake reports; later ones find the sender gone.
+        let tx = std::sync::Mutex::new(Some(tx));
+        let waker = crate::wake_fn::on_wake(move || {
+            if let Some(tx) = tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = tx.send(std::thread::current().name().map(str::to_owned));
             }
-            fn wake_by_ref(self: &Arc<Self>) {
-                if let Some(tx) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                    let _ = tx.send(std::thread::current().name().map(str::to_owned));
-                }
-            }
-        }
-        let (tx, woken_on) = mpsc::channel();
-        let waker = Waker::from(Arc::new(Report(Mutex::new(Some(tx)))));
-        let mut done = ctx.done();
-        let poll = std::future::Future::poll(
-            std::pin::Pin::new(&mut done),
-            &mut TaskContext::from_waker(&waker),
-        );
-        poll.is_pending().then_some(WakeReport {
+        });
+        let (done, pending) = crate::wake_fn::park(ctx, &waker);
+        pending.then_some(WakeReport {
             _done: done,
             woken_on,
         })

@@ -18,3 +18,15 @@ pub(crate) fn on_wake(f: impl Fn() + Send + Sync + 'static) -> Waker {
     }
     Waker::from(Arc::new(OnWake(f)))
 }
+
+/// Polls a fresh `ctx.done()` once with `waker`: the future (keep it to keep
+/// the waker parked) and whether it was still pending.
+#[cfg(feature = "test-util")]
+pub(crate) fn park(ctx: &crate::Context, waker: &Waker) -> (crate::Done, bool) {
+    let mut done = ctx.done();
+    let poll = std::future::Future::poll(
+        std::pin::Pin::new(&mut done),
+        &mut std::task::Context::from_waker(waker),
+    );
+    (done, poll.is_pending())
+}

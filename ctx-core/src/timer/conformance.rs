@@ -69,10 +69,7 @@ use crate::error::Error;
 use crate::waiter::Done;
 use std::cell::Cell;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
-use std::task::Context as TaskContext;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -734,11 +731,8 @@ impl Drop for Probe {
 /// the context is already done). Keep the `Done` to keep the waker parked.
 fn watch(ctx: &Context, woken: impl Fn() + Send + Sync + 'static) -> Done {
     let waker = crate::wake_fn::on_wake(woken);
-    let mut done = ctx.done();
-    if Pin::new(&mut done)
-        .poll(&mut TaskContext::from_waker(&waker))
-        .is_ready()
-    {
+    let (done, pending) = crate::wake_fn::park(ctx, &waker);
+    if !pending {
         waker.wake();
     }
     done
