@@ -54,19 +54,13 @@ impl<T: 'static> ValuePart<T> {
 /// `NodeRef::ancestors`, which costs a few percent here.
 #[inline]
 pub(crate) fn find<'a, T: 'static>(mut node: Option<NodeRef>) -> Option<&'a T> {
-    let wanted = TypeId::of::<ValuePart<T>>();
     // Up to the first value node with a summary: if that rules `T` out, done.
     while let Some(current) = node {
-        let header = current.header();
-        let vtable = header.vtable;
-        if vtable.type_id == Some(wanted) {
-            // SAFETY: the vtable's type id says this node carries a
-            // `ValuePart<T>`; the caller's handle keeps the whole chain alive
-            // for the borrow.
-            return Some(unsafe { &current.payload::<ValuePart<T>>().value });
+        if let Some(value) = held(current) {
+            return Some(value);
         }
-        node = header.parent.real();
-        if vtable.value_keys {
+        node = current.header().parent.real();
+        if current.header().vtable.value_keys {
             // SAFETY: `value_keys` is checked first.
             if !unsafe { current.keys_unchecked() }.may_hold(Keys::bit::<T>()) {
                 return None;
@@ -82,16 +76,24 @@ pub(crate) fn find<'a, T: 'static>(mut node: Option<NodeRef>) -> Option<&'a T> {
 /// compiles to the tight loop it was before summaries.
 #[inline(never)]
 fn find_plain<'a, T: 'static>(mut node: Option<NodeRef>) -> Option<&'a T> {
-    let wanted = TypeId::of::<ValuePart<T>>();
     while let Some(current) = node {
-        let header = current.header();
-        if header.vtable.type_id == Some(wanted) {
-            // SAFETY: as in `find`.
-            return Some(unsafe { &current.payload::<ValuePart<T>>().value });
+        if let Some(value) = held(current) {
+            return Some(value);
         }
-        node = header.parent.real();
+        node = current.header().parent.real();
     }
     None
+}
+
+/// `current`'s value, if it is a value node of type `T`.
+#[inline(always)]
+fn held<'a, T: 'static>(current: NodeRef) -> Option<&'a T> {
+    (current.header().vtable.type_id == Some(TypeId::of::<ValuePart<T>>())).then(|| {
+        // SAFETY: the vtable's type id says this node carries a
+        // `ValuePart<T>`; the caller's handle keeps the whole chain alive for
+        // the borrow.
+        unsafe { &current.payload::<ValuePart<T>>().value }
+    })
 }
 
 /// The value types at and above a value node, one bit each (see the module).
@@ -143,10 +145,8 @@ impl NodeRef {
     fn value_keys(self) -> Option<u64> {
         let vtable = self.header().vtable;
         if vtable.value_keys {
-            // SAFETY: `value_keys` says this node's payload is a `ValuePart`
-            // starting right after the header, and `ValuePart` is `repr(C)`
-            // with its `Keys` first.
-            Some(unsafe { self.payload::<Keys>() }.0)
+            // SAFETY: just checked; the caller's handle keeps the node alive.
+            Some(unsafe { self.keys_unchecked() }.0)
         } else {
             (vtable.kind == Kind::Value).then_some(Keys::ALL)
         }
@@ -159,7 +159,9 @@ impl NodeRef {
     /// The node's vtable must have `value_keys` set, and the node must be alive.
     #[inline]
     pub(crate) unsafe fn keys_unchecked(self) -> Keys {
-        // SAFETY: by the caller's contract, as in `value_keys`.
+        // SAFETY: by the caller's contract, the payload is a `ValuePart`
+        // starting right after the header, and `ValuePart` is `repr(C)` with
+        // its `Keys` first.
         unsafe { *self.payload::<Keys>() }
     }
 }
