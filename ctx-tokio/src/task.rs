@@ -1,12 +1,24 @@
 //! Running futures and tasks under a context: [`run_until_done`], [`sleep`],
 //! [`spawn`], [`after_func_spawn`] and [`with_cancel_on`].
 //!
-//! All of them race a future against [`Context::done`]: whichever is ready first
-//! wins, and the context is checked first, so once a context is done no more of
-//! the future runs (the same bias as tokio-util's `run_until_cancelled`). Losing
-//! the race drops the future at its current `.await`, which is what "the task is
-//! canceled" means in async Rust: write the future so that dropping it there is
-//! fine (see each function's *Cancellation safety*).
+//! [`run_until_done`], [`sleep`], [`spawn`] and [`with_cancel_on`] race a
+//! future against [`Context::done`]: whichever is ready first wins, and a
+//! context that is done already never lets the future start. They differ in
+//! which side goes first on later polls:
+//!
+//! - [`spawn`], [`sleep`] and [`with_cancel_on`]'s watch check the context
+//!   before every poll of the future, so once a context is done no more of the
+//!   future runs.
+//! - [`run_until_done`] polls the future first from its second poll on, so an
+//!   output the future has ready wins over a context that ended in the same
+//!   window (the bias of tokio-util's `run_until_cancelled`: see
+//!   [which side wins](ctx_core::run_until_done#which-side-wins)).
+//!
+//! Losing the race drops the future at its current `.await`, which is what "the
+//! task is canceled" means in async Rust: write the future so that dropping it
+//! there is fine (see each function's *Cancellation safety*).
+//! [`after_func_spawn`] races nothing: it spawns its future once the context
+//! is done.
 
 use ctx_core::{AfterFunc, CancelFunc, Canceler, Cause, Context, Done, Error, PanicError};
 use std::fmt;
