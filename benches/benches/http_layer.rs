@@ -6,7 +6,9 @@
 //! * `HttpLayer/server=layer`: `ServerLayer` with defaults: a request context
 //!   (one `with_cancel_cause` child of a live cancelable root), the context in
 //!   the request's extensions, the race (the service answers on its first
-//!   poll, so no waiter is registered), the context ended with `Responded`.
+//!   poll, so no waiter is registered), the context ended as the response is
+//!   dropped unread (`ClientGone`, which costs what `Responded` does: both
+//!   causes are shared, allocated once).
 //! * `HttpLayer/server=layer+grpc-timeout`: the request carries
 //!   `grpc-timeout: 1S` and the layer has a 30 s maximum: also the header
 //!   parse, a deadline child with its cause, and a timer armed and disarmed

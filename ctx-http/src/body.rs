@@ -5,13 +5,15 @@
 use crate::ended::{cause_of, poll_done};
 use crate::response::Rejection;
 use crate::server::Guard;
+use bytes::Buf;
 use ctx_core::{Context, Done, Error};
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use std::fmt;
 use std::ops::Deref;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context as TaskContext, Poll, ready};
 
 /// The error type of [`ServerBody`]: the inner body's error, or the
@@ -41,10 +43,16 @@ pin_project! {
     ///   tonic-web's (where responses are still `application/grpc` and their
     ///   trailers are translated on the way out), or a gRPC-web client sees
     ///   the cut stream end without a status.
-    /// * When the body ends (or fails) or is dropped, the request's context is
-    ///   canceled with [`ServerCause::Responded`](crate::ServerCause::Responded);
-    ///   when a panic ends it (its `poll_frame` panics, or an unwind drops it),
-    ///   with [`ServerCause::Panicked`](crate::ServerCause::Panicked).
+    /// * When the body ends (or fails), the request's context is canceled
+    ///   with [`ServerCause::Responded`](crate::ServerCause::Responded), and so
+    ///   it is when the body is dropped once the client has had all of it (its
+    ///   `is_end_stream` says so after the last frame) or needs none of it (a
+    ///   `HEAD` or `CONNECT` request, a 1xx, 204 or 304 response). A body
+    ///   dropped before its end (the client hung up mid-stream, or the server
+    ///   closed the connection) ends it with
+    ///   [`ServerCause::ClientGone`](crate::ServerCause::ClientGone); when a
+    ///   panic ends it (its `poll_frame` panics, or an unwind drops it), with
+    ///   [`ServerCause::Panicked`](crate::ServerCause::Panicked).
     ///
     /// It derefs to the inner body, so a test can look at an in-memory body
     /// directly (`response.body().len()`, `assert_eq!(response.body(), "ok")`).
@@ -98,13 +106,38 @@ struct Watch {
     // Created on the first `Pending` only.
     done: Option<Done>,
     grpc: bool,
+    // The client has had the whole body, or needs none of it: dropped now,
+    // the body was sent (`Responded`), not cut short (`ClientGone`). Set
+    // where the body's end is seen, `is_end_stream` included (which takes
+    // `&self`): an atomic only for that. `Relaxed`: the drop reads it with
+    // the body to itself, after every borrow of it ended.
+    complete: AtomicBool,
+    // What is left of the response's `content-length`, if it has one.
+    length_left: Option<u64>,
+}
+
+impl Watch {
+    /// `len` more bytes of the body went out: complete once the response's
+    /// `content-length` is reached.
+    fn sent(&mut self, len: usize) {
+        if let Some(left) = &mut self.length_left {
+            *left = left.saturating_sub(len as u64);
+            if *left == 0 {
+                *self.complete.get_mut() = true;
+            }
+        }
+    }
 }
 
 impl Drop for Watch {
-    /// The body ended or was dropped: the request is over (`Responded`, or
-    /// `Panicked` if a panic dropped it or left its last poll).
+    /// The body ended or was dropped: the request is over. `Responded` if the
+    /// client had all of it; otherwise the guard's own drop says why
+    /// (`ClientGone`, or `Panicked` if a panic dropped it or left its last
+    /// poll).
     fn drop(&mut self) {
-        self.guard.finish();
+        if *self.complete.get_mut() {
+            self.guard.finish();
+        }
     }
 }
 
@@ -119,22 +152,33 @@ impl<B> ServerBody<B> {
     }
 
     /// The inner service's body, which keeps the request's context (ended
-    /// through `guard`) alive until it ends. `headers` are the response's.
+    /// through `guard`) alive until it ends. `status` and `headers` are the
+    /// response's; `bodiless_request` says the request's method gets no body
+    /// in answer (`HEAD`, `CONNECT`).
     pub(crate) fn watching(
         inner: B,
         guard: Guard,
         ctx: Context,
+        status: StatusCode,
         headers: &HeaderMap,
+        bodiless_request: bool,
     ) -> ServerBody<B> {
         let grpc = headers
             .get(header::CONTENT_TYPE)
             .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+        // A body the server never sends: dropping it unread cuts nothing short.
+        let bodiless = bodiless_request
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
         ServerBody {
             watch: Some(Watch {
                 guard,
                 ctx,
                 done: None,
                 grpc,
+                complete: AtomicBool::new(bodiless),
+                length_left: content_length(headers),
             }),
             cut: false,
             inner,
@@ -163,7 +207,9 @@ impl<B> ServerBody<B> {
     /// # }
     /// ```
     pub fn into_inner(self) -> B {
-        drop(self.watch);
+        if let Some(watch) = self.watch {
+            watch.complete.store(true, Ordering::Relaxed);
+        }
         self.inner
     }
 }
@@ -215,7 +261,7 @@ where
         self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
-        let this = self.project();
+        let mut this = self.project();
         if *this.cut {
             return Poll::Ready(None);
         }
@@ -226,7 +272,7 @@ where
         // once the deadline has passed.
         let err = match watch.ctx.err() {
             Some(err) => err,
-            None => match poll_marked(&mut watch.guard, this.inner, cx) {
+            None => match poll_marked(&mut watch.guard, this.inner.as_mut(), cx) {
                 Poll::Pending => ready!(poll_done(&watch.ctx, &mut watch.done, cx)),
                 // Exact deadlines again: a frame whose making took the body
                 // past the deadline is not sent either.
@@ -240,7 +286,16 @@ where
                         if last {
                             // Ends the context: `Responded` (a panicking
                             // callback of its stays there, see `Guard`).
+                            *watch.complete.get_mut() = true;
                             *this.watch = None;
+                        } else if let Some(Ok(frame)) = &frame {
+                            // A consumer may drop the body after this frame
+                            // without asking for more: hyper does once it
+                            // wrote `content-length` bytes.
+                            watch.sent(frame.data_ref().map_or(0, Buf::remaining));
+                            if this.inner.is_end_stream() {
+                                *watch.complete.get_mut() = true;
+                            }
                         }
                         return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
                     }
@@ -261,8 +316,15 @@ where
         }))
     }
 
+    /// Also tells the request the client has had the whole body: a consumer
+    /// that trusts this (hyper does) drops the body without polling it for
+    /// its end, which is then `Responded`, not `ClientGone`.
     fn is_end_stream(&self) -> bool {
-        self.cut || self.inner.is_end_stream()
+        let end = self.cut || self.inner.is_end_stream();
+        if end && let Some(watch) = &self.watch {
+            watch.complete.store(true, Ordering::Relaxed);
+        }
+        end
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -272,6 +334,17 @@ where
             self.inner.size_hint()
         }
     }
+}
+
+/// The response's `content-length`, if it has one that parses.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// What a poll of the inner body gives.

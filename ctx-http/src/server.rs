@@ -16,7 +16,7 @@ use crate::header::timeout_from_headers;
 use crate::response::{Rejection, Responder, TextResponder};
 use ctx_core::{Canceler, Cause, Context, Done};
 use http::request::Parts;
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use std::fmt;
 use std::future::Future;
@@ -68,7 +68,7 @@ pub enum Malformed {
 /// assert_eq!(cause.to_string(), "the client's deadline passed (grpc-timeout 50ms)");
 /// assert_eq!(
 ///     ServerCause::ClientGone.to_string(),
-///     "the client went away before the response was ready",
+///     "the client went away before the whole response was sent",
 /// );
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -86,15 +86,16 @@ pub enum ServerCause {
         /// The server's maximum ([`ServerLayer::max_timeout`]).
         limit: Duration,
     },
-    /// The response future was dropped before it finished: the client hung up
-    /// (the server dropped the connection), or the server dropped the request
-    /// for its own reasons (a grace period that ran out).
+    /// The response future, or the response's body before its end, was
+    /// dropped: the client hung up (the server dropped the connection, or the
+    /// stream), or the server dropped the request for its own reasons (a grace
+    /// period that ran out).
     ClientGone,
-    /// The response's body ended (or failed, or was dropped: the server is
-    /// done with it), or the inner service returned an error: the request is
-    /// over, as Go's `r.Context()` is once `ServeHTTP` returns. Until then the
-    /// context stays live, so a body that streams can rely on it (see
-    /// [`ServerBody`]).
+    /// The response's body ended (or failed, or was dropped once the client
+    /// had all of it or needed none: see [`ServerBody`]), or the inner service
+    /// returned an error: the request is over, as Go's `r.Context()` is once
+    /// `ServeHTTP` returns. Until then the context stays live, so a body that
+    /// streams can rely on it.
     Responded,
     /// A panic ended the request before it was answered: the handler (or the
     /// code polling it) panicked, and the task serving the request unwound,
@@ -118,7 +119,7 @@ impl fmt::Display for ServerCause {
                 write!(f, "the server's time limit per request passed ({limit:?})")
             }
             ServerCause::ClientGone => {
-                f.write_str("the client went away before the response was ready")
+                f.write_str("the client went away before the whole response was sent")
             }
             ServerCause::Responded => f.write_str("the request was answered"),
             ServerCause::Panicked => {
@@ -157,9 +158,10 @@ impl std::error::Error for ServerCause {}
 ///    or 14 for gRPC, with an error otherwise, since the status is already
 ///    sent);
 /// 6. ends the context when the request ends, with the reason as its cause:
-///    [`ServerCause::Responded`] once the body has ended (or is dropped) or the
-///    inner service failed, [`ServerCause::ClientGone`] if the response future
-///    is dropped first (hyper drops it when the client hangs up), or
+///    [`ServerCause::Responded`] once the body has ended (or is dropped after
+///    its end) or the inner service failed, [`ServerCause::ClientGone`] if the
+///    response future, or the body before its end, is dropped first (hyper
+///    drops them when the client hangs up), or
 ///    [`ServerCause::Panicked`] if a panic out of the handler (or out of the
 ///    body, while it streams) ended it.
 ///
@@ -659,6 +661,9 @@ where
             None => ctx.clone(),
         };
         req.extensions_mut().insert(handler_ctx);
+        // Answered with no body (RFC 9110, 9.3.2 and 9.3.6): a response's body
+        // dropped unread then cuts nothing short.
+        let bodiless_request = matches!(*req.method(), Method::HEAD | Method::CONNECT);
         // As tower's `Oneshot`: the future takes the instance it readies and
         // calls, and leaves a fresh clone behind.
         let fresh = self.inner.clone();
@@ -672,6 +677,7 @@ where
                 done: None,
             },
             config: config.clone(),
+            bodiless_request,
         }
     }
 }
@@ -724,6 +730,8 @@ pin_project! {
         #[pin]
         state: State<S, Req>,
         config: Arc<Config<R>>,
+        // The request's method gets no body in answer (`HEAD`, `CONNECT`).
+        bodiless_request: bool,
     }
 }
 
@@ -768,6 +776,7 @@ where
                 rejection: Some(rejection),
             },
             config: config.clone(),
+            bodiless_request: false,
         }
     }
 }
@@ -855,7 +864,14 @@ where
                             Ok(response) => {
                                 let guard = std::mem::take(this.guard);
                                 let (parts, body) = response.into_parts();
-                                let body = ServerBody::watching(body, guard, ctx, &parts.headers);
+                                let body = ServerBody::watching(
+                                    body,
+                                    guard,
+                                    ctx,
+                                    parts.status,
+                                    &parts.headers,
+                                    *this.bodiless_request,
+                                );
                                 Ok(Response::from_parts(parts, body))
                             }
                             Err(err) => {

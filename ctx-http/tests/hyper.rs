@@ -622,11 +622,17 @@ async fn many_requests_in_a_row_each_end_their_context() {
 
 // ===== a streamed body =====
 
-/// A body that yields a chunk every `every`, for ever.
+/// A body that yields a chunk every `every`, for ever, or, with a `limit`,
+/// that many chunks and then nothing, never saying it ended (so only a
+/// consumer that stops on its own, at `content-length`, is done with it).
 struct Endless {
     every: Duration,
     sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    limit: Option<usize>,
 }
+
+/// What [`Endless`] yields each time.
+const TICK: &[u8] = b"tick\n";
 
 impl http_body::Body for Endless {
     type Data = Bytes;
@@ -636,15 +642,21 @@ impl http_body::Body for Endless {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        if self.limit == Some(0) {
+            // Nothing more, and no end: a consumer waiting for one waits for
+            // ever (and the test's watchdog fails it).
+            return std::task::Poll::Pending;
+        }
         let every = self.every;
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(every)));
         std::task::ready!(sleep.as_mut().poll(cx));
         self.sleep = None;
-        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
-            b"tick\n",
-        )))))
+        if let Some(left) = &mut self.limit {
+            *left -= 1;
+        }
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(TICK)))))
     }
 }
 
@@ -659,28 +671,9 @@ impl From<String> for Endless {
 async fn a_streamed_body_is_aborted_at_the_servers_maximum() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (end_tx, mut ends) = mpsc::unbounded_channel();
-    let service = ServiceBuilder::new()
-        .layer(ServerLayer::new(&ctx_tokio::background()).max_timeout(Duration::from_millis(300)))
-        .service_fn(move |req: Request<Incoming>| {
-            report_end(&request_ctx(&req), end_tx.clone());
-            let body = Endless {
-                every: Duration::from_millis(20),
-                sleep: None,
-            };
-            async move { Ok::<_, Infallible>(Response::new(body)) }
-        });
-    let server = tokio::spawn(async move {
-        let (stream, _) = listener.accept().await.unwrap();
-        let _ = http1::Builder::new()
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-            .await;
-    });
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nhost: server\r\n\r\n")
-        .await
-        .unwrap();
+    let layer = ServerLayer::new(&ctx_tokio::background()).max_timeout(Duration::from_millis(300));
+    let (mut ends, server) = serve_endless(listener, layer, None, http::HeaderMap::new());
+    let mut stream = raw_get(addr).await;
     let mut answer = Vec::new();
     // Without the cut, the body never ends and the watchdog fails the test.
     let _ = bounded("the aborted body", stream.read_to_end(&mut answer)).await;
@@ -727,4 +720,99 @@ async fn a_panicking_callback_at_the_end_of_the_request_costs_the_client_nothing
         (StatusCode::OK, "hello".to_owned())
     );
     server.shut_down().await;
+}
+
+/// A connection to `addr` with a `GET /` sent on it, by hand.
+async fn raw_get(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: server\r\n\r\n")
+        .await
+        .unwrap();
+    stream
+}
+
+/// A server on 127.0.0.1 answering one connection through `layer` with
+/// [`Endless`] bodies of `limit` ticks (and `headers`), whose requests' ends
+/// are reported on the returned channel.
+fn serve_endless(
+    listener: TcpListener,
+    layer: ServerLayer,
+    limit: Option<usize>,
+    headers: http::HeaderMap,
+) -> (mpsc::UnboundedReceiver<Ended>, JoinHandle<()>) {
+    let (end_tx, ends) = mpsc::unbounded_channel();
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(move |req: Request<Incoming>| {
+            report_end(&request_ctx(&req), end_tx.clone());
+            let mut response = Response::new(Endless {
+                every: Duration::from_millis(20),
+                sleep: None,
+                limit,
+            });
+            *response.headers_mut() = headers.clone();
+            async move { Ok::<_, Infallible>(response) }
+        });
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let _ = http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .await;
+    });
+    (ends, server)
+}
+
+/// A client that hangs up while the body streams: hyper drops the body
+/// before its end, and the request's context ends with `ClientGone` (the
+/// handler's streaming code learns that nobody reads any more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_mid_stream_ends_the_request_with_client_gone() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let layer = ServerLayer::new(&ctx_tokio::background());
+    let (mut ends, server) = serve_endless(listener, layer, None, http::HeaderMap::new());
+    let mut stream = raw_get(addr).await;
+    let mut answer = Vec::new();
+    let mut buf = [0; 1024];
+    while !answer.windows(TICK.len()).any(|w| w == TICK) {
+        let n = bounded("the first chunk", stream.read(&mut buf))
+            .await
+            .unwrap();
+        assert!(n > 0, "the server closed the connection");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    drop(stream);
+    // hyper sees the hang-up when a write fails, a few ticks later.
+    let end = bounded("the request's context", ends.recv()).await.unwrap();
+    assert_eq!(end.err, Error::Canceled);
+    assert_eq!(end.server_cause(), Some(ServerCause::ClientGone));
+    bounded("the connection", server).await.unwrap();
+}
+
+/// A streamed body with a `content-length`: hyper stops once that many bytes
+/// are out and drops the body without asking it for its end (this one never
+/// gives one). The client had all of it: `Responded`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_sent_to_its_content_length_ends_the_request_responded() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut headers = http::HeaderMap::new();
+    let length = 3 * TICK.len();
+    headers.insert("content-length", HeaderValue::from(length));
+    let layer = ServerLayer::new(&ctx_tokio::background());
+    let (mut ends, server) = serve_endless(listener, layer, Some(3), headers);
+    let response = bounded(
+        "the request",
+        http_client().get(format!("http://{addr}/").parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    let (status, text) = bounded("the body", read_text(response)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(text, "tick\n".repeat(3));
+    let end = bounded("the request's context", ends.recv()).await.unwrap();
+    assert_eq!(end.err, Error::Canceled);
+    assert_eq!(end.server_cause(), Some(ServerCause::Responded));
+    server.abort();
 }

@@ -313,7 +313,8 @@ async fn an_answered_request_ends_its_context_with_responded() {
     assert_eq!(response.body(), "ok");
     let ctx = rx.await.unwrap();
     assert!(!ctx.is_done(), "live until the body is sent");
-    drop(response);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "ok");
     assert_eq!(ctx.err(), Some(Error::Canceled));
     assert_eq!(server_cause(&ctx), ServerCause::Responded);
     assert_eq!(root.live_children(), 0, "the request's node is released");
@@ -631,8 +632,10 @@ async fn a_streaming_handlers_context_lives_until_its_body_ends() {
     assert_eq!(server_cause(&ctx), ServerCause::Responded);
 }
 
+/// A body dropped before its end (hyper drops it when the client hangs up
+/// mid-stream) cut the response short: `ClientGone`, not `Responded`.
 #[tokio::test(start_paused = true)]
-async fn dropping_a_streaming_body_ends_the_context_with_responded() {
+async fn dropping_a_streaming_body_before_its_end_is_client_gone() {
     let root = ctx_tokio::background();
     let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
     let service =
@@ -644,8 +647,143 @@ async fn dropping_a_streaming_body_ends_the_context_with_responded() {
     assert!(!ctx.is_done());
     drop(body);
     assert_eq!(ctx.err(), Some(Error::Canceled));
-    assert_eq!(server_cause(&ctx), ServerCause::Responded);
+    assert_eq!(server_cause(&ctx), ServerCause::ClientGone);
     assert_eq!(root.live_children(), 0);
+}
+
+/// `response`, answered through the layer to a `method` request: the
+/// request's context (live until the body ends) and the response.
+async fn answer_once<B: From<String> + Send + 'static>(
+    method: http::Method,
+    response: Response<B>,
+) -> (Context, Response<ctx_http::ServerBody<B>>) {
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let response = Arc::new(std::sync::Mutex::new(Some(response)));
+    let service = ServerLayer::new(&ctx_tokio::background()).layer(service_fn(
+        move |req: Request<String>| {
+            tx.send(request_ctx(&req)).unwrap();
+            let response = response.lock().unwrap().take().expect("one call");
+            async move { Ok::<_, Infallible>(response) }
+        },
+    ));
+    let mut request = Request::new(String::new());
+    *request.method_mut() = method;
+    let response = service.oneshot(request).await.unwrap();
+    let ctx = seen.recv().await.unwrap();
+    assert!(!ctx.is_done(), "live until the body ends");
+    (ctx, response)
+}
+
+/// How the request ends when the body of `response` (to a `method` request)
+/// is dropped unread.
+async fn cause_of_an_unread_body(method: http::Method, response: Response<String>) -> ServerCause {
+    let (ctx, response) = answer_once(method, response).await;
+    drop(response);
+    server_cause(&ctx)
+}
+
+/// A response the client gets no body with (RFC 9110: a `HEAD` or `CONNECT`
+/// request; a 1xx, 204 or 304 response) is answered once its head is: its
+/// body, dropped unread, cut nothing short. Any other body dropped unread did.
+#[tokio::test]
+async fn a_body_dropped_unread_is_client_gone_unless_the_client_gets_none() {
+    use http::Method;
+    let ok = || Response::new("ok".to_owned());
+    let with_status = |status: StatusCode| {
+        let mut response = ok();
+        *response.status_mut() = status;
+        response
+    };
+    let cases = [
+        (Method::GET, ok(), ServerCause::ClientGone),
+        (Method::POST, ok(), ServerCause::ClientGone),
+        (Method::HEAD, ok(), ServerCause::Responded),
+        (Method::CONNECT, ok(), ServerCause::Responded),
+        (
+            Method::GET,
+            with_status(StatusCode::SWITCHING_PROTOCOLS),
+            ServerCause::Responded,
+        ),
+        (
+            Method::GET,
+            with_status(StatusCode::NO_CONTENT),
+            ServerCause::Responded,
+        ),
+        (
+            Method::GET,
+            with_status(StatusCode::NOT_MODIFIED),
+            ServerCause::Responded,
+        ),
+    ];
+    for (method, response, expected) in cases {
+        let what = format!("{method} answered {}", response.status());
+        assert_eq!(
+            cause_of_an_unread_body(method, response).await,
+            expected,
+            "{what}"
+        );
+    }
+    // Even an empty body, if nothing asked it whether it ended (hyper asks
+    // `is_end_stream` before polling: see the next test).
+    let empty = Response::new(String::new());
+    assert_eq!(
+        cause_of_an_unread_body(Method::GET, empty).await,
+        ServerCause::ClientGone
+    );
+}
+
+/// The ways a consumer learns it has the whole body without polling for its
+/// end, which hyper relies on: `is_end_stream` (asked before the first frame
+/// or after any), and `content-length` bytes sent. Dropped then, the body was
+/// sent: `Responded`.
+#[tokio::test(start_paused = true)]
+async fn a_body_dropped_once_the_client_has_all_of_it_is_responded() {
+    use http::Method;
+    // `is_end_stream` before any frame: an empty body.
+    let (ctx, response) = answer_once(Method::GET, Response::new(String::new())).await;
+    assert!(response.body().is_end_stream());
+    drop(response);
+    assert_eq!(server_cause(&ctx), ServerCause::Responded);
+
+    // `is_end_stream` after the one frame of a whole body.
+    let (ctx, response) = answer_once(Method::GET, Response::new("whole".to_owned())).await;
+    let mut body = response.into_body();
+    assert!(!body.is_end_stream());
+    assert_eq!(
+        body.frame().await.unwrap().unwrap().into_data().unwrap(),
+        "whole"
+    );
+    assert!(
+        !ctx.is_done(),
+        "live until its end is seen or it is dropped"
+    );
+    drop(body);
+    assert_eq!(server_cause(&ctx), ServerCause::Responded);
+
+    // A streamed body of `content-length` bytes (three 5-byte chunks), whose
+    // own `is_end_stream` never says: complete once 15 bytes went out.
+    for (read, cause) in [(2, ServerCause::ClientGone), (3, ServerCause::Responded)] {
+        let mut response = Response::new(Drip::new(3, Duration::from_millis(10)));
+        response
+            .headers_mut()
+            .insert("content-length", HeaderValue::from_static("15"));
+        let (ctx, response) = answer_once(Method::GET, response).await;
+        let mut body = response.into_body();
+        for _ in 0..read {
+            assert_eq!(
+                body.frame().await.unwrap().unwrap().into_data().unwrap(),
+                "chunk"
+            );
+        }
+        drop(body);
+        assert_eq!(server_cause(&ctx), cause, "{read} chunks of 3 read");
+    }
+
+    // `into_inner`: the caller takes the body over, as if it was sent.
+    let (ctx, response) = answer_once(Method::GET, Response::new("taken".to_owned())).await;
+    let inner = response.into_body().into_inner();
+    assert_eq!(server_cause(&ctx), ServerCause::Responded);
+    assert_eq!(inner, "taken");
 }
 
 /// A gRPC-style body: one chunk, then trailers with `grpc-status: 0`.
