@@ -8,7 +8,10 @@
 //!
 //! The baseline was measured on another day, possibly on another machine of the
 //! same kind: a row a few percent off may be the machine's noise. Sub-nanosecond
-//! rows in particular move by a tenth of a nanosecond between runs.
+//! rows in particular move by a tenth of a nanosecond between runs. So a row
+//! slower than the baseline is measured again, by `cargo xtask bench`, beside a
+//! build of the baseline's own commit ([`COMMIT`]), in turns on this machine
+//! ([`AB_FILE`]); where that A/B exists, it decides.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +20,31 @@ pub const FILE: &str = "benches/issue-baseline.txt";
 
 /// How much slower a row may be: 5 %.
 pub const TOLERANCE: f64 = 1.05;
+
+/// The commit the baseline was measured at.
+pub const COMMIT: &str = "8251c23";
+
+/// Where `cargo xtask bench` leaves its A/B of the rows slower than the
+/// baseline, under the target directory: `id<TAB>base ns<TAB>head ns` lines,
+/// each time the median of the turns, `base` measured at [`COMMIT`].
+pub const AB_FILE: &str = "bench-ab.tsv";
+
+/// A row measured again in turns: the baseline's commit and this one, on the
+/// same machine in the same minutes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ab {
+    /// ns at [`COMMIT`].
+    pub base_ns: f64,
+    /// ns now.
+    pub head_ns: f64,
+}
+
+impl Ab {
+    /// Now's time over the baseline commit's: above 1 is slower.
+    pub fn change(&self) -> f64 {
+        self.head_ns / self.base_ns
+    }
+}
 
 /// A row measured both then and now.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,6 +55,8 @@ pub struct Compared {
     pub then_ns: f64,
     /// ns now.
     pub now_ns: f64,
+    /// The A/B of a row slower than then, if one was measured.
+    pub ab: Option<Ab>,
 }
 
 impl Compared {
@@ -35,9 +65,19 @@ impl Compared {
         self.now_ns / self.then_ns
     }
 
-    /// Whether the row is slower than [`TOLERANCE`] allows.
-    pub fn slower(&self) -> bool {
+    /// Whether now's time is slower than then's by more than [`TOLERANCE`]:
+    /// the rows to measure again in turns.
+    pub fn slower_than_then(&self) -> bool {
         self.change() > TOLERANCE
+    }
+
+    /// Whether the row is slower than [`TOLERANCE`] allows: by its A/B where
+    /// a row slower than then has one, else by then and now.
+    pub fn slower(&self) -> bool {
+        match self.ab {
+            Some(ab) if self.slower_than_then() => ab.change() > TOLERANCE,
+            _ => self.slower_than_then(),
+        }
     }
 }
 
@@ -74,9 +114,59 @@ pub fn checked_in() -> Result<BTreeMap<String, f64>, String> {
     parse(&text).map_err(|err| format!("{FILE}: {err}"))
 }
 
+/// Parses an A/B file ([`AB_FILE`]); `#` starts a comment line. A line that
+/// does not parse is an error, naming the line.
+pub fn parse_ab(text: &str) -> Result<BTreeMap<String, Ab>, String> {
+    let mut rows = BTreeMap::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split('\t').map(str::trim).collect();
+        let time = |field: &str| {
+            field
+                .parse::<f64>()
+                .ok()
+                .filter(|ns| ns.is_finite() && *ns > 0.0)
+        };
+        match fields[..] {
+            [id, base, head] if !id.is_empty() => match (time(base), time(head)) {
+                (Some(base_ns), Some(head_ns)) => {
+                    rows.insert(id.to_owned(), Ab { base_ns, head_ns });
+                }
+                _ => return Err(format!("line {}: not two times: {line:?}", number + 1)),
+            },
+            _ => {
+                return Err(format!(
+                    "line {}: not `id<TAB>base<TAB>head`: {line:?}",
+                    number + 1
+                ));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// The A/B the last `cargo xtask bench` measured: none if it measured none
+/// (no row was slower than then), or why it could not be read.
+pub fn measured_ab() -> Result<BTreeMap<String, Ab>, String> {
+    let path = crate::target_dir().join(AB_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse_ab(&text).map_err(|err| format!("{}: {err}", path.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(err) => Err(format!("{}: {err}", path.display())),
+    }
+}
+
 /// The rows in both: `now` maps an id without the implementation to ctx-core's
-/// time now. In the baseline's order (by id).
-pub fn compare(then: &BTreeMap<String, f64>, now: impl Fn(&str) -> Option<f64>) -> Vec<Compared> {
+/// time now; `ab` holds the rows measured again in turns. In the baseline's
+/// order (by id).
+pub fn compare(
+    then: &BTreeMap<String, f64>,
+    now: impl Fn(&str) -> Option<f64>,
+    ab: &BTreeMap<String, Ab>,
+) -> Vec<Compared> {
     then.iter()
         .filter_map(|(id, &then_ns)| {
             let now_ns = now(id).filter(|ns| ns.is_finite() && *ns > 0.0)?;
@@ -84,6 +174,7 @@ pub fn compare(then: &BTreeMap<String, f64>, now: impl Fn(&str) -> Option<f64>) 
                 id: id.clone(),
                 then_ns,
                 now_ns,
+                ab: ab.get(id).copied(),
             })
         })
         .collect()
@@ -125,7 +216,7 @@ mod tests {
             "C" => Some(50.0),
             _ => None,
         };
-        let rows = compare(&then, now);
+        let rows = compare(&then, now, &BTreeMap::new());
         let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["A", "B", "C"]);
         let slower: Vec<&str> = rows
@@ -135,6 +226,38 @@ mod tests {
             .collect();
         assert_eq!(slower, ["B"], "5 % is allowed, more is not");
         assert!((rows[2].change() - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn an_ab_decides_for_a_row_slower_than_then_and_only_for_one() {
+        let then = parse("Noisy\t100\nWorse\t100\nFine\t100\n").unwrap();
+        let now = |_: &str| Some(120.0);
+        let ab = parse_ab("# id\tbase\thead\nNoisy\t130\t120\nWorse\t100\t110\n").unwrap();
+        let rows = compare(&then, now, &ab);
+        let verdicts: Vec<(&str, bool, bool)> = rows
+            .iter()
+            .map(|r| (r.id.as_str(), r.slower_than_then(), r.slower()))
+            .collect();
+        assert_eq!(
+            verdicts,
+            [
+                ("Fine", true, true),
+                ("Noisy", true, false),
+                ("Worse", true, true)
+            ],
+            "faster than the baseline's commit here: not slower; 10 % slower here: slower"
+        );
+        // An A/B of a row that is not slower than then changes nothing.
+        let rows = compare(&then, |_| Some(100.0), &ab);
+        assert!(rows.iter().all(|r| !r.slower()));
+    }
+
+    #[test]
+    fn a_damaged_ab_line_is_an_error() {
+        for bad in ["A\t1", "A\t1\tx", "A\t0\t1", "\t1\t2", "A\t1\t2\t3"] {
+            let err = parse_ab(&format!("Fine\t1\t1\n{bad}\n")).unwrap_err();
+            assert!(err.starts_with("line 2:"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -7,15 +7,39 @@
 //! benchmark runs: the report is regenerated from the results the last runs
 //! left in `target/criterion` (it still measures what it measures itself: the
 //! memory table, the deep chain, and Go's numbers when `go` is on `PATH`, unless
-//! `CTX_BENCH_GO=0`). With `--no-run`, as for `cargo bench`, every benchmark is
+//! `CTX_BENCH_GO=0`). With `--recheck`, only the A/B of the rows the last
+//! runs left slower than the baseline runs, then the report. With `--no-run`,
+//! as for `cargo bench`, every benchmark is
 //! built and none is run. The report writes `BENCHMARKS.md` and the README's
-//! benchmark table.
+//! benchmark table. A full run also measures the rows slower than the
+//! issue's baseline again, in turns with a build of the baseline's commit
+//! (module `ab`), and the report judges those rows by that A/B.
 
 use crate::{Error, Result, cargo, project_root, run};
 
+mod ab;
+
 /// Runs the benchmarks matching `filter` and then the report generator, if there is one.
+/// A full run (no `--quick`, no filter) first measures the rows slower than the
+/// issue's baseline again, beside the baseline's commit ([`ab`]); that A/B
+/// failing costs its verdicts, not the report.
 pub(crate) fn run_benches(quick: bool, filter: Option<&str>) -> Result {
     run_criterion(quick, filter)?;
+    if !quick && filter.is_none() {
+        recheck_then_report()
+    } else {
+        report()
+    }
+}
+
+/// The A/B of the rows the last run found slower than the baseline, then the
+/// report.
+fn recheck_then_report() -> Result {
+    if project_root().join("benches/src/bin/report.rs").is_file()
+        && let Err(err) = ab::recheck_slower_rows()
+    {
+        println!("A/B not measured: {err}");
+    }
     report()
 }
 
@@ -64,12 +88,15 @@ enum Mode<'a> {
     },
     /// `--report-only`: the report alone.
     Report,
+    /// `--recheck`: the A/B of the rows the last run found slower, then the
+    /// report.
+    Recheck,
     /// `--no-run`: build every benchmark.
     Build,
 }
 
 /// Parses the arguments of `cargo xtask bench [--quick] [FILTER]` (or
-/// `--report-only`, or `--no-run`).
+/// `--report-only`, `--recheck` or `--no-run`).
 fn parse(args: &[String]) -> Result<Mode<'_>> {
     let mut quick = false;
     let mut only = None;
@@ -77,7 +104,9 @@ fn parse(args: &[String]) -> Result<Mode<'_>> {
     for arg in args {
         match arg.as_str() {
             "--quick" => quick = true,
-            flag @ ("--report-only" | "--no-run") if only.is_none() => only = Some(flag),
+            flag @ ("--report-only" | "--no-run" | "--recheck") if only.is_none() => {
+                only = Some(flag)
+            }
             other if !other.starts_with('-') && filter.is_none() => filter = Some(other),
             other => {
                 return Err(Error::Usage(format!(
@@ -92,6 +121,7 @@ fn parse(args: &[String]) -> Result<Mode<'_>> {
             "`{flag}` runs no benchmark: it takes no `--quick` or filter"
         ))),
         Some("--no-run") => Ok(Mode::Build),
+        Some("--recheck") => Ok(Mode::Recheck),
         Some(_) => Ok(Mode::Report),
     }
 }
@@ -101,6 +131,7 @@ pub(crate) fn cli(args: &[String]) -> Result {
     match parse(args)? {
         Mode::Run { quick, filter } => run_benches(quick, filter),
         Mode::Report => report(),
+        Mode::Recheck => recheck_then_report(),
         Mode::Build => build_only(),
     }
 }
@@ -126,6 +157,7 @@ mod tests {
         );
         assert_eq!(parsed(&["--report-only"]), Some(Mode::Report));
         assert_eq!(parsed(&["--no-run"]), Some(Mode::Build));
+        assert_eq!(parsed(&["--recheck"]), Some(Mode::Recheck));
     }
 
     #[test]
@@ -133,6 +165,8 @@ mod tests {
         assert_eq!(parsed(&["--no-run", "--quick"]), None);
         assert_eq!(parsed(&["--report-only", "Scaling"]), None);
         assert_eq!(parsed(&["--report-only", "--no-run"]), None);
+        assert_eq!(parsed(&["--recheck", "--quick"]), None);
+        assert_eq!(parsed(&["--recheck", "--report-only"]), None);
         assert_eq!(parsed(&["--bogus"]), None);
         assert_eq!(parsed(&["a", "b"]), None);
     }

@@ -34,7 +34,10 @@ Commands:
                             Run the ctx-core tests under Miri (FILTER may also come from MIRI_TEST_FILTER).
   tsan [--runs N]           Run the ctx-core tests N times under the thread sanitizer (default 3).
   bench [--quick] [FILTER]  Run the benchmarks and regenerate BENCHMARKS.md and README's table.
+                            A full run also measures the rows slower than the issue's baseline
+                            again, in turns with a build of the baseline's commit (an A/B).
   bench --report-only       Regenerate both from the last results in target/criterion.
+  bench --recheck           Measure that A/B again from the last results, then regenerate both.
   bench --no-run            Build every benchmark, run none.
   msrv                      Check the workspace with the minimum supported Rust version.
   package                   Package every publishable crate, then run each package's tests and

@@ -49,6 +49,12 @@ fn main() {
     }
     let root = benches::workspace_root();
     let results = criterion_results(&benches::target_dir().join("criterion"));
+    if std::env::args().any(|arg| arg == "--slower-rows") {
+        // For `cargo xtask bench`: the rows to measure again beside the
+        // baseline's commit.
+        print_slower_rows(&results);
+        return;
+    }
     let tails = stats::read_tails();
     let (allocs, chain) = if alloc::installed() {
         (alloc::table(), alloc::deep_chain_in_child())
@@ -65,9 +71,11 @@ fn main() {
             ..GoBaseline::default()
         });
     let issue_baseline = baseline::checked_in();
+    let ab = baseline::measured_ab();
     let report = Report {
         results: &results,
         baseline: &issue_baseline,
+        ab: &ab,
         tails: &tails,
         allocs: &allocs,
         chain: &chain,
@@ -714,6 +722,28 @@ struct Report<'a> {
     go_reference: Option<&'a GoBaseline>,
     /// ctx-core's times in the report the issue was filed against.
     baseline: &'a Result<BTreeMap<String, f64>, String>,
+    /// The rows slower than then, measured again beside the baseline's commit.
+    ab: &'a Result<BTreeMap<String, baseline::Ab>, String>,
+}
+
+/// For `cargo xtask bench`'s A/B: the baseline's commit (`commit C`), where
+/// the A/B goes (`file F`) and the ids, without the implementation, of the
+/// rows slower than the baseline by more than its tolerance (`row ID`).
+fn print_slower_rows(results: &BTreeMap<String, Measured>) {
+    println!("commit {}", baseline::COMMIT);
+    println!(
+        "file {}",
+        benches::target_dir().join(baseline::AB_FILE).display()
+    );
+    let Ok(then) = baseline::checked_in() else {
+        return;
+    };
+    let now = |id: &str| results.get(&format!("{id}/{CORE}")).map(|m| m.mean_ns);
+    for row in baseline::compare(&then, now, &BTreeMap::new()) {
+        if row.slower_than_then() {
+            println!("row {}", row.id);
+        }
+    }
 }
 
 impl Report<'_> {
@@ -756,9 +786,13 @@ impl Report<'_> {
     /// against.
     fn against_baseline(&self) -> Result<Vec<baseline::Compared>, String> {
         let then = self.baseline.as_ref().map_err(Clone::clone)?;
-        Ok(baseline::compare(then, |id| {
-            self.ns(&format!("{id}/{CORE}"))
-        }))
+        let none = BTreeMap::new();
+        let ab = self.ab.as_ref().unwrap_or(&none);
+        Ok(baseline::compare(
+            then,
+            |id| self.ns(&format!("{id}/{CORE}")),
+            ab,
+        ))
     }
 
     fn render_against_baseline(&self, out: &mut String) {
@@ -781,19 +815,40 @@ impl Report<'_> {
              2026-11-22, on a 2-core Xeon). A row slower by more than {:.0} % is marked. \
              The two runs are days apart and may be on different machines of the same \
              kind: a few percent either way, and a tenth of a nanosecond on the \
-             sub-nanosecond rows, is noise.\n",
+             sub-nanosecond rows, is noise. So `cargo xtask bench` measures a row \
+             slower than then again, in turns with a build of {} on this machine \
+             (three turns each, the median of each side's estimates), and that A/B \
+             decides.\n",
             baseline::FILE,
-            (baseline::TOLERANCE - 1.0) * 100.0
+            (baseline::TOLERANCE - 1.0) * 100.0,
+            baseline::COMMIT
         );
-        out.push_str("| benchmark | then | now | change | slower? |\n|---|---:|---:|---:|:-:|\n");
+        if let Err(why) = self.ab {
+            let _ = writeln!(out, "The A/B could not be read: {why}.\n");
+        }
+        out.push_str(
+            "| benchmark | then | now | change | A/B here: then's commit → now | slower? |\n\
+             |---|---:|---:|---:|---:|:-:|\n",
+        );
         for row in &rows {
+            let ab = match row.ab {
+                Some(ab) if row.slower_than_then() => format!(
+                    "{} → {} ({})",
+                    auto(ab.base_ns),
+                    auto(ab.head_ns),
+                    percent(ab.change())
+                ),
+                _ if row.slower_than_then() => "not measured".to_owned(),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "| `{}` | {} | {} | {} | {} |",
+                "| `{}` | {} | {} | {} | {} | {} |",
                 row.id,
                 auto(row.then_ns),
                 auto(row.now_ns),
                 percent(row.change()),
+                ab,
                 if row.slower() { "❌ slower" } else { "" }
             );
         }
@@ -1039,9 +1094,29 @@ impl Report<'_> {
                         let slower: Vec<String> = rows
                             .iter()
                             .filter(|r| r.slower())
-                            .map(|r| format!("`{}` {}", r.id, percent(r.change())))
+                            .map(|r| match r.ab {
+                                Some(ab) => format!(
+                                    "`{}` {} (A/B here: {})",
+                                    r.id,
+                                    percent(r.change()),
+                                    percent(ab.change())
+                                ),
+                                None => format!("`{}` {}", r.id, percent(r.change())),
+                            })
                             .collect();
-                        let measured = if slower.is_empty() {
+                        let rechecked = rows
+                            .iter()
+                            .filter(|r| r.slower_than_then() && !r.slower())
+                            .map(|r| {
+                                format!(
+                                    "`{}` {} then, {} in an A/B here",
+                                    r.id,
+                                    percent(r.change()),
+                                    percent(r.ab.map_or(f64::NAN, |ab| ab.change()))
+                                )
+                            })
+                            .collect::<Vec<_>>();
+                        let mut measured = if slower.is_empty() {
                             format!("none of {} rows measured again", rows.len())
                         } else {
                             format!(
@@ -1051,6 +1126,14 @@ impl Report<'_> {
                                 slower.join(", ")
                             )
                         };
+                        if !rechecked.is_empty() {
+                            let _ = write!(
+                                measured,
+                                "; not slower beside {}: {}",
+                                baseline::COMMIT,
+                                rechecked.join(", ")
+                            );
+                        }
                         (target, measured, Some(slower.is_empty()))
                     }
                     Ok(_) => (target, missing(), None),

@@ -1,0 +1,276 @@
+//! The A/B of the rows slower than the issue's baseline: each measured again,
+//! in turns, beside a build of the commit the baseline was measured at.
+//!
+//! The baseline (`benches/issue-baseline.txt`) was measured days ago, maybe
+//! on another machine of the same kind; a row can read 10 % slower than
+//! there and still be faster than the baseline's own code on this machine.
+//! So after a full run, every row slower than the baseline by more than its
+//! tolerance is measured again: the baseline's commit (a `git archive` of it
+//! under the target directory, built with a target directory of its own) and
+//! this tree, [`TURNS`] times each, alternating, with criterion's results kept
+//! apart from the full run's (`CRITERION_HOME`). The medians go to
+//! `target/bench-ab.tsv`, which the report reads: where a row has an A/B, the
+//! A/B decides whether it is slower.
+
+use crate::{Result, cargo, fail, project_root, read_output, run, target_dir};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Runs per side and row.
+const TURNS: usize = 3;
+
+/// Measures the rows the last full run found slower than the baseline again
+/// beside the baseline's commit, and writes `target/bench-ab.tsv` (removed
+/// when no row is slower, so that no stale A/B decides).
+pub(crate) fn recheck_slower_rows() -> Result {
+    let root = project_root();
+    let target = target_dir(&root);
+    let Asked { commit, file, rows } = slower_rows()?;
+    // No stale A/B decides, whatever happens below.
+    let _ = std::fs::remove_file(&file);
+    if rows.is_empty() {
+        println!("A/B: no row is slower than the baseline; nothing to measure again.");
+        return Ok(());
+    }
+    println!(
+        "A/B: {} row(s) slower than the baseline, measured again beside {commit}: {}",
+        rows.len(),
+        rows.join(", ")
+    );
+    let base = base_tree(&target, &commit)?;
+    let sides = [
+        Side {
+            name: "base",
+            dir: base,
+            target: Some(target.join("ab-base-target")),
+            criterion: target.join("ab-criterion/base"),
+        },
+        Side {
+            name: "head",
+            dir: root.clone(),
+            target: None,
+            criterion: target.join("ab-criterion/head"),
+        },
+    ];
+    let mut text =
+        format!("# id\tbase ns ({commit})\thead ns: medians of {TURNS} alternating turns\n");
+    for row in &rows {
+        let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..TURNS {
+            for (side, times) in sides.iter().zip(&mut times) {
+                times.push(side.measure(row)?);
+            }
+        }
+        let [base, head] = times.map(median);
+        println!(
+            "A/B: {row}: {commit} {base:.0} ns, now {head:.0} ns ({:+.1} %)",
+            (head / base - 1.0) * 100.0
+        );
+        let _ = writeln!(text, "{row}\t{base}\t{head}");
+    }
+    std::fs::write(&file, text).map_err(|err| fail(format!("{}: {err}", file.display())))
+}
+
+/// What the report asks to measure again (`report --slower-rows`).
+struct Asked {
+    /// The commit the baseline was measured at.
+    commit: String,
+    /// Where the report reads the A/B.
+    file: PathBuf,
+    /// The ids of the rows slower than the baseline.
+    rows: Vec<String>,
+}
+
+/// One side of the A/B: a tree to run the benches of.
+struct Side {
+    name: &'static str,
+    dir: PathBuf,
+    /// Its own target directory, if not the workspace's.
+    target: Option<PathBuf>,
+    /// Where criterion keeps this side's results (away from the full run's).
+    criterion: PathBuf,
+}
+
+impl Side {
+    /// One run of the benchmark `row` (ctx-core's implementation): its
+    /// estimate, in ns.
+    fn measure(&self, row: &str) -> Result<f64> {
+        let id = format!("{row}/ctx-core");
+        let mut cmd = cargo();
+        cmd.current_dir(&self.dir)
+            .env("CRITERION_HOME", &self.criterion)
+            .args(["bench", "-p", "benches", "--bench", "*", "--"])
+            .arg(format!("^{}$", regex_escape(&id)));
+        if let Some(target) = &self.target {
+            cmd.env("CARGO_TARGET_DIR", target);
+        }
+        let output = read_output(&mut cmd)?;
+        criterion_estimate(&output, &id).ok_or_else(|| {
+            fail(format!(
+                "A/B: no estimate for `{id}` on the {} side ({})",
+                self.name,
+                self.dir.display()
+            ))
+        })
+    }
+}
+
+/// The rows the report finds slower than the baseline, the baseline's
+/// commit and the A/B file: the report's `--slower-rows` lines `commit C`,
+/// `file F` and `row ID` (one per row).
+fn slower_rows() -> Result<Asked> {
+    let output = read_output(cargo().args([
+        "run",
+        "-p",
+        "benches",
+        "--release",
+        "--bin",
+        "report",
+        "--",
+        "--slower-rows",
+    ]))?;
+    let (mut commit, mut file, mut rows) = (None, None, Vec::new());
+    for line in output.lines() {
+        match line.trim().split_once(' ') {
+            Some(("commit", value)) => commit = Some(value.to_owned()),
+            Some(("file", value)) => file = Some(PathBuf::from(value)),
+            Some(("row", value)) => rows.push(value.to_owned()),
+            _ => {}
+        }
+    }
+    match (commit, file) {
+        (Some(commit), Some(file)) => Ok(Asked { commit, file, rows }),
+        _ => Err(fail(format!(
+            "`report --slower-rows` named no commit or file:\n{output}"
+        ))),
+    }
+}
+
+/// The tree of `commit` under the target directory, unpacked once.
+fn base_tree(target: &Path, commit: &str) -> Result<PathBuf> {
+    let dir = target.join(format!("ab-base-{commit}"));
+    if dir.join("Cargo.toml").is_file() {
+        return Ok(dir);
+    }
+    std::fs::create_dir_all(&dir).map_err(|err| fail(format!("{}: {err}", dir.display())))?;
+    let mut archive = Command::new("git")
+        .current_dir(project_root())
+        .args(["archive", "--format=tar", commit])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|err| fail(format!("could not start `git archive`: {err}")))?;
+    let tar = archive.stdout.take().expect("stdout was piped");
+    run(Command::new("tar").arg("-x").arg("-C").arg(&dir).stdin(tar))?;
+    let status = archive
+        .wait()
+        .map_err(|err| fail(format!("`git archive` failed: {err}")))?;
+    if !status.success() {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(fail(format!(
+            "`git archive {commit}` failed ({status}): the A/B needs the baseline's \
+             commit in this clone's history"
+        )));
+    }
+    Ok(dir)
+}
+
+/// `text` with the characters a regular expression gives meaning escaped.
+fn regex_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// Criterion's estimate for `id` in its terminal output: the middle of the
+/// `time: [low estimate high]` line that follows the id, in ns.
+fn criterion_estimate(output: &str, id: &str) -> Option<f64> {
+    let mut lines = output.lines();
+    while let Some(line) = lines.next() {
+        let line = line.trim();
+        // Criterion prints the id alone, or followed by the time when it fits.
+        let Some(rest) = line.strip_prefix(id) else {
+            continue;
+        };
+        if !(rest.is_empty() || rest.starts_with(char::is_whitespace)) {
+            continue;
+        }
+        let time_line = if rest.contains("time:") {
+            rest
+        } else {
+            lines.next()?
+        };
+        let inside = time_line.split_once('[')?.1.split_once(']')?.0;
+        let words: Vec<&str> = inside.split_whitespace().collect();
+        let [_, _, middle, unit, _, _] = words[..] else {
+            return None;
+        };
+        let scale = match unit {
+            "ps" => 1e-3,
+            "ns" => 1.0,
+            "µs" | "us" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            _ => return None,
+        };
+        return middle.parse::<f64>().ok().map(|value| value * scale);
+    }
+    None
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_estimate_after_the_id() {
+        let output = "\
+Benchmarking CancelFanout/children=1000/waiters=threads/ctx-core: Analyzing
+CancelFanout/children=1000/waiters=threads/ctx-core
+                        time:   [6.4829 ms 6.6968 ms 6.8888 ms]
+                        change: [-1.0% +0.5% +2.0%] (p = 0.50 > 0.05)
+ErrOK/ctx-core          time:   [612.00 ps 613.50 ps 615.00 ps]
+";
+        let threads = criterion_estimate(
+            output,
+            "CancelFanout/children=1000/waiters=threads/ctx-core",
+        );
+        assert_eq!(threads, Some(6.6968e6));
+        let err_ok = criterion_estimate(output, "ErrOK/ctx-core").unwrap();
+        assert!((err_ok - 0.6135).abs() < 1e-12, "{err_ok}");
+        // A prefix of another id is not that id.
+        assert_eq!(criterion_estimate(output, "ErrOK/ctx"), None);
+        assert_eq!(criterion_estimate("nothing here", "ErrOK/ctx-core"), None);
+    }
+
+    #[test]
+    fn escapes_what_a_regex_gives_meaning() {
+        assert_eq!(
+            regex_escape("CancelTree/depth=1000/Root=OpenCanceler"),
+            "CancelTree/depth=1000/Root=OpenCanceler"
+        );
+        assert_eq!(regex_escape("a.b(c)+d"), "a\\.b\\(c\\)\\+d");
+    }
+
+    #[test]
+    fn the_median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+}
