@@ -46,10 +46,10 @@ pin_project! {
     /// * When the body ends (or fails), the request's context is canceled
     ///   with [`ServerCause::Responded`](crate::ServerCause::Responded), and so
     ///   it is when the body is dropped once the client has had all of it (its
-    ///   `is_end_stream` says so after the last frame) or needs none of it (a
-    ///   `HEAD` or `CONNECT` request, a 1xx, 204 or 304 response). A body
-    ///   dropped before its end (the client hung up mid-stream, or the server
-    ///   closed the connection) ends it with
+    ///   `is_end_stream` said so, or its `content-length` bytes went out) or
+    ///   needs none of it (a `HEAD` or `CONNECT` request, a 1xx, 204 or 304
+    ///   response). A body dropped before its end (the client hung up
+    ///   mid-stream, or the server closed the connection) ends it with
     ///   [`ServerCause::ClientGone`](crate::ServerCause::ClientGone); when a
     ///   panic ends it (its `poll_frame` panics, or an unwind drops it), with
     ///   [`ServerCause::Panicked`](crate::ServerCause::Panicked).
@@ -166,7 +166,10 @@ impl<B> ServerBody<B> {
         let grpc = headers
             .get(header::CONTENT_TYPE)
             .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
-        // A body the server never sends: dropping it unread cuts nothing short.
+        // A body the server never sends, or one of no bytes (hyper drops a
+        // `content-length: 0` body unpolled): dropping it unread cuts nothing
+        // short.
+        let length_left = content_length(headers);
         let bodiless = bodiless_request
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
@@ -177,8 +180,8 @@ impl<B> ServerBody<B> {
                 ctx,
                 done: None,
                 grpc,
-                complete: AtomicBool::new(bodiless),
-                length_left: content_length(headers),
+                complete: AtomicBool::new(bodiless || length_left == Some(0)),
+                length_left,
             }),
             cut: false,
             inner,

@@ -779,6 +779,15 @@ async fn a_body_dropped_once_the_client_has_all_of_it_is_responded() {
         assert_eq!(server_cause(&ctx), cause, "{read} chunks of 3 read");
     }
 
+    // `content-length: 0`: nothing to send (hyper drops such a body unpolled).
+    let mut response = Response::new(Drip::new(1, Duration::from_millis(10)));
+    response
+        .headers_mut()
+        .insert("content-length", HeaderValue::from_static("0"));
+    let (ctx, response) = answer_once(Method::GET, response).await;
+    drop(response);
+    assert_eq!(server_cause(&ctx), ServerCause::Responded);
+
     // `into_inner`: the caller takes the body over, as if it was sent.
     let (ctx, response) = answer_once(Method::GET, Response::new("taken".to_owned())).await;
     let inner = response.into_body().into_inner();
