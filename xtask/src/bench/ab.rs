@@ -72,6 +72,19 @@ pub(crate) fn recheck_slower_rows() -> Result {
     std::fs::write(&file, text).map_err(|err| fail(format!("{}: {err}", file.display())))
 }
 
+/// Removes the last A/B: a run of some benchmarks only (a filter, `--quick`)
+/// leaves rows whose A/B no longer goes with their times, so those rows are
+/// judged against the baseline file again until a full run or `--recheck`.
+pub(crate) fn forget() -> Result {
+    let Asked { file, .. } = slower_rows()?;
+    match std::fs::remove_file(&file) {
+        Ok(()) => println!("A/B: removed {} (not a full run)", file.display()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(fail(format!("{}: {err}", file.display()))),
+    }
+    Ok(())
+}
+
 /// What the report asks to measure again (`report --slower-rows`).
 struct Asked {
     /// The commit the baseline was measured at.
