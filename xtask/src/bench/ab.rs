@@ -160,13 +160,30 @@ fn slower_rows() -> Result<Asked> {
     }
 }
 
-/// The tree of `commit` under the target directory, unpacked once.
+/// The tree of `commit` under the target directory, unpacked once: into a
+/// directory of its own first, renamed into place only whole, so that an
+/// unpacking cut short is never taken for the tree.
 fn base_tree(target: &Path, commit: &str) -> Result<PathBuf> {
     let dir = target.join(format!("ab-base-{commit}"));
-    if dir.join("Cargo.toml").is_file() {
+    if dir.is_dir() {
         return Ok(dir);
     }
-    std::fs::create_dir_all(&dir).map_err(|err| fail(format!("{}: {err}", dir.display())))?;
+    let partial = target.join(format!("ab-base-{commit}.partial"));
+    let _ = std::fs::remove_dir_all(&partial);
+    let unpacked = std::fs::create_dir_all(&partial)
+        .map_err(|err| fail(format!("{}: {err}", partial.display())))
+        .and_then(|()| unpack(commit, &partial))
+        .and_then(|()| {
+            std::fs::rename(&partial, &dir).map_err(|err| fail(format!("{}: {err}", dir.display())))
+        });
+    if unpacked.is_err() {
+        let _ = std::fs::remove_dir_all(&partial);
+    }
+    unpacked.map(|()| dir)
+}
+
+/// `git archive` of `commit`, unpacked into `into`.
+fn unpack(commit: &str, into: &Path) -> Result {
     let mut archive = Command::new("git")
         .current_dir(project_root())
         .args(["archive", "--format=tar", commit])
@@ -174,18 +191,18 @@ fn base_tree(target: &Path, commit: &str) -> Result<PathBuf> {
         .spawn()
         .map_err(|err| fail(format!("could not start `git archive`: {err}")))?;
     let tar = archive.stdout.take().expect("stdout was piped");
-    run(Command::new("tar").arg("-x").arg("-C").arg(&dir).stdin(tar))?;
+    let unpacked = run(Command::new("tar").arg("-x").arg("-C").arg(into).stdin(tar));
+    // Waited for whatever tar did, so that no `git archive` is left behind.
     let status = archive
         .wait()
         .map_err(|err| fail(format!("`git archive` failed: {err}")))?;
     if !status.success() {
-        let _ = std::fs::remove_dir_all(&dir);
         return Err(fail(format!(
             "`git archive {commit}` failed ({status}): the A/B needs the baseline's \
              commit in this clone's history"
         )));
     }
-    Ok(dir)
+    unpacked
 }
 
 /// `text` with the characters a regular expression gives meaning escaped.
@@ -279,6 +296,24 @@ ErrOK/ctx-core          time:   [612.00 ps 613.50 ps 615.00 ps]
             "CancelTree/depth=1000/Root=OpenCanceler"
         );
         assert_eq!(regex_escape("a.b(c)+d"), "a\\.b\\(c\\)\\+d");
+    }
+
+    #[test]
+    fn a_commit_is_unpacked_whole_or_not_at_all() {
+        let target = std::env::temp_dir().join(format!("ctx-xtask-ab-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&target);
+        std::fs::create_dir_all(&target).unwrap();
+        // A commit this clone does not have: an error, and nothing left over.
+        let missing = "0000000000000000000000000000000000000000";
+        assert!(base_tree(&target, missing).is_err());
+        assert!(!target.join(format!("ab-base-{missing}")).exists());
+        assert!(!target.join(format!("ab-base-{missing}.partial")).exists());
+        // The checked-out commit: unpacked, and found again without unpacking.
+        let tree = base_tree(&target, "HEAD").unwrap();
+        assert!(tree.join("Cargo.toml").is_file());
+        assert!(!target.join("ab-base-HEAD.partial").exists());
+        assert_eq!(base_tree(&target, "HEAD").unwrap(), tree);
+        std::fs::remove_dir_all(&target).unwrap();
     }
 
     #[test]
