@@ -86,25 +86,39 @@ impl Compared {
 /// not silently a shorter baseline.
 pub fn parse(text: &str) -> Result<BTreeMap<String, f64>, String> {
     let mut rows = BTreeMap::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
+    for (number, line) in data_lines(text) {
         let parsed = line.split_once('\t').and_then(|(id, ns)| {
-            let ns: f64 = ns.trim().parse().ok()?;
-            (ns.is_finite() && ns > 0.0 && !id.trim().is_empty()).then(|| (id.trim(), ns))
+            let ns = time(ns)?;
+            (!id.trim().is_empty()).then(|| (id.trim(), ns))
         });
         match parsed {
             Some((id, ns)) => {
                 if rows.insert(id.to_owned(), ns).is_some() {
-                    return Err(format!("line {}: `{id}` appears twice", number + 1));
+                    return Err(format!("line {number}: `{id}` appears twice"));
                 }
             }
-            None => return Err(format!("line {}: not `id<TAB>ns`: {line:?}", number + 1)),
+            None => return Err(format!("line {number}: not `id<TAB>ns`: {line:?}")),
         }
     }
     Ok(rows)
+}
+
+/// The lines of `text` that hold data, trimmed, with their 1-based numbers:
+/// not blank, not a `#` comment.
+fn data_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(index, line)| (index + 1, line.trim()))
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+}
+
+/// A time in ns: a finite positive number.
+fn time(field: &str) -> Option<f64> {
+    field
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|ns| ns.is_finite() && *ns > 0.0)
 }
 
 /// The checked-in baseline, or why it could not be read.
@@ -118,29 +132,18 @@ pub fn checked_in() -> Result<BTreeMap<String, f64>, String> {
 /// does not parse is an error, naming the line.
 pub fn parse_ab(text: &str) -> Result<BTreeMap<String, Ab>, String> {
     let mut rows = BTreeMap::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
+    for (number, line) in data_lines(text) {
         let fields: Vec<&str> = line.split('\t').map(str::trim).collect();
-        let time = |field: &str| {
-            field
-                .parse::<f64>()
-                .ok()
-                .filter(|ns| ns.is_finite() && *ns > 0.0)
-        };
         match fields[..] {
             [id, base, head] if !id.is_empty() => match (time(base), time(head)) {
                 (Some(base_ns), Some(head_ns)) => {
                     rows.insert(id.to_owned(), Ab { base_ns, head_ns });
                 }
-                _ => return Err(format!("line {}: not two times: {line:?}", number + 1)),
+                _ => return Err(format!("line {number}: not two times: {line:?}")),
             },
             _ => {
                 return Err(format!(
-                    "line {}: not `id<TAB>base<TAB>head`: {line:?}",
-                    number + 1
+                    "line {number}: not `id<TAB>base<TAB>head`: {line:?}"
                 ));
             }
         }
