@@ -6,7 +6,6 @@
 //! parks.
 
 use crate::context::Context;
-use crate::tree::node::NodeRef;
 use crate::tree::wait::Waiter;
 use std::borrow::Borrow;
 use std::fmt;
@@ -59,21 +58,20 @@ use std::time::Instant;
 #[must_use = "futures do nothing unless polled"]
 pub struct Done<C: Borrow<Context> = Context> {
     ctx: C,
-    /// The registration with the context's carrier, released on completion and
-    /// on drop. `ManuallyDrop`: released by [`Drop`] (after which it is idle),
-    /// it needs no drop glue, which is a call out of line (the event
-    /// listener's drop is large) on every `Done` dropped, most of which never
-    /// registered (a check of a done context: `CheckCanceled/Done`).
+    /// The registration with a carrier (which it names), released on completion
+    /// and on drop, then `Finished` once this future returned `Ready`. The
+    /// carrier is kept in the registration rather than looked up again through
+    /// `ctx`: `Borrow` is the caller's code, and one that hands out another
+    /// context on a later call must not make this release (or update) a
+    /// registration it never made. The context it came from stays alive as
+    /// long as `ctx` does (it lent a plain reference to it, and `ctx` is never
+    /// handed out mutably), and so does its carrier.
+    ///
+    /// `ManuallyDrop`: released by [`Drop`] (after which it holds nothing), it
+    /// needs no drop glue, which is a call out of line (the event listener's
+    /// drop is large) on every `Done` dropped, most of which never registered
+    /// (a check of a done context: `CheckCanceled/Done`).
     waiter: ManuallyDrop<Waiter>,
-    /// The carrier `waiter` is registered with, while it is. Kept rather than
-    /// looked up again through `ctx`: `Borrow` is the caller's code, and one
-    /// that hands out another context on a later call must not make this
-    /// release (or update) a registration it never made. The context it came
-    /// from stays alive as long as `ctx` does (it lent a plain reference to it,
-    /// and `ctx` is never handed out mutably), and so does its carrier.
-    registered: Option<NodeRef>,
-    /// Whether this future returned `Ready` (for `FusedFuture`).
-    completed: bool,
 }
 
 impl<C: Borrow<Context>> Done<C> {
@@ -81,8 +79,6 @@ impl<C: Borrow<Context>> Done<C> {
         Done {
             ctx,
             waiter: ManuallyDrop::new(Waiter::Idle),
-            registered: None,
-            completed: false,
         }
     }
 
@@ -103,31 +99,28 @@ impl<C: Borrow<Context> + Unpin> Future for Done<C> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
         let this = &mut *self;
+        if matches!(*this.waiter, Waiter::Finished) {
+            // Fused: `Ready` for good, whatever `ctx` answers now.
+            return Poll::Ready(());
+        }
         let ctx: &Context = this.ctx.borrow();
         let Some(carrier) = ctx.carrier() else {
             return Poll::Pending;
         };
-        if let Some(registered) = this.registered
-            && registered != carrier
+        if this
+            .waiter
+            .carrier()
+            .is_some_and(|registered| registered != carrier)
         {
             // Another context than at the last poll (a `Borrow` that changes
             // its answer): leave the old registration, wait on this one.
-            this.waiter.release(registered);
-            this.registered = None;
+            this.waiter.release();
         }
-        if !ctx.is_done() {
-            // Recorded before the poll registers anything: a waker whose
-            // `clone` panics in there may leave a registration behind, which a
-            // later poll (through a `Borrow` that answers differently) must
-            // find and leave.
-            this.registered = Some(carrier);
-            if this.waiter.poll(carrier, cx.waker()).is_pending() {
-                return Poll::Pending;
-            }
+        if !ctx.is_done() && this.waiter.poll(carrier, cx.waker()).is_pending() {
+            return Poll::Pending;
         }
-        this.waiter.release(carrier);
-        this.registered = None;
-        this.completed = true;
+        this.waiter.release();
+        *this.waiter = Waiter::Finished;
         Poll::Ready(())
     }
 }
@@ -137,7 +130,7 @@ impl<C: Borrow<Context>> Drop for Done<C> {
     fn drop(&mut self) {
         // Most `Done`s never registered (a check of a done context): the
         // release stays out of line.
-        if self.registered.is_some() || !matches!(*self.waiter, Waiter::Idle) {
+        if matches!(*self.waiter, Waiter::Slot(_) | Waiter::Event(_)) {
             self.release_on_drop();
         }
     }
@@ -145,18 +138,10 @@ impl<C: Borrow<Context>> Drop for Done<C> {
 
 impl<C: Borrow<Context>> Done<C> {
     /// A `Done` that is dropped while registered frees the slot for the next
-    /// waiter (the carrier is still alive here: see `registered`).
+    /// waiter (the carrier is still alive here: see `waiter`).
     #[inline(never)]
     fn release_on_drop(&mut self) {
-        if let Some(carrier) = self.registered.take() {
-            self.waiter.release(carrier);
-        }
-        // Idle by now: registered whenever not idle (`poll` records the
-        // carrier before it registers). Were it not, it is dropped here, so
-        // nothing leaks; an idle waiter owns nothing.
-        if !matches!(*self.waiter, Waiter::Idle) {
-            drop(std::mem::take(&mut *self.waiter));
-        }
+        self.waiter.release();
     }
 }
 
@@ -164,7 +149,7 @@ impl<C: Borrow<Context> + Unpin> futures_core::FusedFuture for Done<C> {
     /// True once this future returned `Ready` (polling again would return `Ready`
     /// again; `select!` loops skip it instead).
     fn is_terminated(&self) -> bool {
-        self.completed
+        matches!(*self.waiter, Waiter::Finished)
     }
 }
 
@@ -189,13 +174,10 @@ pub(crate) fn wait_until(ctx: &Context, deadline: Option<Instant>) -> bool {
         }
         return false;
     };
-    let mut waiter = Blocked {
-        waiter: Waiter::Idle,
-        carrier,
-    };
+    let mut waiter = Blocked(Waiter::Idle);
     let waker = thread_waker();
     loop {
-        if ctx.is_done() || waiter.waiter.poll(carrier, &waker).is_ready() {
+        if ctx.is_done() || waiter.0.poll(carrier, &waker).is_ready() {
             return true;
         }
         // The timer may be late: never sleep past the context's own deadline, so
@@ -228,16 +210,13 @@ pub(crate) fn wait_until(ctx: &Context, deadline: Option<Instant>) -> bool {
 
 /// A blocking wait's registration, released however the wait ends.
 #[cfg(not(all(test, ctx_loom)))]
-struct Blocked {
-    waiter: Waiter,
-    carrier: crate::tree::node::NodeRef,
-}
+struct Blocked(Waiter);
 
 #[cfg(not(all(test, ctx_loom)))]
 impl Drop for Blocked {
     fn drop(&mut self) {
         // The waiting thread's context keeps the carrier alive until it returns.
-        self.waiter.release(self.carrier);
+        self.0.release();
     }
 }
 

@@ -597,6 +597,32 @@ fn a_walk_started_by_a_waker_does_not_wait_for_the_walk_that_ran_it() {
     });
 }
 
+/// A `Borrow<Context>` that answers `first` on its first call and `then` on
+/// every later one: the caller's code, changing its mind.
+struct Flip {
+    first: Context,
+    then: Context,
+    calls: std::cell::Cell<usize>,
+}
+
+impl Flip {
+    fn new(first: &Context, then: &Context) -> Flip {
+        Flip {
+            first: first.clone(),
+            then: then.clone(),
+            calls: std::cell::Cell::new(0),
+        }
+    }
+}
+
+impl std::borrow::Borrow<Context> for Flip {
+    fn borrow(&self) -> &Context {
+        let calls = self.calls.get();
+        self.calls.set(calls + 1);
+        if calls == 0 { &self.first } else { &self.then }
+    }
+}
+
 /// A `Borrow<Context>` is the caller's code: one that hands out another
 /// context on a later call must not make a `Done` release or update the other
 /// carrier's slot, which its real owner holds. The flipping future leaves its
@@ -604,20 +630,6 @@ fn a_walk_started_by_a_waker_does_not_wait_for_the_walk_that_ran_it() {
 /// that context keeps its slot and is woken by its cancel.
 #[test]
 fn a_borrow_that_changes_its_context_touches_no_registration_it_did_not_make() {
-    use std::borrow::Borrow;
-    use std::cell::Cell;
-    struct Flip {
-        a: Context,
-        b: Context,
-        calls: Cell<usize>,
-    }
-    impl Borrow<Context> for Flip {
-        fn borrow(&self) -> &Context {
-            let calls = self.calls.get();
-            self.calls.set(calls + 1);
-            if calls == 0 { &self.a } else { &self.b }
-        }
-    }
     let (a, _cancel_a) = Context::background().with_cancel();
     let (b, cancel_b) = Context::background().with_cancel();
     let (honest, honest_waker) = counter();
@@ -626,11 +638,7 @@ fn a_borrow_that_changes_its_context_touches_no_registration_it_did_not_make() {
     assert!(on_b.holds_slot());
 
     let (flipper, flipper_waker) = counter();
-    let flip = Flip {
-        a: a.clone(),
-        b: b.clone(),
-        calls: Cell::new(0),
-    };
+    let flip = Flip::new(&a, &b);
     let mut racing = crate::FutureExt::with_context(std::future::pending::<()>(), flip);
     for _ in 0..3 {
         assert!(poll(&mut racing, &flipper_waker).is_pending());
@@ -650,4 +658,61 @@ fn a_borrow_that_changes_its_context_touches_no_registration_it_did_not_make() {
     assert!(poll(&mut on_a, &waker).is_pending());
     assert!(on_a.holds_slot());
     let _ = flipper;
+}
+
+/// A `Done` is three words whatever it borrows from: the event's listener (a
+/// second waiter on one context) is boxed. The future it sits in is what an
+/// executor allocates per task, and a bigger task cell costs every task.
+#[test]
+fn a_done_is_three_words() {
+    let word = std::mem::size_of::<usize>();
+    assert_eq!(std::mem::size_of::<crate::Done>(), 3 * word);
+    assert_eq!(std::mem::size_of::<crate::Done<&Context>>(), 3 * word);
+}
+
+/// A `Done` that returned `Ready` is terminated for good: a `Borrow` that
+/// hands out a live context afterwards makes it neither pending nor registered
+/// (it would take the slot from that context's real waiter).
+#[test]
+fn a_finished_done_stays_ready_whatever_its_borrow_answers() {
+    use futures_core::FusedFuture;
+    let (canceled, cancel) = Context::background().with_cancel();
+    cancel.cancel();
+    let (live, _keep) = Context::background().with_cancel();
+    let mut done = crate::Done::new(Flip::new(&canceled, &live));
+    let (_, waker) = counter();
+    assert!(!done.is_terminated());
+    assert!(poll(&mut done, &waker).is_ready());
+    assert!(done.is_terminated());
+    for _ in 0..3 {
+        assert!(poll(&mut done, &waker).is_ready());
+        assert!(!done.holds_slot());
+    }
+    assert!(done.is_terminated());
+    // The live context's slot is still free for its own waiter.
+    let mut own = live.done();
+    assert!(poll(&mut own, &waker).is_pending());
+    assert!(own.holds_slot());
+}
+
+/// A second waiter on one context listens on the event (boxed); it is woken by
+/// the cancel, and a dropped one leaves nothing behind for the next.
+#[test]
+fn waiters_beyond_the_slot_are_woken_and_released() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let (first, first_waker) = counter();
+    let (second, second_waker) = counter();
+    let mut slot = ctx.done();
+    let mut event = ctx.done();
+    let mut dropped = ctx.done();
+    assert!(poll(&mut slot, &first_waker).is_pending());
+    assert!(poll(&mut event, &second_waker).is_pending());
+    assert!(poll(&mut dropped, &second_waker).is_pending());
+    assert!(slot.holds_slot() && !event.holds_slot() && !dropped.holds_slot());
+    drop(dropped);
+    cancel.cancel();
+    assert_eq!(woken(&first), 1);
+    assert_eq!(woken(&second), 1);
+    assert!(poll(&mut slot, &first_waker).is_ready());
+    assert!(poll(&mut event, &second_waker).is_ready());
 }

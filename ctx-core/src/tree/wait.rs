@@ -461,35 +461,63 @@ fn mark_waiting(carrier: NodeRef) -> bool {
     }
 }
 
-/// One waiter's registration with a carrier: nothing yet, the slot, or a
-/// listener on the event. The owner (a `Done`, a blocking wait) calls
-/// [`Waiter::release`] before it forgets the carrier.
+/// One waiter's registration: nothing yet, the slot of a carrier, or a listener
+/// on a carrier's event. The registration names its carrier, so that the owner
+/// (a `Done`, a blocking wait) gives up exactly what it registered, whatever the
+/// context it waits for answers later (a `Done`'s `Borrow` is the caller's
+/// code). It calls [`Waiter::release`] before it forgets that carrier.
+///
+/// Two words: the event's listener, the rare case (a second waiter on one
+/// context), is boxed, so that the common one-waiter `Done` stays small. A
+/// `Done` lives inside the caller's future, and a future's size is what an
+/// executor allocates and moves for every task.
 #[derive(Debug, Default)]
 pub(crate) enum Waiter {
     #[default]
     Idle,
-    Slot,
-    Event(imp::Listener),
+    /// Holds the carrier's waker slot.
+    Slot(NodeRef),
+    /// Listens on the carrier's event.
+    Event(Box<EventWaiter>),
+    /// Its owner is finished with waiting (a `Done` that returned `Ready`); it
+    /// holds nothing, like `Idle`.
+    Finished,
+}
+
+/// A listener on a carrier's event, and that carrier.
+#[derive(Debug)]
+pub(crate) struct EventWaiter {
+    carrier: NodeRef,
+    listener: imp::Listener,
 }
 
 impl Waiter {
     /// Registers `waker` on `carrier` (or refreshes the registration): `Ready` if
     /// the carrier is done, `Pending` if `waker` will be woken when it is.
+    ///
+    /// A registration with another carrier (see [`Waiter::carrier`]) must have
+    /// been released first.
     pub(crate) fn poll(&mut self, carrier: NodeRef, waker: &Waker) -> Poll<()> {
+        debug_assert!(self.carrier().is_none_or(|c| c == carrier));
         let waiters = &carrier.cancel_part().waiters;
         loop {
             match self {
-                Waiter::Idle => match waiters.claim(waker) {
-                    Some(_) => *self = Waiter::Slot,
-                    None => *self = Waiter::Event(waiters.listen()),
+                Waiter::Idle | Waiter::Finished => match waiters.claim(waker) {
+                    Some(_) => *self = Waiter::Slot(carrier),
+                    None => {
+                        *self = Waiter::Event(Box::new(EventWaiter {
+                            carrier,
+                            listener: waiters.listen(),
+                        }));
+                    }
                 },
-                Waiter::Slot => {
+                Waiter::Slot(_) => {
                     if waiters.update(waker) == Slot::Unchanged {
                         return Poll::Pending;
                     }
                 }
-                Waiter::Event(listener) => {
-                    match Pin::new(listener).poll(&mut TaskContext::from_waker(waker)) {
+                Waiter::Event(event) => {
+                    match Pin::new(&mut event.listener).poll(&mut TaskContext::from_waker(waker)) {
                         Poll::Pending => return Poll::Pending,
                         // Notified: the carrier is done (a notifier runs only after
                         // the close); the RMW below confirms it.
@@ -506,7 +534,7 @@ impl Waiter {
             // A registration changed (first claim or listen, or a new waker in the
             // slot): the waiter's RMW of the module docs.
             if mark_waiting(carrier) {
-                self.release(carrier);
+                self.release();
                 return Poll::Ready(());
             }
             match self {
@@ -517,28 +545,38 @@ impl Waiter {
         }
     }
 
-    /// Gives up the registration: frees the slot or drops the listener.
-    #[inline]
-    pub(crate) fn release(&mut self, carrier: NodeRef) {
-        // Most waiters that end never registered (the context was done at the
-        // first poll): nothing to give up, and nothing to move.
-        if !matches!(self, Waiter::Idle) {
-            self.release_registered(carrier);
+    /// The carrier this waiter is registered with, if any.
+    pub(crate) fn carrier(&self) -> Option<NodeRef> {
+        match self {
+            Waiter::Idle | Waiter::Finished => None,
+            Waiter::Slot(carrier) => Some(*carrier),
+            Waiter::Event(event) => Some(event.carrier),
         }
     }
 
-    fn release_registered(&mut self, carrier: NodeRef) {
+    /// Gives up the registration: frees the slot or drops the listener. The
+    /// carrier must still be alive (the owner's context keeps it so).
+    #[inline]
+    pub(crate) fn release(&mut self) {
+        // Most waiters that end never registered (the context was done at the
+        // first poll): nothing to give up, and nothing to move.
+        if matches!(self, Waiter::Slot(_) | Waiter::Event(_)) {
+            self.release_registered();
+        }
+    }
+
+    fn release_registered(&mut self) {
         match std::mem::take(self) {
-            Waiter::Idle => {}
-            Waiter::Slot => carrier.cancel_part().waiters.release(),
-            Waiter::Event(listener) => drop(listener),
+            Waiter::Idle | Waiter::Finished => {}
+            Waiter::Slot(carrier) => carrier.cancel_part().waiters.release(),
+            Waiter::Event(event) => drop(event),
         }
     }
 
     /// Whether this waiter holds its carrier's slot (for tests).
     #[cfg(test)]
     pub(crate) fn holds_slot(&self) -> bool {
-        matches!(self, Waiter::Slot)
+        matches!(self, Waiter::Slot(_))
     }
 }
 
