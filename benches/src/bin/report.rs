@@ -47,6 +47,15 @@ fn main() {
     if alloc::run_deep_chain_if_asked() {
         return;
     }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, dir, id] = &args[..]
+        && flag == "--estimate"
+    {
+        // For `cargo xtask bench`'s A/B: one turn's result, read the way the
+        // report reads every result.
+        print_estimate(Path::new(dir), id);
+        return;
+    }
     let root = benches::workspace_root();
     let results = criterion_results(&benches::target_dir().join("criterion"));
     if std::env::args().any(|arg| arg == "--slower-rows") {
@@ -729,6 +738,19 @@ struct Report<'a> {
 /// For `cargo xtask bench`'s A/B: the baseline's commit (`commit C`), where
 /// the A/B goes (`file F`) and the ids, without the implementation, of the
 /// rows slower than the baseline by more than its tolerance (`row ID`).
+/// `report --estimate DIR ID`: the line `estimate NS` for the benchmark `ID`
+/// among the criterion results under `DIR` (a `CRITERION_HOME`), or an error
+/// and exit status 1 if it has none.
+fn print_estimate(dir: &Path, id: &str) {
+    match criterion_results(dir).get(id) {
+        Some(measured) => println!("estimate {}", measured.mean_ns),
+        None => {
+            eprintln!("report: no result for `{id}` under {}", dir.display());
+            std::process::exit(1);
+        }
+    }
+}
+
 fn print_slower_rows(results: &BTreeMap<String, Measured>) {
     println!("commit {}", baseline::COMMIT);
     println!(

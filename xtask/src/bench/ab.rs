@@ -8,9 +8,11 @@
 //! tolerance is measured again: the baseline's commit (a `git archive` of it
 //! under the target directory, built with a target directory of its own) and
 //! this tree, [`TURNS`] times each, alternating, with criterion's results kept
-//! apart from the full run's (`CRITERION_HOME`). The medians go to
-//! `target/bench-ab.tsv`, which the report reads: where a row has an A/B, the
-//! A/B decides whether it is slower.
+//! apart from the full run's: each turn in a `CRITERION_HOME` of its own,
+//! whose result the report reads as it reads every other (`report --estimate`,
+//! criterion's `estimates.json`). The medians go to `target/bench-ab.tsv`,
+//! which the report reads: where a row has an A/B, the A/B decides whether it
+//! is slower.
 
 use crate::{Result, cargo, fail, project_root, read_output, run, target_dir};
 use std::fmt::Write as _;
@@ -57,9 +59,9 @@ pub(crate) fn recheck_slower_rows() -> Result {
         format!("# id\tbase ns ({commit})\thead ns: medians of {TURNS} alternating turns\n");
     for row in &rows {
         let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-        for _ in 0..TURNS {
+        for turn in 0..TURNS {
             for (side, times) in sides.iter().zip(&mut times) {
-                times.push(side.measure(row)?);
+                times.push(side.measure(row, turn)?);
             }
         }
         let [base, head] = times.map(median);
@@ -101,29 +103,60 @@ struct Side {
     dir: PathBuf,
     /// Its own target directory, if not the workspace's.
     target: Option<PathBuf>,
-    /// Where criterion keeps this side's results (away from the full run's).
+    /// Where criterion keeps this side's results (away from the full run's),
+    /// a directory per turn.
     criterion: PathBuf,
 }
 
 impl Side {
-    /// One run of the benchmark `row` (ctx-core's implementation): its
-    /// estimate, in ns.
-    fn measure(&self, row: &str) -> Result<f64> {
+    /// One run of the benchmark `row` (ctx-core's implementation), as turn
+    /// `turn`: its estimate, in ns.
+    fn measure(&self, row: &str, turn: usize) -> Result<f64> {
         let id = format!("{row}/ctx-core");
+        // A fresh directory per turn: criterion's result there is this turn's
+        // alone, and a run that wrote none cannot be answered by an old one.
+        let home = self.criterion.join(format!("turn-{turn}"));
+        match std::fs::remove_dir_all(&home) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(fail(format!("{}: {err}", home.display()))),
+        }
         let mut cmd = cargo();
         cmd.current_dir(&self.dir)
-            .env("CRITERION_HOME", &self.criterion)
+            .env("CRITERION_HOME", &home)
             .args(["bench", "-p", "benches", "--bench", "*", "--", "--exact"])
             .arg(&id);
         if let Some(target) = &self.target {
             cmd.env("CARGO_TARGET_DIR", target);
         }
-        let output = read_output(&mut cmd)?;
-        criterion_estimate(&output, &id).ok_or_else(|| {
+        run(&mut cmd)?;
+        // This tree's report reads both sides' results: criterion 0.8's
+        // directory layout, the same on both (the base commit uses it too).
+        let output = read_output(
+            cargo()
+                .args([
+                    "run",
+                    "-p",
+                    "benches",
+                    "--release",
+                    "--bin",
+                    "report",
+                    "--",
+                    "--estimate",
+                ])
+                .arg(&home)
+                .arg(&id),
+        )
+        .map_err(|err| {
             fail(format!(
-                "A/B: no estimate for `{id}` on the {} side ({})",
+                "A/B: no estimate for `{id}` on the {} side ({}): {err}",
                 self.name,
                 self.dir.display()
+            ))
+        })?;
+        estimate_line(&output).ok_or_else(|| {
+            fail(format!(
+                "A/B: `report --estimate` printed no estimate for `{id}`:\n{output}"
             ))
         })
     }
@@ -205,40 +238,12 @@ fn unpack(commit: &str, into: &Path) -> Result {
     unpacked
 }
 
-/// Criterion's estimate for `id` in its terminal output: the middle of the
-/// `time: [low estimate high]` line that follows the id, in ns.
-fn criterion_estimate(output: &str, id: &str) -> Option<f64> {
-    let mut lines = output.lines();
-    while let Some(line) = lines.next() {
-        let line = line.trim();
-        // Criterion prints the id alone, or followed by the time when it fits.
-        let Some(rest) = line.strip_prefix(id) else {
-            continue;
-        };
-        if !(rest.is_empty() || rest.starts_with(char::is_whitespace)) {
-            continue;
-        }
-        let time_line = if rest.contains("time:") {
-            rest
-        } else {
-            lines.next()?
-        };
-        let inside = time_line.split_once('[')?.1.split_once(']')?.0;
-        let words: Vec<&str> = inside.split_whitespace().collect();
-        let [_, _, middle, unit, _, _] = words[..] else {
-            return None;
-        };
-        let scale = match unit {
-            "ps" => 1e-3,
-            "ns" => 1.0,
-            "µs" | "us" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            _ => return None,
-        };
-        return middle.parse::<f64>().ok().map(|value| value * scale);
-    }
-    None
+/// The number of `report --estimate`'s `estimate NS` line.
+fn estimate_line(output: &str) -> Option<f64> {
+    output.lines().find_map(|line| {
+        let value: f64 = line.trim().strip_prefix("estimate ")?.trim().parse().ok()?;
+        (value.is_finite() && value > 0.0).then_some(value)
+    })
 }
 
 /// The median of `values` (the mean of the middle two for an even count).
@@ -257,24 +262,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_estimate_after_the_id() {
-        let output = "\
-Benchmarking CancelFanout/children=1000/waiters=threads/ctx-core: Analyzing
-CancelFanout/children=1000/waiters=threads/ctx-core
-                        time:   [6.4829 ms 6.6968 ms 6.8888 ms]
-                        change: [-1.0% +0.5% +2.0%] (p = 0.50 > 0.05)
-ErrOK/ctx-core          time:   [612.00 ps 613.50 ps 615.00 ps]
-";
-        let threads = criterion_estimate(
-            output,
-            "CancelFanout/children=1000/waiters=threads/ctx-core",
-        );
-        assert_eq!(threads, Some(6.6968e6));
-        let err_ok = criterion_estimate(output, "ErrOK/ctx-core").unwrap();
-        assert!((err_ok - 0.6135).abs() < 1e-12, "{err_ok}");
-        // A prefix of another id is not that id.
-        assert_eq!(criterion_estimate(output, "ErrOK/ctx"), None);
-        assert_eq!(criterion_estimate("nothing here", "ErrOK/ctx-core"), None);
+    fn reads_the_estimate_line() {
+        assert_eq!(estimate_line("estimate 6696800\n"), Some(6_696_800.0));
+        assert_eq!(estimate_line("Finished\nestimate 0.6135\n"), Some(0.6135));
+        for bad in [
+            "",
+            "estimate\n",
+            "estimate x\n",
+            "estimate -1\n",
+            "estimate NaN\n",
+            "nothing",
+        ] {
+            assert_eq!(estimate_line(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
