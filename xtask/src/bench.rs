@@ -16,6 +16,7 @@
 //! (module `ab`), and the report judges those rows by that A/B.
 
 use crate::{Error, Result, cargo, project_root, run};
+use std::process::Command;
 
 mod ab;
 
@@ -68,13 +69,20 @@ fn run_criterion(quick: bool, filter: Option<&str>) -> Result {
 /// `target/criterion`.
 fn report() -> Result {
     if project_root().join("benches/src/bin/report.rs").is_file() {
-        run(cargo().args(["run", "-p", "benches", "--release", "--bin", "report"]))?;
+        run(&mut report_command())?;
     } else {
         println!(
             "No report generator (benches/src/bin/report.rs); BENCHMARKS.md and the README were not updated."
         );
     }
     Ok(())
+}
+
+/// `cargo run` of the report generator, ready for its arguments.
+fn report_command() -> Command {
+    let mut cmd = cargo();
+    cmd.args(["run", "-p", "benches", "--release", "--bin", "report", "--"]);
+    cmd
 }
 
 /// Builds every benchmark without running one.

@@ -14,6 +14,7 @@
 //! which the report reads: where a row has an A/B, the A/B decides whether it
 //! is slower.
 
+use super::report_command;
 use crate::{Result, cargo, fail, project_root, read_output, run, target_dir};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -132,28 +133,14 @@ impl Side {
         run(&mut cmd)?;
         // This tree's report reads both sides' results: criterion 0.8's
         // directory layout, the same on both (the base commit uses it too).
-        let output = read_output(
-            cargo()
-                .args([
-                    "run",
-                    "-p",
-                    "benches",
-                    "--release",
-                    "--bin",
-                    "report",
-                    "--",
-                    "--estimate",
-                ])
-                .arg(&home)
-                .arg(&id),
-        )
-        .map_err(|err| {
-            fail(format!(
-                "A/B: no estimate for `{id}` on the {} side ({}): {err}",
-                self.name,
-                self.dir.display()
-            ))
-        })?;
+        let output =
+            read_output(report_command().arg("--estimate").arg(&home).arg(&id)).map_err(|err| {
+                fail(format!(
+                    "A/B: no estimate for `{id}` on the {} side ({}): {err}",
+                    self.name,
+                    self.dir.display()
+                ))
+            })?;
         estimate_line(&output).ok_or_else(|| {
             fail(format!(
                 "A/B: `report --estimate` printed no estimate for `{id}`:\n{output}"
@@ -166,16 +153,7 @@ impl Side {
 /// commit and the A/B file: the report's `--slower-rows` lines `commit C`,
 /// `file F` and `row ID` (one per row).
 fn slower_rows() -> Result<Asked> {
-    let output = read_output(cargo().args([
-        "run",
-        "-p",
-        "benches",
-        "--release",
-        "--bin",
-        "report",
-        "--",
-        "--slower-rows",
-    ]))?;
+    let output = read_output(report_command().arg("--slower-rows"))?;
     let (mut commit, mut file, mut rows) = (None, None, Vec::new());
     for line in output.lines() {
         match line.trim().split_once(' ') {
