@@ -4,6 +4,11 @@
 //!   live context (it registers and returns `Pending`), then drop it; the
 //!   context lives on, so every iteration registers on the same node
 //!   (tokio-util: `cancelled()` on one live token).
+//! * `FirstWait/register+drop, slot taken`: the same on a context that another
+//!   waiter already waits on (it holds the inline slot), so the poll takes an
+//!   entry in the context's list: a shutdown context that many tasks await
+//!   (tokio-util: `cancelled()` on a token that one parked `cancelled()`
+//!   already waits on).
 //! * `FirstWait/register+cancel`: a fresh context, one poll that registers, the
 //!   cancel that wakes the waiter, and the poll that completes; creating and
 //!   dropping the context are not timed (tokio-util: a fresh token).
@@ -38,6 +43,28 @@ fn register_drop(c: &mut Criterion) {
             assert!(poll_pinned(cancelled).is_pending());
         })
     });
+    // Another waiter parked first: it holds the slot (tokio-util: a waiter in
+    // the token's list), and the measured one goes to the list.
+    let mut first = ctx.done();
+    assert!(poll_pinned(pin!(&mut first)).is_pending());
+    group.bench_function(BenchmarkId::new("register+drop, slot taken", CORE), |b| {
+        b.iter(|| {
+            let done = pin!(black_box(&ctx).done_ref());
+            assert!(poll_pinned(done).is_pending());
+        })
+    });
+    let mut first_cancelled = Box::pin(token.cancelled());
+    assert!(poll_pinned(first_cancelled.as_mut()).is_pending());
+    group.bench_function(
+        BenchmarkId::new("register+drop, slot taken", TOKIO_UTIL),
+        |b| {
+            b.iter(|| {
+                let cancelled = pin!(black_box(&token).cancelled());
+                assert!(poll_pinned(cancelled).is_pending());
+            })
+        },
+    );
+    drop((first, first_cancelled));
     group.finish();
 }
 

@@ -104,8 +104,8 @@ const FIRST_WAIT_NOW: Count = Count {
              count, +1); the state word's CAS setting `WAITERS` (the node's line); on drop \
              after the cancel took the waker (the canceler keeps the dead slot), one load. \
              A waiter dropped before any cancel releases the slot instead (`fetch_or`, \
-             `fetch_and`) and drops its waker (−1). No lock, no allocation; event-listener \
-             only for a second concurrent waiter",
+             `fetch_and`) and drops its waker (−1). No lock, no allocation; the event's list \
+             (`tree/event.rs`: an entry under its lock) only for a second concurrent waiter",
 };
 
 /// Every column. The counts are for the common path: a parent that already has

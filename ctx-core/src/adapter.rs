@@ -72,8 +72,8 @@ pub fn contain_panic<R>(f: impl FnOnce() -> R) -> Option<R> {
 /// awaits the [`Listener`] if it must wait; whoever changes the condition
 /// calls [`notify_all`](Event::notify_all).
 ///
-/// `event-listener`'s `Event` with one difference: its notify wakes the
-/// listeners' wakers while it holds its list's lock, where a waker that
+/// Like `event-listener`'s `Event`, with one difference: a notify there wakes
+/// the listeners' wakers while it holds its list's lock, where a waker that
 /// re-enters the event (a task polled inline that drops a listener of it)
 /// deadlocks, and a panicking one stops the notification. This event wakes
 /// them after its lock, each guarded (the same list ctx-core's contexts use
@@ -122,7 +122,7 @@ impl Event {
     /// unwinding already).
     pub fn notify_all(&self) {
         let mut panic = None;
-        self.0.notify_all(&mut panic);
+        self.0.notify_all_after_change(&mut panic);
         crate::tree::work::resume(panic);
     }
 }

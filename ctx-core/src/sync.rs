@@ -9,24 +9,24 @@
 //! Everything in ctx-core imports its synchronisation primitives from here, so
 //! that `--cfg ctx_loom` swaps the whole crate onto loom's model-checked types at
 //! once. The cfg is named after the crate on purpose: a bare `cfg(loom)` would also
-//! flip event-listener into its own loom mode. The swap happens only in the crate's
+//! flip dependencies that know loom into their own loom mode. The swap happens only in the crate's
 //! own unit-test build (`all(test, ctx_loom)`), where the loom models live and where
 //! the loom dev-dependency is available; any other build with the cfg set (the
 //! library for integration tests, `clippy --lib`) stays on std.
 
 #[cfg(not(all(test, ctx_loom)))]
-pub(crate) use std::sync::Arc;
-#[cfg(not(all(test, ctx_loom)))]
 pub(crate) use std::sync::atomic::{
     AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
 };
+#[cfg(not(all(test, ctx_loom)))]
+pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
 
-#[cfg(all(test, ctx_loom))]
-pub(crate) use loom::sync::Arc;
 #[cfg(all(test, ctx_loom))]
 pub(crate) use loom::sync::atomic::{
     AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
 };
+#[cfg(all(test, ctx_loom))]
+pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
 
 /// An `UnsafeCell` with loom's closure-based API, so that loom can check every
 /// access to the cell's contents.

@@ -10,7 +10,6 @@ use crate::tree::wait::Waiter;
 use std::borrow::Borrow;
 use std::fmt;
 use std::future::Future;
-use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 #[cfg(not(all(test, ctx_loom)))]
@@ -65,20 +64,16 @@ pub struct Done<C: Borrow<Context> = Context> {
     /// context on a later call must not make this release (or update) a
     /// registration it never made. The context it came from stays alive as
     /// long as `ctx` does (it lent a plain reference to it, and `ctx` is never
-    /// handed out mutably), and so does its carrier.
-    ///
-    /// `ManuallyDrop`: released by [`Drop`] (after which it holds nothing), it
-    /// needs no drop glue, which is a call out of line (the event listener's
-    /// drop is large) on every `Done` dropped, most of which never registered
-    /// (a check of a done context: `CheckCanceled/Done`).
-    waiter: ManuallyDrop<Waiter>,
+    /// handed out mutably), and so does its carrier. Plain data (a carrier and
+    /// an index): released by [`Drop`], it has no drop glue of its own.
+    waiter: Waiter,
 }
 
 impl<C: Borrow<Context>> Done<C> {
     pub(crate) fn new(ctx: C) -> Done<C> {
         Done {
             ctx,
-            waiter: ManuallyDrop::new(Waiter::Idle),
+            waiter: Waiter::Idle,
         }
     }
 
@@ -99,7 +94,7 @@ impl<C: Borrow<Context> + Unpin> Future for Done<C> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
         let this = &mut *self;
-        if matches!(*this.waiter, Waiter::Finished) {
+        if matches!(this.waiter, Waiter::Finished) {
             // Fused: `Ready` for good, whatever `ctx` answers now.
             return Poll::Ready(());
         }
@@ -120,7 +115,7 @@ impl<C: Borrow<Context> + Unpin> Future for Done<C> {
             return Poll::Pending;
         }
         this.waiter.release();
-        *this.waiter = Waiter::Finished;
+        this.waiter = Waiter::Finished;
         Poll::Ready(())
     }
 }
@@ -130,7 +125,7 @@ impl<C: Borrow<Context>> Drop for Done<C> {
     fn drop(&mut self) {
         // Most `Done`s never registered (a check of a done context): the
         // release stays out of line.
-        if matches!(*self.waiter, Waiter::Slot(_) | Waiter::Event(_)) {
+        if matches!(self.waiter, Waiter::Slot(_) | Waiter::Event(..)) {
             self.release_on_drop();
         }
     }
@@ -149,7 +144,7 @@ impl<C: Borrow<Context> + Unpin> futures_core::FusedFuture for Done<C> {
     /// True once this future returned `Ready` (polling again would return `Ready`
     /// again; `select!` loops skip it instead).
     fn is_terminated(&self) -> bool {
-        matches!(*self.waiter, Waiter::Finished)
+        matches!(self.waiter, Waiter::Finished)
     }
 }
 

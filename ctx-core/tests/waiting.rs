@@ -520,9 +520,10 @@ fn an_expiry_only_a_read_noticed_is_not_done() {
 
 /// `adapter::Listener` completes only for a `notify_all` after its `listen`:
 /// a listener notified, then dropped without seeing it, does not pass its
-/// notification on to one that came after the notify (event-listener does
-/// that unless the listener leaves with `discard`). A later notify completes
-/// the late one.
+/// notification on to one that came after the notify (a list that frees a
+/// notified entry for the next listener could, as `event-listener` does
+/// unless the listener leaves with `discard`). A later notify completes the
+/// late one.
 #[test]
 fn an_adapter_listener_completes_only_for_a_notify_after_its_listen() {
     let event = ctx_core::adapter::Event::new();

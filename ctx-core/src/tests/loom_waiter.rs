@@ -84,22 +84,34 @@ fn loom_waiter_slot_new_waker_vs_cancel() {
     });
 }
 
+/// A `Done` of the live `ctx` that registered and holds its slot.
+fn slot_holder(ctx: &Context) -> crate::Done {
+    let mut done = ctx.done();
+    assert!(poll_once(&mut done).is_pending());
+    assert!(done.holds_slot());
+    done
+}
+
+/// A thread whose waiter registers on `ctx`'s event (its slot is taken), then
+/// waits with loom's waker (a new one: the entry's waker is replaced).
+fn event_waiter(ctx: &Context) -> thread::JoinHandle<()> {
+    let waiter = ctx.clone();
+    thread::spawn(move || {
+        let mut second = waiter.done();
+        if poll_once(&mut second).is_pending() {
+            assert!(!second.holds_slot());
+        }
+        block_on(second);
+    })
+}
+
 /// One waiter in the slot, a second on the event: the cancel wakes both.
 #[test]
 fn loom_waiter_slot_and_event_vs_cancel() {
     model(|| {
         let (ctx, cancel) = Context::background().with_cancel();
-        let mut first = ctx.done();
-        assert!(poll_once(&mut first).is_pending());
-        assert!(first.holds_slot());
-        let waiter = ctx.clone();
-        let t = thread::spawn(move || {
-            let mut second = waiter.done();
-            if poll_once(&mut second).is_pending() {
-                assert!(!second.holds_slot());
-            }
-            block_on(second);
-        });
+        let first = slot_holder(&ctx);
+        let t = event_waiter(&ctx);
         cancel.cancel();
         block_on(first);
         t.join().unwrap();
@@ -229,5 +241,47 @@ fn loom_waiter_new_waiter_after_the_slot_died() {
         cancel.cancel();
         owner.join().unwrap();
         block_on(ctx.done());
+    });
+}
+
+/// Two waiters on the event (the slot taken by a third): one is dropped while
+/// the cancel notifies, the other re-polled with a new waker. The dropped
+/// one's entry goes whichever comes first, and the other is woken.
+#[test]
+fn loom_waiter_event_entry_dropped_vs_notify() {
+    model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let slot = slot_holder(&ctx);
+        let mut dropped = ctx.done();
+        assert!(poll_once(&mut dropped).is_pending());
+        let t = event_waiter(&ctx);
+        let dropper = thread::spawn(move || drop(dropped));
+        cancel.cancel();
+        dropper.join().unwrap();
+        t.join().unwrap();
+        block_on(slot);
+    });
+}
+
+/// The adapters' event: a listener that listens before its last check of a
+/// flag, against a notifier that sets the flag and then notifies. The
+/// listener either sees the flag or is woken.
+#[test]
+fn loom_adapter_event_listen_check_wait_vs_notify() {
+    use crate::sync::{AtomicBool, Ordering};
+    use std::sync::Arc as StdArc;
+    model(|| {
+        let event = loom::sync::Arc::new(crate::adapter::Event::new());
+        let flag = StdArc::new(AtomicBool::new(false));
+        let (event2, flag2) = (event.clone(), flag.clone());
+        let t = thread::spawn(move || {
+            let listener = event2.listen();
+            if !flag2.load(Ordering::SeqCst) {
+                block_on(listener);
+            }
+        });
+        flag.store(true, Ordering::SeqCst);
+        event.notify_all();
+        t.join().unwrap();
     });
 }

@@ -118,7 +118,7 @@ mod loom_timer;
 #[cfg(ctx_loom)]
 mod loom_waiter;
 #[cfg(not(ctx_loom))]
-mod waiting;
+pub(crate) mod waiting;
 
 /// Runs a loom model and checks after every execution that it freed every node
 /// it allocated (a leaked weak reference leaks the node's memory, which loom's

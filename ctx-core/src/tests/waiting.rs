@@ -41,7 +41,7 @@ fn within_a_minute(test: impl FnOnce() + Send + 'static) {
 
 /// A waker that counts its wake-ups.
 #[derive(Default)]
-struct Count(AtomicUsize);
+pub(crate) struct Count(AtomicUsize);
 
 impl Wake for Count {
     fn wake(self: Arc<Self>) {
@@ -53,7 +53,7 @@ impl Wake for Count {
     }
 }
 
-fn counter() -> (Arc<Count>, Waker) {
+pub(crate) fn counter() -> (Arc<Count>, Waker) {
     let count = Arc::new(Count::default());
     let waker = Waker::from(count.clone());
     (count, waker)
@@ -61,11 +61,11 @@ fn counter() -> (Arc<Count>, Waker) {
 
 use crate::wake_fn::on_wake;
 
-fn woken(count: &Count) -> usize {
+pub(crate) fn woken(count: &Count) -> usize {
     count.0.load(Ordering::SeqCst)
 }
 
-fn poll<F: Future + Unpin>(future: &mut F, waker: &Waker) -> Poll<F::Output> {
+pub(crate) fn poll<F: Future + Unpin>(future: &mut F, waker: &Waker) -> Poll<F::Output> {
     Pin::new(future).poll(&mut TaskContext::from_waker(waker))
 }
 
@@ -695,7 +695,7 @@ fn a_finished_done_stays_ready_whatever_its_borrow_answers() {
     assert!(own.holds_slot());
 }
 
-/// A second waiter on one context listens on the event (boxed); it is woken by
+/// A second waiter on one context takes an entry in the event's list; it is woken by
 /// the cancel, and a dropped one leaves nothing behind for the next.
 #[test]
 fn waiters_beyond_the_slot_are_woken_and_released() {

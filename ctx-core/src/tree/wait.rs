@@ -12,9 +12,9 @@
 //!   allocation. While it holds the slot it may replace its waker (a `Done`
 //!   re-polled by another task); when it completes or is dropped it releases the
 //!   slot, and the next waiter can claim it.
-//! * A waiter that finds the slot taken listens on the event (`event-listener`'s,
-//!   which allocates its list on first use and registers under its lock), after
-//!   setting the sticky `EVENT` bit in the slot's word.
+//! * A waiter that finds the slot taken listens on the event (a list of our own,
+//!   [`event`](super::event), allocated on first use; an entry under its lock),
+//!   after setting the sticky `EVENT` bit in the slot's word.
 //! * A notifier (the canceler, after the close) wakes the slot's waker and
 //!   notifies the event only if `EVENT` was ever set: when only the slot was used,
 //!   the event is not touched.
@@ -103,26 +103,22 @@
 //! back `REGISTERING`, two RMWs on the slot's word): a notification after its
 //! earlier registration wakes that waker.
 //!
-//! The event is `event-listener`'s, for the waiters after the first (blocking
-//! waits park their thread through a waker of their own). Its listeners register
-//! a relay waker of ours, so that the tasks' wakers run after the event's lock is
-//! released, each guarded against a panic (see `imp`).
-//! Under `--cfg ctx_loom` a small loom-checked stand-in with the same contract
-//! (register under a lock; notify wakes all registered) replaces it; the slot is
-//! the same code in both builds.
+//! The event is a list of our own ([`event`](super::event)), for the waiters
+//! after the first (blocking waits park their thread through a waker of their
+//! own): an entry per waiter under one lock, no executor code under it, and
+//! the same code under loom.
 
+use super::event::{Event, Key};
 use super::node::NodeRef;
 use super::state::{self, WAITERS};
 use super::wake_list::WakeList;
 use super::work::{self, Panic};
 use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context as TaskContext, Poll, Waker};
+use std::task::{Poll, Waker};
 
 /// The waiter list, for adapters' own waits (`adapter::Event`).
-pub(crate) use imp::{Event as ListEvent, Listener as ListListener};
+pub(crate) use super::event::{Event as ListEvent, Listener as ListListener};
 
 /// A waiter owns the slot.
 const CLAIMED: usize = 1;
@@ -141,7 +137,7 @@ pub(crate) struct Waiters {
     /// The slot owner's waker; accessed only by the holder of the cell.
     waker: UnsafeCell<Option<Waker>>,
     /// Further waiters; untouched unless `EVENT` is set.
-    event: imp::Event,
+    event: Event,
 }
 
 // SAFETY: `waker` is the only field that is not `Sync`. It is read or written only
@@ -175,7 +171,7 @@ impl Waiters {
         Waiters {
             word: AtomicUsize::new(0),
             waker: UnsafeCell::new(None),
-            event: imp::Event::new(),
+            event: Event::new(),
         }
     }
 
@@ -327,12 +323,12 @@ impl Waiters {
         drop(old);
     }
 
-    /// Listens on the event (the slot is taken).
-    fn listen(&self) -> imp::Listener {
+    /// Listens on the event with `waker` (the slot is taken).
+    fn listen(&self, waker: &Waker) -> Key {
         // Relaxed: the waiter's `SeqCst` RMW of the state word, after this, is what
         // orders it before the notifier's `fetch_or` (module docs).
         self.word.fetch_or(EVENT, Ordering::Relaxed);
-        self.event.listen()
+        self.event.listen_key(waker)
     }
 
     /// Wakes every registered waiter: the slot's waker, and the event's listeners
@@ -362,7 +358,7 @@ impl Waiters {
 
     /// The notifier's side of the slot and the event: takes the slot's waker
     /// (returned) and notifies the event with `notify` if it was ever used.
-    fn notify_event_and_take_slot(&self, notify: impl FnOnce(&imp::Event)) -> Option<Waker> {
+    fn notify_event_and_take_slot(&self, notify: impl FnOnce(&Event)) -> Option<Waker> {
         // AcqRel: acquires the owner's waker (its releasing RMW came before), and
         // releases our close to an owner that finds our `WAKING` bit.
         let previous = self.word.fetch_or(WAKING, Ordering::AcqRel);
@@ -461,34 +457,25 @@ fn mark_waiting(carrier: NodeRef) -> bool {
     }
 }
 
-/// One waiter's registration: nothing yet, the slot of a carrier, or a listener
-/// on a carrier's event. The registration names its carrier, so that the owner
+/// One waiter's registration: nothing yet, the slot of a carrier, or an entry
+/// in a carrier's event. The registration names its carrier, so that the owner
 /// (a `Done`, a blocking wait) gives up exactly what it registered, whatever the
 /// context it waits for answers later (a `Done`'s `Borrow` is the caller's
 /// code). It calls [`Waiter::release`] before it forgets that carrier.
 ///
-/// Two words: the event's listener, the rare case (a second waiter on one
-/// context), is boxed, so that the common one-waiter `Done` stays small. A
-/// `Done` lives inside the caller's future, and a future's size is what an
-/// executor allocates and moves for every task.
+/// Two words: a `Done` lives inside the caller's future, and a future's size
+/// is what an executor allocates and moves for every task.
 #[derive(Debug, Default)]
 pub(crate) enum Waiter {
     #[default]
     Idle,
     /// Holds the carrier's waker slot.
     Slot(NodeRef),
-    /// Listens on the carrier's event.
-    Event(Box<EventWaiter>),
+    /// Has this entry in the carrier's event.
+    Event(NodeRef, Key),
     /// Its owner is finished with waiting (a `Done` that returned `Ready`); it
     /// holds nothing, like `Idle`.
     Finished,
-}
-
-/// A listener on a carrier's event, and that carrier.
-#[derive(Debug)]
-pub(crate) struct EventWaiter {
-    carrier: NodeRef,
-    listener: imp::Listener,
 }
 
 impl Waiter {
@@ -501,34 +488,29 @@ impl Waiter {
         debug_assert!(self.carrier().is_none_or(|c| c == carrier));
         let waiters = &carrier.cancel_part().waiters;
         loop {
-            match self {
+            match *self {
                 Waiter::Idle | Waiter::Finished => match waiters.claim(waker) {
                     Some(_) => *self = Waiter::Slot(carrier),
-                    None => {
-                        *self = Waiter::Event(Box::new(EventWaiter {
-                            carrier,
-                            listener: waiters.listen(),
-                        }));
-                    }
+                    None => *self = Waiter::Event(carrier, waiters.listen(waker)),
                 },
                 Waiter::Slot(_) => {
                     if waiters.update(waker) == Slot::Unchanged {
                         return Poll::Pending;
                     }
                 }
-                Waiter::Event(event) => {
-                    match Pin::new(&mut event.listener).poll(&mut TaskContext::from_waker(waker)) {
-                        Poll::Pending => return Poll::Pending,
-                        // Notified: the carrier is done (a notifier runs only after
-                        // the close); the RMW below confirms it.
-                        Poll::Ready(()) => {
-                            *self = Waiter::Idle;
-                            if is_done(carrier) {
-                                return Poll::Ready(());
-                            }
-                            continue;
-                        }
+                Waiter::Event(_, key) => {
+                    // Our entry's waker is `waker` from now on, unless a notify
+                    // took it.
+                    if waiters.event.poll_key(key, waker).is_pending() {
+                        return Poll::Pending;
                     }
+                    self.release();
+                    // Notified: the carrier is done (a notifier runs only after
+                    // the close); the load confirms it, or we register again.
+                    if is_done(carrier) {
+                        return Poll::Ready(());
+                    }
+                    continue;
                 }
             }
             // A registration changed (first claim or listen, or a new waker in the
@@ -537,11 +519,7 @@ impl Waiter {
                 self.release();
                 return Poll::Ready(());
             }
-            match self {
-                // A fresh listener has no waker yet: the next turn gives it ours.
-                Waiter::Event(_) => continue,
-                _ => return Poll::Pending,
-            }
+            return Poll::Pending;
         }
     }
 
@@ -550,17 +528,17 @@ impl Waiter {
         match self {
             Waiter::Idle | Waiter::Finished => None,
             Waiter::Slot(carrier) => Some(*carrier),
-            Waiter::Event(event) => Some(event.carrier),
+            Waiter::Event(carrier, _) => Some(*carrier),
         }
     }
 
-    /// Gives up the registration: frees the slot or drops the listener. The
+    /// Gives up the registration: frees the slot or the event's entry. The
     /// carrier must still be alive (the owner's context keeps it so).
     #[inline]
     pub(crate) fn release(&mut self) {
         // Most waiters that end never registered (the context was done at the
         // first poll): nothing to give up, and nothing to move.
-        if matches!(self, Waiter::Slot(_) | Waiter::Event(_)) {
+        if matches!(self, Waiter::Slot(_) | Waiter::Event(..)) {
             self.release_registered();
         }
     }
@@ -569,7 +547,7 @@ impl Waiter {
         match std::mem::take(self) {
             Waiter::Idle | Waiter::Finished => {}
             Waiter::Slot(carrier) => carrier.cancel_part().waiters.release(),
-            Waiter::Event(event) => drop(event),
+            Waiter::Event(carrier, key) => carrier.cancel_part().waiters.event.release_key(key),
         }
     }
 
@@ -584,349 +562,4 @@ impl Waiter {
 fn is_done(carrier: NodeRef) -> bool {
     // Acquire: as every reader's load of the state word.
     state::is_done(carrier.cancel_part().state.load(Ordering::Acquire))
-}
-
-#[cfg(not(all(test, ctx_loom)))]
-mod imp {
-    //! `event-listener`'s event, with wakers of our own.
-    //!
-    //! `event-listener` wakes its listeners' wakers while it holds its list's
-    //! lock. A task's waker that panicked there would leave the list's count of
-    //! notified listeners behind (a later listener's drop then underflows it) and
-    //! stop the notification before the listeners after it; one that re-entered
-    //! the list (a task polled inline that drops its listener) would deadlock.
-    //! So each listener gives the event a [`Relay`] waker instead, which keeps the
-    //! task's waker and never runs it under the event's lock:
-    //!
-    //! * During a notify of ours, the relays put their tasks' wakers into the
-    //!   event's [`Collecting`], and the notifier wakes them once the event's
-    //!   lock is released, each one guarded. The collection belongs to the
-    //!   event, not to the notifying thread: a notify from a thread-local's
-    //!   destructor, when that thread's other locals may be gone, collects the
-    //!   same way.
-    //! * Nothing else wakes a relay: a listener that goes leaves the list with
-    //!   `discard`, so `event-listener` never passes the notification of one
-    //!   dropped before it saw it on to a listener that came after the notify
-    //!   (every notify here is a notify-all: nobody needs it passed on, and a
-    //!   listener must complete only for a notify after its `listen`). Should
-    //!   a relay be woken outside a notify all the same, the runner
-    //!   (`crate::runner`), whose jobs never run on the caller's thread, wakes
-    //!   its task.
-
-    use super::super::wake_list::WakeList;
-    use super::super::work::{self, Panic};
-    use crate::sync::{AtomicPtr, Ordering};
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::ptr;
-    use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-    use std::task::{Context, Poll, Wake, Waker};
-
-    /// The event further waiters sleep on: one pointer, to what the first
-    /// listener allocates (a node whose waiters never outnumber its slot
-    /// allocates nothing).
-    #[derive(Debug)]
-    pub(crate) struct Event(AtomicPtr<Shared>);
-
-    /// An event's list and its collection, shared with its listeners' relays.
-    #[derive(Debug, Default)]
-    struct Shared {
-        event: event_listener::Event,
-        collecting: Mutex<Collecting>,
-    }
-
-    /// The task wakers that relays handed over during notifies of the event.
-    #[derive(Debug, Default)]
-    struct Collecting {
-        /// Notifies of the event under way (one, but nothing relies on it).
-        notifies: usize,
-        wakers: Vec<Waker>,
-    }
-
-    /// A listener on the event, registered with a [`Relay`] waker.
-    #[derive(Debug)]
-    pub(crate) struct Listener {
-        /// `None` only once dropped (`discard` takes it by value).
-        listener: Option<event_listener::EventListener>,
-        relay: Arc<Relay>,
-        /// `relay` as a waker, made once so that every poll hands the event the
-        /// same waker (`will_wake` holds, nothing is cloned).
-        waker: Waker,
-    }
-
-    /// The task's waker of one listener.
-    #[derive(Debug)]
-    struct Relay {
-        task: Mutex<Option<Waker>>,
-        shared: Arc<Shared>,
-    }
-
-    /// A lock whose poisoning only says that an earlier holder unwound: none
-    /// of these locks is held across user code, and the values stay whole.
-    fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-        mutex.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    impl Event {
-        pub(crate) fn new() -> Event {
-            Event(AtomicPtr::new(ptr::null_mut()))
-        }
-
-        /// The shared part, if a listener ever allocated it.
-        fn shared(&self) -> Option<&Shared> {
-            // Acquire: pairs with the installing CAS, so the contents are seen.
-            let shared = self.0.load(Ordering::Acquire);
-            // SAFETY: a non-null pointer came from `Arc::into_raw` and the event
-            // owns that reference until it is dropped, which needs `&mut self`.
-            unsafe { shared.as_ref() }
-        }
-
-        /// The shared part, allocated by the first listener; a new reference.
-        fn shared_for_listener(&self) -> Arc<Shared> {
-            let mut current = self.0.load(Ordering::Acquire);
-            if current.is_null() {
-                let fresh = Arc::into_raw(Arc::new(Shared::default())).cast_mut();
-                // AcqRel: releases the fresh contents to other listeners and the
-                // notifier; acquires the winner's if another listener came first.
-                match self.0.compare_exchange(
-                    ptr::null_mut(),
-                    fresh,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => current = fresh,
-                    Err(winner) => {
-                        // SAFETY: ours from `into_raw` above, never published.
-                        drop(unsafe { Arc::from_raw(fresh) });
-                        current = winner;
-                    }
-                }
-            }
-            // SAFETY: `current` is the event's own reference (see `shared`),
-            // alive while `self` is; this adds one for the listener.
-            unsafe {
-                Arc::increment_strong_count(current);
-                Arc::from_raw(current)
-            }
-        }
-
-        pub(crate) fn listen(&self) -> Listener {
-            let shared = self.shared_for_listener();
-            let listener = shared.event.listen();
-            let relay = Arc::new(Relay {
-                task: Mutex::new(None),
-                shared,
-            });
-            Listener {
-                listener: Some(listener),
-                waker: Waker::from(relay.clone()),
-                relay,
-            }
-        }
-
-        /// How many listeners are on the list (introspection for tests).
-        #[cfg(feature = "test-util")]
-        pub(crate) fn listeners(&self) -> usize {
-            self.shared()
-                .map_or(0, |shared| shared.event.total_listeners())
-        }
-
-        /// Notifies every listener, then wakes their tasks' wakers (the first
-        /// panic is kept in `panic`).
-        pub(crate) fn notify_all(&self, panic: &mut Panic) {
-            for waker in self.notify_collecting() {
-                work::catch(panic, || waker.wake());
-            }
-        }
-
-        /// Notifies every listener, and puts their tasks' wakers into `wakers`
-        /// unwoken.
-        pub(crate) fn notify_into(&self, wakers: &mut WakeList) {
-            wakers.extend(self.notify_collecting());
-        }
-
-        /// Notifies every listener; returns their tasks' wakers, unwoken.
-        fn notify_collecting(&self) -> Vec<Waker> {
-            let Some(shared) = self.shared() else {
-                // Nobody ever listened.
-                return Vec::new();
-            };
-            lock(&shared.collecting).notifies += 1;
-            // Ends the collection even if `notify` unwinds (it runs none of our
-            // wakers, but is not ours).
-            let mut collection = Collection(Some(shared));
-            shared.event.notify(usize::MAX);
-            collection.end()
-        }
-    }
-
-    impl Drop for Event {
-        fn drop(&mut self) {
-            let shared = *self.0.get_mut();
-            if !shared.is_null() {
-                // SAFETY: the event's own reference (see `shared`), given back once.
-                drop(unsafe { Arc::from_raw(shared) });
-            }
-        }
-    }
-
-    /// A notify's open collection (see `notify_collecting`).
-    struct Collection<'a>(Option<&'a Shared>);
-
-    impl Collection<'_> {
-        /// Closes this notify's collection and returns the wakers collected.
-        fn end(&mut self) -> Vec<Waker> {
-            let Some(shared) = self.0.take() else {
-                return Vec::new();
-            };
-            let mut collecting = lock(&shared.collecting);
-            collecting.notifies -= 1;
-            std::mem::take(&mut collecting.wakers)
-        }
-    }
-
-    impl Drop for Collection<'_> {
-        /// `notify` unwound: the wakers collected so far are woken all the
-        /// same, each guarded (nobody is left to take a panic).
-        fn drop(&mut self) {
-            for waker in self.end() {
-                let mut panic = None;
-                work::catch(&mut panic, || waker.wake());
-                work::discard(panic);
-            }
-        }
-    }
-
-    impl Relay {
-        /// Keeps `waker` (a clone, unless it wakes the same task already). The
-        /// clone and the old waker's drop (executor code) run outside the
-        /// lock, which a notifier takes under event-listener's own.
-        fn set(&self, waker: &Waker) {
-            if lock(&self.task)
-                .as_ref()
-                .is_some_and(|k| k.will_wake(waker))
-            {
-                return;
-            }
-            let fresh = waker.clone();
-            let old = lock(&self.task).replace(fresh);
-            drop(old);
-        }
-    }
-
-    impl Wake for Relay {
-        fn wake(self: Arc<Self>) {
-            self.wake_by_ref();
-        }
-
-        fn wake_by_ref(self: &Arc<Self>) {
-            // Runs under event-listener's lock: no executor code here, not even
-            // a waker's drop.
-            let Some(waker) = lock(&self.task).take() else {
-                return;
-            };
-            let mut collecting = lock(&self.shared.collecting);
-            if collecting.notifies > 0 {
-                // A notify of ours: the notifier wakes it, after the lock.
-                collecting.wakers.push(waker);
-                return;
-            }
-            drop(collecting);
-            // Outside a notify (module docs: not expected, as listeners leave
-            // with `discard`). The runner wakes it, a panic there has nobody to
-            // go to.
-            crate::runner::spawn(Box::new(move || waker.wake()));
-        }
-    }
-
-    impl Future for Listener {
-        type Output = ();
-
-        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-            let this = &mut *self;
-            // The task's waker first: a notify that finds the listener after this
-            // wakes it; one before leaves the listener notified, seen below.
-            this.relay.set(cx.waker());
-            let listener = this
-                .listener
-                .as_mut()
-                .expect("a listener is only taken by its drop");
-            Pin::new(listener).poll(&mut Context::from_waker(&this.waker))
-        }
-    }
-
-    impl Drop for Listener {
-        /// Leaves the list without passing a notification this listener did
-        /// not see on to another listener (module docs).
-        fn drop(&mut self) {
-            if let Some(listener) = self.listener.take() {
-                event_listener::Listener::discard(listener);
-            }
-        }
-    }
-}
-
-#[cfg(all(test, ctx_loom))]
-mod imp {
-    use super::super::wake_list::WakeList;
-    use loom::sync::atomic::{AtomicBool, Ordering};
-    use loom::sync::{Arc, Mutex};
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::task::{Context, Poll, Waker};
-
-    #[derive(Debug, Default)]
-    struct Entry {
-        notified: AtomicBool,
-        waker: Mutex<Option<Waker>>,
-    }
-
-    /// A loom model of `event_listener::Event`'s contract.
-    #[derive(Debug, Default)]
-    pub(crate) struct Event(Mutex<Vec<Arc<Entry>>>);
-
-    /// A registered listener.
-    #[derive(Debug)]
-    pub(crate) struct Listener(Arc<Entry>);
-
-    impl Event {
-        pub(crate) fn new() -> Event {
-            Event::default()
-        }
-
-        pub(crate) fn listen(&self) -> Listener {
-            let entry = Arc::new(Entry::default());
-            self.0.lock().unwrap().push(entry.clone());
-            Listener(entry)
-        }
-
-        pub(crate) fn notify_all(&self, _panic: &mut super::Panic) {
-            let mut wakers = WakeList::default();
-            self.notify_into(&mut wakers);
-            wakers.take_each(Waker::wake);
-        }
-
-        pub(crate) fn notify_into(&self, wakers: &mut WakeList) {
-            for entry in self.0.lock().unwrap().drain(..) {
-                entry.notified.store(true, Ordering::SeqCst);
-                wakers.extend(entry.waker.lock().unwrap().take());
-            }
-        }
-    }
-
-    impl Future for Listener {
-        type Output = ();
-
-        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-            if self.0.notified.load(Ordering::SeqCst) {
-                return Poll::Ready(());
-            }
-            *self.0.waker.lock().unwrap() = Some(cx.waker().clone());
-            if self.0.notified.load(Ordering::SeqCst) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        }
-    }
 }
