@@ -245,13 +245,13 @@ fn after_fork_reads_waits_and_a_fresh_timer_still_work() {
     on_runner
         .recv_timeout(Duration::from_secs(30))
         .expect("the parent's runner ran the callback");
-    assert!(in_forked_child(|| {
+    let status = in_forked_child_status(|| {
         // The global timer's thread does not exist here, but reads are exact and a
         // blocking wait wakes up by itself at the deadline.
         let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(20));
         ctx.wait();
         if ctx.err() != Some(Error::DeadlineExceeded) {
-            return false;
+            return 2;
         }
         // A timer made in the child has its own thread, and the callbacks it
         // sets free run on runner threads started in the child (the parent's
@@ -260,8 +260,22 @@ fn after_fork_reads_waits_and_a_fresh_timer_still_work() {
         let (ctx, _cancel) = root.with_timeout(Duration::from_millis(20));
         let (tx, rx) = mpsc::channel();
         let _registration = ctx.after_func(move || tx.send(()).unwrap());
-        rx.recv_timeout(Duration::from_secs(30)).is_ok() && ctx.is_done()
-    }));
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            return 3;
+        }
+        if ctx.is_done() { 0 } else { 4 }
+    });
+    // Each way the child can fail says which step it was.
+    let failure = match status {
+        Some(0) => return,
+        None => "it hung for a minute",
+        Some(2) => "a blocking wait on the global timer ended before its deadline",
+        Some(3) => "the callback of a fresh timer's expiry did not run within 30 s",
+        Some(4) => "the context whose callback ran is not done",
+        Some(101) => "it panicked",
+        Some(_) => "it exited oddly",
+    };
+    panic!("the forked child failed: {failure} (status {status:?})");
 }
 
 /// The process whose churn threads made the callbacks below.

@@ -663,11 +663,23 @@ fn a_borrow_that_changes_its_context_touches_no_registration_it_did_not_make() {
 /// A `Done` is three words whatever it borrows from: the event's listener (a
 /// second waiter on one context) is boxed. The future it sits in is what an
 /// executor allocates per task, and a bigger task cell costs every task.
+///
+/// Under Miri, CI also randomizes layouts (`-Zrandomize-layout`), which may
+/// give the registration's enum a word of padding: there, one word more is
+/// allowed (still half the eight words a `Done` was).
 #[test]
 fn a_done_is_three_words() {
     let word = std::mem::size_of::<usize>();
-    assert_eq!(std::mem::size_of::<crate::Done>(), 3 * word);
-    assert_eq!(std::mem::size_of::<crate::Done<&Context>>(), 3 * word);
+    let allowed = if cfg!(miri) { 4 * word } else { 3 * word };
+    for size in [
+        std::mem::size_of::<crate::Done>(),
+        std::mem::size_of::<crate::Done<&Context>>(),
+    ] {
+        assert!(size <= allowed, "{size} bytes");
+    }
+    if !cfg!(miri) {
+        assert_eq!(std::mem::size_of::<crate::Done>(), 3 * word);
+    }
 }
 
 /// A `Done` that returned `Ready` is terminated for good: a `Borrow` that
