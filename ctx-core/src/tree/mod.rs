@@ -20,6 +20,7 @@
 //! | [`deadline`] | arming and disarming timers; the exact-deadline read |
 //! | [`merge`] | registering a node with several parents |
 //! | [`wait`] | registering a waiter without a lost wake-up |
+//! | [`event`] | the list of the waiters beyond the slot (and `adapter::Event`'s): entries under one lock, no waker run under it |
 //! | [`value`] | value nodes and the key summary that ends a missing lookup early |
 //!
 //! # Invariants
