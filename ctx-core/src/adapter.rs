@@ -18,7 +18,7 @@
 
 pub use crate::group::GroupCancel;
 
-use crate::tree::wait::{ListEvent, ListListener};
+use crate::tree::event::{Event as ListEvent, Listener as ListListener};
 use std::any::Any;
 use std::fmt;
 use std::future::Future;

@@ -123,19 +123,10 @@ impl<C: Borrow<Context> + Unpin> Future for Done<C> {
 impl<C: Borrow<Context>> Drop for Done<C> {
     #[inline]
     fn drop(&mut self) {
-        // Most `Done`s never registered (a check of a done context): the
-        // release stays out of line.
-        if matches!(self.waiter, Waiter::Slot(_) | Waiter::Event(..)) {
-            self.release_on_drop();
-        }
-    }
-}
-
-impl<C: Borrow<Context>> Done<C> {
-    /// A `Done` that is dropped while registered frees the slot for the next
-    /// waiter (the carrier is still alive here: see `waiter`).
-    #[inline(never)]
-    fn release_on_drop(&mut self) {
+        // A `Done` dropped while registered frees the slot or entry for the
+        // next waiter (the carrier is still alive here: see `waiter`). Most
+        // never registered (a check of a done context): `release` checks that
+        // inline and keeps the work out of line.
         self.waiter.release();
     }
 }

@@ -117,9 +117,6 @@ use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
 use std::fmt;
 use std::task::{Poll, Waker};
 
-/// The waiter list, for adapters' own waits (`adapter::Event`).
-pub(crate) use super::event::{Event as ListEvent, Listener as ListListener};
-
 /// A waiter owns the slot.
 const CLAIMED: usize = 1;
 /// The owner holds the waker cell.
@@ -543,6 +540,8 @@ impl Waiter {
         }
     }
 
+    // Out of line: a `Done`'s drop inlines only `release`'s check.
+    #[inline(never)]
     fn release_registered(&mut self) {
         match std::mem::take(self) {
             Waiter::Idle | Waiter::Finished => {}
