@@ -285,3 +285,20 @@ fn loom_adapter_event_listen_check_wait_vs_notify() {
         t.join().unwrap();
     });
 }
+
+/// Two waiters reach the event of a context whose slot is taken at the same
+/// time: both may try to install its list (one CAS wins, the loser frees its
+/// own), and the cancel wakes both, wherever their entries went.
+#[test]
+fn loom_waiter_two_first_listeners_install_the_list_vs_cancel() {
+    model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let slot = slot_holder(&ctx);
+        let a = event_waiter(&ctx);
+        let b = event_waiter(&ctx);
+        cancel.cancel();
+        a.join().unwrap();
+        b.join().unwrap();
+        block_on(slot);
+    });
+}
