@@ -94,15 +94,23 @@ fn the_slot_is_reused_after_its_waiter_drops_or_completes() {
     assert!(!second.holds_slot(), "the slot is taken: the event");
     drop(first);
     assert!(!slot_claimed(&ctx));
+    // The slot's flags went; the event's list, in the same word, stays.
+    assert!(event_used(&ctx));
     let mut third = ctx.done();
     assert!(poll(&mut third, &waker_c).is_pending());
     assert!(third.holds_slot(), "the dropped waiter freed the slot");
+    // A claim beside an installed list keeps it, and the next waiter beyond
+    // the slot joins it.
+    let mut fourth = ctx.done();
+    assert!(poll(&mut fourth, &waker_b).is_pending());
+    assert!(!fourth.holds_slot() && event_used(&ctx));
     cancel.cancel();
     assert_eq!(woken(&a), 0, "a dropped waiter is not woken");
-    assert_eq!(woken(&b), 1);
+    assert_eq!(woken(&b), 2);
     assert_eq!(woken(&c), 1);
     assert!(poll(&mut second, &waker_b).is_ready());
     assert!(poll(&mut third, &waker_c).is_ready());
+    assert!(poll(&mut fourth, &waker_b).is_ready());
     assert!(
         !third.holds_slot() && !slot_claimed(&ctx),
         "completion frees it"
