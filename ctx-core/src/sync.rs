@@ -123,47 +123,6 @@ pub(crate) fn dekker_point() {
     fence(Ordering::SeqCst);
 }
 
-/// Sets `bits` in the address of the pointer in `atomic` (one read-modify-write),
-/// keeping its provenance; returns the previous pointer. Loom's `AtomicPtr` has
-/// no `fetch_or`: there it is a `fetch_update`, one RMW in loom's model too.
-#[inline(always)]
-pub(crate) fn ptr_fetch_or<T>(atomic: &AtomicPtr<T>, bits: usize, order: Ordering) -> *mut T {
-    #[cfg(not(all(test, ctx_loom)))]
-    return atomic.fetch_or(bits, order);
-    #[cfg(all(test, ctx_loom))]
-    return ptr_fetch_update(atomic, order, |p| p.map_addr(|a| a | bits));
-}
-
-/// Clears the bits not in `mask` from the address of the pointer in `atomic`
-/// (one read-modify-write), keeping its provenance; returns the previous
-/// pointer. See [`ptr_fetch_or`].
-#[inline(always)]
-pub(crate) fn ptr_fetch_and<T>(atomic: &AtomicPtr<T>, mask: usize, order: Ordering) -> *mut T {
-    #[cfg(not(all(test, ctx_loom)))]
-    return atomic.fetch_and(mask, order);
-    #[cfg(all(test, ctx_loom))]
-    return ptr_fetch_update(atomic, order, |p| p.map_addr(|a| a & mask));
-}
-
-/// Loom's stand-in for the pointer `fetch_or` and `fetch_and`.
-#[cfg(all(test, ctx_loom))]
-fn ptr_fetch_update<T>(
-    atomic: &AtomicPtr<T>,
-    order: Ordering,
-    f: impl Fn(*mut T) -> *mut T,
-) -> *mut T {
-    // The load half of an RMW has at most the RMW's own ordering, without
-    // its release part (as for a failed CAS).
-    let load = match order {
-        Ordering::Release => Ordering::Relaxed,
-        Ordering::AcqRel => Ordering::Acquire,
-        other => other,
-    };
-    match atomic.fetch_update(order, load, |p| Some(f(p))) {
-        Ok(previous) | Err(previous) => previous,
-    }
-}
-
 /// A store into an atomic that other threads may read-modify-write at the same
 /// time.
 ///

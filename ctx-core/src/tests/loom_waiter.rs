@@ -304,11 +304,11 @@ fn loom_waiter_two_first_listeners_install_the_list_vs_cancel() {
 }
 
 /// The slot's owner stores a new waker (its flags change: `REGISTERING` set,
-/// then cleared) while a waiter beyond the slot installs the event's list in
-/// the same word, and the context is canceled: the install keeps the owner's
-/// flags, the owner's RMWs keep the list, and the cancel wakes both.
+/// then cleared) while a waiter beyond the slot sets `EVENT` in the same word
+/// and installs the event's list, and the context is canceled: each side's
+/// RMWs keep the other's bits, and the cancel wakes both.
 #[test]
-fn loom_waiter_list_installed_beside_a_slot_owner_storing_a_new_waker_vs_cancel() {
+fn loom_waiter_event_joined_beside_a_slot_owner_storing_a_new_waker_vs_cancel() {
     model(|| {
         let (ctx, cancel) = Context::background().with_cancel();
         let mut slot = slot_holder(&ctx);

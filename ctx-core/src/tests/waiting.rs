@@ -94,13 +94,13 @@ fn the_slot_is_reused_after_its_waiter_drops_or_completes() {
     assert!(!second.holds_slot(), "the slot is taken: the event");
     drop(first);
     assert!(!slot_claimed(&ctx));
-    // The slot's flags went; the event's list, in the same word, stays.
+    // The slot's flags went; the event's bit, in the same word, stays.
     assert!(event_used(&ctx));
     let mut third = ctx.done();
     assert!(poll(&mut third, &waker_c).is_pending());
     assert!(third.holds_slot(), "the dropped waiter freed the slot");
-    // A claim beside an installed list keeps it, and the next waiter beyond
-    // the slot joins it.
+    // A claim beside the event's bit keeps it, and the next waiter beyond
+    // the slot joins the event's list.
     let mut fourth = ctx.done();
     assert!(poll(&mut fourth, &waker_b).is_pending());
     assert!(!fourth.holds_slot() && event_used(&ctx));

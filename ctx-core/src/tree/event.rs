@@ -1,18 +1,10 @@
 //! The list where a carrier's waiters after the first sleep (the first has the
 //! inline slot, see `wait`), and the event under `adapter::Event`.
 //!
-//! A [`Waitlist`] is a list of entries behind one lock, allocated by the
-//! first listener: an entry is a listener's waker, or the mark that a notify
-//! took it. A listener is its entry's index. Only the listener frees its
-//! entry, so an index is never reused under its owner's feet, whatever
-//! notifies came in between.
-//!
-//! Where the pointer to the list lives is the owner's business: a carrier
-//! keeps it in its waker slot's word, beside the slot's flags (`wait`), so
-//! that a notifier learns from one read-modify-write both whom the slot holds
-//! and whether there is a list; [`Event`] keeps it in a word of its own. Both
-//! install it with [`install`]: the first listener's allocation wins, a loser
-//! frees its own.
+//! A list of entries behind one lock, allocated by the first listener: an
+//! entry is a listener's waker, or the mark that a notify took it. A listener
+//! is its entry's index. Only the listener frees its entry, so an index is
+//! never reused under its owner's feet, whatever notifies came in between.
 //!
 //! No executor code runs under the lock: a waker is cloned before the lock is
 //! taken, an old one dropped after it is released, and a notify only moves the
@@ -40,18 +32,12 @@ use std::ptr;
 use std::task::{Context, Poll, Waker};
 
 /// An event: 8 bytes until the first listener allocates its list.
-pub(crate) struct Event(AtomicPtr<Waitlist>);
+pub(crate) struct Event(AtomicPtr<Shared>);
 
-/// The list, shared by its owner (a carrier's waiters, an event) and the
-/// listeners of `adapter::Event`. Aligned to 8, so that the low three bits of
-/// its address are free for the flags of a word that also holds it (`wait`).
-#[repr(align(8))]
-pub(crate) struct Waitlist {
+/// The list, shared by the event and the listeners of `adapter::Event`.
+struct Shared {
     list: Mutex<List>,
 }
-
-/// The low bits of a waitlist's address that are always zero.
-pub(crate) const ALIGN_BITS: usize = std::mem::align_of::<Waitlist>() - 1;
 
 #[derive(Default)]
 struct List {
@@ -148,47 +134,11 @@ impl List {
     }
 }
 
-/// A list installed by `publish`: a fresh one, or the one another listener
-/// published first (`publish` hands it back), in which case the fresh one is
-/// freed. Returns the pointer `Arc::into_raw` gave, whose provenance covers
-/// the reference counts (a `&Waitlist` covers the list only); the word that
-/// holds it owns one reference, given back with [`release_installed`].
-pub(crate) fn install(
-    publish: impl FnOnce(*mut Waitlist) -> Result<(), *mut Waitlist>,
-) -> *mut Waitlist {
-    let fresh = Arc::into_raw(Arc::new(Waitlist::new())).cast_mut();
-    match publish(fresh) {
-        Ok(()) => fresh,
-        Err(winner) => {
-            // SAFETY: ours from `into_raw` above, never published.
-            drop(unsafe { Arc::from_raw(fresh) });
-            winner
-        }
-    }
-}
-
-/// Gives back the reference a word owned on its list.
-///
-/// # Safety
-///
-/// `list` came from [`install`], and its word's reference is given back once.
-pub(crate) unsafe fn release_installed(list: *mut Waitlist) {
-    // SAFETY: the caller's contract.
-    drop(unsafe { Arc::from_raw(list) });
-}
-
-impl Waitlist {
-    fn new() -> Waitlist {
-        Waitlist {
+impl Shared {
+    fn new() -> Shared {
+        Shared {
             list: Mutex::new(List::default()),
         }
-    }
-
-    /// A new listener's entry, with `waker` cloned (before the lock), for an
-    /// owner that keeps the list alive while it holds the key (a waiter on
-    /// its carrier).
-    pub(crate) fn listen_key(&self, waker: &Waker) -> Key {
-        self.listen(Some(waker))
     }
 
     /// A new listener's entry, with `waker` cloned (before the lock).
@@ -199,7 +149,7 @@ impl Waitlist {
 
     /// `Ready` if a notify came after `key`'s `listen`; else keeps `waker` for
     /// the next notify (a clone, unless the entry's wakes the same task).
-    pub(crate) fn poll(&self, key: Key, waker: &Waker) -> Poll<()> {
+    fn poll(&self, key: Key, waker: &Waker) -> Poll<()> {
         {
             let list = lock(&self.list);
             match &list.entries[key as usize] {
@@ -227,32 +177,15 @@ impl Waitlist {
     }
 
     /// Frees `key`'s entry.
-    pub(crate) fn release(&self, key: Key) {
+    fn release(&self, key: Key) {
         let (entry, emptied) = lock(&self.list).remove(key);
         // A waker's drop is executor code: after the lock.
         drop(entry);
         drop(emptied);
     }
 
-    /// Notifies every listener of the moment, and puts their wakers into
-    /// `wakers` unwoken.
-    pub(crate) fn notify_into(&self, wakers: &mut WakeList) {
+    fn notify_into(&self, wakers: &mut WakeList) {
         lock(&self.list).notify(wakers);
-    }
-
-    /// Notifies every listener of the moment, then wakes their wakers, each
-    /// guarded, after the lock (the first panic is kept in `panic`).
-    pub(crate) fn notify_all(&self, panic: &mut Panic) {
-        let mut wakers = WakeList::default();
-        self.notify_into(&mut wakers);
-        wakers.take_each(|waker| work::catch(panic, || waker.wake()));
-    }
-
-    /// How many listeners are on the list, notified or not (introspection
-    /// for tests).
-    #[cfg(all(feature = "test-util", not(all(test, ctx_loom))))]
-    pub(crate) fn listeners(&self) -> usize {
-        lock(&self.list).taken as usize
     }
 }
 
@@ -262,7 +195,7 @@ impl Event {
     }
 
     /// The list, if a listener ever allocated it.
-    fn shared(&self) -> Option<&Waitlist> {
+    fn shared(&self) -> Option<&Shared> {
         // Acquire: pairs with the installing CAS, so the list is seen whole.
         let shared = self.0.load(Ordering::Acquire);
         // SAFETY: a non-null pointer came from `Arc::into_raw`, and the event owns
@@ -270,21 +203,55 @@ impl Event {
         unsafe { shared.as_ref() }
     }
 
-    /// The pointer to the list, allocated by the first listener (see
-    /// [`install`]).
-    fn installed(&self) -> *const Waitlist {
+    /// The list, allocated by the first listener.
+    fn shared_or_install(&self) -> &Shared {
+        // SAFETY: the event's own reference, alive as long as `self` (see `shared`).
+        unsafe { &*self.installed() }
+    }
+
+    /// The pointer to the list, allocated by the first listener: the one
+    /// `Arc::into_raw` gave, whose provenance covers the reference counts (a
+    /// `&Shared` covers the list only).
+    fn installed(&self) -> *const Shared {
         // Acquire: as in `shared`.
         let current = self.0.load(Ordering::Acquire);
         if !current.is_null() {
             return current;
         }
-        install(|fresh| {
-            // AcqRel: releases the fresh list to other listeners and the
-            // notifier; acquires the winner's if another listener came first.
-            self.0
-                .compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire)
-                .map(drop)
-        })
+        let fresh = Arc::into_raw(Arc::new(Shared::new())).cast_mut();
+        // AcqRel: releases the fresh list to other listeners and the notifier;
+        // acquires the winner's if another listener came first.
+        match self
+            .0
+            .compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => fresh,
+            Err(winner) => {
+                // SAFETY: ours from `into_raw` above, never published.
+                drop(unsafe { Arc::from_raw(fresh) });
+                winner
+            }
+        }
+    }
+
+    /// Joins the list with `waker` (cloned), for an owner that keeps the event
+    /// alive while it holds the key (a waiter on its carrier).
+    pub(crate) fn listen_key(&self, waker: &Waker) -> Key {
+        self.shared_or_install().listen(Some(waker))
+    }
+
+    /// [`Listener`]'s poll, for a key from [`listen_key`](Self::listen_key).
+    pub(crate) fn poll_key(&self, key: Key, waker: &Waker) -> Poll<()> {
+        self.shared()
+            .expect("a key comes from the event's list")
+            .poll(key, waker)
+    }
+
+    /// Frees a key from [`listen_key`](Self::listen_key).
+    pub(crate) fn release_key(&self, key: Key) {
+        self.shared()
+            .expect("a key comes from the event's list")
+            .release(key);
     }
 
     /// Joins the list: a listener that holds the list itself, for a caller
@@ -322,11 +289,27 @@ impl Event {
         self.notify_all(panic);
     }
 
+    /// How many listeners are on the list, notified or not (introspection for
+    /// tests).
+    #[cfg(all(feature = "test-util", not(all(test, ctx_loom))))]
+    pub(crate) fn listeners(&self) -> usize {
+        self.shared()
+            .map_or(0, |shared| lock(&shared.list).taken as usize)
+    }
+
     /// Notifies every listener of the moment, then wakes their wakers, each
     /// guarded, after the lock (the first panic is kept in `panic`).
     pub(crate) fn notify_all(&self, panic: &mut Panic) {
+        let mut wakers = WakeList::default();
+        self.notify_into(&mut wakers);
+        wakers.take_each(|waker| work::catch(panic, || waker.wake()));
+    }
+
+    /// Notifies every listener of the moment, and puts their wakers into
+    /// `wakers` unwoken.
+    pub(crate) fn notify_into(&self, wakers: &mut WakeList) {
         if let Some(shared) = self.shared() {
-            shared.notify_all(panic);
+            shared.notify_into(wakers);
         }
     }
 }
@@ -336,7 +319,7 @@ impl Drop for Event {
         let shared = crate::sync::ptr_get_mut(&mut self.0);
         if !shared.is_null() {
             // SAFETY: the event's own reference (see `shared`), given back once.
-            unsafe { release_installed(shared) };
+            drop(unsafe { Arc::from_raw(shared) });
         }
     }
 }
@@ -350,7 +333,7 @@ impl fmt::Debug for Event {
 /// A listener that holds its event's list: a future, ready once a notify that
 /// came after its `listen` ran. Dropping it leaves the list.
 pub(crate) struct Listener {
-    shared: Arc<Waitlist>,
+    shared: Arc<Shared>,
     /// Its entry; `None` once given back (after `Ready`).
     key: Option<Key>,
 }
@@ -415,10 +398,10 @@ mod tests {
 
     #[test]
     fn entries_are_reused_and_a_big_list_freed_with_the_last() {
-        let list = Waitlist::new();
+        let event = Event::new();
         let (_, waker) = counter();
-        let state = |list: &Waitlist| {
-            let list = lock(&list.list);
+        let state = |event: &Event| {
+            let list = lock(&event.shared().unwrap().list);
             (
                 list.taken,
                 list.free,
@@ -426,46 +409,46 @@ mod tests {
                 list.entries.capacity(),
             )
         };
-        let keys: Vec<Key> = (0..5).map(|_| list.listen_key(&waker)).collect();
+        let keys: Vec<Key> = (0..5).map(|_| event.listen_key(&waker)).collect();
         assert_eq!(keys, [0, 1, 2, 3, 4]);
-        list.release(1);
-        list.release(3);
+        event.release_key(1);
+        event.release_key(3);
         // The last freed first.
-        assert_eq!(list.listen_key(&waker), 3);
-        assert_eq!(list.listen_key(&waker), 1);
+        assert_eq!(event.listen_key(&waker), 3);
+        assert_eq!(event.listen_key(&waker), 1);
         for key in [0, 1, 2, 3, 4] {
-            list.release(key);
+            event.release_key(key);
         }
         // Small: emptied, its room kept.
-        let (taken, free, len, capacity) = state(&list);
+        let (taken, free, len, capacity) = state(&event);
         assert_eq!((taken, free, len), (0, 0, 0));
         assert!(capacity > 0 && capacity <= KEPT);
-        assert_eq!(list.listen_key(&waker), 0);
-        list.release(0);
+        assert_eq!(event.listen_key(&waker), 0);
+        event.release_key(0);
         // Big: its memory goes with the last entry.
-        let keys: Vec<Key> = (0..100).map(|_| list.listen_key(&waker)).collect();
+        let keys: Vec<Key> = (0..100).map(|_| event.listen_key(&waker)).collect();
         for key in keys.into_iter().rev() {
-            list.release(key);
+            event.release_key(key);
         }
-        assert_eq!(state(&list), (0, 0, 0, 0));
+        assert_eq!(state(&event), (0, 0, 0, 0));
     }
 
     #[test]
     fn a_key_notified_before_its_owner_looks_is_ready_until_released() {
-        let list = Waitlist::new();
+        let event = Event::new();
         let (count, waker) = counter();
-        let key = list.listen_key(&waker);
+        let key = event.listen_key(&waker);
         let mut wakers = WakeList::default();
-        list.notify_into(&mut wakers);
+        event.notify_into(&mut wakers);
         assert_eq!(wakers.len(), 1);
         assert_eq!(woken(&count), 0);
         // A later listener reuses no notified entry.
-        let other = list.listen_key(&waker);
+        let other = event.listen_key(&waker);
         assert_ne!(other, key);
-        assert!(list.poll(key, &waker).is_ready());
-        assert!(list.poll(other, &waker).is_pending());
-        list.release(key);
-        list.release(other);
+        assert!(event.poll_key(key, &waker).is_ready());
+        assert!(event.poll_key(other, &waker).is_pending());
+        event.release_key(key);
+        event.release_key(other);
         wakers.take_each(Waker::wake);
         assert_eq!(woken(&count), 1);
     }

@@ -89,7 +89,7 @@
 //! | the waker slot's word (`Waiters`) | claim (CAS), owner's register/release, notifier's `fetch_or` | `AcqRel` | each other, `AtomicWaker`-style (`wait`) |
 //! | `Header::counts` (strong and weak in one word, and `SET_REF`) | clone, drop, upgrade; the set's installer sets `SET_REF`, the release that leaves it alone clears it (CAS) | as `Arc`; `Acquire` CAS | as `Arc` |
 //! | `Shard::refs`, `ChildSet::pending` | a counted child's registration (+1, `Relaxed`) and drop (−1, `Release`); the orphaning's `fetch_or` and `fetch_add` | `AcqRel` on the orphaning's side | the last party's `Acquire`, before the parent's drop (`child_set`) |
-//! | the event's list pointer: for a carrier, the high bits of the waker slot's word (`wait`); for `adapter::Event`, a word of its own (`event`) | the first listener's CAS (flags kept) | `AcqRel` | for a carrier, the notifier's `AcqRel` `fetch_or` on the slot's word, after the waiter's `SeqCst` RMW of the state word ordered the listen before the close; for `adapter::Event`, the notifier's `Acquire` load, with `SeqCst` fences in its `listen` and `notify_all` (a Dekker pair with the caller's condition) |
+//! | the event's list pointer (`event`) | the first listener's CAS | `AcqRel` | the notifier's `Acquire` load: for a carrier, after the waiter's `SeqCst` RMW of the state word ordered the listen before the close; for `adapter::Event`, `SeqCst` fences in its `listen` and `notify_all` (a Dekker pair with the caller's condition) |
 //! | `Callback::state` | claims | `AcqRel` CAS | each other (`callback`) |
 //! | `DeadlinePart::key` | arm's store, the walk's swap | `SeqCst` | each other (`deadline`) |
 

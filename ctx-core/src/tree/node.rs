@@ -865,13 +865,12 @@ mod tests {
     /// The allocation behind `with_cancel` (and `with_cancel_cause`): a header,
     /// the state word, the children (an inline slot and the set pointer: 16
     /// bytes; the slot spares a chain of contexts a child set per level) and the
-    /// waiters (the slot's word, which also holds the event's list, and its
-    /// inline waker: 24 bytes).
+    /// waiters (the slot's word, its inline waker and the event: 32 bytes).
     #[test]
-    fn a_cancel_node_is_88_bytes() {
+    fn a_cancel_node_is_96_bytes() {
         assert_eq!(std::mem::size_of::<Header>(), 32);
-        assert_eq!(std::mem::size_of::<Waiters>(), 24);
-        assert_eq!(std::mem::size_of::<CancelPart>(), 56);
-        assert_eq!(std::mem::size_of::<Node<CancelPart>>(), 88);
+        assert_eq!(std::mem::size_of::<Waiters>(), 32);
+        assert_eq!(std::mem::size_of::<CancelPart>(), 64);
+        assert_eq!(std::mem::size_of::<Node<CancelPart>>(), 96);
     }
 }

@@ -12,13 +12,12 @@
 //!   allocation. While it holds the slot it may replace its waker (a `Done`
 //!   re-polled by another task); when it completes or is dropped it releases the
 //!   slot, and the next waiter can claim it.
-//! * A waiter that finds the slot taken listens on the event: a list of our own
-//!   ([`event`](super::event); an entry under its lock), which the first such
-//!   waiter allocates and installs in the high bits of the slot's word, beside
-//!   the slot's flags. It stays there until the carrier is dropped.
+//! * A waiter that finds the slot taken listens on the event (a list of our own,
+//!   [`event`](super::event), allocated on first use; an entry under its lock),
+//!   after setting the sticky `EVENT` bit in the slot's word.
 //! * A notifier (the canceler, after the close) wakes the slot's waker and
-//!   notifies the list only if the word holds one: when only the slot was used,
-//!   there is none.
+//!   notifies the event only if `EVENT` was ever set: when only the slot was used,
+//!   the event is not touched.
 //!
 //! # The slot's word
 //!
@@ -27,7 +26,7 @@
 //! | `CLAIMED` | a claim (CAS from a free word) | the owner's release | a waiter owns the slot |
 //! | `REGISTERING` | the owner (claim, update, release) | the owner | the owner has the waker cell |
 //! | `WAKING` | a notifier (`fetch_or`) | the owner, if the notifier skipped the cell (below) | a notifier has the cell, or skipped it |
-//! | the rest: the list's address | the first waiter beyond the slot (CAS) | never (the carrier's drop frees it) | the event has (had) listeners |
+//! | `EVENT` | a waiter that listens on the event | never | the event has (had) listeners |
 //!
 //! It is `AtomicWaker`'s protocol (futures, tokio, the `atomic-waker` crate), plus
 //! ownership. The waker cell is accessed only by whoever holds it: the owner between
@@ -73,19 +72,13 @@
 //! A hand-written slot rather than the `atomic-waker` crate: the crate's atomics
 //! are the standard library's, which the loom models could not see (they would
 //! check a stand-in instead of the code that runs), and the slot needs `CLAIMED`
-//! and the event's list in the same word as the waker's states, so that a
-//! notifier learns everything from one RMW (and the event costs a carrier no
-//! word of its own: a carrier is 88 bytes).
-//!
-//! The list's address keeps the pointer's provenance in the word (an
-//! `AtomicPtr` whose low three bits are the flags, which the list's 8-byte
-//! alignment leaves free); every flag change is an RMW that leaves the
-//! address alone, and the install is a CAS that leaves the flags alone.
+//! and `EVENT` in the same word as the waker's states, so that a notifier learns
+//! everything from one RMW.
 //!
 //! # No lost wake-up: the `WAITERS` bit
 //!
 //! A waiter first registers (claims the slot and stores its waker, stores a new
-//! waker in a slot it holds, or listens on the event, installing its list), then sets
+//! waker in a slot it holds, or sets `EVENT` and listens on the event), then sets
 //! the `WAITERS` bit in the node's state word with a `SeqCst` read-modify-write,
 //! and sleeps only if that RMW read a live word. The canceler's CAS to done is an
 //! RMW on the same word; it calls [`Waiters::notify_all`] if the word it replaced
@@ -98,7 +91,7 @@
 //! registration happens-before the notification: the notifier's `fetch_or` on the
 //! slot's word comes after the registration's RMWs, so it finds the waker (or the
 //! owner holding the cell for a newer one, which is then told, as above) and
-//! the list with the listener in it. This is the "flag, then notify" vs
+//! `EVENT` with the listener behind it. This is the "flag, then notify" vs
 //! "register, then re-check" race of the tokio-util history: both sides do an RMW
 //! on one word, so neither can miss the other. When nobody ever waited, a cancel
 //! touches neither the slot nor the event.
@@ -115,12 +108,12 @@
 //! own): an entry per waiter under one lock, no executor code under it, and
 //! the same code under loom.
 
-use super::event::{self, Key, Waitlist};
+use super::event::{Event, Key};
 use super::node::NodeRef;
 use super::state::{self, WAITERS};
 use super::wake_list::WakeList;
 use super::work::{self, Panic};
-use crate::sync::{AtomicPtr, Ordering, UnsafeCell, ptr_fetch_and, ptr_fetch_or};
+use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
 use std::fmt;
 use std::task::{Poll, Waker};
 
@@ -130,43 +123,18 @@ const CLAIMED: usize = 1;
 const REGISTERING: usize = 2;
 /// A notifier holds the waker cell, or skipped it (see the module docs).
 const WAKING: usize = 4;
-/// The flag bits of the slot's word; the rest is the event's list.
-const FLAGS: usize = CLAIMED | REGISTERING | WAKING;
-
-const _: () = assert!(
-    FLAGS & event::ALIGN_BITS == FLAGS,
-    "the slot's flags fit below the list's alignment"
-);
+/// A waiter listened on the event (sticky).
+const EVENT: usize = 8;
 
 /// Where a carrier's waiters sleep: the inline slot for one waker, and the event
 /// for the rest.
 pub(crate) struct Waiters {
-    /// `CLAIMED | REGISTERING | WAKING`, in the low bits of the event's list
-    /// pointer (null until a waiter beyond the slot installs the list; it owns
-    /// one reference on it): see the module docs.
-    word: AtomicPtr<Waitlist>,
+    /// `CLAIMED | REGISTERING | WAKING | EVENT`: see the module docs.
+    word: AtomicUsize,
     /// The slot owner's waker; accessed only by the holder of the cell.
     waker: UnsafeCell<Option<Waker>>,
-}
-
-/// The flag bits of a slot's word.
-#[inline(always)]
-fn flags(word: *mut Waitlist) -> usize {
-    word.addr() & FLAGS
-}
-
-/// The event's list in a slot's word, if a waiter installed it.
-///
-/// # Safety
-///
-/// `word` was read from a live carrier's `Waiters::word`, and the returned
-/// borrow ends before that carrier is dropped (the word owns a reference on
-/// the list until then).
-#[inline(always)]
-unsafe fn list_of<'a>(word: *mut Waitlist) -> Option<&'a Waitlist> {
-    // SAFETY: a non-null list pointer came from `event::install`, with the
-    // word's reference (the caller's contract).
-    unsafe { word.map_addr(|a| a & !FLAGS).as_ref() }
+    /// Further waiters; untouched unless `EVENT` is set.
+    event: Event,
 }
 
 // SAFETY: `waker` is the only field that is not `Sync`. It is read or written only
@@ -184,18 +152,6 @@ impl fmt::Debug for Waiters {
     }
 }
 
-impl Drop for Waiters {
-    fn drop(&mut self) {
-        let word = crate::sync::ptr_get_mut(&mut self.word);
-        let list = word.map_addr(|a| a & !FLAGS);
-        if !list.is_null() {
-            // SAFETY: installed by `listen` through `event::install`; the word's
-            // reference, given back once, here.
-            unsafe { event::release_installed(list) };
-        }
-    }
-}
-
 /// What an owner learned from an access to its slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Slot {
@@ -210,8 +166,9 @@ enum Slot {
 impl Waiters {
     pub(crate) fn new() -> Waiters {
         Waiters {
-            word: AtomicPtr::new(std::ptr::null_mut()),
+            word: AtomicUsize::new(0),
             waker: UnsafeCell::new(None),
+            event: Event::new(),
         }
     }
 
@@ -220,51 +177,39 @@ impl Waiters {
     /// count is 0 whatever its slot says (`testing::waiters` checks first).
     #[cfg(all(feature = "test-util", not(all(test, ctx_loom))))]
     pub(crate) fn count(&self) -> usize {
-        // Acquire: the list, if there is one, is read through the word.
-        let word = self.word.load(Ordering::Acquire);
-        let slot = usize::from(flags(word) & CLAIMED != 0);
-        // SAFETY: read from our own word, and `self` lives through the call.
-        slot + unsafe { list_of(word) }.map_or(0, Waitlist::listeners)
+        // Relaxed: a snapshot, like `Children::len`.
+        let slot = usize::from(self.word.load(Ordering::Relaxed) & CLAIMED != 0);
+        slot + self.event.listeners()
     }
 
     /// Whether a waiter holds the slot (for tests).
     #[cfg(all(test, not(ctx_loom)))]
     pub(crate) fn is_claimed(&self) -> bool {
         // A slot a notifier took for good is dead, not claimed.
-        flags(self.word.load(Ordering::SeqCst)) & (CLAIMED | WAKING) == CLAIMED
+        self.word.load(Ordering::SeqCst) & (CLAIMED | WAKING) == CLAIMED
     }
 
     /// Whether a waiter ever listened on the event (for tests).
     #[cfg(all(test, not(ctx_loom)))]
     pub(crate) fn has_listened(&self) -> bool {
-        self.word.load(Ordering::SeqCst).addr() & !FLAGS != 0
-    }
-
-    /// The event's list; the caller holds a key from it.
-    fn list(&self) -> &Waitlist {
-        // Acquire: pairs with the installing CAS (`listen`), so the list is
-        // seen whole (our own `listen` already saw it; this is for the
-        // load's sake).
-        // SAFETY: read from our own word; the borrow ends with `self`'s.
-        unsafe { list_of(self.word.load(Ordering::Acquire)) }
-            .expect("a key comes from the event's list")
+        self.word.load(Ordering::SeqCst) & EVENT != 0
     }
 
     /// Claims the slot for `waker`; `None` if another waiter holds it (or a
     /// notifier is emptying it).
     fn claim(&self, waker: &Waker) -> Option<Slot> {
-        let mut free = std::ptr::null_mut();
+        let mut free = 0;
         loop {
             // Acquire: the cell as the previous holder left it (emptied) is ours.
             match self.word.compare_exchange(
                 free,
-                free.map_addr(|a| a | CLAIMED | REGISTERING),
+                free | CLAIMED | REGISTERING,
                 Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => break,
-                // Only the list differs: still free.
-                Err(actual) if flags(actual) == 0 => free = actual,
+                // Only `EVENT` differs: still free.
+                Err(actual) if actual & (CLAIMED | REGISTERING | WAKING) == 0 => free = actual,
                 Err(_) => return None,
             }
         }
@@ -291,12 +236,12 @@ impl Waiters {
         // Acquire: if a notifier emptied the cell, its releasing RMW came before
         // this one, and we see the empty cell. Only the owner sets `REGISTERING`,
         // so a `fetch_or` cannot disturb anyone.
-        let previous = flags(ptr_fetch_or(&self.word, REGISTERING, Ordering::Acquire));
+        let previous = self.word.fetch_or(REGISTERING, Ordering::Acquire);
         debug_assert!(previous & CLAIMED != 0 && previous & REGISTERING == 0);
         if previous & WAKING != 0 {
             // A notifier holds the cell: it wakes what is there. Relaxed: we did not
             // touch the cell.
-            ptr_fetch_and(&self.word, !REGISTERING, Ordering::Relaxed);
+            self.word.fetch_and(!REGISTERING, Ordering::Relaxed);
             return Slot::Notified;
         }
         // A `clone` that panics (executor code) leaves the cell as it was and
@@ -334,11 +279,9 @@ impl Waiters {
         // Release: publishes the waker to the next notifier's acquiring `fetch_or`.
         // Acquire: a `WAKING` read here comes from a notifier that closed the node
         // before its RMW, so our later read of the state word sees the close.
-        let previous = flags(ptr_fetch_and(
-            &self.word,
-            !(REGISTERING | WAKING),
-            Ordering::AcqRel,
-        ));
+        let previous = self
+            .word
+            .fetch_and(!(REGISTERING | WAKING), Ordering::AcqRel);
         if previous & WAKING != 0 {
             Slot::Notified
         } else {
@@ -353,72 +296,36 @@ impl Waiters {
         // is not registering, and it cleared any skipper's bit when it last
         // gave the cell back. Then the node is done, and the slot is dead:
         // nothing to give back, and nothing of the cell is read.
-        if flags(self.word.load(Ordering::Relaxed)) & WAKING != 0 {
+        if self.word.load(Ordering::Relaxed) & WAKING != 0 {
             return;
         }
         // Acquire: as in `update`.
-        let previous = flags(ptr_fetch_or(&self.word, REGISTERING, Ordering::Acquire));
+        let previous = self.word.fetch_or(REGISTERING, Ordering::Acquire);
         debug_assert!(previous & CLAIMED != 0 && previous & REGISTERING == 0);
         if previous & WAKING != 0 {
             // A notifier holds the cell and empties it (and wakes our old waker,
             // harmlessly); the node is done, the slot is not needed again
             // (module docs, "The slot after the close"). Relaxed: we did not
             // touch the cell.
-            ptr_fetch_and(&self.word, !(CLAIMED | REGISTERING), Ordering::Relaxed);
+            self.word
+                .fetch_and(!(CLAIMED | REGISTERING), Ordering::Relaxed);
             return;
         }
         // SAFETY: we set `REGISTERING` on a word without `WAKING`: we hold the cell.
         let old = self.waker.with_mut(|cell| unsafe { (*cell).take() });
         // Release: the emptied cell to the next claimant's acquiring CAS. Also clears
         // the `WAKING` of notifiers that skipped the cell while we held it.
-        ptr_fetch_and(
-            &self.word,
-            !(CLAIMED | REGISTERING | WAKING),
-            Ordering::Release,
-        );
+        self.word
+            .fetch_and(!(CLAIMED | REGISTERING | WAKING), Ordering::Release);
         drop(old);
     }
 
     /// Listens on the event with `waker` (the slot is taken).
     fn listen(&self, waker: &Waker) -> Key {
-        self.list_or_install().listen_key(waker)
-    }
-
-    /// The event's list, installed in the slot's word by the first waiter
-    /// that needs it.
-    fn list_or_install(&self) -> &Waitlist {
-        // Acquire: pairs with the installing CAS, so the list is seen whole.
-        let mut current = self.word.load(Ordering::Acquire);
-        // SAFETY: read from our own word; the borrow ends with `self`'s.
-        if let Some(list) = unsafe { list_of(current) } {
-            return list;
-        }
-        let installed = event::install(|fresh| {
-            loop {
-                let winner = current.map_addr(|a| a & !FLAGS);
-                if !winner.is_null() {
-                    return Err(winner);
-                }
-                // Release: publishes the fresh list to the notifier's acquiring
-                // `fetch_or` and to the other listeners' loads; Acquire on
-                // failure, for a winner's list. The flags may change meanwhile
-                // (the owner, a notifier): the CAS keeps whatever they are. The
-                // waiter's `SeqCst` RMW of the state word, after this, orders
-                // the listen before the notifier's `fetch_or` (module docs).
-                match self.word.compare_exchange_weak(
-                    current,
-                    fresh.map_addr(|a| a | flags(current)),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => return Ok(()),
-                    Err(actual) => current = actual,
-                }
-            }
-        });
-        // SAFETY: installed in our word (by us or the winner), which owns a
-        // reference on it until `self` is dropped.
-        unsafe { &*installed }
+        // Relaxed: the waiter's `SeqCst` RMW of the state word, after this, is what
+        // orders it before the notifier's `fetch_or` (module docs).
+        self.word.fetch_or(EVENT, Ordering::Relaxed);
+        self.event.listen_key(waker)
     }
 
     /// Wakes every registered waiter: the slot's waker, and the event's listeners
@@ -429,7 +336,7 @@ impl Waiters {
     /// outside every lock, and a panicking one costs no other waiter its wake-up.
     /// The first panic is kept in `panic`.
     pub(crate) fn notify_all(&self, panic: &mut Panic) {
-        let waker = self.notify_event_and_take_slot(|list| list.notify_all(panic));
+        let waker = self.notify_event_and_take_slot(|event| event.notify_all(panic));
         if let Some(waker) = waker {
             work::catch(panic, || waker.wake());
         }
@@ -442,19 +349,18 @@ impl Waiters {
     /// is the one a waiter registered, and its poll after the wake sees the node
     /// done.
     pub(crate) fn take_wakers(&self, wakers: &mut WakeList) {
-        let waker = self.notify_event_and_take_slot(|list| list.notify_into(wakers));
+        let waker = self.notify_event_and_take_slot(|event| event.notify_into(wakers));
         wakers.extend(waker);
     }
 
     /// The notifier's side of the slot and the event: takes the slot's waker
     /// (returned) and notifies the event with `notify` if it was ever used.
-    fn notify_event_and_take_slot(&self, notify: impl FnOnce(&Waitlist)) -> Option<Waker> {
-        // AcqRel: acquires the owner's waker (its releasing RMW came before) and
-        // the event's list (its installing CAS came before, if we read it), and
+    fn notify_event_and_take_slot(&self, notify: impl FnOnce(&Event)) -> Option<Waker> {
+        // AcqRel: acquires the owner's waker (its releasing RMW came before), and
         // releases our close to an owner that finds our `WAKING` bit.
-        let previous = ptr_fetch_or(&self.word, WAKING, Ordering::AcqRel);
+        let previous = self.word.fetch_or(WAKING, Ordering::AcqRel);
         let mut waker = None;
-        if flags(previous) & (REGISTERING | WAKING) == 0 {
+        if previous & (REGISTERING | WAKING) == 0 {
             // SAFETY: our `fetch_or` set `WAKING` on a word without `REGISTERING`
             // or `WAKING`: we hold the cell, for good. The bit stays: the node
             // is done, so no waiter needs the slot again (module docs, "The
@@ -462,9 +368,8 @@ impl Waiters {
             // word per waiter, in every walk, is saved.
             waker = self.waker.with_mut(|cell| unsafe { (*cell).take() });
         }
-        // SAFETY: read from our own word; `self` outlives the borrow.
-        if let Some(list) = unsafe { list_of(previous) } {
-            notify(list);
+        if previous & EVENT != 0 {
+            notify(&self.event);
         }
         waker
     }
@@ -495,7 +400,7 @@ impl Drop for HoldingCell<'_> {
         // Relaxed: a first guess; the CAS decides.
         let mut current = word.load(Ordering::Relaxed);
         loop {
-            if flags(current) & WAKING != 0 && skipped.is_none() {
+            if current & WAKING != 0 && skipped.is_none() {
                 // SAFETY: we hold the cell (`REGISTERING`) until the CAS below.
                 skipped = self
                     .waiters
@@ -506,7 +411,7 @@ impl Drop for HoldingCell<'_> {
             // maybe empty, to the next holder); Acquire to read a notifier's bit.
             match word.compare_exchange_weak(
                 current,
-                current.map_addr(|a| a & !bits),
+                current & !bits,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
@@ -593,7 +498,7 @@ impl Waiter {
                 Waiter::Event(_, key) => {
                     // Our entry's waker is `waker` from now on, unless a notify
                     // took it.
-                    if waiters.list().poll(key, waker).is_pending() {
+                    if waiters.event.poll_key(key, waker).is_pending() {
                         return Poll::Pending;
                     }
                     self.release();
@@ -641,7 +546,7 @@ impl Waiter {
         match std::mem::take(self) {
             Waiter::Idle | Waiter::Finished => {}
             Waiter::Slot(carrier) => carrier.cancel_part().waiters.release(),
-            Waiter::Event(carrier, key) => carrier.cancel_part().waiters.list().release(key),
+            Waiter::Event(carrier, key) => carrier.cancel_part().waiters.event.release_key(key),
         }
     }
 
