@@ -105,6 +105,24 @@ fn event_waiter(ctx: &Context) -> thread::JoinHandle<()> {
     })
 }
 
+/// A context whose slot is held (by a `Done` registered here) and the threads
+/// `others` starts against it, then its cancel: the threads are joined in
+/// their order, and the slot's holder is woken last.
+fn slot_taken_vs_cancel(
+    others: impl Fn(&Context) -> Vec<thread::JoinHandle<()>> + Send + Sync + 'static,
+) {
+    model(move || {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let slot = slot_holder(&ctx);
+        let threads = others(&ctx);
+        cancel.cancel();
+        for t in threads {
+            t.join().unwrap();
+        }
+        block_on(slot);
+    });
+}
+
 /// One waiter in the slot, a second on the event: the cancel wakes both.
 #[test]
 fn loom_waiter_slot_and_event_vs_cancel() {
@@ -249,17 +267,12 @@ fn loom_waiter_new_waiter_after_the_slot_died() {
 /// one's entry goes whichever comes first, and the other is woken.
 #[test]
 fn loom_waiter_event_entry_dropped_vs_notify() {
-    model(|| {
-        let (ctx, cancel) = Context::background().with_cancel();
-        let slot = slot_holder(&ctx);
+    slot_taken_vs_cancel(|ctx| {
         let mut dropped = ctx.done();
         assert!(poll_once(&mut dropped).is_pending());
-        let t = event_waiter(&ctx);
+        let t = event_waiter(ctx);
         let dropper = thread::spawn(move || drop(dropped));
-        cancel.cancel();
-        dropper.join().unwrap();
-        t.join().unwrap();
-        block_on(slot);
+        vec![dropper, t]
     });
 }
 
@@ -291,16 +304,7 @@ fn loom_adapter_event_listen_check_wait_vs_notify() {
 /// own), and the cancel wakes both, wherever their entries went.
 #[test]
 fn loom_waiter_two_first_listeners_install_the_list_vs_cancel() {
-    model(|| {
-        let (ctx, cancel) = Context::background().with_cancel();
-        let slot = slot_holder(&ctx);
-        let a = event_waiter(&ctx);
-        let b = event_waiter(&ctx);
-        cancel.cancel();
-        a.join().unwrap();
-        b.join().unwrap();
-        block_on(slot);
-    });
+    slot_taken_vs_cancel(|ctx| vec![event_waiter(ctx), event_waiter(ctx)]);
 }
 
 /// The slot's owner stores a new waker (its flags change: `REGISTERING` set,

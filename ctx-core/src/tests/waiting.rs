@@ -668,9 +668,10 @@ fn a_borrow_that_changes_its_context_touches_no_registration_it_did_not_make() {
     let _ = flipper;
 }
 
-/// A `Done` is three words whatever it borrows from: the event's listener (a
-/// second waiter on one context) is boxed. The future it sits in is what an
-/// executor allocates per task, and a bigger task cell costs every task.
+/// A `Done` is three words whatever it borrows from: its registration is the
+/// carrier and, for a second waiter on one context, the index of its entry in
+/// the carrier's list. The future it sits in is what an executor allocates per
+/// task, and a bigger task cell costs every task.
 ///
 /// Under Miri, CI also randomizes layouts (`-Zrandomize-layout`), which may
 /// give the registration's enum a word of padding: there, one word more is
