@@ -1590,9 +1590,10 @@ impl Report<'_> {
                  (`CancelFanout/children=100000/waiters=tokio-tasks/plain-wakers`): \
                  tokio's own cost of tasks woken from outside the runtime. The row \
                  follows the heap's layout as much as the code: each child's node lies \
-                 next to its task's cell, and in one measurement (glibc, 2-core Xeon) \
-                 a node of 88, 104 or 112 bytes instead of 96 changed ctx-core's \
-                 time by +13 %, −3 % and −10 %. Compare two builds with alternating \
+                 next to its task's cell, and in four alternating criterion runs \
+                 (glibc, 2-core Xeon) a build with 88-byte nodes instead of 96 took \
+                 this row from 1.20× to 1.25× the floor's time (that build padded back \
+                 to 96 bytes measured like 96). Compare two builds with alternating \
                  runs of the whole `CancelFanout` groups: the groups before this row \
                  shape the heap it gets.",
                 num(ns / 1e6),
