@@ -459,6 +459,18 @@ impl Context {
         let now = now.unwrap_or_else(|| timer.now());
         let system_clock = timer.is_system_clock();
         let parent_carrier = self.carrier();
+        if now >= deadline
+            && let Some(carrier) = parent_carrier
+        {
+            // Born past its deadline: but if a deadline above has passed too
+            // (its timer is late), the parent was done first, and the child
+            // must be born with the parent's reason, as it would be had
+            // anybody read the parent before (exact deadlines). This read
+            // records that expiry (no user code: see `Context::err`), so the
+            // registration below finds the parent done. The check asks the
+            // backend above, so it comes before anything exists too.
+            tree::deadline::exact_word(carrier);
+        }
         let payload = DeadlinePart {
             cancel: CancelPart::new(true),
             deadline,

@@ -40,6 +40,41 @@ fn a_cancel_after_the_deadline_passed_ends_the_same_whether_read_first_or_not() 
     assert_eq!(reason(&unread), exceeded("slow"));
 }
 
+/// A child whose own deadline has passed when it is made, below a parent whose
+/// (later) deadline has passed too, unread: the parent was done first, so the
+/// child is born with the parent's reason, as when the parent was read before.
+#[test]
+fn a_child_born_past_its_deadline_below_a_passed_parent_takes_the_parents_reason() {
+    for read_parent_first in [true, false] {
+        let timer = ManualTimer::new();
+        let (parent, _cancel_parent) = timer
+            .root()
+            .with_timeout_cause(Duration::from_secs(10), Cause::msg("parent"));
+        timer.advance_silently(Duration::from_secs(20));
+        if read_parent_first {
+            assert!(parent.is_done());
+        }
+        let earlier = parent.deadline().unwrap() - Duration::from_secs(5);
+        let (child, _cancel_child) = parent.with_deadline_cause(earlier, Cause::msg("child"));
+        assert_eq!(
+            reason(&child),
+            exceeded("parent"),
+            "read first: {read_parent_first}"
+        );
+        assert_eq!(reason(&parent), exceeded("parent"));
+    }
+    // A parent whose deadline has not passed leaves the child its own.
+    let timer = ManualTimer::new();
+    let (parent, _cancel_parent) = timer
+        .root()
+        .with_timeout_cause(Duration::from_secs(10), Cause::msg("parent"));
+    timer.advance_silently(Duration::from_secs(6));
+    let earlier = parent.deadline().unwrap() - Duration::from_secs(5);
+    let (child, _cancel_child) = parent.with_deadline_cause(earlier, Cause::msg("child"));
+    assert_eq!(reason(&child), exceeded("child"));
+    assert_eq!(parent.err(), None);
+}
+
 #[test]
 fn a_childs_cancel_after_its_parents_deadline_passed_changes_nothing() {
     let timer = ManualTimer::new();
