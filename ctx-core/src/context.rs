@@ -182,8 +182,10 @@ impl Context {
     }
 
     /// [`with_deadline`](Context::with_deadline) at `timeout` from now, by this
-    /// context's timer clock (Go's `WithTimeout`). A timeout too large to represent
-    /// (`Duration::MAX`) saturates to a deadline centuries away.
+    /// context's timer clock (Go's `WithTimeout`). A timeout longer than 2^36
+    /// seconds (about 2,177 years; `Duration::MAX` too) is cut to that: the
+    /// deadline is then centuries away, and never earlier than a shorter
+    /// timeout's.
     ///
     /// Keep the [`CancelFunc`] in a named binding: `let (ctx, _) = …` drops it at
     /// once and `ctx` is born canceled. [`with_timeout_guard`](Context::with_timeout_guard)
@@ -744,19 +746,20 @@ impl Context {
     }
 }
 
-/// `at + by`, saturating at a far-future instant instead of overflowing.
+/// The farthest a timeout reaches: 2^36 seconds, about 2,177 years. Longer
+/// timeouts are cut to it ([`saturating_add`]).
+const FARTHEST: Duration = Duration::from_secs(1 << 36);
+
+/// `at + by`, with `by` cut to [`FARTHEST`] (or, where `Instant` cannot
+/// reach that far past `at`, to the largest half of it that fits): never an
+/// overflow, and a longer timeout never gives an earlier deadline.
 pub(crate) fn saturating_add(at: Instant, by: Duration) -> Instant {
-    if let Some(sum) = at.checked_add(by) {
-        return sum;
+    let mut limit = FARTHEST;
+    // Ends: `at + 0` always fits.
+    while at.checked_add(limit).is_none() {
+        limit /= 2;
     }
-    // About 3000 years, then halving: the largest representable step that fits.
-    let mut step = Duration::from_secs(1 << 36);
-    loop {
-        if let Some(sum) = at.checked_add(step) {
-            return sum;
-        }
-        step /= 2;
-    }
+    at + by.min(limit)
 }
 
 impl Clone for Context {

@@ -32,6 +32,40 @@ fn an_endless_timeout_saturates_to_a_far_future_deadline() {
     assert_eq!(child.err(), Some(Error::Canceled));
 }
 
+/// A longer timeout never gives an earlier deadline, however long: the
+/// longest ones are all cut to the same far deadline, whether or not `Instant`
+/// could hold the exact sum.
+#[test]
+fn a_longer_timeout_never_gives_an_earlier_deadline() {
+    let timer = ManualTimer::new();
+    let root = timer.root();
+    let hours = |n: u64| Duration::from_secs(n * 3600);
+    let timeouts = [
+        CENTURY,
+        Duration::from_secs(1 << 36) - Duration::from_nanos(1),
+        Duration::from_secs(1 << 36),
+        hours(99_999_999), // the longest `grpc-timeout`
+        Duration::from_secs(u64::MAX / 2),
+        Duration::MAX,
+    ];
+    let deadlines: Vec<Instant> = timeouts
+        .iter()
+        .map(|&timeout| root.with_timeout(timeout).0.deadline().unwrap())
+        .collect();
+    for (pair, timeouts) in deadlines.windows(2).zip(timeouts.windows(2)) {
+        assert!(
+            pair[0] <= pair[1],
+            "{:?} gave a later deadline than {:?}",
+            timeouts[0],
+            timeouts[1]
+        );
+    }
+    assert!(
+        deadlines[0] - root.now() == CENTURY,
+        "a century is kept exactly"
+    );
+}
+
 #[test]
 fn an_endless_timeout_on_a_private_std_timer_is_disarmed_on_cancel() {
     if cfg!(miri) {
