@@ -29,9 +29,15 @@ use std::time::{Duration, Instant};
 /// canceling a node cancels its whole subtree; a child never outlives the
 /// cancellation, deadline or values of its parent.
 ///
-/// All methods are safe to call from any number of threads at once; none of them
-/// takes a lock or waits for another thread, except the explicit waits
-/// ([`wait`](Context::wait) and the [`Done`] future).
+/// All methods are safe to call from any number of threads at once. Reads
+/// ([`err`](Context::err), [`is_done`](Context::is_done), `check`, `cause`,
+/// `deadline`, `value`) and deriving (`with_cancel`, `with_value`, …) never
+/// take a lock or wait for another thread. The exceptions are named where they
+/// are: the explicit waits ([`wait`](Context::wait) and the [`Done`] future);
+/// a deadline's arming, which is the timer backend's (the built-in ones hold a
+/// lock of their own for a few instructions); and [`after_func`](Context::after_func)
+/// on a context that is already done, which hands the callback to the runner
+/// through its queue's lock.
 ///
 /// # Examples
 ///
