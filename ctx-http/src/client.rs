@@ -10,12 +10,13 @@
 use crate::ended::{cause_of, poll_done};
 use crate::header::{GRPC_TIMEOUT, encode, parse_timeout};
 use ctx_core::{Cause, Context, Done, Error};
-use http::Request;
+use http::{HeaderValue, Request};
 use pin_project_lite::pin_project;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll, ready};
+use std::time::Duration;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -33,7 +34,9 @@ use tower_service::Service;
 ///   [`ClientError::NotSent`] (nothing was sent);
 /// * writes the time left until the context's deadline, when the request
 ///   leaves, as `grpc-timeout` (keeping a value already there if it is
-///   shorter), so the server stops when the caller stops waiting;
+///   shorter; a request that carries the header several times leaves with
+///   one value, the shortest), so the server stops when the caller stops
+///   waiting;
 /// * races the call against the context: when the context ends first, the
 ///   inner future is dropped (hyper then abandons the request and closes its
 ///   connection, which the server sees as a client that went away) and the call
@@ -249,14 +252,35 @@ where
 
 /// Writes the time left until `ctx`'s deadline as `grpc-timeout`, unless a
 /// shorter value is there already.
+///
+/// A request may carry the header more than once, and servers differ on which
+/// value they take (this crate's server the first, grpc-go the last). So every
+/// value is looked at, and the request leaves with one: the shortest valid one
+/// already there if it is no longer than the time left, else the time left.
+/// No server can then read a longer timeout than the caller will wait.
 fn write_timeout<B>(req: &mut Request<B>, ctx: &Context) {
-    if let Some(remaining) = ctx.remaining() {
-        let headers = req.headers_mut();
-        let shorter_there = headers
-            .get(GRPC_TIMEOUT)
-            .and_then(|value| parse_timeout(value).ok())
-            .is_some_and(|there| there <= remaining);
-        if !shorter_there {
+    let Some(remaining) = ctx.remaining() else {
+        return;
+    };
+    let headers = req.headers_mut();
+    let mut values = 0usize;
+    let mut kept: Option<(Duration, HeaderValue)> = None;
+    for value in headers.get_all(GRPC_TIMEOUT) {
+        values += 1;
+        if let Ok(there) = parse_timeout(value)
+            && there <= remaining
+            && kept.as_ref().is_none_or(|(shortest, _)| there < *shortest)
+        {
+            kept = Some((there, value.clone()));
+        }
+    }
+    match kept {
+        // The one value there is kept as it is.
+        Some(_) if values == 1 => {}
+        Some((_, value)) => {
+            headers.insert(GRPC_TIMEOUT, value);
+        }
+        None => {
             headers.insert(GRPC_TIMEOUT, encode(remaining));
         }
     }

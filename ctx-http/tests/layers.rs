@@ -951,6 +951,48 @@ async fn the_client_keeps_a_shorter_timeout_and_replaces_a_longer_one() {
     }
 }
 
+/// A request that carries `grpc-timeout` several times leaves with one value,
+/// the shortest that is no longer than the time left: servers differ on which
+/// value they read (this crate's the first, grpc-go the last), and none may
+/// read a longer timeout than the caller waits.
+#[tokio::test(start_paused = true)]
+async fn the_client_sends_one_timeout_when_the_request_carries_several() {
+    let root = ctx_tokio::background();
+    let (ctx, _cancel) = root.with_timeout(Duration::from_secs(10));
+    let client = ClientLayer::new().layer(service_fn(|req: Request<()>| {
+        let sent: Vec<HeaderValue> = req
+            .headers()
+            .get_all(GRPC_TIMEOUT)
+            .iter()
+            .cloned()
+            .collect();
+        async move { Ok::<_, Infallible>(Response::new(sent)) }
+    }));
+    for (there, expected) in [
+        (&["1S", "99S"][..], "1S"),
+        (&["99S", "2S", "3S"][..], "2S"),
+        (&["bad", "4S"][..], "4S"),
+        (&["99S", "98S"][..], "10S"),
+        (&["5S"][..], "5S"),
+    ] {
+        let mut request = request_under(&ctx);
+        for value in there {
+            request
+                .headers_mut()
+                .append(GRPC_TIMEOUT, HeaderValue::from_static(value));
+        }
+        let response = client.clone().oneshot(request).await.unwrap();
+        let sent = response.into_body();
+        assert_eq!(sent.len(), 1, "{there:?} already there: sent {sent:?}");
+        if expected == "10S" {
+            let sent = ctx_http::parse_timeout(&sent[0]).unwrap();
+            assert_eq!(sent, Duration::from_secs(10), "{there:?} already there");
+        } else {
+            assert_eq!(sent[0], expected, "{there:?} already there");
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_client_refuses_to_send_when_the_context_is_done() {
     let (ctx, cancel) = Context::background().with_cancel_cause();
