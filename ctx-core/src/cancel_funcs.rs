@@ -37,8 +37,9 @@ use std::fmt;
 /// free run on ctx-core's runner threads, each on its own, and the cancel does
 /// not wait for them (Go runs each `AfterFunc` in a goroutine of its own); a
 /// callback's panic stays there. If a `Drop` of a value the cancel released
-/// (or of its own cause) panicked, the first panic is resumed here once
-/// everything is done.
+/// (or of its own cause), a waiter's waker or a timer backend's `disarm`
+/// panicked on this thread, the first panic is resumed here once everything
+/// is done.
 ///
 /// # Examples
 ///

@@ -93,10 +93,12 @@
 //!   (so one callback that blocks holds back nothing else). `Drop`s of values
 //!   and closures released by a cancel run on the cancel function's thread, or
 //!   on the runner when a deadline ended the context.
-//! * **User code cannot break the tree.** A callback or `Drop` that panics never
-//!   leaves a subtree half canceled or a registration leaked: the cancel finishes,
-//!   then resumes the first `Drop`'s panic (a callback's panic, and any on a
-//!   runner thread, is reported by the panic hook and dropped).
+//! * **User code cannot break the tree.** A callback, `Drop`, waker or timer
+//!   backend's `disarm` that panics never leaves a subtree half canceled or a
+//!   registration leaked: the cancel finishes, then resumes the first panic of
+//!   what ran on its thread (a `Drop`'s, a waker's, a `disarm`'s; a callback's
+//!   panic, and any on a runner thread or a timer's, is reported by the panic
+//!   hook and dropped).
 //!
 //! # Features
 //!
