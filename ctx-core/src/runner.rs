@@ -15,11 +15,12 @@
 //! The runner is a pool that grows as its jobs block: a job goes to an idle
 //! thread if there is one; otherwise it starts a new thread while fewer than
 //! [`eager_threads`] exist (one per CPU, at least [`MIN_EAGER`]), and beyond
-//! that a monitor thread starts one more whenever the queue has not moved for
-//! [`STALL`]. So a burst of quick jobs (a fan-out whose every child has a
-//! callback) runs on a few threads instead of starting one per job, and jobs
-//! that block (a callback waiting for another) never starve the ones queued
-//! behind them: those get a thread within a few `STALL`s. Threads that stay idle
+//! that a monitor thread starts more whenever no job finished for [`STALL`]:
+//! one, then one more than the last time while no job finishes. So a burst
+//! of quick jobs (a fan-out whose every child has a callback) runs on a few
+//! threads instead of starting one per job, and jobs that block (a callback
+//! waiting for another) never starve the ones queued behind them: behind `n`
+//! blocked jobs, those get threads within about sqrt(2`n`) `STALL`s. Threads that stay idle
 //! for [`IDLE_EXIT`] end. A panicking job is caught (the panic hook has reported
 //! it) and the thread carries on.
 //!
@@ -98,9 +99,10 @@ struct Queue {
     /// Wake-ups promised to idle threads and not yet taken.
     wakeups: usize,
     threads: usize,
-    /// Jobs taken off the queue so far (wrapping): the monitor's measure of
-    /// progress.
-    taken: usize,
+    /// Jobs run to their end so far (wrapping): the monitor's measure of
+    /// progress. Not the jobs taken: a thread the monitor started takes one
+    /// at once, and that job may block as well.
+    finished: usize,
     /// Whether the monitor thread runs.
     monitor: bool,
     /// [`eager_threads`], once known (0 before).
@@ -116,7 +118,7 @@ impl Queue {
         idle: 0,
         wakeups: 0,
         threads: 0,
-        taken: 0,
+        finished: 0,
         monitor: false,
         eager: 0,
     };
@@ -252,11 +254,16 @@ fn start_counted_monitor(pool: &'static Pool) {
     }
 }
 
-/// The monitor: while jobs wait, starts one more thread each time the queue
-/// stood still for [`STALL`] (every thread busy, or none there, none taking a
-/// job: they block, or run long, or could not start); ends once the queue is
-/// empty. After a thread that could not start, it waits twice as long before
-/// the next attempt, up to [`RETRY_MAX`]. It runs no job itself.
+/// The monitor: while jobs wait, starts more threads each time no job
+/// finished for [`STALL`] with none idle (the threads block, or run long, or
+/// could not start): one after the first such stall, then one more than the
+/// last time while the stalls go on (1, 2, 3, …), never more than jobs
+/// wait. So the jobs behind `n` blocked ones get threads within about
+/// sqrt(2`n`) stalls, not `n`; and threads that are only descheduled for a
+/// while (a busy machine, quick jobs) add few threads, not a doubling pool.
+/// It ends once the queue is empty. After a thread that could not
+/// start, it starts one at a time again and waits twice as long before the
+/// next attempt, up to [`RETRY_MAX`]. It runs no job itself.
 #[cfg_attr(all(test, ctx_loom), allow(dead_code))]
 fn monitor(pool: &'static Pool) {
     let mut queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -264,6 +271,8 @@ fn monitor(pool: &'static Pool) {
     // exist, and the child's first job starts afresh (as for `work`).
     let epoch = queue.epoch;
     let mut pause = STALL;
+    // Threads to start at the next stall.
+    let mut burst = 1usize;
     loop {
         if queue.jobs.is_empty() || queue.epoch != epoch {
             if queue.epoch == epoch {
@@ -271,23 +280,35 @@ fn monitor(pool: &'static Pool) {
             }
             return;
         }
-        let taken = queue.taken;
+        let finished = queue.finished;
         drop(queue);
         std::thread::sleep(pause);
         queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if queue.epoch == epoch && !queue.jobs.is_empty() && queue.taken == taken && queue.idle == 0
-        {
-            queue.threads += 1;
-            drop(queue);
-            let started = start_counted_thread(pool);
-            queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if started {
-                pause = STALL;
-            } else {
-                // The monitor never forks: still this process's epoch.
-                queue.threads -= 1;
-                pause = pause.saturating_mul(2).min(RETRY_MAX);
-            }
+        if queue.epoch != epoch || queue.jobs.is_empty() {
+            continue;
+        }
+        if queue.finished != finished || queue.idle > 0 {
+            // Moving: the next stall starts over with one thread.
+            burst = 1;
+            continue;
+        }
+        let start = burst.min(queue.jobs.len());
+        queue.threads += start;
+        drop(queue);
+        // After a thread that could not start, the next would most likely
+        // fail too.
+        let started = (0..start)
+            .take_while(|_| start_counted_thread(pool))
+            .count();
+        queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if started == start {
+            pause = STALL;
+            burst = burst.saturating_add(1);
+        } else {
+            // The monitor never forks: still this process's epoch.
+            queue.threads -= start - started;
+            pause = pause.saturating_mul(2).min(RETRY_MAX);
+            burst = 1;
         }
     }
 }
@@ -324,13 +345,13 @@ fn work(pool: &'static Pool) {
     let epoch = queue.epoch;
     loop {
         if let Some(job) = queue.jobs.pop_front() {
-            queue.taken = queue.taken.wrapping_add(1);
             drop(queue);
             run(job);
             if crate::fork::epoch() != epoch {
                 return;
             }
             queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.finished = queue.finished.wrapping_add(1);
             continue;
         }
         queue.idle += 1;
