@@ -180,25 +180,13 @@ impl Expiry {
     /// waker is caught (the others are still woken, and `fire` returns), but
     /// a waker that blocks holds this thread, and with it the backend's other
     /// deadlines, until it returns. Wakers are meant to be quick (they hand a
-    /// task to its scheduler); those of ctx-core's own waits are. (The
-    /// built-in [`StdTimer`], whose one thread all the
-    /// process's deadlines share, hands the wakers to the runner as well.)
+    /// task to its scheduler); those of ctx-core's own waits are.
     pub fn fire(self) {
-        self.fire_with(true);
-    }
-
-    /// [`fire`](Expiry::fire), with the waiters' wakers on the runner too:
-    /// nothing but ctx-core's own code runs on the caller's thread.
-    pub(crate) fn fire_waking_on_runner(self) {
-        self.fire_with(false);
-    }
-
-    fn fire_with(self, wakers_here: bool) {
         if !self.node.upgrade() {
             return;
         }
         let reason = self.node.deadline_part().reason.clone();
-        crate::tree::cancel(self.node, reason, Origin::Timer { wakers_here });
+        crate::tree::cancel(self.node, reason, Origin::Timer);
         // The node's last strong reference may be ours, and its drop user code:
         // that goes to the runner too.
         crate::tree::work::release_on_runner(self.node);

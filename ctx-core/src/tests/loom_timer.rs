@@ -149,44 +149,6 @@ fn loom_timer_fire_vs_cancel() {
     });
 }
 
-/// A task awaits a deadline context (a leaf, or with a child of its own: a
-/// walk) while its timer fires the way the built-in `StdTimer` fires, with
-/// the wakers handed to the runner instead of woken on the firing thread.
-/// No wake-up is lost (the task returns), and the key is disarmed exactly
-/// once.
-fn waiter_vs_fire_waking_on_runner(with_child: bool) {
-    model(move || {
-        let timer = Recorder::new();
-        let root = Context::background().with_timer(timer.clone());
-        let (ctx, _cancel) = root.with_deadline(timer.deadline());
-        let child = with_child.then(|| ctx.with_cancel());
-        let (key, expiry) = timer.take_expiry();
-        let waiter = {
-            let ctx = ctx.clone();
-            thread::spawn(move || {
-                block_on(ctx.done());
-                assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
-            })
-        };
-        expiry.fire_waking_on_runner();
-        waiter.join().unwrap();
-        if let Some((child, _)) = &child {
-            assert_eq!(child.err(), Some(Error::DeadlineExceeded));
-        }
-        timer.assert_disarmed_once(vec![key]);
-    });
-}
-
-#[test]
-fn loom_timer_waiter_on_a_leaf_vs_fire_waking_on_runner() {
-    waiter_vs_fire_waking_on_runner(false);
-}
-
-#[test]
-fn loom_timer_waiter_on_a_walked_node_vs_fire_waking_on_runner() {
-    waiter_vs_fire_waking_on_runner(true);
-}
-
 /// A deadline child's timer fires while its parent is canceled. Both walks
 /// reach the child: the expiry's walk closes it and takes it out of the parent's
 /// set, the parent's walk drains that set (a detach that finds its entry taken

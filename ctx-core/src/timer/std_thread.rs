@@ -40,11 +40,10 @@
 //! shards whose `next` has passed, fires it outside the shard's lock, and sleeps
 //! again. A shard whose lock is held for long (a sweep) is skipped and looked at
 //! again 50 µs later, so that one big shard's sweep does not hold up the
-//! deadlines of the others. It runs no user or executor code: firing an
-//! [`Expiry`] marks the subtree done and hands the waiters' wakers, the
-//! `after_func` callbacks and the `Drop`s it sets free to ctx-core's runner
-//! threads; a sweep only reads state words. So a callback, a waker or a
-//! `Drop` that blocks or panics never delays another deadline.
+//! deadlines of the others. It runs no user code: firing an [`Expiry`] marks the subtree done and
+//! wakes its waiters, and hands the `after_func` callbacks and `Drop`s it sets
+//! free to ctx-core's runner threads; a sweep only reads state words. So a
+//! callback that blocks or panics never delays another deadline.
 //!
 //! # Synchronization
 //!
@@ -79,14 +78,9 @@ const MIN_SLEEP: Duration = Duration::from_micros(50);
 /// # Where user code runs
 ///
 /// Never on the timer's thread: `after_func` callbacks of a context ended by its
-/// deadline, the wakers of the tasks and threads waiting on it, and the
-/// `Drop`s of contexts the expiry released last, run on ctx-core's runner
-/// threads (a small pool that grows when a callback blocks and shrinks when
-/// idle), as Go runs each `AfterFunc` on a goroutine of its own. So one waker
-/// or callback that blocks holds back no other deadline: every context of the
-/// process shares this thread. (A blocking wait parks no longer than its
-/// context's deadline, then reads it: its deadline's wake-up is not held up
-/// by the hop.)
+/// deadline, and the `Drop`s of contexts the expiry released last, run on
+/// ctx-core's runner threads (a small pool that grows when a callback blocks and
+/// shrinks when idle), as Go runs each `AfterFunc` on a goroutine of its own.
 ///
 /// # Panics
 ///
@@ -417,7 +411,7 @@ fn pass(shared: &Shared, batch: &mut Vec<Expiry>) -> Sleep {
             // A disarmed entry does nothing here (its context is done or gone).
             // Firing runs no user code, but a panic in it must not take the
             // timer thread down with it.
-            crate::adapter::contain_panic(|| expiry.fire_waking_on_runner());
+            crate::adapter::contain_panic(|| expiry.fire());
         }
         // The batch too gives a spike's memory back (it is reused, not freed).
         if batch.capacity() > shards::SHRINK_FLOOR {

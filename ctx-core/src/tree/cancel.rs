@@ -219,8 +219,7 @@ fn mark_complete(node: NodeRef) {
 /// parents, and the callbacks this cancel claimed have run on this thread; then
 /// the first panic of a callback or `Drop` is resumed (unless the thread is
 /// already unwinding). With [`Origin::Timer`], the walk happens here and
-/// everything that could block or run user code goes to the runner (the
-/// wakers too, unless the origin says they run here).
+/// everything that could block or run user code goes to the runner.
 pub(crate) fn cancel(node: NodeRef, reason: Reason, origin: Origin) -> bool {
     let closed = try_close(node, &reason, false);
     finish_cancel(node, closed, reason, origin, None, None)
@@ -316,7 +315,7 @@ fn finish_cancel(
 ) -> bool {
     drop_reason(reason, &mut panic);
     let ended = if let Some((previous, flag)) = as_leaf(node, closed) {
-        if finish_leaf_owing(node, previous, flag, origin.wakers_here(), &mut panic) {
+        if finish_leaf_owing(node, previous, flag, &mut panic) {
             node.dec_weak();
         }
         true
@@ -327,7 +326,7 @@ fn finish_cancel(
         Origin::Explicit => work::resume(panic),
         // A timer backend's thread, which nothing may unwind into: dropped,
         // its payload's `Drop` (user code too) guarded.
-        Origin::Timer { .. } => work::discard(panic),
+        Origin::Timer => work::discard(panic),
     }
     ended
 }
@@ -388,7 +387,7 @@ fn walk_cancel(
     walk.run(node);
     match origin {
         Origin::Explicit => walk.finish(node, panic, false),
-        Origin::Timer { wakers_here } => {
+        Origin::Timer => {
             // The firing backend's own `disarm`s may run on its own thread (any
             // other backend's go to the runner with the rest); a panic in one
             // is the backend's, and must not stop the walk's other duties.
@@ -397,12 +396,8 @@ fn walk_cancel(
                 register::detach(node);
                 // The subtree is complete: the waiters' wakers (executor code,
                 // which a backend's thread may run) are woken here, without a
-                // hop to the runner, unless the backend keeps its thread to
-                // itself: then they go to the runner with the rest, after
-                // the other backends' `disarm`s.
-                if wakers_here {
-                    walk.work.run_wakes(panic);
-                }
+                // hop to the runner.
+                walk.work.run_wakes(panic);
                 if !walk.work.is_empty() {
                     std::mem::take(&mut walk.work).run_on_runner();
                 }
@@ -418,19 +413,12 @@ fn walk_cancel(
 
 /// The rest of a cancel that closed a leaf (no registration ever, or none
 /// left: `flag` says whether its `COMPLETE` flag is still to be set), so no
-/// walk: give the timer back, wake the waiters (here if `wakers_here`, else
-/// on the runner), leave the parents — the same steps as a walk of one node,
-/// without its bookkeeping. A slot reference
+/// walk: give the timer back, wake the waiters, leave the parents — the same
+/// steps as a walk of one node, without its bookkeeping. A slot reference
 /// the leaf's detach takes back from its parent is not released but owed to
 /// the caller (true): a caller that releases its own strong reference next
 /// gives back both in one RMW.
-fn finish_leaf_owing(
-    node: NodeRef,
-    previous: Word,
-    flag: bool,
-    wakers_here: bool,
-    panic: &mut Panic,
-) -> bool {
+fn finish_leaf_owing(node: NodeRef, previous: Word, flag: bool, panic: &mut Panic) -> bool {
     if flag {
         // Complete before any backend or executor code runs, as a leaf is
         // complete at its close: a canceler that lost the race waits for the
@@ -447,16 +435,7 @@ fn finish_leaf_owing(
         debug_assert!(work.is_empty());
     }
     if state::has(previous, WAITERS) {
-        let waiters = &node.cancel_part().waiters;
-        if wakers_here {
-            waiters.notify_all(panic);
-        } else {
-            // A backend that keeps its thread to itself: the wakers go to
-            // the runner (`Origin::Timer`).
-            let mut work = Work::default();
-            waiters.take_wakers(&mut work.wakers);
-            work.run_on_runner();
-        }
+        node.cancel_part().waiters.notify_all(panic);
     }
     if node.kind() == Kind::Merge {
         merge_leaves_parents(node);
@@ -504,10 +483,7 @@ fn release_after_close(
         // context was canceled before): nothing to wait for.
         (false, false)
     } else if let Some((previous, flag)) = as_leaf(node, closed) {
-        (
-            true,
-            finish_leaf_owing(node, previous, flag, true, &mut panic),
-        )
+        (true, finish_leaf_owing(node, previous, flag, &mut panic))
     } else {
         let ended = walk_cancel(node, closed, Origin::Explicit, clock, &mut panic);
         (ended, false)

@@ -63,10 +63,8 @@
 //!    while a canceler that lost the race waits for the walk, and none finds a
 //!    node this thread still owns incomplete. For a timer's expiry, callbacks
 //!    and `Drop`s run on the runner's threads, never on the timer's; the
-//!    firing backend's own `disarm` runs on the timer's thread, another
-//!    backend's on the runner; the wakers run on the timer's thread, but for
-//!    the built-in `StdTimer`'s (one thread for every deadline of the
-//!    process), which go to the runner after those `disarm`s. A panic in any of it never
+//!    wakers and the firing backend's own `disarm` run on the timer's thread,
+//!    another backend's `disarm` on the runner. A panic in any of it never
 //!    stops the cancel: everything is finished, then the first panic is
 //!    resumed.
 //! 10. Cancel and drop never recurse on the tree's shape: cancel keeps an explicit

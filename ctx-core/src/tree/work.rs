@@ -18,11 +18,9 @@
 //! finds its timer released. Where the rest runs depends on who canceled
 //! ([`Origin`]): an explicit cancel (a `CancelFunc`, a parent's cancel, a
 //! context born done) runs it on its own thread before it returns, and then
-//! resumes the first panic; a timer's expiry runs its own backend's disarms on its
-//! thread, wakes the wakers there too (but for the built-in `StdTimer`'s,
-//! whose wakers go to the runner: its thread serves every deadline of the
-//! process), and hands the rest to the runner so that no `Drop`, other
-//! backend or panic can hold back or stop the timer backend.
+//! resumes the first panic; a timer's expiry wakes the wakers and runs its own
+//! backend's disarms on its thread, and hands the rest to the runner so that
+//! no `Drop`, other backend or panic can hold back or stop the timer backend.
 
 use super::callback::Callback;
 use super::deadline::TimerRef;
@@ -42,25 +40,7 @@ pub(crate) enum Origin {
     /// thread before `cancel` returns, but for the callbacks (runner jobs).
     Explicit,
     /// A timer backend firing an expiry: user code runs on the runner's threads.
-    /// The waiters' wakers (executor code) run on the backend's thread if
-    /// `wakers_here`, on the runner otherwise (the built-in `StdTimer`, whose
-    /// one thread every deadline of the process may share: it runs no code
-    /// but ours, so that no waker can hold back another deadline).
-    Timer {
-        /// Whether the wakers run on the firing thread.
-        wakers_here: bool,
-    },
-}
-
-impl Origin {
-    /// Whether the waiters' wakers run on the cancel's own thread: for every
-    /// origin but an expiry of a backend that keeps its thread to itself.
-    pub(crate) fn wakers_here(self) -> bool {
-        match self {
-            Origin::Explicit => true,
-            Origin::Timer { wakers_here } => wakers_here,
-        }
-    }
+    Timer,
 }
 
 /// A panic payload caught on the way, resumed once everything is done.
