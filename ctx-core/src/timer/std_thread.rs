@@ -40,10 +40,12 @@
 //! shards whose `next` has passed, fires it outside the shard's lock, and sleeps
 //! again. A shard whose lock is held for long (a sweep) is skipped and looked at
 //! again 50 µs later, so that one big shard's sweep does not hold up the
-//! deadlines of the others. It runs no user code: firing an [`Expiry`] marks the subtree done and
-//! wakes its waiters, and hands the `after_func` callbacks and `Drop`s it sets
-//! free to ctx-core's runner threads; a sweep only reads state words. So a
-//! callback that blocks or panics never delays another deadline.
+//! deadlines of the others. It runs no user code: firing an [`Expiry`] marks
+//! the subtree done and wakes its waiters (the wakers are executor code, see
+//! [`StdTimer`]'s "Where user code runs"), and hands the `after_func`
+//! callbacks and `Drop`s it sets free to ctx-core's runner threads; a sweep
+//! only reads state words. So a callback or a `Drop` that blocks or panics
+//! never delays another deadline.
 //!
 //! # Synchronization
 //!
@@ -77,10 +79,19 @@ const MIN_SLEEP: Duration = Duration::from_micros(50);
 ///
 /// # Where user code runs
 ///
-/// Never on the timer's thread: `after_func` callbacks of a context ended by its
+/// Not on the timer's thread: `after_func` callbacks of a context ended by its
 /// deadline, and the `Drop`s of contexts the expiry released last, run on
 /// ctx-core's runner threads (a small pool that grows when a callback blocks and
 /// shrinks when idle), as Go runs each `AfterFunc` on a goroutine of its own.
+///
+/// The one exception is executor code: the wakers of the tasks waiting on a
+/// context that the expiry ended run on the timer's thread, once its subtree
+/// is done, as every executor's own timer runs them ([`Expiry::fire`]). A
+/// waker hands a task to its scheduler and returns; one that blocked instead
+/// would hold back the timer's other deadlines until it returned. (Handing
+/// the wakers to the runner would not be safer: there they would wait
+/// behind every `after_func` callback that blocks.) ctx-core's own blocking
+/// waits park no longer than their deadline, then read the context.
 ///
 /// # Panics
 ///
