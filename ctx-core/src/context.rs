@@ -32,12 +32,18 @@ use std::time::{Duration, Instant};
 /// All methods are safe to call from any number of threads at once. Reads
 /// ([`err`](Context::err), [`is_done`](Context::is_done), `check`, `cause`,
 /// `deadline`, `value`) and deriving (`with_cancel`, `with_value`, …) never
-/// take a lock or wait for another thread. The exceptions are named where they
-/// are: the explicit waits ([`wait`](Context::wait) and the [`Done`] future);
-/// a deadline's arming, which is the timer backend's (the built-in ones hold a
-/// lock of their own for a few instructions); and [`after_func`](Context::after_func)
-/// on a context that is already done, which hands the callback to the runner
-/// through its queue's lock.
+/// wait for another thread and run no user code. The locks some methods may
+/// take are held for a push or a pop, never while anything else runs:
+///
+/// * the explicit waits ([`wait`](Context::wait) and the [`Done`] future)
+///   wait, by definition;
+/// * a deadline's arming is the timer backend's (the built-in ones lock a
+///   shard of their own);
+/// * work handed to ctx-core's runner goes onto its queue, under the queue's
+///   lock: the callback of an [`after_func`](Context::after_func) on a context
+///   that is already done, and the wakers of tasks parked on a context whose
+///   deadline a read (or a child born past its own deadline) finds passed
+///   before its timer fired.
 ///
 /// # Examples
 ///
