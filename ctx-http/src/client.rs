@@ -257,32 +257,34 @@ where
 /// value they take (this crate's server the first, grpc-go the last). So every
 /// value is looked at, and the request leaves with one: the shortest valid one
 /// already there if it is no longer than the time left, else the time left.
-/// No server can then read a longer timeout than the caller will wait.
+/// No server can then read a longer timeout than the caller will wait. Without
+/// a deadline, several values are cut to the shortest valid one all the same;
+/// a lone value, valid or not, is left as it is.
 fn write_timeout<B>(req: &mut Request<B>, ctx: &Context) {
-    let Some(remaining) = ctx.remaining() else {
-        return;
-    };
+    let remaining = ctx.remaining();
     let headers = req.headers_mut();
     let mut values = 0usize;
     let mut kept: Option<(Duration, HeaderValue)> = None;
     for value in headers.get_all(GRPC_TIMEOUT) {
         values += 1;
         if let Ok(there) = parse_timeout(value)
-            && there <= remaining
+            && remaining.is_none_or(|remaining| there <= remaining)
             && kept.as_ref().is_none_or(|(shortest, _)| there < *shortest)
         {
             kept = Some((there, value.clone()));
         }
     }
-    match kept {
+    match (kept, remaining) {
         // The one value there is kept as it is.
-        Some(_) if values == 1 => {}
-        Some((_, value)) => {
+        (Some(_), _) if values == 1 => {}
+        (Some((_, value)), _) => {
             headers.insert(GRPC_TIMEOUT, value);
         }
-        None => {
+        (None, Some(remaining)) => {
             headers.insert(GRPC_TIMEOUT, encode(remaining));
         }
+        // No deadline, and no valid value to keep: nothing to add.
+        (None, None) => {}
     }
 }
 

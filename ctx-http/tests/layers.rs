@@ -991,6 +991,22 @@ async fn the_client_sends_one_timeout_when_the_request_carries_several() {
             assert_eq!(sent[0], expected, "{there:?} already there");
         }
     }
+    // Without a deadline: several values are cut to the shortest valid one.
+    let no_deadline = Context::background();
+    for (there, expected) in [
+        (&["9S", "2S"][..], &["2S"][..]),
+        (&["bad", "3S", "bad"][..], &["3S"][..]),
+        (&["bad"][..], &["bad"][..]),
+    ] {
+        let mut request = request_under(&no_deadline);
+        for value in there {
+            request
+                .headers_mut()
+                .append(GRPC_TIMEOUT, HeaderValue::from_static(value));
+        }
+        let response = client.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.into_body(), expected, "{there:?} already there");
+    }
 }
 
 #[tokio::test]
