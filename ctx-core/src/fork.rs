@@ -12,6 +12,14 @@
 //! taken just before, and released just after in the parent and in the child
 //! (`runner::at_fork`). Its holders never wait for anything but the allocator
 //! under it, so taking it before a fork cannot deadlock.
+//!
+//! What the parent's threads were doing to the tree itself is not carried
+//! over: a walk under way at the fork (its stack is that thread's), or a
+//! waiters' list locked by another thread, stays as the fork found it, and
+//! a child that touches those contexts may wait for ever (`StdTimer`'s
+//! "Caveats: `fork`" says so to users). Holding every walk and every list
+//! lock across a fork would cost every cancel a shared counter, which the
+//! tree is built to avoid.
 
 #[cfg(not(all(test, ctx_loom)))]
 use crate::sync::{AtomicUsize, Ordering};

@@ -124,6 +124,17 @@ const MIN_SLEEP: Duration = Duration::from_micros(50);
 /// installs a timer of its own, whose thread starts in the child:
 /// `Context::background().with_timer(StdTimer::new())`.
 ///
+/// A fork also freezes whatever another thread was doing to the contexts that
+/// exist then. A context that another thread was canceling at the moment of
+/// the fork (its walk of the subtree under way, or the list of its waiters
+/// beyond the first locked for an update) stays as the fork found it: done,
+/// but with part of its subtree not reached, or its list locked for good. In
+/// the child, canceling, dropping or waiting on that context, the contexts
+/// below it or above it up to the one canceled, may then wait for ever for a
+/// thread that does not exist there. Everything the child makes after the
+/// fork works. As POSIX advises for a child of a multi-threaded process, a
+/// child should use only what it makes itself (or `exec` soon).
+///
 /// [`Context::wait`]: crate::Context::wait
 ///
 /// # Examples
