@@ -60,10 +60,11 @@
 //!
 //! # Cost of a deadline
 //!
-//! An armed deadline lives on [`StdTimer`]'s thread: an entry in its binary heap,
-//! after a trip through its lock-free queue. Arming and disarming never take a
-//! lock, and a disarmed deadline is dropped lazily; see [`StdTimer`] for the
-//! details.
+//! An armed deadline is an entry in the binary heap of one of [`StdTimer`]'s
+//! shards. Arming locks the shard the calling thread (nearly always) has to
+//! itself and pushes; disarming is a counter update, and a disarmed deadline
+//! is dropped lazily, when dead entries make up half of its shard (that sweep
+//! runs under the shard's lock). See [`StdTimer`] for the details.
 //!
 //! # Features
 //!
