@@ -110,6 +110,11 @@ pub use ctx_core::PanicError;
 #[must_use = "dropping a Group cancels its context at once; call `wait`"]
 pub struct Group {
     shared: Arc<Shared>,
+    /// The slots under a [limit](Group::with_limit). Kept here, not in
+    /// `Shared`: each task takes its own reference when spawned, so a limit
+    /// can be set once every earlier task finished, even while a finished
+    /// task's future still holds the shared state for a moment.
+    limit: Option<Arc<Semaphore>>,
 }
 
 struct Shared {
@@ -127,7 +132,6 @@ struct Shared {
     /// Notified when `running` drops to `inner` or below, when `inner` grows,
     /// and when `settled` does.
     idle: Event,
-    limit: Option<Arc<Semaphore>>,
     /// Spawned tasks still waiting for their first slot. They are ahead of any
     /// later spawn: while one waits, `try_spawn` refuses and `spawn` queues
     /// too, even if a slot was just given back and the waiting task has not
@@ -145,17 +149,6 @@ impl Queued {
         // Relaxed: see `drop`.
         shared.queued.fetch_add(1, Ordering::Relaxed);
         Queued(shared.clone())
-    }
-}
-
-impl Shared {
-    /// A slot, if one is free and no spawned task waits for its first one.
-    fn try_take(&self) -> Option<SemaphoreGuardArc> {
-        // Relaxed: see `Queued`.
-        if self.queued.load(Ordering::Relaxed) > 0 {
-            return None;
-        }
-        self.limit.as_ref()?.try_acquire_arc()
     }
 }
 
@@ -195,9 +188,9 @@ impl Group {
                 inner: AtomicUsize::new(0),
                 settled: AtomicUsize::new(0),
                 idle: Event::new(),
-                limit: None,
                 queued: AtomicUsize::new(0),
             }),
+            limit: None,
         };
         (group, ctx)
     }
@@ -218,10 +211,23 @@ impl Group {
             limit > 0,
             "ctx_async_std::Group::with_limit: the limit must be at least 1"
         );
-        let shared = Arc::get_mut(&mut self.shared)
-            .expect("ctx_async_std::Group::with_limit: tasks were already spawned");
-        shared.limit = Some(Arc::new(Semaphore::new(limit)));
+        // Acquire: pairs with each task's decrement in `Finish` (as `wait`),
+        // though nothing of theirs is read here.
+        assert!(
+            self.shared.running.load(Ordering::Acquire) == 0,
+            "ctx_async_std::Group::with_limit: tasks were already spawned"
+        );
+        self.limit = Some(Arc::new(Semaphore::new(limit)));
         self
+    }
+
+    /// A slot, if one is free and no spawned task waits for its first one.
+    fn try_take(&self) -> Option<SemaphoreGuardArc> {
+        // Relaxed: see `Queued`.
+        if self.shared.queued.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        self.limit.as_ref()?.try_acquire_arc()
     }
 
     /// The group's context (the one [`new`](Group::new) returned).
@@ -262,8 +268,8 @@ impl Group {
         // one); otherwise `launch` waits for one before the first poll.
         let mut permit = None;
         let mut queued = None;
-        if self.shared.limit.is_some() {
-            permit = self.shared.try_take();
+        if self.limit.is_some() {
+            permit = self.try_take();
             if permit.is_none() {
                 queued = Some(Queued::enter(&self.shared));
             }
@@ -287,13 +293,13 @@ impl Group {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        if self.shared.limit.is_none() {
+        if self.limit.is_none() {
             return self.spawn(f);
         }
         if !self.shared.core.accepts() {
             return false;
         }
-        let Some(permit) = self.shared.try_take() else {
+        let Some(permit) = self.try_take() else {
             return false;
         };
         let shared = self.shared.clone();
@@ -316,6 +322,7 @@ impl Group {
         // the decrements ordered (see there).
         self.shared.running.fetch_add(1, Ordering::Relaxed);
         let shared = self.shared.clone();
+        let limit = self.limit.clone();
         let slot = Arc::new(TaskSlot {
             group: Arc::as_ptr(&self.shared) as usize,
             waits: AtomicUsize::new(0),
@@ -328,7 +335,7 @@ impl Group {
             // (module docs).
             loop {
                 if permit.is_none()
-                    && let Some(limit) = &shared.limit
+                    && let Some(limit) = &limit
                 {
                     permit = Some(limit.acquire_arc().await);
                     // No longer ahead of anyone: it runs.
@@ -454,7 +461,7 @@ impl fmt::Debug for Group {
         f.debug_struct("Group")
             .field("ctx", self.context())
             .field("tasks", &self.len())
-            .field("limited", &self.shared.limit.is_some())
+            .field("limited", &self.limit.is_some())
             .field("first_error", &self.shared.core.first())
             .finish()
     }

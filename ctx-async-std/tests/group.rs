@@ -537,6 +537,33 @@ fn limit_after_spawn_panics() {
     let _ = group.with_limit(2);
 }
 
+/// A limit may be set once every task spawned before has finished
+/// (`is_empty`), even in the moment after a task's end when its future has
+/// not let go of the group's shared state yet: the limit then holds for the
+/// tasks spawned next.
+#[test]
+fn a_limit_is_accepted_as_soon_as_every_earlier_task_finished() {
+    smol::block_on(within("setting limits after tasks finished", async {
+        for _ in 0..200 {
+            let (group, _ctx) = Group::new(&background());
+            assert!(group.spawn(|_ctx| async { Ok::<(), Cause>(()) }));
+            while !group.is_empty() {
+                smol::future::yield_now().await;
+            }
+            let group = group.with_limit(1);
+            assert!(group.try_spawn(|ctx| async move {
+                ctx.done().await;
+                Ok::<(), Cause>(())
+            }));
+            assert!(
+                !group.try_spawn(|_ctx| async { Ok::<(), Cause>(()) }),
+                "a second task started under a limit of 1"
+            );
+            assert!(group.stop().await.is_ok());
+        }
+    }));
+}
+
 type BoxedWait = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Cause>> + Send>>;
 
 /// Wakes by dropping another pending `wait` of the same group: a waker that
