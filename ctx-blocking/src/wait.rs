@@ -1,7 +1,8 @@
 //! Blocking waits on a context: [`wait`], [`wait_timeout`], [`wait_until`].
 //!
 //! Thin, named entry points over ctx-core's `Context::wait*`, which park the
-//! thread on the context's waiter list (no polling, no timer thread involved).
+//! thread on the context's waiter list (no polling, no timer thread involved;
+//! but see the crate docs for a deadline on a clock other than the system's).
 
 use ctx_core::Context;
 use std::time::{Duration, Instant};

@@ -675,6 +675,12 @@ impl Context {
     /// Blocks the current thread until this context is done.
     ///
     /// Blocks forever on a context that can never be canceled.
+    ///
+    /// The thread parks on the context and is woken by its end. Deadlines are
+    /// exact, so the wait also wakes by itself at the context's deadline if
+    /// the timer is late. On a clock other than the system's (a paused or
+    /// manual one), whose time cannot be slept on, it reads the context again
+    /// after 1 ms, then twice as long each time, at most every second.
     #[cfg(not(all(test, ctx_loom)))]
     pub fn wait(&self) {
         crate::waiter::wait_until(self, None);

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 #[cfg(not(all(test, ctx_loom)))]
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A future that completes when its context is done.
 ///
@@ -147,6 +147,16 @@ impl<C: Borrow<Context>> fmt::Debug for Done<C> {
     }
 }
 
+/// The first time a blocking wait reads its context again when the context's
+/// deadline is on a clock other than the system's ([`wait_until`]).
+#[cfg(not(all(test, ctx_loom)))]
+const RECHECK_FIRST: Duration = Duration::from_millis(1);
+
+/// The longest a blocking wait goes without reading its context again when
+/// the deadline is on a clock other than the system's.
+#[cfg(not(all(test, ctx_loom)))]
+const RECHECK_MAX: Duration = Duration::from_secs(1);
+
 /// Blocks the thread until `ctx` is done or `deadline` passes; true if done.
 #[cfg(not(all(test, ctx_loom)))]
 pub(crate) fn wait_until(ctx: &Context, deadline: Option<Instant>) -> bool {
@@ -162,16 +172,27 @@ pub(crate) fn wait_until(ctx: &Context, deadline: Option<Instant>) -> bool {
     };
     let mut waiter = Blocked(Waiter::Idle);
     let waker = thread_waker();
+    let mut recheck = RECHECK_FIRST;
     loop {
         if ctx.is_done() || waiter.0.poll(carrier, &waker).is_ready() {
             return true;
         }
         // The timer may be late: never sleep past the context's own deadline, so
-        // that the exact-deadline check above gets its turn. The deadline is on the
-        // timer's clock (maybe a paused virtual one): convert through the time left.
-        let own = ctx
-            .remaining()
-            .map(|left| crate::context::saturating_add(Instant::now(), left));
+        // that the exact-deadline check above gets its turn. On the system's
+        // clock that is the time left. Another clock (a paused or manual one)
+        // says nothing about how long to sleep: its time left may never pass,
+        // or pass at once when it is moved. So the context is read again
+        // after the time left, but no sooner than `recheck`, which doubles
+        // each time (a frozen clock costs a few wake-ups, not a spin).
+        let own = carrier.deadline_node().map(|src| {
+            let part = src.deadline_part();
+            let mut left = part.deadline.saturating_duration_since(part.timer.now());
+            if !part.system_clock {
+                left = left.max(recheck);
+                recheck = (recheck * 2).min(RECHECK_MAX);
+            }
+            crate::context::saturating_add(Instant::now(), left)
+        });
         let wake = match (deadline, own) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

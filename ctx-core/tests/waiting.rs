@@ -561,3 +561,43 @@ fn no_waiter_is_counted_once_the_context_is_done() {
     assert!(Pin::new(&mut on_event).poll(&mut cx).is_ready());
     assert_eq!(ctx_core::testing::waiters(&ctx), 0);
 }
+
+/// A clock that never moves and counts how often it is read.
+#[derive(Debug)]
+struct FrozenClock {
+    at: Instant,
+    reads: AtomicUsize,
+}
+
+impl ctx_core::Timer for FrozenClock {
+    fn now(&self) -> Instant {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.at
+    }
+
+    fn arm(&self, _deadline: Instant, _expiry: ctx_core::Expiry) -> Option<ctx_core::TimerKey> {
+        None
+    }
+
+    fn disarm(&self, _key: ctx_core::TimerKey) {}
+}
+
+/// A blocking wait whose context's deadline is a microsecond away on a clock
+/// that never moves (a manual or paused one, left alone): such a clock's time
+/// cannot be slept on, so the wait reads the context again now and then, each
+/// time after twice as long, instead of after every (virtual) microsecond
+/// left, in a loop. Counted in reads of the clock, not in time: a slower
+/// machine only reads it less often.
+#[test]
+fn a_wait_under_a_frozen_clock_reads_it_a_few_times_not_in_a_loop() {
+    let timer = Arc::new(FrozenClock {
+        at: Instant::now(),
+        reads: AtomicUsize::new(0),
+    });
+    let root = Context::background().with_timer(timer.clone());
+    let (ctx, _cancel) = root.with_deadline(timer.at + Duration::from_micros(1));
+    let before = timer.reads.load(Ordering::SeqCst);
+    assert!(!ctx.wait_timeout(Duration::from_millis(300)));
+    let reads = timer.reads.load(Ordering::SeqCst) - before;
+    assert!(reads < 100, "{reads} reads of a frozen clock in one wait");
+}
