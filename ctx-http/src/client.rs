@@ -87,6 +87,16 @@ use tower_service::Service;
 /// afterwards is not bounded by the context; read it under
 /// `ctx_tokio::run_until_done` (or similar) if it may be slow.
 ///
+/// "When the request leaves" is when the layer hands it to the inner
+/// service, once that service is ready. Whatever the inner service does in
+/// its call before the bytes go out is not counted: hyper-util's `Client` is
+/// always ready and connects (DNS, TCP, TLS) inside its call, so a request
+/// on a new connection tells the server the time left before the connect,
+/// and the server's deadline ends later than the caller's by the connect's
+/// duration. The caller still gives up at its own deadline (the server then
+/// sees it go away); for a tight budget, keep connections warm (the pool
+/// does) or give the server's layer a `max_timeout`.
+///
 /// # Examples
 ///
 /// ```

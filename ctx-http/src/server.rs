@@ -198,11 +198,14 @@ impl std::error::Error for ServerCause {}
 /// response future at once. Over HTTP/1, hyper notices a closed connection
 /// only while it reads from it: once the request (body included) has been
 /// read, it watches the connection while the handler runs, but a client that
-/// disconnects part-way through uploading a body the handler is not reading
-/// goes unnoticed. That handler runs on until its deadline: the client's
-/// `grpc-timeout`, the server's [`max_timeout`](Self::max_timeout), or never
-/// without either. Set a `max_timeout` on any server that takes request
-/// bodies over HTTP/1.
+/// disconnects part-way through uploading a body goes unnoticed by the
+/// request's context. A handler that is not reading the body runs on until
+/// its deadline: the client's `grpc-timeout`, the server's
+/// [`max_timeout`](Self::max_timeout), or never without either. One that is
+/// reading it gets an error from the body (hyper's incomplete body) at once,
+/// but its context stays live until that deadline too: end the handler on
+/// that error. Set a `max_timeout` on any server that takes request bodies
+/// over HTTP/1.
 ///
 /// # Examples
 ///
