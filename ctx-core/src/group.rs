@@ -296,8 +296,11 @@ impl GroupCancel {
     }
 
     /// Ends the group once the adapter has joined its tasks: cancels its context
-    /// (as Go's `Wait` does) and returns the first failure. May be called again;
-    /// it returns the same.
+    /// (as Go's `Wait` does) and returns the first failure. May be called again:
+    /// each call returns the first failure recorded by then. That is the same
+    /// as before unless a failure came in between, which is then returned (a
+    /// task that waited for the others from inside, then failed itself, as
+    /// Go's `Wait` called from a goroutine of the group would see it).
     ///
     /// # Errors
     ///
