@@ -45,6 +45,21 @@ use std::time::{Duration, Instant};
 ///   deadline a read (or a child born past its own deadline) finds passed
 ///   before its timer fired.
 ///
+/// # Limits
+///
+/// Two limits stop a program that went wrong long before memory would run
+/// out:
+///
+/// * A context holds at least 67 million live children and `after_func`
+///   callbacks at once (each costs 100 bytes or more: over 6 GB); up to 16
+///   times that when they are made from several threads. Deriving or
+///   registering one more than its share of the set (`with_cancel`,
+///   `with_timeout`, `after_func`, …) **panics**.
+/// * One context has at most 2^30 (about a billion) live handles (clones, and
+///   its cancel functions and guards). One more **aborts** the process, as
+///   `Arc` does at its own, higher, limit: a count that wrapped around would
+///   free a context still in use.
+///
 /// # Examples
 ///
 /// ```
