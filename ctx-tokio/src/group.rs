@@ -370,8 +370,9 @@ impl fmt::Debug for Group {
         f.debug_struct("Group")
             .field("ctx", self.context())
             .field("tasks", &self.tasks.len())
+            // The slots free now under a limit (`None`: no limit).
             .field(
-                "limit",
+                "free_slots",
                 &self.limit.as_ref().map(|l| l.slots.available_permits()),
             )
             .field("first_error", &self.core.first())
