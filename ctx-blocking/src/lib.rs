@@ -7,8 +7,9 @@
 //! on the context itself and wakes the moment it is canceled: no polling. (One
 //! exception: under a deadline on a clock other than the system's, a paused or
 //! manual one whose time cannot be slept on, a wait also reads the context
-//! again now and then, after 1 ms, then twice as long each time, at most every
-//! second, so that it sees the deadline pass however that clock is moved.)
+//! again at least every second, so that it sees the deadline pass however
+//! that clock is moved; while the clock stands still, after 1 ms, then twice
+//! as long each time.)
 //!
 //! # Examples
 //!

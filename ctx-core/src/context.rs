@@ -695,7 +695,9 @@ impl Context {
     /// exact, so the wait also wakes by itself at the context's deadline if
     /// the timer is late. On a clock other than the system's (a paused or
     /// manual one), whose time cannot be slept on, it reads the context again
-    /// after 1 ms, then twice as long each time, at most every second.
+    /// at least every second (so it sees the clock moved past the deadline),
+    /// and while that clock stands still, after 1 ms, then twice as long each
+    /// time (not in a loop).
     #[cfg(not(all(test, ctx_loom)))]
     pub fn wait(&self) {
         crate::waiter::wait_until(self, None);

@@ -147,13 +147,15 @@ impl<C: Borrow<Context>> fmt::Debug for Done<C> {
     }
 }
 
-/// The first time a blocking wait reads its context again when the context's
-/// deadline is on a clock other than the system's ([`wait_until`]).
+/// How soon a blocking wait reads its context again, at first, when the
+/// context's deadline is on a clock other than the system's and that clock
+/// stands still ([`wait_until`]).
 #[cfg(not(all(test, ctx_loom)))]
 const RECHECK_FIRST: Duration = Duration::from_millis(1);
 
 /// The longest a blocking wait goes without reading its context again when
-/// the deadline is on a clock other than the system's.
+/// the deadline is on a clock other than the system's (which may be moved
+/// past the deadline without its timer firing).
 #[cfg(not(all(test, ctx_loom)))]
 const RECHECK_MAX: Duration = Duration::from_secs(1);
 
@@ -173,6 +175,8 @@ pub(crate) fn wait_until(ctx: &Context, deadline: Option<Instant>) -> bool {
     let mut waiter = Blocked(Waiter::Idle);
     let waker = thread_waker();
     let mut recheck = RECHECK_FIRST;
+    // The reading of a non-system clock at the last round (see below).
+    let mut last_now = None;
     loop {
         if ctx.is_done() || waiter.0.poll(carrier, &waker).is_ready() {
             return true;
@@ -181,15 +185,23 @@ pub(crate) fn wait_until(ctx: &Context, deadline: Option<Instant>) -> bool {
         // that the exact-deadline check above gets its turn. On the system's
         // clock that is the time left. Another clock (a paused or manual one)
         // says nothing about how long to sleep: its time left may never pass,
-        // or pass at once when it is moved. So the context is read again
-        // after the time left, but no sooner than `recheck`, which doubles
-        // each time (a frozen clock costs a few wake-ups, not a spin).
+        // or pass at once when it is moved. So the context is read again at
+        // least every `RECHECK_MAX`, and, while that clock stands still, no
+        // sooner than `recheck`, which doubles at each round that finds it
+        // unmoved (a frozen clock costs a few wake-ups, not a spin; one that
+        // moves is followed to its deadline).
         let own = carrier.deadline_node().map(|src| {
             let part = src.deadline_part();
-            let mut left = part.deadline.saturating_duration_since(part.timer.now());
+            let now = part.timer.now();
+            let mut left = part.deadline.saturating_duration_since(now);
             if !part.system_clock {
-                left = left.max(recheck);
-                recheck = (recheck * 2).min(RECHECK_MAX);
+                recheck = if last_now == Some(now) {
+                    (recheck * 2).min(RECHECK_MAX)
+                } else {
+                    RECHECK_FIRST
+                };
+                last_now = Some(now);
+                left = left.max(recheck).min(RECHECK_MAX);
             }
             crate::context::saturating_add(Instant::now(), left)
         });

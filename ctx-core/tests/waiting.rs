@@ -12,7 +12,7 @@ use std::sync::{Arc, Barrier};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
-use support::{Calls, ClockOnlyTimer, ManualTimer, scaled};
+use support::{Calls, ClockOnlyTimer, ManualTimer, scaled, within_watchdog};
 
 /// Wakes a parked thread.
 struct Unparker(Thread);
@@ -600,4 +600,28 @@ fn a_wait_under_a_frozen_clock_reads_it_a_few_times_not_in_a_loop() {
     assert!(!ctx.wait_timeout(Duration::from_millis(300)));
     let reads = timer.reads.load(Ordering::SeqCst) - before;
     assert!(reads < 100, "{reads} reads of a frozen clock in one wait");
+}
+
+/// A blocking wait an hour (of a manual clock) before its deadline, when the
+/// clock is moved past the deadline without the timer firing (a late timer):
+/// that clock's time left cannot be slept on, so the wait reads the context
+/// again at least every second and returns, instead of sleeping the hour
+/// of real time.
+#[test]
+#[cfg_attr(miri, ignore)] // real time: a second between reads
+fn a_blocking_wait_sees_its_clock_moved_past_the_deadline_without_a_firing() {
+    within_watchdog("a wait under a clock moved without a firing", || {
+        let timer = ManualTimer::new();
+        let (ctx, _cancel) = timer.root().with_timeout(Duration::from_secs(3600));
+        let mover = {
+            let timer = timer.clone();
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(50));
+                timer.advance_silently(Duration::from_secs(7200));
+            })
+        };
+        ctx.wait();
+        assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+        mover.join().unwrap();
+    });
 }
