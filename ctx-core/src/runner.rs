@@ -56,8 +56,9 @@ const IDLE_EXIT: Duration = Duration::from_secs(5);
 #[cfg_attr(all(test, ctx_loom), allow(dead_code))]
 const MIN_EAGER: usize = 4;
 
-/// How long the queue may stand still, with jobs waiting and every thread
-/// busy, before the monitor starts one more thread.
+/// How long no job may finish, with jobs waiting and no thread idle, before
+/// the monitor starts more threads (one, then one more than the last time at
+/// each such stall in a row: see [`monitor`]).
 const STALL: Duration = Duration::from_millis(1);
 
 /// The longest the monitor waits before it tries again to start a runner
