@@ -18,7 +18,7 @@
 //! spread round-robin), so threads creating and dropping children of one
 //! parent do not write each other's free stacks and slots. A slot index names
 //! its shard in its top bits, so a child dropped on another thread finds its
-//! slot. A drain visits every shard. The set's memory is a 128-byte table plus
+//! slot. A drain visits every shard. The set's memory is a 136-byte table plus
 //! each shard that a thread ever inserted through (at most 16).
 //!
 //! In a shard, entries live in slots. Slots come in segments that double in
@@ -400,8 +400,10 @@ impl Shard {
     }
 
     fn ensure_segment(&self, k: usize) {
-        // Acquire: pairs with the SeqCst CAS that published the segment's slots.
-        if k == 0 || !self.rest[k - 1].load(Ordering::Acquire).is_null() {
+        // SeqCst, as `install`'s load: this load stands for the installing
+        // CAS in the inserter's half of the Dekker pair (module docs), so it
+        // takes its place in the single total order. (A plain load on x86.)
+        if k == 0 || !self.rest[k - 1].load(Ordering::SeqCst).is_null() {
             return;
         }
         let fresh: Box<[Slot]> = (0..segment_len(k)).map(|_| Slot::new()).collect();
@@ -409,7 +411,7 @@ impl Shard {
         // SeqCst: the segment must be visible to a canceler that could miss the
         // insert's state load (module docs); also publishes the fresh slots.
         if self.rest[k - 1]
-            .compare_exchange(ptr::null_mut(), fresh, Ordering::SeqCst, Ordering::Acquire)
+            .compare_exchange(ptr::null_mut(), fresh, Ordering::SeqCst, Ordering::SeqCst)
             .is_err()
         {
             // SAFETY: `fresh` came from `Box::into_raw` of a slice of this length
