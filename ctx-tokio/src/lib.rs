@@ -27,6 +27,8 @@
 //!     Ok(format!("item {id}"))
 //! }
 //!
+//! // `start_paused` (a paused clock) needs tokio's `test-util` feature:
+//! // tokio = { version = "1", features = ["macros", "rt", "test-util"] }
 //! #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! async fn main() {
 //!     let root = ctx_tokio::background();
