@@ -31,9 +31,12 @@ use std::time::{Duration, Instant};
 ///
 /// All methods are safe to call from any number of threads at once. Reads
 /// ([`err`](Context::err), [`is_done`](Context::is_done), `check`, `cause`,
-/// `deadline`, `value`) and deriving (`with_cancel`, `with_value`, …) never
-/// wait for another thread and run no user code. The locks some methods may
-/// take are held for a push or a pop, never while anything else runs:
+/// `deadline`, `value`) and deriving (`with_cancel`, `with_value`, …) run no
+/// user code but the clock of a timer backend (`Timer::now`, below a live
+/// deadline), and never block on another thread (deriving may spin for a few
+/// atomic operations while a parent's cancel finishes with the slot the child
+/// gives back). The locks some methods may take are held for a push or a
+/// pop, never while anything else runs:
 ///
 /// * the explicit waits ([`wait`](Context::wait) and the [`Done`] future)
 ///   wait, by definition;

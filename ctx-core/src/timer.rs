@@ -180,7 +180,9 @@ impl Expiry {
     /// waker is caught (the others are still woken, and `fire` returns), but
     /// a waker that blocks holds this thread, and with it the backend's other
     /// deadlines, until it returns. Wakers are meant to be quick (they hand a
-    /// task to its scheduler); those of ctx-core's own waits are.
+    /// task to its scheduler); those of ctx-core's own waits are. (When part
+    /// of the subtree is another thread's cancel to finish, the wakers are
+    /// woken on the runner instead, once it is.)
     pub fn fire(self) {
         if !self.node.upgrade() {
             return;

@@ -86,7 +86,8 @@ const MIN_SLEEP: Duration = Duration::from_micros(50);
 ///
 /// The one exception is executor code: the wakers of the tasks waiting on a
 /// context that the expiry ended run on the timer's thread, once its subtree
-/// is done, as every executor's own timer runs them ([`Expiry::fire`]). A
+/// is done, as every executor's own timer runs them ([`Expiry::fire`]; on the
+/// runner when another thread's cancel still had part of it to finish). A
 /// waker hands a task to its scheduler and returns; one that blocked instead
 /// would hold back the timer's other deadlines until it returned. (Handing
 /// the wakers to the runner would not be safer: there they would wait
@@ -349,7 +350,12 @@ impl Timer for StdTimer {
         if shard.note_disarm() {
             // The read takes no lock and runs no user code; a last reference it
             // held goes to the runner after the shard's lock. Dropping an entry
-            // releases a weak reference: at most memory is freed.
+            // (under the lock) runs no user code either: it looks at a context
+            // that still exists (an upgrade and a release of a strong
+            // reference), and releases its weak one. If every other handle
+            // went in that moment, the context's drop is handed to the runner
+            // from under the lock (its queue lock, maybe a thread start): rare,
+            // and no runner-lock holder ever takes a shard's lock.
             shard.sweep(Expiry::is_done_releasing_into);
         }
     }

@@ -165,9 +165,10 @@ pub(crate) fn claim(node: NodeRef) -> bool {
     let mut current = part.state.load(Ordering::Acquire);
     while state::has(current, UNCLAIMED) {
         let new = current.map_addr(|a| a & !UNCLAIMED);
-        // AcqRel: the claim decides which canceler owns the walk. SeqCst on
-        // success as for `try_close`: the walk's drain must see every registrant
-        // that missed the reader's close (the Dekker pair in `child_set`).
+        // SeqCst on success, as for `try_close`: the claim decides which
+        // canceler owns the walk, and the walk's drain must see every
+        // registrant that missed the reader's close (the Dekker pair in
+        // `child_set`).
         match part
             .state
             .compare_exchange_weak(current, new, Ordering::SeqCst, Ordering::Acquire)
@@ -200,8 +201,10 @@ fn mark_complete(node: NodeRef) {
     // walk that closed or claimed it) is the only thread that writes its word.
     // The close and claim CASes fail on it, and so do `HAS_SET` (registration)
     // and `WAITERS` (a waiter), which only set their bit on a live word, and
-    // `UNCLAIMED` was cleared by the claim. Relaxed: the word is this thread's
-    // own last write (coherence), and nobody else writes it.
+    // `UNCLAIMED` was cleared by the claim. Relaxed: the word's last write is
+    // the owner's (its close or claim), made on this thread or, for a walk
+    // finished on the runner (`WalkRest`), ordered before this by the
+    // runner's queue lock; and nobody else writes it.
     let previous = part.state.load(Ordering::Relaxed);
     // Release: everything the walk closed below happens-before a waiter's Acquire
     // load that sees the flag (`is_complete`). Other threads may still try a
@@ -216,10 +219,14 @@ fn mark_complete(node: NodeRef) {
 ///
 /// The caller keeps `node` alive for the duration. With [`Origin::Explicit`], when
 /// this returns the node and its whole subtree are done, the node has left its
-/// parents, and the callbacks this cancel claimed have run on this thread; then
-/// the first panic of a callback or `Drop` is resumed (unless the thread is
-/// already unwinding). With [`Origin::Timer`], the walk happens here and
-/// everything that could block or run user code goes to the runner.
+/// parents, the callbacks this cancel claimed were handed to the runner, and
+/// the rest of the user code it set free (`Drop`s, disarms, wakers) has run on
+/// this thread; then the first panic of that code is resumed (unless the
+/// thread is already unwinding). With [`Origin::Timer`], the walk happens here
+/// and everything that could block or run user code goes to the runner, but
+/// for the firing backend's own disarms and, once the subtree is complete, the
+/// wakers (if the walk must wait for another thread's, those go with the
+/// rest of it: `WalkRest`).
 pub(crate) fn cancel(node: NodeRef, reason: Reason, origin: Origin) -> bool {
     let closed = try_close(node, &reason, false);
     finish_cancel(node, closed, reason, origin, None, None)

@@ -45,14 +45,18 @@
 //! 6. `COMPLETE` is set on a node with registrations only after every node below
 //!    it is done; a node that never had one (`HAS_SET` unset) is complete at its
 //!    close, and one whose registrations are all gone (no entry, no set) right
-//!    after it.
+//!    after it. (A read's close, with `UNCLAIMED`, leaves that to whoever
+//!    claims the walk.)
 //! 7. When a cancel returns (whoever won), the node is complete: every descendant
 //!    is done. A child that registers after the close sees it and is born done
 //!    before its creator can hand it out.
 //! 8. Reads (`err`, `is_done`, `check`, `cause`, `deadline`, `value`, polling
-//!    `Done`) are O(1) (values O(depth)) and never run user code: at most, an
-//!    expired deadline is recorded by one CAS per node ([`deadline`]). Below a
-//!    live deadline they ask the backend's `Timer::now`. The read that records
+//!    `Done`) are O(1) on a node without a live deadline (values O(depth))
+//!    and never run user code but a timer backend's clock: below a live
+//!    deadline they go up to the deadline node and ask its backend's
+//!    `Timer::now`, and a read that finds it passed records the expiry by one
+//!    CAS per node on the way down ([`deadline`]). A pending `Done`'s poll
+//!    also registers its waker (a clone: executor code). The read that records
 //!    an expiry takes the wakers of the waiters parked on it and hands them to
 //!    the runner: not even executor code runs on a reading thread, which may
 //!    hold the very lock a waker takes.
@@ -64,9 +68,14 @@
 //!    node this thread still owns incomplete. For a timer's expiry, callbacks
 //!    and `Drop`s run on the runner's threads, never on the timer's; the
 //!    wakers and the firing backend's own `disarm` run on the timer's thread,
-//!    another backend's `disarm` on the runner. A panic in any of it never
-//!    stops the cancel: everything is finished, then the first panic is
-//!    resumed.
+//!    another backend's `disarm` on the runner. One exception to "after the
+//!    walk": the firing backend's own `disarm`s run on its thread as soon as
+//!    the walk has run, before the subtree is complete when part of it is
+//!    another thread's walk to finish (its key is released; no canceler
+//!    waits for it). The wakers then go to the runner with the rest of the
+//!    walk (`WalkRest`), which wakes them once the subtree is complete. A
+//!    panic in any of it never stops the cancel: everything is finished,
+//!    then the first panic is resumed.
 //! 10. Cancel and drop never recurse on the tree's shape: cancel keeps an explicit
 //!     stack, drop a worklist, for parent links and merge links alike.
 //! 11. A node's payload outlives every access to it: a walk touches a reached
@@ -81,13 +90,16 @@
 //!
 //! | atomic | written by | ordering | pairs with |
 //! |---|---|---|---|
-//! | `CancelPart::state` | close (CAS), claim (CAS), `COMPLETE` (the owner's store: nobody else writes a done word), waiter (CAS) | `SeqCst`, `Release` for `COMPLETE` | readers' `Acquire` load (the record); the registrant's `SeqCst` load (Dekker); the waiter's `SeqCst` RMW (lost wake-up); `is_complete`'s load |
+//! | `CancelPart::state` | close (CAS), claim (CAS), a registrant's `HAS_SET` (CAS, `register::publish_set`), `COMPLETE` (the owner's store: nobody else writes a done word), waiter (CAS) | `SeqCst`, `Release` for `COMPLETE` | readers' `Acquire` load (the record); the registrant's `SeqCst` load (Dekker); the waiter's `SeqCst` RMW (lost wake-up); `is_complete`'s load |
 //! | `ChildSet` slots, the inline slot | insert's store (inline: CAS), remove's CAS, drain's swap | `SeqCst` / `AcqRel` | each other (`child_set`) |
 //! | the set pointer in `Children`, shard pointers, segment pointers | the first insert's CAS (`install`, `ensure_segment`) | `SeqCst` | the canceler's `SeqCst` loads |
-//! | slot index fields | registrant's store, detacher's swap | `Release` / `AcqRel` | each other (`register`) |
+//! | slot index fields | registrant's store, detacher's take (a swap where another thread may take it too, an `Acquire` load and a `Relaxed` store where only its own node's detach does) | `Release` / `AcqRel` | each other (`register`) |
+//! | a shard's free stack (`Shard::free`, slots' `next_free`) and `bump` | a remover's push (CAS), an inserter's pop (CAS) or `bump`'s `fetch_add` | `Release` push, `Acquire` pop; `SeqCst` `fetch_add` | each other; the drain's `SeqCst` load of `bump` (Dekker, `child_set`) |
+//! | `CancelPart::parent_shard` | the registration (which shard counts the child) | `Relaxed` (read by the child's own drop, ordered by its reference count) | — |
+//! | merge nodes' slot indices | `merge::register_all`'s stores, then a `SeqCst` fence and a `Relaxed` reload of the state | `SeqCst` fences | the fence in `drop::merge_leaves_parents` before its detach (`merge`) |
 //! | `CancelPart::drained` | the walk that drained the node's entry, once done with it (it also hands the slot's weak reference over) | `Release` store | a detacher's `Acquire` load (`register::wait_drained`) |
-//! | the waker slot's word (`Waiters`) | claim (CAS), owner's register/release, notifier's `fetch_or` | `AcqRel` | each other, `AtomicWaker`-style (`wait`) |
-//! | `Header::counts` (strong and weak in one word, and `SET_REF`) | clone, drop, upgrade; the set's installer sets `SET_REF`, the release that leaves it alone clears it (CAS) | as `Arc`; `Acquire` CAS | as `Arc` |
+//! | the waker slot's word (`Waiters`) | claim (CAS), owner's register/release, a listener's `EVENT` `fetch_or`, notifier's `fetch_or` | `Acquire` to take the cell, `Release` to give it back, `AcqRel` for the notifier; `Relaxed` where the word only says a notifier passed or `EVENT` (ordered by the state word's `SeqCst` RMW): each justified in `wait` | each other, `AtomicWaker`-style (`wait`) |
+//! | `Header::counts` (strong and weak in one word, and `SET_REF`) | clone, drop, upgrade; the set's installer sets `SET_REF`, the release that leaves it alone clears it (CAS, `AcqRel` for the take-over); a sole owner's last release may store instead of an RMW, and the last weak release may skip its decrement after an `Acquire` load (`node`) | as `Arc`; `Acquire`/`AcqRel` CAS | as `Arc` |
 //! | `Shard::refs`, `ChildSet::pending` | a counted child's registration (+1, `Relaxed`) and drop (−1, `Release`); the orphaning's `fetch_or` and `fetch_add` | `AcqRel` on the orphaning's side | the last party's `Acquire`, before the parent's drop (`child_set`) |
 //! | the event's list pointer (`event`) | the first listener's CAS | `AcqRel` | the notifier's `Acquire` load: for a carrier, after the waiter's `SeqCst` RMW of the state word ordered the listen before the close; for `adapter::Event`, `SeqCst` fences in its `listen` and `notify_all` (a Dekker pair with the caller's condition) |
 //! | `Callback::state` | claims | `AcqRel` CAS | each other (`callback`) |

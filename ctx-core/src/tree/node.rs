@@ -307,8 +307,11 @@ pub(crate) static CANCEL_CAUSE_VTABLE: VTable = VTable {
 
 unsafe fn drop_payload<P: Payload>(header: NonNull<Header>) {
     let node = header.cast::<Node<P>>().as_ptr();
-    // SAFETY: called once, when `strong` reached zero: nobody else reads the payload
-    // any more (weak holders only touch the counts).
+    // SAFETY: called once, when `strong` reached zero, after the node's drop
+    // detached it (`drop::drop_one`): a parent's walk that reached it through
+    // its slot's weak reference (`Hold::Drained`) is done with it by then, as
+    // the detach waited for its `drained` flag (invariant 11). Other weak
+    // holders only touch the counts.
     unsafe { ptr::drop_in_place(ptr::addr_of_mut!((*node).payload)) };
 }
 
