@@ -39,8 +39,13 @@ fn main() {
     let request = server.with_value(RequestId(1));
     let (ctx, _cancel) = request.with_timeout(Duration::from_millis(150));
     println!("  context: {ctx}");
-    let _cleanup =
-        ctx.after_func(|| println!("  request 1: after_func: releasing the request's resources"));
+    // The callback runs on ctx-core's runner, once the deadline ended the
+    // request; the demo waits for it, so that its line stays in this section.
+    let (cleaned, cleaned_up) = std::sync::mpsc::channel();
+    let _cleanup = ctx.after_func(move || {
+        println!("  request 1: after_func: releasing the request's resources");
+        let _ = cleaned.send(());
+    });
     let started = Instant::now();
     thread::scope(|s| {
         for (name, work) in [("cache", 20), ("database", 80), ("search", 400)] {
@@ -48,6 +53,7 @@ fn main() {
             s.spawn(move || worker(&ctx, name, Duration::from_millis(work)));
         }
     });
+    let _ = cleaned_up.recv_timeout(Duration::from_secs(10));
     println!(
         "  request 1 took {:?}; err = {:?}",
         started.elapsed(),
