@@ -161,15 +161,21 @@ impl Sweep {
 pub(crate) fn cli(args: &[String]) -> Result {
     let mut tier = Tier::Default;
     for arg in args {
-        match arg.as_str() {
-            "--full" => tier = Tier::Full,
-            "--quick" => tier = Tier::Quick,
+        let chosen = match arg.as_str() {
+            "--full" => Tier::Full,
+            "--quick" => Tier::Quick,
             other => {
                 return Err(Error::Usage(format!(
                     "unexpected argument `{other}` for `ci`"
                 )));
             }
+        };
+        if tier != Tier::Default && tier != chosen {
+            return Err(Error::Usage(
+                "`--quick` and `--full` exclude each other".to_owned(),
+            ));
         }
+        tier = chosen;
     }
     run_ci(tier)
 }

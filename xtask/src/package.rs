@@ -211,7 +211,8 @@ pub(crate) fn check() -> Result {
 }
 
 /// Reads the workspace members from the root manifest and keeps the publishable ones,
-/// in the order the members are listed (dependencies first).
+/// in the order the members are listed (not necessarily dependencies first:
+/// cargo orders the packaging, and `siblings_needed` finds what each needs).
 fn publishable_crates(root: &Path) -> Result<Vec<Crate>> {
     let manifest = read(&root.join("Cargo.toml"))?;
     let members = workspace_members(&manifest)

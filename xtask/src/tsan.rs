@@ -52,6 +52,12 @@ pub(crate) fn cli(args: &[String]) -> Result {
                 "`--runs` needs a positive number, not `{count}`"
             ))),
         },
+        [flag] if flag == "--runs" => {
+            Err(Error::Usage("`--runs` needs a positive number".to_owned()))
+        }
+        [flag, _, extra, ..] if flag == "--runs" => Err(Error::Usage(format!(
+            "unexpected argument `{extra}` for `tsan`"
+        ))),
         [first, ..] => Err(Error::Usage(format!(
             "unexpected argument `{first}` for `tsan`"
         ))),
