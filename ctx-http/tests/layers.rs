@@ -968,6 +968,18 @@ async fn the_client_sends_one_timeout_when_the_request_carries_several() {
             .collect();
         async move { Ok::<_, Infallible>(Response::new(sent)) }
     }));
+    // The `grpc-timeout` values that leave the client for a request under
+    // `ctx` that carries `there`.
+    let sent = |ctx: &Context, there: &[&'static str]| {
+        let mut request = request_under(ctx);
+        for value in there {
+            request
+                .headers_mut()
+                .append(GRPC_TIMEOUT, HeaderValue::from_static(value));
+        }
+        let client = client.clone();
+        async move { client.oneshot(request).await.unwrap().into_body() }
+    };
     for (there, expected) in [
         (&["1S", "99S"][..], "1S"),
         (&["99S", "2S", "3S"][..], "2S"),
@@ -975,14 +987,7 @@ async fn the_client_sends_one_timeout_when_the_request_carries_several() {
         (&["99S", "98S"][..], "10S"),
         (&["5S"][..], "5S"),
     ] {
-        let mut request = request_under(&ctx);
-        for value in there {
-            request
-                .headers_mut()
-                .append(GRPC_TIMEOUT, HeaderValue::from_static(value));
-        }
-        let response = client.clone().oneshot(request).await.unwrap();
-        let sent = response.into_body();
+        let sent = sent(&ctx, there).await;
         assert_eq!(sent.len(), 1, "{there:?} already there: sent {sent:?}");
         if expected == "10S" {
             let sent = ctx_http::parse_timeout(&sent[0]).unwrap();
@@ -998,14 +1003,11 @@ async fn the_client_sends_one_timeout_when_the_request_carries_several() {
         (&["bad", "3S", "bad"][..], &["3S"][..]),
         (&["bad"][..], &["bad"][..]),
     ] {
-        let mut request = request_under(&no_deadline);
-        for value in there {
-            request
-                .headers_mut()
-                .append(GRPC_TIMEOUT, HeaderValue::from_static(value));
-        }
-        let response = client.clone().oneshot(request).await.unwrap();
-        assert_eq!(response.into_body(), expected, "{there:?} already there");
+        assert_eq!(
+            sent(&no_deadline, there).await,
+            expected,
+            "{there:?} already there"
+        );
     }
 }
 
