@@ -64,15 +64,38 @@ pub(crate) fn cli(args: &[String]) -> Result {
     match args {
         [] => run_models(DEFAULT_FILTER),
         [filter] if !filter.starts_with('-') => run_models(filter),
-        [first, ..] => Err(Error::Usage(format!(
-            "unexpected argument `{first}` for `loom`"
+        // One filter only: name the argument that is too many, or the flag.
+        [filter, extra, ..] if !filter.starts_with('-') => Err(Error::Usage(format!(
+            "unexpected argument `{extra}` for `loom` (it takes one filter)"
+        ))),
+        [flag, ..] => Err(Error::Usage(format!(
+            "unexpected argument `{flag}` for `loom`"
         ))),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::passed_tests;
+    use super::{cli, passed_tests};
+    use crate::Error;
+
+    fn usage_error(args: &[&str]) -> String {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        match cli(&args) {
+            Err(Error::Usage(message)) => message,
+            other => panic!("expected a usage error for {args:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_second_filter_is_named_in_the_error() {
+        assert!(usage_error(&["loom_cancel", "extra"]).contains("`extra`"));
+    }
+
+    #[test]
+    fn a_flag_is_named_in_the_error() {
+        assert!(usage_error(&["--release"]).contains("`--release`"));
+    }
 
     #[test]
     fn counts_passed_tests_in_summary_lines() {
