@@ -49,8 +49,18 @@ use std::task::{Context as TaskContext, Poll};
 ///
 /// # Cancellation safety
 ///
-/// When the context wins, `fut` is dropped at its current `.await`; work it did
-/// is lost unless `fut` itself is cancellation safe.
+/// When the context wins, `fut` is dropped at its current `.await`, in the
+/// poll that returns the context's error (not later, when the returned future
+/// goes): a lock guard or a connection it holds is given back before the
+/// caller sees the error, also when the caller keeps the returned future (a
+/// pinned `&mut` future in a `select!` loop). Work it did is lost unless `fut`
+/// itself is cancellation safe. A future that completes is dropped in the
+/// poll that returns its output too.
+///
+/// Polled again after it returned `Ready`, the returned future stays
+/// `Pending` (as `futures`' `Fuse` does) and polls nothing;
+/// [`FusedFuture::is_terminated`](futures_core::FusedFuture::is_terminated)
+/// tells that it has finished.
 ///
 /// # Examples
 ///
@@ -88,21 +98,21 @@ pub fn run_until_done_owned<F: IntoFuture>(ctx: Context, fut: F) -> WithContext<
 /// towards the context (see [which side wins](run_until_done#which-side-wins)).
 #[must_use = "futures and streams do nothing unless polled"]
 pub struct WithContext<F, C: Borrow<Context> = Context> {
-    inner: F,
+    /// The future or stream; `None` once finished (it completed, or the
+    /// context won): dropped then, not when the wrapper goes.
+    inner: Option<F>,
     done: Done<C>,
     /// Whether the future was polled already: from the second poll on, it goes
     /// before the context.
     polled: bool,
-    finished: bool,
 }
 
 impl<F, C: Borrow<Context>> WithContext<F, C> {
     fn new(inner: F, ctx: C) -> WithContext<F, C> {
         WithContext {
-            inner,
+            inner: Some(inner),
             done: Done::new(ctx),
             polled: false,
-            finished: false,
         }
     }
 
@@ -111,17 +121,24 @@ impl<F, C: Borrow<Context>> WithContext<F, C> {
         self.done.context()
     }
 
-    /// Projects the pinned wrapper to its pinned inner future, its `Done` and
-    /// its flags (`polled`, `finished`).
-    fn project(self: Pin<&mut Self>) -> (Pin<&mut F>, &mut Done<C>, &mut bool, &mut bool) {
+    /// Whether the future completed or the context won (the stream ended).
+    fn is_finished(&self) -> bool {
+        self.inner.is_none()
+    }
+
+    /// Projects the pinned wrapper to its pinned inner future (`None` once
+    /// finished), its `Done` and its `polled` flag.
+    fn project(self: Pin<&mut Self>) -> (Pin<&mut Option<F>>, &mut Done<C>, &mut bool) {
         // SAFETY: `inner` is structurally pinned: it is never moved out of a
         // pinned `WithContext` (no method takes it by value, and `Drop` is not
-        // implemented), so pinning the wrapper pins it. `done` and the flags are
-        // not pinned (`Done<C>` is `Unpin` for the `C` used with `poll`).
+        // implemented), and it is only ever emptied through `Pin::set`, which
+        // drops the future in place. So pinning the wrapper pins it. `done` and
+        // the flag are not pinned (`Done<C>` is `Unpin` for the `C` used with
+        // `poll`).
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: see above.
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
-        (inner, &mut this.done, &mut this.polled, &mut this.finished)
+        (inner, &mut this.done, &mut this.polled)
     }
 }
 
@@ -132,19 +149,26 @@ impl<F: Future, C: Borrow<Context> + Unpin> Future for WithContext<F, C> {
     /// of the future. At every later poll the future goes first, and the
     /// context is read only if the future is pending: an output that became
     /// ready in the same window as the context's end is returned, not dropped.
+    ///
+    /// Whichever side wins, the future is dropped before this poll returns.
+    /// Once finished, a poll stays `Pending` and polls nothing.
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let (mut inner, done, polled, finished) = self.project();
+        let (mut inner, done, polled) = self.project();
+        let Some(mut fut) = inner.as_mut().as_pin_mut() else {
+            return Poll::Pending;
+        };
         let first = !std::mem::replace(polled, true);
-        if !first && let Poll::Ready(output) = inner.as_mut().poll(cx) {
-            *finished = true;
+        if !first && let Poll::Ready(output) = fut.as_mut().poll(cx) {
+            inner.set(None);
             return Poll::Ready(Ok(output));
         }
         if Pin::new(&mut *done).poll(cx).is_ready() {
-            *finished = true;
-            return Poll::Ready(Err(done.context().err().unwrap_or(Error::Canceled)));
+            let err = done.context().err().unwrap_or(Error::Canceled);
+            inner.set(None);
+            return Poll::Ready(Err(err));
         }
-        if first && let Poll::Ready(output) = inner.poll(cx) {
-            *finished = true;
+        if first && let Poll::Ready(output) = fut.poll(cx) {
+            inner.set(None);
             return Poll::Ready(Ok(output));
         }
         Poll::Pending
@@ -153,25 +177,28 @@ impl<F: Future, C: Borrow<Context> + Unpin> Future for WithContext<F, C> {
 
 impl<F: Future, C: Borrow<Context> + Unpin> futures_core::FusedFuture for WithContext<F, C> {
     fn is_terminated(&self) -> bool {
-        self.finished
+        self.is_finished()
     }
 }
 
 impl<S: Stream, C: Borrow<Context> + Unpin> Stream for WithContext<S, C> {
     type Item = S::Item;
 
+    /// Once the context is done or the inner stream ended, the inner stream
+    /// is dropped (before this poll returns) and every later poll is
+    /// `Ready(None)`.
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<S::Item>> {
-        let (inner, done, _, finished) = self.project();
-        if *finished {
+        let (mut inner, done, _) = self.project();
+        let Some(stream) = inner.as_mut().as_pin_mut() else {
             return Poll::Ready(None);
-        }
+        };
         if Pin::new(&mut *done).poll(cx).is_ready() {
-            *finished = true;
+            inner.set(None);
             return Poll::Ready(None);
         }
-        let poll = inner.poll_next(cx);
+        let poll = stream.poll_next(cx);
         if let Poll::Ready(None) = poll {
-            *finished = true;
+            inner.set(None);
         }
         poll
     }
@@ -181,7 +208,7 @@ impl<F, C: Borrow<Context>> fmt::Debug for WithContext<F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WithContext")
             .field("ctx", self.context())
-            .field("finished", &self.finished)
+            .field("finished", &self.is_finished())
             .finish_non_exhaustive()
     }
 }

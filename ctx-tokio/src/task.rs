@@ -47,7 +47,8 @@ use tokio::task::{AbortHandle, JoinError};
 ///
 /// # Cancellation safety
 ///
-/// When the context wins, `fut` is dropped at its current `.await`; any partial
+/// When the context wins, `fut` is dropped at its current `.await`, in the poll
+/// that returns the error (not later, when the returned future goes); any partial
 /// work it did (bytes read into its buffer, a message taken off a channel) is lost
 /// unless `fut` itself is cancellation safe.
 ///

@@ -1,0 +1,199 @@
+//! When a future or stream raced against its context finishes, whichever side
+//! won, it is dropped in the poll that reports it, not when the wrapper goes:
+//! a lock guard or a connection it holds is back before the caller sees the
+//! result, also when the caller keeps the wrapper (a pinned `&mut` future in
+//! a `select!` loop).
+
+use ctx_core::{Context, Error, FutureExt, StreamExt, run_until_done, run_until_done_owned};
+use futures_core::{FusedFuture, Stream};
+use std::cell::Cell;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::{Pin, pin};
+use std::rc::Rc;
+use std::task::{Context as TaskContext, Poll, Waker};
+
+fn cx() -> TaskContext<'static> {
+    TaskContext::from_waker(Waker::noop())
+}
+
+/// Pending until `ready` is set, then ready with 7; counts its polls and
+/// records its drop.
+struct Probe {
+    ready: Rc<Cell<bool>>,
+    polls: Rc<Cell<usize>>,
+    dropped: Rc<Cell<bool>>,
+}
+
+impl Future for Probe {
+    type Output = u32;
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut TaskContext<'_>) -> Poll<u32> {
+        self.polls.set(self.polls.get() + 1);
+        if self.ready.get() {
+            Poll::Ready(7)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Stream for Probe {
+    type Item = u32;
+
+    fn poll_next(self: Pin<&mut Self>, _cx: &mut TaskContext<'_>) -> Poll<Option<u32>> {
+        self.polls.set(self.polls.get() + 1);
+        if self.ready.get() {
+            Poll::Ready(None)
+        } else {
+            Poll::Ready(Some(1))
+        }
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.dropped.set(true);
+    }
+}
+
+#[derive(Default)]
+struct Cells {
+    ready: Rc<Cell<bool>>,
+    polls: Rc<Cell<usize>>,
+    dropped: Rc<Cell<bool>>,
+}
+
+impl Cells {
+    fn probe(&self) -> Probe {
+        Probe {
+            ready: self.ready.clone(),
+            polls: self.polls.clone(),
+            dropped: self.dropped.clone(),
+        }
+    }
+}
+
+/// The context wins: the future is gone when the error comes out, and later
+/// polls stay pending without polling it, for every entry point.
+#[test]
+fn a_future_that_loses_is_dropped_in_the_poll_that_reports_the_error() {
+    type Raced<'a> = Pin<Box<dyn FusedFuture<Output = Result<u32, Error>> + 'a>>;
+    type Make = for<'a> fn(&'a Context, Probe) -> Raced<'a>;
+    let entry_points: [(&str, Make); 4] = [
+        ("run_until_done", |ctx, p| Box::pin(run_until_done(ctx, p))),
+        ("run_until_done_owned", |ctx, p| {
+            Box::pin(run_until_done_owned(ctx.clone(), p))
+        }),
+        ("with_context(&ctx)", |ctx, p| {
+            Box::pin(FutureExt::with_context(p, ctx))
+        }),
+        ("with_context(ctx)", |ctx, p| {
+            Box::pin(FutureExt::with_context(p, ctx.clone()))
+        }),
+    ];
+    for (name, make) in entry_points {
+        let cells = Cells::default();
+        let (ctx, cancel) = Context::background().with_cancel();
+        let mut raced = make(&ctx, cells.probe());
+        assert!(raced.as_mut().poll(&mut cx()).is_pending(), "{name}");
+        assert!(!cells.dropped.get(), "{name}: dropped while it ran");
+        cancel.cancel();
+        assert_eq!(
+            raced.as_mut().poll(&mut cx()),
+            Poll::Ready(Err(Error::Canceled)),
+            "{name}"
+        );
+        assert!(cells.dropped.get(), "{name}: kept after it lost");
+        assert!(raced.is_terminated(), "{name}");
+        let polls = cells.polls.get();
+        cells.ready.set(true);
+        assert!(raced.as_mut().poll(&mut cx()).is_pending(), "{name}");
+        assert_eq!(cells.polls.get(), polls, "{name}: polled after it lost");
+    }
+}
+
+/// A context done before the first poll: the future is dropped unpolled.
+#[test]
+fn a_future_raced_against_a_done_context_is_dropped_unpolled() {
+    let cells = Cells::default();
+    let (ctx, cancel) = Context::background().with_cancel();
+    cancel.cancel();
+    let mut raced = pin!(run_until_done(&ctx, cells.probe()));
+    assert_eq!(
+        raced.as_mut().poll(&mut cx()),
+        Poll::Ready(Err(Error::Canceled))
+    );
+    assert!(cells.dropped.get());
+    assert_eq!(cells.polls.get(), 0);
+}
+
+/// The future wins: it is dropped with its output handed back.
+#[test]
+fn a_future_that_completes_is_dropped_in_the_poll_that_returns_its_output() {
+    let cells = Cells::default();
+    let (ctx, _cancel) = Context::background().with_cancel();
+    let mut raced = pin!(FutureExt::with_context(cells.probe(), &ctx));
+    assert!(raced.as_mut().poll(&mut cx()).is_pending());
+    cells.ready.set(true);
+    assert_eq!(raced.as_mut().poll(&mut cx()), Poll::Ready(Ok(7)));
+    assert!(cells.dropped.get());
+    assert!(raced.is_terminated());
+    assert!(raced.as_mut().poll(&mut cx()).is_pending());
+    assert_eq!(cells.polls.get(), 2);
+}
+
+/// A stream is dropped when the context ends it and when it ends itself;
+/// every later poll is `Ready(None)`.
+#[test]
+fn a_stream_is_dropped_when_it_ends_either_way() {
+    let cells = Cells::default();
+    let (ctx, cancel) = Context::background().with_cancel();
+    let mut stream = pin!(StreamExt::with_context(cells.probe(), &ctx));
+    assert_eq!(stream.as_mut().poll_next(&mut cx()), Poll::Ready(Some(1)));
+    cancel.cancel();
+    assert_eq!(stream.as_mut().poll_next(&mut cx()), Poll::Ready(None));
+    assert!(cells.dropped.get(), "kept after the context ended it");
+    assert_eq!(stream.as_mut().poll_next(&mut cx()), Poll::Ready(None));
+    assert_eq!(cells.polls.get(), 1);
+
+    let cells = Cells::default();
+    let (ctx, _cancel) = Context::background().with_cancel();
+    let mut stream = pin!(StreamExt::with_context(cells.probe(), &ctx));
+    cells.ready.set(true);
+    assert_eq!(stream.as_mut().poll_next(&mut cx()), Poll::Ready(None));
+    assert!(cells.dropped.get(), "kept after it ended");
+    assert_eq!(stream.as_mut().poll_next(&mut cx()), Poll::Ready(None));
+    assert_eq!(cells.polls.get(), 1);
+}
+
+/// A future whose `Drop` panics as it loses: the panic comes out of that poll,
+/// the future is gone (dropped once), and later polls stay pending.
+#[test]
+fn a_future_whose_drop_panics_as_it_loses_is_dropped_once() {
+    struct PanicsOnDrop(Rc<Cell<usize>>);
+    impl Future for PanicsOnDrop {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, _cx: &mut TaskContext<'_>) -> Poll<()> {
+            Poll::Pending
+        }
+    }
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+            panic!("drop of the raced future");
+        }
+    }
+    let drops = Rc::new(Cell::new(0));
+    let (ctx, cancel) = Context::background().with_cancel();
+    let mut raced = Box::pin(run_until_done(&ctx, PanicsOnDrop(drops.clone())));
+    assert!(raced.as_mut().poll(&mut cx()).is_pending());
+    cancel.cancel();
+    let result = catch_unwind(AssertUnwindSafe(|| raced.as_mut().poll(&mut cx())));
+    assert!(result.is_err(), "the drop's panic comes out of the poll");
+    assert_eq!(drops.get(), 1);
+    assert!(raced.is_terminated());
+    assert!(raced.as_mut().poll(&mut cx()).is_pending());
+    drop(raced);
+    assert_eq!(drops.get(), 1, "dropped twice");
+}
