@@ -105,7 +105,11 @@ impl List {
     /// Frees `key`'s entry; returns it (its waker is the caller's to drop,
     /// after the lock). With its last entry the list starts over, and gives
     /// its memory back if it grew past [`KEPT`] entries (a burst of waiters
-    /// keeps nothing; a waiter that comes and goes allocates once).
+    /// keeps nothing once it is over; a waiter that comes and goes allocates
+    /// once). While any entry is taken, the list keeps the room of the most
+    /// entries it held at once, reused by later waiters: keys are indices, so
+    /// it cannot shrink under a live one (as a child set keeps its slots; see
+    /// `Context`'s "Memory" docs).
     fn remove(&mut self, key: Key) -> (Entry, Vec<Entry>) {
         debug_assert!(!matches!(self.entries[key as usize], Entry::Vacant(_)));
         let entry = std::mem::replace(&mut self.entries[key as usize], Entry::Vacant(self.free));
