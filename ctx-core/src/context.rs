@@ -714,6 +714,13 @@ impl Context {
     /// at least every second (so it sees the clock moved past the deadline),
     /// and while that clock stands still, after 1 ms, then twice as long each
     /// time (not in a loop).
+    ///
+    /// It blocks the thread, so not from an async task: await
+    /// [`done`](Context::done) there. On a single-threaded runtime the wait
+    /// holds the one thread that a cancel by another task of that runtime
+    /// needs to run (a deadline still ends it, read by the wait itself), and
+    /// under paused test time that clock cannot move while the runtime's
+    /// thread is blocked.
     #[cfg(not(all(test, ctx_loom)))]
     pub fn wait(&self) {
         crate::waiter::wait_until(self, None);
