@@ -129,7 +129,9 @@ fn sleep_on(
 
 /// Spawns `fut` on smol's global executor as a task bound to `ctx`: when `ctx` is
 /// done, the task drops `fut` (at its current `.await`) and ends with the
-/// context's error (see [`run_until_done`]).
+/// context's error. The task reads the context before every poll of `fut`, so
+/// once `ctx` is done no more of `fut` runs (as ctx-tokio's `spawn`; unlike
+/// [`run_until_done`], where an output ready in the same window wins).
 ///
 /// The returned [`TaskHandle`] resolves to `Ok(output)`, or to a [`TaskError`]:
 /// [`TaskError::Done`] with the context's error, or [`TaskError::Panic`] if the
@@ -154,7 +156,7 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let run = run_until_done(ctx, fut);
+    let run = ctx_core::adapter::until_done(ctx.done(), fut);
     let task = smol::spawn(async move {
         match catch_unwind_to_the_end(run).await {
             Ok(Ok(output)) => Ok(output),

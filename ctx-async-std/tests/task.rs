@@ -26,6 +26,7 @@ on_both!(
     run_until_done_accepts_into_future,
     spawned_task_returns_its_output,
     spawned_task_stops_at_cancel,
+    a_spawned_task_runs_no_more_of_its_future_once_its_context_is_done,
     dropped_join_handle_detaches,
     after_func_spawn_runs_as_a_task,
     after_func_spawn_stop_prevents_the_run,
@@ -115,6 +116,33 @@ async fn spawned_task_stops_at_cancel() {
     assert_eq!(err.context_error(), Some(Error::Canceled));
     assert!(!err.is_panic());
     assert_eq!(err.to_string(), "task stopped: context canceled");
+}
+
+/// A task reads its context before every poll of its future (as ctx-tokio's
+/// `spawn`): a future that cancels its own context and would be ready at its
+/// next poll is not polled again.
+async fn a_spawned_task_runs_no_more_of_its_future_once_its_context_is_done() {
+    let (ctx, cancel) = background().with_cancel();
+    let mut cancel = Some(cancel);
+    let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = polls.clone();
+    let task = spawn(
+        &ctx,
+        std::future::poll_fn(move |cx| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            match cancel.take() {
+                Some(cancel) => {
+                    cancel.cancel();
+                    cx.waker().wake_by_ref();
+                    std::task::Poll::Pending
+                }
+                None => std::task::Poll::Ready("output"),
+            }
+        }),
+    );
+    let err = task.await.unwrap_err();
+    assert_eq!(err.context_error(), Some(Error::Canceled));
+    assert_eq!(polls.load(Ordering::SeqCst), 1);
 }
 
 async fn dropped_join_handle_detaches() {

@@ -15,15 +15,65 @@
 //! * [`Event`]: a list of tasks waiting to be told something (a group's
 //!   `wait`), whose notify wakes them after its own lock, so that no waker runs
 //!   under it.
+//! * [`until_done`]: the race of a task bound to a context (the adapters'
+//!   `spawn`), which reads the context before every poll of the future.
 
 pub use crate::group::GroupCancel;
 
 use crate::tree::event::{Event as ListEvent, Listener as ListListener};
+use crate::{Done, Error};
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
+
+/// Runs `fut` until it completes or `done`'s context is done, reading the
+/// context before every poll of `fut`: once the context is done, no more of
+/// `fut` runs, and `fut` is dropped (at its current `.await`) before the
+/// returned future yields the context's error. A context done already never
+/// lets `fut` start.
+///
+/// This is the race of a task bound to a context (every adapter's `spawn`).
+/// [`run_until_done`](crate::run_until_done) differs from the second poll on:
+/// it polls the future first, so an output ready in the same window as the
+/// context's end wins there.
+///
+/// ```
+/// use ctx_core::{Context, Error, adapter::until_done};
+/// use std::future::Future;
+/// use std::pin::pin;
+/// use std::task::{Context as Cx, Poll, Waker};
+///
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// let mut cancel = Some(cancel);
+/// // Pending at its first poll (where it cancels its own context), ready
+/// // after: the context, read first, wins the second poll.
+/// let fut = std::future::poll_fn(move |_| match cancel.take() {
+///     Some(cancel) => {
+///         cancel.cancel();
+///         Poll::Pending
+///     }
+///     None => Poll::Ready(7),
+/// });
+/// let mut raced = pin!(until_done(ctx.done(), fut));
+/// let mut cx = Cx::from_waker(Waker::noop());
+/// assert!(raced.as_mut().poll(&mut cx).is_pending());
+/// assert_eq!(raced.as_mut().poll(&mut cx), Poll::Ready(Err(Error::Canceled)));
+/// ```
+pub async fn until_done<F: Future>(mut done: Done, fut: F) -> Result<F::Output, Error> {
+    if let Some(err) = done.context().err() {
+        return Err(err);
+    }
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        if Pin::new(&mut done).poll(cx).is_ready() {
+            return Poll::Ready(Err(done.context().err().unwrap_or(Error::Canceled)));
+        }
+        fut.as_mut().poll(cx).map(Ok)
+    })
+    .await
+}
 
 /// Drops the payload of a caught panic without letting a second panic out.
 ///

@@ -20,6 +20,7 @@
 //! [`after_func_spawn`] races nothing: it spawns its future once the context
 //! is done.
 
+use ctx_core::adapter::until_done;
 use ctx_core::{AfterFunc, CancelFunc, Canceler, Cause, Context, Done, Error, PanicError};
 use std::fmt;
 use std::future::{Future, IntoFuture, poll_fn};
@@ -422,21 +423,6 @@ pub(crate) async fn catch_panic<F: Future>(fut: F) -> Result<F::Output, PanicErr
             Err(payload) => Poll::Ready(Err(PanicError::from_payload(payload))),
         },
     )
-    .await
-}
-
-/// Races `fut` against `done`, checking `done` first.
-pub(crate) async fn until_done<F: Future>(mut done: Done, fut: F) -> Result<F::Output, Error> {
-    if let Some(err) = done.context().err() {
-        return Err(err);
-    }
-    let mut fut = pin!(fut);
-    poll_fn(|cx| {
-        if Pin::new(&mut done).poll(cx).is_ready() {
-            return Poll::Ready(Err(done.context().err().unwrap_or(Error::Canceled)));
-        }
-        fut.as_mut().poll(cx).map(Ok)
-    })
     .await
 }
 
