@@ -49,6 +49,11 @@ use std::time::Duration;
 /// A unit of work for the runner.
 pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
 
+/// Jobs an empty queue keeps room for; a queue that grew past this for a
+/// burst gives the room back once it is empty again (a cancel that sets a
+/// million callbacks free would otherwise keep 16 MB for the process's life).
+const KEPT_JOBS: usize = 64;
+
 /// How long an idle runner thread waits for work before it ends.
 const IDLE_EXIT: Duration = Duration::from_secs(5);
 
@@ -355,6 +360,16 @@ fn work(pool: &'static Pool) {
             queue.finished = queue.finished.wrapping_add(1);
             continue;
         }
+        if queue.jobs.capacity() > KEPT_JOBS {
+            // A burst is over: its room goes back (freed after the lock; the
+            // buffer holds no job, so no user code runs), and the queue
+            // grows again only as far as the next burst needs.
+            let spare = std::mem::take(&mut queue.jobs);
+            drop(queue);
+            drop(spare);
+            queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
         queue.idle += 1;
         loop {
             let (guard, timeout) = pool
@@ -417,5 +432,47 @@ pub(crate) mod at_fork {
             .ok()
             .flatten();
         drop(guard);
+    }
+}
+
+#[cfg(all(test, not(ctx_loom)))]
+mod tests {
+    use super::{Job, KEPT_JOBS, pool, spawn_all};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// A burst of jobs grows the queue; once they ran, its room goes back.
+    #[test]
+    fn the_queue_gives_a_bursts_room_back_once_it_is_empty() {
+        const BURST: usize = 20 * KEPT_JOBS;
+        let ran = Arc::new(AtomicUsize::new(0));
+        let jobs = (0..BURST).map(|_| {
+            let ran = ran.clone();
+            Box::new(move || {
+                ran.fetch_add(1, Ordering::SeqCst);
+            }) as Job
+        });
+        spawn_all(jobs.collect::<Vec<_>>());
+        // Other tests may queue jobs meanwhile, a few at a time: wait until
+        // the burst ran and the queue is back to its kept room.
+        let give_up = Instant::now() + Duration::from_secs(60);
+        loop {
+            let capacity = pool()
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .jobs
+                .capacity();
+            if ran.load(Ordering::SeqCst) == BURST && capacity <= KEPT_JOBS {
+                break;
+            }
+            assert!(
+                Instant::now() < give_up,
+                "the queue kept room for {capacity} jobs after the burst ({} of {BURST} ran)",
+                ran.load(Ordering::SeqCst)
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
