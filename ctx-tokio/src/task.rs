@@ -303,6 +303,13 @@ where
 /// time, a deadline's callback may run after the clock moved on: see
 /// [`after_func_spawn`'s *Paused time*](after_func_spawn#paused-time).
 ///
+/// A runtime's drop waits for its blocking pool: an `f` that blocks (or runs
+/// long) holds up the end of `#[tokio::main]` and of every runtime dropped
+/// while it runs. Shut such a runtime down with `shutdown_timeout` or
+/// `shutdown_background`, or use ctx-core's
+/// [`Context::after_func`](ctx_core::Context::after_func), whose runner
+/// threads never hold up the process's exit.
+///
 /// # Panics
 ///
 /// Panics outside a tokio runtime.
