@@ -156,7 +156,7 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let run = ctx_core::adapter::until_done(ctx.done(), fut);
+    let run = ctx_core::adapter::until_done(ctx.clone(), fut);
     let task = smol::spawn(async move {
         match catch_unwind_to_the_end(run).await {
             Ok(Ok(output)) => Ok(output),

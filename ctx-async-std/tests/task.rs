@@ -336,3 +336,37 @@ fn a_panic_while_a_stopped_task_drops_its_future_is_a_task_panic() {
         Err(_) => panic!("awaiting the handle panicked: the task's panic got out"),
     }
 }
+
+/// A future whose `poll` panics and whose `Drop` panics too: the task ends
+/// with the first panic (`TaskError::Panic`), and the process lives on (the
+/// future is dropped after the unwind, under the task's guard, not during
+/// it, where a second panic would abort).
+#[test]
+fn a_task_whose_poll_and_drop_both_panic_ends_with_the_first_panic() {
+    struct PanicsInPollAndDrop;
+    impl std::future::Future for PanicsInPollAndDrop {
+        type Output = ();
+        fn poll(
+            self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<()> {
+            panic!("poll of the task's future");
+        }
+    }
+    impl Drop for PanicsInPollAndDrop {
+        fn drop(&mut self) {
+            panic!("drop of the task's future");
+        }
+    }
+    let (ctx, _cancel) = background().with_cancel();
+    let task = spawn(&ctx, PanicsInPollAndDrop);
+    match smol::block_on(task) {
+        Err(TaskError::Panic(panic)) => {
+            assert!(
+                panic.to_string().contains("poll of the task's future"),
+                "{panic}"
+            );
+        }
+        other => panic!("expected TaskError::Panic, got {other:?}"),
+    }
+}

@@ -21,23 +21,28 @@
 pub use crate::group::GroupCancel;
 
 use crate::tree::event::{Event as ListEvent, Listener as ListListener};
-use crate::{Done, Error};
+use crate::{Context, WithContext};
 use std::any::Any;
+use std::borrow::Borrow;
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
-/// Runs `fut` until it completes or `done`'s context is done, reading the
-/// context before every poll of `fut`: once the context is done, no more of
-/// `fut` runs, and `fut` is dropped (at its current `.await`) before the
-/// returned future yields the context's error. A context done already never
-/// lets `fut` start.
+/// Runs `fut` until it completes or `ctx` is done, reading the context
+/// before every poll of `fut`: once the context is done, no more of `fut`
+/// runs, and `fut` is dropped (at its current `.await`) in the poll that
+/// yields the context's error. A context done already never lets `fut` start.
+/// `ctx` is borrowed (`&Context`) or owned, as for
+/// [`FutureExt::with_context`](crate::FutureExt::with_context).
 ///
 /// This is the race of a task bound to a context (every adapter's `spawn`).
 /// [`run_until_done`](crate::run_until_done) differs from the second poll on:
 /// it polls the future first, so an output ready in the same window as the
-/// context's end wins there.
+/// context's end wins there. Everything else is the same
+/// [`WithContext`]: the future is dropped in the poll that reports the
+/// result, a panic of its `poll` leaves it in place (for the caller to drop,
+/// under its own guard), and a finished race stays pending.
 ///
 /// ```
 /// use ctx_core::{Context, Error, adapter::until_done};
@@ -56,23 +61,16 @@ use std::task::{Context as TaskContext, Poll};
 ///     }
 ///     None => Poll::Ready(7),
 /// });
-/// let mut raced = pin!(until_done(ctx.done(), fut));
+/// let mut raced = pin!(until_done(&ctx, fut));
 /// let mut cx = Cx::from_waker(Waker::noop());
 /// assert!(raced.as_mut().poll(&mut cx).is_pending());
 /// assert_eq!(raced.as_mut().poll(&mut cx), Poll::Ready(Err(Error::Canceled)));
 /// ```
-pub async fn until_done<F: Future>(mut done: Done, fut: F) -> Result<F::Output, Error> {
-    if let Some(err) = done.context().err() {
-        return Err(err);
-    }
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
-        if Pin::new(&mut done).poll(cx).is_ready() {
-            return Poll::Ready(Err(done.context().err().unwrap_or(Error::Canceled)));
-        }
-        fut.as_mut().poll(cx).map(Ok)
-    })
-    .await
+pub fn until_done<F: IntoFuture, C: Borrow<Context>>(
+    ctx: C,
+    fut: F,
+) -> WithContext<F::IntoFuture, C> {
+    WithContext::context_first(fut.into_future(), ctx)
 }
 
 /// Drops the payload of a caught panic without letting a second panic out.

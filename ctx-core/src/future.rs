@@ -102,17 +102,39 @@ pub struct WithContext<F, C: Borrow<Context> = Context> {
     /// context won): dropped then, not when the wrapper goes.
     inner: Option<F>,
     done: Done<C>,
-    /// Whether the future was polled already: from the second poll on, it goes
-    /// before the context.
-    polled: bool,
+    /// Which side a poll asks first.
+    bias: Bias,
+}
+
+/// Which side of a race a poll asks first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bias {
+    /// [`run_until_done`] before its first poll: the context goes first, then
+    /// [`FutureFirst`](Bias::FutureFirst).
+    FirstPoll,
+    /// [`run_until_done`] after its first poll: the future goes first.
+    FutureFirst,
+    /// [`until_done`](crate::adapter::until_done): the context goes first at
+    /// every poll.
+    ContextFirst,
 }
 
 impl<F, C: Borrow<Context>> WithContext<F, C> {
     fn new(inner: F, ctx: C) -> WithContext<F, C> {
+        WithContext::with_bias(inner, ctx, Bias::FirstPoll)
+    }
+
+    /// The race of [`until_done`](crate::adapter::until_done): the context
+    /// goes first at every poll.
+    pub(crate) fn context_first(inner: F, ctx: C) -> WithContext<F, C> {
+        WithContext::with_bias(inner, ctx, Bias::ContextFirst)
+    }
+
+    fn with_bias(inner: F, ctx: C, bias: Bias) -> WithContext<F, C> {
         WithContext {
             inner: Some(inner),
             done: Done::new(ctx),
-            polled: false,
+            bias,
         }
     }
 
@@ -127,18 +149,18 @@ impl<F, C: Borrow<Context>> WithContext<F, C> {
     }
 
     /// Projects the pinned wrapper to its pinned inner future (`None` once
-    /// finished), its `Done` and its `polled` flag.
-    fn project(self: Pin<&mut Self>) -> (Pin<&mut Option<F>>, &mut Done<C>, &mut bool) {
+    /// finished), its `Done` and its bias.
+    fn project(self: Pin<&mut Self>) -> (Pin<&mut Option<F>>, &mut Done<C>, &mut Bias) {
         // SAFETY: `inner` is structurally pinned: it is never moved out of a
         // pinned `WithContext` (no method takes it by value, and `Drop` is not
         // implemented), and it is only ever emptied through `Pin::set`, which
         // drops the future in place. So pinning the wrapper pins it. `done` and
-        // the flag are not pinned (`Done<C>` is `Unpin` for the `C` used with
+        // the bias are not pinned (`Done<C>` is `Unpin` for the `C` used with
         // `poll`).
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: see above.
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
-        (inner, &mut this.done, &mut this.polled)
+        (inner, &mut this.done, &mut this.bias)
     }
 }
 
@@ -152,27 +174,47 @@ impl<F: Future, C: Borrow<Context> + Unpin> Future for WithContext<F, C> {
     ///
     /// Whichever side wins, the future is dropped before this poll returns.
     /// Once finished, a poll stays `Pending` and polls nothing.
+    ///
+    /// A panic of the future's `poll` leaves it in place, to be dropped with
+    /// the wrapper (not during the unwind).
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let (mut inner, done, polled) = self.project();
+        let (mut inner, done, bias) = self.project();
         let Some(mut fut) = inner.as_mut().as_pin_mut() else {
             return Poll::Pending;
         };
-        let first = !std::mem::replace(polled, true);
-        if !first && let Poll::Ready(output) = fut.as_mut().poll(cx) {
-            inner.set(None);
-            return Poll::Ready(Ok(output));
+        let future_first = match *bias {
+            Bias::FirstPoll => {
+                *bias = Bias::FutureFirst;
+                false
+            }
+            Bias::FutureFirst => true,
+            Bias::ContextFirst => false,
+        };
+        if future_first && let Poll::Ready(output) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(won(inner, done, output)));
         }
         if Pin::new(&mut *done).poll(cx).is_ready() {
             let err = done.context().err().unwrap_or(Error::Canceled);
             inner.set(None);
             return Poll::Ready(Err(err));
         }
-        if first && let Poll::Ready(output) = fut.poll(cx) {
-            inner.set(None);
-            return Poll::Ready(Ok(output));
+        if !future_first && let Poll::Ready(output) = fut.poll(cx) {
+            return Poll::Ready(Ok(won(inner, done, output)));
         }
         Poll::Pending
     }
+}
+
+/// The future won: it goes, and so does the context's registration of this
+/// task's waker (a later cancel has nobody here to wake).
+fn won<F, C: Borrow<Context>, T>(
+    mut inner: Pin<&mut Option<F>>,
+    done: &mut Done<C>,
+    output: T,
+) -> T {
+    done.release();
+    inner.set(None);
+    output
 }
 
 impl<F: Future, C: Borrow<Context> + Unpin> futures_core::FusedFuture for WithContext<F, C> {
@@ -198,6 +240,7 @@ impl<S: Stream, C: Borrow<Context> + Unpin> Stream for WithContext<S, C> {
         }
         let poll = stream.poll_next(cx);
         if let Poll::Ready(None) = poll {
+            done.release();
             inner.set(None);
         }
         poll

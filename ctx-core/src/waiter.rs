@@ -82,6 +82,14 @@ impl<C: Borrow<Context>> Done<C> {
         self.ctx.borrow()
     }
 
+    /// Gives up the registration (the waker it keeps) without dropping the
+    /// future: for a race whose other side won, so that a later cancel does
+    /// not wake a task that is done with this wait. A later poll registers
+    /// again.
+    pub(crate) fn release(&mut self) {
+        self.waiter.release();
+    }
+
     /// Whether this future holds its carrier's waker slot (for tests).
     #[cfg(test)]
     pub(crate) fn holds_slot(&self) -> bool {

@@ -197,3 +197,107 @@ fn a_future_whose_drop_panics_as_it_loses_is_dropped_once() {
     drop(raced);
     assert_eq!(drops.get(), 1, "dropped twice");
 }
+
+/// A waker that counts its wakes.
+struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The future wins: the race gives up its registration with the context, so
+/// a later cancel wakes nobody (the task is done with this wait), for both
+/// biases.
+#[test]
+fn a_race_the_future_won_wakes_nobody_at_a_later_cancel() {
+    for context_first in [false, true] {
+        let cells = Cells::default();
+        let (ctx, cancel) = Context::background().with_cancel();
+        let mut raced = if context_first {
+            Box::pin(ctx_core::adapter::until_done(&ctx, cells.probe()))
+        } else {
+            Box::pin(run_until_done(&ctx, cells.probe()))
+        };
+        let counter = std::sync::Arc::new(CountingWaker(Default::default()));
+        let waker = Waker::from(counter.clone());
+        let mut cx = TaskContext::from_waker(&waker);
+        assert!(raced.as_mut().poll(&mut cx).is_pending());
+        cells.ready.set(true);
+        assert_eq!(raced.as_mut().poll(&mut cx), Poll::Ready(Ok(7)));
+        cancel.cancel();
+        let wakes = counter.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(wakes, 0, "context_first: {context_first}");
+        assert_eq!(
+            std::sync::Arc::strong_count(&counter),
+            2,
+            "a clone of the waker is still kept (context_first: {context_first})"
+        );
+    }
+}
+
+/// A stream that ended by itself gives up its registration too.
+#[test]
+fn a_stream_that_ended_wakes_nobody_at_a_later_cancel() {
+    let cells = Cells::default();
+    let (ctx, cancel) = Context::background().with_cancel();
+    let mut stream = pin!(StreamExt::with_context(cells.probe(), &ctx));
+    let counter = std::sync::Arc::new(CountingWaker(Default::default()));
+    let waker = Waker::from(counter.clone());
+    let mut cx = TaskContext::from_waker(&waker);
+    assert_eq!(stream.as_mut().poll_next(&mut cx), Poll::Ready(Some(1)));
+    cells.ready.set(true);
+    assert_eq!(stream.as_mut().poll_next(&mut cx), Poll::Ready(None));
+    cancel.cancel();
+    assert_eq!(counter.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(std::sync::Arc::strong_count(&counter), 2);
+}
+
+/// A future whose `poll` panics stays in the race: it is dropped once, with
+/// the wrapper, after the unwind (a `Drop` that panics too then stays
+/// catchable instead of aborting the process), for both biases.
+#[test]
+fn a_future_whose_poll_panics_is_dropped_with_the_wrapper_not_during_the_unwind() {
+    struct PanicsInPoll {
+        drops: Rc<Cell<usize>>,
+        dropped_while_panicking: Rc<Cell<bool>>,
+    }
+    impl Future for PanicsInPoll {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, _cx: &mut TaskContext<'_>) -> Poll<()> {
+            panic!("poll of the raced future");
+        }
+    }
+    impl Drop for PanicsInPoll {
+        fn drop(&mut self) {
+            self.drops.set(self.drops.get() + 1);
+            self.dropped_while_panicking
+                .set(self.dropped_while_panicking.get() || std::thread::panicking());
+        }
+    }
+    for context_first in [false, true] {
+        let drops = Rc::new(Cell::new(0));
+        let dropped_while_panicking = Rc::new(Cell::new(false));
+        let fut = PanicsInPoll {
+            drops: drops.clone(),
+            dropped_while_panicking: dropped_while_panicking.clone(),
+        };
+        let (ctx, _cancel) = Context::background().with_cancel();
+        let mut raced = if context_first {
+            Box::pin(ctx_core::adapter::until_done(&ctx, fut))
+        } else {
+            Box::pin(run_until_done(&ctx, fut))
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| raced.as_mut().poll(&mut cx())));
+        assert!(result.is_err());
+        assert_eq!(drops.get(), 0, "dropped during the unwind");
+        assert!(!raced.is_terminated());
+        drop(raced);
+        assert_eq!(drops.get(), 1);
+        assert!(!dropped_while_panicking.get());
+    }
+}

@@ -21,7 +21,7 @@
 //! is done.
 
 use ctx_core::adapter::until_done;
-use ctx_core::{AfterFunc, CancelFunc, Canceler, Cause, Context, Done, Error, PanicError};
+use ctx_core::{AfterFunc, CancelFunc, Canceler, Cause, Context, Error, PanicError};
 use std::fmt;
 use std::future::{Future, IntoFuture, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -122,7 +122,7 @@ pub fn run_until_done<F: IntoFuture>(
 /// ```
 pub fn sleep(ctx: &Context, duration: Duration) -> impl Future<Output = Result<(), Error>> + use<> {
     warn_on_mixed_clocks(ctx);
-    checked_sleep(ctx.done(), tokio::time::sleep(duration))
+    checked_sleep(ctx.clone(), tokio::time::sleep(duration))
 }
 
 /// Like [`sleep`], until `deadline` by tokio's clock.
@@ -140,7 +140,7 @@ pub fn sleep_until(
     deadline: tokio::time::Instant,
 ) -> impl Future<Output = Result<(), Error>> + use<> {
     warn_on_mixed_clocks(ctx);
-    checked_sleep(ctx.done(), tokio::time::sleep_until(deadline))
+    checked_sleep(ctx.clone(), tokio::time::sleep_until(deadline))
 }
 
 /// How far a context's clock and tokio's may drift apart before they count as
@@ -177,9 +177,8 @@ pub fn __mixed_clock_findings() -> usize {
     MIXED_CLOCKS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-async fn checked_sleep(done: Done, sleep: tokio::time::Sleep) -> Result<(), Error> {
-    let ctx = done.context().clone();
-    until_done(done, sleep).await?;
+async fn checked_sleep(ctx: Context, sleep: tokio::time::Sleep) -> Result<(), Error> {
+    until_done(&ctx, sleep).await?;
     ctx.check()
 }
 
@@ -220,7 +219,7 @@ where
     F::Output: Send + 'static,
 {
     TaskHandle {
-        inner: tokio::spawn(until_done(ctx.done(), fut)),
+        inner: tokio::spawn(until_done(ctx.clone(), fut)),
     }
 }
 
@@ -392,7 +391,7 @@ where
     // cause-capable handle on the same context.
     let (ctx, cancel) = parent.with_cancel_cause();
     let watcher = Watcher(Some(cancel.canceler()));
-    drop(handle.spawn(watcher.run(ctx.done(), fut)));
+    drop(handle.spawn(watcher.run(ctx.clone(), fut)));
     (ctx, cancel.into_cancel_func())
 }
 
@@ -402,8 +401,8 @@ where
 struct Watcher(Option<Canceler>);
 
 impl Watcher {
-    async fn run<F: Future<Output = Cause>>(mut self, done: Done, fut: F) {
-        let outcome = until_done(done, catch_panic(fut)).await;
+    async fn run<F: Future<Output = Cause>>(mut self, ctx: Context, fut: F) {
+        let outcome = until_done(ctx, catch_panic(fut)).await;
         // Taken either way: dropping it after the context is done cancels nothing.
         if let (Ok(result), Some(cancel)) = (outcome, self.0.take()) {
             cancel.cancel_with_cause(result.unwrap_or_else(Cause::new));
