@@ -73,8 +73,9 @@ use std::time::{Duration, Instant};
 /// million short-lived children of a long-lived context reuse the same few
 /// slots. Its waiters beyond the first (`Done` futures and blocking waits)
 /// take about 24 bytes each in a list that keeps the room of the most it
-/// held at once while any of them waits, and gives it all back when the last
-/// one goes.
+/// held at once while any of them waits; when the last one goes, it gives
+/// its room back, unless that room is for 16 or fewer (under 500 bytes in
+/// all, kept for the next waiters).
 ///
 /// # Examples
 ///
