@@ -189,9 +189,10 @@ async fn catch_unwind_to_the_end<F: Future>(fut: F) -> std::thread::Result<F::Ou
     match (polled, dropped) {
         (polled, Ok(())) => polled,
         (Ok(output), Err(payload)) => {
-            // The output is only the context's error here (a future that
-            // returned dropped its locals as it did): dropped all the same,
-            // guarded, as user code.
+            // The race dropped its future in the poll that returned, so this
+            // was the drop of the rest (its context's handle, whose last drop
+            // drops the context's values: user code). The output is user
+            // code too: dropped all the same, guarded.
             ctx_core::adapter::contain_panic(move || drop(output));
             Err(payload)
         }

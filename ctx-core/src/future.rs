@@ -13,6 +13,7 @@ use futures_core::Stream;
 use std::borrow::Borrow;
 use std::fmt;
 use std::future::{Future, IntoFuture};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
@@ -92,10 +93,13 @@ pub fn run_until_done_owned<F: IntoFuture>(ctx: Context, fut: F) -> WithContext<
 /// A future or stream raced against a context: see [`run_until_done`],
 /// [`FutureExt::with_context`] and [`StreamExt::with_context`].
 ///
-/// As a future it yields `Ok(output)` or `Err(the context's error)`, biased
-/// towards the future's completion after the first poll; as a stream, it yields
-/// the inner stream's items until the context is done, then ends, biased
-/// towards the context (see [which side wins](run_until_done#which-side-wins)).
+/// As a future it yields `Ok(output)` or `Err(the context's error)`: made by
+/// [`run_until_done`] or [`FutureExt::with_context`], biased towards the
+/// future's completion after the first poll; made by
+/// [`adapter::until_done`](crate::adapter::until_done), towards the context
+/// at every poll. As a stream, it yields the inner stream's items until the
+/// context is done, then ends, biased towards the context (see
+/// [which side wins](run_until_done#which-side-wins)).
 #[must_use = "futures and streams do nothing unless polled"]
 pub struct WithContext<F, C: Borrow<Context> = Context> {
     /// The future or stream; `None` once finished (it completed, or the
@@ -171,6 +175,8 @@ impl<F: Future, C: Borrow<Context> + Unpin> Future for WithContext<F, C> {
     /// of the future. At every later poll the future goes first, and the
     /// context is read only if the future is pending: an output that became
     /// ready in the same window as the context's end is returned, not dropped.
+    /// (A race made by [`adapter::until_done`](crate::adapter::until_done)
+    /// reads the context first at every poll.)
     ///
     /// Whichever side wins, the future is dropped before this poll returns.
     /// Once finished, a poll stays `Pending` and polls nothing.
@@ -206,14 +212,19 @@ impl<F: Future, C: Borrow<Context> + Unpin> Future for WithContext<F, C> {
 }
 
 /// The future won: it goes, and so does the context's registration of this
-/// task's waker (a later cancel has nobody here to wake).
+/// task's waker (a later cancel has nobody here to wake). A panic of the
+/// future's `Drop` is resumed after `output` was dropped under a guard: its
+/// `Drop` during that unwind would be a second panic, which aborts.
 fn won<F, C: Borrow<Context>, T>(
     mut inner: Pin<&mut Option<F>>,
     done: &mut Done<C>,
     output: T,
 ) -> T {
     done.release();
-    inner.set(None);
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| inner.set(None))) {
+        crate::adapter::contain_panic(move || drop(output));
+        std::panic::resume_unwind(payload);
+    }
     output
 }
 

@@ -74,6 +74,20 @@ impl Cells {
     }
 }
 
+/// `fut` raced against `ctx`, context first at every poll (`until_done`) or
+/// only at the first (`run_until_done`).
+fn race<F: Future>(
+    ctx: &Context,
+    fut: F,
+    context_first: bool,
+) -> Pin<Box<ctx_core::WithContext<F, &Context>>> {
+    Box::pin(if context_first {
+        ctx_core::adapter::until_done(ctx, fut)
+    } else {
+        run_until_done(ctx, fut)
+    })
+}
+
 /// The context wins: the future is gone when the error comes out, and later
 /// polls stay pending without polling it, for every entry point.
 #[test]
@@ -218,11 +232,7 @@ fn a_race_the_future_won_wakes_nobody_at_a_later_cancel() {
     for context_first in [false, true] {
         let cells = Cells::default();
         let (ctx, cancel) = Context::background().with_cancel();
-        let mut raced = if context_first {
-            Box::pin(ctx_core::adapter::until_done(&ctx, cells.probe()))
-        } else {
-            Box::pin(run_until_done(&ctx, cells.probe()))
-        };
+        let mut raced = race(&ctx, cells.probe(), context_first);
         let counter = std::sync::Arc::new(CountingWaker(Default::default()));
         let waker = Waker::from(counter.clone());
         let mut cx = TaskContext::from_waker(&waker);
@@ -287,11 +297,7 @@ fn a_future_whose_poll_panics_is_dropped_with_the_wrapper_not_during_the_unwind(
             dropped_while_panicking: dropped_while_panicking.clone(),
         };
         let (ctx, _cancel) = Context::background().with_cancel();
-        let mut raced = if context_first {
-            Box::pin(ctx_core::adapter::until_done(&ctx, fut))
-        } else {
-            Box::pin(run_until_done(&ctx, fut))
-        };
+        let mut raced = race(&ctx, fut, context_first);
         let result = catch_unwind(AssertUnwindSafe(|| raced.as_mut().poll(&mut cx())));
         assert!(result.is_err());
         assert_eq!(drops.get(), 0, "dropped during the unwind");
@@ -299,5 +305,46 @@ fn a_future_whose_poll_panics_is_dropped_with_the_wrapper_not_during_the_unwind(
         drop(raced);
         assert_eq!(drops.get(), 1);
         assert!(!dropped_while_panicking.get());
+    }
+}
+
+/// A future that completes, whose output and whose own `Drop` both panic as
+/// it goes: the future's panic comes out of the poll, and the output is
+/// dropped under a guard (during that unwind, its panic would abort).
+#[test]
+fn a_winning_future_whose_drop_and_output_both_panic_gives_one_panic() {
+    struct PanicsOnDrop(&'static str, Rc<Cell<usize>>);
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            self.1.set(self.1.get() + 1);
+            panic!("{}", self.0);
+        }
+    }
+    /// Its output, then what it holds until it is dropped.
+    struct ReadyThenPanicsOnDrop(Option<PanicsOnDrop>, #[allow(dead_code)] PanicsOnDrop);
+    impl Future for ReadyThenPanicsOnDrop {
+        type Output = PanicsOnDrop;
+        fn poll(mut self: Pin<&mut Self>, _cx: &mut TaskContext<'_>) -> Poll<PanicsOnDrop> {
+            Poll::Ready(self.0.take().expect("polled once"))
+        }
+    }
+    for context_first in [false, true] {
+        let drops = Rc::new(Cell::new(0));
+        let fut = ReadyThenPanicsOnDrop(
+            Some(PanicsOnDrop("drop of the output", drops.clone())),
+            PanicsOnDrop("drop of the future", drops.clone()),
+        );
+        let (ctx, _cancel) = Context::background().with_cancel();
+        let mut raced = race(&ctx, fut, context_first);
+        let result = catch_unwind(AssertUnwindSafe(|| raced.as_mut().poll(&mut cx())));
+        let Err(payload) = result else {
+            panic!("the future's drop panicked, and the poll did not");
+        };
+        assert_eq!(
+            payload.downcast_ref::<String>().map(String::as_str),
+            Some("drop of the future")
+        );
+        assert_eq!(drops.get(), 2, "both dropped once");
+        assert!(raced.is_terminated());
     }
 }
