@@ -11,9 +11,9 @@ use crate::PanicError;
 use ctx_core::{AfterFunc, CancelFunc, Canceler, Cause, Context, Error};
 use smol::future::FutureExt as _;
 use std::fmt;
-use std::future::{Future, IntoFuture, poll_fn};
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::{Pin, pin};
+use std::future::{Future, IntoFuture};
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
@@ -158,49 +158,13 @@ where
 {
     let run = ctx_core::adapter::until_done(ctx.clone(), fut);
     let task = smol::spawn(async move {
-        match catch_unwind_to_the_end(run).await {
+        match ctx_core::adapter::catch_task_panic(run).await {
             Ok(Ok(output)) => Ok(output),
             Ok(Err(err)) => Err(TaskError::Done(err)),
             Err(payload) => Err(TaskError::Panic(PanicError::from_payload(payload))),
         }
     });
     TaskHandle { task: Some(task) }
-}
-
-/// Runs `fut` to its end, then drops it, catching a panic of either. A future
-/// that its context stopped is dropped at the `.await` where it stopped, and
-/// that drop (its locals, its guards) is the task's own code too: a panic
-/// there is the task's panic, not its awaiter's.
-async fn catch_unwind_to_the_end<F: Future>(fut: F) -> std::thread::Result<F::Output> {
-    let mut fut = pin!(Some(fut));
-    let polled = poll_fn(|cx| {
-        let running = fut
-            .as_mut()
-            .as_pin_mut()
-            .expect("polled only until it is ready");
-        match catch_unwind(AssertUnwindSafe(|| running.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Err(payload) => Poll::Ready(Err(payload)),
-        }
-    })
-    .await;
-    let dropped = catch_unwind(AssertUnwindSafe(|| fut.set(None)));
-    match (polled, dropped) {
-        (polled, Ok(())) => polled,
-        (Ok(output), Err(payload)) => {
-            // The race dropped its future in the poll that returned, so this
-            // was the drop of the rest (its context's handle, whose last drop
-            // drops the context's values: user code). The output is user
-            // code too: dropped all the same, guarded.
-            ctx_core::adapter::contain_panic(move || drop(output));
-            Err(payload)
-        }
-        (Err(first), Err(second)) => {
-            ctx_core::adapter::drop_panic_payload(second);
-            Err(first)
-        }
-    }
 }
 
 /// The handle of a task started by [`spawn`]: a future of its result.

@@ -16,7 +16,9 @@
 //!   `wait`), whose notify wakes them after its own lock, so that no waker runs
 //!   under it.
 //! * [`until_done`]: the race of a task bound to a context (the adapters'
-//!   `spawn`), which reads the context before every poll of the future.
+//!   `spawn`), which reads the context before every poll of the future; and
+//!   [`catch_task_panic`], which runs a task's future to its end and drops
+//!   it, catching a panic of either.
 
 pub use crate::group::GroupCancel;
 
@@ -26,6 +28,7 @@ use std::any::Any;
 use std::borrow::Borrow;
 use std::fmt;
 use std::future::{Future, IntoFuture};
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
@@ -71,6 +74,58 @@ pub fn until_done<F: IntoFuture, C: Borrow<Context>>(
     fut: F,
 ) -> WithContext<F::IntoFuture, C> {
     WithContext::context_first(fut.into_future(), ctx)
+}
+
+/// Runs a task's future to its end, then drops it, catching a panic of
+/// either: `Err` with the first panic's payload (a second one, of the drop
+/// after a panicking poll, is dropped under a guard).
+///
+/// The drop is the task's own code too (its locals, its guards), so a panic
+/// there is the task's panic, not its awaiter's. And it happens after the
+/// poll's unwind, not during it: an executor that drops a panicking task's
+/// future inside the unwind turns a `Drop` that panics too into an abort of
+/// the process. ctx-tokio's and ctx-async-std's `spawn` run their futures
+/// through this.
+///
+/// ```
+/// use ctx_core::adapter::catch_task_panic;
+/// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     let mut f = std::pin::pin!(f);
+/// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+/// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+/// # }
+///
+/// assert_eq!(block_on(catch_task_panic(async { 7 })).ok(), Some(7));
+/// let failed = block_on(catch_task_panic(async { panic!("a task fails") }));
+/// assert!(failed.is_err());
+/// ```
+pub async fn catch_task_panic<F: Future>(fut: F) -> std::thread::Result<F::Output> {
+    let mut fut = std::pin::pin!(Some(fut));
+    let polled = std::future::poll_fn(|cx| {
+        let running = fut
+            .as_mut()
+            .as_pin_mut()
+            .expect("polled only until it is ready");
+        match std::panic::catch_unwind(AssertUnwindSafe(|| running.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
+    })
+    .await;
+    let dropped = std::panic::catch_unwind(AssertUnwindSafe(|| fut.set(None)));
+    match (polled, dropped) {
+        (polled, Ok(())) => polled,
+        (Ok(output), Err(payload)) => {
+            // The output is user code too: dropped all the same, guarded.
+            contain_panic(move || drop(output));
+            Err(payload)
+        }
+        (Err(first), Err(second)) => {
+            drop_panic_payload(second);
+            Err(first)
+        }
+    }
 }
 
 /// Drops the payload of a caught panic without letting a second panic out.

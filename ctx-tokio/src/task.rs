@@ -218,8 +218,18 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    let run = until_done(ctx.clone(), fut);
     TaskHandle {
-        inner: tokio::spawn(until_done(ctx.clone(), fut)),
+        inner: tokio::spawn(async move {
+            // The future is dropped after a panic's unwind, not inside it
+            // (where tokio's task harness would drop it: a `Drop` that panics
+            // too would abort the process); the panic then goes on to tokio,
+            // which reports it through the handle as before.
+            match ctx_core::adapter::catch_task_panic(run).await {
+                Ok(result) => result,
+                Err(payload) => std::panic::resume_unwind(payload),
+            }
+        }),
     }
 }
 

@@ -191,6 +191,38 @@ async fn spawned_task_output_panic_and_abort() {
     assert_eq!(err.context_error(), Some(Error::DeadlineExceeded));
 }
 
+/// A future whose `poll` and `Drop` both panic: the task ends with the first
+/// panic, its payload in the `JoinError`, and the process lives on (tokio's
+/// harness would drop the future inside the unwind, where the second panic
+/// aborts).
+#[tokio::test]
+async fn a_task_whose_poll_and_drop_both_panic_ends_with_the_first_panic() {
+    struct PanicsInPollAndDrop;
+    impl Future for PanicsInPollAndDrop {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, _cx: &mut TaskContext<'_>) -> Poll<()> {
+            panic!("poll of the task's future");
+        }
+    }
+    impl Drop for PanicsInPollAndDrop {
+        fn drop(&mut self) {
+            panic!("drop of the task's future");
+        }
+    }
+    let (ctx, _cancel) = ctx_tokio::background().with_cancel();
+    let err = ctx_tokio::spawn(&ctx, PanicsInPollAndDrop)
+        .await
+        .unwrap_err();
+    let ctx_tokio::TaskError::Join(join) = err else {
+        panic!("expected a panic, got {err:?}");
+    };
+    let payload = join.into_panic();
+    assert_eq!(
+        payload.downcast_ref::<&str>().copied(),
+        Some("poll of the task's future")
+    );
+}
+
 #[tokio::test]
 async fn after_func_spawn_runs_the_callback_as_a_task() {
     let (ctx, cancel) = ctx_tokio::background().with_cancel();
