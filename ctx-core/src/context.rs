@@ -767,7 +767,7 @@ impl Context {
     /// and so does what it captured. A handle of this context captured by `f`
     /// keeps the context (and so `f`) alive: if nothing is left that could
     /// cancel it (its [`Canceler`](crate::Canceler)s dropped, which cancel
-    /// nothing when they go, unlike a [`CancelFunc`](crate::CancelFunc); no
+    /// nothing when they go, unlike a [`CancelFunc`]; no
     /// parent that can end), the two keep each other for the rest of the
     /// process, as any `Arc` cycle.
     /// Capture what `f` needs of the context instead (a value it carries), and
