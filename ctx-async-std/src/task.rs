@@ -158,13 +158,28 @@ where
 {
     let run = ctx_core::adapter::until_done(ctx.clone(), fut);
     let task = smol::spawn(async move {
-        match ctx_core::adapter::catch_task_panic(run).await {
+        Unclaimed(Some(match ctx_core::adapter::catch_task_panic(run).await {
             Ok(Ok(output)) => Ok(output),
             Ok(Err(err)) => Err(TaskError::Done(err)),
             Err(payload) => Err(TaskError::Panic(PanicError::from_payload(payload))),
-        }
+        }))
     });
     TaskHandle { task: Some(task) }
+}
+
+/// A task's result on its way to its handle. Dropped unclaimed (the handle
+/// detached before the task ended, or dropped after), the output's `Drop` is
+/// the task's user code: its panic is contained here. Left to the executor,
+/// it would run where a panic aborts the process (async-task drops a
+/// detached task's output under its abort-on-panic guard).
+struct Unclaimed<T>(Option<T>);
+
+impl<T> Drop for Unclaimed<T> {
+    fn drop(&mut self) {
+        if let Some(result) = self.0.take() {
+            ctx_core::adapter::contain_panic(move || drop(result));
+        }
+    }
 }
 
 /// The handle of a task started by [`spawn`]: a future of its result.
@@ -173,7 +188,7 @@ where
 #[must_use = "dropping a TaskHandle detaches the task (it still ends when its context is done)"]
 pub struct TaskHandle<T> {
     /// Always `Some` until dropped.
-    task: Option<smol::Task<Result<T, TaskError>>>,
+    task: Option<smol::Task<Unclaimed<Result<T, TaskError>>>>,
 }
 
 /// Why a task started by [`spawn`] has no output.
@@ -199,7 +214,9 @@ impl<T> Future for TaskHandle<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let task = self.task.as_mut().expect("TaskHandle polled after drop");
-        Pin::new(task).poll(cx)
+        Pin::new(task)
+            .poll(cx)
+            .map(|mut result| result.0.take().expect("a task's result is taken once"))
     }
 }
 

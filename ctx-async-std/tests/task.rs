@@ -370,3 +370,30 @@ fn a_task_whose_poll_and_drop_both_panic_ends_with_the_first_panic() {
         other => panic!("expected TaskError::Panic, got {other:?}"),
     }
 }
+
+/// A detached task whose output panics as it is dropped: the panic is
+/// contained (the executor would drop it where a panic aborts the process),
+/// and the executor goes on running tasks.
+#[test]
+fn a_detached_tasks_output_that_panics_as_it_is_dropped_is_contained() {
+    struct PanicsOnDrop(std::sync::mpsc::Sender<()>);
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+            panic!("the output panics as it is dropped");
+        }
+    }
+    let (dropped, dropped_rx) = std::sync::mpsc::channel();
+    let (go, go_rx) = smol::channel::bounded::<()>(1);
+    let (ctx, _cancel) = background().with_cancel();
+    drop(spawn(&ctx, async move {
+        go_rx.recv().await.unwrap();
+        PanicsOnDrop(dropped)
+    }));
+    smol::block_on(go.send(())).unwrap();
+    dropped_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the detached task ended and its output was dropped");
+    let after = spawn(&ctx, async { "still running" });
+    assert_eq!(smol::block_on(after).unwrap(), "still running");
+}
