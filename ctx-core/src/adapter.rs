@@ -19,6 +19,9 @@
 //!   `spawn`), which reads the context before every poll of the future; and
 //!   [`catch_task_panic`], which runs a task's future to its end and drops
 //!   it, catching a panic of either.
+//! * [`contained_callback`] and [`watch_and_cancel`]: the tasks of the adapters'
+//!   `after_func_spawn` and `with_cancel_on`, with every panic of user code
+//!   contained.
 
 pub use crate::group::GroupCancel;
 
@@ -126,6 +129,149 @@ pub async fn catch_task_panic<F: Future>(fut: F) -> std::thread::Result<F::Outpu
             Err(first)
         }
     }
+}
+
+/// The future an adapter's `after_func_spawn` spawns once the context is
+/// done: calls `f` at its first poll, runs `f`'s future to its end, and
+/// contains a panic of either (reported by the panic hook, its payload
+/// dropped under a guard): a callback that fails has nobody to tell, and an
+/// executor would drop a detached task's panic, or its future, where a second
+/// panic aborts the process.
+///
+/// ```
+/// use ctx_core::adapter::contained_callback;
+/// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     let mut f = std::pin::pin!(f);
+/// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+/// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+/// # }
+///
+/// block_on(contained_callback(|| async { panic!("a callback fails") }));
+/// // Still here: the panic went to the hook and stopped with the callback.
+/// ```
+pub fn contained_callback<F, Fut>(f: F) -> impl Future<Output = ()>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let lazy = Lazy::Init(Some(f));
+    async move {
+        if let Err(payload) = catch_task_panic(lazy).await {
+            drop_panic_payload(payload);
+        }
+    }
+}
+
+/// `f()`'s future, made at the first poll and boxed there (so that a panic of
+/// its `poll` unwinds through no frame that owns it: see
+/// [`catch_task_panic`]).
+enum Lazy<F, Fut> {
+    Init(Option<F>),
+    Running(Pin<Box<Fut>>),
+}
+
+// `F` is never pinned (it is moved out to be called) and `Fut` is boxed.
+impl<F, Fut> Unpin for Lazy<F, Fut> {}
+
+impl<F: FnOnce() -> Fut, Fut: Future> Future for Lazy<F, Fut> {
+    type Output = Fut::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Fut::Output> {
+        let this = &mut *self;
+        if let Lazy::Init(f) = this {
+            let f = f
+                .take()
+                .expect("not polled again after its callback panicked");
+            *this = Lazy::Running(Box::pin(f()));
+        }
+        match this {
+            Lazy::Running(fut) => fut.as_mut().poll(cx),
+            Lazy::Init(_) => unreachable!("made running above"),
+        }
+    }
+}
+
+/// The watch of an adapter's `with_cancel_on`, as the task to spawn: runs
+/// `fut` until it completes or `canceler`'s context is done (the context
+/// read first at every poll, as in [`until_done`]), then cancels that
+/// context with the cause `into_cause` makes of `fut`'s output, or with a
+/// [`PanicError`](crate::PanicError) if `fut` (its `poll` or its `Drop`) or
+/// `into_cause` panicked. Dropped unfinished (its executor went away), it
+/// cancels with `gone` as the cause.
+///
+/// ```
+/// use ctx_core::adapter::watch_and_cancel;
+/// use ctx_core::{Cause, Context};
+/// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     let mut f = std::pin::pin!(f);
+/// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+/// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+/// # }
+///
+/// let (ctx, cancel) = Context::background().with_cancel_cause();
+/// let watch = watch_and_cancel(cancel.canceler(), async { "reloaded" }, Cause::msg, "gone");
+/// block_on(watch);
+/// assert_eq!(ctx.cause().unwrap().to_string(), "reloaded");
+///
+/// let (ctx, cancel) = Context::background().with_cancel_cause();
+/// drop(watch_and_cancel(cancel.canceler(), std::future::pending::<()>(), |()| Cause::msg(""), "the executor went away"));
+/// assert_eq!(ctx.cause().unwrap().to_string(), "the executor went away");
+/// ```
+pub fn watch_and_cancel<F, M>(
+    canceler: crate::Canceler,
+    fut: F,
+    into_cause: M,
+    gone: &'static str,
+) -> impl Future<Output = ()>
+where
+    F: Future,
+    M: FnOnce(F::Output) -> crate::Cause,
+{
+    /// Cancels with `gone` when dropped still holding its canceler.
+    struct Watcher(Option<crate::Canceler>, &'static str);
+    impl Drop for Watcher {
+        fn drop(&mut self) {
+            if let Some(cancel) = self.0.take() {
+                cancel.cancel_with_cause(crate::Cause::msg(self.1));
+            }
+        }
+    }
+    let ctx = canceler.context();
+    let mut watcher = Watcher(Some(canceler), gone);
+    async move {
+        let Ok(caught) = until_done(ctx, catch_task_panic(fut)).await else {
+            // The context was done first: nothing to cancel (a `Canceler`
+            // dropped cancels nothing).
+            drop(watcher.0.take());
+            return;
+        };
+        let cause = caught
+            .and_then(|output| std::panic::catch_unwind(AssertUnwindSafe(|| into_cause(output))));
+        let cause = cause
+            .unwrap_or_else(|payload| crate::Cause::new(crate::PanicError::from_payload(payload)));
+        if let Some(cancel) = watcher.0.take() {
+            cancel.cancel_with_cause(cause);
+        }
+    }
+}
+
+/// Runs `drop_future` (the drop of a future that just produced `output`),
+/// then hands `output` back. If that drop panics, `output` is dropped under a
+/// guard before the panic goes on: dropped by the unwind instead, an output
+/// whose `Drop` panics too would abort the process. For a future that drops
+/// the future it wraps in the poll that returns its output.
+///
+/// ```
+/// let mut inner = Some(String::from("the finished inner future"));
+/// let output = ctx_core::adapter::drop_then_return(|| inner = None, 7);
+/// assert_eq!((output, inner), (7, None));
+/// ```
+pub fn drop_then_return<T>(drop_future: impl FnOnce(), output: T) -> T {
+    if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(drop_future)) {
+        contain_panic(move || drop(output));
+        std::panic::resume_unwind(payload);
+    }
+    output
 }
 
 /// Drops the payload of a caught panic without letting a second panic out.

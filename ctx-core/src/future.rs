@@ -13,7 +13,6 @@ use futures_core::Stream;
 use std::borrow::Borrow;
 use std::fmt;
 use std::future::{Future, IntoFuture};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
@@ -221,11 +220,7 @@ fn won<F, C: Borrow<Context>, T>(
     output: T,
 ) -> T {
     done.release();
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| inner.set(None))) {
-        crate::adapter::contain_panic(move || drop(output));
-        std::panic::resume_unwind(payload);
-    }
-    output
+    crate::adapter::drop_then_return(|| inner.set(None), output)
 }
 
 impl<F: Future, C: Borrow<Context> + Unpin> futures_core::FusedFuture for WithContext<F, C> {

@@ -12,11 +12,9 @@ use crate::context::Context;
 use crate::error::{BoxError, Cause};
 use std::any::Any;
 use std::fmt;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::pin;
 use std::sync::OnceLock;
-use std::task::Poll;
 
 /// The shared state and rules of an error group: its context, its first failure,
 /// and whether it was stopped.
@@ -174,16 +172,13 @@ impl GroupCancel {
         E: Into<BoxError>,
     {
         let ctx = self.ctx.clone();
-        let mut task = pin!(async move { f(ctx).await });
-        let outcome =
-            poll_fn(
-                |cx| match catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
-                    Ok(Poll::Pending) => Poll::Pending,
-                    Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
-                    Err(payload) => Poll::Ready(Err(payload)),
-                },
-            )
-            .await;
+        // No `async` block around the task's future: one would drop it inside
+        // the unwind of a panicking poll, where a `Drop` that panics too
+        // aborts the process. `catch_task_panic` drops it after, guarded.
+        let outcome = match catch_unwind(AssertUnwindSafe(move || f(ctx))) {
+            Ok(task) => crate::adapter::catch_task_panic(task).await,
+            Err(payload) => Err(payload),
+        };
         self.record(outcome);
     }
 

@@ -409,3 +409,26 @@ fn the_core_can_be_shared_and_its_async_run_spawned() {
         "{debug}"
     );
 }
+
+/// A task whose `poll` panics and whose `Drop` panics too: the first panic is
+/// the group's failure, and the process lives on (an `async` block around the
+/// task's future dropped it inside the poll's unwind, where the second panic
+/// aborted).
+#[test]
+fn a_task_whose_poll_and_drop_both_panic_fails_the_group_with_the_first() {
+    struct PanicsInPollAndDrop;
+    impl Future for PanicsInPollAndDrop {
+        type Output = Result<(), io::Error>;
+        fn poll(self: std::pin::Pin<&mut Self>, _cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+            panic!("poll of the task's future");
+        }
+    }
+    impl Drop for PanicsInPollAndDrop {
+        fn drop(&mut self) {
+            panic!("drop of the task's future");
+        }
+    }
+    let group = new_group_under(&Context::background());
+    block_on(group.run_async(|_ctx| PanicsInPollAndDrop));
+    assert_eq!(panic_message(&group), "poll of the task's future");
+}
