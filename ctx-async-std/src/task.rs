@@ -8,11 +8,9 @@
 //! handles can be awaited from any executor.
 
 use crate::PanicError;
-use ctx_core::{AfterFunc, CancelFunc, Canceler, Cause, Context, Error};
-use smol::future::FutureExt as _;
+use ctx_core::{AfterFunc, CancelFunc, Cause, Context, Error};
 use std::fmt;
 use std::future::{Future, IntoFuture};
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
@@ -296,7 +294,7 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    ctx.after_func(move || smol::spawn(async move { f().await }).detach())
+    ctx.after_func(move || smol::spawn(ctx_core::adapter::contained_callback(f)).detach())
 }
 
 /// Like [`after_func_spawn`] for a blocking callback: `f` runs on smol's blocking
@@ -319,7 +317,14 @@ pub fn after_func_spawn_blocking<F>(ctx: &Context, f: F) -> AfterFunc
 where
     F: FnOnce() + Send + 'static,
 {
-    ctx.after_func(move || smol::unblock(f).detach())
+    // Contained: a detached task's panic is dropped by the executor where a
+    // payload whose `Drop` panics would abort the process.
+    ctx.after_func(move || {
+        smol::unblock(move || {
+            ctx_core::adapter::contain_panic(f);
+        })
+        .detach();
+    })
 }
 
 /// A child of `parent` that is also canceled when `fut` completes: Go's custom
@@ -349,10 +354,7 @@ pub fn with_cancel_on<F>(parent: &Context, fut: F) -> (Context, CancelFunc)
 where
     F: Future + Send + 'static,
 {
-    watch(parent, async move {
-        fut.await;
-        Cause::from(Error::Canceled)
-    })
+    watch(parent, fut, |_| Cause::from(Error::Canceled))
 }
 
 /// Like [`with_cancel_on`], but `fut`'s output becomes the child's
@@ -376,45 +378,24 @@ where
     F: Future + Send + 'static,
     F::Output: Into<Cause>,
 {
-    watch(parent, async move { fut.await.into() })
+    watch(parent, fut, Into::into)
 }
 
 /// The machinery of [`with_cancel_on`]: one node; the user gets its plain
-/// [`CancelFunc`], the watcher a cause-capable [`Canceler`] on it, which it
+/// [`CancelFunc`], the watcher a cause-capable [`Canceler`](ctx_core::Canceler) on it, which it
 /// cancels with the cause `fut` yields.
-fn watch<F>(parent: &Context, fut: F) -> (Context, CancelFunc)
+fn watch<F, M>(parent: &Context, fut: F, into_cause: M) -> (Context, CancelFunc)
 where
-    F: Future<Output = Cause> + Send + 'static,
+    F: Future + Send + 'static,
+    M: FnOnce(F::Output) -> Cause + Send + 'static,
 {
     let (ctx, cancel) = parent.with_cancel_cause();
-    let watcher = Watcher(Some(cancel.canceler()));
-    smol::spawn(watcher.run(ctx.clone(), fut)).detach();
+    smol::spawn(ctx_core::adapter::watch_and_cancel(
+        cancel.canceler(),
+        fut,
+        into_cause,
+        "ctx-async-std: the task watching this context was dropped",
+    ))
+    .detach();
     (ctx, cancel.into_cancel_func())
-}
-
-/// Cancels its context with a cause when dropped unfired: the watching task was
-/// dropped before it finished (smol's global executor does not do that while the
-/// process runs). A panic of the watched future is caught in `run`.
-struct Watcher(Option<Canceler>);
-
-impl Watcher {
-    async fn run<F: Future<Output = Cause>>(mut self, ctx: Context, fut: F) {
-        let outcome = run_until_done(&ctx, AssertUnwindSafe(fut).catch_unwind()).await;
-        // Taken either way: dropping it after the context is done cancels nothing.
-        if let (Ok(result), Some(cancel)) = (outcome, self.0.take()) {
-            cancel.cancel_with_cause(
-                result.unwrap_or_else(|payload| Cause::new(PanicError::from_payload(payload))),
-            );
-        }
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        if let Some(cancel) = self.0.take() {
-            cancel.cancel_with_cause(Cause::msg(
-                "ctx-async-std: the task watching this context was dropped",
-            ));
-        }
-    }
 }

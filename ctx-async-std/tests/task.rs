@@ -343,23 +343,8 @@ fn a_panic_while_a_stopped_task_drops_its_future_is_a_task_panic() {
 /// it, where a second panic would abort).
 #[test]
 fn a_task_whose_poll_and_drop_both_panic_ends_with_the_first_panic() {
-    struct PanicsInPollAndDrop;
-    impl std::future::Future for PanicsInPollAndDrop {
-        type Output = ();
-        fn poll(
-            self: std::pin::Pin<&mut Self>,
-            _cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<()> {
-            panic!("poll of the task's future");
-        }
-    }
-    impl Drop for PanicsInPollAndDrop {
-        fn drop(&mut self) {
-            panic!("drop of the task's future");
-        }
-    }
     let (ctx, _cancel) = background().with_cancel();
-    let task = spawn(&ctx, PanicsInPollAndDrop);
+    let task = spawn(&ctx, panics_in_poll_and_drop::<()>());
     match smol::block_on(task) {
         Err(TaskError::Panic(panic)) => {
             assert!(
@@ -396,4 +381,96 @@ fn a_detached_tasks_output_that_panics_as_it_is_dropped_is_contained() {
         .expect("the detached task ended and its output was dropped");
     let after = spawn(&ctx, async { "still running" });
     assert_eq!(smol::block_on(after).unwrap(), "still running");
+}
+
+/// A future whose `poll` panics, and whose `Drop` panics too: dropped inside
+/// the poll's unwind, it would abort the process. Its output type is `T` (it
+/// never makes one).
+/// Its `Drop` tells `dropped`, if any, before it panics.
+struct PanicsInPollAndDrop<T>(
+    std::marker::PhantomData<T>,
+    Option<std::sync::mpsc::Sender<()>>,
+);
+
+fn panics_in_poll_and_drop<T>() -> PanicsInPollAndDrop<T> {
+    PanicsInPollAndDrop(std::marker::PhantomData, None)
+}
+
+impl<T> std::future::Future for PanicsInPollAndDrop<T> {
+    type Output = T;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<T> {
+        panic!("poll of the task's future");
+    }
+}
+
+impl<T> Drop for PanicsInPollAndDrop<T> {
+    fn drop(&mut self) {
+        if let Some(dropped) = self.1.take() {
+            let _ = dropped.send(());
+        }
+        panic!("drop of the task's future");
+    }
+}
+
+/// A panic payload whose own `Drop` panics (after telling `dropped`):
+/// dropped by an executor under its abort-on-panic guard, it would abort the
+/// process.
+struct PanickyPayload(std::sync::mpsc::Sender<()>);
+
+impl Drop for PanickyPayload {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+        panic!("drop of the panic's payload");
+    }
+}
+
+/// `with_cancel_on` and `with_cancel_cause_on` watching a future whose `poll`
+/// and `Drop` both panic: the child is canceled with the first panic.
+#[test]
+fn a_watched_future_whose_poll_and_drop_both_panic_cancels_with_the_first_panic() {
+    let parent = background();
+    let (on, _cancel_on) = with_cancel_on(&parent, panics_in_poll_and_drop::<()>());
+    let (cause_on, _cancel_cause_on) =
+        with_cancel_cause_on(&parent, panics_in_poll_and_drop::<Cause>());
+    for ctx in [on, cause_on] {
+        assert!(ctx.wait_timeout(Duration::from_secs(30)), "canceled");
+        let cause = ctx.cause().expect("canceled");
+        let panic = cause
+            .downcast_ref::<ctx_core::PanicError>()
+            .unwrap_or_else(|| panic!("not a PanicError: {cause}"));
+        assert_eq!(panic.message(), "poll of the task's future");
+    }
+}
+
+/// `after_func_spawn` callbacks that fail badly (a future whose `poll` and
+/// `Drop` both panic; a panic whose payload's `Drop` panics) and an
+/// `after_func_spawn_blocking` callback whose panic's payload panics as it
+/// is dropped: all contained, and the executor goes on.
+#[test]
+fn after_func_spawn_callbacks_that_fail_badly_are_contained() {
+    let (ctx, cancel) = background().with_cancel();
+    let (dropped, dropped_rx) = std::sync::mpsc::channel();
+    let dropped_1 = dropped.clone();
+    let _first = after_func_spawn(&ctx, move || {
+        PanicsInPollAndDrop(std::marker::PhantomData::<()>, Some(dropped_1))
+    });
+    let dropped_2 = dropped.clone();
+    let _second = after_func_spawn(&ctx, move || async move {
+        std::panic::panic_any(PanickyPayload(dropped_2));
+    });
+    let _third = after_func_spawn_blocking(&ctx, move || {
+        std::panic::panic_any(PanickyPayload(dropped));
+    });
+    cancel.cancel();
+    for _ in 0..3 {
+        dropped_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("every callback failed and its future or payload was dropped");
+    }
+    let (ctx, _cancel) = background().with_cancel();
+    let task = spawn(&ctx, async { "still running" });
+    assert_eq!(smol::block_on(task).unwrap(), "still running");
 }

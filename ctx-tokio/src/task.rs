@@ -21,11 +21,10 @@
 //! is done.
 
 use ctx_core::adapter::until_done;
-use ctx_core::{AfterFunc, CancelFunc, Canceler, Cause, Context, Error, PanicError};
+use ctx_core::{AfterFunc, CancelFunc, Cause, Context, Error};
 use std::fmt;
-use std::future::{Future, IntoFuture, poll_fn};
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::{Pin, pin};
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 use tokio::runtime::Handle;
@@ -249,7 +248,9 @@ pub enum TaskError {
     /// context's error.
     Done(Error),
     /// The task panicked, or was aborted (through [`TaskHandle::abort`] or by its
-    /// runtime shutting down): tokio's error, which carries the panic payload.
+    /// runtime shutting down): tokio's error, which carries the panic payload
+    /// as it is (a payload's `Drop` runs where this error is dropped, as with
+    /// `tokio::spawn`; ctx-async-std's `PanicError` keeps only the message).
     Join(JoinError),
 }
 
@@ -304,7 +305,7 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let handle = Handle::current();
-    ctx.after_func(move || drop(handle.spawn(async move { f().await })))
+    ctx.after_func(move || drop(handle.spawn(ctx_core::adapter::contained_callback(f))))
 }
 
 /// Like [`after_func_spawn`] for a blocking callback: `f` runs on tokio's
@@ -339,7 +340,7 @@ where
 /// completes (and cancels the child with [`Error::Canceled`]) or the child is done
 /// for another reason (and drops `fut`). So the child is canceled shortly after
 /// `fut` completes: when the runtime runs that task. If `fut` panics, the panic
-/// is caught and the child is canceled with a [`PanicError`] carrying its
+/// is caught and the child is canceled with a [`PanicError`](ctx_core::PanicError) carrying its
 /// message as the cause. If the runtime shuts down first, the child is canceled
 /// too (the watch cannot go on), with a cause saying so.
 ///
@@ -364,14 +365,11 @@ pub fn with_cancel_on<F>(parent: &Context, fut: F) -> (Context, CancelFunc)
 where
     F: Future + Send + 'static,
 {
-    watch(parent, async move {
-        fut.await;
-        Cause::from(Error::Canceled)
-    })
+    watch(parent, fut, |_| Cause::from(Error::Canceled))
 }
 
 /// Like [`with_cancel_on`], but `fut`'s output becomes the child's
-/// [`cause`](Context::cause) (a [`PanicError`] if `fut` panics).
+/// [`cause`](Context::cause) (a [`PanicError`](ctx_core::PanicError) if `fut` panics).
 ///
 /// # Panics
 ///
@@ -382,64 +380,32 @@ where
     F: Future + Send + 'static,
     F::Output: Into<Cause>,
 {
-    watch(parent, async move { fut.await.into() })
+    watch(parent, fut, Into::into)
 }
 
 /// The machinery of [`with_cancel_on`]: one node, made with `with_cancel_cause`.
 /// The user gets a plain [`CancelFunc`] for it (from the
 /// [`CancelCauseFunc`](ctx_core::CancelCauseFunc), `into_cancel_func`); the
-/// watcher task holds a [`Canceler`] of the same node, with which it cancels
+/// watcher task holds a [`Canceler`](ctx_core::Canceler) of the same node, with which it cancels
 /// with the cause `fut` yields (or, dropped unfired, says that the runtime shut
 /// down).
 #[track_caller]
-pub(crate) fn watch<F>(parent: &Context, fut: F) -> (Context, CancelFunc)
+pub(crate) fn watch<F, M>(parent: &Context, fut: F, into_cause: M) -> (Context, CancelFunc)
 where
-    F: Future<Output = Cause> + Send + 'static,
+    F: Future + Send + 'static,
+    M: FnOnce(F::Output) -> Cause + Send + 'static,
 {
     let handle = Handle::current();
     // One node: the caller gets a plain cancel function, the watcher a
     // cause-capable handle on the same context.
     let (ctx, cancel) = parent.with_cancel_cause();
-    let watcher = Watcher(Some(cancel.canceler()));
-    drop(handle.spawn(watcher.run(ctx.clone(), fut)));
+    drop(handle.spawn(ctx_core::adapter::watch_and_cancel(
+        cancel.canceler(),
+        fut,
+        into_cause,
+        "ctx-tokio: the runtime watching this context shut down",
+    )));
     (ctx, cancel.into_cancel_func())
-}
-
-/// Cancels its context with a cause when dropped unfired: the watch ended because
-/// the runtime shut down. (A panic of the watched future is caught in `run`, so
-/// it never gets here.)
-struct Watcher(Option<Canceler>);
-
-impl Watcher {
-    async fn run<F: Future<Output = Cause>>(mut self, ctx: Context, fut: F) {
-        let outcome = until_done(ctx, catch_panic(fut)).await;
-        // Taken either way: dropping it after the context is done cancels nothing.
-        if let (Ok(result), Some(cancel)) = (outcome, self.0.take()) {
-            cancel.cancel_with_cause(result.unwrap_or_else(Cause::new));
-        }
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        if let Some(cancel) = self.0.take() {
-            cancel.cancel_with_cause(Cause::msg(
-                "ctx-tokio: the runtime watching this context shut down",
-            ));
-        }
-    }
-}
-
-/// Runs `fut`, catching a panic in any of its polls as a [`PanicError`].
-pub(crate) async fn catch_panic<F: Future>(fut: F) -> Result<F::Output, PanicError> {
-    let mut fut = pin!(fut);
-    poll_fn(
-        |cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
-            Ok(poll) => poll.map(Ok),
-            Err(payload) => Poll::Ready(Err(PanicError::from_payload(payload))),
-        },
-    )
-    .await
 }
 
 // ===== impl TaskHandle =====

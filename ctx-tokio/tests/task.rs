@@ -191,26 +191,73 @@ async fn spawned_task_output_panic_and_abort() {
     assert_eq!(err.context_error(), Some(Error::DeadlineExceeded));
 }
 
+/// A future whose `poll` panics, and whose `Drop` panics too: dropped inside
+/// the poll's unwind, it would abort the process.
+/// Its output type is `T` (it never makes one).
+struct PanicsInPollAndDrop<T = ()>(std::marker::PhantomData<T>);
+
+/// A [`PanicsInPollAndDrop`] of output `T`.
+fn panics_in_poll_and_drop<T>() -> PanicsInPollAndDrop<T> {
+    PanicsInPollAndDrop(std::marker::PhantomData)
+}
+
+impl<T> Future for PanicsInPollAndDrop<T> {
+    type Output = T;
+    fn poll(self: Pin<&mut Self>, _cx: &mut TaskContext<'_>) -> Poll<T> {
+        panic!("poll of the task's future");
+    }
+}
+
+impl<T> Drop for PanicsInPollAndDrop<T> {
+    fn drop(&mut self) {
+        panic!("drop of the task's future");
+    }
+}
+
+/// `with_cancel_on` and `with_cancel_cause_on` watching a future whose `poll`
+/// and `Drop` both panic: the child is canceled with the first panic, and the
+/// runtime goes on.
+#[tokio::test]
+async fn a_watched_future_whose_poll_and_drop_both_panic_cancels_with_the_first_panic() {
+    let parent = ctx_tokio::background();
+    let (on, _cancel_on) = ctx_tokio::with_cancel_on(&parent, panics_in_poll_and_drop::<()>());
+    let (cause_on, _cancel_cause_on) =
+        ctx_tokio::with_cancel_cause_on(&parent, panics_in_poll_and_drop::<Cause>());
+    for ctx in [on, cause_on] {
+        ctx.done().await;
+        let cause = ctx.cause().expect("canceled");
+        let panic = cause
+            .downcast_ref::<ctx_core::PanicError>()
+            .unwrap_or_else(|| panic!("not a PanicError: {cause}"));
+        assert_eq!(panic.message(), "poll of the task's future");
+    }
+    assert_eq!(tokio::spawn(async { 7 }).await.unwrap(), 7);
+}
+
+/// An `after_func_spawn` callback whose future's `poll` and `Drop` both
+/// panic: contained, and the runtime goes on.
+#[tokio::test]
+async fn an_after_func_spawn_callback_whose_poll_and_drop_both_panic_is_contained() {
+    let (ctx, cancel) = ctx_tokio::background().with_cancel();
+    let (ran, ran_rx) = tokio::sync::oneshot::channel();
+    let _registration = ctx_tokio::after_func_spawn(&ctx, move || {
+        let _ = ran.send(());
+        panics_in_poll_and_drop()
+    });
+    cancel.cancel();
+    ran_rx.await.expect("the callback ran");
+    settle().await;
+    assert_eq!(tokio::spawn(async { 7 }).await.unwrap(), 7);
+}
+
 /// A future whose `poll` and `Drop` both panic: the task ends with the first
 /// panic, its payload in the `JoinError`, and the process lives on (tokio's
 /// harness would drop the future inside the unwind, where the second panic
 /// aborts).
 #[tokio::test]
 async fn a_task_whose_poll_and_drop_both_panic_ends_with_the_first_panic() {
-    struct PanicsInPollAndDrop;
-    impl Future for PanicsInPollAndDrop {
-        type Output = ();
-        fn poll(self: Pin<&mut Self>, _cx: &mut TaskContext<'_>) -> Poll<()> {
-            panic!("poll of the task's future");
-        }
-    }
-    impl Drop for PanicsInPollAndDrop {
-        fn drop(&mut self) {
-            panic!("drop of the task's future");
-        }
-    }
     let (ctx, _cancel) = ctx_tokio::background().with_cancel();
-    let err = ctx_tokio::spawn(&ctx, PanicsInPollAndDrop)
+    let err = ctx_tokio::spawn(&ctx, panics_in_poll_and_drop::<()>())
         .await
         .unwrap_err();
     let ctx_tokio::TaskError::Join(join) = err else {
