@@ -9,6 +9,7 @@
 
 use crate::ended::{cause_of, poll_done};
 use crate::header::{GRPC_TIMEOUT, encode, parse_timeout};
+use ctx_core::adapter::drop_then_return;
 use ctx_core::{Cause, Context, Done, Error};
 use http::{HeaderValue, Request};
 use pin_project_lite::pin_project;
@@ -411,14 +412,14 @@ where
                 ClientStateProj::Called { fut, ctx, done } => {
                     let Some(ctx) = ctx else {
                         let result = ready!(fut.poll(cx));
-                        state.set(ClientState::Finished);
+                        let result = drop_then_return(|| state.set(ClientState::Finished), result);
                         return Poll::Ready(result.map_err(ClientError::Service));
                     };
                     if let Some(err) = ctx.err() {
                         break ClientError::abandoned(ctx, err);
                     }
                     if let Poll::Ready(result) = fut.poll(cx) {
-                        state.set(ClientState::Finished);
+                        let result = drop_then_return(|| state.set(ClientState::Finished), result);
                         return Poll::Ready(result.map_err(ClientError::Service));
                     }
                     let err = ready!(poll_done(ctx, done, cx));
@@ -434,7 +435,9 @@ where
             }
         };
         // Drop the call now: that is what tells the server the client is gone.
-        state.set(ClientState::Finished);
+        // (A panic of that drop leaves `error`, which may hold the inner
+        // service's error, dropped under a guard, not by the unwind.)
+        let error = drop_then_return(|| state.set(ClientState::Finished), error);
         Poll::Ready(Err(error))
     }
 }

@@ -827,7 +827,10 @@ where
                         }
                         Poll::Ready(Err(err)) => {
                             // The inner service failed: the request is over.
-                            this.state.set(State::Finished);
+                            let err = ctx_core::adapter::drop_then_return(
+                                || this.state.set(State::Finished),
+                                err,
+                            );
                             this.guard.finish();
                             return Poll::Ready(Err(err));
                         }
@@ -861,7 +864,13 @@ where
                             break Rejection::from_context(err, cause_of(ctx, err));
                         }
                         let ctx = ctx.clone();
-                        this.state.set(State::Finished);
+                        // The handler's future goes now; a panic of its
+                        // `Drop` leaves `result` dropped under a guard, not by
+                        // the unwind (a second panic would abort).
+                        let result = ctx_core::adapter::drop_then_return(
+                            || this.state.set(State::Finished),
+                            result,
+                        );
                         return Poll::Ready(match result {
                             // The body keeps the context alive until it is sent.
                             Ok(response) => {
@@ -896,7 +905,8 @@ where
         };
         // Drop the inner service or future now: the context is done and nobody
         // waits for it.
-        this.state.set(State::Finished);
+        let rejection =
+            ctx_core::adapter::drop_then_return(|| this.state.set(State::Finished), rejection);
         this.guard.disarm();
         let response = this.config.responder.respond(rejection);
         Poll::Ready(Ok(response.map(ServerBody::plain)))
