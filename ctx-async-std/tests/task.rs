@@ -474,3 +474,42 @@ fn after_func_spawn_callbacks_that_fail_badly_are_contained() {
     let task = spawn(&ctx, async { "still running" });
     assert_eq!(smol::block_on(task).unwrap(), "still running");
 }
+
+/// A watched future still pending when its child context is canceled, whose
+/// `Drop` panics with a payload that panics as it is dropped: contained (the
+/// watch drops it as the context wins; the executor would drop the escaped
+/// payload where its panic aborts the process).
+#[test]
+fn a_watched_future_whose_drop_panics_badly_as_the_context_wins_is_contained() {
+    struct PendingPanicsOnDrop(Option<std::sync::mpsc::Sender<()>>);
+    impl std::future::Future for PendingPanicsOnDrop {
+        type Output = ();
+        fn poll(
+            self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<()> {
+            std::task::Poll::Pending
+        }
+    }
+    impl Drop for PendingPanicsOnDrop {
+        fn drop(&mut self) {
+            if let Some(dropped) = self.0.take() {
+                std::panic::panic_any(PanickyPayload(dropped));
+            }
+        }
+    }
+    let (dropped, dropped_rx) = std::sync::mpsc::channel();
+    let (polled, polled_rx) = smol::channel::bounded::<()>(1);
+    let (ctx, cancel) = with_cancel_on(&background(), async move {
+        polled.send(()).await.unwrap();
+        PendingPanicsOnDrop(Some(dropped)).await;
+    });
+    smol::block_on(polled_rx.recv()).unwrap();
+    cancel.cancel();
+    dropped_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the watched future was dropped");
+    assert_eq!(ctx.err(), Some(Error::Canceled));
+    let task = spawn(&background(), async { "still running" });
+    assert_eq!(smol::block_on(task).unwrap(), "still running");
+}

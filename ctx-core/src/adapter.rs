@@ -162,9 +162,10 @@ where
     }
 }
 
-/// `f()`'s future, made at the first poll and boxed there (so that a panic of
-/// its `poll` unwinds through no frame that owns it: see
-/// [`catch_task_panic`]).
+/// `f()`'s future, made at the first poll: no `async` block owns it (one
+/// would drop it inside the unwind of a panicking poll; see
+/// [`catch_task_panic`]). Boxed, so that `Lazy` is `Unpin` without a pin
+/// projection.
 enum Lazy<F, Fut> {
     Init(Option<F>),
     Running(Pin<Box<Fut>>),
@@ -239,11 +240,19 @@ where
     let ctx = canceler.context();
     let mut watcher = Watcher(Some(canceler), gone);
     async move {
-        let Ok(caught) = until_done(ctx, catch_task_panic(fut)).await else {
-            // The context was done first: nothing to cancel (a `Canceler`
-            // dropped cancels nothing).
-            drop(watcher.0.take());
-            return;
+        // The guard outside the race: a `Drop` of `fut` that panics as the
+        // context wins (the race drops `fut` then) is caught too.
+        let caught = match catch_task_panic(until_done(ctx, fut)).await {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(_)) => {
+                // The context was done first: nothing to cancel (a `Canceler`
+                // dropped cancels nothing).
+                drop(watcher.0.take());
+                return;
+            }
+            // A panic of `fut`, or of its drop as the context won (then the
+            // cancel below changes nothing).
+            Err(payload) => Err(payload),
         };
         let cause = caught
             .and_then(|output| std::panic::catch_unwind(AssertUnwindSafe(|| into_cause(output))));
