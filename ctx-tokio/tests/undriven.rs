@@ -102,7 +102,8 @@ fn block_until(fired: &AtomicBool) -> bool {
 }
 
 fn multi_thread() -> tokio::runtime::Runtime {
-    // Two workers: one stays idle all along, and still cannot run the driver.
+    // Two workers: one stays idle all along, and usually cannot run the
+    // driver (see `a_deadline_fires_while_its_worker_blocks`).
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -112,9 +113,9 @@ fn multi_thread() -> tokio::runtime::Runtime {
 
 /// On a worker of a multi-thread runtime, a task arms a deadline and then blocks
 /// its worker without yielding. The arm wakes the driver task on that worker,
-/// which puts it in the worker's LIFO slot, out of the idle worker's reach. The
-/// deadline must fire anyway (its `after_func` runs) while the worker is still
-/// blocked.
+/// which usually puts it in the worker's LIFO slot, out of the idle worker's
+/// reach (then the backstop fires the deadline). The deadline must fire
+/// either way (its `after_func` runs) while the worker is still blocked.
 ///
 /// `root`: a root whose driver was started from outside and sleeps towards a
 /// far deadline (the arm only wakes it), or `None` for a root made inside the
@@ -148,8 +149,19 @@ fn a_deadline_fires_while_its_worker_blocks(
         "the deadline did not fire while the worker that armed it was blocked"
     );
     assert_eq!(err, Some(Error::DeadlineExceeded));
-    // The driver was stuck behind the blocked worker: the backstop fired.
-    assert_eq!(fired_on.as_deref(), Some("ctx-tokio-timer"));
+    // Usually the driver is stuck in the blocked worker's LIFO slot and the
+    // backstop fires; but a wake that put it in the worker's run queue lets
+    // the other worker steal and run it (seen once in many CI runs). Either
+    // way the deadline fired while the worker was blocked, which is what is
+    // promised; the backstop's own firing is pinned by the current-thread
+    // tests above, where no other worker exists.
+    assert!(
+        matches!(
+            fired_on.as_deref(),
+            Some("ctx-tokio-timer") | Some("tokio-rt-worker")
+        ),
+        "fired on {fired_on:?}"
+    );
 }
 
 #[test]
