@@ -116,16 +116,15 @@ pub async fn catch_task_panic<F: Future>(fut: F) -> std::thread::Result<F::Outpu
         }
     })
     .await;
-    let dropped = std::panic::catch_unwind(AssertUnwindSafe(|| fut.set(None)));
-    match (polled, dropped) {
-        (polled, Ok(())) => polled,
-        (Ok(output), Err(payload)) => {
-            // The output is user code too: dropped all the same, guarded.
-            contain_panic(move || drop(output));
-            Err(payload)
-        }
-        (Err(first), Err(second)) => {
-            drop_panic_payload(second);
+    match polled {
+        // A panic of the drop comes back here, the output dropped guarded.
+        Ok(output) => std::panic::catch_unwind(AssertUnwindSafe(|| {
+            drop_then_return(|| fut.set(None), output)
+        })),
+        Err(first) => {
+            if let Err(second) = std::panic::catch_unwind(AssertUnwindSafe(|| fut.set(None))) {
+                drop_panic_payload(second);
+            }
             Err(first)
         }
     }
