@@ -215,6 +215,15 @@ fn a_future_whose_drop_panics_as_it_loses_is_dropped_once() {
 /// A waker that counts its wakes.
 struct CountingWaker(std::sync::atomic::AtomicUsize);
 
+impl CountingWaker {
+    /// A counter and a waker that counts into it.
+    fn new() -> (std::sync::Arc<CountingWaker>, Waker) {
+        let counter = std::sync::Arc::new(CountingWaker(Default::default()));
+        let waker = Waker::from(counter.clone());
+        (counter, waker)
+    }
+}
+
 impl std::task::Wake for CountingWaker {
     fn wake(self: std::sync::Arc<Self>) {
         self.wake_by_ref();
@@ -233,8 +242,7 @@ fn a_race_the_future_won_wakes_nobody_at_a_later_cancel() {
         let cells = Cells::default();
         let (ctx, cancel) = Context::background().with_cancel();
         let mut raced = race(&ctx, cells.probe(), context_first);
-        let counter = std::sync::Arc::new(CountingWaker(Default::default()));
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = CountingWaker::new();
         let mut cx = TaskContext::from_waker(&waker);
         assert!(raced.as_mut().poll(&mut cx).is_pending());
         cells.ready.set(true);
@@ -256,8 +264,7 @@ fn a_stream_that_ended_wakes_nobody_at_a_later_cancel() {
     let cells = Cells::default();
     let (ctx, cancel) = Context::background().with_cancel();
     let mut stream = pin!(StreamExt::with_context(cells.probe(), &ctx));
-    let counter = std::sync::Arc::new(CountingWaker(Default::default()));
-    let waker = Waker::from(counter.clone());
+    let (counter, waker) = CountingWaker::new();
     let mut cx = TaskContext::from_waker(&waker);
     assert_eq!(stream.as_mut().poll_next(&mut cx), Poll::Ready(Some(1)));
     cells.ready.set(true);
