@@ -215,7 +215,7 @@ impl Group {
         // though nothing of theirs is read here.
         assert!(
             self.shared.running.load(Ordering::Acquire) == 0,
-            "ctx_async_std::Group::with_limit: tasks were already spawned"
+            "ctx_async_std::Group::with_limit: a task spawned before has not finished yet"
         );
         self.limit = Some(Arc::new(Semaphore::new(limit)));
         self

@@ -527,7 +527,7 @@ fn zero_limit_panics() {
 }
 
 #[test]
-#[should_panic(expected = "already spawned")]
+#[should_panic(expected = "has not finished yet")]
 fn limit_after_spawn_panics() {
     let (group, _ctx) = Group::new(&background());
     group.spawn(|ctx| async move {

@@ -157,15 +157,20 @@ impl Group {
     ///
     /// # Panics
     ///
-    /// Panics if `limit` is 0, or if tasks were already spawned.
+    /// Panics if `limit` is 0, or if a task spawned before has not finished yet
+    /// (as Go's `SetLimit` while goroutines are active; set the limit before
+    /// spawning: tasks that finished already ran unlimited).
     pub fn with_limit(mut self, limit: usize) -> Group {
         assert!(
             limit > 0,
             "ctx_tokio::Group::with_limit: the limit must be at least 1"
         );
+        // Finished tasks wait in the `JoinSet` until joined: join them first
+        // (recording their failures), so that only a running task counts.
+        self.reap();
         assert!(
             self.tasks.is_empty(),
-            "ctx_tokio::Group::with_limit: call it before spawning tasks"
+            "ctx_tokio::Group::with_limit: a task spawned before has not finished yet"
         );
         self.limit = Some(Limit {
             // tokio's semaphore panics above its maximum; a limit that large

@@ -344,3 +344,39 @@ async fn try_spawn_does_not_overtake_a_queued_spawn() {
     group.wait().await.unwrap();
     assert_eq!(*order.lock().unwrap(), ["first", "queued", "accepted"]);
 }
+
+/// Go's `SetLimit` may be called once no goroutine is active: a limit set
+/// after the tasks spawned so far finished (but before `wait` joined them) is
+/// accepted, and the failure of such a finished task is still what `wait`
+/// returns.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_limit_set_after_the_spawned_tasks_finished_is_accepted() {
+    let (mut group, ctx) = Group::new(&ctx_tokio::background());
+    group.spawn(|_ctx| async { Ok::<(), io::Error>(()) });
+    group.spawn(|_ctx| async { Err(io_error("finished early")) });
+    // Both tasks run to their end while this one sleeps.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(
+        ctx.err(),
+        Some(Error::Canceled),
+        "the failure canceled the group"
+    );
+    let mut group = group.with_limit(1);
+    assert!(!group.spawn(|_ctx| async { Ok::<(), io::Error>(()) }));
+    let err = group.wait().await.unwrap_err();
+    assert_eq!(err.to_string(), "finished early");
+}
+
+/// A limit set while a task spawned before still runs panics (Go's `SetLimit`
+/// panics while goroutines are active).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+#[should_panic(expected = "has not finished yet")]
+async fn a_limit_set_while_a_task_runs_is_refused() {
+    let (mut group, _ctx) = Group::new(&ctx_tokio::background());
+    group.spawn(|ctx| async move {
+        ctx.done().await;
+        Ok::<(), Error>(())
+    });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let _group = group.with_limit(1);
+}
