@@ -920,8 +920,18 @@ fn earliest_deadline(parents: &[Context]) -> Option<NodeRef> {
 }
 
 impl fmt::Display for Context {
-    /// Go's `String()`: the chain of constructors from the root, such as
-    /// `context.Background.WithValue(u32).WithCancel`.
+    /// Modelled on Go's `String()`: the chain of constructors from the root,
+    /// such as `context.Background.WithValue(u32).WithCancel`.
+    ///
+    /// It says more or less than Go's in places: `with_cancel_cause` prints
+    /// `.WithCancelCause` (Go: `.WithCancel`); a deadline prints the time left
+    /// or past by its clock (a `Duration`'s `Debug`), such as
+    /// `.WithDeadline(in 1.499936637s)` or `.WithDeadline(2.137907ms ago)` (Go:
+    /// the instant and the time left); a value prints its type only,
+    /// `.WithValue(u32)` (Go: its key and value; a value here need not be
+    /// `Debug`); `with_cancel_any` prints `.WithCancelAny(+n)` after its first
+    /// parent's chain, `n` further parents; `with_timer` prints `.WithTimer`.
+    /// The text is for people, not for parsing.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let chain: Vec<NodeRef> = self
             .node()
