@@ -385,7 +385,9 @@ impl Context {
     /// Values come from the first parent; the deadline is the earliest of the
     /// parents' (on parents of different clocks, the one with the least time
     /// left, by its own clock). With no parents this is
-    /// `background().with_cancel()`.
+    /// `background().with_cancel()`. If several parents are done already, the
+    /// child is born done with the first of them in `parents`' order (not the
+    /// one that ended first).
     ///
     /// # Examples
     ///
@@ -567,6 +569,13 @@ impl Context {
     /// read or not in between). A read never runs user code and never walks the
     /// subtree: the descendants and `after_func` callbacks are reached by the
     /// timer's expiry (or the next cancel), not by the reader.
+    ///
+    /// A read sees this context's own state, so while another thread's cancel
+    /// is still on its way down the tree, an ancestor may read as done and this
+    /// context not yet (as in Go, whose `Err` is an atomic load of the error
+    /// that `cancel` stores before it cancels the children). Once that cancel
+    /// call has returned, the whole subtree reads as done. A passed deadline
+    /// above is the exception: a read below it sees it at once.
     #[inline]
     pub fn err(&self) -> Option<Error> {
         let carrier = self.carrier()?;

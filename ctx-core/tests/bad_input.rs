@@ -360,6 +360,21 @@ fn with_cancel_any_with_an_already_canceled_parent_is_born_canceled() {
     }
 }
 
+/// Of several parents done already, the first in the slice gives the cause,
+/// not the one that ended first (as documented on `with_cancel_any`).
+#[test]
+fn with_cancel_any_of_several_done_parents_takes_the_first_in_order() {
+    let (early, cancel_early) = Context::background().with_cancel_cause();
+    let (late, cancel_late) = Context::background().with_cancel_cause();
+    let (early_why, late_why) = (Cause::msg("ended first"), Cause::msg("ended second"));
+    cancel_early.cancel(early_why.clone());
+    cancel_late.cancel(late_why.clone());
+    let (ctx, _cancel) = Context::with_cancel_any(&[late.clone(), early.clone()]);
+    assert!(ctx.cause().unwrap().same(&late_why));
+    let (ctx, _cancel) = Context::with_cancel_any(&[early, late]);
+    assert!(ctx.cause().unwrap().same(&early_why));
+}
+
 #[test]
 fn with_cancel_any_of_parents_that_never_end_ends_only_by_its_own_cancel() {
     let (ctx, cancel) = Context::with_cancel_any(&[
