@@ -1,6 +1,6 @@
 //! Loom models of registration, cancel propagation and unlinking (`tree`).
 
-use super::model;
+use super::{model, model_with_preemptions};
 use crate::{Cause, Context, Error};
 use loom::thread;
 
@@ -565,5 +565,30 @@ fn loom_cancel_merge_first_registrant_dropped_vs_other_parent_cancel() {
         assert_handles(&a, 2);
         assert_handles(&b, 1);
         drop(cancel_a);
+    });
+}
+
+/// A child is created and dropped at once while its parent is canceled: when
+/// its registration finds the parent done and its take-back fails (the walk
+/// drained the entry), it must wait for the walk's `drained` flag before its
+/// handles may go (`register`: `wait_drained`), or the walk closes and flags
+/// a node whose payload is gone (loom reports the payload's read of
+/// `drained` in `CancelPart::drop` racing the walk's `mark_drained`).
+///
+/// The race takes three preemptions (insert | close, drain, the child's
+/// close | take-back fails, every handle dropped | `mark_drained`), one more
+/// than `cargo xtask loom` allows by default, so this model raises its own
+/// bound (it explores a few hundred executions).
+#[test]
+fn loom_cancel_born_done_child_dropped_vs_cancel() {
+    model_with_preemptions(3, || {
+        let (parent, cancel_parent) = Context::background().with_cancel();
+        let t = thread::spawn(move || cancel_parent.cancel());
+        let (child, cancel_child) = parent.with_cancel();
+        drop(cancel_child);
+        drop(child);
+        t.join().unwrap();
+        assert!(parent.is_done());
+        assert_eq!(parent.live_children(), 0);
     });
 }

@@ -3,7 +3,7 @@
 //! exact-deadline read, which closes an expired node with `UNCLAIMED` and leaves
 //! the walk (callbacks, disarming) to exactly one canceler, never to the reader.
 
-use super::model;
+use super::{model, model_with_preemptions};
 use crate::sync::{AtomicU64, Ordering};
 use crate::{AfterFunc, CancelFunc, Context, Error, Expiry, Timer, TimerKey};
 use loom::future::block_on;
@@ -802,5 +802,31 @@ fn loom_timer_first_child_vs_unclaimed_read_then_drop() {
         timer.armed.lock().unwrap().clear();
         assert_eq!(child.err(), Some(Error::DeadlineExceeded));
         drop((child, cancel_child, root));
+    });
+}
+
+/// `arm_vs_cancel` with the sides swapped: the deadline child is armed here
+/// while another thread cancels its parent. The walk's `take_key` and the
+/// arm's re-check `take_key` may both find the key: the swap lets one take
+/// it. (With the cancel on the spawned thread, two preemptions reach the race
+/// of the two takes, but three to interleave them, one more than `cargo xtask
+/// loom` allows by default; the model above needs five. This one raises its
+/// own bound: a few hundred executions.)
+#[test]
+fn loom_timer_arm_here_vs_cancel_there() {
+    model_with_preemptions(3, || {
+        let timer = Recorder::new();
+        let root = Context::background().with_timer(timer.clone());
+        let (parent, cancel_parent) = root.with_cancel();
+        let deadline = timer.deadline();
+        let t = thread::spawn(move || cancel_parent.cancel());
+        let (ctx, cancel) = parent.with_deadline(deadline);
+        t.join().unwrap();
+
+        assert_eq!(ctx.err(), Some(Error::Canceled));
+        timer.assert_disarmed_once(timer.armed_keys());
+        drop((ctx, cancel, parent, root));
+        // The backend still holds the expiries; they keep only weak references.
+        timer.armed.lock().unwrap().clear();
     });
 }

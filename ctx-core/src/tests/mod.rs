@@ -125,8 +125,23 @@ pub(crate) mod waiting;
 /// own leak check does not see).
 #[cfg(ctx_loom)]
 fn model(body: impl Fn() + Sync + Send + 'static) {
+    check_nodes_freed(loom::model::Builder::new(), body);
+}
+
+/// [`model`] with at least `bound` preemptions, for a race that needs more than
+/// `cargo xtask loom`'s default allows (keep such models small: each one more
+/// multiplies the executions).
+#[cfg(ctx_loom)]
+fn model_with_preemptions(bound: usize, body: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(builder.preemption_bound.map_or(bound, |b| b.max(bound)));
+    check_nodes_freed(builder, body);
+}
+
+#[cfg(ctx_loom)]
+fn check_nodes_freed(builder: loom::model::Builder, body: impl Fn() + Sync + Send + 'static) {
     use crate::tree::node::LIVE_NODES;
-    loom::model(move || {
+    builder.check(move || {
         let before = LIVE_NODES.with(|live| live.get());
         body();
         assert_eq!(

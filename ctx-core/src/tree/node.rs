@@ -334,6 +334,16 @@ thread_local! {
 
 impl Drop for CancelPart {
     fn drop(&mut self) {
+        // Loom: the payload's drop reads `drained` (an atomic load, which makes
+        // loom order it against a walk's `mark_drained` store both ways, then a
+        // non-atomic one), so loom reports a walk's access of the node that
+        // the drop does not happen after (invariant 11).
+        #[cfg(all(test, ctx_loom))]
+        {
+            let _ = self.drained.load(crate::sync::Ordering::Relaxed);
+            // SAFETY: loom's checked read; nobody may touch the payload now.
+            let _ = unsafe { self.drained.unsync_load() };
+        }
         let word = crate::sync::ptr_get_mut(&mut self.state);
         if state::is_done(word) {
             // SAFETY: a done word owns one reference on its reason; nobody else can

@@ -375,6 +375,19 @@ impl Waiters {
     }
 }
 
+/// Loom: the node's payload drop touches the slot's word and cell, so loom
+/// relates it to every access of a walk (or a notifier) and reports one that
+/// the drop does not happen after (invariant 11).
+#[cfg(all(test, ctx_loom))]
+impl Drop for Waiters {
+    fn drop(&mut self) {
+        let _ = self.word.load(Ordering::Relaxed);
+        // SAFETY: loom's checked non-atomic read; nobody may touch the node now.
+        let _ = unsafe { self.word.unsync_load() };
+        self.waker.with_mut(|_| ());
+    }
+}
+
 /// Gives the cell back if the owner unwinds while it holds it (a waker's `clone`
 /// panicked): without it, `REGISTERING` would stay set and the slot be lost for
 /// good. `unclaim`: the cell is still empty from a claim, so the claim goes
