@@ -29,7 +29,9 @@
 //! entry from that carrier's set if it is still there. Only the thread that owns
 //! a node's cancel, or its drop, detaches it; a merge node's fields may also be
 //! taken by its registrant and by other parents' walks at the same time, so for
-//! merge nodes the take is a swap, which decides who removes.
+//! merge nodes the take is a swap (one taker per field). What decides who
+//! removes is the removal itself, a CAS of the slot's entry: a slot is not
+//! reused while a walk may still reach it.
 //!
 //! A (non-merge) detach that finds its entry gone (a parent's walk drained it) waits for
 //! the node's `drained` flag before it returns (`wait_drained`): the walk may
