@@ -385,9 +385,10 @@ impl Context {
     /// Values come from the first parent; the deadline is the earliest of the
     /// parents' (on parents of different clocks, the one with the least time
     /// left, by its own clock). With no parents this is
-    /// `background().with_cancel()`. If several parents are done already, the
-    /// child is born done with the first of them in `parents`' order (not the
-    /// one that ended first).
+    /// `background().with_cancel()`, with one it is `parents[0].with_cancel()`.
+    /// If several parents are done already (a passed deadline counts, also
+    /// while its timer is late), the child is born done with the first of them
+    /// in `parents`' order (not the one that ended first).
     ///
     /// # Examples
     ///
@@ -406,6 +407,18 @@ impl Context {
         };
         if rest.is_empty() {
             return first.with_cancel();
+        }
+        // Exact reads first, in order, up to the first parent found done: a
+        // parent whose deadline passed while its timer is late ended before
+        // any cancel of a later parent, but registration looks at state words
+        // only. These reads record such an expiry (no user code but the
+        // backends' clocks, see `err`), so they come before anything exists.
+        for parent in parents {
+            if let Some(carrier) = parent.carrier()
+                && state::is_done(tree::deadline::exact_word(carrier))
+            {
+                break;
+            }
         }
         let deadline_src = earliest_deadline(parents).map_or(ptr::null(), NodeRef::as_ptr);
         let extra = Links::new(rest);
@@ -575,7 +588,9 @@ impl Context {
     /// context not yet (as in Go, whose `Err` is an atomic load of the error
     /// that `cancel` stores before it cancels the children). Once that cancel
     /// call has returned, the whole subtree reads as done. A passed deadline
-    /// above is the exception: a read below it sees it at once.
+    /// above on the same clock is the exception: a read below it sees it at
+    /// once (below a [`with_timer`](Context::with_timer), one of another clock
+    /// above is seen once its timer fires).
     #[inline]
     pub fn err(&self) -> Option<Error> {
         let carrier = self.carrier()?;

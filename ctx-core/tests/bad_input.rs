@@ -375,6 +375,34 @@ fn with_cancel_any_of_several_done_parents_takes_the_first_in_order() {
     assert!(ctx.cause().unwrap().same(&early_why));
 }
 
+/// A parent whose deadline passed while its timer is late (and nobody read
+/// it) is done as well: first in order, it gives the merge its reason, not a
+/// later parent canceled since; as it would had anybody read it before.
+#[test]
+fn with_cancel_any_takes_a_first_parent_past_its_late_deadline() {
+    for shape in ["deadline", "value below", "cancel below"] {
+        let timer = ManualTimer::new();
+        let root = timer.root();
+        let (expired, _cancel) =
+            root.with_timeout_cause(Duration::from_secs(1), Cause::msg("late"));
+        timer.advance_silently(Duration::from_secs(2));
+        let (_keep, first) = match shape {
+            "deadline" => (None, expired.clone()),
+            "value below" => (None, expired.with_value(7u8)),
+            _ => {
+                let (child, cancel) = expired.with_cancel();
+                (Some(cancel), child)
+            }
+        };
+        let (other, cancel_other) = root.with_cancel_cause();
+        cancel_other.cancel(Cause::msg("canceled after the deadline"));
+        let (merged, _cancel_merged) = Context::with_cancel_any(&[first, other.clone()]);
+        assert_eq!(merged.err(), Some(Error::DeadlineExceeded), "{shape}");
+        assert_eq!(merged.cause().unwrap().to_string(), "late", "{shape}");
+        assert_eq!(other.live_children(), 0, "{shape}: left registered");
+    }
+}
+
 #[test]
 fn with_cancel_any_of_parents_that_never_end_ends_only_by_its_own_cancel() {
     let (ctx, cancel) = Context::with_cancel_any(&[
