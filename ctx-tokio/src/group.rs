@@ -158,8 +158,9 @@ impl Group {
     /// # Panics
     ///
     /// Panics if `limit` is 0, or if a task spawned before has not finished yet
-    /// (as Go's `SetLimit` while goroutines are active; set the limit before
-    /// spawning: tasks that finished already ran unlimited).
+    /// (Go's `SetLimit` says the limit must not be modified while goroutines
+    /// are active; set the limit before spawning: tasks that finished already
+    /// ran unlimited).
     pub fn with_limit(mut self, limit: usize) -> Group {
         assert!(
             limit > 0,
@@ -187,7 +188,8 @@ impl Group {
     }
 
     /// How many tasks were spawned and not yet joined (finished tasks are joined
-    /// as new ones are spawned, and by [`wait`](Group::wait)).
+    /// as new ones are spawned, by [`with_limit`](Group::with_limit), and by
+    /// [`wait`](Group::wait)).
     pub fn len(&self) -> usize {
         self.tasks.len()
     }
