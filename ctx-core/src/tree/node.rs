@@ -334,14 +334,15 @@ thread_local! {
 
 impl Drop for CancelPart {
     fn drop(&mut self) {
-        // Loom: the payload's drop reads `drained` (an atomic load, which makes
-        // loom order it against a walk's `mark_drained` store both ways, then a
-        // non-atomic one), so loom reports a walk's access of the node that
+        // Loom: the payload's drop is an access of `drained` (an atomic load,
+        // a point where loom may switch threads, then a non-atomic one), so
+        // loom reports a walk's access of the node (its `mark_drained`) that
         // the drop does not happen after (invariant 11).
         #[cfg(all(test, ctx_loom))]
         {
             let _ = self.drained.load(crate::sync::Ordering::Relaxed);
-            // SAFETY: loom's checked read; nobody may touch the payload now.
+            // SAFETY: loom's checked non-atomic read (loom's `AtomicBool` has
+            // no `with_mut`); nobody may touch the payload now.
             let _ = unsafe { self.drained.unsync_load() };
         }
         let word = crate::sync::ptr_get_mut(&mut self.state);

@@ -382,8 +382,7 @@ impl Waiters {
 impl Drop for Waiters {
     fn drop(&mut self) {
         let _ = self.word.load(Ordering::Relaxed);
-        // SAFETY: loom's checked non-atomic read; nobody may touch the node now.
-        let _ = unsafe { self.word.unsync_load() };
+        self.word.with_mut(|_| ());
         self.waker.with_mut(|_| ());
     }
 }
