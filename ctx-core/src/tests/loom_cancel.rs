@@ -592,3 +592,23 @@ fn loom_cancel_born_done_child_dropped_vs_cancel() {
         assert_eq!(parent.live_children(), 0);
     });
 }
+
+/// A merge node's last handles go on one thread while a parent's walk drains
+/// its entry on another: the walk's upgrade fails (the node is being
+/// dropped), and the walk gives the slot's weak reference back at once (a
+/// merge node never waits for `drained`), so the node is freed.
+#[test]
+fn loom_cancel_merge_dropped_vs_parent_walk_draining_it() {
+    model(|| {
+        let (a, cancel_a) = Context::background().with_cancel();
+        let (b, cancel_b) = Context::background().with_cancel();
+        let merged = Context::with_cancel_any(&[a.clone(), b.clone()]);
+        let t = thread::spawn(move || drop(merged));
+        cancel_a.cancel();
+        t.join().unwrap();
+        assert_eq!(a.live_children(), 0);
+        assert_eq!(b.live_children(), 0);
+        assert_handles(&b, 2);
+        drop(cancel_b);
+    });
+}

@@ -830,3 +830,36 @@ fn loom_timer_arm_here_vs_cancel_there() {
         timer.armed.lock().unwrap().clear();
     });
 }
+
+/// A deadline node's timer fires while a child of it is canceled by its own
+/// canceler, whose walk has not reached the grandchild yet: the expiry's walk
+/// finds the child another thread's, and hands the rest of its walk to the
+/// runner (`WalkRest`, run at once under loom), which holds a strong reference
+/// of its own on the node until it is done. The node ends with the deadline's
+/// error, its subtree done, and every reference given back exactly once.
+#[test]
+fn loom_timer_fire_walk_blocked_on_a_foreign_child() {
+    model(|| {
+        let timer = Recorder::new();
+        let root = Context::background().with_timer(timer.clone());
+        let (ctx, cancel) = root.with_deadline(timer.deadline());
+        let (b, cancel_b) = ctx.with_cancel();
+        let (c, cancel_c) = b.with_cancel();
+        let (key, expiry) = timer.take_expiry();
+        let t = thread::spawn(move || cancel_b.cancel());
+        expiry.fire();
+        t.join().unwrap();
+
+        assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+        assert!(b.is_done() && c.is_done());
+        assert_eq!(ctx.live_children(), 0);
+        timer.assert_disarmed_once(vec![key]);
+        drop((c, cancel_c, b));
+        assert_eq!(
+            ctx.node().unwrap().strong_count(),
+            2,
+            "ctx and its cancel function"
+        );
+        drop((ctx, cancel, root));
+    });
+}
