@@ -386,9 +386,10 @@ impl Context {
     /// parents' (on parents of different clocks, the one with the least time
     /// left, by its own clock). With no parents this is
     /// `background().with_cancel()`, with one it is `parents[0].with_cancel()`.
-    /// If several parents are done already (a passed deadline counts, also
-    /// while its timer is late), the child is born done with the first of them
-    /// in `parents`' order (not the one that ended first).
+    /// If several parents are done already (as [`err`](Context::err) sees
+    /// them: a passed deadline counts, also while its timer is late), the
+    /// child is born done with the first of them in `parents`' order (not the
+    /// one that ended first).
     ///
     /// # Examples
     ///
@@ -588,9 +589,10 @@ impl Context {
     /// context not yet (as in Go, whose `Err` is an atomic load of the error
     /// that `cancel` stores before it cancels the children). Once that cancel
     /// call has returned, the whole subtree reads as done. A passed deadline
-    /// above on the same clock is the exception: a read below it sees it at
-    /// once (below a [`with_timer`](Context::with_timer), one of another clock
-    /// above is seen once its timer fires).
+    /// above is the exception: a read below it sees it at once. (Reads look at
+    /// the nearest deadline only: below a [`with_timer`](Context::with_timer)
+    /// and a deadline of that timer's clock, a passed deadline of another clock
+    /// further up is seen once its timer fires.)
     #[inline]
     pub fn err(&self) -> Option<Error> {
         let carrier = self.carrier()?;
