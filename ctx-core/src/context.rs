@@ -409,12 +409,17 @@ impl Context {
         if rest.is_empty() {
             return first.with_cancel();
         }
-        // Exact reads first, in order, up to the first parent found done: a
-        // parent whose deadline passed while its timer is late ended before
-        // any cancel of a later parent, but registration looks at state words
-        // only. These reads record such an expiry (no user code but the
-        // backends' clocks, see `err`), so they come before anything exists.
-        for parent in parents {
+        // A parent done already: the ones before it may be done too, by a
+        // deadline that passed while its timer is late, which registration
+        // (state words only) would miss, and they ended first. Exact reads of
+        // those, in order, up to the first found done, record such an expiry
+        // (no user code but the backends' clocks, see `err`), so they come
+        // before anything exists. Without a done parent, no clock is read:
+        // the merge's own reads see a passed deadline above.
+        let done_at = parents
+            .iter()
+            .position(|parent| parent.carrier().is_some_and(|c| state::is_done(c.state())));
+        for parent in &parents[..done_at.unwrap_or(0)] {
             if let Some(carrier) = parent.carrier()
                 && state::is_done(tree::deadline::exact_word(carrier))
             {
