@@ -241,8 +241,8 @@ where
     async move {
         // The guard outside the race: a `Drop` of `fut` that panics as the
         // context wins (the race drops `fut` then) is caught too.
-        let caught = match catch_task_panic(until_done(ctx, fut)).await {
-            Ok(Ok(output)) => Ok(output),
+        let cause = match catch_task_panic(until_done(ctx, fut)).await {
+            Ok(Ok(output)) => std::panic::catch_unwind(AssertUnwindSafe(|| into_cause(output))),
             Ok(Err(_)) => {
                 // The context was done first: nothing to cancel (a `Canceler`
                 // dropped cancels nothing).
@@ -253,8 +253,6 @@ where
             // cancel below changes nothing).
             Err(payload) => Err(payload),
         };
-        let cause = caught
-            .and_then(|output| std::panic::catch_unwind(AssertUnwindSafe(|| into_cause(output))));
         let cause = cause
             .unwrap_or_else(|payload| crate::Cause::new(crate::PanicError::from_payload(payload)));
         if let Some(cancel) = watcher.0.take() {
