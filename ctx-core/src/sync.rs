@@ -49,6 +49,71 @@ impl<T> UnsafeCell<T> {
 #[cfg(all(test, ctx_loom))]
 pub(crate) use loom::cell::UnsafeCell;
 
+/// Stands for plain memory that loom cannot see, such as an immutable record
+/// read through a pointer loaded from an atomic: under loom, each [`read`]
+/// is a read of a loom cell created with the object, and its drop is a write,
+/// so loom reports a read that does not happen after the object's creation
+/// (an ordering too weak on the load that found it) or a free that does not
+/// happen after every read. Zero-sized and free of code otherwise.
+///
+/// [`read`]: AccessCheck::read
+#[cfg(not(all(test, ctx_loom)))]
+#[derive(Debug)]
+pub(crate) struct AccessCheck;
+
+#[cfg(not(all(test, ctx_loom)))]
+impl AccessCheck {
+    /// The check of an object in a `static` (never freed, no check needed).
+    pub(crate) const STATIC: AccessCheck = AccessCheck;
+
+    /// The check of an object created now.
+    #[inline]
+    pub(crate) fn new() -> AccessCheck {
+        AccessCheck
+    }
+
+    /// Records a read of the object.
+    #[inline]
+    pub(crate) fn read(&self) {}
+}
+
+/// See the non-loom `AccessCheck`.
+#[cfg(all(test, ctx_loom))]
+#[derive(Debug)]
+pub(crate) struct AccessCheck(Option<loom::cell::UnsafeCell<()>>);
+
+// SAFETY: the cell holds `()` and is touched only through loom's checked
+// `with`/`with_mut`, which is the point: loom itself reports a racy access.
+#[cfg(all(test, ctx_loom))]
+unsafe impl Sync for AccessCheck {}
+// SAFETY: as above.
+#[cfg(all(test, ctx_loom))]
+unsafe impl Send for AccessCheck {}
+
+#[cfg(all(test, ctx_loom))]
+impl AccessCheck {
+    pub(crate) const STATIC: AccessCheck = AccessCheck(None);
+
+    pub(crate) fn new() -> AccessCheck {
+        AccessCheck(Some(loom::cell::UnsafeCell::new(())))
+    }
+
+    pub(crate) fn read(&self) {
+        if let Some(cell) = &self.0 {
+            cell.with(|_| ());
+        }
+    }
+}
+
+#[cfg(all(test, ctx_loom))]
+impl Drop for AccessCheck {
+    fn drop(&mut self) {
+        if let Some(cell) = &self.0 {
+            cell.with_mut(|_| ());
+        }
+    }
+}
+
 /// Reads an `AtomicPtr` through `&mut` (no other thread can reach it), as
 /// `*atomic.get_mut()` does; loom's atomics only offer `with_mut` for that.
 #[cfg(not(all(test, ctx_loom)))]

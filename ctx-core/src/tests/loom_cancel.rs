@@ -1,7 +1,7 @@
 //! Loom models of registration, cancel propagation and unlinking (`tree`).
 
 use super::{model, model_with_preemptions};
-use crate::{Cause, Context, Error};
+use crate::{CancelFunc, Cause, Context, Error};
 use loom::thread;
 
 /// The text of a context's cause, if it is done.
@@ -29,17 +29,23 @@ fn assert_handles(ctx: &Context, handles: usize) {
 fn loom_cancel_insert_vs_cancel() {
     model(|| {
         let (parent, cancel_parent) = Context::background().with_cancel();
-        let handle = parent.clone();
-        let t = thread::spawn(move || handle.with_cancel());
-        cancel_parent.cancel();
-        let (child, cancel_child) = t.join().unwrap();
-
-        assert_eq!(child.err(), Some(Error::Canceled));
-        assert_eq!(parent.live_children(), 0);
-        assert_handles(&child, 2);
-        drop((child, cancel_child));
+        insert_vs_cancel(&parent, cancel_parent);
         assert_handles(&parent, 1);
     });
+}
+
+/// Creates a child of `parent` on another thread while this one cancels
+/// `parent`; checks that the child is done and nothing stays registered.
+fn insert_vs_cancel(parent: &Context, cancel_parent: CancelFunc) {
+    let handle = parent.clone();
+    let t = thread::spawn(move || handle.with_cancel());
+    cancel_parent.cancel();
+    let (child, cancel_child) = t.join().unwrap();
+
+    assert_eq!(child.err(), Some(Error::Canceled));
+    assert_eq!(parent.live_children(), 0);
+    assert_handles(&child, 2);
+    drop((child, cancel_child));
 }
 
 /// Two children are created concurrently (racing to flag the parent's children:
@@ -63,6 +69,26 @@ fn loom_cancel_two_inserts_vs_cancel() {
             drop(cancel_child);
         }
         assert_eq!(parent.live_children(), 0);
+        assert_handles(&parent, 1);
+    });
+}
+
+/// A child is created into a slot of the parent's set that an earlier child
+/// left (popped from the free stack, so the registrant makes no fresh index
+/// the drain could read) while the parent is canceled. A drain that takes
+/// the entry reads the child's node, which must have been made before the
+/// slot's store (loom checks the node's memory through its `AccessCheck`).
+#[test]
+fn loom_cancel_insert_into_a_reused_slot_vs_cancel() {
+    model(|| {
+        let (parent, cancel_parent) = Context::background().with_cancel();
+        // The first child takes the inline slot; the second one a set slot,
+        // which it gives back.
+        let first = parent.with_cancel();
+        drop(parent.with_cancel());
+        assert_eq!(parent.live_children(), 1);
+        insert_vs_cancel(&parent, cancel_parent);
+        drop(first);
         assert_handles(&parent, 1);
     });
 }
@@ -147,6 +173,35 @@ fn loom_cancel_two_causes() {
 
         drop((grandchild, cancel_grandchild, child));
         assert_handles(&parent, 1);
+    });
+}
+
+/// A read on another thread meets a cancel with a cause: a reader that finds the
+/// word done reads the record it points to, which must have been made before
+/// the word was stored (the reader's load acquires it) and must stay alive
+/// until the last reader is done with it (the record is plain memory, which
+/// loom checks through the record's `AccessCheck`). The child reads the
+/// parent's record, shared by the walk.
+#[test]
+fn loom_cause_read_vs_cancel_with_cause() {
+    model(|| {
+        let (parent, cancel_parent) = Context::background().with_cancel_cause();
+        let (child, cancel_child) = parent.with_cancel();
+        let t = thread::spawn(move || {
+            let seen = (cause(&child), child.err());
+            drop((child, cancel_child));
+            seen
+        });
+        cancel_parent.cancel(Cause::msg("A"));
+        assert_eq!(cause(&parent).as_deref(), Some("A"));
+        drop(parent);
+        // The cause first, then the error: a later read may see the cancel
+        // an earlier one did not, never the other way round.
+        match t.join().unwrap() {
+            (None, _) => {}
+            (Some(text), Some(Error::Canceled)) => assert_eq!(text, "A"),
+            other => panic!("the reads saw {other:?}"),
+        }
     });
 }
 

@@ -23,7 +23,7 @@ use super::state::{self, Reason, Record, Word};
 use super::value::ValuePart;
 use super::wait::Waiters;
 use super::work::Work;
-use crate::sync::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AccessCheck, AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use crate::timer::Timer;
 use std::any::TypeId;
 use std::ptr::{self, NonNull};
@@ -103,6 +103,9 @@ pub(crate) struct Header {
     /// The nearest cancelable node at or above this one (itself if cancelable); null
     /// if nothing above can ever cancel this context. Kept alive by `parent`.
     pub(crate) carrier: *const Header,
+    /// Lets loom check that every use of the node happens after its creation
+    /// and before its free (zero-sized outside loom).
+    access: AccessCheck,
 }
 
 /// The first part of every cancelable node's payload.
@@ -414,6 +417,7 @@ impl NodeRef {
                 vtable,
                 parent,
                 carrier,
+                access: AccessCheck::new(),
             });
             ptr::addr_of_mut!((*raw).payload).write(payload);
         }
@@ -464,7 +468,9 @@ impl NodeRef {
     pub(crate) fn header<'a>(self) -> &'a Header {
         // SAFETY: a `NodeRef` is only used while the reference it stands for keeps
         // the allocation alive; the header is never mutated after publication.
-        unsafe { self.0.as_ref() }
+        let header = unsafe { self.0.as_ref() };
+        header.access.read();
+        header
     }
 
     pub(crate) fn kind(self) -> Kind {

@@ -23,7 +23,7 @@
 //! `cancel`): by then it is the only thread that writes the word, so a store.
 
 use crate::error::{Cause, Error};
-use crate::sync::Arc;
+use crate::sync::{AccessCheck, Arc};
 
 /// The raw content of a state word.
 pub(crate) type Word = *mut Record;
@@ -53,15 +53,20 @@ const FLAGS: usize = WAITERS | UNCLAIMED | COMPLETE | HAS_SET;
 pub(crate) struct Record {
     pub(crate) err: Error,
     pub(crate) cause: Cause,
+    /// Lets loom check that every read of the record happens after its
+    /// creation and before its free (zero-sized outside loom).
+    pub(crate) access: AccessCheck,
 }
 
 static CANCELED_RECORD: Record = Record {
     err: Error::Canceled,
     cause: Cause::plain(Error::Canceled),
+    access: AccessCheck::STATIC,
 };
 static DEADLINE_RECORD: Record = Record {
     err: Error::DeadlineExceeded,
     cause: Cause::plain(Error::DeadlineExceeded),
+    access: AccessCheck::STATIC,
 };
 
 /// The live word with no waiters.
@@ -97,7 +102,11 @@ pub(crate) fn is_done(word: Word) -> bool {
 pub(crate) unsafe fn record<'a>(word: Word) -> Option<&'a Record> {
     // SAFETY: a done word points at a static record or at an `Arc<Record>` that the
     // node owns, which outlives the borrow by the caller's contract.
-    unsafe { reason_of(word).as_ref() }
+    let record = unsafe { reason_of(word).as_ref() };
+    if let Some(record) = record {
+        record.access.read();
+    }
+    record
 }
 
 /// An owned reason for being done, ready to be stored in a state word.
@@ -117,9 +126,14 @@ impl Reason {
     /// A reason with an explicit cause; a cause that is just `err` again costs nothing.
     pub(crate) fn new(err: Error, cause: Option<Cause>) -> Reason {
         match cause {
-            Some(cause) if cause.as_error() != Some(err) => {
-                Reason(Arc::into_raw(Arc::new(Record { err, cause })).cast_mut())
-            }
+            Some(cause) if cause.as_error() != Some(err) => Reason(
+                Arc::into_raw(Arc::new(Record {
+                    err,
+                    cause,
+                    access: AccessCheck::new(),
+                }))
+                .cast_mut(),
+            ),
             _ => Reason::plain(err),
         }
     }
@@ -137,7 +151,9 @@ impl Reason {
     pub(crate) fn record(&self) -> &Record {
         // SAFETY: a reason always points at a static record or at a record it
         // holds a counted reference on (never at a live word).
-        unsafe { &*self.0 }
+        let record = unsafe { &*self.0 };
+        record.access.read();
+        record
     }
 
     /// The word to store; the reference stays owned by `self` (a word that is
