@@ -562,6 +562,134 @@ fn a_blocked_callback_holds_back_no_other_callback_of_the_same_expiry() {
     }
 }
 
+/// A waker that, woken, waits (up to half a minute) for a callback to have
+/// run, and records whether it had.
+struct WaitsForCallback {
+    ran: Mutex<mpsc::Receiver<()>>,
+    saw_it: AtomicBool,
+}
+
+impl std::task::Wake for WaitsForCallback {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        let ran = self.ran.lock().unwrap();
+        let saw_it = ran.recv_timeout(Duration::from_secs(30)).is_ok();
+        self.saw_it.store(saw_it, Ordering::SeqCst);
+    }
+}
+
+/// An expiry's walk hands the callbacks it sets free to the runner before it
+/// wakes the waiters on the backend's thread: a waker that blocks (here until
+/// the very callback has run) holds back no callback, as after an explicit
+/// cancel. The walk used to wake first and hand the callbacks over after the
+/// last waker returned.
+#[test]
+#[cfg_attr(miri, ignore)] // runner threads and a watchdog in real time
+fn a_blocking_waker_holds_back_no_callback_of_the_expiry_that_woke_it() {
+    within_watchdog(
+        "a fired deadline's callback behind a blocking waker",
+        || {
+            for by_timer in [true, false] {
+                let timer = ManualTimer::new();
+                let (ctx, cancel) = timer.root().with_timeout(Duration::from_secs(1));
+                // A child, so that the expiry walks a subtree (a leaf has no callbacks).
+                let (_child, _cancel_child) = ctx.with_cancel();
+                let (ran_tx, ran_rx) = mpsc::channel();
+                let _registration = ctx.after_func(move || ran_tx.send(()).unwrap());
+                let waiter = Arc::new(WaitsForCallback {
+                    ran: Mutex::new(ran_rx),
+                    saw_it: AtomicBool::new(false),
+                });
+                let mut done = ctx.done();
+                let waker = std::task::Waker::from(waiter.clone());
+                let mut cx = std::task::Context::from_waker(&waker);
+                assert!(
+                    std::future::Future::poll(std::pin::Pin::new(&mut done), &mut cx).is_pending()
+                );
+                if by_timer {
+                    assert_eq!(timer.advance(Duration::from_secs(1)), 1);
+                } else {
+                    cancel.cancel();
+                }
+                assert!(
+                    waiter.saw_it.load(Ordering::SeqCst),
+                    "ended by its timer: {by_timer}: the callback waited for the waker"
+                );
+            }
+        },
+    );
+}
+
+/// The same for the firing backend's own `disarm`s, which an expiry's walk
+/// runs on the backend's thread: one that blocks (here until the callback of
+/// the expired context has run) holds back no callback.
+#[test]
+#[cfg_attr(miri, ignore)] // runner threads and a watchdog in real time
+fn a_blocking_disarm_of_the_firing_backend_holds_back_no_callback() {
+    #[derive(Debug)]
+    struct DisarmWaitsForCallback {
+        expiries: Mutex<Vec<Expiry>>,
+        /// The callback's channel, and whether it was heard from.
+        ran: Mutex<(mpsc::Receiver<()>, bool)>,
+        disarms: AtomicUsize,
+        /// Whether a disarm gave up waiting for the callback.
+        missed_it: AtomicBool,
+    }
+    impl Timer for DisarmWaitsForCallback {
+        fn now(&self) -> Instant {
+            Instant::now()
+        }
+        fn arm(&self, _deadline: Instant, expiry: Expiry) -> Option<TimerKey> {
+            let mut expiries = self.expiries.lock().unwrap();
+            expiries.push(expiry);
+            Some(TimerKey::new(
+                std::num::NonZeroU64::new(expiries.len() as u64).unwrap(),
+            ))
+        }
+        fn disarm(&self, _key: TimerKey) {
+            self.disarms.fetch_add(1, Ordering::SeqCst);
+            let mut ran = self.ran.lock().unwrap();
+            if !ran.1 {
+                ran.1 = ran.0.recv_timeout(Duration::from_secs(30)).is_ok();
+            }
+            if !ran.1 {
+                self.missed_it.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+    within_watchdog(
+        "a fired deadline's callback behind its backend's disarm",
+        || {
+            let (ran_tx, ran_rx) = mpsc::channel();
+            let backend = Arc::new(DisarmWaitsForCallback {
+                expiries: Mutex::new(Vec::new()),
+                ran: Mutex::new((ran_rx, false)),
+                disarms: AtomicUsize::new(0),
+                missed_it: AtomicBool::new(false),
+            });
+            let root = Context::background().with_timer(backend.clone());
+            let (ctx, _cancel) = root.with_timeout(Duration::from_secs(3600));
+            // An earlier deadline of the same backend below, which the backend
+            // never fires: the expiry above closes it and gives its key back to
+            // the firing backend, on the firing thread.
+            let (child, _cancel_child) = ctx.with_timeout(Duration::from_secs(1800));
+            let _registration = ctx.after_func(move || ran_tx.send(()).unwrap());
+            let first = backend.expiries.lock().unwrap().remove(0);
+            first.fire();
+            // The fired deadline's key and the one below it.
+            assert_eq!(backend.disarms.load(Ordering::SeqCst), 2);
+            assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+            assert_eq!(child.err(), Some(Error::DeadlineExceeded));
+            assert!(
+                !backend.missed_it.load(Ordering::SeqCst),
+                "the callback waited for the firing backend's disarm"
+            );
+        },
+    );
+}
+
 /// A backend whose `disarm` blocks until the test lets it go; it keeps its
 /// expiries and never fires them.
 #[derive(Debug, Default)]

@@ -395,6 +395,9 @@ fn walk_cancel(
     match origin {
         Origin::Explicit => walk.finish(node, panic, false),
         Origin::Timer => {
+            // The callbacks go to the runner first: nothing this thread still
+            // runs (a disarm, a waker, a wait for another walk) holds them back.
+            walk.work.spawn_callbacks();
             // The firing backend's own `disarm`s may run on its own thread (any
             // other backend's go to the runner with the rest); a panic in one
             // is the backend's, and must not stop the walk's other duties.

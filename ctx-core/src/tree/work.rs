@@ -209,6 +209,17 @@ impl Work {
         }
     }
 
+    /// Hands the claimed callbacks to the runner now, each on a job of its
+    /// own. An expiry's walk does this before anything else it still runs on
+    /// the backend's thread (the backend's own `disarm`s, the wakers): either
+    /// may block, and a callback waits for neither, as it waits for nothing
+    /// after an explicit cancel ([`run`](Self::run) hands them over first).
+    pub(crate) fn spawn_callbacks(&mut self) {
+        if !self.callbacks.is_empty() {
+            crate::runner::spawn_all(self.callbacks.drain(..).map(callback_job));
+        }
+    }
+
     /// Wakes the wakers taken during the walk, each guarded.
     pub(crate) fn run_wakes(&mut self, panic: &mut Panic) {
         self.wakers.take_each(|waker| catch(panic, || waker.wake()));
