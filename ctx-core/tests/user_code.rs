@@ -1420,3 +1420,29 @@ fn another_backends_blocking_disarm_holds_back_no_callback_of_the_expired_contex
     go.send(()).unwrap();
     assert!(ran, "the callback waited for another backend's disarm");
 }
+
+/// `watch_and_cancel` with an `into_cause` that panics: the context ends with
+/// a `PanicError` carrying the panic's message, as its docs say (not with the
+/// "gone" cause of a future that never finished).
+#[test]
+fn watch_and_cancel_ends_the_context_with_a_panic_error_when_into_cause_panics() {
+    use ctx_core::PanicError;
+    use ctx_core::adapter::watch_and_cancel;
+    let (ctx, cancel) = Context::background().with_cancel_cause();
+    let watch = watch_and_cancel(
+        cancel.canceler(),
+        async { "finished" },
+        |_: &str| -> Cause { panic!("into_cause panics") },
+        "gone",
+    );
+    // Whether the panic also comes out of the poll is not the point here.
+    let _ = catch_unwind(AssertUnwindSafe(move || {
+        let mut watch = std::pin::pin!(watch);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        while std::future::Future::poll(watch.as_mut(), &mut cx).is_pending() {}
+    }));
+    let cause = ctx.cause().expect("the context was not canceled");
+    let panic = cause.downcast_ref::<PanicError>();
+    assert!(panic.is_some(), "the cause is {cause:?}, not a PanicError");
+    assert_eq!(panic.unwrap().message(), "into_cause panics");
+}

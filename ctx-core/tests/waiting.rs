@@ -625,3 +625,32 @@ fn a_blocking_wait_sees_its_clock_moved_past_the_deadline_without_a_firing() {
         mover.join().unwrap();
     });
 }
+
+/// `wait_until(d)` at the context's own deadline `d`, on a system-clock backend
+/// that never fires: the wait ends at `d`, when the context is done by its
+/// exact deadline, so it reports true (a wait that returned false there would
+/// say "not done" about a done context).
+#[test]
+fn wait_until_the_contexts_own_deadline_on_a_silent_timer_reports_done() {
+    #[derive(Debug)]
+    struct SilentSystemClock;
+    impl ctx_core::Timer for SilentSystemClock {
+        fn now(&self) -> Instant {
+            Instant::now()
+        }
+        fn arm(&self, _deadline: Instant, _expiry: ctx_core::Expiry) -> Option<ctx_core::TimerKey> {
+            None
+        }
+        fn disarm(&self, _key: ctx_core::TimerKey) {}
+        fn is_system_clock(&self) -> bool {
+            true
+        }
+    }
+    let root = Context::background().with_timer(Arc::new(SilentSystemClock));
+    for _ in 0..3 {
+        let deadline = Instant::now() + Duration::from_millis(30);
+        let (ctx, _cancel) = root.with_deadline(deadline);
+        assert!(ctx.wait_until(deadline), "not done: {:?}", ctx.err());
+        assert_eq!(ctx.err(), Some(Error::DeadlineExceeded));
+    }
+}
