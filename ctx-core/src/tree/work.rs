@@ -215,9 +215,9 @@ impl Work {
     /// may block, and a callback waits for neither, as it waits for nothing
     /// after an explicit cancel ([`run`](Self::run) hands them over first).
     pub(crate) fn spawn_callbacks(&mut self) {
-        if !self.callbacks.is_empty() {
-            crate::runner::spawn_all(self.callbacks.drain(..).map(callback_job));
-        }
+        // Handed over together: one taking of the runner's lock (none if
+        // there is no callback).
+        crate::runner::spawn_all(self.callbacks.drain(..).map(callback_job));
     }
 
     /// Wakes the wakers taken during the walk, each guarded.
@@ -252,14 +252,12 @@ impl Work {
         // wakes up finds its timer released), and so is the last callback
         // when it runs right here: only when no disarm is owed.
         let keep_last = on_runner && self.disarms.is_empty();
-        let mut callbacks = self.callbacks.drain(..);
         let last = if keep_last {
-            callbacks.next_back()
+            self.callbacks.pop()
         } else {
             None
         };
-        // Handed over together: one taking of the runner's lock.
-        crate::runner::spawn_all(callbacks.map(callback_job));
+        self.spawn_callbacks();
         self.run_disarms(panic);
         self.run_wakes(panic);
         if let Some((callback, reason)) = last {
