@@ -395,14 +395,19 @@ fn walk_cancel(
     match origin {
         Origin::Explicit => walk.finish(node, panic, false),
         Origin::Timer => {
-            // The callbacks go to the runner first: nothing this thread still
-            // runs (a disarm, a waker, a wait for another walk) holds them back.
-            walk.work.spawn_callbacks();
+            let complete = walk.blocked.is_empty() && is_complete(node);
+            if complete {
+                // The callbacks go to the runner first: nothing this thread
+                // still runs (a disarm, a waker) holds them back. A walk
+                // blocked on another thread's subtree hands them over once
+                // that is done (`WalkRest`), as `after_func` promises.
+                walk.work.spawn_callbacks();
+            }
             // The firing backend's own `disarm`s may run on its own thread (any
             // other backend's go to the runner with the rest); a panic in one
             // is the backend's, and must not stop the walk's other duties.
             walk.work.run_disarms_of(node.deadline_part().timer, panic);
-            if walk.blocked.is_empty() && is_complete(node) {
+            if complete {
                 register::detach(node);
                 // The subtree is complete: the waiters' wakers (executor code,
                 // which a backend's thread may run) are woken here, without a
